@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Build realm.wasm (Memory64, SIMD128, bulk memory, no libc) from core/ and
+copy the WGSL kernels into the package.
+
+    python build.py            # build if anything changed, else do nothing
+    python build.py --force    # rebuild anyway
+    python build.py --debug    # -O1 -g, keeps names (for traps with stack traces)
+
+The compiler is clang as shipped in the `ziglang` PyPI package
+(`python -m ziglang cc`); see ../shared/PLATFORM.md for why.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+CORE = ROOT / "core"
+WGSL = ROOT / "wgsl"
+PKG = ROOT / "realm_web"
+OUT_WASM = PKG / "wasm" / "realm.wasm"
+OUT_WGSL = PKG / "wgsl"
+STAMP = PKG / "wasm" / ".build-stamp.json"
+
+TARGET = "wasm64-freestanding"
+CFLAGS = [
+    "-std=c11", "-ffreestanding", "-nostdlib", "-msimd128", "-mbulk-memory",
+    "-mnontrapping-fptoint", "-msign-ext",
+    # reductions may reassociate (SIMD sums); keep NaN/Inf semantics otherwise
+    "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math",
+    "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror=implicit-function-declaration",
+]
+LDFLAGS = [
+    "-Wl,--no-entry", "-Wl,--export-dynamic",
+    "-Wl,-z,stack-size=8388608",     # 8 MiB shadow stack
+    "-Wl,--initial-memory=16777216",  # 16 MiB; the allocator grows it
+]
+
+
+def compiler_cmd() -> list[str]:
+    if importlib.util.find_spec("ziglang") is None:
+        sys.exit("build.py: the C compiler is missing. Install it with:  pip install ziglang")
+    return [sys.executable, "-m", "ziglang", "cc"]
+
+
+def sources() -> list[Path]:
+    return sorted(CORE.glob("*.c"))
+
+
+def inputs_digest(flags: list[str]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(flags).encode())
+    for p in sorted(list(CORE.glob("*.[ch]")) + list(WGSL.glob("**/*.wgsl"))) + [Path(__file__)]:
+        h.update(str(p.relative_to(ROOT)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def copy_wgsl() -> int:
+    if OUT_WGSL.exists():
+        shutil.rmtree(OUT_WGSL)
+    OUT_WGSL.mkdir(parents=True)
+    n = 0
+    for f in sorted(WGSL.glob("**/*.wgsl")):
+        dst = OUT_WGSL / f.relative_to(WGSL)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, dst)
+        n += 1
+    return n
+
+
+def build(force: bool = False, debug: bool = False, quiet: bool = False) -> Path:
+    opt = ["-O1", "-g"] if debug else ["-O3", "-s"]
+    flags = CFLAGS + opt + LDFLAGS
+    digest = inputs_digest(flags)
+    if not force and OUT_WASM.exists() and STAMP.exists():
+        if json.loads(STAMP.read_text()).get("digest") == digest:
+            if not quiet:
+                print(f"build.py: up to date: {OUT_WASM.relative_to(ROOT)}")
+            return OUT_WASM
+    srcs = sources()
+    if not srcs:
+        sys.exit("build.py: no C sources in core/")
+    OUT_WASM.parent.mkdir(parents=True, exist_ok=True)
+    tmp = OUT_WASM.with_suffix(".wasm.tmp")
+    cmd = compiler_cmd() + [f"--target={TARGET}"] + flags + ["-o", str(tmp)] + [str(s) for s in srcs]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.stderr.write(res.stdout + res.stderr)
+        sys.exit(f"build.py: compiling realm.wasm failed (exit {res.returncode})")
+    if res.stderr.strip() and not quiet:
+        sys.stderr.write(res.stderr)
+    tmp.replace(OUT_WASM)
+    n_wgsl = copy_wgsl()
+    STAMP.write_text(json.dumps({"digest": digest, "flags": flags}))
+    if not quiet:
+        size = OUT_WASM.stat().st_size
+        print(f"build.py: built {OUT_WASM.relative_to(ROOT)} ({size:,} bytes, {len(srcs)} C files, "
+              f"{TARGET}, {'debug' if debug else 'release'}); copied {n_wgsl} WGSL files")
+    return OUT_WASM
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
+    ap.add_argument("--debug", action="store_true", help="-O1 -g build with names")
+    args = ap.parse_args()
+    build(force=args.force, debug=args.debug)
+
+
+if __name__ == "__main__":
+    main()

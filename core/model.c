@@ -1,0 +1,612 @@
+/* model.c: reading a LLaMA-family model out of a GGUF, and its sessions. */
+#include "model.h"
+#include "quant.h"
+
+/* ------------------------------------------------------------ small helpers */
+#define KEYBUF 128
+/* "<arch>.<suffix>" into buf */
+static const char *akey(const Model *m, const char *suffix, char *buf) {
+    size_t n = RT_MIN(m->arch.len, (uint64_t)KEYBUF / 2), s = strlen(suffix);
+    memcpy(buf, m->arch.ptr, n);
+    buf[n] = '.';
+    memcpy(buf + n + 1, suffix, RT_MIN(s, KEYBUF - n - 2));
+    buf[n + 1 + RT_MIN(s, KEYBUF - n - 2)] = 0;
+    return buf;
+}
+
+static bool get_u32(const Model *m, const char *suffix, uint32_t *out, bool required) {
+    char k[KEYBUF];
+    akey(m, suffix, k);
+    const GGUFKV *kv = gguf_find(&m->gguf, k);
+    if (kv && kv->type == GGUF_ARRAY) {
+        rt_err("unsupported model: ", k, " varies per layer (an array); this core needs one value", NULL);
+        return false;
+    }
+    uint64_t v;
+    if (!gguf_get_u64(&m->gguf, k, &v)) {
+        if (required) rt_err("unsupported model: required metadata ", k, " is missing", NULL);
+        return !required;
+    }
+    if (v > 0x7fffffffu) {
+        rt_err("corrupt GGUF: ", k, " = ", NULL);
+        rt_err_append_u64(v);
+        rt_err_append(" is out of range");
+        return false;
+    }
+    *out = (uint32_t)v;
+    return true;
+}
+
+static void get_f32(const Model *m, const char *suffix, float *out) {
+    char k[KEYBUF];
+    gguf_get_f32(&m->gguf, akey(m, suffix, k), out);
+}
+
+/* ------------------------------------------------------------------- open */
+Model *model_open(uint8_t *buf, uint64_t len, uint64_t file_size, uint64_t *need) {
+    Model *m = rt_calloc(1, sizeof(Model));
+    if (!m) {
+        rt_err("out of memory", NULL);
+        return NULL;
+    }
+    if (gguf_parse(&m->gguf, buf, len, file_size, need) != GGUF_OK) {
+        rt_free(m);
+        return NULL;
+    }
+    m->weights_size = m->gguf.data_size;
+    return m;
+}
+
+uint8_t *model_weights(Model *m) {
+    if (!m->weights && m->weights_size) {
+        m->weights = rt_malloc(m->weights_size);
+        if (!m->weights) {
+            rt_err("out of memory: the model's weights need ", NULL);
+            rt_err_append_u64(m->weights_size);
+            rt_err_append(" bytes of wasm memory");
+        }
+    }
+    return m->weights;
+}
+
+void model_free(Model *m) {
+    if (!m) return;
+    tokenizer_free(m->tok);
+    rt_free(m->layers);
+    rt_free(m->weights);
+    gguf_free(&m->gguf); /* metadata, tensor table and the header bytes */
+    rt_free(m);
+}
+
+/* -------------------------------------------------------------- tokenizer */
+static Str *strs_of(const GGUF *g, const char *key, int32_t *n) {
+    const GGUFKV *kv = gguf_find(g, key);
+    *n = 0;
+    if (!kv) return NULL;
+    if (kv->type != GGUF_ARRAY || kv->arr_type != GGUF_STRING) {
+        rt_err("corrupt GGUF: ", key, " is not an array of strings", NULL);
+        return NULL;
+    }
+    Str *s = rt_malloc((kv->arr_len ? kv->arr_len : 1) * sizeof(Str));
+    if (!s) return NULL;
+    gguf_arr_strs(kv, s);
+    *n = (int32_t)kv->arr_len;
+    return s;
+}
+
+static const void *array_of(const GGUF *g, const char *key, uint32_t type, uint64_t n) {
+    const GGUFKV *kv = gguf_find(g, key);
+    if (!kv || kv->type != GGUF_ARRAY || kv->arr_type != type || kv->arr_len != n) return NULL;
+    return kv->val;
+}
+
+static int32_t tok_id(const GGUF *g, const char *key) {
+    uint64_t v;
+    return gguf_get_u64(g, key, &v) && v < 0x7fffffff ? (int32_t)v : -1;
+}
+
+static bool build_tokenizer(Model *m) {
+    const GGUF *g = &m->gguf;
+    TokenizerSpec sp;
+    memset(&sp, 0, sizeof sp);
+    Str kind;
+    if (!gguf_get_str(g, "tokenizer.ggml.model", &kind)) {
+        rt_err("unsupported model: tokenizer.ggml.model is missing (the GGUF carries no tokenizer)", NULL);
+        return false;
+    }
+    if (rt_str_eq((const char *)kind.ptr, kind.len, "llama")) sp.kind = TOK_KIND_SPM;
+    else if (rt_str_eq((const char *)kind.ptr, kind.len, "gpt2")) sp.kind = TOK_KIND_BPE;
+    else {
+        rt_err("unsupported tokenizer: tokenizer.ggml.model = '", NULL);
+        rt_err_append_n((const char *)kind.ptr, RT_MIN(kind.len, 64));
+        rt_err_append("' (this core runs 'llama' and 'gpt2')");
+        return false;
+    }
+    gguf_get_str(g, "tokenizer.ggml.pre", &sp.pre);
+    Str *tokens = strs_of(g, "tokenizer.ggml.tokens", &sp.n_vocab);
+    if (!tokens) {
+        if (!*rt_err_message()) rt_err("unsupported model: tokenizer.ggml.tokens is missing", NULL);
+        return false;
+    }
+    sp.tokens = tokens;
+    sp.scores = array_of(g, "tokenizer.ggml.scores", GGUF_F32, (uint64_t)sp.n_vocab);
+    sp.types = array_of(g, "tokenizer.ggml.token_type", GGUF_I32, (uint64_t)sp.n_vocab);
+    Str *merges = NULL;
+    if (sp.kind == TOK_KIND_BPE) {
+        merges = strs_of(g, "tokenizer.ggml.merges", &sp.n_merges);
+        if (!merges && *rt_err_message()) { rt_free(tokens); return false; }
+        sp.merges = merges;
+    }
+    sp.bos = tok_id(g, "tokenizer.ggml.bos_token_id");
+    sp.eos = tok_id(g, "tokenizer.ggml.eos_token_id");
+    sp.eot = tok_id(g, "tokenizer.ggml.eot_token_id");
+    sp.eom = tok_id(g, "tokenizer.ggml.eom_token_id");
+    sp.unk = tok_id(g, "tokenizer.ggml.unknown_token_id");
+    sp.pad = tok_id(g, "tokenizer.ggml.padding_token_id");
+    sp.sep = tok_id(g, "tokenizer.ggml.seperator_token_id");
+    sp.nl = -1;
+    sp.add_bos_set = gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &sp.add_bos);
+    sp.add_eos_set = gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &sp.add_eos);
+    sp.add_space_prefix_set = gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &sp.add_space_prefix);
+    rt_err_clear();
+    m->tok = tokenizer_new(&sp);
+    /* the tokenizer keeps pointers into the header, not our arrays */
+    rt_free(tokens);
+    rt_free(merges);
+    return m->tok != NULL;
+}
+
+/* ---------------------------------------------------------------- weights */
+static bool bind(Model *m, Tensor *t, const char *name, uint64_t ne0, uint64_t ne1, bool required) {
+    const GGUFTensor *gt = gguf_tensor(&m->gguf, name);
+    memset(t, 0, sizeof *t);
+    if (!gt) {
+        if (required) rt_err("unsupported model: tensor '", name, "' is missing", NULL);
+        return !required;
+    }
+    bool one_d = ne1 == 0;
+    if (gt->ne[0] != ne0 || (!one_d && gt->ne[1] != ne1) || (one_d && gt->ne[1] != 1) || gt->ne[2] != 1 || gt->ne[3] != 1) {
+        rt_err("tensor '", name, "' has shape [", NULL);
+        for (uint32_t d = 0; d < gt->n_dims; d++) {
+            if (d) rt_err_append(", ");
+            rt_err_append_u64(gt->ne[d]);
+        }
+        rt_err_append("], expected [");
+        rt_err_append_u64(ne0);
+        if (!one_d) { rt_err_append(", "); rt_err_append_u64(ne1); }
+        rt_err_append("]");
+        return false;
+    }
+    const QuantType *qt = quant_type(gt->type);
+    if (!qt->can_run || (one_d && gt->type != GGML_TYPE_F32)) {
+        rt_err("tensor '", name, "' has type ", qt->name, NULL);
+        rt_err_append(one_d ? ", but norms and biases must be F32" : ", which this core cannot run yet");
+        return false;
+    }
+    t->type = gt->type;
+    t->data = m->weights + gt->offset;
+    t->ne0 = gt->ne[0];
+    t->ne1 = one_d ? 1 : gt->ne[1];
+    t->row_bytes = quant_row_bytes(gt->type, gt->ne[0]);
+    return true;
+}
+
+static bool blk_bind(Model *m, Tensor *t, uint32_t l, const char *what, uint64_t ne0, uint64_t ne1, bool req) {
+    char name[96] = "blk.";
+    char num[16];
+    int n = 0;
+    uint32_t v = l;
+    do { num[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    size_t p = 4;
+    while (n) name[p++] = num[--n];
+    name[p++] = '.';
+    size_t wl = strlen(what);
+    memcpy(name + p, what, wl + 1);
+    return bind(m, t, name, ne0, ne1, req);
+}
+
+static bool read_config(Model *m) {
+    ModelConfig *c = &m->cfg;
+    const GGUF *g = &m->gguf;
+    if (!gguf_get_str(g, "general.architecture", &m->arch)) {
+        rt_err("unsupported model: general.architecture is missing", NULL);
+        return false;
+    }
+    const char *a = (const char *)m->arch.ptr;
+    size_t al = m->arch.len;
+    bool neox;
+    if (rt_str_eq(a, al, "llama") || rt_str_eq(a, al, "mistral") || rt_str_eq(a, al, "granite-small")) neox = false;
+    else if (rt_str_eq(a, al, "qwen2")) neox = true;
+    else {
+        rt_err("unsupported architecture '", NULL);
+        rt_err_append_n(a, RT_MIN(al, 64));
+        rt_err_append("' (this core runs llama, mistral and qwen2)");
+        return false;
+    }
+    if (gguf_tensor(g, "blk.0.ffn_gate_exps.weight") || gguf_tensor(g, "blk.0.ffn_gate_inp.weight")) {
+        rt_err("unsupported model: mixture-of-experts layers (ffn_*_exps) are not supported", NULL);
+        return false;
+    }
+    c->rope_type = neox ? ROPE_NEOX : ROPE_NORM;
+    if (!get_u32(m, "block_count", &c->n_layer, true) || !get_u32(m, "embedding_length", &c->n_embd, true) ||
+        !get_u32(m, "feed_forward_length", &c->n_ff, true) || !get_u32(m, "attention.head_count", &c->n_head, true))
+        return false;
+    c->n_head_kv = c->n_head;
+    c->n_ctx_train = 2048;
+    if (!get_u32(m, "attention.head_count_kv", &c->n_head_kv, false) || !get_u32(m, "context_length", &c->n_ctx_train, false))
+        return false;
+    if (c->n_layer == 0 || c->n_layer > 1024 || c->n_embd == 0 || c->n_embd > 65536 || c->n_head == 0 ||
+        c->n_head_kv == 0 || c->n_head % c->n_head_kv || c->n_ff == 0 || c->n_ff > 1 << 20) {
+        rt_err("unsupported model: inconsistent hyperparameters (layers, width, heads)", NULL);
+        return false;
+    }
+    c->head_dim = c->n_embd / c->n_head;
+    if (!get_u32(m, "attention.key_length", &c->head_dim, false)) return false;
+    if (c->head_dim == 0 || c->head_dim > 1024 || c->head_dim % 2) {
+        rt_err("unsupported model: head dimension must be even and at most 1024", NULL);
+        return false;
+    }
+    c->rope_dim = c->head_dim;
+    if (!get_u32(m, "rope.dimension_count", &c->rope_dim, false)) return false;
+    if (c->rope_dim > c->head_dim || c->rope_dim % 2) {
+        rt_err("unsupported model: rope.dimension_count exceeds the head dimension", NULL);
+        return false;
+    }
+    c->rms_eps = 1e-5f;
+    get_f32(m, "attention.layer_norm_rms_epsilon", &c->rms_eps);
+    c->rope_base = 10000.0f;
+    get_f32(m, "rope.freq_base", &c->rope_base);
+    /* RoPE scaling: none, linear, or YaRN (llama.cpp's parameters and defaults) */
+    float factor = 0;
+    get_f32(m, "rope.scale_linear", &factor);
+    get_f32(m, "rope.scaling.factor", &factor);
+    char k[KEYBUF];
+    Str stype = {(const uint8_t *)"", 0};
+    gguf_get_str(g, akey(m, "rope.scaling.type", k), &stype);
+    c->rope_freq_scale = factor > 0 ? 1.0f / factor : 1.0f;
+    c->yarn_ext_factor = 0;
+    c->yarn_attn_factor = 1;
+    c->yarn_beta_fast = 32;
+    c->yarn_beta_slow = 1;
+    c->yarn_n_ctx_orig = c->n_ctx_train;
+    if (stype.len && rt_str_eq((const char *)stype.ptr, stype.len, "yarn")) {
+        c->yarn_ext_factor = 1;
+        get_u32(m, "rope.scaling.original_context_length", &c->yarn_n_ctx_orig, false);
+        get_f32(m, "rope.scaling.yarn_beta_fast", &c->yarn_beta_fast);
+        get_f32(m, "rope.scaling.yarn_beta_slow", &c->yarn_beta_slow);
+        get_f32(m, "rope.scaling.attn_factor", &c->yarn_attn_factor);
+    } else if (stype.len && !rt_str_eq((const char *)stype.ptr, stype.len, "linear") &&
+               !rt_str_eq((const char *)stype.ptr, stype.len, "none")) {
+        rt_err("unsupported model: rope.scaling.type '", NULL);
+        rt_err_append_n((const char *)stype.ptr, RT_MIN(stype.len, 32));
+        rt_err_append("' (supported: none, linear, yarn)");
+        return false;
+    }
+    return true;
+}
+
+bool model_load(Model *m, bool vocab_only) {
+    rt_err_clear();
+    m->vocab_only = vocab_only;
+    if (!build_tokenizer(m)) {
+        if (!*rt_err_message()) rt_err("could not build the tokenizer", NULL);
+        return false;
+    }
+    if (vocab_only) {
+        m->cfg.n_vocab = (uint32_t)tokenizer_n_vocab(m->tok);
+        return true;
+    }
+    if (!read_config(m)) return false;
+    if (!m->weights) {
+        rt_err("the host has not provided the weights (realm_model_weights) before realm_model_load", NULL);
+        return false;
+    }
+    ModelConfig *c = &m->cfg;
+    const GGUFTensor *emb = gguf_tensor(&m->gguf, "token_embd.weight");
+    if (!emb) {
+        rt_err("unsupported model: tensor 'token_embd.weight' is missing", NULL);
+        return false;
+    }
+    c->n_vocab = (uint32_t)emb->ne[1];
+    if ((int32_t)c->n_vocab != tokenizer_n_vocab(m->tok)) {
+        rt_err("inconsistent model: token_embd has ", NULL);
+        rt_err_append_u64(c->n_vocab);
+        rt_err_append(" rows, the tokenizer ");
+        rt_err_append_i64(tokenizer_n_vocab(m->tok));
+        rt_err_append(" tokens");
+        return false;
+    }
+    uint64_t E = c->n_embd, D = c->head_dim, QD = (uint64_t)c->n_head * D, KVD = (uint64_t)c->n_head_kv * D;
+    if (!bind(m, &m->tok_embd, "token_embd.weight", E, c->n_vocab, true) ||
+        !bind(m, &m->output_norm, "output_norm.weight", E, 0, true) ||
+        !bind(m, &m->output, "output.weight", E, c->n_vocab, false) ||
+        !bind(m, &m->rope_freqs, "rope_freqs.weight", c->rope_dim / 2, 0, false))
+        return false;
+    if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
+    m->layers = rt_calloc(c->n_layer, sizeof(Layer));
+    if (!m->layers) { rt_err("out of memory", NULL); return false; }
+    for (uint32_t l = 0; l < c->n_layer; l++) {
+        Layer *L = &m->layers[l];
+        if (!blk_bind(m, &L->attn_norm, l, "attn_norm.weight", E, 0, true) ||
+            !blk_bind(m, &L->wq, l, "attn_q.weight", E, QD, true) ||
+            !blk_bind(m, &L->wk, l, "attn_k.weight", E, KVD, true) ||
+            !blk_bind(m, &L->wv, l, "attn_v.weight", E, KVD, true) ||
+            !blk_bind(m, &L->wo, l, "attn_output.weight", QD, E, true) ||
+            !blk_bind(m, &L->bq, l, "attn_q.bias", QD, 0, false) ||
+            !blk_bind(m, &L->bk, l, "attn_k.bias", KVD, 0, false) ||
+            !blk_bind(m, &L->bv, l, "attn_v.bias", KVD, 0, false) ||
+            !blk_bind(m, &L->ffn_norm, l, "ffn_norm.weight", E, 0, true) ||
+            !blk_bind(m, &L->w_gate, l, "ffn_gate.weight", E, c->n_ff, true) ||
+            !blk_bind(m, &L->w_up, l, "ffn_up.weight", E, c->n_ff, true) ||
+            !blk_bind(m, &L->w_down, l, "ffn_down.weight", c->n_ff, E, true))
+            return false;
+    }
+    return true;
+}
+
+/* --------------------------------------------------------------- sessions */
+Session *session_new(Model *m, uint32_t n_ctx) {
+    if (m->vocab_only) {
+        rt_err("this model was loaded vocab-only: it has no weights to run", NULL);
+        return NULL;
+    }
+    const ModelConfig *c = &m->cfg;
+    if (n_ctx == 0 || n_ctx > (1u << 24)) {
+        rt_err("context size must be between 1 and 16777216 tokens, got ", NULL);
+        rt_err_append_u64(n_ctx);
+        return NULL;
+    }
+    Session *s = rt_calloc(1, sizeof(Session));
+    if (!s) { rt_err("out of memory", NULL); return NULL; }
+    s->m = m;
+    s->n_ctx = n_ctx;
+    s->n_batch = RT_MIN(n_ctx, 64u);
+    uint64_t kvd = (uint64_t)c->n_head_kv * c->head_dim, B = s->n_batch;
+    uint64_t cache = (uint64_t)c->n_layer * n_ctx * kvd;
+    s->k_cache = rt_malloc(cache * 2);
+    s->v_cache = rt_malloc(cache * 2);
+    s->tokens = rt_malloc((uint64_t)n_ctx * 4);
+    s->logits_cap = 1;
+    s->logits = rt_malloc((uint64_t)c->n_vocab * 4);
+    uint64_t qd = (uint64_t)c->n_head * c->head_dim, wide = RT_MAX(RT_MAX((uint64_t)c->n_embd, qd), (uint64_t)c->n_ff);
+    s->x = rt_malloc(B * c->n_embd * 4);
+    s->xb = rt_malloc(B * wide * 4);
+    s->q = rt_malloc(B * qd * 4);
+    s->k = rt_malloc(B * kvd * 4);
+    s->v = rt_malloc(B * kvd * 4);
+    s->att = rt_malloc(B * qd * 4);
+    s->hb = rt_malloc(B * c->n_ff * 4);
+    s->hb2 = rt_malloc(B * c->n_ff * 4);
+    s->scores = rt_malloc((uint64_t)n_ctx * 4 + 64);
+    s->xq_cap = 0;
+    sampler_init(&s->sampler);
+    if (!s->k_cache || !s->v_cache || !s->tokens || !s->logits || !s->x || !s->xb || !s->q || !s->k || !s->v ||
+        !s->att || !s->hb || !s->hb2 || !s->scores) {
+        session_free(s);
+        rt_err("out of memory: a session with a context of ", NULL);
+        rt_err_append_u64(n_ctx);
+        rt_err_append(" tokens needs ");
+        rt_err_append_u64(cache * 4 >> 20);
+        rt_err_append(" MiB of KV cache");
+        return NULL;
+    }
+    return s;
+}
+
+void session_free(Session *s) {
+    if (!s) return;
+    void *ps[] = {s->k_cache, s->v_cache, s->tokens, s->logits, s->x, s->xb, s->q, s->k,
+                  s->v, s->att, s->hb, s->hb2, s->scores, s->xq};
+    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) rt_free(ps[i]);
+    sampler_free(&s->sampler);
+    rt_free(s);
+}
+
+void session_truncate(Session *s, uint32_t n) {
+    if (n < s->n_past) s->n_past = n;
+}
+
+/* ------------------------------------------------------------ the forward pass */
+static void rmsnorm(float *out, const float *x, const float *w, uint64_t n, float eps) {
+    double ss = 0; /* ggml sums squares in double */
+    for (uint64_t i = 0; i < n; i++) ss += (double)(x[i] * x[i]);
+    float scale = 1.0f / rt_sqrtf((float)(ss / (double)n) + eps);
+    for (uint64_t i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
+}
+
+static bool matmul(Session *s, const Tensor *w, const float *x, uint64_t T, float *y) {
+    uint64_t need = quant_act_bytes(w->type, w->ne0, T);
+    if (need > s->xq_cap) {
+        rt_free(s->xq);
+        s->xq = rt_malloc(need);
+        s->xq_cap = s->xq ? need : 0;
+        if (!s->xq) { rt_err("out of memory for activations", NULL); return false; }
+    }
+    quant_act_quantize(w->type, x, w->ne0, T, s->xq);
+    quant_matmul_q(w->type, w->data, w->ne0, 0, w->ne1, s->xq, T, y, w->ne1);
+    return true;
+}
+
+static void add_bias(float *y, const Tensor *b, uint64_t T) {
+    if (!b->data) return;
+    const float *bv = (const float *)b->data;
+    for (uint64_t t = 0; t < T; t++)
+        for (uint64_t i = 0; i < b->ne0; i++) y[t * b->ne0 + i] += bv[i];
+}
+
+static float yarn_ramp(float low, float high, int i0) {
+    float y = ((float)i0 / 2 - low) / RT_MAX(0.001f, high - low);
+    return 1 - RT_MIN(1.0f, RT_MAX(0.0f, y));
+}
+
+/* Rotate n_heads heads of `x` (head_dim apart) for one position, as ggml_rope_ext. */
+static void rope(const Model *m, float *x, uint32_t n_heads, uint32_t pos) {
+    const ModelConfig *c = &m->cfg;
+    uint32_t nd = c->rope_dim;
+    float theta_scale = rt_powf(c->rope_base, -2.0f / (float)nd);
+    float corr0 = 0, corr1 = 0;
+    if (c->yarn_ext_factor != 0) {
+        const float two_pi = 6.28318530717958647692f;
+        float lb = 2 * rt_logf(c->rope_base);
+        corr0 = rt_floorf(nd * rt_logf((float)c->yarn_n_ctx_orig / (c->yarn_beta_fast * two_pi)) / lb);
+        corr1 = __builtin_ceilf(nd * rt_logf((float)c->yarn_n_ctx_orig / (c->yarn_beta_slow * two_pi)) / lb);
+        corr0 = RT_MAX(0.0f, corr0);
+        corr1 = RT_MIN((float)(nd - 1), corr1);
+    }
+    const float *ff = m->rope_freqs.data ? (const float *)m->rope_freqs.data : NULL;
+    float theta_base = (float)pos;
+    for (uint32_t i0 = 0; i0 < nd; i0 += 2) {
+        float theta_extrap = theta_base / (ff ? ff[i0 / 2] : 1.0f);
+        float theta = c->rope_freq_scale * theta_extrap, mscale = c->yarn_attn_factor;
+        if (c->yarn_ext_factor != 0) {
+            float mix = yarn_ramp(corr0, corr1, (int)i0) * c->yarn_ext_factor;
+            theta = theta * (1 - mix) + theta_extrap * mix;
+            mscale *= 1.0f + 0.1f * rt_logf(1.0f / c->rope_freq_scale);
+        }
+        float ct = rt_cosf(theta) * mscale, st = rt_sinf(theta) * mscale;
+        theta_base *= theta_scale;
+        for (uint32_t h = 0; h < n_heads; h++) {
+            float *v = x + (uint64_t)h * c->head_dim;
+            uint32_t a = c->rope_type == ROPE_NEOX ? i0 / 2 : i0, b = c->rope_type == ROPE_NEOX ? i0 / 2 + nd / 2 : i0 + 1;
+            float x0 = v[a], x1 = v[b];
+            v[a] = x0 * ct - x1 * st;
+            v[b] = x0 * st + x1 * ct;
+        }
+    }
+}
+
+static inline float f16r(float x) { return rt_f16_to_f32(rt_f32_to_f16(x)); }
+
+/* Causal attention of T new tokens (positions p0..p0+T-1) over the cache of one layer.
+ * As llama.cpp does without flash attention: q and the softmax weights are rounded
+ * to f16 before meeting the f16 cache; sums run in f32. */
+static void attention(Session *s, uint32_t l, uint32_t p0, uint32_t T) {
+    const ModelConfig *c = &s->m->cfg;
+    uint32_t D = c->head_dim, H = c->n_head, G = c->n_head / c->n_head_kv;
+    uint64_t kvd = (uint64_t)c->n_head_kv * D;
+    const uint16_t *kc = s->k_cache + (uint64_t)l * s->n_ctx * kvd, *vc = s->v_cache + (uint64_t)l * s->n_ctx * kvd;
+    float scale = 1.0f / rt_sqrtf((float)D);
+    float qh[1024], acc[1024];
+    for (uint32_t t = 0; t < T; t++) {
+        uint32_t n = p0 + t + 1; /* positions this token sees */
+        for (uint32_t h = 0; h < H; h++) {
+            const float *q = s->q + (uint64_t)t * H * D + (uint64_t)h * D;
+            uint64_t koff = (uint64_t)(h / G) * D;
+            for (uint32_t d = 0; d < D; d++) qh[d] = f16r(q[d]);
+            float mx = -__builtin_inff();
+            for (uint32_t j = 0; j < n; j++) {
+                const uint16_t *k = kc + (uint64_t)j * kvd + koff;
+                float dot = 0;
+                for (uint32_t d = 0; d < D; d++) dot += qh[d] * rt_f16_to_f32(k[d]);
+                dot *= scale;
+                s->scores[j] = dot;
+                if (dot > mx) mx = dot;
+            }
+            double sum = 0;
+            for (uint32_t j = 0; j < n; j++) {
+                float e = rt_expf(s->scores[j] - mx);
+                s->scores[j] = e;
+                sum += e;
+            }
+            float inv = (float)(1.0 / sum);
+            for (uint32_t d = 0; d < D; d++) acc[d] = 0;
+            for (uint32_t j = 0; j < n; j++) {
+                float p = f16r(s->scores[j] * inv);
+                const uint16_t *v = vc + (uint64_t)j * kvd + koff;
+                for (uint32_t d = 0; d < D; d++) acc[d] += p * rt_f16_to_f32(v[d]);
+            }
+            memcpy(s->att + (uint64_t)t * H * D + (uint64_t)h * D, acc, D * 4);
+        }
+    }
+}
+
+enum { LOGITS_NONE, LOGITS_LAST, LOGITS_ALL };
+
+static bool forward_batch(Session *s, const int32_t *ids, uint32_t T, int logits, uint32_t logits_row0) {
+    Model *m = s->m;
+    const ModelConfig *c = &m->cfg;
+    uint64_t E = c->n_embd, D = c->head_dim, QD = (uint64_t)c->n_head * D, KVD = (uint64_t)c->n_head_kv * D, F = c->n_ff;
+    uint32_t p0 = s->n_past;
+    for (uint32_t t = 0; t < T; t++)
+        quant_dequant_row(m->tok_embd.type, m->tok_embd.data + (uint64_t)ids[t] * m->tok_embd.row_bytes, s->x + t * E, E);
+    for (uint32_t l = 0; l < c->n_layer; l++) {
+        const Layer *L = &m->layers[l];
+        for (uint32_t t = 0; t < T; t++) rmsnorm(s->xb + t * E, s->x + t * E, (const float *)L->attn_norm.data, E, c->rms_eps);
+        if (!matmul(s, &L->wq, s->xb, T, s->q) || !matmul(s, &L->wk, s->xb, T, s->k) || !matmul(s, &L->wv, s->xb, T, s->v))
+            return false;
+        add_bias(s->q, &L->bq, T);
+        add_bias(s->k, &L->bk, T);
+        add_bias(s->v, &L->bv, T);
+        uint16_t *kc = s->k_cache + (uint64_t)l * s->n_ctx * KVD, *vc = s->v_cache + (uint64_t)l * s->n_ctx * KVD;
+        for (uint32_t t = 0; t < T; t++) {
+            rope(m, s->q + t * QD, c->n_head, p0 + t);
+            rope(m, s->k + t * KVD, c->n_head_kv, p0 + t);
+            for (uint64_t i = 0; i < KVD; i++) {
+                kc[(uint64_t)(p0 + t) * KVD + i] = rt_f32_to_f16(s->k[t * KVD + i]);
+                vc[(uint64_t)(p0 + t) * KVD + i] = rt_f32_to_f16(s->v[t * KVD + i]);
+            }
+        }
+        attention(s, l, p0, T);
+        if (!matmul(s, &L->wo, s->att, T, s->xb)) return false;
+        for (uint64_t i = 0; i < T * E; i++) s->x[i] += s->xb[i];
+        for (uint32_t t = 0; t < T; t++) rmsnorm(s->xb + t * E, s->x + t * E, (const float *)L->ffn_norm.data, E, c->rms_eps);
+        if (!matmul(s, &L->w_gate, s->xb, T, s->hb) || !matmul(s, &L->w_up, s->xb, T, s->hb2)) return false;
+        for (uint64_t i = 0; i < T * F; i++) {
+            float g = s->hb[i];
+            s->hb[i] = g / (1.0f + rt_expf(-g)) * s->hb2[i]; /* SwiGLU */
+        }
+        if (!matmul(s, &L->w_down, s->hb, T, s->xb)) return false;
+        for (uint64_t i = 0; i < T * E; i++) s->x[i] += s->xb[i];
+    }
+    s->n_past += T;
+    if (logits == LOGITS_NONE) return true;
+    /* logits: every row, or the batch's last row only */
+    uint32_t t0 = logits == LOGITS_ALL ? 0 : T - 1, nrows = T - t0;
+    for (uint32_t t = t0; t < T; t++)
+        rmsnorm(s->xb + (t - t0) * E, s->x + t * E, (const float *)m->output_norm.data, E, c->rms_eps);
+    float *dst = s->logits + (uint64_t)logits_row0 * c->n_vocab;
+    return matmul(s, &m->output, s->xb, nrows, dst);
+}
+
+bool session_eval(Session *s, const int32_t *ids, uint32_t n, bool all_logits) {
+    const ModelConfig *c = &s->m->cfg;
+    rt_err_clear();
+    if (n == 0) {
+        rt_err("nothing to evaluate: zero tokens", NULL);
+        return false;
+    }
+    if ((uint64_t)s->n_past + n > s->n_ctx) {
+        rt_err("context full: ", NULL);
+        rt_err_append_u64(s->n_past);
+        rt_err_append(" tokens in the session plus ");
+        rt_err_append_u64(n);
+        rt_err_append(" new ones exceed its context of ");
+        rt_err_append_u64(s->n_ctx);
+        return false;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (ids[i] < 0 || (uint32_t)ids[i] >= c->n_vocab) {
+            rt_err("token id ", NULL);
+            rt_err_append_i64(ids[i]);
+            rt_err_append(" is out of range (vocabulary of ");
+            rt_err_append_u64(c->n_vocab);
+            rt_err_append(")");
+            return false;
+        }
+    uint32_t rows = all_logits ? n : 1;
+    if (rows > s->logits_cap) {
+        float *nl = rt_malloc((uint64_t)rows * c->n_vocab * 4);
+        if (!nl) { rt_err("out of memory for logits", NULL); return false; }
+        rt_free(s->logits);
+        s->logits = nl;
+        s->logits_cap = rows;
+    }
+    s->logits_rows = rows;
+    for (uint32_t i = 0; i < n; i += s->n_batch) {
+        uint32_t T = RT_MIN(s->n_batch, n - i);
+        int logits = all_logits ? LOGITS_ALL : (i + T == n ? LOGITS_LAST : LOGITS_NONE);
+        memcpy(s->tokens + s->n_past, ids + i, (uint64_t)T * 4);
+        if (!forward_batch(s, ids + i, T, logits, i)) return false; /* finished batches stay cached */
+    }
+    return true;
+}

@@ -1,0 +1,77 @@
+/* model.h: a LLaMA-family model (llama, mistral, qwen2 and their kin) and its
+ * sessions. One Model holds one copy of the weights; every Session holds its
+ * own KV cache, token history, sampler state and scratch, and nothing else. */
+#ifndef REALM_MODEL_H
+#define REALM_MODEL_H
+#include "rt.h"
+#include "gguf.h"
+#include "tokenizer.h"
+#include "sampler.h"
+
+enum { ROPE_NORM = 0, ROPE_NEOX = 2 };
+
+typedef struct {
+    uint32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    float rms_eps;
+    /* RoPE, as llama.cpp parameterises it */
+    uint32_t rope_type, rope_dim;
+    float rope_base, rope_freq_scale;      /* freq_scale = 1 / scaling factor */
+    float yarn_ext_factor, yarn_attn_factor, yarn_beta_fast, yarn_beta_slow;
+    uint32_t yarn_n_ctx_orig;
+} ModelConfig;
+
+/* A weight matrix in its stored type: ne0 = input width (K), ne1 = rows. */
+typedef struct {
+    uint32_t type;
+    const uint8_t *data;
+    uint64_t ne0, ne1, row_bytes;
+} Tensor;
+
+typedef struct {
+    Tensor attn_norm, wq, wk, wv, wo, bq, bk, bv;
+    Tensor ffn_norm, w_gate, w_up, w_down;
+} Layer;
+
+typedef struct Model {
+    GGUF gguf;
+    bool vocab_only;
+    uint8_t *weights;       /* the tensor data section, copied in by the host */
+    uint64_t weights_size;
+    ModelConfig cfg;
+    Tensor tok_embd, output_norm, output, rope_freqs;
+    Layer *layers;
+    Tokenizer *tok;
+    Str arch;
+} Model;
+
+/* Parse a header (see gguf_parse for buf ownership and *need). NULL on error or need-more. */
+Model *model_open(uint8_t *buf, uint64_t len, uint64_t file_size, uint64_t *need);
+/* The region the host fills with file bytes [data_offset, data_offset + weights_size). */
+uint8_t *model_weights(Model *m);
+/* Build tokenizer and (unless vocab_only) bind and validate every tensor. */
+bool model_load(Model *m, bool vocab_only);
+void model_free(Model *m);
+
+typedef struct Session {
+    Model *m;
+    uint32_t n_ctx, n_past, n_batch;
+    uint16_t *k_cache, *v_cache; /* f16 [n_layer][n_ctx][n_head_kv * head_dim] */
+    int32_t *tokens;             /* the n_past tokens in the cache */
+    float *logits;               /* n_vocab * logits_rows */
+    uint32_t logits_rows, logits_cap;
+    /* scratch for one batch of up to n_batch tokens */
+    float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *scores;
+    uint8_t *xq;                 /* quantized activations */
+    uint64_t xq_cap;
+    Sampler sampler;
+} Session;
+
+Session *session_new(Model *m, uint32_t n_ctx);
+void session_free(Session *s);
+/* Evaluate n tokens at positions n_past.. ; logits for the last token, or for
+ * every token when all_logits. False with rt_err on a bad id or a full context. */
+bool session_eval(Session *s, const int32_t *ids, uint32_t n, bool all_logits);
+/* Forget everything after the first n tokens (prefix reuse, rewinds). */
+void session_truncate(Session *s, uint32_t n);
+
+#endif

@@ -1,0 +1,57 @@
+/* quant.h: ggml tensor types, dequantization and the matrix kernels of the forward pass.
+ *
+ * Block layouts are ggml's (ggml-common.h); numbers are ggml's type ids as
+ * stored in GGUF. Activations are quantized the way llama.cpp does it for
+ * each weight type (its "vec_dot_type"), so logits track llama.cpp closely:
+ *   F32 -> f32, F16 -> f16, BF16 -> bf16,
+ *   Q4_0, Q5_0, Q8_0 -> Q8_0;  Q4_1, Q5_1 -> Q8_1;  Q2_K..Q6_K, Q8_K -> Q8_K.
+ */
+#ifndef REALM_QUANT_H
+#define REALM_QUANT_H
+#include "rt.h"
+
+enum {
+    GGML_TYPE_F32 = 0, GGML_TYPE_F16 = 1, GGML_TYPE_Q4_0 = 2, GGML_TYPE_Q4_1 = 3,
+    GGML_TYPE_Q5_0 = 6, GGML_TYPE_Q5_1 = 7, GGML_TYPE_Q8_0 = 8, GGML_TYPE_Q8_1 = 9,
+    GGML_TYPE_Q2_K = 10, GGML_TYPE_Q3_K = 11, GGML_TYPE_Q4_K = 12, GGML_TYPE_Q5_K = 13,
+    GGML_TYPE_Q6_K = 14, GGML_TYPE_Q8_K = 15,
+    GGML_TYPE_BF16 = 30,
+    GGML_TYPE_COUNT = 40
+};
+
+typedef struct {
+    const char *name;     /* "Q4_K", or NULL for an id this core does not know */
+    uint32_t block_size;  /* elements per block */
+    uint32_t type_size;   /* bytes per block */
+    bool can_run;         /* dequantize + matmul implemented */
+} QuantType;
+
+/* Info for any id 0..255; name==NULL for ids unknown to ggml as well. */
+const QuantType *quant_type(uint32_t type);
+/* Bytes of one row of n elements (n must be a multiple of block_size). */
+uint64_t quant_row_bytes(uint32_t type, uint64_t n);
+
+/* dst[0..n) = dequantized src; n a multiple of the block size. Bit-exact with gguf-py. */
+void quant_dequant_row(uint32_t type, const void *src, float *dst, uint64_t n);
+
+/* Matrix products with a weight matrix W in its stored type:
+ *   y[t * y_stride + r] = sum_k W[r][k] * x[t * K + k]
+ * for rows r in [r0, r1) and tokens t in [0, T). W's rows are
+ * quant_row_bytes(type, K) apart, starting at W (row 0).
+ *
+ * Two steps, so that activations are quantized once per matmul even when
+ * several threads split the rows [r0, r1) between them:
+ *   1. quant_act_quantize: T f32 rows -> W's vec_dot type (above), in a buffer
+ *      of quant_act_bytes(type, K, T) bytes the caller owns;
+ *   2. quant_matmul_q on any row range. */
+uint64_t quant_act_bytes(uint32_t type, uint64_t K, uint64_t T);
+void quant_act_quantize(uint32_t type, const float *x, uint64_t K, uint64_t T, void *xq);
+void quant_matmul_q(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_t r1,
+                    const void *xq, uint64_t T, float *y, uint64_t y_stride);
+
+/* Both steps with scratch the quant module owns (single-threaded callers).
+ * Returns false (and sets rt_err) only when scratch cannot be allocated. */
+bool quant_matmul(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_t r1,
+                  const float *x, uint64_t T, float *y, uint64_t y_stride);
+
+#endif

@@ -1,0 +1,114 @@
+"""The `realm` command: run, info, bench."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import RealmError
+
+
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--n-predict", type=int, default=128, help="tokens to generate (default 128; -1 = until the context is full)")
+    p.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=40, help="top-k sampling, <= 0 off (default 40)")
+    p.add_argument("--top-p", type=float, default=0.95, help="top-p sampling, 1.0 off (default 0.95)")
+    p.add_argument("--min-p", type=float, default=0.05, help="min-p sampling, 0 off (default 0.05)")
+    p.add_argument("--repeat-penalty", type=float, default=1.0, help="repetition penalty, 1.0 off (default 1.0)")
+    p.add_argument("--repeat-last-n", type=int, default=64, help="tokens the penalty looks back over (default 64, -1 = context)")
+    p.add_argument("--frequency-penalty", type=float, default=0.0)
+    p.add_argument("--presence-penalty", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=-1, help="RNG seed (default -1 = random)")
+    p.add_argument("-c", "--ctx", type=int, default=0, help="context size (default min(4096, the model's))")
+
+
+def cmd_run(args) -> int:
+    from .realm import Realm
+    r = Realm.load(args.model, n_ctx=args.ctx or None, device=args.device)
+    kw = dict(max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
+              min_p=args.min_p, repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
+              frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty, seed=args.seed)
+    if args.chat:
+        pieces = r.chat_stream([{"role": "user", "content": args.prompt}], **kw)
+    else:
+        sys.stdout.write(args.prompt)
+        pieces = r.stream(args.prompt, **kw)
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    s = r.last_stats
+    if not args.quiet:
+        sys.stderr.write(
+            f"\nprompt: {s.prompt_tokens} tokens ({s.cached_tokens} cached) in {s.prompt_seconds:.3f} s, "
+            f"{s.prompt_tps:.1f} tok/s | generation: {s.generated_tokens} tokens in {s.generate_seconds:.3f} s, "
+            f"{s.generate_tps:.1f} tok/s | finish: {s.finish_reason}\n")
+    r.close()
+    return 0
+
+
+def cmd_info(args) -> int:
+    from . import store
+    from .default_model import default_model_path
+    path = args.model or default_model_path()
+    m = store.acquire(path)
+    i = m.info
+    meta = m.metadata()
+    print(f"model: {path}")
+    print(f"  architecture {meta.get('general.architecture')}, name {meta.get('general.name')!r}")
+    print(f"  {i.n_layer} layers, width {i.n_embd}, ffn {i.n_ff}, heads {i.n_head} ({i.n_head_kv} kv), "
+          f"head dim {i.head_dim}, vocab {i.n_vocab}, trained context {i.n_ctx_train}")
+    from collections import Counter
+    from .quant_types import type_name
+    counts = Counter(type_name(t.type) for t in m.tensors())
+    print("  tensors: " + ", ".join(f"{n} x {k}" for k, n in counts.most_common()))
+    print(f"  tokenizer {meta.get('tokenizer.ggml.model')} (pre {meta.get('tokenizer.ggml.pre', '-')}), "
+          f"bos {i.bos}, eos {i.eos}, add_bos {i.add_bos}")
+    print(f"  chat template: {'yes' if meta.get('tokenizer.chat_template') else 'no (ChatML fallback)'}")
+    store.release(m)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+    return bench_main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="realm", description="Run LLaMA-family GGUF models on realm.wasm.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="generate text from a prompt")
+    run.add_argument("model", nargs="?", help="GGUF file (default: the built-in SmolLM2-135M-Instruct)")
+    run.add_argument("-p", "--prompt", default="The capital of France is")
+    run.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    run.add_argument("--device", default="cpu", choices=["cpu", "auto"])
+    run.add_argument("-q", "--quiet", action="store_true", help="no timing line on stderr")
+    _add_sampling(run)
+    run.set_defaults(fn=cmd_run)
+
+    info = sub.add_parser("info", help="describe a model")
+    info.add_argument("model", nargs="?")
+    info.set_defaults(fn=cmd_info)
+
+    bench = sub.add_parser("bench", help="prompt and generation speed, side by side with llama.cpp")
+    bench.add_argument("model", nargs="?")
+    bench.add_argument("--prompt-tokens", type=int, default=256)
+    bench.add_argument("--gen-tokens", type=int, default=64)
+    bench.add_argument("--threads", type=int, default=1)
+    bench.add_argument("--repeat", type=int, default=1)
+    bench.add_argument("--no-llama", action="store_true", help="skip the llama.cpp side")
+    bench.add_argument("--json", help="also write the results here")
+    bench.set_defaults(fn=cmd_bench)
+
+    args = ap.parse_args(argv)
+    try:
+        return args.fn(args)
+    except RealmError as e:
+        print(f"realm: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""A model inside realm.wasm, as the Python host sees it.
+
+`CoreModel` owns one wasmtime instance of realm.wasm and one model in it: the
+GGUF header and the tensor data copied once into the instance's memory. Every
+`Session` of that model lives in the same instance (its own KV cache, token
+history, sampler), so N sessions cost one copy of the weights plus N caches.
+Share CoreModels through `realm_web.store`, not by constructing them.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ContextOverflowError, ModelFormatError, RealmError, UnsupportedModelError
+from .wasm_host import WasmCore
+
+# GGUF value types (gguf.md) -> struct format of one scalar
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_NUMPY = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32, 6: np.float32,
+          7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}
+GGUF_STRING, GGUF_ARRAY = 8, 9
+
+FIRST_READ = 1 << 20  # header bytes offered first; the core asks for more if needed
+COPY_CHUNK = 256 << 20
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    n_vocab: int
+    n_ctx_train: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    bos: int
+    eos: int
+    add_bos: bool
+    add_eos: bool
+    rope_type: int
+    rope_dim: int
+    rope_base: float
+    rms_eps: float
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    type: int
+    shape: tuple[int, ...]  # ggml order: shape[0] is the innermost (row) dimension
+    offset: int             # from the start of the tensor data section
+    nbytes: int
+
+
+def _classify(msg: str) -> type[RealmError]:
+    if msg.startswith("unsupported") or "cannot run" in msg or "norms and biases" in msg:
+        return UnsupportedModelError
+    return ModelFormatError
+
+
+class CoreModel:
+    """One GGUF file loaded into its own realm.wasm instance."""
+
+    def __init__(self, path: str | os.PathLike, vocab_only: bool = False, header_only: bool = False) -> None:
+        """vocab_only: tokenizer without weights; header_only: parse metadata and tensor table only."""
+        self.path = Path(path)
+        self.vocab_only = vocab_only or header_only
+        self.header_only = header_only
+        self.info: ModelInfo | None = None
+        self.core = WasmCore()
+        self.handle = 0
+        self._meta: dict | None = None
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size == 0:
+                    raise ModelFormatError(f"{self.path}: empty file, not a GGUF")
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                self._open(mm, size)
+            finally:
+                mm.close()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, mm: mmap.mmap, size: int) -> None:
+        c = self.core
+        n = min(size, FIRST_READ)
+        while True:
+            buf = c.alloc(n)
+            c.view(buf, np.uint8, n)[:] = np.frombuffer(mm, np.uint8, n)
+            h = c.call("realm_model_open", buf, n, size)
+            if h:
+                self.handle = h
+                break
+            need = c.call("realm_model_need")
+            c.free(buf)
+            if not need or need <= n:
+                msg = c.last_error()
+                raise _classify(msg)(f"{self.path}: {msg}")
+            n = min(need, size)
+        if self.header_only:
+            return
+        if not self.vocab_only:
+            off = c.call("realm_model_data_offset", self.handle)
+            nbytes = c.call("realm_model_data_size", self.handle)
+            dst = c.call("realm_model_weights", self.handle)
+            if nbytes and not dst:
+                raise MemoryError(f"{self.path}: {c.last_error()}")
+            # one copy of the weights, straight from the page cache into wasm memory
+            for start in range(0, nbytes, COPY_CHUNK):
+                k = min(COPY_CHUNK, nbytes - start)
+                c.view(dst + start, np.uint8, k)[:] = np.frombuffer(mm, np.uint8, k, off + start)
+            if hasattr(mmap, "MADV_DONTNEED"):
+                mm.madvise(mmap.MADV_DONTNEED)  # the file's pages need not stay in our RSS
+        if not c.call("realm_model_load", self.handle, int(self.vocab_only)):
+            msg = c.last_error()
+            raise _classify(msg)(f"{self.path}: {msg}")
+        words = c.alloc(64)
+        c.call("realm_model_info", self.handle, words)
+        w = struct.unpack("<8I2i4I2f", c.read_bytes(words, 64))  # realm_model_info's 16 words
+        c.free(words)
+        self.info = ModelInfo(*w[:10], bool(w[10]), bool(w[11]), *w[12:])
+
+    def close(self) -> None:
+        if self.handle:
+            with self.core.lock:
+                self.core.call("realm_model_free", self.handle)
+            self.handle = 0
+
+    # -------------------------------------------------------------- metadata
+    def _decode_value(self, typ: int, ptr: int, n: int):
+        c = self.core
+        if typ == GGUF_STRING:
+            ln = struct.unpack("<Q", c.read_bytes(ptr, 8))[0]
+            return c.read_bytes(ptr + 8, ln).decode("utf-8", "replace")
+        return struct.unpack(_SCALAR[typ], c.read_bytes(ptr, struct.calcsize(_SCALAR[typ])))[0]
+
+    def meta_entries(self) -> list[tuple[str, int, int, object]]:
+        """(key, GGUF type, array element type, value) for every metadata entry, in file order."""
+        c = self.core
+        out = []
+        with c.lock:
+            buf = c.alloc(48)
+            try:
+                for i in range(c.call("realm_model_meta_count", self.handle)):
+                    c.call("realm_model_meta_entry", self.handle, i, buf)
+                    kp, kl, types, alen, vp, vl = struct.unpack("<6Q", c.read_bytes(buf, 48))
+                    key = c.read_bytes(kp, kl).decode("utf-8", "replace")
+                    typ, atyp = types & 0xFFFFFFFF, types >> 32
+                    if typ != GGUF_ARRAY:
+                        val = self._decode_value(typ, vp, vl)
+                    elif atyp == GGUF_STRING:
+                        raw = c.read_bytes(vp, vl)
+                        val, p = [], 0
+                        for _ in range(alen):
+                            ln = struct.unpack_from("<Q", raw, p)[0]
+                            val.append(raw[p + 8:p + 8 + ln].decode("utf-8", "replace"))
+                            p += 8 + ln
+                    else:
+                        val = np.frombuffer(c.read_bytes(vp, vl), dtype=_NUMPY[atyp]).tolist()
+                    out.append((key, typ, atyp if typ == GGUF_ARRAY else 0, val))
+            finally:
+                c.free(buf)
+        return out
+
+    def metadata(self) -> dict:
+        """Every GGUF metadata key -> value (arrays as lists), as the core parsed it."""
+        if self._meta is None:
+            self._meta = {k: v for k, _, _, v in self.meta_entries()}
+        return self._meta
+
+    def tensors(self) -> list[TensorEntry]:
+        c = self.core
+        res = []
+        with c.lock:
+            buf = c.alloc(80)
+            try:
+                for i in range(c.call("realm_model_tensor_count", self.handle)):
+                    c.call("realm_model_tensor_entry", self.handle, i, buf)
+                    w = struct.unpack("<10Q", c.read_bytes(buf, 80))
+                    name = c.read_bytes(w[0], w[1]).decode("utf-8", "replace")
+                    res.append(TensorEntry(name, w[2], tuple(w[4:4 + w[3]]), w[8], w[9]))
+            finally:
+                c.free(buf)
+        return res
+
+    def data_offset(self) -> int:
+        return self.core.call("realm_model_data_offset", self.handle)
+
+    # ---------------------------------------------------------------- tokens
+    def tokenize(self, text: str | bytes, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        c = self.core
+        with c.lock:
+            tp = c.alloc(len(data) + 1)
+            try:
+                c.write(tp, data)
+                cap = len(data) + 8
+                while True:
+                    op = c.alloc(cap * 4)
+                    try:
+                        n = c.call("realm_tokenize", self.handle, tp, len(data), int(add_special), int(parse_special), op, cap)
+                        if n < 0:
+                            raise RealmError(f"tokenize failed: {c.last_error()}")
+                        if n <= cap:
+                            return c.view(op, np.int32, n).tolist() if n else []
+                        cap = n
+                    finally:
+                        c.free(op)
+            finally:
+                c.free(tp)
+
+    def piece(self, token: int, special: bool = True) -> bytes:
+        c = self.core
+        with c.lock:
+            cap = 64
+            while True:
+                op = c.alloc(cap)
+                try:
+                    n = c.call("realm_token_piece", self.handle, int(token), int(special), op, cap)
+                    if n < 0:
+                        raise RealmError(f"token id {token} is out of range (vocabulary of {self.info.n_vocab})")
+                    if n <= cap:
+                        return c.read_bytes(op, n)
+                    cap = n
+                finally:
+                    c.free(op)
+
+    def detokenize(self, ids, special: bool = False) -> bytes:
+        return b"".join(self.piece(i, special) for i in ids)
+
+    def is_eog(self, token: int) -> bool:
+        with self.core.lock:
+            return bool(self.core.call("realm_token_is_eog", self.handle, int(token)))
+
+
+@dataclass
+class SamplerSettings:
+    """llama.cpp's sampling knobs, with llama.cpp's defaults."""
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    seed: int = 0xFFFFFFFF
+
+    def pack(self) -> bytes:
+        # SamplerParams in core/sampler.h
+        return struct.pack("<6f2iQ", self.temperature, self.top_p, self.min_p, self.repeat_penalty,
+                           self.frequency_penalty, self.presence_penalty, self.top_k, self.repeat_last_n,
+                           self.seed & 0xFFFFFFFFFFFFFFFF)
+
+
+class Session:
+    """A KV cache and sampler inside a CoreModel's instance."""
+
+    def __init__(self, model: CoreModel, n_ctx: int) -> None:
+        if model.vocab_only:
+            raise RealmError("a vocab-only model cannot run sessions")
+        self.model = model
+        c = self.core = model.core
+        with c.lock:
+            self.handle = c.call("realm_session_new", model.handle, int(n_ctx))
+            if not self.handle:
+                raise RealmError(f"could not create a session: {c.last_error()}")
+            self.n_ctx = n_ctx
+            self._ids = c.alloc(4 * 64)
+            self._ids_cap = 64
+            self._sp = c.alloc(48)
+
+    def close(self) -> None:
+        if self.handle:
+            with self.core.lock:
+                self.core.call("realm_session_free", self.handle)
+                self.core.free(self._ids)
+                self.core.free(self._sp)
+            self.handle = 0
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    @property
+    def n_past(self) -> int:
+        with self.core.lock:
+            return self.core.call("realm_session_n_past", self.handle)
+
+    def tokens(self) -> list[int]:
+        with self.core.lock:
+            n = self.core.call("realm_session_n_past", self.handle)
+            p = self.core.call("realm_session_tokens", self.handle)
+            return self.core.view(p, np.int32, n).tolist() if n else []
+
+    def truncate(self, n: int) -> None:
+        with self.core.lock:
+            self.core.call("realm_session_truncate", self.handle, int(n))
+
+    def eval(self, ids, all_logits: bool = False) -> None:
+        ids = list(ids)
+        c = self.core
+        with c.lock:
+            if len(ids) > self._ids_cap:
+                c.free(self._ids)
+                self._ids_cap = max(len(ids), 2 * self._ids_cap)
+                self._ids = c.alloc(4 * self._ids_cap)
+            c.view(self._ids, np.int32, len(ids))[:] = ids
+            if not c.call("realm_session_eval", self.handle, self._ids, len(ids), int(all_logits)):
+                msg = c.last_error()
+                raise (ContextOverflowError if msg.startswith("context full") else RealmError)(msg)
+
+    def logits(self) -> np.ndarray:
+        """A copy of the last eval's logits: shape (rows, n_vocab)."""
+        c = self.core
+        with c.lock:
+            rows = c.call("realm_session_logits_rows", self.handle)
+            p = c.call("realm_session_logits", self.handle)
+            nv = self.model.info.n_vocab
+            return c.view(p, np.float32, rows * nv).reshape(rows, nv).copy()
+
+    def set_sampler(self, s: SamplerSettings) -> None:
+        with self.core.lock:
+            self.core.write(self._sp, s.pack())
+            self.core.call("realm_session_set_sampler", self.handle, self._sp)
+
+    def sample(self) -> int:
+        with self.core.lock:
+            t = self.core.call("realm_session_sample", self.handle)
+            if t < 0:
+                raise RealmError(self.core.last_error())
+            return t
+
+    def step(self, token: int) -> int:
+        """Evaluate one token and sample the next, in one call into the core."""
+        with self.core.lock:
+            t = self.core.call("realm_session_step", self.handle, int(token))
+            if t < 0:
+                msg = self.core.last_error()
+                raise (ContextOverflowError if msg.startswith("context full") else RealmError)(msg)
+            return t

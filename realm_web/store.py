@@ -1,0 +1,57 @@
+"""Host-side model storage: one loaded copy of each GGUF file per process.
+
+Every `Realm`, registry and server tenant that opens the same file gets the
+same `CoreModel` (and so the same weights in memory); each adds only its own
+session. Files are identified by device, inode, size and mtime, so a path
+reached through a symlink or a different spelling still shares the copy, and
+a file rewritten in place is loaded afresh. Refcounted: the last release frees.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+from .core_model import CoreModel
+
+_lock = threading.Lock()
+_models: dict[tuple, list] = {}  # key -> [CoreModel, refcount]
+
+
+def _key(path: str | os.PathLike) -> tuple:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def acquire(path: str | os.PathLike, vocab_only: bool = False) -> CoreModel:
+    """The process's CoreModel for this file, loading it on first use.
+
+    A vocab-only request is served by a fully loaded model if there is one."""
+    base = _key(path)
+    with _lock:
+        for vo in ((False, True) if vocab_only else (False,)):
+            entry = _models.get(base + (vo,))
+            if entry:
+                entry[1] += 1
+                return entry[0]
+        # Loading happens under the lock so two threads never load one file twice.
+        model = CoreModel(path, vocab_only=vocab_only)
+        _models[base + (vocab_only,)] = [model, 1]
+        return model
+
+
+def release(model: CoreModel) -> None:
+    """Drop one reference; the model is freed when the last user lets go."""
+    with _lock:
+        for key, entry in list(_models.items()):
+            if entry[0] is model:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del _models[key]
+                    model.close()
+                return
+
+
+def loaded() -> list[tuple[str, int]]:
+    """(path, refcount) of every model currently held."""
+    with _lock:
+        return [(str(m.path), n) for m, n in _models.values()]
