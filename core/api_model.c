@@ -110,6 +110,12 @@ EXPORT uint32_t realm_session_n_past(Session *s) { return s->n_past; }
 EXPORT uint32_t realm_session_n_ctx(Session *s) { return s->n_ctx; }
 EXPORT const int32_t *realm_session_tokens(Session *s) { return s->tokens; }
 EXPORT void realm_session_truncate(Session *s, uint32_t n) { session_truncate(s, n); }
+/* Where the session's K (which=0) or V (which=1) cache starts, and its bytes (for diagnostics). */
+EXPORT const uint16_t *realm_session_kv(Session *s, uint32_t which) { return which ? s->v_cache : s->k_cache; }
+EXPORT uint64_t realm_session_kv_bytes(Session *s) {
+    const ModelConfig *c = &s->m->cfg;
+    return 2ull * 2 * c->n_layer * s->n_ctx * c->n_head_kv * c->head_dim;
+}
 /* Evaluate n token ids at ids; all_logits=1 keeps logits for every one. 1 or 0. */
 EXPORT uint32_t realm_session_eval(Session *s, const int32_t *ids, uint32_t n, uint32_t all_logits) {
     return session_eval(s, ids, n, all_logits != 0);

@@ -8,25 +8,29 @@ Share CoreModels through `realm_web.store`, not by constructing them.
 """
 from __future__ import annotations
 
-import mmap
+import array
 import os
 import struct
 from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 
 from .errors import ContextOverflowError, ModelFormatError, RealmError, UnsupportedModelError
-from .wasm_host import WasmCore
+from .sources import as_source
 
-# GGUF value types (gguf.md) -> struct format of one scalar
+# Only the core interface is used here (call, alloc, free, write, read_bytes,
+# read_i32, write_i32, read_f32_rows, last_error, lock), never numpy or
+# wasmtime directly, so this module also runs inside Pyodide with a JS-backed core.
+
+# GGUF value types (gguf.md) -> struct format of one scalar / array typecode
 _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_NUMPY = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32, 6: np.float32,
-          7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}
-GGUF_STRING, GGUF_ARRAY = 8, 9
+_ARRAY = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 10: "Q", 11: "q", 12: "d"}
+GGUF_BOOL, GGUF_STRING, GGUF_ARRAY = 7, 8, 9
 
 FIRST_READ = 1 << 20  # header bytes offered first; the core asks for more if needed
-COPY_CHUNK = 256 << 20
+
+
+def _native_core():
+    from .wasm_host import WasmCore
+    return WasmCore()
 
 
 @dataclass(frozen=True)
@@ -65,37 +69,31 @@ def _classify(msg: str) -> type[RealmError]:
 
 
 class CoreModel:
-    """One GGUF file loaded into its own realm.wasm instance."""
+    """One GGUF model loaded into its own realm.wasm instance."""
 
-    def __init__(self, path: str | os.PathLike, vocab_only: bool = False, header_only: bool = False) -> None:
-        """vocab_only: tokenizer without weights; header_only: parse metadata and tensor table only."""
-        self.path = Path(path)
+    def __init__(self, source, vocab_only: bool = False, header_only: bool = False, core=None) -> None:
+        """source: a path or a source object (realm_web.sources). vocab_only: tokenizer
+        without weights; header_only: parse metadata and tensor table only."""
+        self.source = as_source(source)
+        self.path = self.source.name
         self.vocab_only = vocab_only or header_only
         self.header_only = header_only
         self.info: ModelInfo | None = None
-        self.core = WasmCore()
+        self.core = core if core is not None else _native_core()
         self.handle = 0
         self._meta: dict | None = None
         try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size == 0:
-                    raise ModelFormatError(f"{self.path}: empty file, not a GGUF")
-                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            try:
-                self._open(mm, size)
-            finally:
-                mm.close()
+            self._open(self.source.size)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, mm: mmap.mmap, size: int) -> None:
+    def _open(self, size: int) -> None:
         c = self.core
         n = min(size, FIRST_READ)
         while True:
             buf = c.alloc(n)
-            c.view(buf, np.uint8, n)[:] = np.frombuffer(mm, np.uint8, n)
+            c.write(buf, self.source.read(0, n))
             h = c.call("realm_model_open", buf, n, size)
             if h:
                 self.handle = h
@@ -114,12 +112,7 @@ class CoreModel:
             dst = c.call("realm_model_weights", self.handle)
             if nbytes and not dst:
                 raise MemoryError(f"{self.path}: {c.last_error()}")
-            # one copy of the weights, straight from the page cache into wasm memory
-            for start in range(0, nbytes, COPY_CHUNK):
-                k = min(COPY_CHUNK, nbytes - start)
-                c.view(dst + start, np.uint8, k)[:] = np.frombuffer(mm, np.uint8, k, off + start)
-            if hasattr(mmap, "MADV_DONTNEED"):
-                mm.madvise(mmap.MADV_DONTNEED)  # the file's pages need not stay in our RSS
+            self.source.copy_to_core(c, dst, off, nbytes)  # the one copy of the weights
         if not c.call("realm_model_load", self.handle, int(self.vocab_only)):
             msg = c.last_error()
             raise _classify(msg)(f"{self.path}: {msg}")
@@ -164,8 +157,10 @@ class CoreModel:
                             ln = struct.unpack_from("<Q", raw, p)[0]
                             val.append(raw[p + 8:p + 8 + ln].decode("utf-8", "replace"))
                             p += 8 + ln
+                    elif atyp == GGUF_BOOL:
+                        val = [b != 0 for b in c.read_bytes(vp, vl)]
                     else:
-                        val = np.frombuffer(c.read_bytes(vp, vl), dtype=_NUMPY[atyp]).tolist()
+                        val = array.array(_ARRAY[atyp], c.read_bytes(vp, vl)).tolist()
                     out.append((key, typ, atyp if typ == GGUF_ARRAY else 0, val))
             finally:
                 c.free(buf)
@@ -211,7 +206,7 @@ class CoreModel:
                         if n < 0:
                             raise RealmError(f"tokenize failed: {c.last_error()}")
                         if n <= cap:
-                            return c.view(op, np.int32, n).tolist() if n else []
+                            return c.read_i32(op, n)
                         cap = n
                     finally:
                         c.free(op)
@@ -302,7 +297,7 @@ class Session:
         with self.core.lock:
             n = self.core.call("realm_session_n_past", self.handle)
             p = self.core.call("realm_session_tokens", self.handle)
-            return self.core.view(p, np.int32, n).tolist() if n else []
+            return self.core.read_i32(p, n)
 
     def truncate(self, n: int) -> None:
         with self.core.lock:
@@ -316,19 +311,18 @@ class Session:
                 c.free(self._ids)
                 self._ids_cap = max(len(ids), 2 * self._ids_cap)
                 self._ids = c.alloc(4 * self._ids_cap)
-            c.view(self._ids, np.int32, len(ids))[:] = ids
+            c.write_i32(self._ids, ids)
             if not c.call("realm_session_eval", self.handle, self._ids, len(ids), int(all_logits)):
                 msg = c.last_error()
                 raise (ContextOverflowError if msg.startswith("context full") else RealmError)(msg)
 
-    def logits(self) -> np.ndarray:
-        """A copy of the last eval's logits: shape (rows, n_vocab)."""
+    def logits(self):
+        """A copy of the last eval's logits, rows x n_vocab (a numpy array on native hosts)."""
         c = self.core
         with c.lock:
             rows = c.call("realm_session_logits_rows", self.handle)
             p = c.call("realm_session_logits", self.handle)
-            nv = self.model.info.n_vocab
-            return c.view(p, np.float32, rows * nv).reshape(rows, nv).copy()
+            return c.read_f32_rows(p, rows, self.model.info.n_vocab)
 
     def set_sampler(self, s: SamplerSettings) -> None:
         with self.core.lock:

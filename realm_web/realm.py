@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import codecs
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -87,14 +86,11 @@ class Realm:
 
     # ------------------------------------------------------------- lifecycle
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, n_ctx: int | None = None, device: str = "cpu") -> "Realm":
-        """Open a GGUF (the default model when path is None) and start a session on it."""
+    def load(cls, path=None, n_ctx: int | None = None, device: str = "cpu") -> "Realm":
+        """Open a GGUF (a path or a source; the default model when None) and start a session on it."""
         if device not in ("cpu", "auto"):
             raise RealmError(f"device {device!r} is not available in this build (use 'cpu')")
-        p = default_model_path() if path is None else path
-        if not os.path.isfile(p):
-            raise RealmError(f"no such model file: {p}")
-        model = store.acquire(p)
+        model = store.acquire(default_model_path() if path is None else path)
         try:
             return cls(model, n_ctx)
         except BaseException:

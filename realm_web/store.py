@@ -1,32 +1,29 @@
 """Host-side model storage: one loaded copy of each GGUF file per process.
 
-Every `Realm`, registry and server tenant that opens the same file gets the
+Every `Realm`, registry and server tenant that opens the same model gets the
 same `CoreModel` (and so the same weights in memory); each adds only its own
-session. Files are identified by device, inode, size and mtime, so a path
-reached through a symlink or a different spelling still shares the copy, and
-a file rewritten in place is loaded afresh. Refcounted: the last release frees.
+session. Models are identified by their source's identity (for files: device,
+inode, size and mtime, so a path reached through a symlink or another spelling
+still shares the copy, and a file rewritten in place is loaded afresh).
+Refcounted: the last release frees.
 """
 from __future__ import annotations
 
-import os
 import threading
 
 from .core_model import CoreModel
+from .sources import as_source
 
 _lock = threading.Lock()
 _models: dict[tuple, list] = {}  # key -> [CoreModel, refcount]
 
 
-def _key(path: str | os.PathLike) -> tuple:
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def acquire(path: str | os.PathLike, vocab_only: bool = False) -> CoreModel:
-    """The process's CoreModel for this file, loading it on first use.
+def acquire(source, vocab_only: bool = False) -> CoreModel:
+    """The process's CoreModel for this source (a path or a source object), loading it on first use.
 
     A vocab-only request is served by a fully loaded model if there is one."""
-    base = _key(path)
+    source = as_source(source)
+    base = source.identity
     with _lock:
         for vo in ((False, True) if vocab_only else (False,)):
             entry = _models.get(base + (vo,))
@@ -34,7 +31,7 @@ def acquire(path: str | os.PathLike, vocab_only: bool = False) -> CoreModel:
                 entry[1] += 1
                 return entry[0]
         # Loading happens under the lock so two threads never load one file twice.
-        model = CoreModel(path, vocab_only=vocab_only)
+        model = CoreModel(source, vocab_only=vocab_only)
         _models[base + (vocab_only,)] = [model, 1]
         return model
 

@@ -147,6 +147,17 @@ class WasmCore:
         arr = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).reshape(-1)
         self.view(ptr, np.uint8, arr.size)[:] = arr
 
+    def read_i32(self, ptr: int, n: int) -> list[int]:
+        return self.view(ptr, np.int32, n).tolist() if n else []
+
+    def write_i32(self, ptr: int, values) -> None:
+        if len(values):
+            self.view(ptr, np.int32, len(values))[:] = values
+
+    def read_f32_rows(self, ptr: int, rows: int, cols: int) -> np.ndarray:
+        """A copy of rows x cols f32 at ptr."""
+        return self.view(ptr, np.float32, rows * cols).reshape(rows, cols).copy()
+
     def alloc(self, n: int) -> int:
         p = self.call("realm_alloc", int(max(n, 1)))
         if not p:
