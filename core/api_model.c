@@ -136,3 +136,24 @@ EXPORT int32_t realm_session_step(Session *s, int32_t id) {
     if (!session_eval(s, &id, 1, false)) return -1;
     return realm_session_sample(s);
 }
+
+/* ------------------------------------------------------- standalone sampler */
+/* A sampler not tied to a session: for logits computed elsewhere (the GPU
+ * backend) and for tests. params as realm_session_set_sampler. */
+EXPORT Sampler *realm_sampler_new(const SamplerParams *p) {
+    Sampler *s = rt_malloc(sizeof(Sampler));
+    if (!s) { rt_err("out of memory", NULL); return NULL; }
+    sampler_init(s);
+    if (p) sampler_set(s, p);
+    return s;
+}
+EXPORT void realm_sampler_set(Sampler *s, const SamplerParams *p) { sampler_set(s, p); }
+EXPORT void realm_sampler_free(Sampler *s) {
+    if (!s) return;
+    sampler_free(s);
+    rt_free(s);
+}
+/* Sample from n_vocab f32 logits (modified in place) with n_hist i32 history ids. */
+EXPORT int32_t realm_sampler_sample(Sampler *s, float *logits, uint32_t n_vocab, const int32_t *hist, uint32_t n_hist) {
+    return sampler_sample(s, logits, n_vocab, hist, n_hist);
+}
