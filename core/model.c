@@ -1,6 +1,7 @@
 /* model.c: reading a LLaMA-family model out of a GGUF, and its sessions. */
 #include "model.h"
 #include "quant.h"
+#include <wasm_simd128.h>
 
 /* ------------------------------------------------------------ small helpers */
 #define KEYBUF 128
@@ -477,6 +478,47 @@ static void rope(const Model *m, float *x, uint32_t n_heads, uint32_t pos) {
 
 static inline float f16r(float x) { return rt_f16_to_f32(rt_f32_to_f16(x)); }
 
+/* f16 -> f32 for the low / high four of eight halves: exact for zero, subnormal and
+ * normal halves (the magnitude bits land in a float's exponent field offset by
+ * 112, which one multiply by 2^112 corrects). Caches hold no inf/NaN. */
+static inline v128_t h2f_lo(v128_t h) {
+    v128_t w = wasm_u32x4_extend_low_u16x8(h);
+    v128_t sign = wasm_i32x4_shl(wasm_v128_and(w, wasm_i32x4_splat(0x8000)), 16);
+    v128_t mag = wasm_i32x4_shl(wasm_v128_and(w, wasm_i32x4_splat(0x7fff)), 13);
+    return wasm_v128_or(wasm_f32x4_mul(mag, wasm_f32x4_splat(0x1p112f)), sign);
+}
+static inline v128_t h2f_hi(v128_t h) {
+    v128_t w = wasm_u32x4_extend_high_u16x8(h);
+    v128_t sign = wasm_i32x4_shl(wasm_v128_and(w, wasm_i32x4_splat(0x8000)), 16);
+    v128_t mag = wasm_i32x4_shl(wasm_v128_and(w, wasm_i32x4_splat(0x7fff)), 13);
+    return wasm_v128_or(wasm_f32x4_mul(mag, wasm_f32x4_splat(0x1p112f)), sign);
+}
+static inline float hsum4(v128_t v) {
+    return wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1) + wasm_f32x4_extract_lane(v, 2) +
+           wasm_f32x4_extract_lane(v, 3);
+}
+
+/* q . k over D dims (D a multiple of 8); k in f16 */
+static float dot_f16(const float *q, const uint16_t *k, uint32_t D) {
+    v128_t a0 = wasm_f32x4_splat(0), a1 = a0;
+    for (uint32_t d = 0; d < D; d += 8) {
+        v128_t h = wasm_v128_load(k + d);
+        a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(wasm_v128_load(q + d), h2f_lo(h)));
+        a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(wasm_v128_load(q + d + 4), h2f_hi(h)));
+    }
+    return hsum4(wasm_f32x4_add(a0, a1));
+}
+
+/* acc += p * v over D dims; v in f16 */
+static void axpy_f16(float *acc, float p, const uint16_t *v, uint32_t D) {
+    v128_t vp = wasm_f32x4_splat(p);
+    for (uint32_t d = 0; d < D; d += 8) {
+        v128_t h = wasm_v128_load(v + d);
+        wasm_v128_store(acc + d, wasm_f32x4_add(wasm_v128_load(acc + d), wasm_f32x4_mul(vp, h2f_lo(h))));
+        wasm_v128_store(acc + d + 4, wasm_f32x4_add(wasm_v128_load(acc + d + 4), wasm_f32x4_mul(vp, h2f_hi(h))));
+    }
+}
+
 /* Causal attention of T new tokens (positions p0..p0+T-1) over the cache of one layer.
  * As llama.cpp does without flash attention: q and the softmax weights are rounded
  * to f16 before meeting the f16 cache; sums run in f32. */
@@ -486,7 +528,8 @@ static void attention(Session *s, uint32_t l, uint32_t p0, uint32_t T) {
     uint64_t kvd = (uint64_t)c->n_head_kv * D;
     const uint16_t *kc = s->k_cache + (uint64_t)l * s->n_ctx * kvd, *vc = s->v_cache + (uint64_t)l * s->n_ctx * kvd;
     float scale = 1.0f / rt_sqrtf((float)D);
-    float qh[1024], acc[1024];
+    float qh[1024] __attribute__((aligned(16))), acc[1024] __attribute__((aligned(16)));
+    bool simd = D % 8 == 0;
     for (uint32_t t = 0; t < T; t++) {
         uint32_t n = p0 + t + 1; /* positions this token sees */
         for (uint32_t h = 0; h < H; h++) {
@@ -497,7 +540,8 @@ static void attention(Session *s, uint32_t l, uint32_t p0, uint32_t T) {
             for (uint32_t j = 0; j < n; j++) {
                 const uint16_t *k = kc + (uint64_t)j * kvd + koff;
                 float dot = 0;
-                for (uint32_t d = 0; d < D; d++) dot += qh[d] * rt_f16_to_f32(k[d]);
+                if (simd) dot = dot_f16(qh, k, D);
+                else for (uint32_t d = 0; d < D; d++) dot += qh[d] * rt_f16_to_f32(k[d]);
                 dot *= scale;
                 s->scores[j] = dot;
                 if (dot > mx) mx = dot;
@@ -513,7 +557,8 @@ static void attention(Session *s, uint32_t l, uint32_t p0, uint32_t T) {
             for (uint32_t j = 0; j < n; j++) {
                 float p = f16r(s->scores[j] * inv);
                 const uint16_t *v = vc + (uint64_t)j * kvd + koff;
-                for (uint32_t d = 0; d < D; d++) acc[d] += p * rt_f16_to_f32(v[d]);
+                if (simd) axpy_f16(acc, p, v, D);
+                else for (uint32_t d = 0; d < D; d++) acc[d] += p * rt_f16_to_f32(v[d]);
             }
             memcpy(s->att + (uint64_t)t * H * D + (uint64_t)h * D, acc, D * 4);
         }
