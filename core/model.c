@@ -124,6 +124,7 @@ static bool build_tokenizer(Model *m) {
         return false;
     }
     gguf_get_str(g, "tokenizer.ggml.pre", &sp.pre);
+    gguf_get_str(g, "general.name", &sp.name); /* llama.cpp special-cases phi-3 by name */
     Str *tokens = strs_of(g, "tokenizer.ggml.tokens", &sp.n_vocab);
     if (!tokens) {
         if (!*rt_err_message()) rt_err("unsupported model: tokenizer.ggml.tokens is missing", NULL);
