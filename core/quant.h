@@ -16,7 +16,7 @@ enum {
     GGML_TYPE_Q2_K = 10, GGML_TYPE_Q3_K = 11, GGML_TYPE_Q4_K = 12, GGML_TYPE_Q5_K = 13,
     GGML_TYPE_Q6_K = 14, GGML_TYPE_Q8_K = 15,
     GGML_TYPE_BF16 = 30,
-    GGML_TYPE_COUNT = 40
+    GGML_TYPE_COUNT = 43
 };
 
 typedef struct {

@@ -11,9 +11,10 @@ kernels round and accumulate in a different order than the wasm SIMD ones; on
 SmolLM2, whose activations carry large outliers, a one-ulp difference that flips
 an activation's rounding moves logits by up to ~0.8 (measured: llama.cpp's own
 F32-vs-quantized-path disagreement on a mixed file is 0.5). So for quantized
-files the test demands the same top-1 token, the same ordering of every pair of
-top-ranked tokens that llama.cpp separates by more than that noise, and greedy
-continuations that only part where llama.cpp itself sees a near-tie.
+files the test demands the same top-1 token (unless llama.cpp's own top two are
+a near-tie), the same ordering of every pair of top-ranked tokens that llama.cpp
+separates by more than that noise, and greedy continuations that only part
+where llama.cpp itself sees a near-tie.
 """
 from __future__ import annotations
 
@@ -90,7 +91,9 @@ def test_first_step_logits_and_greedy_match_llama_cpp(variant, llama_ref):
 
         diff = float(np.abs(first - ref_logits).max())
         assert diff < max_diff, f"{name} {prompt!r}: max |Δlogit| {diff:.3f} >= {max_diff}"
-        assert int(first.argmax()) == int(ref_logits.argmax()), f"{name} {prompt!r}: top-1 differs"
+        ref_top2 = np.sort(ref_logits)[::-1][:2]
+        if ref_top2[0] - ref_top2[1] >= near_tie:
+            assert int(first.argmax()) == int(ref_logits.argmax()), f"{name} {prompt!r}: top-1 differs"
         swaps = rank_swaps(first, ref_logits, near_tie)
         assert not swaps, f"{name} {prompt!r}: top-10 order differs beyond near-ties: {swaps}"
 

@@ -1,0 +1,203 @@
+/* quant.c: the ggml type table, row sizes, and dispatch to the per-family
+ * kernels (quant_float.c, quant_q.c, quant_k.c, quant_act.c, quant_dequant.c).
+ * Switches only: a function pointer would add a 64-bit table (see PLATFORM.md). */
+#include "quant_impl.h"
+
+/* Every ggml type id, as ggml/include/ggml.h numbers them. Block sizes and
+ * bytes per block follow ggml's type_traits (and gguf-py's GGML_QUANT_SIZES);
+ * only the first group runs here, the rest are known by name so a loader can
+ * say which tensor has which unsupported type. */
+static const QuantType TYPES[] = {
+    [0] = { "F32", 1, 4, true },
+    [1] = { "F16", 1, 2, true },
+    [2] = { "Q4_0", 32, 18, true },
+    [3] = { "Q4_1", 32, 20, true },
+    [4] = { "Q4_2", 16, 10, false },   /* removed from ggml in 2023 */
+    [5] = { "Q4_3", 16, 12, false },   /* removed from ggml in 2023 */
+    [6] = { "Q5_0", 32, 22, true },
+    [7] = { "Q5_1", 32, 24, true },
+    [8] = { "Q8_0", 32, 34, true },
+    [9] = { "Q8_1", 32, 36, true },
+    [10] = { "Q2_K", 256, 84, true },
+    [11] = { "Q3_K", 256, 110, true },
+    [12] = { "Q4_K", 256, 144, true },
+    [13] = { "Q5_K", 256, 176, true },
+    [14] = { "Q6_K", 256, 210, true },
+    [15] = { "Q8_K", 256, 292, true },
+    [16] = { "IQ2_XXS", 256, 66, false },
+    [17] = { "IQ2_XS", 256, 74, false },
+    [18] = { "IQ3_XXS", 256, 98, false },
+    [19] = { "IQ1_S", 256, 50, false },
+    [20] = { "IQ4_NL", 32, 18, false },
+    [21] = { "IQ3_S", 256, 110, false },
+    [22] = { "IQ2_S", 256, 82, false },
+    [23] = { "IQ4_XS", 256, 136, false },
+    [24] = { "I8", 1, 1, false },
+    [25] = { "I16", 1, 2, false },
+    [26] = { "I32", 1, 4, false },
+    [27] = { "I64", 1, 8, false },
+    [28] = { "F64", 1, 8, false },
+    [29] = { "IQ1_M", 256, 56, false },
+    [30] = { "BF16", 1, 2, true },
+    [31] = { "Q4_0_4_4", 32, 18, false }, /* repacked layouts, removed from GGUF files */
+    [32] = { "Q4_0_4_8", 32, 18, false },
+    [33] = { "Q4_0_8_8", 32, 18, false },
+    [34] = { "TQ1_0", 256, 54, false },
+    [35] = { "TQ2_0", 256, 66, false },
+    [36] = { "IQ4_NL_4_4", 32, 18, false },
+    [37] = { "IQ4_NL_4_8", 32, 18, false },
+    [38] = { "IQ4_NL_8_8", 32, 18, false },
+    [39] = { "MXFP4", 32, 17, false },
+    [40] = { "NVFP4", 64, 36, false },
+    [41] = { "Q1_0", 128, 18, false },
+    [42] = { "Q2_0", 64, 18, false },
+};
+#define N_TYPES (sizeof TYPES / sizeof TYPES[0])
+static const QuantType UNKNOWN = { NULL, 0, 0, false };
+
+const QuantType *quant_type(uint32_t type) {
+    if (type < N_TYPES && TYPES[type].name) return &TYPES[type];
+    return &UNKNOWN;
+}
+
+uint64_t quant_row_bytes(uint32_t type, uint64_t n) {
+    const QuantType *t = quant_type(type);
+    if (!t->block_size) return 0;
+    return n / t->block_size * t->type_size;
+}
+
+int quant_act_kind(uint32_t type) {
+    switch (type) {
+    case GGML_TYPE_F32: return ACT_F32;
+    case GGML_TYPE_F16: return ACT_F16;
+    case GGML_TYPE_BF16: return ACT_BF16;
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_0: case GGML_TYPE_Q8_0: return ACT_Q8_0;
+    /* llama.cpp gives Q8_1 weights vec_dot_type Q8_1 (and no CPU kernel at
+     * all); we pair them with Q8_1 activations: sum d_w d_x q_w q_x. */
+    case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: case GGML_TYPE_Q8_1: return ACT_Q8_1;
+    case GGML_TYPE_Q2_K: case GGML_TYPE_Q3_K: case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K:
+    case GGML_TYPE_Q6_K: case GGML_TYPE_Q8_K: return ACT_Q8_K;
+    default: return ACT_NONE;
+    }
+}
+
+uint64_t quant_act_row_bytes(uint32_t type, uint64_t K) {
+    uint64_t b;
+    switch (quant_act_kind(type)) {
+    case ACT_F32: case ACT_F16: case ACT_BF16: b = 4 * K; break;
+    case ACT_Q8_0: b = 2 * K + 4 * (K / 32); break;
+    case ACT_Q8_1: b = 2 * K + 8 * (K / 32); break;
+    case ACT_Q8_K: b = 2 * K + 4 * (K / 256) + 2 * (K / 16) + 2 * (K / 32); break;
+    default: return 0;
+    }
+    return RT_ALIGN_UP(b, 64);
+}
+
+uint64_t quant_act_bytes(uint32_t type, uint64_t K, uint64_t T) {
+    const int kind = quant_act_kind(type);
+    return quant_act_row_bytes(type, K) * T + (T + 3) / 4 * qi_group_bytes(kind, K);
+}
+
+void quant_act_quantize(uint32_t type, const float *x, uint64_t K, uint64_t T, void *xq) {
+    const int kind = quant_act_kind(type);
+    if (kind == ACT_NONE) return;
+    const uint64_t rb = quant_act_row_bytes(type, K);
+    uint8_t *out = (uint8_t *)xq;
+    for (uint64_t t = 0; t < T; t++) quant_act_impl(kind, x + t * K, K, out + t * rb);
+    /* the scales of each group of four tokens, transposed (quant_impl.h) */
+    const uint64_t gb = qi_group_bytes(kind, K), nb = K / 32;
+    if (!gb) return;
+    const bool with_s = kind == ACT_Q8_1;
+    for (uint64_t g = 0; g < (T + 3) / 4; g++) {
+        float *gd = (float *)(out + T * rb + g * gb), *gs = gd + 4 * nb;
+        for (uint64_t j = 0; j < 4; j++) {
+            const uint64_t t = 4 * g + j;
+            const float *dd = (const float *)(out + t * rb + 2 * K);
+            for (uint64_t b = 0; b < nb; b++) {
+                if (t >= T) {
+                    gd[4 * b + j] = 0;
+                    if (with_s) gs[4 * b + j] = 0;
+                } else if (with_s) {
+                    gd[4 * b + j] = dd[2 * b];
+                    gs[4 * b + j] = dd[2 * b + 1];
+                } else {
+                    gd[4 * b + j] = dd[b];
+                }
+            }
+        }
+    }
+}
+
+void quant_dequant_row(uint32_t type, const void *src, float *dst, uint64_t n) {
+    quant_dequant_impl(type, (const uint8_t *)src, dst, n);
+}
+
+void quant_matmul_q(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_t r1,
+                    const void *xq, uint64_t T, float *y, uint64_t y_stride) {
+    if (r1 <= r0 || T == 0) return;
+    const uint64_t rb = quant_row_bytes(type, K), xrb = quant_act_row_bytes(type, K);
+    const uint8_t *w = (const uint8_t *)W, *x = (const uint8_t *)xq;
+    switch (type) {
+    case GGML_TYPE_F32: quant_mm_f32(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case GGML_TYPE_F16: quant_mm_f16(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case GGML_TYPE_BF16: quant_mm_bf16(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case GGML_TYPE_Q4_0: quant_mm_q4_0(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case GGML_TYPE_Q4_1: quant_mm_q4_1(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case GGML_TYPE_Q5_0: quant_mm_q5_0(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case GGML_TYPE_Q5_1: quant_mm_q5_1(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case GGML_TYPE_Q8_0: quant_mm_q8_0(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case GGML_TYPE_Q8_1: quant_mm_q8_1(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case GGML_TYPE_Q2_K: quant_mm_q2_K(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case GGML_TYPE_Q3_K: quant_mm_q3_K(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case GGML_TYPE_Q4_K: quant_mm_q4_K(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case GGML_TYPE_Q5_K: quant_mm_q5_K(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case GGML_TYPE_Q6_K: quant_mm_q6_K(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case GGML_TYPE_Q8_K: quant_mm_q8_K(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    default: break;
+    }
+}
+
+/* Checks shared by quant_matmul and the exports: a runnable type and a K the
+ * block size divides. Sets rt_err and returns false otherwise. */
+bool quant_check(uint32_t type, uint64_t K) {
+    const QuantType *t = quant_type(type);
+    if (!t->name) {
+        rt_err("unknown ggml type id ", NULL), rt_err_append_u64(type);
+        return false;
+    }
+    if (!t->can_run) {
+        rt_err("ggml type ", t->name, " is not supported by this build", NULL);
+        return false;
+    }
+    if (K % t->block_size) {
+        rt_err("row length ", NULL), rt_err_append_u64(K);
+        rt_err_append(" is not a multiple of the "), rt_err_append(t->name);
+        rt_err_append(" block size "), rt_err_append_u64(t->block_size);
+        return false;
+    }
+    return true;
+}
+
+static void *scratch;
+static uint64_t scratch_cap;
+
+bool quant_matmul(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_t r1,
+                  const float *x, uint64_t T, float *y, uint64_t y_stride) {
+    if (!quant_check(type, K)) return false;
+    const uint64_t need = quant_act_bytes(type, K, T);
+    if (need > scratch_cap) {
+        rt_free(scratch); /* nothing to keep: no copy */
+        scratch_cap = 0;
+        void *p = scratch = rt_malloc(need);
+        if (!p) {
+            rt_err("out of memory: quant_matmul needs ", NULL), rt_err_append_u64(need);
+            rt_err_append(" bytes of scratch");
+            return false;
+        }
+        scratch = p;
+        scratch_cap = need;
+    }
+    quant_act_quantize(type, x, K, T, scratch);
+    quant_matmul_q(type, W, K, r0, r1, scratch, T, y, y_stride);
+    return true;
+}
