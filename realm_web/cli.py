@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--json", help="also write the results here")
     bench.set_defaults(fn=cmd_bench)
 
+    from .server.cli import register as register_server
+    register_server(sub)  # serve, api-key
+
     args = ap.parse_args(argv)
     try:
         return args.fn(args)

@@ -1,0 +1,216 @@
+"""`realm serve` and `realm api-key ...`.
+
+Hooked into the `realm` command by realm_web/cli.py (`register(sub)`), and
+runnable on its own:  python -m realm_web.server.cli serve --no-auth
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _model_spec(s: str) -> tuple[str, str]:
+    """PATH[:ID] -> (id, path). A ':' belongs to the path when the whole string is a file."""
+    from .app import default_model_id
+    path, mid = s, None
+    if not os.path.isfile(s) and ":" in s:
+        head, _, tail = s.rpartition(":")
+        if head and tail and "/" not in tail:
+            path, mid = head, tail
+    if not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f"no such model file: {path}")
+    return (mid or default_model_id(path), os.path.abspath(path))
+
+
+def _limit(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError("must be >= 0 (0 = unlimited)")
+    return v
+
+
+def cmd_serve(args) -> int:
+    try:
+        from .app import ServerConfig
+        from .serve import run
+    except ImportError as e:
+        print(f"realm serve: {e}; install the server's dependencies:  pip install 'realm-web[server]'",
+              file=sys.stderr)
+        return 1
+    cfg = ServerConfig(models=args.model or [], host=args.host, port=args.port, keys_path=args.keys,
+                       no_auth=args.no_auth, n_ctx=args.ctx or None, max_sessions=args.max_sessions,
+                       idle_ttl=args.idle_ttl, prefill_chunk=args.prefill_chunk, rpm=args.rpm or None, tpm=args.tpm or None,
+                       max_body=args.max_body, grace=args.grace, log_format=args.log_format,
+                       log_level=args.log_level)
+    return run(cfg)
+
+
+def _store(args):
+    from .keys import KeyStore
+    return KeyStore(args.keys)
+
+
+def _fmt_time(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
+
+
+def _fmt_limit(v: int | None) -> str:
+    return "default" if v is None else "unlimited" if v == 0 else str(v)
+
+
+def cmd_key_generate(args) -> int:
+    ks = _store(args)
+    rec, key = ks.generate(args.tenant, name=args.name, rpm=args.rpm, tpm=args.tpm)
+    print(f"tenant:  {rec.tenant}")
+    print(f"key id:  {rec.id}" + (f"  ({rec.name})" if rec.name else ""))
+    print(f"limits:  {_fmt_limit(rec.rpm)} requests/min, {_fmt_limit(rec.tpm)} tokens/min")
+    print(f"store:   {ks.path}")
+    print("The key below is shown only once; only its hash is stored.")
+    print(key)
+    return 0
+
+
+def cmd_key_list(args) -> int:
+    ks = _store(args)
+    recs = ks.list(tenant=args.tenant, include_revoked=args.all)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in recs], indent=2))
+        return 0
+    if not recs:
+        print(f"no keys in {ks.path}")
+        return 0
+    rows = [("ID", "TENANT", "STATUS", "RPM", "TPM", "CREATED", "LAST USED", "NAME")]
+    for r in recs:
+        rows.append((r.id, r.tenant, r.status, _fmt_limit(r.rpm), _fmt_limit(r.tpm), _fmt_time(r.created),
+                     _fmt_time(r.last_used), r.name or ""))
+    w = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(c).ljust(w[i]) for i, c in enumerate(row)).rstrip())
+    return 0
+
+
+def _which(args) -> dict:
+    if bool(args.id) == bool(args.tenant):
+        raise SystemExit("realm api-key: give a key id or --tenant NAME (one of them)")
+    return {"kid": args.id, "tenant": args.tenant}
+
+
+def cmd_key_state(args) -> int:
+    ks = _store(args)
+    sel = _which(args)
+    if args.action == "revoke":
+        n = ks.revoke(**sel)
+    else:
+        n = ks.set_disabled(args.action == "disable", **sel)
+    what = f"key {args.id}" if args.id else f"tenant {args.tenant}"
+    if n == 0:
+        print(f"realm api-key: no {'matching' if args.action != 'revoke' else 'unrevoked'} key for {what}",
+              file=sys.stderr)
+        return 1
+    print(f"{args.action}d {n} key(s) of {what}")
+    return 0
+
+
+def cmd_key_limits(args) -> int:
+    ks = _store(args)
+    sel = _which(args)
+    n = ks.set_limits(args.rpm, args.tpm, **sel)
+    if n == 0:
+        print(f"realm api-key: no key {args.id}", file=sys.stderr)
+        return 1
+    who = f"key {args.id}" if args.id else f"tenant {args.tenant}"
+    print(f"{who}: {_fmt_limit(args.rpm)} requests/min, {_fmt_limit(args.tpm)} tokens/min")
+    return 0
+
+
+def register(sub) -> None:
+    """Add `serve` and `api-key` to the `realm` command's subparsers."""
+    from .keys import default_keys_path
+    keys_help = f"SQLite file of API keys (default: $REALM_KEYS or {default_keys_path()})"
+
+    s = sub.add_parser("serve", help="OpenAI-compatible HTTP/WebSocket server",
+                       description="Serve models over an OpenAI-compatible API (see docs/SERVER.md).")
+    s.add_argument("--model", "-m", action="append", type=_model_spec, metavar="PATH[:ID]",
+                   help="a GGUF to serve, with an optional model id (default id: the file name without "
+                        ".gguf); repeat for several; default: the built-in SmolLM2-135M-Instruct")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--keys", default=None, help=keys_help)
+    s.add_argument("--no-auth", action="store_true", help="accept requests without API keys (local use only)")
+    s.add_argument("-c", "--ctx", type=int, default=0,
+                   help="context per session in tokens (default min(2048, the model's trained context))")
+    s.add_argument("--max-sessions", type=int, default=32,
+                   help="KV caches per model, busy and idle (default 32); more requests queue")
+    s.add_argument("--prefill-chunk", type=int, default=32,
+                   help="prompt tokens per scheduling turn, 1..64 (default 32): smaller keeps other streams "
+                        "flowing during a long prompt, larger evaluates prompts faster")
+    s.add_argument("--idle-ttl", type=float, default=600.0, help="free sessions idle this many seconds (default 600)")
+    s.add_argument("--rpm", type=_limit, default=0, help="default requests/min per tenant (default 0 = unlimited)")
+    s.add_argument("--tpm", type=_limit, default=0,
+                   help="default generated tokens/min per tenant (default 0 = unlimited)")
+    s.add_argument("--max-body", type=int, default=1 << 20, help="largest request body in bytes (default 1 MiB)")
+    s.add_argument("--grace", type=float, default=30.0,
+                   help="on SIGTERM, seconds in-flight requests get to finish (default 30)")
+    s.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one JSON object per line")
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.set_defaults(fn=cmd_serve)
+
+    k = sub.add_parser("api-key", help="manage the server's API keys and tenants",
+                       description="API keys for `realm serve`, stored as SHA-256 hashes in a SQLite file.")
+    ksub = k.add_subparsers(dest="key_cmd", required=True)
+
+    g = ksub.add_parser("generate", help="create a key for a tenant (printed once, alone on the last line)")
+    g.add_argument("--tenant", required=True)
+    g.add_argument("--name", help="a label for the key")
+    g.add_argument("--rpm", type=_limit, default=None, help="this key's requests/min (0 = unlimited)")
+    g.add_argument("--tpm", type=_limit, default=None, help="this key's generated tokens/min (0 = unlimited)")
+    g.add_argument("--keys", default=None, help=keys_help)
+    g.set_defaults(fn=cmd_key_generate)
+
+    ls = ksub.add_parser("list", help="list keys (never the keys themselves)")
+    ls.add_argument("--tenant")
+    ls.add_argument("--all", action="store_true", help="include revoked keys")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--keys", default=None, help=keys_help)
+    ls.set_defaults(fn=cmd_key_list)
+
+    for action, text in (("disable", "stop accepting a key (or all of a tenant's) until enabled"),
+                         ("enable", "accept a disabled key again"),
+                         ("revoke", "invalidate a key for good")):
+        p = ksub.add_parser(action, help=text)
+        p.add_argument("id", nargs="?", help="key id (from `list`) or the key itself")
+        p.add_argument("--tenant", help="every key of this tenant")
+        p.add_argument("--keys", default=None, help=keys_help)
+        p.set_defaults(fn=cmd_key_state, action=action)
+
+    lim = ksub.add_parser("limits", help="set rate limits of a key or a tenant")
+    lim.add_argument("id", nargs="?", help="key id (per-key limits)")
+    lim.add_argument("--tenant", help="the tenant's limits (for its keys without their own)")
+    lim.add_argument("--rpm", type=_limit, default=None, help="requests/min (0 = unlimited; omit = default)")
+    lim.add_argument("--tpm", type=_limit, default=None, help="generated tokens/min (0 = unlimited; omit = default)")
+    lim.add_argument("--keys", default=None, help=keys_help)
+    lim.set_defaults(fn=cmd_key_limits)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="realm", description="Realm Web server and API keys.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    register(sub)
+    args = ap.parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        from ..errors import RealmError
+        if isinstance(e, (RealmError, ValueError, OSError)):
+            print(f"realm: error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

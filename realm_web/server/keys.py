@@ -1,0 +1,218 @@
+"""API keys and tenants, in one SQLite file.
+
+A key belongs to one tenant. Only a key's SHA-256 is stored (keys carry 192
+random bits, so a fast hash is enough; nothing reversible is kept): the plain
+key is shown once, by `realm api-key generate`. A key is `sk-realm-<id>-<secret>`;
+its 8-hex-digit id names it in `list`, `disable`, `enable` and `revoke`.
+
+Rate limits (requests/min, generated tokens/min) can be set per key or per
+tenant; unset values fall back to the tenant's, then to the server's defaults.
+
+The server reads the file on every request (a primary-key lookup), so
+`disable`/`revoke` take effect at once, without a restart.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = "sk-realm-"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (
+    id        TEXT PRIMARY KEY,
+    tenant    TEXT NOT NULL,
+    hash      TEXT NOT NULL UNIQUE,
+    name      TEXT,
+    created   REAL NOT NULL,
+    last_used REAL,
+    disabled  INTEGER NOT NULL DEFAULT 0,
+    revoked   INTEGER NOT NULL DEFAULT 0,
+    rpm       INTEGER,
+    tpm       INTEGER
+);
+CREATE INDEX IF NOT EXISTS keys_tenant ON keys (tenant);
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY,
+    rpm  INTEGER,
+    tpm  INTEGER
+);
+"""
+
+
+def default_keys_path() -> Path:
+    """$REALM_KEYS, else <user data dir>/realm-web/keys.sqlite
+    (user data dir: $XDG_DATA_HOME, else ~/.local/share; %APPDATA% on Windows)."""
+    env = os.environ.get("REALM_KEYS")
+    if env:
+        return Path(env).expanduser()
+    if os.name == "nt" and os.environ.get("APPDATA"):
+        base = Path(os.environ["APPDATA"])
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "realm-web" / "keys.sqlite"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    tenant: str
+    name: str | None
+    created: float
+    last_used: float | None
+    disabled: bool
+    revoked: bool
+    rpm: int | None
+    tpm: int | None
+
+    @property
+    def status(self) -> str:
+        return "revoked" if self.revoked else "disabled" if self.disabled else "active"
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "tenant": self.tenant, "name": self.name, "status": self.status,
+                "created": self.created, "last_used": self.last_used, "rpm": self.rpm, "tpm": self.tpm}
+
+
+_COLS = "id, tenant, name, created, last_used, disabled, revoked, rpm, tpm"
+
+
+def _rec(row) -> KeyRecord:
+    return KeyRecord(row[0], row[1], row[2], row[3], row[4], bool(row[5]), bool(row[6]), row[7], row[8])
+
+
+class KeyStore:
+    """The keys file. Thread-safe; several processes may use one file."""
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path).expanduser() if path else default_keys_path()
+        new = not self.path.exists()
+        if new:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), timeout=10, check_same_thread=False, isolation_level=None)
+        if new:
+            try:
+                os.chmod(self.path, 0o600)
+            except OSError:
+                pass
+        with self._lock:
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError:
+                pass
+            self._db.executescript(_SCHEMA)
+        self._touched: dict[str, float] = {}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _q(self, sql: str, args: tuple = ()) -> list:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _x(self, sql: str, args: tuple = ()) -> int:
+        with self._lock:
+            return self._db.execute(sql, args).rowcount
+
+    # ------------------------------------------------------------------ keys
+    def generate(self, tenant: str, name: str | None = None, rpm: int | None = None,
+                 tpm: int | None = None) -> tuple[KeyRecord, str]:
+        """A new key for `tenant`: (its record, the plain key, never stored)."""
+        tenant = tenant.strip()
+        if not tenant:
+            raise ValueError("the tenant name is empty")
+        for _ in range(8):
+            kid = secrets.token_hex(4)
+            key = f"{PREFIX}{kid}-{secrets.token_hex(24)}"
+            try:
+                self._x("INSERT INTO keys (id, tenant, hash, name, created, rpm, tpm) VALUES (?,?,?,?,?,?,?)",
+                        (kid, tenant, hash_key(key), name, time.time(), rpm, tpm))
+            except sqlite3.IntegrityError:
+                continue  # id collision: draw again
+            return self.get(kid), key
+        raise RuntimeError("could not draw a unique key id")
+
+    def get(self, kid: str) -> KeyRecord | None:
+        rows = self._q(f"SELECT {_COLS} FROM keys WHERE id = ?", (kid,))
+        return _rec(rows[0]) if rows else None
+
+    def list(self, tenant: str | None = None, include_revoked: bool = False) -> list[KeyRecord]:
+        sql = f"SELECT {_COLS} FROM keys"
+        where, args = [], []
+        if tenant:
+            where.append("tenant = ?")
+            args.append(tenant)
+        if not include_revoked:
+            where.append("revoked = 0")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [_rec(r) for r in self._q(sql + " ORDER BY tenant, created", tuple(args))]
+
+    def tenants(self) -> list[str]:
+        return [r[0] for r in self._q("SELECT DISTINCT tenant FROM keys ORDER BY tenant")]
+
+    def _select(self, kid: str | None, tenant: str | None) -> tuple[str, tuple]:
+        if bool(kid) == bool(tenant):
+            raise ValueError("give a key id or a tenant (not both)")
+        if kid:
+            kid = kid[len(PREFIX):].split("-")[0] if kid.startswith(PREFIX) else kid
+            return "id = ?", (kid,)
+        return "tenant = ?", (tenant,)
+
+    def set_disabled(self, disabled: bool, kid: str | None = None, tenant: str | None = None) -> int:
+        """Disable or re-enable keys (not revoked ones); returns how many changed state or matched."""
+        where, args = self._select(kid, tenant)
+        return self._x(f"UPDATE keys SET disabled = ? WHERE {where} AND revoked = 0", (int(disabled),) + args)
+
+    def revoke(self, kid: str | None = None, tenant: str | None = None) -> int:
+        """Revoke for good: the key can never be enabled again."""
+        where, args = self._select(kid, tenant)
+        return self._x(f"UPDATE keys SET revoked = 1, disabled = 1 WHERE {where} AND revoked = 0", args)
+
+    def set_limits(self, rpm: int | None, tpm: int | None, kid: str | None = None,
+                   tenant: str | None = None) -> int:
+        """Per-key limits (kid) or the tenant's (tenant). None clears a limit; 0 means unlimited."""
+        if kid:
+            where, args = self._select(kid, None)
+            return self._x(f"UPDATE keys SET rpm = ?, tpm = ? WHERE {where}", (rpm, tpm) + args)
+        if not tenant:
+            raise ValueError("give a key id or a tenant")
+        return self._x("INSERT INTO tenants (name, rpm, tpm) VALUES (?,?,?) "
+                       "ON CONFLICT(name) DO UPDATE SET rpm = excluded.rpm, tpm = excluded.tpm", (tenant, rpm, tpm))
+
+    def tenant_limits(self, tenant: str) -> tuple[int | None, int | None]:
+        rows = self._q("SELECT rpm, tpm FROM tenants WHERE name = ?", (tenant,))
+        return (rows[0][0], rows[0][1]) if rows else (None, None)
+
+    # ------------------------------------------------------------ the server
+    def authenticate(self, key: str) -> KeyRecord | None:
+        """The record of an active key, or None (unknown, disabled or revoked)."""
+        if not key or not key.startswith(PREFIX) or len(key) > 200:
+            return None
+        rows = self._q(f"SELECT {_COLS} FROM keys WHERE hash = ?", (hash_key(key),))
+        if not rows:
+            return None
+        rec = _rec(rows[0])
+        if rec.disabled or rec.revoked:
+            return None
+        now = time.time()
+        if now - self._touched.get(rec.id, 0.0) > 60:  # last_used, at most once a minute per key
+            self._touched[rec.id] = now
+            try:
+                self._x("UPDATE keys SET last_used = ? WHERE id = ?", (now, rec.id))
+            except sqlite3.OperationalError:
+                pass  # a busy file must not fail the request
+        return rec
