@@ -652,7 +652,8 @@ bool session_eval(Session *s, const int32_t *ids, uint32_t n, bool all_logits) {
         uint32_t T = RT_MIN(s->n_batch, n - i);
         int logits = all_logits ? LOGITS_ALL : (i + T == n ? LOGITS_LAST : LOGITS_NONE);
         memcpy(s->tokens + s->n_past, ids + i, (uint64_t)T * 4);
-        if (!forward_batch(s, ids + i, T, logits, i)) return false; /* finished batches stay cached */
+        /* logits row: i with all_logits, else the single row 0 */
+        if (!forward_batch(s, ids + i, T, logits, all_logits ? i : 0)) return false; /* finished batches stay cached */
     }
     return true;
 }

@@ -126,3 +126,25 @@ def test_batched_prompt_equals_token_by_token(default_model_path):
     assert np.abs(batched - one_by_one).max() < 1e-3
     s.close()
     model.close()
+
+
+def test_long_prompt_in_one_call_keeps_only_the_last_row(default_model_path):
+    """A prompt of several batches evaluated in one call gives the same last logits
+    as the all-rows call (and writes nothing past its one logits row)."""
+    model = CoreModel(default_model_path)
+    s = Session(model, 328)
+    ids = list(range(2000, 2256))  # four batches of 64
+    s.eval(ids)
+    last = s.logits()
+    assert last.shape == (1, model.info.n_vocab)
+    s.truncate(0)
+    s.eval(ids, all_logits=True)
+    assert np.array_equal(s.logits()[-1], last[0])
+    # the model still computes correctly afterwards
+    s.truncate(0)
+    s.eval(ids[:8])
+    again = s.logits()[-1]
+    s2 = Session(model, 64)
+    s2.eval(ids[:8])
+    assert np.array_equal(s2.logits()[-1], again)
+    s.close(); s2.close(); model.close()
