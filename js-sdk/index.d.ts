@@ -1,0 +1,360 @@
+// Type declarations for realm-web (hand-written; the package is plain ESM JavaScript).
+
+export type Device = 'auto' | 'webgpu' | 'cpu';
+export type CacheMode = boolean | 'auto' | 'opfs' | 'cache-api' | 'fs' | CacheBackend;
+/** A URL (string or URL), a File/Blob, an ArrayBuffer or typed array, or (Node) a file path. */
+export type ModelSource = string | URL | Blob | ArrayBuffer | ArrayBufferView;
+
+export interface LoadProgress {
+  /** Bytes read so far (from the network, the cache, the file or the buffer). */
+  loaded: number;
+  /** The file's size in bytes (undefined only while downloading a response without Content-Length). */
+  total: number | undefined;
+  phase?: 'download';
+}
+
+export interface LoadOptions {
+  /**
+   * 'webgpu': the core's GPU plan on WebGPU (falls back to the CPU, saying why in
+   * Realm.deviceNote, where there is no WebGPU); 'auto' (default): WebGPU on a hardware
+   * adapter, else the CPU; 'cpu': the wasm SIMD core.
+   */
+  device?: Device;
+  onProgress?: (p: LoadProgress) => void;
+  signal?: AbortSignal;
+  /** Context size of this Realm's session (default min(4096, the model's training context)). */
+  nCtx?: number;
+  n_ctx?: number;
+  /** Keep models fetched from URLs (default true: OPFS in browsers, files in Node). */
+  cache?: CacheMode;
+  /** Run in a worker: true (one shared worker) or a Worker you created from 'realm-web/worker'. */
+  worker?: boolean | Worker | object;
+  /** Worker mode: transfer (detach) an ArrayBuffer source instead of copying it. */
+  transfer?: boolean;
+  /** The `model` field of chat completions (default: the source's file name). */
+  id?: string;
+  /** Overrides the store key (sources with the same identity share one copy of the weights). */
+  identity?: string;
+  /** Extra fetch() options for URL sources (headers, credentials, ...). */
+  fetchOptions?: RequestInit;
+}
+
+export interface GenerateOptions {
+  /** Tokens to generate (default 128; negative: until the context is full). */
+  max_tokens?: number;
+  maxTokens?: number;
+  /** <= 0: greedy. Default 0.8. */
+  temperature?: number;
+  top_k?: number; topK?: number;
+  top_p?: number; topP?: number;
+  min_p?: number; minP?: number;
+  repeat_penalty?: number; repeatPenalty?: number;
+  repeat_last_n?: number; repeatLastN?: number;
+  frequency_penalty?: number; frequencyPenalty?: number;
+  presence_penalty?: number; presencePenalty?: number;
+  /** u64 seed of the sampler (default: random). */
+  seed?: number | bigint;
+  /** Stop strings: generation ends before the first one (not included). */
+  stop?: string | string[];
+  /** Stops the call promptly (within one token / one 64-token prompt batch). */
+  signal?: AbortSignal;
+  /** Let the tokenizer add BOS/EOS to a string prompt as the vocabulary says (default true). */
+  add_special?: boolean; addSpecial?: boolean;
+  ignore_eos?: boolean; ignoreEos?: boolean;
+  /** Fill this object with the call's statistics (also available as realm.lastStats). */
+  stats?: GenerationStats;
+}
+
+export interface GenerationStats {
+  prompt_tokens: number;
+  /** Prompt tokens reused from the session's cache. */
+  cached_tokens: number;
+  generated_tokens: number;
+  prompt_seconds: number;
+  generate_seconds: number;
+  /** 'stop' (end of generation or a stop string) or 'length'. */
+  finish_reason: 'stop' | 'length' | '';
+  tokens: number[];
+  readonly prompt_tps?: number;
+  readonly generate_tps?: number;
+}
+
+export interface ModelInfo {
+  n_vocab: number; n_ctx_train: number; n_embd: number; n_layer: number; n_head: number; n_head_kv: number;
+  head_dim: number; n_ff: number; bos: number; eos: number; add_bos: boolean; add_eos: boolean;
+  rope_type: number; rope_dim: number; rope_base: number; rms_eps: number;
+}
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | 'tool' | string;
+  content: string | null;
+  [k: string]: unknown;
+}
+
+export interface ChatCompletionRequest {
+  messages: ChatMessage[];
+  model?: string;
+  stream?: boolean;
+  stream_options?: { include_usage?: boolean };
+  max_tokens?: number | null;
+  max_completion_tokens?: number | null;
+  temperature?: number;
+  top_p?: number;
+  top_k?: number;
+  min_p?: number;
+  stop?: string | string[] | null;
+  seed?: number | null;
+  frequency_penalty?: number;
+  presence_penalty?: number;
+  repeat_penalty?: number;
+  n?: 1;
+  signal?: AbortSignal;
+  /** Override the model's template (tokenizer.chat_template). */
+  chat_template?: string;
+  chat_template_kwargs?: Record<string, unknown>;
+}
+
+export interface CompletionUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  prompt_tokens_details?: { cached_tokens: number };
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: Array<{ index: number; message: { role: 'assistant'; content: string }; logprobs: null; finish_reason: 'stop' | 'length' }>;
+  usage: CompletionUsage;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: Array<{ index: number; delta: { role?: 'assistant'; content?: string }; logprobs: null; finish_reason: 'stop' | 'length' | null }>;
+  usage?: CompletionUsage;
+}
+
+/** A stream of chunks (as the OpenAI SDK's Stream). */
+export interface ChatCompletionStream extends AsyncIterable<ChatCompletionChunk> {
+  controller: { abort(): void };
+}
+
+export interface ChatCompletions {
+  create(req: ChatCompletionRequest & { stream: true }): Promise<ChatCompletionStream> & AsyncIterable<ChatCompletionChunk>;
+  create(req: ChatCompletionRequest & { stream?: false }): Promise<ChatCompletion>;
+  create(req: ChatCompletionRequest): Promise<ChatCompletion | ChatCompletionStream>;
+}
+
+export interface TokenizeOptions { addSpecial?: boolean; parseSpecial?: boolean; add_special?: boolean; parse_special?: boolean }
+
+export interface CacheEntry { url: string; size?: number; storedAt?: number; etag?: string | null; lastModified?: string | null }
+
+export interface CacheBackend {
+  kind?: string;
+  list(): Promise<CacheEntry[]>;
+  delete(url: string): Promise<boolean>;
+  clear(): Promise<void>;
+  open(url: string): Promise<unknown | null>;
+  writer(url: string, size: number | undefined, meta?: object): Promise<{ write(c: Uint8Array): Promise<void>; commit(): Promise<void>; abort(): Promise<void> }>;
+}
+
+/** Realm.cache: models kept from URLs. `mode` picks a backend (default: the automatic one). */
+export interface ModelCache {
+  list(mode?: CacheMode): Promise<CacheEntry[]>;
+  has(url: string, mode?: CacheMode): Promise<boolean>;
+  delete(url: string, mode?: CacheMode): Promise<boolean>;
+  clear(mode?: CacheMode): Promise<void>;
+  /** 'opfs', 'cache-api', 'fs' or null. */
+  backend(): Promise<string | null>;
+}
+
+export interface LoadedModel { name: string; key: string; refs: number; memoryBytes: number; /** WebGPU models: bytes of weights in GPU buffers. */ gpuBytes: number }
+
+/** What Realm and RealmWorker have in common (await works on both). */
+export interface RealmLike {
+  readonly info: ModelInfo;
+  readonly nCtx: number;
+  readonly device: 'cpu' | 'webgpu';
+  /** Why the device differs from the one asked for (e.g. WebGPU not in this build), or null. */
+  readonly deviceNote: string | null;
+  readonly id: string;
+  readonly source: string;
+  /** The model came from the URL cache, not the network. */
+  readonly fromCache: boolean;
+  readonly closed: boolean;
+  lastStats: GenerationStats | null;
+  readonly chat: { completions: ChatCompletions };
+  generate(prompt: string | number[], opts?: GenerateOptions): Promise<string>;
+  stream(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<string, void, undefined>;
+  generateTokens(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<number, void, undefined>;
+  tokenize(text: string, opts?: TokenizeOptions | boolean): number[] | Promise<number[]>;
+  detokenize(ids: ArrayLike<number>, opts?: { special?: boolean }): string | Promise<string>;
+  metadata(): Record<string, unknown> | Promise<Record<string, unknown>>;
+  applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean; chatTemplate?: string; extra?: object }): Promise<string>;
+  chatIds(messages: ChatMessage[], opts?: object): Promise<number[]>;
+  /** Free this session; the weights go when the last Realm using them unloads. */
+  unload(): Promise<void>;
+}
+
+/** One session (KV cache) on a model whose weights are shared by every Realm of the same source. */
+export class Realm implements RealmLike {
+  /** Load a model (URL, File/Blob, ArrayBuffer/Uint8Array, or a path in Node). With {worker: true}: a RealmWorker. */
+  static load(source: ModelSource, options: LoadOptions & { worker: true | Worker | object }): Promise<RealmWorker>;
+  static load(source: ModelSource, options?: LoadOptions): Promise<Realm>;
+  static readonly cache: ModelCache;
+  static loadedModels(): LoadedModel[];
+  /** Bytes of wasm memory held by every model loaded in this JS realm (page, worker, process). */
+  static memoryBytes(): number;
+
+  readonly info: ModelInfo;
+  readonly nCtx: number;
+  readonly device: 'cpu' | 'webgpu';
+  readonly deviceNote: string | null;
+  readonly id: string;
+  readonly source: string;
+  readonly fromCache: boolean;
+  readonly closed: boolean;
+  lastStats: GenerationStats;
+  readonly chat: { completions: ChatCompletions };
+  readonly model: CoreModel;
+  readonly session: Session;
+  generate(prompt: string | number[], opts?: GenerateOptions): Promise<string>;
+  stream(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<string, void, undefined>;
+  generateTokens(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<number, void, undefined>;
+  tokenize(text: string, opts?: TokenizeOptions | boolean): number[];
+  detokenize(ids: ArrayLike<number>, opts?: { special?: boolean }): string;
+  metadata(): Record<string, unknown>;
+  applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean; chatTemplate?: string; extra?: object }): Promise<string>;
+  chatIds(messages: ChatMessage[], opts?: object): Promise<number[]>;
+  unload(): Promise<void>;
+}
+
+/** A Realm whose model and session live in a worker; every method returns a Promise. */
+export class RealmWorker implements RealmLike {
+  static load(source: ModelSource, options?: LoadOptions): Promise<RealmWorker>;
+  readonly isWorker: true;
+  readonly info: ModelInfo;
+  readonly nCtx: number;
+  readonly device: 'cpu' | 'webgpu';
+  readonly deviceNote: string | null;
+  readonly id: string;
+  readonly source: string;
+  readonly fromCache: boolean;
+  readonly closed: boolean;
+  lastStats: GenerationStats | null;
+  readonly chat: { completions: ChatCompletions };
+  generate(prompt: string | number[], opts?: GenerateOptions): Promise<string>;
+  stream(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<string, void, undefined>;
+  generateTokens(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<number, void, undefined>;
+  tokenize(text: string, opts?: TokenizeOptions | boolean): Promise<number[]>;
+  detokenize(ids: ArrayLike<number>, opts?: { special?: boolean }): Promise<string>;
+  metadata(): Promise<Record<string, unknown>>;
+  applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean; chatTemplate?: string; extra?: object }): Promise<string>;
+  chatIds(messages: ChatMessage[], opts?: object): Promise<number[]>;
+  unload(): Promise<void>;
+  terminate(): Promise<void>;
+}
+
+/** Several models by id; the same source loaded twice shares one copy of the weights. */
+export class RealmRegistry {
+  constructor(defaults?: LoadOptions);
+  load(id: string, source: ModelSource, options?: LoadOptions): Promise<Realm | RealmWorker>;
+  get(id: string): Realm | RealmWorker | undefined;
+  has(id: string): boolean;
+  list(): Array<{ id: string; source: string; device: string; nCtx: number; worker: boolean }>;
+  unload(id: string): Promise<boolean>;
+  unloadAll(): Promise<void>;
+  readonly size: number;
+}
+
+export class RealmError extends Error {}
+export class ModelFormatError extends RealmError {}
+export class UnsupportedModelError extends RealmError {}
+export class ContextOverflowError extends RealmError {}
+
+// ---------------------------------------------------------------- lower level
+/** One realm.wasm instance (src/core.js): i64 arguments as Number or BigInt, i64 results as Number. */
+export class WasmCore {
+  static create(): Promise<WasmCore>;
+  readonly memory: WebAssembly.Memory;
+  readonly exports: WebAssembly.Exports;
+  has(name: string): boolean;
+  call(name: string, ...args: Array<number | bigint | boolean>): number;
+  lastError(): string;
+  memoryBytes(): number;
+  u8(ptr: number, n: number): Uint8Array;
+  i32(ptr: number, n: number): Int32Array;
+  f32(ptr: number, n: number): Float32Array;
+  dv(ptr: number, n: number): DataView;
+  read(ptr: number, n: number): Uint8Array;
+  readString(ptr: number, n: number): string;
+  readCString(ptr: number, limit?: number): string;
+  write(ptr: number, bytes: Uint8Array): void;
+  readI32(ptr: number, n: number): number[];
+  writeI32(ptr: number, values: ArrayLike<number>): void;
+  alloc(n: number): number;
+  free(ptr: number): void;
+  allocString(text: string | Uint8Array): [number, number];
+}
+
+/** One model in its own instance (src/model.js). Prefer Realm.load, which shares models. */
+export class CoreModel {
+  static load(source: ModelSource, opts?: { onProgress?: (p: LoadProgress) => void; signal?: AbortSignal; vocabOnly?: boolean; headerOnly?: boolean; cache?: CacheMode }): Promise<CoreModel>;
+  readonly core: WasmCore;
+  readonly handle: number;
+  readonly info: ModelInfo;
+  readonly name: string;
+  readonly size: number;
+  readonly fromCache: boolean;
+  free(): void;
+  memoryBytes(): number;
+  meta(key: string): unknown;
+  metadata(): Record<string, unknown>;
+  tensors(): Array<{ name: string; type: number; shape: number[]; offset: number; nbytes: number }>;
+  tokenize(text: string | Uint8Array, addSpecial?: boolean, parseSpecial?: boolean): number[];
+  piece(token: number, special?: boolean): Uint8Array;
+  detokenize(ids: Iterable<number>, special?: boolean): Uint8Array;
+  isEog(token: number): boolean;
+  tokenText(id: number): string;
+}
+
+export class Session {
+  constructor(model: CoreModel, nCtx: number);
+  readonly nPast: number;
+  tokens(): number[];
+  truncate(n: number): void;
+  eval(ids: number[], allLogits?: boolean): void;
+  logits(): Float32Array;
+  setSampler(s: Partial<typeof SAMPLER_DEFAULTS>): void;
+  sample(): number;
+  step(token: number): number;
+  close(): void;
+}
+
+export const SAMPLER_DEFAULTS: Readonly<{
+  temperature: number; top_k: number; top_p: number; min_p: number; repeat_penalty: number; repeat_last_n: number;
+  frequency_penalty: number; presence_penalty: number; seed: number | bigint;
+}>;
+
+export const modelCache: ModelCache;
+export const DEFAULT_CTX: number;
+export const CHATML: string;
+/** Where realm.wasm comes from (URL, path or bytes); call before the first load. */
+export function setWasmSource(src: string | URL | ArrayBuffer | ArrayBufferView): void;
+export function compileCore(): Promise<{ module: WebAssembly.Module; sigs: object | null; where: string }>;
+/** Where the WGSL kernels are fetched from (default: ../wgsl/ in the package, or the repository's wgsl/). */
+export function setWgslBase(url: string | URL): void;
+export class GPUUnavailable extends RealmError {}
+/** Use this @huggingface/jinja module (when a bundler or import map provides it). */
+export function setJinja(mod: { Template: new (src: string) => { render(ctx: object): string } }): void;
+export function renderChat(template: string | null | undefined, messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean; bosToken?: string; eosToken?: string; extra?: object }): Promise<string>;
+export function loadedModels(): LoadedModel[];
+export function memoryBytes(): number;
+export function normalizeOptions<T extends object>(opts?: T): T;
+export class StopFilter { constructor(stops: string[]); push(text: string): string; flush(): string; hit: boolean }
+export function asSource(src: ModelSource, opts?: object): Promise<unknown>;

@@ -1,0 +1,303 @@
+// One instance of realm.wasm: its memory, its exports, its errors.
+// The JS twin of realm_web/wasm_host.py. Knows nothing about models.
+//
+// Memory64: every pointer and size crossing the ABI is an i64, which JS sees as a
+// BigInt. The wrappers made here take Numbers (or BigInts) for i64 parameters and
+// return Numbers for i64 results (pointers stay below V8's 16 GiB cap, far under
+// 2^53), so callers never touch BigInt. The parameter types are read from the
+// module's own type section, so the wrappers follow the ABI as built.
+//
+// Views over memory are made per access (memory.buffer is replaced whenever the
+// memory grows; an old view would be detached).
+
+export class RealmError extends Error {
+  constructor(message, options) {
+    super(message, options);
+    this.name = 'RealmError';
+  }
+}
+/** The file is not a GGUF this core can read (truncated, bad magic, hostile sizes). */
+export class ModelFormatError extends RealmError {
+  constructor(m, o) { super(m, o); this.name = 'ModelFormatError'; }
+}
+/** A well-formed GGUF with an architecture, tensor type or tokenizer the core cannot run. */
+export class UnsupportedModelError extends RealmError {
+  constructor(m, o) { super(m, o); this.name = 'UnsupportedModelError'; }
+}
+/** The prompt (or prompt plus generation) does not fit in the session's context. */
+export class ContextOverflowError extends RealmError {
+  constructor(m, o) { super(m, o); this.name = 'ContextOverflowError'; }
+}
+
+export const isNode = typeof process !== 'undefined' && !!(process.versions && process.versions.node) &&
+  typeof window === 'undefined' && typeof self === 'undefined';
+
+// ------------------------------------------------------------------ the module
+
+let wasmOverride = null;
+let compiled = null; // Promise<{module, sigs, where}>
+
+/**
+ * Where realm.wasm comes from: a URL (string or URL), a file path (Node), or its bytes.
+ * Call before the first load; later loads reuse the compiled module.
+ */
+export function setWasmSource(src) {
+  wasmOverride = src;
+  compiled = null;
+}
+
+// Candidates, in order: the copy shipped in the npm package (js-sdk/wasm/, made by
+// `npm pack`), then the repository's build (realm_web/wasm/realm.wasm, `python build.py`).
+function defaultWasmCandidates() {
+  return [new URL('../wasm/realm.wasm', import.meta.url), new URL('../../realm_web/wasm/realm.wasm', import.meta.url)];
+}
+
+async function readWasmBytes(src) {
+  if (src instanceof ArrayBuffer || ArrayBuffer.isView(src)) return src;
+  const url = src instanceof URL ? src : (isNode && !/^[a-z][a-z0-9+.-]*:/i.test(String(src)) ? null : new URL(String(src), globalThis.location?.href));
+  if (isNode && (!url || url.protocol === 'file:')) {
+    const fs = await import('node:fs/promises');
+    return fs.readFile(url ? (await import('node:url')).fileURLToPath(url) : String(src));
+  }
+  const res = await fetch(url);
+  if (!res.ok) throw new RealmError(`could not fetch realm.wasm from ${url}: HTTP ${res.status}`);
+  return res.arrayBuffer();
+}
+
+async function compileOnce() {
+  let src = wasmOverride;
+  if (src == null && isNode && process.env.REALM_WASM) src = process.env.REALM_WASM;
+  if (src instanceof WebAssembly.Module) {
+    throw new RealmError('setWasmSource: pass realm.wasm as a URL, a path or its bytes (the host reads its export signatures from the binary)');
+  }
+  let bytes = null;
+  let where = '';
+  if (src != null) {
+    bytes = await readWasmBytes(src);
+    where = String(src);
+  } else {
+    const errs = [];
+    for (const cand of defaultWasmCandidates()) {
+      try {
+        bytes = await readWasmBytes(cand);
+        where = cand.href;
+        break;
+      } catch (e) {
+        errs.push(`${cand.href}: ${e.message}`);
+      }
+    }
+    if (!bytes) {
+      throw new RealmError('realm.wasm not found (run `python build.py` in the repository, or call setWasmSource(url)): ' + errs.join('; '));
+    }
+  }
+  const u8 = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes.buffer ?? bytes, bytes.byteOffset ?? 0, bytes.byteLength);
+  // Always asynchronous: Chromium refuses synchronous compiles of big modules on the main thread.
+  let module;
+  try {
+    module = await WebAssembly.compile(u8);
+  } catch (e) {
+    if (/memory64|memory limits flags|table.*limits/i.test(String(e && e.message))) {
+      throw new RealmError('this JavaScript engine cannot run realm.wasm (Memory64): use Node >= 22 (Node 20: --experimental-wasm-memory64) ' +
+        `or a current Chromium; ${e.message}`, { cause: e });
+    }
+    throw e;
+  }
+  const sigs = parseSignatures(u8);
+  if (!sigs) throw new RealmError(`${where}: could not read the export signatures of realm.wasm`);
+  return { module, sigs, where };
+}
+
+/** The compiled realm.wasm (compiled once per JS realm). */
+export function compileCore() {
+  if (!compiled) {
+    compiled = compileOnce();
+    compiled.catch(() => { compiled = null; });
+  }
+  return compiled;
+}
+
+// ------------------------------------------------- signatures from the binary
+
+const VALTYPE = { 0x7f: 'i32', 0x7e: 'i64', 0x7d: 'f32', 0x7c: 'f64', 0x7b: 'v128', 0x70: 'funcref', 0x6f: 'externref' };
+
+/** name -> {params: ['i64', ...], results: [...]} for every exported function. */
+export function parseSignatures(bytes) {
+  let p = 8;
+  const u8 = bytes;
+  const leb = () => { // unsigned LEB128 (values here fit in 2^53)
+    let result = 0, mul = 1, b;
+    do { b = u8[p++]; result += (b & 0x7f) * mul; mul *= 128; } while (b & 0x80);
+    return result;
+  };
+  const name = () => { const n = leb(); const s = new TextDecoder().decode(u8.subarray(p, p + n)); p += n; return s; };
+  const limits = () => { const flags = u8[p++]; leb(); if (flags & 1) leb(); };
+  const types = [];
+  const funcTypes = []; // type index per function index (imports first)
+  const out = {};
+  while (p < u8.length) {
+    const id = u8[p++];
+    const size = leb();
+    const end = p + size;
+    if (id === 1) {
+      for (let n = leb(); n > 0; n--) {
+        if (u8[p++] !== 0x60) return null; // not a plain function type (GC proposal): not a module this host knows
+        const params = []; const results = [];
+        for (let k = leb(); k > 0; k--) params.push(VALTYPE[u8[p++]] || '?');
+        for (let k = leb(); k > 0; k--) results.push(VALTYPE[u8[p++]] || '?');
+        types.push({ params, results });
+      }
+    } else if (id === 2) {
+      for (let n = leb(); n > 0; n--) {
+        name(); name();
+        const kind = u8[p++];
+        if (kind === 0) funcTypes.push(leb());
+        else if (kind === 1) { p++; limits(); }
+        else if (kind === 2) limits();
+        else if (kind === 3) { p += 2; }
+        else if (kind === 4) { p++; leb(); }
+      }
+    } else if (id === 3) {
+      for (let n = leb(); n > 0; n--) funcTypes.push(leb());
+    } else if (id === 7) {
+      for (let n = leb(); n > 0; n--) {
+        const nm = name(); const kind = u8[p++]; const idx = leb();
+        if (kind === 0) out[nm] = types[funcTypes[idx]];
+      }
+      return out;
+    }
+    p = end;
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ instance
+
+const enc = new TextEncoder();
+const dec = new TextDecoder('utf-8');
+
+function wrapExport(name, f, sig) {
+  // i64 params: accept Number or BigInt; i64 results: Number.
+  if (!sig) throw new RealmError(`realm.wasm: no signature found for export ${name}`);
+  const p64 = sig.params.map((t) => t === 'i64');
+  const r64 = sig.results[0] === 'i64';
+  const n = p64.length;
+  const conv = (args) => {
+    for (let i = 0; i < n; i++) {
+      const a = args[i];
+      if (p64[i]) args[i] = typeof a === 'bigint' ? a : BigInt(Math.trunc(a ?? 0));
+      else if (typeof a === 'bigint') args[i] = Number(a);
+      else if (typeof a === 'boolean') args[i] = a ? 1 : 0;
+    }
+    return args;
+  };
+  return (...args) => {
+    let r;
+    try {
+      r = f(...conv(args));
+    } catch (e) {
+      if (e instanceof WebAssembly.RuntimeError) {
+        throw new RealmError(`realm.wasm trapped in ${name}: ${e.message}`, { cause: e });
+      }
+      throw e;
+    }
+    return r64 ? Number(r) : r;
+  };
+}
+
+export class WasmCore {
+  /** A new instance of realm.wasm (its own memory). Instantiated asynchronously (no main-thread size limits). */
+  static async create() {
+    const { module, sigs } = await compileCore();
+    let core = null;
+    const imports = { env: {} };
+    for (const imp of WebAssembly.Module.imports(module)) {
+      if (imp.module === 'env' && imp.name === 'host_log') {
+        imports.env.host_log = (ptr, len) => {
+          if (core && typeof console !== 'undefined') console.error(core.readString(Number(ptr), Number(len)));
+        };
+      } else {
+        throw new RealmError(`realm.wasm imports ${imp.module}.${imp.name}, which this host does not provide`);
+      }
+    }
+    const instance = await WebAssembly.instantiate(module, imports);
+    core = new WasmCore(instance, sigs);
+    return core;
+  }
+
+  constructor(instance, sigs) {
+    this.instance = instance;
+    this.exports = instance.exports;
+    this.memory = this.exports.memory;
+    this.sigs = sigs;
+    this.f = {};
+    for (const [name, val] of Object.entries(this.exports)) {
+      if (typeof val === 'function') this.f[name] = wrapExport(name, val, sigs && sigs[name]);
+    }
+    const abi = this.f.realm_abi_version ? this.f.realm_abi_version() : 0;
+    if (abi !== 1) throw new RealmError(`realm.wasm has ABI version ${abi}; this host speaks version 1`);
+  }
+
+  has(name) { return typeof this.f[name] === 'function'; }
+
+  /** Call an export by name (i64 args as Number/BigInt, i64 results as Number). */
+  call(name, ...args) {
+    const f = this.f[name];
+    if (!f) throw new RealmError(`realm.wasm has no export ${name} (rebuild with \`python build.py\`)`);
+    return f(...args);
+  }
+
+  lastError() {
+    const p = this.f.realm_last_error();
+    return p ? this.readCString(p) : '';
+  }
+
+  // ---------------------------------------------------------------- memory
+  memoryBytes() { return this.memory.buffer.byteLength; }
+
+  /** A Uint8Array view of n bytes at ptr (valid until the memory grows). */
+  u8(ptr, n) {
+    const buf = this.memory.buffer;
+    if (ptr < 0 || ptr + n > buf.byteLength) throw new RealmError(`view of ${n} bytes at 0x${ptr.toString(16)} is outside wasm memory`);
+    return new Uint8Array(buf, ptr, n);
+  }
+
+  i32(ptr, n) { return new Int32Array(this.memory.buffer, ptr, n); }
+  f32(ptr, n) { return new Float32Array(this.memory.buffer, ptr, n); }
+  dv(ptr, n) { return new DataView(this.memory.buffer, ptr, n); }
+
+  /** A copy of n bytes at ptr. */
+  read(ptr, n) { return n ? this.u8(ptr, n).slice() : new Uint8Array(0); }
+
+  readString(ptr, n) { return n ? dec.decode(this.u8(ptr, n)) : ''; }
+
+  readCString(ptr, limit = 1 << 20) {
+    const buf = new Uint8Array(this.memory.buffer);
+    let end = ptr;
+    const stop = Math.min(buf.length, ptr + limit);
+    while (end < stop && buf[end] !== 0) end++;
+    return dec.decode(buf.subarray(ptr, end));
+  }
+
+  write(ptr, bytes) { if (bytes.length) this.u8(ptr, bytes.length).set(bytes); }
+
+  readI32(ptr, n) { return n ? Array.from(this.i32(ptr, n)) : []; }
+
+  writeI32(ptr, values) { if (values.length) this.i32(ptr, values.length).set(values); }
+
+  alloc(n) {
+    const p = this.f.realm_alloc(Math.max(1, n));
+    if (!p) throw new RealmError(`realm.wasm could not allocate ${n} bytes: ${this.lastError() || 'out of memory'}`);
+    return p;
+  }
+
+  free(p) { if (p) this.f.realm_free(p); }
+
+  /** UTF-8 bytes of text, NUL-terminated, in a fresh allocation: [ptr, byteLength]. */
+  allocString(text) {
+    const b = typeof text === 'string' ? enc.encode(text) : text;
+    const p = this.alloc(b.length + 1);
+    this.write(p, b);
+    this.u8(p + b.length, 1)[0] = 0;
+    return [p, b.length];
+  }
+}

@@ -1,0 +1,13 @@
+// realm-web: LLaMA-family GGUF models in the browser and Node on one Memory64
+// WebAssembly core (realm.wasm). See README.md and index.d.ts.
+export { Realm, StopFilter, normalizeOptions, DEFAULT_CTX } from './realm.js';
+export { RealmRegistry } from './registry.js';
+export { RealmWorker } from './worker-client.js';
+export { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, WasmCore, setWasmSource, compileCore } from './core.js';
+export { CoreModel } from './model.js';
+export { Session, SAMPLER_DEFAULTS } from './session.js';
+export { modelCache } from './cache.js';
+export { setJinja, renderChat, CHATML } from './chat.js';
+export { loadedModels, memoryBytes } from './store.js';
+export { asSource } from './sources.js';
+export { setWgslBase, GPUUnavailable } from './webgpu.js';

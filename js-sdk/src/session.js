@@ -1,0 +1,120 @@
+// A session: one KV cache, token history and sampler inside a model's instance.
+// The JS twin of realm_web/core_model.py (Session, SamplerSettings).
+import { RealmError, ContextOverflowError } from './core.js';
+
+/** llama.cpp's sampling knobs, with llama.cpp's defaults. */
+export const SAMPLER_DEFAULTS = Object.freeze({
+  temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64,
+  frequency_penalty: 0.0, presence_penalty: 0.0, seed: 0xFFFFFFFF,
+});
+
+/** SamplerParams (core/sampler.h): 6 f32, 2 i32, u64 seed = 40 bytes. */
+export function packSampler(s) {
+  const b = new Uint8Array(40);
+  const dv = new DataView(b.buffer);
+  const f = [s.temperature, s.top_p, s.min_p, s.repeat_penalty, s.frequency_penalty, s.presence_penalty];
+  f.forEach((v, i) => dv.setFloat32(i * 4, Number(v), true));
+  dv.setInt32(24, s.top_k | 0, true);
+  dv.setInt32(28, s.repeat_last_n | 0, true);
+  dv.setBigUint64(32, BigInt.asUintN(64, BigInt(s.seed)), true);
+  return b;
+}
+
+/** Prompt ids per realm_session_eval call: the core's matrix-matrix batch. */
+export const EVAL_BATCH = 64;
+
+function overflowOr(msg) {
+  return msg.startsWith('context full') ? new ContextOverflowError(msg) : new RealmError(msg);
+}
+
+export class Session {
+  constructor(model, nCtx) {
+    if (model.vocabOnly) throw new RealmError('a vocab-only model cannot run sessions');
+    this.model = model;
+    const c = this.core = model.core;
+    this.handle = c.call('realm_session_new', model.handle, nCtx);
+    if (!this.handle) throw new RealmError(`could not create a session of ${nCtx} positions: ${c.lastError()}`);
+    this.nCtx = nCtx;
+    this._idsCap = 64;
+    this._ids = c.alloc(4 * 64);
+    this._sp = c.alloc(48);
+  }
+
+  close() {
+    if (this.handle) {
+      const c = this.core;
+      c.call('realm_session_free', this.handle);
+      c.free(this._ids);
+      c.free(this._sp);
+      this.handle = 0;
+    }
+  }
+
+  _check() { if (!this.handle) throw new RealmError('this session has been closed'); }
+
+  get nPast() { this._check(); return this.core.call('realm_session_n_past', this.handle); }
+
+  tokens() {
+    this._check();
+    const c = this.core;
+    const n = c.call('realm_session_n_past', this.handle);
+    return c.readI32(c.call('realm_session_tokens', this.handle), n);
+  }
+
+  truncate(n) { this._check(); this.core.call('realm_session_truncate', this.handle, n); }
+
+  /**
+   * Evaluate ids at positions n_past.. . Long inputs go to the core EVAL_BATCH ids per
+   * call (the core's own batch size, so results are the same as one call).
+   */
+  eval(ids, allLogits = false) {
+    if (ids.length > EVAL_BATCH && !allLogits) {
+      for (let i = 0; i < ids.length; i += EVAL_BATCH) this._eval(ids.slice(i, i + EVAL_BATCH), false);
+      return;
+    }
+    this._eval(ids, allLogits);
+  }
+
+  _eval(ids, allLogits) {
+    this._check();
+    const c = this.core;
+    if (ids.length > this._idsCap) {
+      c.free(this._ids);
+      this._ids = 0;
+      this._idsCap = Math.max(ids.length, 2 * this._idsCap);
+      this._ids = c.alloc(4 * this._idsCap);
+    }
+    c.writeI32(this._ids, ids);
+    if (!c.call('realm_session_eval', this.handle, this._ids, ids.length, allLogits ? 1 : 0)) throw overflowOr(c.lastError());
+  }
+
+  /** A copy of the last eval's logits: Float32Array of rows * n_vocab. */
+  logits() {
+    this._check();
+    const c = this.core;
+    const rows = c.call('realm_session_logits_rows', this.handle);
+    const p = c.call('realm_session_logits', this.handle);
+    return c.f32(p, rows * this.model.info.n_vocab).slice();
+  }
+
+  setSampler(settings) {
+    this._check();
+    this.core.write(this._sp, packSampler({ ...SAMPLER_DEFAULTS, ...settings }));
+    this.core.call('realm_session_set_sampler', this.handle, this._sp);
+  }
+
+  sample() {
+    this._check();
+    const t = this.core.call('realm_session_sample', this.handle);
+    if (t < 0) throw new RealmError(this.core.lastError());
+    return t;
+  }
+
+  /** Evaluate one token and sample the next, in one call into the core. */
+  step(token) {
+    this._check();
+    const t = this.core.call('realm_session_step', this.handle, token);
+    if (t < 0) throw overflowOr(this.core.lastError());
+    return t;
+  }
+}

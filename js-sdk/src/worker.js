@@ -1,0 +1,121 @@
+// The worker side of worker mode: runs Realms off the main thread and answers
+// worker-client.js's messages. Works as a browser module worker
+// (new Worker(url, {type: 'module'})) and as a Node worker_threads worker.
+//
+// Protocol (structured-clone messages):
+//   in:  {t: 'call', id, op, args}  {t: 'abort', id}
+//   out: {t: 'progress', id, p}  {t: 'item', id, v}  {t: 'done', id, v}  {t: 'error', id, e: {name, message}}
+import { Realm } from './realm.js';
+import { isNode } from './core.js';
+import { modelCache } from './cache.js';
+import * as store from './store.js';
+
+const realms = new Map(); // handle -> Realm
+let nextHandle = 1;
+const calls = new Map();  // call id -> AbortController
+
+let post;
+
+function errInfo(e) {
+  if (e && typeof e === 'object') return { name: e.name || 'Error', message: e.message || String(e) };
+  return { name: 'Error', message: String(e) };
+}
+
+function realmOf(h) {
+  const r = realms.get(h);
+  if (!r) throw Object.assign(new Error('this Realm has been unloaded'), { name: 'RealmError' });
+  return r;
+}
+
+function describe(h, r) {
+  return { handle: h, info: r.info, nCtx: r.nCtx, device: r.device, deviceNote: r.deviceNote, id: r.id, source: r.source, fromCache: r.fromCache };
+}
+
+const ops = {
+  async load(id, [source, opts]) {
+    const r = await Realm.load(source, {
+      ...opts, worker: false, signal: calls.get(id).signal,
+      onProgress: (p) => post({ t: 'progress', id, p }),
+    });
+    const h = nextHandle++;
+    realms.set(h, r);
+    return describe(h, r);
+  },
+  async unload(id, [h]) {
+    const r = realms.get(h);
+    realms.delete(h);
+    if (r) await r.unload();
+    return null;
+  },
+  async tokenize(id, [h, text, opts]) { return realmOf(h).tokenize(text, opts); },
+  async detokenize(id, [h, ids, opts]) { return realmOf(h).detokenize(ids, opts); },
+  async metadata(id, [h]) { return realmOf(h).metadata(); },
+  async applyChatTemplate(id, [h, messages, opts]) { return realmOf(h).applyChatTemplate(messages, opts); },
+  async chatIds(id, [h, messages, opts]) { return realmOf(h).chatIds(messages, opts); },
+  async generate(id, [h, prompt, opts]) {
+    const r = realmOf(h);
+    const text = await r.generate(prompt, { ...opts, signal: calls.get(id).signal });
+    return { text, stats: plainStats(r.lastStats) };
+  },
+  async stream(id, [h, prompt, opts]) {
+    const r = realmOf(h);
+    for await (const piece of r.stream(prompt, { ...opts, signal: calls.get(id).signal })) post({ t: 'item', id, v: piece });
+    return { stats: plainStats(r.lastStats) };
+  },
+  async generateTokens(id, [h, prompt, opts]) {
+    const r = realmOf(h);
+    for await (const tok of r.generateTokens(prompt, { ...opts, signal: calls.get(id).signal })) post({ t: 'item', id, v: tok });
+    return { stats: plainStats(r.lastStats) };
+  },
+  async chat(id, [h, req]) {
+    const r = realmOf(h);
+    const res = await r.chat.completions.create({ ...req, signal: calls.get(id).signal });
+    if (!req.stream) return res;
+    for await (const chunk of res) post({ t: 'item', id, v: chunk });
+    return null;
+  },
+  async cache(id, [method, ...args]) { return modelCache[method](...args); },
+  async loaded() { return store.loadedModels(); },
+  async memoryBytes() { return store.memoryBytes(); },
+  async ping() { return 'pong'; },
+};
+
+function plainStats(s) {
+  const out = {};
+  for (const k of ['prompt_tokens', 'cached_tokens', 'generated_tokens', 'prompt_seconds', 'generate_seconds', 'finish_reason', 'tokens']) out[k] = s[k];
+  return out;
+}
+
+async function onMessage(msg) {
+  if (!msg || typeof msg !== 'object') return;
+  if (msg.t === 'abort') {
+    const c = calls.get(msg.id);
+    if (c) c.abort(new DOMException('The operation was aborted.', 'AbortError'));
+    return;
+  }
+  if (msg.t !== 'call') return;
+  const { id, op, args } = msg;
+  const ctrl = new AbortController();
+  calls.set(id, ctrl);
+  try {
+    const f = ops[op];
+    if (!f) throw new Error(`unknown operation ${op}`);
+    const v = await f(id, args || []);
+    post({ t: 'done', id, v });
+  } catch (e) {
+    post({ t: 'error', id, e: errInfo(e) });
+  } finally {
+    calls.delete(id);
+  }
+}
+
+if (isNode) {
+  const { parentPort } = await import('node:worker_threads');
+  if (parentPort) {
+    post = (m) => parentPort.postMessage(m);
+    parentPort.on('message', onMessage);
+  }
+} else if (typeof self !== 'undefined' && typeof self.postMessage === 'function') {
+  post = (m) => self.postMessage(m);
+  self.onmessage = (ev) => onMessage(ev.data);
+}

@@ -1,0 +1,27 @@
+// Compiled by `tsc --noEmit` in types.test.mjs: the declarations in index.d.ts describe
+// the API the README shows.
+import { Realm, RealmRegistry, RealmWorker, ChatCompletion, ChatCompletionChunk, ContextOverflowError } from 'realm-web';
+
+export async function example(file: Blob): Promise<string> {
+  const r = await Realm.load('/models/smol.gguf', { device: 'auto', onProgress: ({ loaded, total }) => console.log(loaded, total) });
+  const text: string = await r.generate('Hello', { max_tokens: 8, temperature: 0, signal: AbortSignal.timeout(1000) });
+  for await (const piece of r.stream('Hi', { maxTokens: 4, stop: ['\n'] })) console.log(piece);
+  const res: ChatCompletion = await r.chat.completions.create({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 8 });
+  const stream = await r.chat.completions.create({ messages: [{ role: 'user', content: 'hi' }], stream: true });
+  for await (const c of stream) { const chunk: ChatCompletionChunk = c; console.log(chunk.choices[0]?.delta.content); }
+  const ids: number[] = r.tokenize('hello');
+  const back: string = r.detokenize(ids);
+  await r.unload();
+  const w: RealmWorker = await Realm.load(file, { worker: true });
+  const wi: number[] = await w.tokenize('x');
+  await w.unload();
+  const reg = new RealmRegistry({ nCtx: 512 });
+  await reg.load('a', new ArrayBuffer(8));
+  reg.list().forEach((e) => console.log(e.id, e.source));
+  await reg.unload('a');
+  const entries = await Realm.cache.list();
+  await Realm.cache.delete(entries[0].url);
+  await Realm.cache.clear();
+  try { await r.generate('x'); } catch (e) { if (e instanceof ContextOverflowError) console.log('full'); }
+  return text + res.choices[0].message.content + back + wi.length;
+}

