@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .server.cli import register as register_server
     register_server(sub)  # serve, api-key
+    from .web import register as register_web
+    register_web(sub)  # web: the local chat page
 
     args = ap.parse_args(argv)
     try:

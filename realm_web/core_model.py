@@ -33,6 +33,16 @@ def _native_core():
     return WasmCore()
 
 
+_core_factory = _native_core
+
+
+def set_core_factory(factory) -> None:
+    """Make every new CoreModel get its core from `factory()` (the Pyodide host
+    installs a JS-backed one; the default is a wasmtime instance)."""
+    global _core_factory
+    _core_factory = factory
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     n_vocab: int
@@ -79,7 +89,7 @@ class CoreModel:
         self.vocab_only = vocab_only or header_only
         self.header_only = header_only
         self.info: ModelInfo | None = None
-        self.core = core if core is not None else _native_core()
+        self.core = core if core is not None else _core_factory()
         self.handle = 0
         self._meta: dict | None = None
         try:

