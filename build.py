@@ -5,6 +5,7 @@ copy the WGSL kernels into the package.
     python build.py            # build if anything changed, else do nothing
     python build.py --force    # rebuild anyway
     python build.py --debug    # -O1 -g, keeps names (for traps with stack traces)
+    python build.py --relaxed  # also realm_web/wasm/realm-relaxed.wasm (relaxed SIMD, see below)
 
 The compiler is clang as shipped in the `ziglang` PyPI package
 (`python -m ziglang cc`); see ../shared/PLATFORM.md for why.
@@ -25,6 +26,12 @@ CORE = ROOT / "core"
 WGSL = ROOT / "wgsl"
 PKG = ROOT / "realm_web"
 OUT_WASM = PKG / "wasm" / "realm.wasm"
+# --relaxed: a second module built with -mrelaxed-simd (i16x8.relaxed_dot_i8x16_i7x16
+# in the quant kernels, core/quant_impl.h). Same ABI, same results bit for bit;
+# hosts that support relaxed SIMD (V8/Chromium/Node by default; wasmtime with
+# Config.wasm_relaxed_simd, on by default in wasmtime-py 50) may load it instead.
+OUT_RELAXED = PKG / "wasm" / "realm-relaxed.wasm"
+RELAXED_FLAGS = ["-mrelaxed-simd"]
 OUT_WGSL = PKG / "wgsl"
 STAMP = PKG / "wasm" / ".build-stamp.json"
 
@@ -75,9 +82,16 @@ def copy_wgsl() -> int:
     return n
 
 
-def build(force: bool = False, debug: bool = False, quiet: bool = False) -> Path:
+def build(force: bool = False, debug: bool = False, quiet: bool = False, relaxed: bool = False) -> Path:
     opt = ["-O1", "-g"] if debug else ["-O3", "-s"]
     flags = CFLAGS + opt + LDFLAGS
+    if relaxed:  # a separate module with its own stamp; realm.wasm is left as it is
+        return _build_one(OUT_RELAXED, OUT_RELAXED.with_name(".build-stamp-relaxed.json"),
+                          flags[:len(CFLAGS)] + RELAXED_FLAGS + flags[len(CFLAGS):], force, quiet)
+    return _build_one(OUT_WASM, STAMP, flags, force, quiet)
+
+
+def _build_one(OUT_WASM: Path, STAMP: Path, flags: list[str], force: bool, quiet: bool) -> Path:
     digest = inputs_digest(flags)
     if not force and OUT_WASM.exists() and STAMP.exists():
         if json.loads(STAMP.read_text()).get("digest") == digest:
@@ -102,7 +116,8 @@ def build(force: bool = False, debug: bool = False, quiet: bool = False) -> Path
     if not quiet:
         size = OUT_WASM.stat().st_size
         print(f"build.py: built {OUT_WASM.relative_to(ROOT)} ({size:,} bytes, {len(srcs)} C files, "
-              f"{TARGET}, {'debug' if debug else 'release'}); copied {n_wgsl} WGSL files")
+              f"{TARGET}, {'debug' if '-g' in flags else 'release'}"
+              f"{', relaxed SIMD' if RELAXED_FLAGS[0] in flags else ''}); copied {n_wgsl} WGSL files")
     return OUT_WASM
 
 
@@ -110,8 +125,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
     ap.add_argument("--debug", action="store_true", help="-O1 -g build with names")
+    ap.add_argument("--relaxed", action="store_true",
+                    help="also build realm-relaxed.wasm (-mrelaxed-simd) next to realm.wasm")
     args = ap.parse_args()
     build(force=args.force, debug=args.debug)
+    if args.relaxed:
+        build(force=args.force, debug=args.debug, relaxed=True)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,15 @@ wasmtime call overhead does not count). Prints, per type:
     python bench/bench_kernels.py                  # K=4096, rows=4096 (a 7B layer's q/o matrix)
     python bench/bench_kernels.py --K 576 --rows 1536 --types Q4_0,Q8_0
     python bench/bench_kernels.py --min-time 2     # longer runs, steadier numbers
+    python bench/bench_kernels.py --smollm2        # T=1 at SmolLM2-135M's shapes (576/1536 wide, 49152-row head)
+    REALM_WASM=realm_web/wasm/realm-relaxed.wasm python bench/bench_kernels.py   # the relaxed-SIMD build
 
-Build first: python build.py. Single-threaded; times are this thread's CPU
-time (best of --repeat), so other processes on the machine disturb them less.
-No numbers are asserted anywhere.
+Build first: python build.py (--relaxed for realm-relaxed.wasm; wasmtime-py 50
+runs relaxed SIMD by default). Single-threaded; times are this thread's CPU
+time (best of --repeat), so other processes on the machine disturb them less,
+but not memory bandwidth: check `uptime`. Weights bigger than the L3 cache (32
+MB here) stream from DRAM; smaller ones are re-read from cache. No numbers are
+asserted anywhere.
 """
 from __future__ import annotations
 
@@ -84,7 +89,11 @@ def main() -> None:
     ap.add_argument("--tokens", default="1,8,32")
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds per type and T")
     ap.add_argument("--repeat", type=int, default=30, help="best of this many timed calls")
+    ap.add_argument("--smollm2", action="store_true",
+                    help="T=1 GB/s at SmolLM2-135M's matmul shapes (K x rows): 576x576, 576x1536, 1536x576, 576x49152")
     args = ap.parse_args()
+    if args.smollm2:
+        return smollm2(args)
 
     c = WasmCore()
     rng = np.random.default_rng(0)
@@ -115,6 +124,37 @@ def main() -> None:
                 c.free(p)
         c.free(wp)
         print(f"{name:6s} {W.nbytes / 1e6:7.1f} " + " ".join(f"{v:14.2f}" for v in cols), flush=True)
+
+
+SMOLLM2_SHAPES = [(576, 576), (576, 1536), (1536, 576), (576, 49152)]  # q/o, gate/up, down, output head
+
+
+def smollm2(args) -> None:
+    c = WasmCore()
+    rng = np.random.default_rng(0)
+    print("realm.wasm kernels, wasmtime, 1 thread, T=1, GB/s of weights at SmolLM2-135M shapes (K x rows)")
+    print(f"{'type':6s} " + " ".join(f"{f'{K}x{n}':>11s}" for K, n in SMOLLM2_SHAPES))
+    for name in args.types.split(","):
+        tid, bs, ts = TYPES[name]
+        cols = []
+        for K, rows in SMOLLM2_SHAPES:
+            if K % bs:
+                cols.append(float("nan"))
+                continue
+            W = random_weights(name, rows, K, rng)
+            wp = c.alloc(W.nbytes)
+            c.write(wp, np.ascontiguousarray(W))
+            x = rng.standard_normal((1, K), dtype=np.float32)
+            xp = c.alloc(x.nbytes)
+            c.write(xp, x)
+            xq = c.alloc(c.call("realm_quant_act_bytes", tid, K, 1))
+            c.check(c.call("realm_quant_act_quantize", tid, xp, K, 1, xq), "act")
+            yp = c.alloc(4 * rows)
+            sec = time_call(c, (tid, wp, K, rows, xq, 1, yp), args.min_time, args.repeat)
+            cols.append(W.nbytes / sec / 1e9)
+            for p in (wp, xp, xq, yp):
+                c.free(p)
+        print(f"{name:6s} " + " ".join(f"{v:11.2f}" for v in cols), flush=True)
 
 
 if __name__ == "__main__":

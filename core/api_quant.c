@@ -21,7 +21,8 @@ EXPORT int32_t realm_quant_type_info(uint32_t type, uint32_t *out) {
     static const uint32_t VEC_DOT[] = { [ACT_F32] = GGML_TYPE_F32, [ACT_F16] = GGML_TYPE_F16,
                                         [ACT_BF16] = GGML_TYPE_BF16, [ACT_Q8_0] = GGML_TYPE_Q8_0,
                                         [ACT_Q8_1] = GGML_TYPE_Q8_1, [ACT_Q8_K] = GGML_TYPE_Q8_K,
-                                        [ACT_NONE] = 0xffffffffu };
+                                        [ACT_Q8_0B] = GGML_TYPE_Q8_0, [ACT_Q8_1B] = GGML_TYPE_Q8_1,
+                                        [ACT_Q8_KB] = GGML_TYPE_Q8_K, [ACT_NONE] = 0xffffffffu };
     out[0] = t->block_size;
     out[1] = t->type_size;
     out[2] = t->can_run;

@@ -71,23 +71,27 @@ int quant_act_kind(uint32_t type) {
     case GGML_TYPE_F32: return ACT_F32;
     case GGML_TYPE_F16: return ACT_F16;
     case GGML_TYPE_BF16: return ACT_BF16;
-    case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_0: case GGML_TYPE_Q8_0: return ACT_Q8_0;
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_0: return QI_RELAXED ? ACT_Q8_0B : ACT_Q8_0;
+    case GGML_TYPE_Q8_0: return ACT_Q8_0;
     /* llama.cpp gives Q8_1 weights vec_dot_type Q8_1 (and no CPU kernel at
      * all); we pair them with Q8_1 activations: sum d_w d_x q_w q_x. */
-    case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: case GGML_TYPE_Q8_1: return ACT_Q8_1;
+    case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: return QI_RELAXED ? ACT_Q8_1B : ACT_Q8_1;
+    case GGML_TYPE_Q8_1: return ACT_Q8_1;
     case GGML_TYPE_Q2_K: case GGML_TYPE_Q3_K: case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K:
-    case GGML_TYPE_Q6_K: case GGML_TYPE_Q8_K: return ACT_Q8_K;
+    case GGML_TYPE_Q6_K: return QI_RELAXED ? ACT_Q8_KB : ACT_Q8_K;
+    case GGML_TYPE_Q8_K: return ACT_Q8_K;
     default: return ACT_NONE;
     }
 }
 
 uint64_t quant_act_row_bytes(uint32_t type, uint64_t K) {
     uint64_t b;
-    switch (quant_act_kind(type)) {
+    const int kind = quant_act_kind(type);
+    const uint64_t q = qi_quant_bytes(kind) * K;
+    switch (qi_kind_base(kind)) {
     case ACT_F32: case ACT_F16: case ACT_BF16: b = 4 * K; break;
-    case ACT_Q8_0: b = 2 * K + 4 * (K / 32); break;
-    case ACT_Q8_1: b = 2 * K + 8 * (K / 32); break;
-    case ACT_Q8_K: b = 2 * K + 4 * (K / 256) + 2 * (K / 16) + 2 * (K / 32); break;
+    case ACT_Q8_0: case ACT_Q8_1: b = q + 8 * (K / 32); break;
+    case ACT_Q8_K: b = q + 4 * (K / 256) + 2 * (K / 16) + 2 * (K / 32); break;
     default: return 0;
     }
     return RT_ALIGN_UP(b, 64);
@@ -104,26 +108,17 @@ void quant_act_quantize(uint32_t type, const float *x, uint64_t K, uint64_t T, v
     const uint64_t rb = quant_act_row_bytes(type, K);
     uint8_t *out = (uint8_t *)xq;
     for (uint64_t t = 0; t < T; t++) quant_act_impl(kind, x + t * K, K, out + t * rb);
-    /* the scales of each group of four tokens, transposed (quant_impl.h) */
-    const uint64_t gb = qi_group_bytes(kind, K), nb = K / 32;
-    if (!gb) return;
-    const bool with_s = kind == ACT_Q8_1;
+    /* per group of four tokens, their per-block scalars transposed (quant_impl.h) */
+    const uint64_t gb = qi_group_bytes(kind, K);
+    if (!gb || T < 2) return;
+    const uint64_t nb = K / act_block(kind), per = qi_kind_base(kind) == ACT_Q8_K ? 1 : 2; /* 32-bit words per block */
     for (uint64_t g = 0; g < (T + 3) / 4; g++) {
-        float *gd = (float *)(out + T * rb + g * gb), *gs = gd + 4 * nb;
+        uint32_t *gd = (uint32_t *)(out + T * rb + g * gb);
         for (uint64_t j = 0; j < 4; j++) {
             const uint64_t t = 4 * g + j;
-            const float *dd = (const float *)(out + t * rb + 2 * K);
-            for (uint64_t b = 0; b < nb; b++) {
-                if (t >= T) {
-                    gd[4 * b + j] = 0;
-                    if (with_s) gs[4 * b + j] = 0;
-                } else if (with_s) {
-                    gd[4 * b + j] = dd[2 * b];
-                    gs[4 * b + j] = dd[2 * b + 1];
-                } else {
-                    gd[4 * b + j] = dd[b];
-                }
-            }
+            const uint32_t *src = (const uint32_t *)(out + t * rb + qi_quant_bytes(kind) * K); /* Q8_0/Q8_1 meta pairs, Q8_K d */
+            for (uint64_t b = 0; b < nb; b++)
+                for (uint64_t w = 0; w < per; w++) gd[b * 4 * per + w * 4 + j] = t < T ? src[per * b + w] : 0;
         }
     }
 }

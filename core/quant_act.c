@@ -39,10 +39,14 @@ QI_INLINE float absmax(const float *x, uint64_t n) { /* n a multiple of 16 */
     return wasm_f32x4_extract_lane(m0, 0);
 }
 
-static void act_q8_0(const float *x, uint64_t K, uint8_t *row, bool with_s) {
+/* Q8_0 / Q8_1 row (layout: quant_impl.h): i16 quants, each block of 32
+ * permuted to [0 2 .. 14 | 1 3 .. 15 | 16 18 .. 30 | 17 19 .. 31] for the
+ * kernels (quant_q.c), then per block f32 d * 2^112 and i32 sum(q) (Q8_0) or
+ * f32 s * 2^112 (Q8_1), d and s as rounded to f16. */
+static void act_q8_0(const float *x, uint64_t K, uint8_t *row, bool with_s, bool bytes) {
     const uint64_t nb = K / 32;
     int16_t *q = (int16_t *)row;
-    float *dd = (float *)(row + 2 * K); /* Q8_0: d[nb]; Q8_1: (d, s)[nb] */
+    uint32_t *meta = (uint32_t *)(row + (bytes ? 1 : 2) * K);
     for (uint64_t b = 0; b < nb; b++) {
         const float *xb = x + 32 * b;
         const float amax = absmax(xb, 32);
@@ -55,26 +59,33 @@ static void act_q8_0(const float *x, uint64_t K, uint8_t *row, bool with_s) {
 #define Q8_ROUND(v) wasm_f32x4_nearest(v)
 #endif
         const v128_t vid = wasm_f32x4_splat(id);
-        v128_t sum = wasm_i32x4_splat(0);
+        v128_t sum = wasm_i32x4_splat(0), e[4];
         for (int j = 0; j < 32; j += 8) {
             const v128_t a = wasm_i32x4_trunc_sat_f32x4(Q8_ROUND(wasm_f32x4_mul(wasm_v128_load(xb + j), vid)));
             const v128_t c = wasm_i32x4_trunc_sat_f32x4(Q8_ROUND(wasm_f32x4_mul(wasm_v128_load(xb + j + 4), vid)));
             sum = wasm_i32x4_add(sum, wasm_i32x4_add(a, c));
-            wasm_v128_store(q + 32 * b + j, wasm_i16x8_narrow_i32x4(a, c));
+            e[j / 8] = wasm_i16x8_narrow_i32x4(a, c);
         }
-        if (with_s) {
-            dd[2 * b] = qi_h2f(rt_f32_to_f16(d));
-            dd[2 * b + 1] = qi_h2f(rt_f32_to_f16((float)qi_hsum_i32(sum) * d));
+        int16_t *qb = q + 32 * b;
+        if (bytes) { /* B kinds: i8, natural order */
+            wasm_v128_store(row + 32 * b, wasm_i8x16_narrow_i16x8(e[0], e[1]));
+            wasm_v128_store(row + 32 * b + 16, wasm_i8x16_narrow_i16x8(e[2], e[3]));
         } else {
-            dd[b] = qi_h2f(rt_f32_to_f16(d));
+        wasm_v128_store(qb, wasm_i16x8_shuffle(e[0], e[1], 0, 2, 4, 6, 8, 10, 12, 14));
+        wasm_v128_store(qb + 8, wasm_i16x8_shuffle(e[0], e[1], 1, 3, 5, 7, 9, 11, 13, 15));
+        wasm_v128_store(qb + 16, wasm_i16x8_shuffle(e[2], e[3], 0, 2, 4, 6, 8, 10, 12, 14));
+        wasm_v128_store(qb + 24, wasm_i16x8_shuffle(e[2], e[3], 1, 3, 5, 7, 9, 11, 13, 15));
         }
+        const int32_t isum = qi_hsum_i32(sum);
+        meta[2 * b] = qi_f2u(qi_h2f(rt_f32_to_f16(d)) * 0x1p112f);
+        meta[2 * b + 1] = with_s ? qi_f2u(qi_h2f(rt_f32_to_f16((float)isum * d)) * 0x1p112f) : (uint32_t)isum;
     }
 }
 
-static void act_q8_K(const float *x, uint64_t K, uint8_t *row) {
+static void act_q8_K(const float *x, uint64_t K, uint8_t *row, bool bytes) {
     const uint64_t nb = K / QK_K;
     int16_t *q = (int16_t *)row;
-    float *dd = (float *)(row + 2 * K);
+    float *dd = (float *)(row + (bytes ? 1 : 2) * K);
     int16_t *bs16 = (int16_t *)(dd + nb), *bs32 = bs16 + K / 16;
     for (uint64_t b = 0; b < nb; b++) {
         const float *xb = x + QK_K * b;
@@ -82,7 +93,7 @@ static void act_q8_K(const float *x, uint64_t K, uint8_t *row) {
         const float amax = absmax(xb, QK_K);
         if (!(amax > 0.0f)) {
             dd[b] = 0.0f;
-            memset(qb, 0, QK_K * sizeof(int16_t));
+            memset(bytes ? (void *)(row + QK_K * b) : (void *)qb, 0, QK_K * (bytes ? 1 : sizeof(int16_t)));
             memset(bs16 + 16 * b, 0, 16 * sizeof(int16_t));
             memset(bs32 + 8 * b, 0, 8 * sizeof(int16_t));
             continue;
@@ -99,8 +110,14 @@ static void act_q8_K(const float *x, uint64_t K, uint8_t *row) {
                            wasm_f32x4_mul(wasm_v128_load(xb + j + 4 * k), vs))), lim);
             const v128_t s = wasm_i32x4_add(wasm_i32x4_add(i[0], i[1]), wasm_i32x4_add(i[2], i[3]));
             bs16[16 * b + j / 16] = (int16_t)qi_hsum_i32(s);
-            wasm_v128_store(qb + j, wasm_i16x8_narrow_i32x4(i[0], i[1]));
-            wasm_v128_store(qb + j + 8, wasm_i16x8_narrow_i32x4(i[2], i[3]));
+            const v128_t e0 = wasm_i16x8_narrow_i32x4(i[0], i[1]), e1 = wasm_i16x8_narrow_i32x4(i[2], i[3]);
+            /* permuted as for Q8_0: even elements of these 16, then odd ones */
+            if (bytes) {
+                wasm_v128_store(row + QK_K * b + j, wasm_i8x16_narrow_i16x8(e0, e1));
+            } else {
+                wasm_v128_store(qb + j, wasm_i16x8_shuffle(e0, e1, 0, 2, 4, 6, 8, 10, 12, 14));
+                wasm_v128_store(qb + j + 8, wasm_i16x8_shuffle(e0, e1, 1, 3, 5, 7, 9, 11, 13, 15));
+            }
         }
         for (int j = 0; j < 8; j++) bs32[8 * b + j] = (int16_t)(bs16[16 * b + 2 * j] + bs16[16 * b + 2 * j + 1]);
         dd[b] = 1.0f / iscale;
@@ -127,16 +144,19 @@ void quant_act_impl(int kind, const float *x, uint64_t K, uint8_t *row) {
             o[k] = qi_u2f((uint32_t)wasm_i32x4_extract_lane(v, 0) << 16);
         }
         break;
-    case ACT_Q8_0: act_q8_0(x, K, row, false); break;
-    case ACT_Q8_1: act_q8_0(x, K, row, true); break;
-    case ACT_Q8_K: act_q8_K(x, K, row); break;
+    case ACT_Q8_0: act_q8_0(x, K, row, false, false); break;
+    case ACT_Q8_1: act_q8_0(x, K, row, true, false); break;
+    case ACT_Q8_K: act_q8_K(x, K, row, false); break;
+    case ACT_Q8_0B: act_q8_0(x, K, row, false, true); break;
+    case ACT_Q8_1B: act_q8_0(x, K, row, true, true); break;
+    case ACT_Q8_KB: act_q8_K(x, K, row, true); break;
     default: break;
     }
 }
 
 /* ------------------------------------------------------------------ export */
 uint64_t quant_act_export_row_bytes(int kind, uint64_t K) {
-    switch (kind) {
+    switch (qi_kind_base(kind)) {
     case ACT_F32: return 4 * K;
     case ACT_F16: case ACT_BF16: return 2 * K;
     case ACT_Q8_0: return K / 32 * 34;
@@ -151,33 +171,36 @@ static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(
 void quant_act_export_row(int kind, const uint8_t *row, uint64_t K, uint8_t *out) {
     const float *f = (const float *)row;
     const int16_t *q = (const int16_t *)row;
+    const bool bytes = qi_quant_bytes(kind) == 1;
+    const int8_t *q8 = (const int8_t *)row;
+    kind = qi_kind_base(kind);
     switch (kind) {
     case ACT_F32: memcpy(out, row, 4 * K); break;
     case ACT_F16: for (uint64_t k = 0; k < K; k++) put16(out + 2 * k, rt_f32_to_f16(f[k])); break;
     case ACT_BF16: for (uint64_t k = 0; k < K; k++) put16(out + 2 * k, (uint16_t)(qi_f2u(f[k]) >> 16)); break;
     case ACT_Q8_0: case ACT_Q8_1: {
         const uint64_t nb = K / 32, bb = kind == ACT_Q8_0 ? 34 : 36;
-        const float *dd = (const float *)(row + 2 * K);
+        const float *meta = (const float *)(row + (bytes ? 1 : 2) * K);
         for (uint64_t b = 0; b < nb; b++) {
             uint8_t *o = out + b * bb;
-            if (kind == ACT_Q8_1) {
-                put16(o, rt_f32_to_f16(dd[2 * b]));
-                put16(o + 2, rt_f32_to_f16(dd[2 * b + 1]));
-            } else {
-                put16(o, rt_f32_to_f16(dd[b]));
+            put16(o, rt_f32_to_f16(meta[2 * b] * 0x1p-112f));
+            if (kind == ACT_Q8_1) put16(o + 2, rt_f32_to_f16(meta[2 * b + 1] * 0x1p-112f));
+            for (int j = 0; j < 32; j++) { /* undo the permutation */
+                const int h = j >> 4, i = j & 15;
+                o[bb - 32 + j] = bytes ? (uint8_t)q8[32 * b + j] : (uint8_t)(int8_t)q[32 * b + 16 * h + 8 * (i & 1) + (i >> 1)];
             }
-            for (int j = 0; j < 32; j++) o[bb - 32 + j] = (uint8_t)(int8_t)q[32 * b + j];
         }
         break;
     }
     case ACT_Q8_K: {
         const uint64_t nb = K / QK_K;
-        const float *dd = (const float *)(row + 2 * K);
+        const float *dd = (const float *)(row + (bytes ? 1 : 2) * K);
         const int16_t *bs16 = (const int16_t *)(dd + nb);
         for (uint64_t b = 0; b < nb; b++) {
             uint8_t *o = out + b * 292;
             memcpy(o, &dd[b], 4);
-            for (int j = 0; j < QK_K; j++) o[4 + j] = (uint8_t)(int8_t)q[QK_K * b + j];
+            for (int j = 0; j < QK_K; j++) /* undo the permutation */
+                o[4 + j] = bytes ? (uint8_t)q8[QK_K * b + j] : (uint8_t)(int8_t)q[QK_K * b + (j & ~15) + 8 * (j & 1) + ((j & 15) >> 1)];
             for (int j = 0; j < 16; j++) put16(o + 260 + 2 * j, (uint16_t)bs16[16 * b + j]);
         }
         break;

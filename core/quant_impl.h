@@ -19,23 +19,37 @@
  * Activation buffers ("xq", quant_act_bytes): one row per token, each row
  * act_row_bytes() apart (a multiple of 64). The values are exactly those of
  * llama.cpp's vec_dot type, but the layout is this module's own, chosen for
- * the SIMD kernels (int16 quants, so weights are widened once and reused):
+ * the SIMD kernels:
  *   ACT_F32  (F32, F16, BF16 weights): f32 x[K], already rounded to f16/bf16
- *   ACT_Q8_0 (Q4_0, Q5_0, Q8_0):      i16 q[K] | f32 d[K/32] (d as rounded to f16)
- *   ACT_Q8_1 (Q4_1, Q5_1, Q8_1):      i16 q[K] | f32 (d, s)[K/32] (pairs; both f16-rounded)
+ *   ACT_Q8_0 (Q4_0, Q5_0, Q8_0):      i16 q[K] | per block of 32: f32 d * 2^112, i32 sum(q)
+ *   ACT_Q8_1 (Q4_1, Q5_1, Q8_1):      i16 q[K] | per block of 32: f32 d * 2^112, f32 s * 2^112
  *   ACT_Q8_K (K-quants, Q8_K):        i16 q[K] | f32 d[K/256] | i16 bsum16[K/16] | i16 bsum32[K/32]
+ *   ACT_Q8_0B, ACT_Q8_1B, ACT_Q8_KB (relaxed-SIMD builds, see below): the same
+ *   with i8 q[K] in natural order
+ * (d and s of Q8_0 / Q8_1 as rounded to f16, so below 2^16 and d * 2^112 is
+ * exact.) The i16 quants of every block of 32 are stored permuted:
+ *   [x0 x2 x4 .. x14 | x1 x3 .. x15 | x16 x18 .. x30 | x17 x19 .. x31]
+ * A 16-bit lane of weight bytes holds two neighbouring elements; one mask or
+ * shift turns it into two lanes that meet these vectors in i32x4.dot_i16x8
+ * (quant_q.c, quant_k.c). quant_act_export_row undoes all of it.
+ * Buffers of more than one token also carry per-token scalars transposed by
+ * groups of four tokens (qi_group_bytes).
  */
 #ifndef REALM_QUANT_IMPL_H
 #define REALM_QUANT_IMPL_H
 #include "quant.h"
-#include <wasm_simd128.h>
 
 /* build.py compiles with -fassociative-math. The kernels here spell out
  * their SIMD sums, and must not have them re-ordered: every (row, token)
  * result has to come out bit-identical whichever rows and tokens a call
  * groups it with (thread splits, prompt vs decode), and dequantization has
- * to match gguf-py bit for bit. */
+ * to match gguf-py bit for bit. The pragma comes before <wasm_simd128.h>:
+ * its intrinsics (wasm_f32x4_mul, ...) are functions whose float operations
+ * take the flags in force where they are defined; included first, they kept
+ * "reassoc", and LLVM rewrote a * (b * c) as (a * b) * c in some kernels but
+ * not others. (No .c file of the quant module includes the header itself.) */
 #pragma clang fp reassociate(off)
+#include <wasm_simd128.h>
 
 #define QI_INLINE static inline __attribute__((always_inline))
 /* Loops over rows / tokens / groups with compile-time bounds: unrolled fully,
@@ -43,8 +57,33 @@
  * in memory). */
 #define QI_UNROLL _Pragma("clang loop unroll(full)")
 #define QK_K 256
+/* An empty asm with a memory clobber: the compiler may not move loads across
+ * it. LLVM's wasm backend does not weigh register pressure, and left alone it
+ * hoists every load of an unrolled super-block to the top; the engine's
+ * register allocator (x86 has 16 vector registers) then spills them all. */
+#define QI_BARRIER() __asm__ volatile("" ::: "memory")
+/* The same, and the value v must be computed before it: pins arithmetic, not
+ * only loads, to its place (LLVM sinks arithmetic below plain barriers). */
+#define QI_PIN(v) __asm__ volatile("" : "+r"(v) :: "memory")
 
-enum { ACT_F32 = 0, ACT_F16 = 1, ACT_BF16 = 2, ACT_Q8_0 = 3, ACT_Q8_1 = 4, ACT_Q8_K = 5, ACT_NONE = 6 };
+enum { ACT_F32 = 0, ACT_F16 = 1, ACT_BF16 = 2, ACT_Q8_0 = 3, ACT_Q8_1 = 4, ACT_Q8_K = 5,
+       ACT_Q8_0B = 6, ACT_Q8_1B = 7, ACT_Q8_KB = 8, ACT_NONE = 9 };
+
+/* Relaxed-SIMD builds (python build.py --relaxed: -mrelaxed-simd) give the
+ * weight types whose quants fit in 7 bits (Q4_0, Q4_1, Q5_0, Q5_1, Q2_K ..
+ * Q6_K) i8 activations ("B" kinds: the same values, one byte each, natural
+ * order) and multiply with i16x8.relaxed_dot_i8x16_i7x16 (x86: pmaddubsw;
+ * ARM: sdot). Every integer sum is the same as the SIMD128 build's, and so
+ * is every result, bit for bit. Q8_0 / Q8_1 / Q8_K weights (8 signed bits)
+ * keep the i16 path. */
+#if defined(__wasm_relaxed_simd__)
+#define QI_RELAXED 1
+#else
+#define QI_RELAXED 0
+#endif
+/* The ggml vec_dot type a kind stands for (B kinds -> their i16 twins), and bytes per quant. */
+static inline int qi_kind_base(int kind) { return kind >= ACT_Q8_0B && kind <= ACT_Q8_KB ? kind - 3 : kind; }
+static inline uint64_t qi_quant_bytes(int kind) { return kind >= ACT_Q8_0B && kind <= ACT_Q8_KB ? 1 : 2; }
 
 /* Which activation format a runnable weight type takes (ACT_NONE otherwise). */
 int quant_act_kind(uint32_t type);
@@ -54,15 +93,22 @@ uint64_t quant_act_row_bytes(uint32_t type, uint64_t K);
 /* A runnable type and a K its block size divides; else rt_err and false. */
 bool quant_check(uint32_t type, uint64_t K);
 
-/* After the T activation rows, Q8_0 / Q8_1 activation buffers hold, per group
- * of four tokens (tokens 4g .. 4g+3, missing ones 0), the tokens' scales
- * transposed: f32 d[K/32][4], then for Q8_1 f32 s[K/32][4]. Bytes per group: */
+/* After the T activation rows, activation buffers of more than one token
+ * hold, per group of four tokens (tokens 4g .. 4g+3, missing ones 0), the
+ * tokens' per-block scalars transposed, for the kernels that take one row and
+ * four tokens at a time:
+ *   ACT_Q8_0 / ACT_Q8_1, per block of 32: f32 d * 2^112 [4], then (Q8_0) i32 sum(q) [4]
+ *                                         or (Q8_1) f32 s * 2^112 [4]
+ *   ACT_Q8_K, per block of 256:           f32 d [4]
+ * Bytes per group: */
 static inline uint64_t qi_group_bytes(int kind, uint64_t K) {
-    return kind == ACT_Q8_0 ? K / 32 * 16 : kind == ACT_Q8_1 ? K / 32 * 32 : 0;
+    kind = qi_kind_base(kind);
+    return (kind == ACT_Q8_0 || kind == ACT_Q8_1) ? K / 32 * 32 : kind == ACT_Q8_K ? K / 256 * 16 : 0;
 }
 
 /* Block size of the activation format: 1, 32 or 256. */
 static inline uint64_t act_block(int kind) {
+    kind = qi_kind_base(kind);
     return kind == ACT_Q8_K ? 256 : (kind == ACT_Q8_0 || kind == ACT_Q8_1) ? 32 : 1;
 }
 
@@ -206,43 +252,62 @@ void quant_mm_q5_K(QI_MM_ARGS);
 void quant_mm_q6_K(QI_MM_ARGS);
 void quant_mm_q8_K(QI_MM_ARGS);
 
-/* The common loop of every kernel: rows in chunks that stay in cache, tokens
- * four at a time. ROWS(w, rb, K, x, xrb, NR, NT, out, ys, G) computes rows
- * w .. w + (NR-1)*rb for NT tokens into out[t * ys + r] (G: the token
- * group's transposed scales, qi_group_bytes; unused by some); it must be
- * always_inline so that each (NR, NT) gets its own specialised body. One
- * token uses four rows at a time (the activations are loaded once for four
- * rows); several tokens use one row (its weights are widened once for up to
- * four tokens). */
-#define QI_TOKEN_TILE 4
+/* The loop every kernel family shares (quant_q.c, quant_k.c, quant_float.c):
+ *   R4(p0, p1, p2, p3, K, x)   -> v128_t: rows p0..p3 (pointers to their first
+ *                                 block) times one token (activation row x);
+ *                                 lanes = rows
+ *   T4(p, x0, x1, x2, x3, K, G) -> v128_t: the row at p times four tokens
+ *                                 (activation rows x0..x3, their group data G);
+ *                                 lanes = tokens
+ * Both must compute each (row, token) result with the same f32 operations, so
+ * results do not depend on how rows and tokens are grouped.
+ * One token: rows four at a time, taken from the four quarters of [r0, r1), so
+ * the weights stream as four long sequential runs (hardware prefetchers lose
+ * four short interleaved ones: SmolLM2's 576-wide Q8_0 output matrix streamed
+ * at 3-4 GB/s with rows r..r+3 together, ~10 GB/s by quarters). Missing rows
+ * repeat the last one. Several tokens: rows in chunks that stay in cache,
+ * tokens four at a time (a missing token repeats the last one), one row at a
+ * time, so each block of weights is decoded once for four tokens. */
 static inline uint64_t qi_chunk_rows(uint64_t rb) {
     uint64_t c = (48u << 10) / (rb ? rb : 1);
     return c < 4 ? 4 : c & ~(uint64_t)3;
 }
-#define QI_DEFINE_MM(NAME, ROWS, KIND, NR1)                                                            \
-    void NAME(QI_MM_ARGS) {                                                                   \
-        const uint64_t chunk = T > QI_TOKEN_TILE ? qi_chunk_rows(rb) : (r1 - r0);              \
-        const uint64_t gb = qi_group_bytes(KIND, K);                                           \
-        for (uint64_t rc = r0; rc < r1; rc += chunk) {                                         \
-            const uint64_t re = rc + chunk < r1 ? rc + chunk : r1;                             \
-            for (uint64_t t = 0; t < T; t += QI_TOKEN_TILE) {                                  \
-                const uint64_t nt = T - t < QI_TOKEN_TILE ? T - t : QI_TOKEN_TILE;            \
-                const uint8_t *x = xq + t * xrb;                                               \
-                const uint8_t *G = xq + T * xrb + t / QI_TOKEN_TILE * gb;                      \
-                (void)G;                                                                       \
-                float *yo = y + t * ys;                                                        \
-                uint64_t r = rc;                                                               \
-                switch (nt) {                                                                  \
-                case 4: for (; r < re; r++) ROWS(W + r * rb, rb, K, x, xrb, 1, 4, yo + r, ys, G); break; \
-                case 3: for (; r < re; r++) ROWS(W + r * rb, rb, K, x, xrb, 1, 3, yo + r, ys, G); break; \
-                case 2: for (; r < re; r++) ROWS(W + r * rb, rb, K, x, xrb, 1, 2, yo + r, ys, G); break; \
-                default:                                                                       \
-                    for (; r + NR1 <= re; r += NR1) ROWS(W + r * rb, rb, K, x, xrb, NR1, 1, yo + r, ys, G); \
-                    for (; r < re; r++) ROWS(W + r * rb, rb, K, x, xrb, 1, 1, yo + r, ys, G);    \
-                    break;                                                                     \
-                }                                                                              \
-            }                                                                                  \
-        }                                                                                      \
+#define QI_DEFINE_MM(NAME, R4, T4, KIND)                                                         \
+    void NAME(QI_MM_ARGS) {                                                                     \
+        if (T == 1) {                                                                           \
+            const uint64_t n = r1 - r0, q = n < 16 ? 1 : (n + 3) / 4, s = n < 16 ? 1 : q;       \
+            for (uint64_t i = 0; i < q; i++)                                                    \
+                for (uint64_t r = r0 + i; r < (n < 16 ? r1 : r0 + i + 1); r += 4) {             \
+                    uint64_t ri[4];                                                             \
+                    for (int j = 0; j < 4; j++) {                                               \
+                        const uint64_t v = r + (uint64_t)j * s;                                 \
+                        ri[j] = v < r1 ? v : r1 - 1;                                            \
+                    }                                                                           \
+                    float o[4];                                                                 \
+                    wasm_v128_store(o, R4(W + ri[0] * rb, W + ri[1] * rb, W + ri[2] * rb,       \
+                                          W + ri[3] * rb, K, xq));                              \
+                    for (int j = 0; j < 4; j++)                                                 \
+                        if (r + (uint64_t)j * s < r1) y[r + (uint64_t)j * s] = o[j];            \
+                }                                                                               \
+            return;                                                                             \
+        }                                                                                       \
+        const uint64_t chunk = qi_chunk_rows(rb), gb = qi_group_bytes(KIND, K);                 \
+        for (uint64_t rc = r0; rc < r1; rc += chunk) {                                          \
+            const uint64_t re = rc + chunk < r1 ? rc + chunk : r1;                              \
+            for (uint64_t t = 0; t < T; t += 4) {                                               \
+                const uint64_t nt = T - t < 4 ? T - t : 4;                                      \
+                const uint8_t *x0 = xq + t * xrb;                                               \
+                const uint8_t *x1 = x0 + (nt > 1 ? xrb : 0), *x2 = x0 + (nt > 2 ? 2 * xrb : 0); \
+                const uint8_t *x3 = x0 + (nt > 3 ? 3 * xrb : (nt - 1) * xrb);                   \
+                const uint8_t *G = xq + T * xrb + t / 4 * gb;                                   \
+                (void)G;                                                                        \
+                for (uint64_t r = rc; r < re; r++) {                                            \
+                    float o[4];                                                                 \
+                    wasm_v128_store(o, T4(W + r * rb, x0, x1, x2, x3, K, G));                      \
+                    for (uint64_t j = 0; j < nt; j++) y[(t + j) * ys + r] = o[j];               \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
     }
 
 #endif

@@ -2,37 +2,63 @@
  * weights against Q8_K activations (quant_act.c), per super-block of 256
  * and token, as ggml's vec_dot_*_q8_K:
  *   d * d_x * sum_j sc_j * sum(q_w * q_x)  [- dmin * d_x * sum_j m_j * bsum_j]
- * Weights are widened to i16 and multiplied by their sub-block scale once
- * (|q * sc| <= 4096 for every type, so i16 holds it), then dotted with the
- * i16 activations of up to four tokens (one token: four rows share the
- * activation loads, and Q4_K/Q5_K scale the i32 sums instead); integer sums
- * over a super-block are exact in i32 (|sum| < 2^27), and float enters once
- * per super-block. */
+ *
+ * The activations' i16 quants are permuted within each group of 32 as for the
+ * 32-element types ([0 2 .. 14 | 1 3 .. 15 | 16 18 .. 30 | 17 19 .. 31], see
+ * quant_q.c), so 16-bit lanes of weight bytes split into two weights with a
+ * shift or a mask, no byte widening. Offsets (Q3_K's -4 where the high bit is
+ * clear, Q6_K's -32) come out of the integer sum through the activations'
+ * block sums: sum sc (q - o) x = sum sc q x - o sum sc bsum16.
+ *
+ * One token (rows4, four rows sharing the activation loads): per group of 32
+ * and row, the products q_w * q_x (|q_w| <= 63, |q_x| <= 127) are summed in
+ * i16 lanes (at most 4 * 63 * 127 = 32004) and multiplied by the sub-block
+ * scale with one i32x4.dot_i16x8 (two for the 16-element sub-blocks of Q2_K,
+ * Q3_K, Q6_K). Several tokens (tok4, one row): the weights are multiplied by
+ * their scale once (|q * sc| <= 8001), then dotted with four tokens'
+ * activations. Either way the integer sum over a super-block is exact
+ * (|sum| < 2^28) and reduced across lanes before float enters, once per
+ * super-block and (row, token):
+ *   acc += f32(isum) * (d * d_x);  [acc -= f32(msum) * (dmin * d_x)]
+ * so results do not depend on how rows and tokens are grouped. */
 #include "quant_impl.h"
 
-typedef struct {
-    float d, dmin;
-    v128_t sc[2];   /* i16 scales: per 16 elements (Q2_K, Q3_K, Q6_K: 16 in two vectors), per 32 (Q4_K, Q5_K: sc[0]) */
-    v128_t mins[2]; /* i16 mins: Q2_K 16 (per 16), Q4_K/Q5_K 8 (per 32, mins[0]) */
-    v128_t hb[2];   /* Q3_K hmask / Q5_K qh, bytes 0..31 */
-    v128_t sc32[2]; /* Q4_K/Q5_K: the 8 scales as i32 (one token: scale the i32 sums instead) */
-} Super;
+QI_INLINE uint64_t kblock_bytes(const uint32_t type) {
+    switch (type) {
+    case GGML_TYPE_Q2_K: return 84;
+    case GGML_TYPE_Q3_K: return 110;
+    case GGML_TYPE_Q4_K: return 144;
+    case GGML_TYPE_Q5_K: return 176;
+    case GGML_TYPE_Q6_K: return 210;
+    default: return 292;
+    }
+}
+QI_INLINE bool has_mins(const uint32_t type) {
+    return type == GGML_TYPE_Q2_K || type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q5_K;
+}
+/* sub-block scales per 16 elements (16 of them) rather than per 32 (8) */
+QI_INLINE bool sc16(const uint32_t type) {
+    return type == GGML_TYPE_Q2_K || type == GGML_TYPE_Q3_K || type == GGML_TYPE_Q6_K;
+}
+/* the offset taken out through sum sc * bsum16: 4 (Q3_K), 32 (Q6_K), as a shift */
+QI_INLINE int off_shift(const uint32_t type) { return type == GGML_TYPE_Q3_K ? 2 : type == GGML_TYPE_Q6_K ? 5 : 0; }
 
 /* 12 bytes at p into lanes 0..11 (reads nothing past p + 12). */
 QI_INLINE v128_t load12(const uint8_t *p) {
     return wasm_v128_load32_lane(p + 8, wasm_v128_load64_zero(p), 2);
 }
 
-/* Scales and mins of one super-block, unpacked with SIMD (the layouts are in
- * quant_impl.h; scales_q3k / scale_min_k4 there are the scalar versions). */
-QI_INLINE void super_init(const uint32_t type, const uint8_t *p, Super *s) {
+/* The i16 scales (sc[0]: sub-blocks 0..7, sc[1]: 8..15 where there are 16)
+ * and mins (the same way) of the super-block at p (layouts: quant_impl.h). */
+typedef struct { v128_t sc[2], mn[2]; } Scales;
+
+QI_INLINE void scales(const uint32_t type, const uint8_t *p, Scales *s) {
     const v128_t m4 = wasm_i8x16_splat(0x0f), zero = wasm_i32x4_splat(0);
     switch (type) {
     case GGML_TYPE_Q2_K: {
-        const v128_t v = wasm_v128_load(p), sc = wasm_v128_and(v, m4), m = wasm_u8x16_shr(v, 4);
+        const v128_t v = wasm_v128_load(p), sc = wasm_v128_and(v, m4), m = wasm_v128_and(wasm_u16x8_shr(v, 4), m4);
         s->sc[0] = wasm_u16x8_extend_low_u8x16(sc), s->sc[1] = wasm_u16x8_extend_high_u8x16(sc);
-        s->mins[0] = wasm_u16x8_extend_low_u8x16(m), s->mins[1] = wasm_u16x8_extend_high_u8x16(m);
-        s->d = qi_h2f_at(p + 80), s->dmin = qi_h2f_at(p + 82);
+        s->mn[0] = wasm_u16x8_extend_low_u8x16(m), s->mn[1] = wasm_u16x8_extend_high_u8x16(m);
         break;
     }
     case GGML_TYPE_Q3_K: {
@@ -49,8 +75,6 @@ QI_INLINE void super_init(const uint32_t type, const uint8_t *p, Super *s) {
         const v128_t sc = wasm_i8x16_sub(wasm_v128_or(lo, wasm_v128_and(wasm_i8x16_shl(hi, 4), wasm_i8x16_splat(0x30))),
                                          wasm_i8x16_splat(32));
         s->sc[0] = wasm_i16x8_extend_low_i8x16(sc), s->sc[1] = wasm_i16x8_extend_high_i8x16(sc);
-        s->hb[0] = wasm_v128_load(p), s->hb[1] = wasm_v128_load(p + 16);
-        s->d = qi_h2f_at(p + 108), s->dmin = 0;
         break;
     }
     case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: {
@@ -66,22 +90,15 @@ QI_INLINE void super_init(const uint32_t type, const uint8_t *p, Super *s) {
             wasm_i8x16_shuffle(lo63, wasm_u8x16_shr(v, 4), 4, 5, 6, 7, 24, 25, 26, 27, 0, 0, 0, 0, 0, 0, 0, 0),
             wasm_i8x16_shuffle(zero, hi2, 0, 0, 0, 0, 20, 21, 22, 23, 0, 0, 0, 0, 0, 0, 0, 0));
         s->sc[0] = wasm_u16x8_extend_low_u8x16(sc);
-        s->sc32[0] = wasm_u32x4_extend_low_u16x8(s->sc[0]), s->sc32[1] = wasm_u32x4_extend_high_u16x8(s->sc[0]);
-        s->mins[0] = wasm_u16x8_extend_low_u8x16(m);
-        if (type == GGML_TYPE_Q5_K) s->hb[0] = wasm_v128_load(p + 16), s->hb[1] = wasm_v128_load(p + 32);
-        s->d = qi_h2f_at(p), s->dmin = qi_h2f_at(p + 2);
+        s->mn[0] = wasm_u16x8_extend_low_u8x16(m);
         break;
     }
     case GGML_TYPE_Q6_K: {
         const v128_t v = wasm_v128_load(p + 192);
         s->sc[0] = wasm_i16x8_extend_low_i8x16(v), s->sc[1] = wasm_i16x8_extend_high_i8x16(v);
-        s->d = qi_h2f_at(p + 208), s->dmin = 0;
         break;
     }
-    default: /* Q8_K */
-        s->d = qi_ldf(p);
-        s->dmin = 0;
-        break;
+    default: break; /* Q8_K: no sub-block scales */
     }
 }
 
@@ -98,203 +115,316 @@ QI_INLINE v128_t splat16(v128_t v, const int j) {
     default: return wasm_i16x8_shuffle(v, v, 7, 7, 7, 7, 7, 7, 7, 7);
     }
 }
+/* Shift 16-bit lanes left by n (n < 0: logical right); a constant once unrolled. */
+QI_INLINE v128_t shl16(v128_t v, const int n) {
+    return n > 0 ? wasm_i16x8_shl(v, n) : n < 0 ? wasm_u16x8_shr(v, -n) : v;
+}
 
-/* Elements 32g..32g+31 of a super-block as four i16x8, scales applied
- * (for Q4_K / Q5_K only if `scale`: their one scale per group can multiply
- * the i32 sums instead, see gscale). */
-QI_INLINE void group(const uint32_t type, const uint8_t *p, const Super *s, const int g, v128_t w[4], const bool scale) {
-    const v128_t m4 = wasm_i8x16_splat(0x0f);
-    v128_t a, b;            /* elements 0..15 and 16..31 of the group, i8 */
-    v128_t sa, sb;          /* their scales, i16 splats */
+/* Group g (elements 32g .. 32g+31) of the super-block at p as four i16x8 in
+ * the activations' permuted order: w[0] = even elements of 0..15, w[1] = odd
+ * ones, w[2], w[3] the same of 16..31. Values before offsets and scales:
+ * Q2_K 0..3, Q3_K 0..7, Q4_K 0..15, Q5_K 0..31, Q6_K 0..63, Q8_K -128..127. */
+/* Group g of the super-block at p (not Q8_K) as bytes in natural order:
+ * c0 = elements 0..15, c1 = 16..31 (so two per 16-bit lane). */
+QI_INLINE void group_bytes(const uint32_t type, const uint8_t *p, const int g, v128_t *pc0, v128_t *pc1) {
+    v128_t c0, c1;
     switch (type) {
-    case GGML_TYPE_Q2_K: {
-        const uint8_t *qs = p + 16 + 32 * (g >> 2);
-        const int sh = 2 * (g & 3);
-        const v128_t m3 = wasm_i8x16_splat(3);
-        a = wasm_v128_and(wasm_u8x16_shr(wasm_v128_load(qs), sh), m3);
-        b = wasm_v128_and(wasm_u8x16_shr(wasm_v128_load(qs + 16), sh), m3);
-        sa = splat16(s->sc[g >> 2], (2 * g) & 7), sb = splat16(s->sc[g >> 2], (2 * g + 1) & 7);
+    case GGML_TYPE_Q2_K: { /* qs[32h + l], bits 2j..2j+1, g = 4h + j */
+        const uint8_t *q = p + 16 + 32 * (g >> 2);
+        const int j = g & 3;
+        const v128_t m = wasm_i16x8_splat(0x0303);
+        c0 = wasm_v128_and(shl16(wasm_v128_load(q), -2 * j), m);
+        c1 = wasm_v128_and(shl16(wasm_v128_load(q + 16), -2 * j), m);
         break;
     }
-    case GGML_TYPE_Q3_K: {
-        const uint8_t *qs = p + 32 + 32 * (g >> 2);
-        const int sh = 2 * (g & 3);
-        const v128_t m3 = wasm_i8x16_splat(3), bit = wasm_i8x16_splat((int8_t)(1 << g)), four = wasm_i8x16_splat(4);
-        /* minus 4 where the hmask bit is clear */
-        const v128_t ha = wasm_v128_andnot(four, wasm_i8x16_eq(wasm_v128_and(s->hb[0], bit), bit));
-        const v128_t hb = wasm_v128_andnot(four, wasm_i8x16_eq(wasm_v128_and(s->hb[1], bit), bit));
-        a = wasm_i8x16_sub(wasm_v128_and(wasm_u8x16_shr(wasm_v128_load(qs), sh), m3), ha);
-        b = wasm_i8x16_sub(wasm_v128_and(wasm_u8x16_shr(wasm_v128_load(qs + 16), sh), m3), hb);
-        sa = splat16(s->sc[g >> 2], (2 * g) & 7), sb = splat16(s->sc[g >> 2], (2 * g + 1) & 7);
+    case GGML_TYPE_Q3_K: { /* low bits as Q2_K from qs at p + 32; bit g of hmask[l] is bit 2 */
+        const uint8_t *q = p + 32 + 32 * (g >> 2);
+        const int j = g & 3;
+        const v128_t m = wasm_i16x8_splat(0x0303), h = wasm_i16x8_splat(0x0404);
+        c0 = wasm_v128_or(wasm_v128_and(shl16(wasm_v128_load(q), -2 * j), m), wasm_v128_and(shl16(wasm_v128_load(p), 2 - g), h));
+        c1 = wasm_v128_or(wasm_v128_and(shl16(wasm_v128_load(q + 16), -2 * j), m),
+                          wasm_v128_and(shl16(wasm_v128_load(p + 16), 2 - g), h));
         break;
     }
-    case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: {
+    case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: { /* qs[32(g/2) + l], low nibbles for even g */
         const bool five = type == GGML_TYPE_Q5_K;
-        const uint8_t *qs = p + (five ? 48 : 16) + 32 * (g >> 1);
-        const v128_t qa = wasm_v128_load(qs), qb = wasm_v128_load(qs + 16);
-        if (g & 1) a = wasm_u8x16_shr(qa, 4), b = wasm_u8x16_shr(qb, 4);
-        else a = wasm_v128_and(qa, m4), b = wasm_v128_and(qb, m4);
-        if (five) {
-            const v128_t bit = wasm_i8x16_splat((int8_t)(1 << g)), x10 = wasm_i8x16_splat(0x10);
-            a = wasm_v128_or(a, wasm_v128_and(wasm_i8x16_eq(wasm_v128_and(s->hb[0], bit), bit), x10));
-            b = wasm_v128_or(b, wasm_v128_and(wasm_i8x16_eq(wasm_v128_and(s->hb[1], bit), bit), x10));
+        const uint8_t *q = p + (five ? 48 : 16) + 32 * (g >> 1);
+        const v128_t m = wasm_i16x8_splat(0x0f0f);
+        c0 = wasm_v128_and(shl16(wasm_v128_load(q), g & 1 ? -4 : 0), m);
+        c1 = wasm_v128_and(shl16(wasm_v128_load(q + 16), g & 1 ? -4 : 0), m);
+        if (five) { /* bit g of qh[l] is bit 4 */
+            const v128_t h = wasm_i16x8_splat(0x1010);
+            c0 = wasm_v128_or(c0, wasm_v128_and(shl16(wasm_v128_load(p + 16), 4 - g), h));
+            c1 = wasm_v128_or(c1, wasm_v128_and(shl16(wasm_v128_load(p + 32), 4 - g), h));
         }
-        if (!scale) {
-            w[0] = wasm_u16x8_extend_low_u8x16(a), w[1] = wasm_u16x8_extend_high_u8x16(a);
-            w[2] = wasm_u16x8_extend_low_u8x16(b), w[3] = wasm_u16x8_extend_high_u8x16(b);
-            return;
-        }
-        sa = sb = splat16(s->sc[0], g);
         break;
     }
-    case GGML_TYPE_Q6_K: {
+    case GGML_TYPE_Q6_K: { /* g = 4h + j: ql[64h + 32(j&1) + l] nibble j/2, qh[32h + l] bits 2j..2j+1 as bits 4, 5 */
         const int h = g >> 2, j = g & 3;
         const uint8_t *ql = p + 64 * h + 32 * (j & 1), *qh = p + 128 + 32 * h;
-        v128_t la = wasm_v128_load(ql), lb = wasm_v128_load(ql + 16);
-        if (j >> 1) la = wasm_u8x16_shr(la, 4), lb = wasm_u8x16_shr(lb, 4);
-        else la = wasm_v128_and(la, m4), lb = wasm_v128_and(lb, m4);
-        const v128_t x30 = wasm_i8x16_splat(0x30), o = wasm_i8x16_splat(32);
-        v128_t ha = wasm_v128_load(qh), hb = wasm_v128_load(qh + 16);
-        /* bits 2j, 2j+1 of qh -> bits 4, 5 */
-        if (j == 0) ha = wasm_i8x16_shl(ha, 4), hb = wasm_i8x16_shl(hb, 4);
-        if (j == 1) ha = wasm_i8x16_shl(ha, 2), hb = wasm_i8x16_shl(hb, 2);
-        if (j == 3) ha = wasm_u8x16_shr(ha, 2), hb = wasm_u8x16_shr(hb, 2);
-        a = wasm_i8x16_sub(wasm_v128_or(la, wasm_v128_and(ha, x30)), o);
-        b = wasm_i8x16_sub(wasm_v128_or(lb, wasm_v128_and(hb, x30)), o);
-        sa = splat16(s->sc[g >> 2], (2 * g) & 7), sb = splat16(s->sc[g >> 2], (2 * g + 1) & 7);
+        const v128_t m = wasm_i16x8_splat(0x0f0f), mh = wasm_i16x8_splat(0x3030);
+        c0 = wasm_v128_or(wasm_v128_and(shl16(wasm_v128_load(ql), j >> 1 ? -4 : 0), m),
+                          wasm_v128_and(shl16(wasm_v128_load(qh), 4 - 2 * j), mh));
+        c1 = wasm_v128_or(wasm_v128_and(shl16(wasm_v128_load(ql + 16), j >> 1 ? -4 : 0), m),
+                          wasm_v128_and(shl16(wasm_v128_load(qh + 16), 4 - 2 * j), mh));
         break;
     }
-    default: { /* Q8_K: no sub-block scales */
-        w[0] = wasm_i16x8_load8x8(p + 4 + 32 * g), w[1] = wasm_i16x8_load8x8(p + 12 + 32 * g);
-        w[2] = wasm_i16x8_load8x8(p + 20 + 32 * g), w[3] = wasm_i16x8_load8x8(p + 28 + 32 * g);
+    default: c0 = c1 = wasm_i32x4_splat(0); break; /* Q8_K: see group() */
+    }
+    *pc0 = c0, *pc1 = c1;
+}
+
+QI_INLINE void group(const uint32_t type, const uint8_t *p, const int g, v128_t w[4]) {
+    if (type == GGML_TYPE_Q8_K) { /* signed bytes at p + 4 */
+        const v128_t v = wasm_v128_load(p + 4 + 32 * g), u = wasm_v128_load(p + 20 + 32 * g);
+        w[0] = wasm_i16x8_shr(wasm_i16x8_shl(v, 8), 8), w[1] = wasm_i16x8_shr(v, 8);
+        w[2] = wasm_i16x8_shr(wasm_i16x8_shl(u, 8), 8), w[3] = wasm_i16x8_shr(u, 8);
         return;
     }
-    }
-    w[0] = wasm_i16x8_mul(wasm_i16x8_extend_low_i8x16(a), sa);
-    w[1] = wasm_i16x8_mul(wasm_i16x8_extend_high_i8x16(a), sa);
-    w[2] = wasm_i16x8_mul(wasm_i16x8_extend_low_i8x16(b), sb);
-    w[3] = wasm_i16x8_mul(wasm_i16x8_extend_high_i8x16(b), sb);
+    v128_t c0, c1;
+    group_bytes(type, p, g, &c0, &c1);
+    const v128_t m8 = wasm_i16x8_splat(0xff);
+    w[0] = wasm_v128_and(c0, m8), w[1] = wasm_u16x8_shr(c0, 8);
+    w[2] = wasm_v128_and(c1, m8), w[3] = wasm_u16x8_shr(c1, 8);
 }
 
-/* Q4_K / Q5_K scale of group g in every i32 lane. */
-QI_INLINE v128_t gscale(const Super *s, const int g) {
-    const v128_t v = s->sc32[g >> 2];
-    switch (g & 3) {
-    case 0: return wasm_i32x4_shuffle(v, v, 0, 0, 0, 0);
-    case 1: return wasm_i32x4_shuffle(v, v, 1, 1, 1, 1);
-    case 2: return wasm_i32x4_shuffle(v, v, 2, 2, 2, 2);
-    default: return wasm_i32x4_shuffle(v, v, 3, 3, 3, 3);
-    }
+/* [sum(a), sum(b), sum(c), sum(d)] of four i32x4 (exact). */
+QI_INLINE v128_t reduce4(v128_t a, v128_t b, v128_t c, v128_t d) {
+    const v128_t ab = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 1, 4, 5), wasm_i32x4_shuffle(a, b, 2, 3, 6, 7));
+    const v128_t cd = wasm_i32x4_add(wasm_i32x4_shuffle(c, d, 0, 1, 4, 5), wasm_i32x4_shuffle(c, d, 2, 3, 6, 7));
+    return wasm_i32x4_add(wasm_i32x4_shuffle(ab, cd, 0, 2, 4, 6), wasm_i32x4_shuffle(ab, cd, 1, 3, 5, 7));
 }
 
-QI_INLINE v128_t dot32(const v128_t w[4], const int16_t *y) {
-    const v128_t a = wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[0], wasm_v128_load(y)),
-                                    wasm_i32x4_dot_i16x8(w[1], wasm_v128_load(y + 8)));
-    const v128_t b = wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[2], wasm_v128_load(y + 16)),
-                                    wasm_i32x4_dot_i16x8(w[3], wasm_v128_load(y + 24)));
-    return wasm_i32x4_add(a, b);
-}
-
-QI_INLINE uint64_t kblock_bytes(const uint32_t type) {
+/* byte offsets of a super-block's f16 d and dmin */
+QI_INLINE int d_off(const uint32_t type) {
     switch (type) {
-    case GGML_TYPE_Q2_K: return 84;
-    case GGML_TYPE_Q3_K: return 110;
-    case GGML_TYPE_Q4_K: return 144;
-    case GGML_TYPE_Q5_K: return 176;
-    case GGML_TYPE_Q6_K: return 210;
-    default: return 292;
+    case GGML_TYPE_Q2_K: return 80;
+    case GGML_TYPE_Q3_K: return 108;
+    case GGML_TYPE_Q6_K: return 208;
+    default: return 0; /* Q4_K, Q5_K (dmin at 2); Q8_K: f32 d at 0 */
     }
 }
 
-QI_INLINE void rows_k(const uint32_t type, const uint8_t *w, uint64_t rb, uint64_t K, const uint8_t *x,
-                      uint64_t xrb, const int NR, const int NT, float *out, uint64_t ys) {
-    const uint64_t nb = K / QK_K, bb = kblock_bytes(type);
-    const bool mins16 = type == GGML_TYPE_Q2_K;
-    const bool mins32 = type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q5_K;
-    const bool late = mins32 && NT == 1; /* one token: scale i32 sums, not i16 weights */
-    const int16_t *yq[4], *b16[4], *b32[4];
-    const float *yd[4];
-    v128_t acc[4][4];
-    QI_UNROLL
-    for (int t = 0; t < NT; t++) {
-        const uint8_t *xr = x + t * xrb;
-        yq[t] = (const int16_t *)xr;
-        yd[t] = (const float *)(xr + 2 * K);
-        b16[t] = (const int16_t *)(yd[t] + nb);
-        b32[t] = b16[t] + K / 16;
+/* sum_j m_j * bsum_j (mins) or sum_k sc_k * bsum16_k (offsets) of one row's
+ * super-block against one token's block sums (bs16, bs32 of that super-block),
+ * as an i32x4 whose lanes sum to it. */
+QI_INLINE v128_t side_sum(const uint32_t type, const Scales *s, const int16_t *bs16, const int16_t *bs32) {
+    if (type == GGML_TYPE_Q2_K)
+        return wasm_i32x4_add(wasm_i32x4_dot_i16x8(s->mn[0], wasm_v128_load(bs16)),
+                              wasm_i32x4_dot_i16x8(s->mn[1], wasm_v128_load(bs16 + 8)));
+    if (type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q5_K) return wasm_i32x4_dot_i16x8(s->mn[0], wasm_v128_load(bs32));
+    return wasm_i32x4_add(wasm_i32x4_dot_i16x8(s->sc[0], wasm_v128_load(bs16)),
+                          wasm_i32x4_dot_i16x8(s->sc[1], wasm_v128_load(bs16 + 8)));
+}
+
+/* f32 d (lanes 0..3) of four rows' super-blocks at p0..p3 (and dmin, for types with mins). */
+QI_INLINE v128_t gather_d(const uint32_t type, const uint8_t *p0, const uint8_t *p1, const uint8_t *p2,
+                          const uint8_t *p3, v128_t *dmin) {
+    const int o = d_off(type);
+    if (type == GGML_TYPE_Q8_K) {
+        v128_t d = wasm_v128_load32_zero(p0);
+        d = wasm_v128_load32_lane(p1, d, 1);
+        d = wasm_v128_load32_lane(p2, d, 2);
+        return wasm_v128_load32_lane(p3, d, 3);
     }
-    QI_UNROLL
-    for (int r = 0; r < NR; r++)
+    if (!has_mins(type)) { /* f16 d alone (Q3_K, Q6_K end with it: no wider load) */
+        v128_t v = wasm_i32x4_splat(0);
+        v = wasm_v128_load16_lane(p0 + o, v, 1);
+        v = wasm_v128_load16_lane(p1 + o, v, 3);
+        v = wasm_v128_load16_lane(p2 + o, v, 5);
+        return qi_h2f_hi_x4(wasm_v128_load16_lane(p3 + o, v, 7));
+    }
+    v128_t v = wasm_v128_load32_zero(p0 + o); /* d in the low half, dmin in the high half */
+    v = wasm_v128_load32_lane(p1 + o, v, 1);
+    v = wasm_v128_load32_lane(p2 + o, v, 2);
+    v = wasm_v128_load32_lane(p3 + o, v, 3);
+    *dmin = qi_h2f_hi_x4(wasm_v128_and(v, wasm_i32x4_splat((int32_t)0xffff0000u)));
+    return qi_h2f_hi_x4(wasm_i32x4_shl(v, 16));
+}
+
+/* Rows p0..p3 (block 0 at each) times one token (activation row x): lanes = rows. */
+QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, const uint8_t *p1, const uint8_t *p2,
+                       const uint8_t *p3, uint64_t K, const uint8_t *x) {
+    const uint64_t nb = K / QK_K, bb = kblock_bytes(type);
+    const uint8_t *aq = x; /* 256 quants: 512 bytes (i16) or 256 (B: i8) */
+    const float *dx = (const float *)(x + (B ? 1 : 2) * K);
+    const int16_t *bs16 = (const int16_t *)(dx + nb), *bs32 = bs16 + K / 16;
+    v128_t acc = wasm_f32x4_splat(0);
+    for (uint64_t b = 0; b < nb; b++, p0 += bb, p1 += bb, p2 += bb, p3 += bb, aq += B ? QK_K : 2 * QK_K, bs16 += 16, bs32 += 8) {
+        const uint8_t *p[4] = { p0, p1, p2, p3 };
+        Scales s[4];
+        v128_t ms[4];
         QI_UNROLL
-        for (int t = 0; t < NT; t++) acc[r][t] = wasm_f32x4_splat(0);
-    for (uint64_t b = 0; b < nb; b++) {
-        Super s[4];
-        v128_t isum[4][4];
-        QI_UNROLL
-        for (int r = 0; r < NR; r++) {
-            super_init(type, w + r * rb + bb * b, &s[r]);
-            QI_UNROLL
-            for (int t = 0; t < NT; t++) isum[r][t] = wasm_i32x4_splat(0);
+        for (int r = 0; r < 4; r++) {
+            scales(type, p[r], &s[r]);
+            if (has_mins(type) || off_shift(type)) ms[r] = side_sum(type, &s[r], bs16, bs32);
+            /* computed once: else LLVM folds the unpacking into every splat16 below */
+            QI_PIN(s[r].sc[0]);
+            if (sc16(type)) QI_PIN(s[r].sc[1]);
         }
+        v128_t I = wasm_i32x4_splat(0);
         QI_UNROLL
         for (int g = 0; g < 8; g++) {
-            if (NR == 1) { /* weights widened once for up to four tokens */
-                v128_t wv[4];
-                group(type, w + bb * b, &s[0], g, wv, !late);
+            v128_t P[4];
+#if QI_RELAXED
+            if (B) { /* i8 activations, weights as bytes: relaxed_dot sums pairs into i16 */
+                const v128_t a0 = wasm_v128_load(aq + 32 * g), a1 = wasm_v128_load(aq + 32 * g + 16);
                 QI_UNROLL
-                for (int t = 0; t < NT; t++) {
-                    v128_t d = dot32(wv, yq[t] + QK_K * b + 32 * g);
-                    if (late) d = wasm_i32x4_mul(d, gscale(&s[0], g));
-                    isum[0][t] = wasm_i32x4_add(isum[0][t], d);
+                for (int r = 0; r < 4; r++) {
+                    v128_t c0, c1;
+                    group_bytes(type, p[r], g, &c0, &c1);
+                    const v128_t lo = wasm_i16x8_relaxed_dot_i8x16_i7x16(a0, c0), hi = wasm_i16x8_relaxed_dot_i8x16_i7x16(a1, c1);
+                    if (sc16(type)) {
+                        const v128_t sv = s[r].sc[g >> 2];
+                        P[r] = wasm_i32x4_add(wasm_i32x4_dot_i16x8(lo, splat16(sv, (2 * g) & 7)),
+                                              wasm_i32x4_dot_i16x8(hi, splat16(sv, (2 * g + 1) & 7)));
+                    } else {
+                        P[r] = wasm_i32x4_dot_i16x8(wasm_i16x8_add(lo, hi), splat16(s[r].sc[0], g));
+                    }
                 }
-            } else { /* activations loaded once for four rows */
-                const int16_t *yy = yq[0] + QK_K * b + 32 * g;
-                const v128_t y0 = wasm_v128_load(yy), y1 = wasm_v128_load(yy + 8);
-                const v128_t y2 = wasm_v128_load(yy + 16), y3 = wasm_v128_load(yy + 24);
-                QI_UNROLL
-                for (int r = 0; r < NR; r++) {
-                    v128_t wv[4];
-                    group(type, w + r * rb + bb * b, &s[r], g, wv, !late);
-                    v128_t d = wasm_i32x4_add(
-                        wasm_i32x4_add(wasm_i32x4_dot_i16x8(wv[0], y0), wasm_i32x4_dot_i16x8(wv[1], y1)),
-                        wasm_i32x4_add(wasm_i32x4_dot_i16x8(wv[2], y2), wasm_i32x4_dot_i16x8(wv[3], y3)));
-                    if (late) d = wasm_i32x4_mul(d, gscale(&s[r], g));
-                    isum[r][0] = wasm_i32x4_add(isum[r][0], d);
-                }
+                I = wasm_i32x4_add(I, reduce4(P[0], P[1], P[2], P[3]));
+                if (g & 1) QI_BARRIER();
+                continue;
             }
-        }
-        QI_UNROLL
-        for (int t = 0; t < NT; t++) {
-            const float dy = yd[t][b];
-            v128_t bs0 = wasm_i32x4_splat(0), bs1 = bs0;
-            if (mins16) bs0 = wasm_v128_load(b16[t] + 16 * b), bs1 = wasm_v128_load(b16[t] + 16 * b + 8);
-            if (mins32) bs0 = wasm_v128_load(b32[t] + 8 * b);
+#endif
+            const int16_t *a = (const int16_t *)aq + 32 * g;
+            const v128_t a0 = wasm_v128_load(a), a1 = wasm_v128_load(a + 8);
+            const v128_t a2 = wasm_v128_load(a + 16), a3 = wasm_v128_load(a + 24);
             QI_UNROLL
-            for (int r = 0; r < NR; r++) {
-                acc[r][t] = wasm_f32x4_add(acc[r][t], wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum[r][t]), wasm_f32x4_splat(s[r].d * dy)));
-                if (mins16 || mins32) {
-                    v128_t mi = wasm_i32x4_dot_i16x8(s[r].mins[0], bs0);
-                    if (mins16) mi = wasm_i32x4_add(mi, wasm_i32x4_dot_i16x8(s[r].mins[1], bs1));
-                    acc[r][t] = wasm_f32x4_sub(acc[r][t], wasm_f32x4_mul(wasm_f32x4_convert_i32x4(mi), wasm_f32x4_splat(s[r].dmin * dy)));
+            for (int r = 0; r < 4; r++) {
+                v128_t w[4];
+                group(type, p[r], g, w);
+                if (type == GGML_TYPE_Q8_K) {
+                    P[r] = wasm_i32x4_add(
+                        wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[0], a0), wasm_i32x4_dot_i16x8(w[1], a1)),
+                        wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[2], a2), wasm_i32x4_dot_i16x8(w[3], a3)));
+                } else if (sc16(type)) { /* scales per 16: elements 0..15 are w[0], w[1] */
+                    const v128_t lo = wasm_i16x8_add(wasm_i16x8_mul(w[0], a0), wasm_i16x8_mul(w[1], a1));
+                    const v128_t hi = wasm_i16x8_add(wasm_i16x8_mul(w[2], a2), wasm_i16x8_mul(w[3], a3));
+                    const v128_t sv = s[r].sc[g >> 2];
+                    P[r] = wasm_i32x4_add(wasm_i32x4_dot_i16x8(lo, splat16(sv, (2 * g) & 7)),
+                                          wasm_i32x4_dot_i16x8(hi, splat16(sv, (2 * g + 1) & 7)));
+                } else {
+                    const v128_t sum = wasm_i16x8_add(wasm_i16x8_add(wasm_i16x8_mul(w[0], a0), wasm_i16x8_mul(w[1], a1)),
+                                                      wasm_i16x8_add(wasm_i16x8_mul(w[2], a2), wasm_i16x8_mul(w[3], a3)));
+                    P[r] = wasm_i32x4_dot_i16x8(sum, splat16(s[r].sc[0], g));
                 }
             }
+            I = wasm_i32x4_add(I, reduce4(P[0], P[1], P[2], P[3]));
+            if (g & 1) QI_BARRIER(); /* (groups 2j, 2j+1 share their loads) */
         }
+        v128_t dmin = I, M = I;
+        if (has_mins(type) || off_shift(type)) M = reduce4(ms[0], ms[1], ms[2], ms[3]);
+        if (off_shift(type)) I = wasm_i32x4_sub(I, wasm_i32x4_shl(M, off_shift(type)));
+        const v128_t d = gather_d(type, p0, p1, p2, p3, &dmin), vdx = wasm_f32x4_splat(dx[b]);
+        acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(I), wasm_f32x4_mul(d, vdx)));
+        if (has_mins(type))
+            acc = wasm_f32x4_sub(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(M), wasm_f32x4_mul(dmin, vdx)));
     }
-    QI_UNROLL
-    for (int r = 0; r < NR; r++)
-        QI_UNROLL
-        for (int t = 0; t < NT; t++) out[t * ys + r] = qi_hsum_f32(acc[r][t]);
+    return acc;
 }
 
-#define ROWS_Q2_K(w, rb, K, x, xrb, NR, NT, out, ys, G) rows_k(GGML_TYPE_Q2_K, w, rb, K, x, xrb, NR, NT, out, ys)
-#define ROWS_Q3_K(w, rb, K, x, xrb, NR, NT, out, ys, G) rows_k(GGML_TYPE_Q3_K, w, rb, K, x, xrb, NR, NT, out, ys)
-#define ROWS_Q4_K(w, rb, K, x, xrb, NR, NT, out, ys, G) rows_k(GGML_TYPE_Q4_K, w, rb, K, x, xrb, NR, NT, out, ys)
-#define ROWS_Q5_K(w, rb, K, x, xrb, NR, NT, out, ys, G) rows_k(GGML_TYPE_Q5_K, w, rb, K, x, xrb, NR, NT, out, ys)
-#define ROWS_Q6_K(w, rb, K, x, xrb, NR, NT, out, ys, G) rows_k(GGML_TYPE_Q6_K, w, rb, K, x, xrb, NR, NT, out, ys)
-#define ROWS_Q8_K(w, rb, K, x, xrb, NR, NT, out, ys, G) rows_k(GGML_TYPE_Q8_K, w, rb, K, x, xrb, NR, NT, out, ys)
-QI_DEFINE_MM(quant_mm_q2_K, ROWS_Q2_K, ACT_Q8_K, 4)
-QI_DEFINE_MM(quant_mm_q3_K, ROWS_Q3_K, ACT_Q8_K, 4)
-QI_DEFINE_MM(quant_mm_q4_K, ROWS_Q4_K, ACT_Q8_K, 4)
-QI_DEFINE_MM(quant_mm_q5_K, ROWS_Q5_K, ACT_Q8_K, 4)
-QI_DEFINE_MM(quant_mm_q6_K, ROWS_Q6_K, ACT_Q8_K, 4)
-QI_DEFINE_MM(quant_mm_q8_K, ROWS_Q8_K, ACT_Q8_K, 4)
+/* The row at p times four tokens (activation rows x0..x3, group data G:
+ * f32 d_x[4] per super-block): lanes = tokens, the same f32 operations per
+ * (row, token) as rows4. */
+QI_INLINE v128_t tok4(const uint32_t type, const bool B, const uint8_t *p, const uint8_t *x0, const uint8_t *x1,
+                      const uint8_t *x2, const uint8_t *x3, uint64_t K, const uint8_t *G) {
+    const uint64_t nb = K / QK_K, bb = kblock_bytes(type);
+    const uint8_t *xs[4] = { x0, x1, x2, x3 };
+    v128_t acc = wasm_f32x4_splat(0);
+    for (uint64_t b = 0; b < nb; b++, p += bb, G += 16) {
+        Scales s;
+        scales(type, p, &s);
+        QI_PIN(s.sc[0]);
+        if (sc16(type)) QI_PIN(s.sc[1]);
+        v128_t is[4], ms[4];
+        QI_UNROLL
+        for (int t = 0; t < 4; t++) is[t] = wasm_i32x4_splat(0);
+        QI_UNROLL
+        for (int g = 0; g < 8; g++) {
+#if QI_RELAXED
+            if (B) { /* as rows4, four tokens instead of four rows */
+                v128_t c0, c1;
+                group_bytes(type, p, g, &c0, &c1);
+                QI_UNROLL
+                for (int t = 0; t < 4; t++) {
+                    const uint8_t *a = xs[t] + QK_K * b + 32 * g;
+                    const v128_t lo = wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(a), c0);
+                    const v128_t hi = wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(a + 16), c1);
+                    if (sc16(type)) {
+                        const v128_t sv = s.sc[g >> 2];
+                        is[t] = wasm_i32x4_add(is[t], wasm_i32x4_add(wasm_i32x4_dot_i16x8(lo, splat16(sv, (2 * g) & 7)),
+                                                                     wasm_i32x4_dot_i16x8(hi, splat16(sv, (2 * g + 1) & 7))));
+                    } else {
+                        is[t] = wasm_i32x4_add(is[t], wasm_i32x4_dot_i16x8(wasm_i16x8_add(lo, hi), splat16(s.sc[0], g)));
+                    }
+                }
+                continue;
+            }
+#endif
+            v128_t w[4];
+            group(type, p, g, w);
+            if (sc16(type)) {
+                const v128_t sa = splat16(s.sc[g >> 2], (2 * g) & 7), sb = splat16(s.sc[g >> 2], (2 * g + 1) & 7);
+                w[0] = wasm_i16x8_mul(w[0], sa), w[1] = wasm_i16x8_mul(w[1], sa);
+                w[2] = wasm_i16x8_mul(w[2], sb), w[3] = wasm_i16x8_mul(w[3], sb);
+            } else if (type != GGML_TYPE_Q8_K) {
+                const v128_t sv = splat16(s.sc[0], g);
+                QI_UNROLL
+                for (int i = 0; i < 4; i++) w[i] = wasm_i16x8_mul(w[i], sv);
+            }
+            QI_UNROLL
+            for (int t = 0; t < 4; t++) {
+                const int16_t *a = (const int16_t *)xs[t] + QK_K * b + 32 * g;
+                is[t] = wasm_i32x4_add(is[t], wasm_i32x4_add(
+                    wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[0], wasm_v128_load(a)), wasm_i32x4_dot_i16x8(w[1], wasm_v128_load(a + 8))),
+                    wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[2], wasm_v128_load(a + 16)), wasm_i32x4_dot_i16x8(w[3], wasm_v128_load(a + 24)))));
+            }
+        }
+        v128_t I = reduce4(is[0], is[1], is[2], is[3]), M = I;
+        if (has_mins(type) || off_shift(type)) {
+            QI_UNROLL
+            for (int t = 0; t < 4; t++) {
+                const int16_t *bs16 = (const int16_t *)(xs[t] + (B ? 1 : 2) * K + 4 * nb) + 16 * b;
+                const int16_t *bs32 = (const int16_t *)(xs[t] + (B ? 1 : 2) * K + 4 * nb) + K / 16 + 8 * b;
+                ms[t] = side_sum(type, &s, bs16, bs32);
+            }
+            M = reduce4(ms[0], ms[1], ms[2], ms[3]);
+        }
+        if (off_shift(type)) I = wasm_i32x4_sub(I, wasm_i32x4_shl(M, off_shift(type)));
+        const v128_t vdx = wasm_v128_load(G);
+        v128_t d, dmin = I;
+        if (type == GGML_TYPE_Q8_K) {
+            d = wasm_v128_load32_splat(p);
+        } else if (has_mins(type)) {
+            const v128_t v = wasm_v128_load32_splat(p + d_off(type));
+            d = qi_h2f_hi_x4(wasm_i32x4_shl(v, 16));
+            dmin = qi_h2f_hi_x4(wasm_v128_and(v, wasm_i32x4_splat((int32_t)0xffff0000u)));
+        } else {
+            d = qi_h2f_hi_x4(wasm_i32x4_shl(wasm_v128_load16_splat(p + d_off(type)), 16));
+        }
+        acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(I), wasm_f32x4_mul(d, vdx)));
+        if (has_mins(type))
+            acc = wasm_f32x4_sub(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(M), wasm_f32x4_mul(dmin, vdx)));
+    }
+    return acc;
+}
+
+#define QK_KERNEL(NAME, TYPE, KIND)                                                                        \
+    QI_INLINE v128_t NAME##_r4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3, \
+                               uint64_t K, const uint8_t *x) {                                             \
+        return rows4(TYPE, qi_quant_bytes(KIND) == 1, p0, p1, p2, p3, K, x);                               \
+    }                                                                                                      \
+    QI_INLINE v128_t NAME##_t4(const uint8_t *p, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,  \
+                               const uint8_t *x3, uint64_t K, const uint8_t *G) {                          \
+        return tok4(TYPE, qi_quant_bytes(KIND) == 1, p, x0, x1, x2, x3, K, G);                             \
+    }                                                                                                      \
+    QI_DEFINE_MM(NAME, NAME##_r4, NAME##_t4, KIND)
+/* (the activation kinds must be quant.c's quant_act_kind) */
+#define QK_B (QI_RELAXED ? ACT_Q8_KB : ACT_Q8_K)
+QK_KERNEL(quant_mm_q2_K, GGML_TYPE_Q2_K, QK_B)
+QK_KERNEL(quant_mm_q3_K, GGML_TYPE_Q3_K, QK_B)
+QK_KERNEL(quant_mm_q4_K, GGML_TYPE_Q4_K, QK_B)
+QK_KERNEL(quant_mm_q5_K, GGML_TYPE_Q5_K, QK_B)
+QK_KERNEL(quant_mm_q6_K, GGML_TYPE_Q6_K, QK_B)
+QK_KERNEL(quant_mm_q8_K, GGML_TYPE_Q8_K, ACT_Q8_K)

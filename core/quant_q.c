@@ -4,104 +4,42 @@
  * Per block and token, as ggml's vec_dot_*_q8_*:
  *   Q4_0, Q5_0, Q8_0, Q8_1:  d_w * d_x * sum(q_w * q_x)
  *   Q4_1, Q5_1:              d_w * d_x * sum(q_w * q_x) + m_w * s_x
- * The integer sums are exact (i16 lanes, i32x4.dot_i16x8_s). Several tokens:
- * one row at a time, each block's weights widened once for up to four
- * tokens. One token: four rows at a time, sharing the activation loads.
- * Either way the per-block float work of four results shares one vector. */
+ *
+ * Speed (the decode matvec streams these weights):
+ * - Four rows per step share every activation load. The integer sums of the
+ *   four rows are reduced into one i32x4 (lanes = rows), so the float work of
+ *   a block (convert, scale, accumulate) is one vector op for four rows.
+ * - The weights are never widened byte by byte. The activations' i16 quants
+ *   are stored permuted (quant_act.c: [0 2 .. 14 | 1 3 .. 15 | 16 18 .. 30 |
+ *   17 19 .. 31] per block), so that a 16-bit lane of weight bytes splits
+ *   with one shift or mask into the two weights that meet lanes of those
+ *   vectors: 4 bits -> (v & 15, v >> 8 & 15, v >> 4 & 15, v >> 12), 8 bits ->
+ *   (v << 8 >> 8, v >> 8). Offsets (-8, -16) are taken out of the integer
+ *   sum with the activations' block sums instead of from every weight.
+ * - The weights' f16 scales of four rows are gathered into the high halves of
+ *   i32 lanes, where an arithmetic shift by 3 and a mask make them f32 times
+ *   2^-112 (exact, subnormals included); the activations store d * 2^112
+ *   (exact: an f16 d is below 2^16), so d_w * d_x is one multiply and rounds
+ *   exactly as the plain product does.
+ * Integer sums are exact (|sum| < 2^18), so every (row, token) result is the
+ * same sequence of f32 operations whichever rows and tokens a call holds:
+ *   acc += f32(isum) * (d_w * d_x);  macc += m_w * s_x;  y = acc + macc. */
 #include "quant_impl.h"
 
 /* The fifth bits of 32 elements (bit j of qh) as 0x10 in byte lanes. */
 QI_INLINE void qh_bits(const uint8_t *p, v128_t *lo, v128_t *hi) {
-    const v128_t v = wasm_i32x4_splat((int32_t)qi_ld32(p));
+    const v128_t v = wasm_v128_load32_splat(p);
     const v128_t bits = wasm_i64x2_splat(0x8040201008040201ll);
     const v128_t l = wasm_i8x16_shuffle(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const v128_t h = wasm_i8x16_shuffle(v, v, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
     const v128_t x10 = wasm_i8x16_splat(0x10);
-    *lo = wasm_v128_and(wasm_i8x16_eq(wasm_v128_and(l, bits), bits), x10);
-    *hi = wasm_v128_and(wasm_i8x16_eq(wasm_v128_and(h, bits), bits), x10);
-}
-
-/* Block b of a row -> 32 weights as four i16x8 (elements 0..31 in order),
- * scale d and (Q4_1/Q5_1) min m. */
-QI_INLINE void decode(const uint32_t type, const uint8_t *row, uint64_t b, v128_t w[4], float *d, float *m) {
-    const v128_t m4 = wasm_i8x16_splat(0x0f);
-    v128_t lo, hi;
-    bool sign = true;
-    switch (type) {
-    case GGML_TYPE_Q4_0: {
-        const uint8_t *p = row + 18 * b;
-        const v128_t q = wasm_v128_load(p + 2), o = wasm_i8x16_splat(8);
-        lo = wasm_i8x16_sub(wasm_v128_and(q, m4), o);
-        hi = wasm_i8x16_sub(wasm_u8x16_shr(q, 4), o);
-        *d = qi_h2f_at(p);
-        break;
-    }
-    case GGML_TYPE_Q4_1: {
-        const uint8_t *p = row + 20 * b;
-        const v128_t q = wasm_v128_load(p + 4);
-        lo = wasm_v128_and(q, m4);
-        hi = wasm_u8x16_shr(q, 4);
-        const uint32_t dm = qi_ld32(p);
-        *d = qi_h2f((uint16_t)dm), *m = qi_h2f((uint16_t)(dm >> 16));
-        sign = false;
-        break;
-    }
-    case GGML_TYPE_Q5_0: {
-        const uint8_t *p = row + 22 * b;
-        const v128_t q = wasm_v128_load(p + 6), o = wasm_i8x16_splat(16);
-        v128_t hl, hh;
-        qh_bits(p + 2, &hl, &hh);
-        lo = wasm_i8x16_sub(wasm_v128_or(wasm_v128_and(q, m4), hl), o);
-        hi = wasm_i8x16_sub(wasm_v128_or(wasm_u8x16_shr(q, 4), hh), o);
-        *d = qi_h2f_at(p);
-        break;
-    }
-    case GGML_TYPE_Q5_1: {
-        const uint8_t *p = row + 24 * b;
-        const v128_t q = wasm_v128_load(p + 8);
-        v128_t hl, hh;
-        qh_bits(p + 4, &hl, &hh);
-        lo = wasm_v128_or(wasm_v128_and(q, m4), hl);
-        hi = wasm_v128_or(wasm_u8x16_shr(q, 4), hh);
-        const uint32_t dm = qi_ld32(p);
-        *d = qi_h2f((uint16_t)dm), *m = qi_h2f((uint16_t)(dm >> 16));
-        sign = false;
-        break;
-    }
-    default: { /* Q8_0 (34-byte blocks) and Q8_1 (36) */
-        const uint64_t bb = type == GGML_TYPE_Q8_0 ? 34 : 36;
-        const uint8_t *p = row + bb * b;
-        lo = wasm_v128_load(p + bb - 32);
-        hi = wasm_v128_load(p + bb - 16);
-        *d = qi_h2f_at(p);
-        break;
-    }
-    }
-    if (sign) {
-        w[0] = wasm_i16x8_extend_low_i8x16(lo), w[1] = wasm_i16x8_extend_high_i8x16(lo);
-        w[2] = wasm_i16x8_extend_low_i8x16(hi), w[3] = wasm_i16x8_extend_high_i8x16(hi);
-    } else {
-        w[0] = wasm_u16x8_extend_low_u8x16(lo), w[1] = wasm_u16x8_extend_high_u8x16(lo);
-        w[2] = wasm_u16x8_extend_low_u8x16(hi), w[3] = wasm_u16x8_extend_high_u8x16(hi);
-    }
-}
-
-QI_INLINE v128_t dot32(const v128_t w[4], const int16_t *y) {
-    const v128_t a = wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[0], wasm_v128_load(y)),
-                                    wasm_i32x4_dot_i16x8(w[1], wasm_v128_load(y + 8)));
-    const v128_t b = wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[2], wasm_v128_load(y + 16)),
-                                    wasm_i32x4_dot_i16x8(w[3], wasm_v128_load(y + 24)));
-    return wasm_i32x4_add(a, b);
-}
-
-/* The f16 at p0..p3 as one f32x4 (lanes 0..3). */
-QI_INLINE v128_t h2f_gather4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3) {
-    v128_t v = wasm_i32x4_splat(0);
-    v = wasm_v128_load16_lane(p0, v, 0);
-    v = wasm_v128_load16_lane(p1, v, 2);
-    v = wasm_v128_load16_lane(p2, v, 4);
-    v = wasm_v128_load16_lane(p3, v, 6);
-    return qi_h2f_x4(v);
+    v128_t lb = wasm_v128_and(l, bits), hb = wasm_v128_and(h, bits);
+    /* (opaque to LLVM, which otherwise rewrites (x & bit) == bit as (x & bit) != 0:
+     * one compare on x86 becomes three in the engines) */
+    QI_PIN(lb);
+    QI_PIN(hb);
+    *lo = wasm_v128_and(wasm_i8x16_eq(lb, bits), x10);
+    *hi = wasm_v128_and(wasm_i8x16_eq(hb, bits), x10);
 }
 
 QI_INLINE uint64_t block_bytes(const uint32_t type) {
@@ -115,6 +53,66 @@ QI_INLINE uint64_t block_bytes(const uint32_t type) {
     }
 }
 
+/* sum(q_w * q_x) of the block at p as an i32x4 (the sum of its lanes), before
+ * the Q4_0 / Q5_0 offset; a0..a3: the block's permuted activations. */
+QI_INLINE v128_t block_dot(const uint32_t type, const uint8_t *p, v128_t a0, v128_t a1, v128_t a2, v128_t a3) {
+    v128_t w0, w1, w2, w3;
+    switch (type) {
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: {
+        const v128_t v = wasm_v128_load(p + (type == GGML_TYPE_Q4_0 ? 2 : 4)), m = wasm_i16x8_splat(15);
+        w0 = wasm_v128_and(v, m);
+        w1 = wasm_v128_and(wasm_u16x8_shr(v, 8), m);
+        w2 = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
+        w3 = wasm_u16x8_shr(v, 12);
+        break;
+    }
+    case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: {
+        const bool q50 = type == GGML_TYPE_Q5_0;
+        const v128_t q = wasm_v128_load(p + (q50 ? 6 : 8)), m4 = wasm_i8x16_splat(15);
+        v128_t hl, hh;
+        qh_bits(p + (q50 ? 2 : 4), &hl, &hh);
+        const v128_t lo = wasm_v128_or(wasm_v128_and(q, m4), hl);                  /* elements 0..15 */
+        const v128_t hi = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(q, 4), m4), hh); /* 16..31 */
+        const v128_t m8 = wasm_i16x8_splat(255);
+        w0 = wasm_v128_and(lo, m8), w1 = wasm_u16x8_shr(lo, 8);
+        w2 = wasm_v128_and(hi, m8), w3 = wasm_u16x8_shr(hi, 8);
+        break;
+    }
+    default: { /* Q8_0, Q8_1: signed bytes */
+        const uint64_t o = type == GGML_TYPE_Q8_0 ? 2 : 4;
+        const v128_t v = wasm_v128_load(p + o), u = wasm_v128_load(p + o + 16);
+        w0 = wasm_i16x8_shr(wasm_i16x8_shl(v, 8), 8), w1 = wasm_i16x8_shr(v, 8);
+        w2 = wasm_i16x8_shr(wasm_i16x8_shl(u, 8), 8), w3 = wasm_i16x8_shr(u, 8);
+        break;
+    }
+    }
+    return wasm_i32x4_add(wasm_i32x4_add(wasm_i32x4_dot_i16x8(w0, a0), wasm_i32x4_dot_i16x8(w1, a1)),
+                          wasm_i32x4_add(wasm_i32x4_dot_i16x8(w2, a2), wasm_i32x4_dot_i16x8(w3, a3)));
+}
+
+#if QI_RELAXED
+/* As block_dot for the 4- and 5-bit types (quants 0..31 fit the i7 operand)
+ * against i8 activations in natural order: a0 = elements 0..15, a1 = 16..31.
+ * relaxed_dot_i8x16_i7x16 sums pairs of products into i16 (|.| <= 2*31*127),
+ * two of them still fit (15748), one i32x4.dot_i16x8 with ones widens. */
+QI_INLINE v128_t block_dot_b(const uint32_t type, const uint8_t *p, v128_t a0, v128_t a1) {
+    v128_t lo, hi;
+    const v128_t m4 = wasm_i8x16_splat(15);
+    if (type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_1) {
+        const v128_t q = wasm_v128_load(p + (type == GGML_TYPE_Q4_0 ? 2 : 4));
+        lo = wasm_v128_and(q, m4), hi = wasm_v128_and(wasm_u16x8_shr(q, 4), m4);
+    } else {
+        const bool q50 = type == GGML_TYPE_Q5_0;
+        const v128_t q = wasm_v128_load(p + (q50 ? 6 : 8));
+        v128_t hl, hh;
+        qh_bits(p + (q50 ? 2 : 4), &hl, &hh);
+        lo = wasm_v128_or(wasm_v128_and(q, m4), hl), hi = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(q, 4), m4), hh);
+    }
+    const v128_t s = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(a0, lo), wasm_i16x8_relaxed_dot_i8x16_i7x16(a1, hi));
+    return wasm_i32x4_dot_i16x8(s, wasm_i16x8_splat(1));
+}
+#endif
+
 /* [sum(a), sum(b), sum(c), sum(d)] of four i32x4 (exact). */
 QI_INLINE v128_t reduce4(v128_t a, v128_t b, v128_t c, v128_t d) {
     const v128_t ab = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 1, 4, 5), wasm_i32x4_shuffle(a, b, 2, 3, 6, 7));
@@ -122,96 +120,113 @@ QI_INLINE v128_t reduce4(v128_t a, v128_t b, v128_t c, v128_t d) {
     return wasm_i32x4_add(wasm_i32x4_shuffle(ab, cd, 0, 2, 4, 6), wasm_i32x4_shuffle(ab, cd, 1, 3, 5, 7));
 }
 
-/* Rows w .. w+(NR-1)*rb for NT tokens. Every (row, token) result is, in
- * every path below, the same sequence of f32 operations:
- *   acc += f32(block integer sum) * (d_w * d_x);  macc += m_w * s_x;  y = acc + macc
- * (integer sums exact), so results do not depend on how rows and tokens are
- * grouped. The float work is done for four rows (NR = 4) or four tokens
- * (NT > 1, with the tokens' scales transposed by quant_act_quantize into
- * `gs`: d[nb][4] then, for Q8_1, s[nb][4]) in the lanes of one vector. */
-QI_INLINE void rows_q(const uint32_t type, const uint8_t *w, uint64_t rb, uint64_t K, const uint8_t *x,
-                      uint64_t xrb, const int NR, const int NT, float *out, uint64_t ys, const float *gs) {
-    const bool has_m = type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1;
-    const uint64_t ds_step = has_m || type == GGML_TYPE_Q8_1 ? 2 : 1; /* Q8_1 activations: (d, s) pairs */
-    const uint64_t nb = K / 32, bb = block_bytes(type);
-    const int16_t *yq[4];
-    const float *yd[4]; /* d[nb], or (d, s)[nb] for Q8_1 */
-    QI_UNROLL
-    for (int t = 0; t < NT; t++) {
-        yq[t] = (const int16_t *)(x + t * xrb);
-        yd[t] = (const float *)(x + t * xrb + 2 * K);
-    }
-    const v128_t zero = wasm_i32x4_splat(0);
-    v128_t acc = wasm_f32x4_splat(0), macc = acc; /* lanes: rows (NR = 4) or tokens (NT > 1) */
-    float acc1 = 0, macc1 = 0;                    /* NR = NT = 1 */
-    for (uint64_t b = 0; b < nb; b++) {
-        if (NR == 1 && NT == 1) {
-            v128_t wv[4];
-            float d, m = 0;
-            decode(type, w, b, wv, &d, &m);
-            const float is = (float)qi_hsum_i32(dot32(wv, yq[0] + 32 * b));
-            acc1 += is * (d * yd[0][ds_step * b]);
-            if (has_m) macc1 += m * yd[0][2 * b + 1];
-        } else if (NR == 1) { /* one row, two to four tokens */
-            v128_t wv[4], is[4];
-            float d, m = 0;
-            decode(type, w, b, wv, &d, &m);
-            QI_UNROLL
-            for (int t = 0; t < 4; t++) is[t] = t < NT ? dot32(wv, yq[t] + 32 * b) : zero;
-            const v128_t dxd = wasm_f32x4_mul(wasm_f32x4_splat(d), wasm_v128_load(gs + 4 * b));
-            acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(reduce4(is[0], is[1], is[2], is[3])), dxd));
-            if (has_m) macc = wasm_f32x4_add(macc, wasm_f32x4_mul(wasm_f32x4_splat(m), wasm_v128_load(gs + 4 * nb + 4 * b)));
-        } else { /* four rows, one token: activations and scales loaded once */
-            const uint8_t *p = w + bb * b;
-            v128_t dv;
-            if (has_m) { /* (d, m) of four rows in one load each */
-                v128_t dm = wasm_v128_load32_lane(p, zero, 0);
-                dm = wasm_v128_load32_lane(p + rb, dm, 1);
-                dm = wasm_v128_load32_lane(p + 2 * rb, dm, 2);
-                dm = wasm_v128_load32_lane(p + 3 * rb, dm, 3);
-                const v128_t ds = wasm_v128_load64_zero(yd[0] + 2 * b);
-                dv = wasm_f32x4_mul(qi_h2f_x4(wasm_v128_and(dm, wasm_i32x4_splat(0xffff))), wasm_i32x4_shuffle(ds, ds, 0, 0, 0, 0));
-                macc = wasm_f32x4_add(macc, wasm_f32x4_mul(qi_h2f_x4(wasm_u32x4_shr(dm, 16)), wasm_i32x4_shuffle(ds, ds, 1, 1, 1, 1)));
-            } else {
-                dv = wasm_f32x4_mul(h2f_gather4(p, p + rb, p + 2 * rb, p + 3 * rb), wasm_f32x4_splat(yd[0][ds_step * b]));
-            }
-            const int16_t *yy = yq[0] + 32 * b;
-            const v128_t y0 = wasm_v128_load(yy), y1 = wasm_v128_load(yy + 8);
-            const v128_t y2 = wasm_v128_load(yy + 16), y3 = wasm_v128_load(yy + 24);
-            v128_t is[4];
-            QI_UNROLL
-            for (int r = 0; r < 4; r++) {
-                v128_t wv[4];
-                float d, m;
-                decode(type, w + r * rb, b, wv, &d, &m);
-                is[r] = wasm_i32x4_add(
-                    wasm_i32x4_add(wasm_i32x4_dot_i16x8(wv[0], y0), wasm_i32x4_dot_i16x8(wv[1], y1)),
-                    wasm_i32x4_add(wasm_i32x4_dot_i16x8(wv[2], y2), wasm_i32x4_dot_i16x8(wv[3], y3)));
-            }
-            acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(reduce4(is[0], is[1], is[2], is[3])), dv));
-        }
-    }
-    if (NR == 1 && NT == 1) {
-        out[0] = acc1 + macc1;
-    } else {
-        float a[4], m[4];
-        wasm_v128_store(a, acc);
-        wasm_v128_store(m, macc);
-        QI_UNROLL
-        for (int i = 0; i < 4; i++)
-            if (i < NR * NT) out[NR > 1 ? i : i * ys] = a[i] + m[i];
-    }
+/* f16 in the high 16 bits of i32 lanes -> f32 times 2^-112, exact (sign,
+ * subnormals; an f16 inf / NaN becomes inf / NaN). */
+QI_INLINE v128_t h2f_hi_scaled(v128_t h) { /* (the low halves may hold anything) */
+    const v128_t v = wasm_v128_and(wasm_i32x4_shr(h, 3), wasm_i32x4_splat((int32_t)0x8fffe000u));
+    const v128_t e = wasm_i32x4_splat(0x0f800000);
+    return wasm_v128_or(v, wasm_v128_and(wasm_i32x4_eq(wasm_v128_and(v, e), e), wasm_i32x4_splat(0x7f800000)));
 }
 
-#define ROWS_Q4_0(w, rb, K, x, xrb, NR, NT, out, ys, G) rows_q(GGML_TYPE_Q4_0, w, rb, K, x, xrb, NR, NT, out, ys, (const float *)(G))
-#define ROWS_Q4_1(w, rb, K, x, xrb, NR, NT, out, ys, G) rows_q(GGML_TYPE_Q4_1, w, rb, K, x, xrb, NR, NT, out, ys, (const float *)(G))
-#define ROWS_Q5_0(w, rb, K, x, xrb, NR, NT, out, ys, G) rows_q(GGML_TYPE_Q5_0, w, rb, K, x, xrb, NR, NT, out, ys, (const float *)(G))
-#define ROWS_Q5_1(w, rb, K, x, xrb, NR, NT, out, ys, G) rows_q(GGML_TYPE_Q5_1, w, rb, K, x, xrb, NR, NT, out, ys, (const float *)(G))
-#define ROWS_Q8_0(w, rb, K, x, xrb, NR, NT, out, ys, G) rows_q(GGML_TYPE_Q8_0, w, rb, K, x, xrb, NR, NT, out, ys, (const float *)(G))
-#define ROWS_Q8_1(w, rb, K, x, xrb, NR, NT, out, ys, G) rows_q(GGML_TYPE_Q8_1, w, rb, K, x, xrb, NR, NT, out, ys, (const float *)(G))
-QI_DEFINE_MM(quant_mm_q4_0, ROWS_Q4_0, ACT_Q8_0, 4)
-QI_DEFINE_MM(quant_mm_q4_1, ROWS_Q4_1, ACT_Q8_1, 4)
-QI_DEFINE_MM(quant_mm_q5_0, ROWS_Q5_0, ACT_Q8_0, 4)
-QI_DEFINE_MM(quant_mm_q5_1, ROWS_Q5_1, ACT_Q8_1, 4)
-QI_DEFINE_MM(quant_mm_q8_0, ROWS_Q8_0, ACT_Q8_0, 4)
-QI_DEFINE_MM(quant_mm_q8_1, ROWS_Q8_1, ACT_Q8_1, 4)
+QI_INLINE bool has_min(const uint32_t type) { return type == GGML_TYPE_Q4_1 || type == GGML_TYPE_Q5_1; }
+/* The Q4_0 / Q5_0 offset (8, 16) as a shift of the activations' block sum. */
+QI_INLINE int off_shift(const uint32_t type) { return type == GGML_TYPE_Q4_0 ? 3 : type == GGML_TYPE_Q5_0 ? 4 : 0; }
+
+/* Rows p0..p3 (block 0 at each) times one token (activation row x): lanes = rows. */
+QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, const uint8_t *p1, const uint8_t *p2,
+                       const uint8_t *p3, uint64_t K, const uint8_t *x) {
+    const uint64_t nb = K / 32, bb = block_bytes(type);
+    const uint8_t *aq = x;                         /* 32 quants: 64 bytes (i16) or 32 (B: i8) */
+    const uint8_t *meta = x + (B ? 1 : 2) * K;
+    v128_t acc = wasm_f32x4_splat(0), macc = acc;
+    for (uint64_t b = 0; b < nb; b++, p0 += bb, p1 += bb, p2 += bb, p3 += bb, aq += B ? 32 : 64, meta += 8) {
+        v128_t is;
+        if (B) {
+#if QI_RELAXED
+            const v128_t a0 = wasm_v128_load(aq), a1 = wasm_v128_load(aq + 16);
+            is = reduce4(block_dot_b(type, p0, a0, a1), block_dot_b(type, p1, a0, a1),
+                         block_dot_b(type, p2, a0, a1), block_dot_b(type, p3, a0, a1));
+#endif
+        } else {
+            const v128_t a0 = wasm_v128_load(aq), a1 = wasm_v128_load(aq + 16);
+            const v128_t a2 = wasm_v128_load(aq + 32), a3 = wasm_v128_load(aq + 48);
+            is = reduce4(block_dot(type, p0, a0, a1, a2, a3), block_dot(type, p1, a0, a1, a2, a3),
+                         block_dot(type, p2, a0, a1, a2, a3), block_dot(type, p3, a0, a1, a2, a3));
+        }
+        const v128_t mt = wasm_v128_load64_zero(meta); /* f32 d_x * 2^112, i32 sum(q_x) or f32 s_x * 2^112 */
+        const v128_t dx = wasm_i32x4_shuffle(mt, mt, 0, 0, 0, 0), sx = wasm_i32x4_shuffle(mt, mt, 1, 1, 1, 1);
+        if (off_shift(type)) is = wasm_i32x4_sub(is, wasm_i32x4_shl(sx, off_shift(type)));
+        v128_t dw;
+        if (has_min(type)) { /* (d, m) of four rows, one 32-bit load each */
+            v128_t dm = wasm_v128_load32_zero(p0);
+            dm = wasm_v128_load32_lane(p1, dm, 1);
+            dm = wasm_v128_load32_lane(p2, dm, 2);
+            dm = wasm_v128_load32_lane(p3, dm, 3);
+            dw = h2f_hi_scaled(wasm_i32x4_shl(dm, 16));
+            macc = wasm_f32x4_add(macc, wasm_f32x4_mul(h2f_hi_scaled(dm), sx));
+        } else {
+            v128_t d = wasm_i32x4_splat(0);
+            d = wasm_v128_load16_lane(p0, d, 1);
+            d = wasm_v128_load16_lane(p1, d, 3);
+            d = wasm_v128_load16_lane(p2, d, 5);
+            d = wasm_v128_load16_lane(p3, d, 7);
+            dw = h2f_hi_scaled(d);
+        }
+        acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(is), wasm_f32x4_mul(dw, dx)));
+    }
+    return has_min(type) ? wasm_f32x4_add(acc, macc) : acc;
+}
+
+/* The row at p times four tokens (activation rows x0..x3, group data G):
+ * lanes = tokens; the same f32 operations per (row, token) as rows4. */
+QI_INLINE v128_t tok4(const uint32_t type, const bool B, const uint8_t *p, const uint8_t *x0, const uint8_t *x1,
+                      const uint8_t *x2, const uint8_t *x3, uint64_t K, const uint8_t *G) {
+    const uint64_t nb = K / 32, bb = block_bytes(type), step = B ? 32 : 64;
+    v128_t acc = wasm_f32x4_splat(0), macc = acc;
+    for (uint64_t b = 0; b < nb; b++, p += bb, x0 += step, x1 += step, x2 += step, x3 += step, G += 32) {
+        v128_t d[4];
+        if (B) {
+#if QI_RELAXED
+#define QQ_DOT(q) block_dot_b(type, p, wasm_v128_load(q), wasm_v128_load(q + 16))
+            d[0] = QQ_DOT(x0), d[1] = QQ_DOT(x1), d[2] = QQ_DOT(x2), d[3] = QQ_DOT(x3);
+#undef QQ_DOT
+#endif
+        } else {
+#define QQ_DOT(q) block_dot(type, p, wasm_v128_load(q), wasm_v128_load(q + 16), wasm_v128_load(q + 32), wasm_v128_load(q + 48))
+            d[0] = QQ_DOT(x0), d[1] = QQ_DOT(x1), d[2] = QQ_DOT(x2), d[3] = QQ_DOT(x3);
+#undef QQ_DOT
+        }
+        v128_t is = reduce4(d[0], d[1], d[2], d[3]);
+        const v128_t dx = wasm_v128_load(G), sx = wasm_v128_load(G + 16);
+        if (off_shift(type)) is = wasm_i32x4_sub(is, wasm_i32x4_shl(sx, off_shift(type)));
+        v128_t dw;
+        if (has_min(type)) {
+            const v128_t dm = wasm_v128_load32_splat(p);
+            dw = h2f_hi_scaled(wasm_i32x4_shl(dm, 16));
+            macc = wasm_f32x4_add(macc, wasm_f32x4_mul(h2f_hi_scaled(dm), sx));
+        } else {
+            dw = h2f_hi_scaled(wasm_v128_load16_splat(p));
+        }
+        acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(is), wasm_f32x4_mul(dw, dx)));
+    }
+    return has_min(type) ? wasm_f32x4_add(acc, macc) : acc;
+}
+
+#define QQ_KERNEL(NAME, TYPE, KIND)                                                                        \
+    QI_INLINE v128_t NAME##_r4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3, \
+                               uint64_t K, const uint8_t *x) {                                             \
+        return rows4(TYPE, qi_quant_bytes(KIND) == 1, p0, p1, p2, p3, K, x);                               \
+    }                                                                                                      \
+    QI_INLINE v128_t NAME##_t4(const uint8_t *p, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,  \
+                               const uint8_t *x3, uint64_t K, const uint8_t *G) {                          \
+        return tok4(TYPE, qi_quant_bytes(KIND) == 1, p, x0, x1, x2, x3, K, G);                             \
+    }                                                                                                      \
+    QI_DEFINE_MM(NAME, NAME##_r4, NAME##_t4, KIND)
+/* (the activation kinds must be quant.c's quant_act_kind) */
+#define QQ_B(kind) (QI_RELAXED ? kind + 3 : kind)
+QQ_KERNEL(quant_mm_q4_0, GGML_TYPE_Q4_0, QQ_B(ACT_Q8_0))
+QQ_KERNEL(quant_mm_q4_1, GGML_TYPE_Q4_1, QQ_B(ACT_Q8_1))
+QQ_KERNEL(quant_mm_q5_0, GGML_TYPE_Q5_0, QQ_B(ACT_Q8_0))
+QQ_KERNEL(quant_mm_q5_1, GGML_TYPE_Q5_1, QQ_B(ACT_Q8_1))
+QQ_KERNEL(quant_mm_q8_0, GGML_TYPE_Q8_0, ACT_Q8_0)
+QQ_KERNEL(quant_mm_q8_1, GGML_TYPE_Q8_1, ACT_Q8_1)
