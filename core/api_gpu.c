@@ -1,0 +1,806 @@
+/* api_gpu.c: the forward step described as data, for hosts that run it on WebGPU.
+ *
+ * The core decides what a forward step is; a GPU host only executes it. Given a
+ * model (its header is enough: the weights need not be in wasm memory) and what
+ * the host's adapter offers, realm_gpu_plan() writes a JSON *plan*:
+ *   - the weight tensors to upload: file offset and size of each (raw GGUF
+ *     blocks, no repacking), split by rows into parts that fit the adapter's
+ *     largest storage binding;
+ *   - the session buffers to allocate (activations for a batch of up to
+ *     max_batch tokens, the f16 KV cache of each layer, the RoPE table);
+ *   - the kernels (a WGSL file from wgsl/, preprocessor defines, override
+ *     constants), chosen for the adapter (software or not, shader-f16, subgroups);
+ *   - programs: op lists ("body": embedding and every layer; "head": final norm
+ *     and output projection; "argmax", "topk", "softmax": sampling helpers).
+ *     Each op names a kernel, its static parameter words (uniform binding 0),
+ *     which per-step uniform it reads (binding 1), its storage bindings (2..)
+ *     and its workgroup grid as a function of the step's row count n.
+ * docs/GPU.md documents the format; it is part of the host ABI.
+ *
+ * Numerics are the CPU's (core/model.c) except for the order of float sums:
+ * activations are quantized to the weight type's vec_dot type as on the CPU,
+ * the KV cache is f16, attention rounds q and the softmax weights to f16, and
+ * RoPE uses the core's own cos/sin (realm_gpu_rope_table).
+ *
+ * Also here: loading a model for the GPU without its weights in wasm memory
+ * (realm_gpu_prepare), the RoPE table, and sampling from the GPU's argmax or
+ * top-k candidates with the core's own sampler. */
+#include "model.h"
+#include "quant.h"
+#include "sampler.h"
+
+#define GPU_ABI 1
+#define MAX_TOPK 256
+
+/* ------------------------------------------------------------ loading */
+/* Where tensor data pointers point when the weights are not in wasm memory:
+ * model_load only records data + offset; nothing here is ever dereferenced. */
+#define NO_WEIGHTS_BASE ((uint8_t *)(uintptr_t)0x40000000u)
+
+static const uint8_t *data_base(const Model *m) { return m->weights ? m->weights : NO_WEIGHTS_BASE; }
+
+/* Read the model's configuration and bind (check) every tensor, without the
+ * weights: for a model opened vocab-only (or header-only) whose weights will
+ * live on a GPU. The model stays unusable for CPU sessions (realm_session_new
+ * refuses it). A model loaded with its weights is left as it is. 1 or 0. */
+EXPORT uint32_t realm_gpu_prepare(Model *m) {
+    rt_err_clear();
+    if (m->layers) return 1; /* loaded with its weights, or prepared already */
+    if (m->weights) {
+        rt_err("realm_gpu_prepare: the model has weights in memory; load it with realm_model_load(m, 0)", NULL);
+        return 0;
+    }
+    tokenizer_free(m->tok); /* model_load builds it again */
+    m->tok = NULL;
+    m->weights = NO_WEIGHTS_BASE;
+    bool ok = model_load(m, false);
+    m->weights = NULL;
+    m->vocab_only = true; /* no CPU sessions: there is nothing to run them on */
+    if (!ok) {
+        rt_free(m->layers); /* a half-bound model is not a prepared one */
+        m->layers = NULL;
+    }
+    return ok ? 1 : 0;
+}
+
+/* ------------------------------------------------------------ a JSON writer */
+typedef struct {
+    char *p;
+    uint64_t n, cap;
+    bool oom;
+} JB;
+
+static void jb_raw(JB *b, const char *s, uint64_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        uint64_t cap = RT_MAX(b->cap * 2, b->n + n + 4096);
+        char *q = rt_realloc(b->p, cap);
+        if (!q) { b->oom = true; return; }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void jb_s(JB *b, const char *s) { jb_raw(b, s, strlen(s)); }
+static void jb_u(JB *b, uint64_t v) {
+    char t[24];
+    int n = 0;
+    do { t[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    char o[24];
+    for (int i = 0; i < n; i++) o[i] = t[n - 1 - i];
+    jb_raw(b, o, (uint64_t)n);
+}
+static void jb_str(JB *b, const char *s, uint64_t n) {
+    jb_s(b, "\"");
+    for (uint64_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') { char e[2] = {'\\', (char)c}; jb_raw(b, e, 2); }
+        else if (c < 0x20) { char e[6] = {'\\', 'u', '0', '0', "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15]}; jb_raw(b, e, 6); }
+        else jb_raw(b, (const char *)&c, 1);
+    }
+    jb_s(b, "\"");
+}
+/* k is written as given up to the closing quote: jb_kv(b, ",\"rows", n) -> ,"rows":n */
+static void jb_kv(JB *b, const char *k, uint64_t v) { jb_s(b, k); jb_s(b, "\":"); jb_u(b, v); }
+
+static uint32_t fbits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+/* ------------------------------------------------------------ options */
+/* The host's adapter, as 16 little-endian u32 words (docs/GPU.md). */
+enum { OPT_F16 = 1, OPT_SUBGROUPS = 2, OPT_SOFTWARE = 4 };
+typedef struct {
+    uint32_t flags;
+    uint64_t max_binding, max_buffer;
+    uint32_t max_invocations, max_wg_x, max_groups, max_wg_storage, subgroup_min, max_batch, force_tpr;
+} Opts;
+
+static Opts read_opts(const uint32_t *w) {
+    Opts o;
+    o.flags = w[1];
+    o.max_binding = (uint64_t)w[2] | (uint64_t)w[3] << 32;
+    o.max_buffer = (uint64_t)w[4] | (uint64_t)w[5] << 32;
+    o.max_invocations = w[6] ? w[6] : 256;
+    o.max_wg_x = w[7] ? w[7] : 256;
+    o.max_groups = w[8] ? w[8] : 65535;
+    o.max_wg_storage = w[9] ? w[9] : 16384;
+    o.subgroup_min = w[10];
+    o.max_batch = w[11] ? RT_MIN(w[11], 256u) : 64;
+    o.force_tpr = w[12];
+    if (!o.max_binding) o.max_binding = 128u << 20;
+    if (!o.max_buffer) o.max_buffer = 256u << 20;
+    return o;
+}
+
+/* ------------------------------------------------------------ the plan */
+#define MAX_KERNELS 128
+#define KEY_LEN 160
+#define NONE 0xffffffffu
+
+typedef struct { char key[KEY_LEN]; } KernelKey;
+
+typedef struct {
+    const uint8_t *data;  /* the bound Tensor's data pointer (identifies it) */
+    uint64_t rows_per_part;
+} TRef;
+
+typedef struct {
+    Model *m;
+    Opts o;
+    JB out, kernels, prog;
+    uint32_t n_tensors, n_kernels, n_ops;
+    TRef *trefs;
+    uint32_t trefs_cap;
+    KernelKey keys[MAX_KERNELS];
+    bool software, f16, subgroups;
+    uint32_t B;          /* max batch (tokens per body run) */
+    uint32_t wg;         /* workgroup size of the simple kernels */
+    uint64_t part_limit; /* largest part of a weight tensor (bytes, before padding) */
+} Plan;
+
+static bool str_eq0(const char *a, const char *b) {
+    while (*a && *a == *b) a++, b++;
+    return *a == *b;
+}
+static void key_append(char *k, const char *s) {
+    size_t n = strlen(k), m = strlen(s);
+    if (n + m + 1 >= KEY_LEN) m = KEY_LEN - n - 1;
+    memcpy(k + n, s, m);
+    k[n + m] = 0;
+}
+static void key_u(char *k, uint64_t v) {
+    char t[24], o[24];
+    int n = 0;
+    do { t[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    for (int i = 0; i < n; i++) o[i] = t[n - 1 - i];
+    o[n] = 0;
+    key_append(k, o);
+}
+
+typedef struct { const char *name; uint32_t v; } Const;
+enum { DEF_F16 = 1, DEF_SUBGROUPS = 2 };
+
+/* Index of the kernel (file, defines, constants), listed once. */
+static uint32_t kernel(Plan *P, const char *file, uint32_t defines, const Const *c, int nc) {
+    static const char *DEF[] = {"F16", "SUBGROUPS"};
+    char key[KEY_LEN] = "";
+    key_append(key, file);
+    key_append(key, "|");
+    key_u(key, defines);
+    for (int i = 0; i < nc; i++) { key_append(key, "|"); key_append(key, c[i].name); key_append(key, "="); key_u(key, c[i].v); }
+    for (uint32_t i = 0; i < P->n_kernels; i++)
+        if (str_eq0(P->keys[i].key, key)) return i;
+    if (P->n_kernels >= MAX_KERNELS) { P->kernels.oom = true; return 0; }
+    memcpy(P->keys[P->n_kernels].key, key, KEY_LEN);
+    JB *b = &P->kernels;
+    if (P->n_kernels) jb_s(b, ",\n  ");
+    jb_s(b, "{\"file\":");
+    jb_str(b, file, strlen(file));
+    jb_s(b, ",\"entry\":\"main\",\"defines\":[");
+    int nd = 0;
+    for (int i = 0; i < 2; i++)
+        if (defines & (1u << i)) { if (nd++) jb_s(b, ","); jb_str(b, DEF[i], strlen(DEF[i])); }
+    jb_s(b, "],\"constants\":{");
+    for (int i = 0; i < nc; i++) { jb_s(b, i ? ",\"" : "\""); jb_kv(b, c[i].name, c[i].v); }
+    jb_s(b, "}}");
+    return P->n_kernels++;
+}
+
+/* ---- tensors */
+static uint64_t rows_per_part(const Plan *P, const Tensor *t) {
+    uint64_t total = t->row_bytes * t->ne1;
+    if (total <= P->part_limit) return t->ne1;
+    uint64_t r = P->part_limit / t->row_bytes;
+    return r ? r : 1;
+}
+
+/* The id of a bound tensor in the plan's list (listed on first use). */
+static uint32_t tensor_id(Plan *P, const Tensor *t, const char *name) {
+    for (uint32_t i = 0; i < P->n_tensors; i++)
+        if (P->trefs[i].data == t->data) return i;
+    if (P->n_tensors >= P->trefs_cap) { P->out.oom = true; return 0; }
+    uint32_t id = P->n_tensors++;
+    P->trefs[id].data = t->data;
+    uint64_t rpp = rows_per_part(P, t);
+    P->trefs[id].rows_per_part = rpp;
+    JB *b = &P->out;
+    if (id) jb_s(b, ",");
+    jb_s(b, "\n  {\"id\":");
+    jb_u(b, id);
+    jb_s(b, ",\"name\":");
+    jb_str(b, name, strlen(name));
+    jb_kv(b, ",\"type", t->type);
+    jb_kv(b, ",\"ne0", t->ne0);
+    jb_kv(b, ",\"ne1", t->ne1);
+    jb_kv(b, ",\"row_bytes", t->row_bytes);
+    uint64_t off = P->m->gguf.data_offset + (uint64_t)(t->data - data_base(P->m));
+    jb_kv(b, ",\"offset", off);
+    jb_kv(b, ",\"nbytes", t->row_bytes * t->ne1);
+    jb_s(b, ",\"parts\":[");
+    uint32_t np = 0;
+    for (uint64_t r0 = 0; r0 < t->ne1; r0 += rpp, np++) {
+        uint64_t rows = RT_MIN(rpp, t->ne1 - r0);
+        if (np) jb_s(b, ",");
+        jb_s(b, "{");
+        jb_kv(b, "\"offset", off + r0 * t->row_bytes);
+        jb_kv(b, ",\"nbytes", rows * t->row_bytes);
+        jb_kv(b, ",\"row0", r0);
+        jb_kv(b, ",\"rows", rows);
+        jb_s(b, "}");
+    }
+    jb_s(b, "]}");
+    return id;
+}
+static uint32_t n_parts(const Plan *P, uint32_t id, const Tensor *t) {
+    uint64_t rpp = P->trefs[id].rows_per_part;
+    return (uint32_t)((t->ne1 + rpp - 1) / rpp);
+}
+
+/* ---- ops */
+typedef struct { uint32_t c[3], div[3]; } Grid; /* dim i = c[i] * (div[i] ? ceil(n / div[i]) : 1) */
+typedef struct { const char *buf; uint32_t tensor, part; } Bind;
+#define BUF(name) ((Bind){name, NONE, 0})
+#define TEN(id, p) ((Bind){NULL, id, p})
+enum { STEP_BODY = 0, STEP_HEAD = 1 };
+
+static Grid grid_rows(const Plan *P, uint64_t groups, uint32_t zdiv) {
+    Grid g = {{1, 1, 1}, {0, 0, zdiv}};
+    uint64_t mx = P->o.max_groups;
+    if (groups <= mx) g.c[0] = (uint32_t)groups;
+    else {
+        g.c[1] = (uint32_t)((groups + mx - 1) / mx);
+        g.c[0] = (uint32_t)((groups + g.c[1] - 1) / g.c[1]);
+    }
+    return g;
+}
+
+static void jb_grid(JB *b, Grid g) {
+    jb_s(b, "[");
+    for (int i = 0; i < 3; i++) {
+        if (i) jb_s(b, ",");
+        jb_s(b, "[");
+        jb_u(b, g.c[i]);
+        jb_s(b, ",");
+        jb_u(b, g.div[i]);
+        jb_s(b, "]");
+    }
+    jb_s(b, "]");
+}
+
+/* One op. k1/g1: the kernel and grid to use instead when the step has one row (decode). */
+static void op(Plan *P, const char *label, uint32_t k, Grid g, uint32_t k1, Grid g1, const uint32_t *params,
+               int np, int step, const Bind *bind, int nb) {
+    JB *b = &P->prog;
+    if (P->n_ops++) jb_s(b, ",");
+    jb_s(b, "\n   {\"label\":");
+    jb_str(b, label, strlen(label));
+    jb_kv(b, ",\"k", k);
+    jb_s(b, ",\"g\":");
+    jb_grid(b, g);
+    if (k1 != NONE) {
+        jb_kv(b, ",\"k1", k1);
+        jb_s(b, ",\"g1\":");
+        jb_grid(b, g1);
+    }
+    jb_kv(b, ",\"step", (uint64_t)step);
+    jb_s(b, ",\"p\":[");
+    for (int i = 0; i < np; i++) { if (i) jb_s(b, ","); jb_u(b, params[i]); }
+    jb_s(b, "],\"b\":[");
+    for (int i = 0; i < nb; i++) {
+        if (i) jb_s(b, ",");
+        if (bind[i].buf) jb_str(b, bind[i].buf, strlen(bind[i].buf));
+        else { jb_s(b, "["); jb_u(b, bind[i].tensor); jb_s(b, ","); jb_u(b, bind[i].part); jb_s(b, "]"); }
+    }
+    jb_s(b, "]}");
+}
+
+static void begin_program(Plan *P, const char *name) {
+    JB *b = &P->prog;
+    jb_s(b, P->prog.n ? "],\n  \"" : "\n  \"");
+    jb_s(b, name);
+    jb_s(b, "\":[");
+    P->n_ops = 0;
+}
+
+static uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+
+/* ---- activation kinds (quant_act: vec_dot types) */
+enum { ACT_F32_ = 0, ACT_F16_ = 1, ACT_BF16_ = 2, ACT_Q8_0_ = 3, ACT_Q8_1_ = 4, ACT_Q8_K_ = 5 };
+static uint32_t act_kind(uint32_t type) {
+    switch (type) {
+    case GGML_TYPE_F32: return ACT_F32_;
+    case GGML_TYPE_F16: return ACT_F16_;
+    case GGML_TYPE_BF16: return ACT_BF16_;
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q5_0: case GGML_TYPE_Q8_0: return ACT_Q8_0_;
+    case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_1: case GGML_TYPE_Q8_1: return ACT_Q8_1_;
+    default: return ACT_Q8_K_;
+    }
+}
+/* Words per activation row of K elements in quantize.wgsl's layout. */
+static uint64_t act_words(uint32_t kind, uint64_t K) {
+    switch (kind) {
+    case ACT_F32_: case ACT_F16_: case ACT_BF16_: return K;
+    case ACT_Q8_0_: return K / 4 + K / 32;
+    case ACT_Q8_1_: return K / 4 + 2 * (K / 32);
+    default: return K / 4 + K / 256 + K / 16;
+    }
+}
+
+static const char *ACT_NAME[] = {"f32", "f16", "bf16", "q8_0", "q8_1", "q8_K"};
+
+/* quantize op: `in` (n rows of K floats, stride xs) -> "xq" in kind's layout */
+static void op_quantize(Plan *P, const char *label, const char *in, uint64_t K, uint64_t xs, uint32_t kind, int step) {
+    uint32_t wg = P->wg;
+    Const c[] = {{"KIND", kind}, {"WG", wg}};
+    uint32_t k = kernel(P, "quantize.wgsl", 0, c, 2);
+    uint64_t units = kind <= ACT_BF16_ ? ceil_div(K, 32) : kind == ACT_Q8_K_ ? K / 256 : K / 32;
+    Grid g = grid_rows(P, ceil_div(units, wg), 1);
+    uint32_t p[] = {(uint32_t)K, (uint32_t)xs, (uint32_t)act_words(kind, K), 0};
+    Bind b[] = {BUF(in), BUF("xq")};
+    char l[96] = "";
+    key_append(l, label);
+    key_append(l, ":quantize_");
+    key_append(l, ACT_NAME[kind]);
+    op(P, l, k, g, NONE, g, p, 4, step, b, 2);
+}
+
+/* matmul ops of weight t (every part): y[.., y_off + r] (+)= W x */
+static void op_matmul(Plan *P, const char *name, const Tensor *t, const char *x, uint64_t xs, const char *y,
+                      uint64_t ys, bool accum, int step) {
+    uint32_t id = tensor_id(P, t, name);
+    uint32_t np_ = n_parts(P, id, t);
+    uint64_t rpp = P->trefs[id].rows_per_part;
+    /* decode (one token): on GPUs TPR invocations share a row (exact order: matmul.wgsl);
+     * on CPU adapters one invocation per row. batch: one invocation per row and TT tokens. */
+    uint32_t wg1 = 64, tpr1 = 1, wgB = 64, tprB = 1, ttB = 8;
+    if (!P->software) wg1 = 128, tpr1 = 16;
+    if (P->o.force_tpr) tpr1 = RT_MIN(P->o.force_tpr, 64u), wg1 = 64;
+    uint32_t d1 = P->subgroups && tpr1 > 1 && P->o.subgroup_min >= tpr1 ? DEF_SUBGROUPS : 0;
+    uint32_t dB = 0;
+    Const c1[] = {{"QT", t->type}, {"WG", wg1}, {"TPR", tpr1}, {"TT", 1}};
+    Const cB[] = {{"QT", t->type}, {"WG", wgB}, {"TPR", tprB}, {"TT", ttB}};
+    uint32_t k1 = kernel(P, "matmul.wgsl", d1, c1, 4);
+    uint32_t kB = kernel(P, "matmul.wgsl", dB, cB, 4);
+    for (uint32_t pi = 0; pi < np_; pi++) {
+        uint64_t r0 = pi * rpp, rows = RT_MIN(rpp, t->ne1 - r0);
+        Grid gB = grid_rows(P, ceil_div(rows, wgB / tprB), ttB);
+        Grid g1 = grid_rows(P, ceil_div(rows, wg1 / tpr1), 1);
+        uint32_t p[] = {(uint32_t)t->ne0, (uint32_t)rows, (uint32_t)t->row_bytes, (uint32_t)xs, (uint32_t)ys,
+                        (uint32_t)r0, accum ? 1u : 0u, 0};
+        Bind b[] = {TEN(id, pi), BUF(x), BUF(y)};
+        op(P, name, kB, gB, k1, g1, p, 8, step, b, 3);
+    }
+}
+
+/* Several weights reading the same input (q/k/v, gate/up): the input is
+ * quantized once per activation kind, as the CPU does per matmul. */
+typedef struct { const char *name; const Tensor *t; const char *y; uint64_t ys; bool accum; } MM;
+static void mm_group(Plan *P, const char *label, const char *in, uint64_t K, uint64_t xs, const MM *mm, int n, int step) {
+    bool done[8] = {0};
+    for (int i = 0; i < n; i++) {
+        if (done[i]) continue;
+        uint32_t kind = act_kind(mm[i].t->type);
+        const char *x = in;
+        uint64_t xstride = xs;
+        if (kind != ACT_F32_) {
+            op_quantize(P, label, in, K, xs, kind, step);
+            x = "xq";
+            xstride = act_words(kind, K);
+        }
+        for (int j = i; j < n; j++)
+            if (!done[j] && act_kind(mm[j].t->type) == kind) {
+                op_matmul(P, mm[j].name, mm[j].t, x, xstride, mm[j].y, mm[j].ys, mm[j].accum, step);
+                done[j] = true;
+            }
+    }
+}
+
+static void op_rmsnorm(Plan *P, const char *name, const Tensor *w, const char *x, const char *y, uint64_t E, int step) {
+    uint32_t id = tensor_id(P, w, name);
+    uint32_t wg = P->software ? 64 : 256;
+    Const c[] = {{"WG", wg}};
+    uint32_t k = kernel(P, "rmsnorm.wgsl", 0, c, 1);
+    Grid g = {{1, 1, 1}, {0, 0, 1}};
+    uint32_t p[] = {(uint32_t)E, fbits(P->m->cfg.rms_eps), (uint32_t)E, (uint32_t)E};
+    Bind b[] = {BUF(x), TEN(id, 0), BUF(y)};
+    op(P, name, k, g, NONE, g, p, 4, step, b, 3);
+}
+
+static void op_bias(Plan *P, const char *name, const Tensor *bias, const char *y, uint64_t N) {
+    if (!bias->data) return;
+    uint32_t id = tensor_id(P, bias, name);
+    Const c[] = {{"WG", P->wg}, {"BIAS", 1}};
+    uint32_t k = kernel(P, "add.wgsl", 0, c, 2);
+    Grid g = grid_rows(P, ceil_div(N, P->wg), 1);
+    uint32_t p[] = {(uint32_t)N, (uint32_t)N, 0, 0};
+    Bind b[] = {BUF(y), TEN(id, 0)};
+    op(P, name, k, g, NONE, g, p, 4, STEP_BODY, b, 2);
+}
+
+static void blk_name(char *out, uint32_t l, const char *what) {
+    out[0] = 0;
+    key_append(out, "blk.");
+    key_u(out, l);
+    key_append(out, ".");
+    key_append(out, what);
+}
+
+static void emit_programs(Plan *P) {
+    Model *m = P->m;
+    const ModelConfig *c = &m->cfg;
+    uint64_t E = c->n_embd, D = c->head_dim, H = c->n_head, QD = H * D, KVD = (uint64_t)c->n_head_kv * D, F = c->n_ff;
+    uint32_t wg = P->wg;
+    char nm[KEY_LEN];
+
+    begin_program(P, "body");
+    {   /* embedding lookup, part by part */
+        uint32_t id = tensor_id(P, &m->tok_embd, "token_embd.weight");
+        Const ce[] = {{"QT", m->tok_embd.type}, {"WG", wg}};
+        uint32_t k = kernel(P, "embed.wgsl", 0, ce, 2);
+        Grid g = grid_rows(P, ceil_div(ceil_div(E, 32), wg), 1);
+        uint64_t rpp = P->trefs[id].rows_per_part;
+        for (uint32_t pi = 0; pi < n_parts(P, id, &m->tok_embd); pi++) {
+            uint64_t r0 = pi * rpp, rows = RT_MIN(rpp, m->tok_embd.ne1 - r0);
+            uint32_t p[] = {(uint32_t)E, (uint32_t)m->tok_embd.row_bytes, (uint32_t)r0, (uint32_t)rows, (uint32_t)E, 0, 0, 0};
+            Bind b[] = {TEN(id, pi), BUF("ids"), BUF("x")};
+            op(P, "token_embd.weight", k, g, NONE, g, p, 8, STEP_BODY, b, 3);
+        }
+    }
+    uint32_t awg = P->software ? 64 : 128;
+    uint32_t kv_def = P->f16 ? DEF_F16 : 0;
+    Const cr[] = {{"WG", wg}};
+    uint32_t k_rope = kernel(P, "rope_kv.wgsl", kv_def, cr, 1);
+    Const ca[] = {{"WG", awg}};
+    uint32_t k_att = kernel(P, "attention.wgsl", kv_def, ca, 1);
+    Const cs[] = {{"WG", wg}};
+    uint32_t k_swi = kernel(P, "swiglu.wgsl", 0, cs, 1);
+    float scale = 1.0f / rt_sqrtf((float)D);
+    for (uint32_t l = 0; l < c->n_layer; l++) {
+        const Layer *L = &m->layers[l];
+        char kn[24] = "k.", vn[24] = "v.";
+        key_u(kn, l);
+        key_u(vn, l);
+        blk_name(nm, l, "attn_norm.weight");
+        op_rmsnorm(P, nm, &L->attn_norm, "x", "xb", E, STEP_BODY);
+        char qn[KEY_LEN], kkn[KEY_LEN], vvn[KEY_LEN];
+        blk_name(qn, l, "attn_q.weight");
+        blk_name(kkn, l, "attn_k.weight");
+        blk_name(vvn, l, "attn_v.weight");
+        MM qkv[] = {{qn, &L->wq, "q", QD, false}, {kkn, &L->wk, "k", KVD, false}, {vvn, &L->wv, "v", KVD, false}};
+        blk_name(nm, l, "attn_qkv");
+        mm_group(P, nm, "xb", E, E, qkv, 3, STEP_BODY);
+        blk_name(nm, l, "attn_q.bias");
+        op_bias(P, nm, &L->bq, "q", QD);
+        blk_name(nm, l, "attn_k.bias");
+        op_bias(P, nm, &L->bk, "k", KVD);
+        blk_name(nm, l, "attn_v.bias");
+        op_bias(P, nm, &L->bv, "v", KVD);
+        {   /* RoPE on k; k and v into the cache */
+            uint32_t p[] = {(uint32_t)KVD, (uint32_t)D, c->rope_dim, c->rope_type == ROPE_NEOX, (uint32_t)KVD, 0, 0, 0};
+            Bind b[] = {BUF("k"), BUF("v"), BUF(kn), BUF(vn), BUF("rope")};
+            Grid g = grid_rows(P, ceil_div(KVD / 2, wg), 1);
+            blk_name(nm, l, "rope_kv");
+            op(P, nm, k_rope, g, NONE, g, p, 8, STEP_BODY, b, 5);
+        }
+        {   /* attention */
+            uint32_t p[] = {(uint32_t)H, c->n_head / c->n_head_kv, (uint32_t)D, c->rope_dim, c->rope_type == ROPE_NEOX,
+                            (uint32_t)QD, (uint32_t)QD, (uint32_t)(KVD / 2), fbits(scale), 0, 0, 0};
+            Bind b[] = {BUF("q"), BUF(kn), BUF(vn), BUF("rope"), BUF("att")};
+            Grid g = {{(uint32_t)H, 1, 1}, {0, 0, 1}};
+            blk_name(nm, l, "attention");
+            op(P, nm, k_att, g, NONE, g, p, 12, STEP_BODY, b, 5);
+        }
+        char on[KEY_LEN];
+        blk_name(on, l, "attn_output.weight");
+        MM o[] = {{on, &L->wo, "x", E, true}}; /* the residual add is fused: x += Wo att */
+        blk_name(nm, l, "attn_output");
+        mm_group(P, nm, "att", QD, QD, o, 1, STEP_BODY);
+        blk_name(nm, l, "ffn_norm.weight");
+        op_rmsnorm(P, nm, &L->ffn_norm, "x", "xb", E, STEP_BODY);
+        char gn[KEY_LEN], un[KEY_LEN], dn[KEY_LEN];
+        blk_name(gn, l, "ffn_gate.weight");
+        blk_name(un, l, "ffn_up.weight");
+        blk_name(dn, l, "ffn_down.weight");
+        MM gu[] = {{gn, &L->w_gate, "hb", F, false}, {un, &L->w_up, "hb2", F, false}};
+        blk_name(nm, l, "ffn_gate_up");
+        mm_group(P, nm, "xb", E, E, gu, 2, STEP_BODY);
+        {
+            uint32_t p[] = {(uint32_t)F, (uint32_t)F, 0, 0};
+            Bind b[] = {BUF("hb"), BUF("hb2")};
+            Grid g = grid_rows(P, ceil_div(F, wg), 1);
+            blk_name(nm, l, "swiglu");
+            op(P, nm, k_swi, g, NONE, g, p, 4, STEP_BODY, b, 2);
+        }
+        MM dw[] = {{dn, &L->w_down, "x", E, true}};
+        blk_name(nm, l, "ffn_down");
+        mm_group(P, nm, "hb", F, F, dw, 1, STEP_BODY);
+    }
+
+    begin_program(P, "head");
+    op_rmsnorm(P, "output_norm.weight", &m->output_norm, "x", "xb", E, STEP_HEAD);
+    MM out[] = {{m->output.data == m->tok_embd.data ? "token_embd.weight" : "output.weight", &m->output, "logits",
+                 c->n_vocab, false}};
+    mm_group(P, "output", "xb", E, E, out, 1, STEP_HEAD);
+
+    uint32_t swg = 256;
+    Grid one = {{1, 1, 1}, {0, 0, 0}};
+    uint32_t pv[] = {c->n_vocab, 0, 0, 0};
+    Bind bs[] = {BUF("logits"), BUF("sample")};
+    begin_program(P, "argmax");
+    Const cg[] = {{"WG", swg}};
+    op(P, "argmax", kernel(P, "argmax.wgsl", 0, cg, 1), one, NONE, one, pv, 4, STEP_HEAD, bs, 2);
+    begin_program(P, "topk");
+    op(P, "topk", kernel(P, "topk.wgsl", 0, cg, 1), one, NONE, one, pv, 4, STEP_HEAD, bs, 2);
+    begin_program(P, "softmax");
+    Grid rows = {{1, 1, 1}, {0, 0, 1}};
+    uint32_t ps[] = {c->n_vocab, fbits(1.0f), 0, 0};
+    Bind bl[] = {BUF("logits")};
+    op(P, "softmax", kernel(P, "softmax.wgsl", 0, cg, 1), rows, NONE, rows, ps, 4, STEP_HEAD, bl, 1);
+    jb_s(&P->prog, "]");
+}
+
+static void jb_buffer(JB *b, const char *name, uint64_t bytes, uint64_t per_ctx, bool *first) {
+    if (!*first) jb_s(b, ",");
+    *first = false;
+    jb_s(b, "\n  {\"name\":");
+    jb_str(b, name, strlen(name));
+    jb_kv(b, ",\"bytes", bytes);
+    jb_kv(b, ",\"ctx_bytes", per_ctx);
+    jb_s(b, "}");
+}
+
+/* The plan of `m` for an adapter described by 16 u32 words at opts (docs/GPU.md):
+ * a NUL-terminated JSON text the caller frees (realm_free); its length at *len.
+ * 0 on failure (a model not prepared, memory). */
+EXPORT char *realm_gpu_plan(Model *m, const uint32_t *opts, uint64_t *len) {
+    rt_err_clear();
+    if (!m->layers) {
+        rt_err("realm_gpu_plan: the model is not loaded (realm_model_load or realm_gpu_prepare first)", NULL);
+        return NULL;
+    }
+    if (opts[0] != GPU_ABI) {
+        rt_err("realm_gpu_plan: unknown options version (this core speaks GPU ABI 1)", NULL);
+        return NULL;
+    }
+    Plan *P = rt_calloc(1, sizeof(Plan));
+    if (!P) { rt_err("out of memory", NULL); return NULL; }
+    const ModelConfig *c = &m->cfg;
+    P->m = m;
+    P->o = read_opts(opts);
+    P->software = (P->o.flags & OPT_SOFTWARE) != 0;
+    P->f16 = (P->o.flags & OPT_F16) != 0;
+    P->subgroups = (P->o.flags & OPT_SUBGROUPS) != 0;
+    P->wg = 64;
+    P->trefs_cap = 16 * c->n_layer + 16;
+    P->trefs = rt_calloc(P->trefs_cap, sizeof(TRef));
+    uint64_t lim = RT_MIN(P->o.max_binding, P->o.max_buffer);
+    P->part_limit = (lim & ~(uint64_t)255) - 256; /* room for padding after the last row */
+    uint64_t E = c->n_embd, D = c->head_dim, QD = (uint64_t)c->n_head * D, KVD = (uint64_t)c->n_head_kv * D, F = c->n_ff;
+    uint64_t V = c->n_vocab;
+    /* the batch: every per-token buffer must fit one binding */
+    uint64_t wide = RT_MAX(RT_MAX(E, QD), F);
+    uint64_t xqw = 0;
+    const uint64_t Ks[3] = {E, QD, F};
+    for (int i = 0; i < 3; i++)
+        for (uint32_t kind = 0; kind <= ACT_Q8_K_; kind++) xqw = RT_MAX(xqw, act_words(kind, Ks[i]));
+    uint64_t per_tok = RT_MAX(wide, xqw) * 4;
+    uint32_t B = P->o.max_batch;
+    while (B > 1 && (uint64_t)B * per_tok > lim) B /= 2;
+    P->B = B;
+    uint64_t logit_rows = RT_MIN((uint64_t)B, RT_MAX((uint64_t)1, lim / (V * 4)));
+    uint64_t kv_pos = KVD * 2, rope_pos = (uint64_t)c->rope_dim / 2 * 8;
+    uint64_t max_ctx = lim / RT_MAX(kv_pos, rope_pos);
+    if (!P->trefs || D > 1024 || D / 2 > 16 * 64) {
+        rt_err(P->trefs ? "realm_gpu_plan: head dimension over 1024" : "out of memory", NULL);
+        rt_free(P->trefs);
+        rt_free(P);
+        return NULL;
+    }
+    JB *b = &P->out;
+    jb_s(b, "{\"abi\":1,\n \"model\":{");
+    jb_kv(b, "\"n_vocab", V);
+    jb_kv(b, ",\"n_embd", E);
+    jb_kv(b, ",\"n_layer", c->n_layer);
+    jb_kv(b, ",\"n_head", c->n_head);
+    jb_kv(b, ",\"n_head_kv", c->n_head_kv);
+    jb_kv(b, ",\"head_dim", D);
+    jb_kv(b, ",\"n_ff", F);
+    jb_kv(b, ",\"rope_dim", c->rope_dim);
+    jb_kv(b, ",\"n_ctx_train", c->n_ctx_train);
+    jb_s(b, "},\n \"max_batch\":");
+    jb_u(b, B);
+    jb_kv(b, ",\"max_logits_rows", logit_rows);
+    jb_kv(b, ",\"max_ctx", max_ctx);
+    jb_kv(b, ",\"max_topk", MAX_TOPK);
+    jb_s(b, ",\n \"features\":{\"f16\":");
+    jb_s(b, P->f16 ? "true" : "false");
+    jb_s(b, ",\"subgroups\":");
+    jb_s(b, P->subgroups ? "true" : "false");
+    jb_s(b, ",\"software\":");
+    jb_s(b, P->software ? "true" : "false");
+    jb_s(b, "},\n \"rope_freqs\":");
+    if (m->rope_freqs.data) {
+        uint64_t off = m->gguf.data_offset + (uint64_t)(m->rope_freqs.data - data_base(m));
+        jb_s(b, "{");
+        jb_kv(b, "\"offset", off);
+        jb_kv(b, ",\"nbytes", m->rope_freqs.ne0 * 4);
+        jb_s(b, "}");
+    } else jb_s(b, "null");
+    jb_s(b, ",\n \"buffers\":[");
+    bool first = true;
+    jb_buffer(b, "ids", (uint64_t)B * 4, 0, &first);
+    jb_buffer(b, "x", (uint64_t)B * E * 4, 0, &first);
+    jb_buffer(b, "xb", (uint64_t)B * wide * 4, 0, &first);
+    jb_buffer(b, "xq", (uint64_t)B * xqw * 4, 0, &first);
+    jb_buffer(b, "q", (uint64_t)B * QD * 4, 0, &first);
+    jb_buffer(b, "k", (uint64_t)B * KVD * 4, 0, &first);
+    jb_buffer(b, "v", (uint64_t)B * KVD * 4, 0, &first);
+    jb_buffer(b, "att", (uint64_t)B * QD * 4, 0, &first);
+    jb_buffer(b, "hb", (uint64_t)B * F * 4, 0, &first);
+    jb_buffer(b, "hb2", (uint64_t)B * F * 4, 0, &first);
+    jb_buffer(b, "logits", logit_rows * V * 4, 0, &first);
+    jb_buffer(b, "sample", (2 + 2 * MAX_TOPK) * 4, 0, &first);
+    jb_buffer(b, "rope", 0, rope_pos, &first);
+    for (uint32_t l = 0; l < c->n_layer; l++) {
+        char kn[24] = "k.", vn[24] = "v.";
+        key_u(kn, l);
+        key_u(vn, l);
+        jb_buffer(b, kn, 0, kv_pos, &first);
+        jb_buffer(b, vn, 0, kv_pos, &first);
+    }
+    jb_s(b, "],\n \"tensors\":[");
+    emit_programs(P); /* lists tensors into out, kernels and ops into their own texts */
+    jb_s(b, "],\n \"kernels\":[\n  ");
+    jb_raw(b, P->kernels.p ? P->kernels.p : "", P->kernels.n);
+    jb_s(b, "],\n \"programs\":{");
+    jb_raw(b, P->prog.p ? P->prog.p : "", P->prog.n);
+    jb_s(b, "}}\n");
+    bool oom = b->oom || P->kernels.oom || P->prog.oom;
+    char *res = b->p;
+    if (len) *len = b->n;
+    rt_free(P->kernels.p);
+    rt_free(P->prog.p);
+    rt_free(P->trefs);
+    rt_free(P);
+    if (oom) {
+        rt_free(res);
+        rt_err("out of memory writing the GPU plan", NULL);
+        return NULL;
+    }
+    return res;
+}
+
+/* ------------------------------------------------------------ RoPE table */
+static float yarn_ramp_(float low, float high, int i0) {
+    float y = ((float)i0 / 2 - low) / RT_MAX(0.001f, high - low);
+    return 1 - RT_MIN(1.0f, RT_MAX(0.0f, y));
+}
+
+/* out[(p - pos0) * rope_dim/2 + i] = (cos, sin) * mscale of pair i at position p,
+ * for p in [pos0, pos0 + n): the values core/model.c's rope() computes (same
+ * operations in the same order). freqs: the model's rope_freqs.weight values
+ * (rope_dim/2 f32, read from the file by the host), or 0. */
+EXPORT void realm_gpu_rope_table(Model *m, uint32_t pos0, uint32_t n, const float *freqs, float *out) {
+    const ModelConfig *c = &m->cfg;
+    uint32_t nd = c->rope_dim;
+    float theta_scale = rt_powf(c->rope_base, -2.0f / (float)nd);
+    float corr0 = 0, corr1 = 0;
+    if (c->yarn_ext_factor != 0) {
+        const float two_pi = 6.28318530717958647692f;
+        float lb = 2 * rt_logf(c->rope_base);
+        corr0 = rt_floorf(nd * rt_logf((float)c->yarn_n_ctx_orig / (c->yarn_beta_fast * two_pi)) / lb);
+        corr1 = __builtin_ceilf(nd * rt_logf((float)c->yarn_n_ctx_orig / (c->yarn_beta_slow * two_pi)) / lb);
+        corr0 = RT_MAX(0.0f, corr0);
+        corr1 = RT_MIN((float)(nd - 1), corr1);
+    }
+    for (uint32_t p = 0; p < n; p++) {
+        float theta_base = (float)(pos0 + p);
+        float *o = out + (uint64_t)p * nd;
+        for (uint32_t i0 = 0; i0 < nd; i0 += 2) {
+            float theta_extrap = theta_base / (freqs ? freqs[i0 / 2] : 1.0f);
+            float theta = c->rope_freq_scale * theta_extrap, mscale = c->yarn_attn_factor;
+            if (c->yarn_ext_factor != 0) {
+                float mix = yarn_ramp_(corr0, corr1, (int)i0) * c->yarn_ext_factor;
+                theta = theta * (1 - mix) + theta_extrap * mix;
+                mscale *= 1.0f + 0.1f * rt_logf(1.0f / c->rope_freq_scale);
+            }
+            o[i0] = rt_cosf(theta) * mscale;
+            o[i0 + 1] = rt_sinf(theta) * mscale;
+            theta_base *= theta_scale;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ sampling */
+/* A GPU session samples with the core's own sampler (realm_sampler_new and
+ * friends in api_model.c), so it draws exactly as a CPU session given the
+ * same logits. These two exports let it do so from a few values the GPU
+ * computed (argmax.wgsl, topk.wgsl) instead of the whole row. */
+
+/* The sampler of a GPU session: the same object and functions as
+ * realm_sampler_new / _set / _sample / _free (api_model.c), under the names the
+ * GPU hosts first used. */
+EXPORT Sampler *realm_gpu_sampler_new(void) {
+    Sampler *s = rt_malloc(sizeof(Sampler));
+    if (!s) { rt_err("out of memory", NULL); return NULL; }
+    sampler_init(s);
+    return s;
+}
+EXPORT void realm_gpu_sampler_free(Sampler *s) {
+    if (!s) return;
+    sampler_free(s);
+    rt_free(s);
+}
+EXPORT void realm_gpu_sampler_set(Sampler *s, const SamplerParams *p) { sampler_set(s, p); }
+/* Sample from a full row of logits (modified in place) with n_hist ids of history. */
+EXPORT int32_t realm_gpu_sampler_sample(Sampler *s, float *logits, uint32_t n_vocab, const int32_t *hist, uint32_t n_hist) {
+    rt_err_clear();
+    return sampler_sample(s, logits, n_vocab, hist, n_hist);
+}
+
+/* What the sampler needs from the GPU for the next token:
+ *   1   the largest logit only (greedy, or top_k = 1; no penalties),
+ *   k   the k largest logits (top-k sampling, 2 <= k <= 256, no penalties),
+ *   0   the whole row (penalties with history, no top-k, or k over 256). */
+EXPORT uint32_t realm_gpu_sampler_need(Sampler *s, uint32_t n_vocab, uint32_t n_hist) {
+    const SamplerParams *p = &s->p;
+    bool penalise = (p->repeat_penalty != 1.0f || p->frequency_penalty != 0 || p->presence_penalty != 0) &&
+                    p->repeat_last_n != 0 && n_hist > 0;
+    if (penalise) return 0;
+    if (p->temperature <= 0 || p->top_k == 1) return 1;
+    if (p->top_k > 1 && (uint32_t)p->top_k < n_vocab && p->top_k <= MAX_TOPK) return (uint32_t)p->top_k;
+    return 0;
+}
+
+/* Sample from n candidates when realm_gpu_sampler_need said n (or 1): cand holds
+ * n pairs (u32 token id, f32 value bits) in any order, as topk.wgsl writes them
+ * (sorted here). The draw is the one the full-row sampler makes, which would
+ * keep exactly these candidates. The token id, or -1. */
+EXPORT int32_t realm_gpu_sampler_sample_top(Sampler *s, uint32_t *cand, uint32_t n) {
+    rt_err_clear();
+    if (!n) { rt_err("no candidates to sample from", NULL); return -1; }
+    /* order by value (descending), then id: the full sampler's order */
+    for (uint32_t i = 1; i < n; i++) {
+        uint32_t id = cand[2 * i], vb = cand[2 * i + 1];
+        float v;
+        memcpy(&v, &vb, 4);
+        int64_t j = (int64_t)i - 1;
+        while (j >= 0) {
+            float w;
+            memcpy(&w, &cand[2 * j + 1], 4);
+            if (!(w < v || (w == v && cand[2 * j] > id))) break;
+            cand[2 * j + 2] = cand[2 * j];
+            cand[2 * j + 3] = cand[2 * j + 1];
+            j--;
+        }
+        cand[2 * j + 2] = id;
+        cand[2 * j + 3] = vb;
+    }
+    float *vals = rt_malloc((uint64_t)n * 4);
+    if (!vals) { rt_err("out of memory", NULL); return -1; }
+    for (uint32_t i = 0; i < n; i++) memcpy(&vals[i], &cand[2 * i + 1], 4);
+    int32_t r = sampler_sample(s, vals, n, NULL, 0);
+    rt_free(vals);
+    return r < 0 ? -1 : (int32_t)cand[2 * r];
+}

@@ -1,0 +1,79 @@
+"""Executing a plan's programs: pipelines, bind groups and dispatches of one session.
+
+The host does nothing but what the plan says: for each op, bind the op's
+parameter words (binding 0), the step uniform it names (binding 1: "body" or
+"head"), and its buffers (2..: session buffers by name, weight parts by
+[tensor, part]), then dispatch the op's grid evaluated at the step's row
+count n. Ops with a decode variant (k1/g1) use it when n == 1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .weights import UNIFORM_ALIGN
+
+
+def grid_at(g, n: int) -> tuple[int, int, int]:
+    out = []
+    for c, div in g:
+        out.append(max(1, int(c) * (-(-n // int(div)) if div else 1)))
+    return tuple(out)
+
+
+@dataclass
+class CompiledOp:
+    label: str
+    step: int
+    pipe: object
+    bg: object
+    grid: list
+    pipe1: object = None
+    bg1: object = None
+    grid1: list | None = None
+
+
+class Runner:
+    """The compiled programs of one session (its buffers bound into every op)."""
+
+    def __init__(self, dev, plan, weights, bufs: dict, step_bufs: tuple) -> None:
+        self.dev = dev
+        self.programs: dict[str, list[CompiledOp]] = {}
+        cache = dev.pipelines
+        kernels = plan.kernels
+        for name, ops in plan.programs.items():
+            out = []
+            for i, o in enumerate(ops):
+                resources = [{"buffer": weights.params, "offset": weights.param_offsets[name][i], "size": UNIFORM_ALIGN},
+                             {"buffer": step_bufs[o["step"]], "offset": 0, "size": 16}]
+                for b in o["b"]:
+                    buf = bufs[b] if isinstance(b, str) else weights.buffer(b[0], b[1])
+                    resources.append({"buffer": buf, "offset": 0, "size": buf.size})
+
+                def compile_(kidx):
+                    k = kernels[kidx]
+                    pipe = cache.get(k["file"], k.get("entry", "main"), k["defines"], k["constants"])
+                    bg = dev.device.create_bind_group(
+                        layout=pipe.get_bind_group_layout(0),
+                        entries=[{"binding": j, "resource": r} for j, r in enumerate(resources)])
+                    return pipe, bg
+                pipe, bg = compile_(o["k"])
+                op = CompiledOp(o["label"], o["step"], pipe, bg, o["g"])
+                if "k1" in o:
+                    op.pipe1, op.bg1 = compile_(o["k1"])
+                    op.grid1 = o["g1"]
+                out.append(op)
+            self.programs[name] = out
+
+    def record(self, cpass, program: str, n: int) -> None:
+        """Dispatch every op of `program` for a step of n rows."""
+        last = None
+        for op in self.programs[program]:
+            if n == 1 and op.pipe1 is not None:
+                pipe, bg, g = op.pipe1, op.bg1, op.grid1
+            else:
+                pipe, bg, g = op.pipe, op.bg, op.grid
+            if pipe is not last:
+                cpass.set_pipeline(pipe)
+                last = pipe
+            cpass.set_bind_group(0, bg)
+            cpass.dispatch_workgroups(*grid_at(g, n))
