@@ -65,10 +65,18 @@ def cmd_info(args) -> int:
           f"bos {i.bos}, eos {i.eos}, add_bos {i.add_bos}")
     print(f"  chat template: {'yes' if meta.get('tokenizer.chat_template') else 'no (ChatML fallback)'}")
     store.release(m)
+    try:
+        from .gpu.info import adapters_report
+        print(adapters_report())
+    except Exception as e:  # no wgpu or no Vulkan: say so, the CPU path is unaffected
+        print(f"GPU adapters: none usable ({e})")
     return 0
 
 
 def cmd_bench(args) -> int:
+    if args.device == "gpu":
+        from .gpu.bench import main as gpu_bench_main
+        return gpu_bench_main(args)
     from .bench import main as bench_main
     return bench_main(args)
 
@@ -81,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("model", nargs="?", help="GGUF file (default: the built-in SmolLM2-135M-Instruct)")
     run.add_argument("-p", "--prompt", default="The capital of France is")
     run.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    run.add_argument("--device", default="cpu", choices=["cpu", "auto"])
+    run.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"],
+                     help="cpu (realm.wasm), gpu (WebGPU via wgpu-py), auto (a real GPU if present)")
     run.add_argument("-q", "--quiet", action="store_true", help="no timing line on stderr")
     _add_sampling(run)
     run.set_defaults(fn=cmd_run)
@@ -97,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--threads", type=int, default=1)
     bench.add_argument("--repeat", type=int, default=1)
     bench.add_argument("--no-llama", action="store_true", help="skip the llama.cpp side")
+    bench.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     bench.add_argument("--json", help="also write the results here")
     bench.set_defaults(fn=cmd_bench)
 

@@ -76,23 +76,40 @@ class _StopFilter:
 class Realm:
     """One session of a GGUF model; weights are shared with every other Realm of the same file."""
 
-    def __init__(self, model: CoreModel, n_ctx: int | None = None) -> None:
+    def __init__(self, model: CoreModel, n_ctx: int | None = None, device: str = "cpu") -> None:
         self.model = model
+        self.device = device
         train = model.info.n_ctx_train or DEFAULT_CTX
         self.n_ctx = int(n_ctx or min(DEFAULT_CTX, train))
-        self.session = Session(model, self.n_ctx)
+        if device == "gpu":
+            from . import gpu  # the same session interface, on WebGPU (docs/GPU.md)
+            self.session = gpu.open_gpu_session(model, self.n_ctx)
+        else:
+            self.session = Session(model, self.n_ctx)
         self.last_stats = GenerationStats()
         self._closed = False
 
     # ------------------------------------------------------------- lifecycle
     @classmethod
     def load(cls, path=None, n_ctx: int | None = None, device: str = "cpu") -> "Realm":
-        """Open a GGUF (a path or a source; the default model when None) and start a session on it."""
-        if device not in ("cpu", "auto"):
-            raise RealmError(f"device {device!r} is not available in this build (use 'cpu')")
-        model = store.acquire(default_model_path() if path is None else path)
+        """Open a GGUF (a path or a source; the default model when None) and start a session on it.
+
+        device: "cpu" (realm.wasm), "gpu" (WebGPU through wgpu-py), or "auto" (a real
+        GPU when there is one, else the CPU core)."""
+        if device not in ("cpu", "gpu", "auto"):
+            raise RealmError(f"unknown device {device!r} (use 'cpu', 'gpu' or 'auto')")
+        src = default_model_path() if path is None else path
+        dev = "cpu"
+        if device != "cpu":
+            from . import gpu
+            dev = gpu.resolve_device(device)
+        if dev == "gpu":
+            from . import gpu
+            model = gpu.acquire_model(src)  # vocab-only on the CPU: the weights live on the GPU
+        else:
+            model = store.acquire(src)
         try:
-            return cls(model, n_ctx)
+            return cls(model, n_ctx, device=dev)
         except BaseException:
             store.release(model)
             raise
