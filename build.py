@@ -7,6 +7,11 @@ copy the WGSL kernels into the package.
     python build.py --debug    # -O1 -g, keeps names (for traps with stack traces)
     python build.py --relaxed  # also realm_web/wasm/realm-relaxed.wasm (relaxed SIMD, see below)
 
+Two modules from the same sources, same ABI: realm.wasm (one thread, its own
+memory) and realm-mt.wasm (wasm threads: atomics, an imported *shared*
+memory, an exported __stack_pointer so a host can give each worker instance
+its own stack; see core/threads.c and docs/ARCHITECTURE.md "Threads").
+
 The compiler is clang as shipped in the `ziglang` PyPI package
 (`python -m ziglang cc`); see ../shared/PLATFORM.md for why.
 """
@@ -21,6 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from realm_web.wasm_binary import set_imported_memory_max
+
 ROOT = Path(__file__).resolve().parent
 CORE = ROOT / "core"
 WGSL = ROOT / "wgsl"
@@ -31,6 +38,15 @@ OUT_WASM = PKG / "wasm" / "realm.wasm"
 # hosts that support relaxed SIMD (V8/Chromium/Node by default; wasmtime with
 # Config.wasm_relaxed_simd, on by default in wasmtime-py 50) may load it instead.
 OUT_RELAXED = PKG / "wasm" / "realm-relaxed.wasm"
+OUT_MT = PKG / "wasm" / "realm-mt.wasm"
+MT_CFLAGS = ["-matomics"]
+MT_LDFLAGS = ["-Wl,--shared-memory", "-Wl,--import-memory", "-Wl,--export-memory", "-Wl,--export=__stack_pointer"]
+# wasm-ld parses --max-memory as 32 bits, but a shared memory must declare a
+# maximum: the linked module's import is patched to this many 64 KiB pages,
+# 16 GiB, V8's limit for Memory64 (a bigger declared maximum fails to compile
+# there). The wasmtime host raises it to its 64 GiB reservation when it loads
+# the module (realm_web/wasm_binary.py).
+MT_MAX_PAGES = 1 << 18
 RELAXED_FLAGS = ["-mrelaxed-simd"]
 OUT_WGSL = PKG / "wgsl"
 STAMP = PKG / "wasm" / ".build-stamp.json"
@@ -63,7 +79,7 @@ def sources() -> list[Path]:
 def inputs_digest(flags: list[str]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(flags).encode())
-    for p in sorted(list(CORE.glob("*.[ch]")) + list(WGSL.glob("**/*.wgsl"))) + [Path(__file__)]:
+    for p in sorted(list(CORE.glob("*.[ch]")) + list(WGSL.glob("**/*.wgsl"))) + [Path(__file__), PKG / "wasm_binary.py"]:
         h.update(str(p.relative_to(ROOT)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()
@@ -83,12 +99,14 @@ def copy_wgsl() -> int:
 
 
 def build(force: bool = False, debug: bool = False, quiet: bool = False, relaxed: bool = False) -> Path:
+    """realm.wasm and realm-mt.wasm (or, with relaxed, realm-relaxed.wasm alone); returns realm.wasm's path."""
     opt = ["-O1", "-g"] if debug else ["-O3", "-s"]
-    flags = CFLAGS + opt + LDFLAGS
     if relaxed:  # a separate module with its own stamp; realm.wasm is left as it is
         return _build_one(OUT_RELAXED, OUT_RELAXED.with_name(".build-stamp-relaxed.json"),
-                          flags[:len(CFLAGS)] + RELAXED_FLAGS + flags[len(CFLAGS):], force, quiet)
-    return _build_one(OUT_WASM, STAMP, flags, force, quiet)
+                          CFLAGS + RELAXED_FLAGS + opt + LDFLAGS, force, quiet)
+    _build_one(OUT_MT, OUT_MT.with_name(".build-stamp-mt.json"), CFLAGS + MT_CFLAGS + opt + LDFLAGS + MT_LDFLAGS,
+               force, quiet)
+    return _build_one(OUT_WASM, STAMP, CFLAGS + opt + LDFLAGS, force, quiet)
 
 
 def _build_one(OUT_WASM: Path, STAMP: Path, flags: list[str], force: bool, quiet: bool) -> Path:
@@ -110,6 +128,8 @@ def _build_one(OUT_WASM: Path, STAMP: Path, flags: list[str], force: bool, quiet
         sys.exit(f"build.py: compiling realm.wasm failed (exit {res.returncode})")
     if res.stderr.strip() and not quiet:
         sys.stderr.write(res.stderr)
+    if "-Wl,--shared-memory" in flags:
+        tmp.write_bytes(set_imported_memory_max(tmp.read_bytes(), MT_MAX_PAGES))
     tmp.replace(OUT_WASM)
     n_wgsl = copy_wgsl()
     STAMP.write_text(json.dumps({"digest": digest, "flags": flags}))
@@ -117,7 +137,8 @@ def _build_one(OUT_WASM: Path, STAMP: Path, flags: list[str], force: bool, quiet
         size = OUT_WASM.stat().st_size
         print(f"build.py: built {OUT_WASM.relative_to(ROOT)} ({size:,} bytes, {len(srcs)} C files, "
               f"{TARGET}, {'debug' if '-g' in flags else 'release'}"
-              f"{', relaxed SIMD' if RELAXED_FLAGS[0] in flags else ''}); copied {n_wgsl} WGSL files")
+              f"{', relaxed SIMD' if RELAXED_FLAGS[0] in flags else ''}"
+              f"{', threads' if MT_CFLAGS[0] in flags else ''}); copied {n_wgsl} WGSL files")
     return OUT_WASM
 
 

@@ -1,6 +1,7 @@
 /* model.c: reading a LLaMA-family model out of a GGUF, and its sessions. */
 #include "model.h"
 #include "quant.h"
+#include "threads.h"
 
 /* The forward pass computes what it says (no reassociation under -fassociative-math):
  * the GPU backend reproduces it operation for operation (docs/GPU.md). */
@@ -384,6 +385,7 @@ Session *session_new(Model *m, uint32_t n_ctx) {
     s->hb = rt_malloc(B * c->n_ff * 4);
     s->hb2 = rt_malloc(B * c->n_ff * 4);
     s->scores = rt_malloc((uint64_t)n_ctx * 4 + 64);
+    s->scores_rows = 1;
     s->xq_cap = 0;
     sampler_init(&s->sampler);
     if (!s->k_cache || !s->v_cache || !s->tokens || !s->logits || !s->x || !s->xb || !s->q || !s->k || !s->v ||
@@ -429,7 +431,7 @@ static bool matmul(Session *s, const Tensor *w, const float *x, uint64_t T, floa
         if (!s->xq) { rt_err("out of memory for activations", NULL); return false; }
     }
     quant_act_quantize(w->type, x, w->ne0, T, s->xq);
-    quant_matmul_q(w->type, w->data, w->ne0, 0, w->ne1, s->xq, T, y, w->ne1);
+    threads_matmul(w->type, w->data, w->ne0, w->ne1, s->xq, T, y, w->ne1);
     return true;
 }
 
@@ -526,50 +528,61 @@ static void axpy_f16(float *acc, float p, const uint16_t *v, uint32_t D) {
     }
 }
 
-/* Causal attention of T new tokens (positions p0..p0+T-1) over the cache of one layer.
+/* Attention of new token t (position p0 + t) in head h over the cache of layer
+ * l, into s->att; thread `tid` uses its own row of s->scores (threads.c runs
+ * every (token, head) pair, on whichever thread claims it).
  * As llama.cpp does without flash attention: q and the softmax weights are rounded
  * to f16 before meeting the f16 cache; sums run in f32. */
-static void attention(Session *s, uint32_t l, uint32_t p0, uint32_t T) {
+void attention_head(Session *s, uint32_t l, uint32_t p0, uint32_t t, uint32_t h, uint32_t tid) {
     const ModelConfig *c = &s->m->cfg;
     uint32_t D = c->head_dim, H = c->n_head, G = c->n_head / c->n_head_kv;
     uint64_t kvd = (uint64_t)c->n_head_kv * D;
     const uint16_t *kc = s->k_cache + (uint64_t)l * s->n_ctx * kvd, *vc = s->v_cache + (uint64_t)l * s->n_ctx * kvd;
+    float *scores = s->scores + (uint64_t)tid * s->n_ctx;
     float scale = 1.0f / rt_sqrtf((float)D);
     float qh[1024] __attribute__((aligned(16))), acc[1024] __attribute__((aligned(16)));
     bool simd = D % 8 == 0;
-    for (uint32_t t = 0; t < T; t++) {
-        uint32_t n = p0 + t + 1; /* positions this token sees */
-        for (uint32_t h = 0; h < H; h++) {
-            const float *q = s->q + (uint64_t)t * H * D + (uint64_t)h * D;
-            uint64_t koff = (uint64_t)(h / G) * D;
-            for (uint32_t d = 0; d < D; d++) qh[d] = f16r(q[d]) * (simd ? 0x1p112f : 1.0f); /* see h2f_lo */
-            float mx = -__builtin_inff();
-            for (uint32_t j = 0; j < n; j++) {
-                const uint16_t *k = kc + (uint64_t)j * kvd + koff;
-                float dot = 0;
-                if (simd) dot = dot_f16(qh, k, D);
-                else for (uint32_t d = 0; d < D; d++) dot += qh[d] * rt_f16_to_f32(k[d]);
-                dot *= scale;
-                s->scores[j] = dot;
-                if (dot > mx) mx = dot;
-            }
-            double sum = 0;
-            for (uint32_t j = 0; j < n; j++) {
-                float e = rt_expf(s->scores[j] - mx);
-                s->scores[j] = e;
-                sum += e;
-            }
-            float inv = (float)(1.0 / sum);
-            for (uint32_t d = 0; d < D; d++) acc[d] = 0;
-            for (uint32_t j = 0; j < n; j++) {
-                float p = f16r(s->scores[j] * inv);
-                const uint16_t *v = vc + (uint64_t)j * kvd + koff;
-                if (simd) axpy_f16(acc, p, v, D);
-                else for (uint32_t d = 0; d < D; d++) acc[d] += p * rt_f16_to_f32(v[d]);
-            }
-            memcpy(s->att + (uint64_t)t * H * D + (uint64_t)h * D, acc, D * 4);
-        }
+    uint32_t n = p0 + t + 1; /* positions this token sees */
+    const float *q = s->q + (uint64_t)t * H * D + (uint64_t)h * D;
+    uint64_t koff = (uint64_t)(h / G) * D;
+    for (uint32_t d = 0; d < D; d++) qh[d] = f16r(q[d]) * (simd ? 0x1p112f : 1.0f); /* see h2f_lo */
+    float mx = -__builtin_inff();
+    for (uint32_t j = 0; j < n; j++) {
+        const uint16_t *k = kc + (uint64_t)j * kvd + koff;
+        float dot = 0;
+        if (simd) dot = dot_f16(qh, k, D);
+        else for (uint32_t d = 0; d < D; d++) dot += qh[d] * rt_f16_to_f32(k[d]);
+        dot *= scale;
+        scores[j] = dot;
+        if (dot > mx) mx = dot;
     }
+    double sum = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        float e = rt_expf(scores[j] - mx);
+        scores[j] = e;
+        sum += e;
+    }
+    float inv = (float)(1.0 / sum);
+    for (uint32_t d = 0; d < D; d++) acc[d] = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        float p = f16r(scores[j] * inv);
+        const uint16_t *v = vc + (uint64_t)j * kvd + koff;
+        if (simd) axpy_f16(acc, p, v, D);
+        else for (uint32_t d = 0; d < D; d++) acc[d] += p * rt_f16_to_f32(v[d]);
+    }
+    memcpy(s->att + (uint64_t)t * H * D + (uint64_t)h * D, acc, D * 4);
+}
+
+/* One n_ctx row of attention scores per thread that may run attention_head. */
+static bool ensure_scores(Session *s) {
+    uint32_t rows = threads_count() + 1;
+    if (rows <= s->scores_rows) return true;
+    float *p = rt_malloc((uint64_t)rows * s->n_ctx * 4 + 64);
+    if (!p) { rt_err("out of memory for attention scores", NULL); return false; }
+    rt_free(s->scores);
+    s->scores = p;
+    s->scores_rows = rows;
+    return true;
 }
 
 enum { LOGITS_NONE, LOGITS_LAST, LOGITS_ALL };
@@ -598,7 +611,8 @@ static bool forward_batch(Session *s, const int32_t *ids, uint32_t T, int logits
                 vc[(uint64_t)(p0 + t) * KVD + i] = rt_f32_to_f16(s->v[t * KVD + i]);
             }
         }
-        attention(s, l, p0, T);
+        if (!ensure_scores(s)) return false;
+        threads_attention(s, l, p0, T);
         if (!matmul(s, &L->wo, s->att, T, s->xb)) return false;
         for (uint64_t i = 0; i < T * E; i++) s->x[i] += s->xb[i];
         for (uint32_t t = 0; t < T; t++) rmsnorm(s->xb + t * E, s->x + t * E, (const float *)L->ffn_norm.data, E, c->rms_eps);

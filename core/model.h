@@ -60,7 +60,9 @@ typedef struct Session {
     float *logits;               /* n_vocab * logits_rows */
     uint32_t logits_rows, logits_cap;
     /* scratch for one batch of up to n_batch tokens */
-    float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *scores;
+    float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
+    float *scores;               /* scores_rows rows of n_ctx: one per thread (threads.c) */
+    uint32_t scores_rows;
     uint8_t *xq;                 /* quantized activations */
     uint64_t xq_cap;
     Sampler sampler;

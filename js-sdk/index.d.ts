@@ -24,6 +24,12 @@ export interface LoadOptions {
   signal?: AbortSignal;
   /** Context size of this Realm's session (default min(4096, the model's training context)). */
   nCtx?: number;
+  /**
+   * CPU threads for the model (wasm threads, realm-mt.wasm). Default: the CPUs, at most 8.
+   * Needs SharedArrayBuffer: Node, or a page served with COOP/COEP; elsewhere the model
+   * runs on one thread and Realm.threadsNote says why. Per model: every Realm of it shares them.
+   */
+  threads?: number;
   n_ctx?: number;
   /** Keep models fetched from URLs (default true: OPFS in browsers, files in Node). */
   cache?: CacheMode;
@@ -182,6 +188,10 @@ export interface RealmLike {
   readonly device: 'cpu' | 'webgpu';
   /** Why the device differs from the one asked for (e.g. WebGPU not in this build), or null. */
   readonly deviceNote: string | null;
+  /** CPU threads running this model (1 on WebGPU or without wasm threads). */
+  readonly threads: number;
+  /** Why the model runs on one thread although more were asked for, else null. */
+  readonly threadsNote: string | null;
   readonly id: string;
   readonly source: string;
   /** The model came from the URL cache, not the network. */
@@ -215,6 +225,10 @@ export class Realm implements RealmLike {
   readonly nCtx: number;
   readonly device: 'cpu' | 'webgpu';
   readonly deviceNote: string | null;
+  /** CPU threads running this model (1 on WebGPU or without wasm threads). */
+  readonly threads: number;
+  /** Why the model runs on one thread although more were asked for, else null. */
+  readonly threadsNote: string | null;
   readonly id: string;
   readonly source: string;
   readonly fromCache: boolean;
@@ -242,6 +256,10 @@ export class RealmWorker implements RealmLike {
   readonly nCtx: number;
   readonly device: 'cpu' | 'webgpu';
   readonly deviceNote: string | null;
+  /** CPU threads running this model (1 on WebGPU or without wasm threads). */
+  readonly threads: number;
+  /** Why the model runs on one thread although more were asked for, else null. */
+  readonly threadsNote: string | null;
   readonly id: string;
   readonly source: string;
   readonly fromCache: boolean;
@@ -345,8 +363,10 @@ export const modelCache: ModelCache;
 export const DEFAULT_CTX: number;
 export const CHATML: string;
 /** Where realm.wasm comes from (URL, path or bytes); call before the first load. */
-export function setWasmSource(src: string | URL | ArrayBuffer | ArrayBufferView): void;
-export function compileCore(): Promise<{ module: WebAssembly.Module; sigs: object | null; where: string }>;
+/** Where realm.wasm (and, options.threads, realm-mt.wasm; default: beside a URL/path src) come from. */
+export function setWasmSource(src: string | URL | ArrayBuffer | ArrayBufferView,
+  options?: { threads?: string | URL | ArrayBuffer | ArrayBufferView }): void;
+export function compileCore(options?: { threads?: boolean }): Promise<{ module: WebAssembly.Module; sigs: object | null; where: string }>;
 /** Where the WGSL kernels are fetched from (default: ../wgsl/ in the package, or the repository's wgsl/). */
 export function setWgslBase(url: string | URL): void;
 export class GPUUnavailable extends RealmError {}

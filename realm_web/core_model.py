@@ -33,6 +33,18 @@ def _native_core():
     return WasmCore()
 
 
+def default_threads() -> int:
+    """REALM_THREADS, else the CPUs this process may run on (at most 8)."""
+    env = os.environ.get("REALM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
 _core_factory = _native_core
 
 
@@ -81,19 +93,25 @@ def _classify(msg: str) -> type[RealmError]:
 class CoreModel:
     """One GGUF model loaded into its own realm.wasm instance."""
 
-    def __init__(self, source, vocab_only: bool = False, header_only: bool = False, core=None) -> None:
+    def __init__(self, source, vocab_only: bool = False, header_only: bool = False, core=None,
+                 threads: int | None = None) -> None:
         """source: a path or a source object (realm_web.sources). vocab_only: tokenizer
-        without weights; header_only: parse metadata and tensor table only."""
+        without weights; header_only: parse metadata and tensor table only. threads:
+        how many threads run this model's matmuls and attention (default_threads();
+        only where the core has wasm threads: realm-mt.wasm under wasmtime)."""
         self.source = as_source(source)
         self.path = self.source.name
         self.vocab_only = vocab_only or header_only
         self.header_only = header_only
         self.info: ModelInfo | None = None
+        self._own_core = core is None
         self.core = core if core is not None else _core_factory()
         self.handle = 0
         self._meta: dict | None = None
         try:
             self._open(self.source.size)
+            if not self.vocab_only:
+                self.set_threads(default_threads() if threads is None else threads)
         except BaseException:
             self.close()
             raise
@@ -137,6 +155,17 @@ class CoreModel:
             with self.core.lock:
                 self.core.call("realm_model_free", self.handle)
             self.handle = 0
+        if self._own_core and hasattr(self.core, "close"):
+            self.core.close()  # its worker threads
+
+    @property
+    def threads(self) -> int:
+        return getattr(self.core, "threads", 1)
+
+    def set_threads(self, n: int) -> int:
+        """Run on n threads from now on (every session of this model); returns the
+        count in effect (1 where the core has no threads)."""
+        return self.core.set_threads(n) if hasattr(self.core, "set_threads") else 1
 
     # -------------------------------------------------------------- metadata
     def _decode_value(self, typ: int, ptr: int, n: int):

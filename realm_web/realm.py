@@ -91,11 +91,13 @@ class Realm:
 
     # ------------------------------------------------------------- lifecycle
     @classmethod
-    def load(cls, path=None, n_ctx: int | None = None, device: str = "cpu") -> "Realm":
+    def load(cls, path=None, n_ctx: int | None = None, device: str = "cpu", threads: int | None = None) -> "Realm":
         """Open a GGUF (a path or a source; the default model when None) and start a session on it.
 
         device: "cpu" (realm.wasm), "gpu" (WebGPU through wgpu-py), or "auto" (a real
-        GPU when there is one, else the CPU core)."""
+        GPU when there is one, else the CPU core). threads: CPU threads for the
+        model (default: the CPUs available, at most 8, or REALM_THREADS); shared by
+        every session of the model, so the last setting wins."""
         if device not in ("cpu", "gpu", "auto"):
             raise RealmError(f"unknown device {device!r} (use 'cpu', 'gpu' or 'auto')")
         src = default_model_path() if path is None else path
@@ -107,7 +109,7 @@ class Realm:
             from . import gpu
             model = gpu.acquire_model(src)  # vocab-only on the CPU: the weights live on the GPU
         else:
-            model = store.acquire(src)
+            model = store.acquire(src, threads=threads)
         try:
             return cls(model, n_ctx, device=dev)
         except BaseException:

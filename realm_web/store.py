@@ -18,10 +18,12 @@ _lock = threading.Lock()
 _models: dict[tuple, list] = {}  # key -> [CoreModel, refcount]
 
 
-def acquire(source, vocab_only: bool = False) -> CoreModel:
+def acquire(source, vocab_only: bool = False, threads: int | None = None) -> CoreModel:
     """The process's CoreModel for this source (a path or a source object), loading it on first use.
 
-    A vocab-only request is served by a fully loaded model if there is one."""
+    A vocab-only request is served by a fully loaded model if there is one.
+    threads (when given) sets how many threads the model runs on, for every
+    user of it: the weights and the worker pool are both per model."""
     source = as_source(source)
     base = source.identity
     with _lock:
@@ -29,9 +31,11 @@ def acquire(source, vocab_only: bool = False) -> CoreModel:
             entry = _models.get(base + (vo,))
             if entry:
                 entry[1] += 1
+                if threads is not None and not vo:
+                    entry[0].set_threads(threads)
                 return entry[0]
         # Loading happens under the lock so two threads never load one file twice.
-        model = CoreModel(source, vocab_only=vocab_only)
+        model = CoreModel(source, vocab_only=vocab_only, threads=threads)
         _models[base + (vocab_only,)] = [model, 1]
         return model
 

@@ -6,7 +6,9 @@ See docs/ARCHITECTURE.md for the ABI itself.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -14,9 +16,18 @@ import numpy as np
 import wasmtime
 
 from .errors import RealmError
+from .wasm_binary import set_imported_memory_max
 
+_WASM_DIR = Path(__file__).resolve().parent / "wasm"
+# realm-mt.wasm (wasm threads over a shared memory) when it was built, else
+# realm.wasm; both come from the same sources and compute the same bits.
 # REALM_WASM points at another build (a debug build, say) for development.
-WASM_PATH = Path(os.environ.get("REALM_WASM") or Path(__file__).resolve().parent / "wasm" / "realm.wasm")
+WASM_PATH = Path(os.environ.get("REALM_WASM") or next(
+    (p for p in (_WASM_DIR / "realm-mt.wasm", _WASM_DIR / "realm.wasm") if p.exists()), _WASM_DIR / "realm.wasm"))
+
+# Each worker instance's shadow stack (the main instance has the module's own
+# 8 MiB one). Worker jobs are kernels and attention: a few KiB deep.
+WORKER_STACK = 1 << 20
 
 # Address space wasmtime reserves for one instance's memory. With
 # memory_may_move=False the memory never moves, so numpy views stay valid
@@ -25,7 +36,7 @@ MEMORY_RESERVATION = 64 << 30
 
 _engine_lock = threading.Lock()
 _engine: wasmtime.Engine | None = None
-_module: wasmtime.Module | None = None
+_modules: dict[Path, wasmtime.Module] = {}
 
 
 def engine() -> wasmtime.Engine:
@@ -40,50 +51,127 @@ def engine() -> wasmtime.Engine:
             cfg.memory_may_move = False
             cfg.memory_guard_size = 1 << 16
             cfg.cranelift_opt_level = "speed"
+            cfg.wasm_threads = True
+            cfg.shared_memory = True
             _engine = wasmtime.Engine(cfg)
         return _engine
 
 
-def module() -> wasmtime.Module:
-    """The compiled module, compiled once per process (cached on disk by path+mtime)."""
-    global _module
+def module(path: str | os.PathLike | None = None) -> wasmtime.Module:
+    """The compiled module at path (default WASM_PATH), compiled once per process."""
+    path = Path(path or WASM_PATH)
     eng = engine()
     with _engine_lock:
-        if _module is None:
-            if not WASM_PATH.exists():
-                raise RealmError(f"{WASM_PATH} is missing: run `python build.py` first")
-            _module = wasmtime.Module.from_file(eng, str(WASM_PATH))
-        return _module
+        mod = _modules.get(path)
+        if mod is None:
+            if not path.exists():
+                raise RealmError(f"{path} is missing: run `python build.py` first")
+            data = path.read_bytes()
+            try:  # realm-mt.wasm declares V8's 16 GiB; here the reservation is the limit
+                data = set_imported_memory_max(data, MEMORY_RESERVATION >> 16)
+            except ValueError:  # no memory import: realm.wasm
+                pass
+            mod = _modules[path] = wasmtime.Module(eng, data)
+        return mod
+
+
+class _SharedMemory(wasmtime.SharedMemory):
+    """wasmtime-py 50's SharedMemory builds its import extern from a pointer to
+    a pointer (TypeError on instantiation); this one passes the pointer."""
+
+    def _as_extern(self):
+        from wasmtime import _ffi as ffi
+        ptr = ctypes.cast(self.ptr(), ctypes.POINTER(ffi.wasmtime_sharedmemory))
+        return ffi.wasmtime_extern_t(ffi.WASMTIME_EXTERN_SHAREDMEMORY, ffi.wasmtime_extern_union(sharedmemory=ptr))
 
 
 class WasmCore:
-    """One instance of realm.wasm with typed access to its exports and memory.
+    """One instance of realm.wasm with typed access to its exports and memory,
+    and, with realm-mt.wasm, its worker threads (set_threads).
 
     Not thread-safe: a wasmtime Store runs one call at a time. Callers that
     share an instance across threads hold `self.lock`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None, path: str | os.PathLike | None = None) -> None:
+        """threads: see set_threads. path: another build of the module (default WASM_PATH)."""
+        self.module = module(path)
         self.store = wasmtime.Store(engine())
         self.lock = threading.RLock()
+        self.shared: _SharedMemory | None = None
+        self._workers: list[threading.Thread] = []
+        self._stacks: list[int] = []
         imports = []
-        for imp in module().imports:
-            fn = self._import_for(imp.module, imp.name, imp.type)
-            imports.append(fn)
-        self.instance = wasmtime.Instance(self.store, module(), imports)
+        for imp in self.module.imports:
+            imports.append(self._import_for(imp.module, imp.name, imp.type))
+        self.instance = wasmtime.Instance(self.store, self.module, imports)
         ex = self.instance.exports(self.store)
-        self.memory: wasmtime.Memory = ex["memory"]
+        self.memory = None if self.shared else ex["memory"]
         self._exports = ex
         self._funcs: dict[str, wasmtime.Func] = {}
+        if threads and threads > 1:
+            self.set_threads(threads)
 
     # ---------------------------------------------------------------- imports
     def _import_for(self, mod: str, name: str, ty):
+        if mod == "env" and name == "memory" and isinstance(ty, wasmtime.MemoryType) and ty.is_shared:
+            # realm-mt.wasm: the memory every worker instance will share. The
+            # maximum is the reservation, so it never moves (see MEMORY_RESERVATION).
+            pages = min(ty.limits.max or MEMORY_RESERVATION >> 16, MEMORY_RESERVATION >> 16)
+            self.shared = _SharedMemory(engine(), wasmtime.MemoryType(
+                wasmtime.Limits(ty.limits.min, pages), is_64=True, shared=True))
+            return self.shared
         if mod == "env" and name == "host_log":
             def host_log(ptr: int, n: int) -> None:
                 import sys
                 sys.stderr.write(self.read_bytes(ptr, n).decode("utf-8", "replace"))
             return wasmtime.Func(self.store, ty, host_log)
         raise RealmError(f"realm.wasm imports {mod}.{name}, which this host does not provide")
+
+    # ---------------------------------------------------------------- threads
+    @property
+    def threads(self) -> int:
+        """Threads that run this instance's matmuls and attention (1 + workers)."""
+        return 1 + len(self._workers)
+
+    def set_threads(self, n: int) -> int:
+        """Run the core's work on n threads (this one and n - 1 workers, each a
+        wasmtime instance of the same module over the shared memory, on its own
+        Python thread: wasm calls release the GIL). Returns the count in effect:
+        1 with realm.wasm, which has no threads."""
+        n = max(1, int(n))
+        with self.lock:
+            if n == self.threads or not self.shared or not self.call("realm_threads_supported"):
+                return self.threads
+            self._stop_workers()
+            for index in range(1, n):
+                stack = self.alloc(WORKER_STACK)
+                self._stacks.append(stack)
+                t = threading.Thread(target=_worker_main, args=(self.module, self.shared, stack + WORKER_STACK, index),
+                                     name=f"realm-worker-{index}", daemon=True)
+                t.start()
+                self._workers.append(t)
+            while self.call("realm_threads_live") < n - 1:  # every worker inside realm_thread_run
+                if not all(t.is_alive() for t in self._workers):
+                    self._stop_workers()
+                    raise RealmError("a realm.wasm worker thread failed to start (see stderr)")
+                threading.Event().wait(0.001)
+            self.call("realm_threads_use", n - 1, 1)  # a Python thread may block in atomic.wait
+            return self.threads
+
+    def _stop_workers(self) -> None:
+        if self._workers:
+            self.call("realm_threads_stop")
+            for t in self._workers:
+                t.join()
+        for p in self._stacks:
+            self.free(p)
+        self._workers, self._stacks = [], []
+
+    def close(self) -> None:
+        """Stop the worker threads (the instance itself goes with its last reference)."""
+        with self.lock:
+            self._stop_workers()
 
     # ---------------------------------------------------------------- exports
     def fn(self, name: str) -> wasmtime.Func:
@@ -117,18 +205,20 @@ class WasmCore:
         return status
 
     # ----------------------------------------------------------------- memory
+    def memory_bytes(self) -> int:
+        return self.shared.data_len() if self.shared else self.memory.data_len(self.store)
+
     def buffer(self) -> np.ndarray:
         """A zero-copy uint8 view of all of linear memory (valid until the instance dies)."""
-        n = self.memory.data_len(self.store)
-        ptr = self.memory.data_ptr(self.store)
-        import ctypes
+        n = self.memory_bytes()
+        ptr = self.shared.data_ptr() if self.shared else self.memory.data_ptr(self.store)
         return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_uint8)), shape=(n,))
 
     def view(self, ptr: int, dtype, count: int) -> np.ndarray:
         """A zero-copy numpy view of `count` items at `ptr`."""
         dt = np.dtype(dtype)
         nbytes = dt.itemsize * count
-        if ptr <= 0 or ptr + nbytes > self.memory.data_len(self.store):
+        if ptr <= 0 or ptr + nbytes > self.memory_bytes():
             raise RealmError(f"view of {nbytes} bytes at {ptr:#x} is outside wasm memory")
         return self.buffer()[ptr:ptr + nbytes].view(dt)
 
@@ -173,5 +263,23 @@ class WasmCore:
         self.write(p, data + b"\0")
         return p
 
-    def memory_bytes(self) -> int:
-        return self.memory.data_len(self.store)
+
+
+def _worker_main(mod: wasmtime.Module, shared: _SharedMemory, stack_top: int, index: int) -> None:
+    """A worker thread: its own store and instance over the shared memory, its
+    own stack, then realm_thread_run until realm_threads_stop."""
+    try:
+        store = wasmtime.Store(engine())
+        imports = [shared if imp.name == "memory" else _no_import(store, imp) for imp in mod.imports]
+        inst = wasmtime.Instance(store, mod, imports)
+        ex = inst.exports(store)
+        ex["__stack_pointer"].set_value(store, wasmtime.Val.i64(stack_top & ~15))
+        ex["realm_thread_run"](store, index)
+    except Exception as e:  # a trap here is a core bug: say so loudly
+        sys.stderr.write(f"realm.wasm worker {index} failed: {e}\n")
+
+
+def _no_import(store, imp):
+    def unavailable(*_a):
+        raise RealmError(f"{imp.module}.{imp.name} called on a worker thread")
+    return wasmtime.Func(store, imp.type, unavailable)

@@ -78,7 +78,10 @@ SECURITY_HEADERS = {
 }
 
 
-def wasm_path() -> Path:
+def wasm_path(threads: bool = False) -> Path:
+    """realm.wasm, or realm-mt.wasm (wasm threads; $REALM_WASM / $REALM_WASM_MT override)."""
+    if threads:
+        return Path(os.environ.get("REALM_WASM_MT") or PKG / "wasm" / "realm-mt.wasm")
     return Path(os.environ.get("REALM_WASM") or PKG / "wasm" / "realm.wasm")
 
 
@@ -291,8 +294,9 @@ class Handler(BaseHTTPRequestHandler):
             if path in ("/", "/index.html"):
                 return self._static(HOST_DIR, "index.html")
             # the JS SDK looks beside itself (js-sdk/wasm/, as npm packs it) or in the repo's build
-            if path in ("/realm.wasm", "/js-sdk/wasm/realm.wasm", "/realm_web/wasm/realm.wasm"):
-                p = wasm_path()
+            if path.rsplit("/", 1)[-1] in ("realm.wasm", "realm-mt.wasm") and path.rsplit("/", 1)[0] in (
+                    "", "/js-sdk/wasm", "/realm_web/wasm"):
+                p = wasm_path(threads=path.endswith("-mt.wasm"))
                 if not p.is_file():
                     return self._error(404, f"{p} is missing: run `python build.py`")
                 return self._send_file(p)

@@ -34,22 +34,29 @@ export const isNode = typeof process !== 'undefined' && !!(process.versions && p
 
 // ------------------------------------------------------------------ the module
 
+// Two builds of the same core (build.py): realm.wasm (one thread, its own memory)
+// and realm-mt.wasm (wasm threads over an imported shared memory; see threads.js).
 let wasmOverride = null;
-let compiled = null; // Promise<{module, sigs, where}>
+let wasmOverrideMt = null;
+const compiled = { st: null, mt: null }; // Promise<{module, sigs, where}> per build
 
 /**
- * Where realm.wasm comes from: a URL (string or URL), a file path (Node), or its bytes.
- * Call before the first load; later loads reuse the compiled module.
+ * Where realm.wasm comes from: a URL (string or URL), a file path (Node), or its bytes;
+ * options.threads: the same for realm-mt.wasm (default: next to src, if src is a URL
+ * or path). Call before the first load; later loads reuse the compiled modules.
  */
-export function setWasmSource(src) {
+export function setWasmSource(src, options = {}) {
   wasmOverride = src;
-  compiled = null;
+  wasmOverrideMt = options.threads ?? (src instanceof URL || typeof src === 'string'
+    ? String(src).replace(/realm(-[a-z]+)?\.wasm($|[?#])/, 'realm-mt.wasm$2') : null);
+  if (wasmOverrideMt === String(src)) wasmOverrideMt = null;
+  compiled.st = compiled.mt = null;
 }
 
 // Candidates, in order: the copy shipped in the npm package (js-sdk/wasm/, made by
-// `npm pack`), then the repository's build (realm_web/wasm/realm.wasm, `python build.py`).
-function defaultWasmCandidates() {
-  return [new URL('../wasm/realm.wasm', import.meta.url), new URL('../../realm_web/wasm/realm.wasm', import.meta.url)];
+// `npm pack`), then the repository's build (realm_web/wasm/, `python build.py`).
+function defaultWasmCandidates(file) {
+  return [new URL(`../wasm/${file}`, import.meta.url), new URL(`../../realm_web/wasm/${file}`, import.meta.url)];
 }
 
 async function readWasmBytes(src) {
@@ -64,9 +71,11 @@ async function readWasmBytes(src) {
   return res.arrayBuffer();
 }
 
-async function compileOnce() {
-  let src = wasmOverride;
-  if (src == null && isNode && process.env.REALM_WASM) src = process.env.REALM_WASM;
+async function compileOnce(mt) {
+  const file = mt ? 'realm-mt.wasm' : 'realm.wasm';
+  let src = mt ? wasmOverrideMt : wasmOverride;
+  if (src == null && isNode && process.env[mt ? 'REALM_WASM_MT' : 'REALM_WASM']) src = process.env[mt ? 'REALM_WASM_MT' : 'REALM_WASM'];
+  if (mt && src == null && wasmOverride != null) throw new RealmError('setWasmSource: no realm-mt.wasm given (options.threads)');
   if (src instanceof WebAssembly.Module) {
     throw new RealmError('setWasmSource: pass realm.wasm as a URL, a path or its bytes (the host reads its export signatures from the binary)');
   }
@@ -77,7 +86,7 @@ async function compileOnce() {
     where = String(src);
   } else {
     const errs = [];
-    for (const cand of defaultWasmCandidates()) {
+    for (const cand of defaultWasmCandidates(file)) {
       try {
         bytes = await readWasmBytes(cand);
         where = cand.href;
@@ -87,7 +96,7 @@ async function compileOnce() {
       }
     }
     if (!bytes) {
-      throw new RealmError('realm.wasm not found (run `python build.py` in the repository, or call setWasmSource(url)): ' + errs.join('; '));
+      throw new RealmError(`${file} not found (run \`python build.py\` in the repository, or call setWasmSource(url)): ` + errs.join('; '));
     }
   }
   const u8 = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes.buffer ?? bytes, bytes.byteOffset ?? 0, bytes.byteLength);
@@ -107,13 +116,14 @@ async function compileOnce() {
   return { module, sigs, where };
 }
 
-/** The compiled realm.wasm (compiled once per JS realm). */
-export function compileCore() {
-  if (!compiled) {
-    compiled = compileOnce();
-    compiled.catch(() => { compiled = null; });
+/** The compiled realm.wasm, or with threads realm-mt.wasm (each compiled once per JS realm). */
+export function compileCore({ threads = false } = {}) {
+  const k = threads ? 'mt' : 'st';
+  if (!compiled[k]) {
+    const p = compiled[k] = compileOnce(threads);
+    p.catch(() => { if (compiled[k] === p) compiled[k] = null; });
   }
-  return compiled;
+  return compiled[k];
 }
 
 // ------------------------------------------------- signatures from the binary
@@ -130,7 +140,8 @@ export function parseSignatures(bytes) {
     return result;
   };
   const name = () => { const n = leb(); const s = new TextDecoder().decode(u8.subarray(p, p + n)); p += n; return s; };
-  const limits = () => { const flags = u8[p++]; leb(); if (flags & 1) leb(); };
+  let memoryMin = 0;
+  const limits = () => { const flags = u8[p++]; const min = leb(); if (flags & 1) leb(); return min; };
   const types = [];
   const funcTypes = []; // type index per function index (imports first)
   const out = {};
@@ -152,7 +163,7 @@ export function parseSignatures(bytes) {
         const kind = u8[p++];
         if (kind === 0) funcTypes.push(leb());
         else if (kind === 1) { p++; limits(); }
-        else if (kind === 2) limits();
+        else if (kind === 2) memoryMin = limits();
         else if (kind === 3) { p += 2; }
         else if (kind === 4) { p++; leb(); }
       }
@@ -163,6 +174,8 @@ export function parseSignatures(bytes) {
         const nm = name(); const kind = u8[p++]; const idx = leb();
         if (kind === 0) out[nm] = types[funcTypes[idx]];
       }
+      // an imported memory's minimum (realm-mt.wasm), in pages; not an export
+      Object.defineProperty(out, 'memoryMinPages', { value: memoryMin, enumerable: false });
       return out;
     }
     p = end;
@@ -205,13 +218,45 @@ function wrapExport(name, f, sig) {
 }
 
 export class WasmCore {
-  /** A new instance of realm.wasm (its own memory). Instantiated asynchronously (no main-thread size limits). */
-  static async create() {
-    const { module, sigs } = await compileCore();
+  /**
+   * A new instance of the core (its own memory). Instantiated asynchronously (no
+   * main-thread size limits). options.threads: run matmuls and attention on this
+   * many threads (default threads.defaultThreads()); more than one needs
+   * realm-mt.wasm and shared memory (Node, or a cross-origin-isolated page), and
+   * falls back to realm.wasm on one thread otherwise (core.threadsNote says why).
+   */
+  static async create(options = {}) {
+    const threads = await import('./threads.js');
+    const want = Math.max(1, Math.floor(Number(options.threads ?? threads.defaultThreads())));
+    let note = want > 1 ? threads.unavailable() : null;
+    if (want > 1 && !note) {
+      try {
+        const core = await WasmCore._instantiate(await compileCore({ threads: true }), true);
+        try {
+          await threads.setThreads(core, want);
+          return core;
+        } catch (e) {
+          core.close();
+          throw e;
+        }
+      } catch (e) {
+        note = `wasm threads failed (${e.message}); running on one thread`;
+      }
+    }
+    const core = await WasmCore._instantiate(await compileCore(), false);
+    core.threadsNote = note;
+    return core;
+  }
+
+  static async _instantiate({ module, sigs }, mt) {
     let core = null;
+    let memory = null;
     const imports = { env: {} };
     for (const imp of WebAssembly.Module.imports(module)) {
-      if (imp.module === 'env' && imp.name === 'host_log') {
+      if (mt && imp.module === 'env' && imp.name === 'memory') {
+        const { sharedMemory } = await import('./threads.js');
+        memory = imports.env.memory = sharedMemory(sigs.memoryMinPages || 256);
+      } else if (imp.module === 'env' && imp.name === 'host_log') {
         imports.env.host_log = (ptr, len) => {
           if (core && typeof console !== 'undefined') console.error(core.readString(Number(ptr), Number(len)));
         };
@@ -220,14 +265,18 @@ export class WasmCore {
       }
     }
     const instance = await WebAssembly.instantiate(module, imports);
-    core = new WasmCore(instance, sigs);
+    core = new WasmCore(instance, sigs, memory, module);
     return core;
   }
 
-  constructor(instance, sigs) {
+  constructor(instance, sigs, memory = null, module = null) {
     this.instance = instance;
     this.exports = instance.exports;
-    this.memory = this.exports.memory;
+    this.memory = memory || this.exports.memory;
+    this.module = module;
+    this.shared = !!memory;   // realm-mt.wasm over a shared memory
+    this.workers = [];        // threads.js: this core's worker threads
+    this.threadsNote = null;  // why there are no threads, when there are none
     this.sigs = sigs;
     this.f = {};
     for (const [name, val] of Object.entries(this.exports)) {
@@ -238,6 +287,26 @@ export class WasmCore {
   }
 
   has(name) { return typeof this.f[name] === 'function'; }
+
+  /** Threads running this core's matmuls and attention (1 + workers). */
+  get threads() { return 1 + this.workers.length; }
+
+  /** Run on n threads from now on; resolves to the count in effect (1 without realm-mt.wasm). */
+  async setThreads(n) {
+    if (!this.shared) return 1;
+    const { setThreads } = await import('./threads.js');
+    return setThreads(this, n);
+  }
+
+  /** Stop this core's worker threads (the instance itself goes with its last reference). */
+  close() {
+    if (this.workers.length) {
+      this.f.realm_threads_stop();
+      for (const w of this.workers) w.terminate();
+      for (const w of this.workers) this.free(w.stack);
+      this.workers = [];
+    }
+  }
 
   /** Call an export by name (i64 args as Number/BigInt, i64 results as Number). */
   call(name, ...args) {
@@ -268,14 +337,15 @@ export class WasmCore {
   /** A copy of n bytes at ptr. */
   read(ptr, n) { return n ? this.u8(ptr, n).slice() : new Uint8Array(0); }
 
-  readString(ptr, n) { return n ? dec.decode(this.u8(ptr, n)) : ''; }
+  // TextDecoder refuses views of a SharedArrayBuffer (realm-mt.wasm): decode copies
+  readString(ptr, n) { return n ? dec.decode(this.read(ptr, n)) : ''; }
 
   readCString(ptr, limit = 1 << 20) {
     const buf = new Uint8Array(this.memory.buffer);
     let end = ptr;
     const stop = Math.min(buf.length, ptr + limit);
     while (end < stop && buf[end] !== 0) end++;
-    return dec.decode(buf.subarray(ptr, end));
+    return dec.decode(buf.slice(ptr, end));
   }
 
   write(ptr, bytes) { if (bytes.length) this.u8(ptr, bytes.length).set(bytes); }

@@ -43,11 +43,13 @@ export class CoreModel {
   /**
    * Load a model into a fresh realm.wasm instance.
    * source: anything sources.asSource takes, or a source object.
-   * opts: { onProgress({loaded,total}), signal, vocabOnly, headerOnly, cache, gpuDevice }
+   * opts: { onProgress({loaded,total}), signal, vocabOnly, headerOnly, cache, gpuDevice, threads }
    */
   static async load(source, opts = {}) {
     const src = await asSource(source, opts);
-    const core = await WasmCore.create();
+    // threads: only where this core computes (not for tokenizers, nor weights on the GPU)
+    const cpuWork = !(opts.vocabOnly || opts.headerOnly || opts.gpuDevice);
+    const core = await WasmCore.create({ threads: cpuWork ? opts.threads : 1 });
     const m = new CoreModel(core, src, opts);
     try {
       await m._open(opts);
@@ -192,6 +194,7 @@ export class CoreModel {
       this.handle = 0;
     }
     if (this._piece) { this.core.free(this._piece); this._piece = 0; }
+    if (this.core) this.core.close(); // its worker threads
     this.core = null;
     this.info = null;
   }

@@ -105,7 +105,9 @@ export class Realm {
    * Load a GGUF model and open a session on it.
    * source: URL, File/Blob, ArrayBuffer/Uint8Array, or (Node) a file path.
    * options: { device: 'auto'|'webgpu'|'cpu', onProgress({loaded,total}), signal, nCtx,
-   *            cache: true|false|'opfs'|'cache-api', worker: boolean, id }
+   *            cache: true|false|'opfs'|'cache-api', worker: boolean, id,
+   *            threads: CPU threads for the model (default: the CPUs, at most 8; 1 where
+   *            the page is not cross-origin isolated). Per model: every Realm of it shares them. }
    */
   static async load(source, options = {}) {
     if (options.worker) {
@@ -116,7 +118,7 @@ export class Realm {
     let dev = await resolveDevice(options.device);
     const acquireOpts = {
       onProgress: options.onProgress, signal: options.signal, cache: options.cache, identity: options.identity,
-      fetchOptions: options.fetchOptions,
+      fetchOptions: options.fetchOptions, threads: options.threads,
     };
     let model;
     if (dev.dev) {
@@ -201,6 +203,12 @@ export class Realm {
 
   // ---------------------------------------------------------------- tokens
   get info() { return this.model.info; }
+
+  /** CPU threads running this model (1 on WebGPU, or where wasm threads are unavailable). */
+  get threads() { return this.model.core && !this.model.gpu ? this.model.core.threads : 1; }
+
+  /** Why this model runs on one thread although more were asked for (else null). */
+  get threadsNote() { return (this.model.core && this.model.core.threadsNote) || null; }
 
   metadata() { this._checkOpen(); return this.model.metadata(); }
 

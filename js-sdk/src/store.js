@@ -24,6 +24,7 @@ export async function acquire(source, opts = {}) {
   if (e && e.model) {
     e.refs++;
     if (opts.onProgress) opts.onProgress({ loaded: e.model.size, total: e.model.size });
+    if (opts.threads != null && e.model.core) await e.model.core.setThreads(opts.threads); // per model
     return e.model;
   }
   if (!e) {

@@ -240,6 +240,8 @@ export class RealmWorker {
     this.nCtx = d.nCtx;
     this.device = d.device;
     this.deviceNote = d.deviceNote;
+    this.threads = d.threads ?? 1;
+    this.threadsNote = d.threadsNote ?? null;
     this.id = d.id;
     this.source = d.source;
     this.fromCache = d.fromCache;

@@ -55,7 +55,8 @@ test('greedy output in Chromium (main thread, CPU) equals the Python host', { sk
     }
     const c = await r.chat.completions.create({ messages: chat, max_tokens: n, temperature: 0 });
     const chatIds = r.lastStats.tokens;
-    const info = { device: r.device, note: r.deviceNote, crossOriginIsolated: self.crossOriginIsolated };
+    const info = { device: r.device, note: r.deviceNote, crossOriginIsolated: self.crossOriginIsolated,
+      threads: r.threads, threadsNote: r.threadsNote, cpus: navigator.hardwareConcurrency };
     await r.unload();
     return { out, chat: c, chatIds, progress: progress.slice(-1)[0], nProgress: progress.length, info };
   }, { url, prompts: PROMPTS, chat: CHAT, n: N });
@@ -71,6 +72,45 @@ test('greedy output in Chromium (main thread, CPU) equals the Python host', { sk
   assert.ok(res.nProgress > 3);
   assert.equal(res.info.device, 'cpu');
   assert.match(res.info.note, /CPU/);
+  // an isolated page runs realm-mt.wasm on every CPU (at most 8) by default
+  assert.equal(res.info.crossOriginIsolated, true);
+  assert.equal(res.info.threads, Math.min(8, res.info.cpus), res.info.threadsNote || '');
+});
+
+test('threads in Chromium: 3 threads (main thread and in worker mode) give the same tokens; without COOP/COEP one thread, and a note', { skip, timeout: 300_000 }, async () => {
+  const gen = (u, opts) => page.evaluate(async ({ url, opts, prompt, n }) => {
+    const { Realm } = window.realm;
+    const r = await Realm.load(url, { nCtx: 256, cache: false, ...opts });
+    const text = await r.generate(prompt, { max_tokens: n, temperature: 0 });
+    const out = { text, threads: r.threads, note: r.threadsNote };
+    await r.unload();
+    return out;
+  }, { url: u, opts, prompt: PROMPTS[1], n: N });
+  for (const opts of [{ threads: 3 }, { threads: 3, worker: true }]) {
+    const a = await gen(url, opts);
+    assert.equal(a.threads, 3, `${JSON.stringify(opts)}: ${a.note}`);
+    assert.equal(a.text, expected[1].text, JSON.stringify(opts));
+  }
+  // the same SDK on a page without cross-origin isolation
+  const plain = await browser.ctx.newPage();
+  try {
+    await plain.goto(`${server.base}/noiso/js-sdk/test/browser/index.html`);
+    await plain.evaluate(() => window.realmReady);
+    const b = await plain.evaluate(async ({ url, prompt, n }) => {
+      const { Realm } = window.realm;
+      const r = await Realm.load(url, { nCtx: 256, cache: false, threads: 2 });
+      const text = await r.generate(prompt, { max_tokens: n, temperature: 0 });
+      const out = { text, threads: r.threads, note: r.threadsNote, isolated: self.crossOriginIsolated };
+      await r.unload();
+      return out;
+    }, { url: url.replace('/models/', '/noiso/models/'), prompt: PROMPTS[1], n: N });
+    assert.equal(b.isolated, false);
+    assert.equal(b.threads, 1);
+    assert.match(b.note, /cross-origin|SharedArrayBuffer/);
+    assert.equal(b.text, expected[1].text);
+  } finally {
+    await plain.close();
+  }
 });
 
 for (const backend of ['opfs', 'cache-api']) {

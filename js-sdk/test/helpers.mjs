@@ -53,17 +53,23 @@ const TYPES = {
 /**
  * A server on 127.0.0.1 for the repository root (so /js-sdk/src/... and
  * /realm_web/wasm/realm.wasm resolve as they would for a page served from the repo)
- * plus /models/<name> for files registered with addModel. Counts requests per path.
+ * plus /models/<name> for files registered with addModel, all with COOP/COEP headers
+ * (cross-origin isolated: wasm threads) except under /noiso/. Counts requests per path.
  */
 export async function startServer() {
   const models = new Map();
   const counts = new Map();
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
-    const p = decodeURIComponent(url.pathname);
+    let p = decodeURIComponent(url.pathname);
     counts.set(p, (counts.get(p) || 0) + 1);
-    res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
-    res.setHeader('Cross-Origin-Embedder-Policy', 'require-corp');
+    // /noiso/...: the same files without cross-origin isolation (no SharedArrayBuffer, no threads)
+    const isolated = !p.startsWith('/noiso/');
+    if (!isolated) p = p.slice('/noiso'.length);
+    if (isolated) {
+      res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
+      res.setHeader('Cross-Origin-Embedder-Policy', 'require-corp');
+    }
     res.setHeader('Cross-Origin-Resource-Policy', 'same-origin');
     let file;
     if (p.startsWith('/models/')) {

@@ -63,6 +63,44 @@ test('greedy generation equals the Python host token for token', { skip }, async
   assert.equal(t, e.text);
 });
 
+test('threads: realm-mt.wasm on 2 and 3 threads computes realm.wasm\'s bits; resizing; unload stops the workers', { skip, timeout: 600_000 }, async () => {
+  // Splitting matmul rows and attention heads never changes how a value is summed:
+  // every logit of a 100-token prompt (two batches) and of 16 decode steps is equal
+  // bit for bit to the single-thread module's.
+  const prompt = Array.from({ length: 100 }, (_, i) => 200 + ((i * 7919) % 20000));
+  const bytes = fs.readFileSync(MODEL); // a source of its own: not the suite's shared model
+  const run = async (threads) => {
+    const r = await Realm.load(new Uint8Array(bytes), { nCtx: 160, threads });
+    assert.equal(r.threads, threads, r.threadsNote || '');
+    const s = r.session;
+    s.eval(prompt, true);
+    const rows = [new Uint32Array(s.logits().slice().buffer)];
+    let tok = 0;
+    for (let k = 0; k < 16; k++) {
+      const l = s.logits();
+      const last = l.subarray(l.length - r.info.n_vocab);
+      let best = -Infinity;
+      for (let i = 0; i < last.length; i++) if (last[i] > best) { best = last[i]; tok = i; }
+      s.eval([tok]);
+      rows.push(new Uint32Array(s.logits().slice().buffer));
+    }
+    const core = r.model.core;
+    if (threads > 1) { // resize and back, same bits
+      assert.equal(await core.setThreads(1), 1);
+      assert.equal(await core.setThreads(threads), threads);
+    }
+    await r.unload();
+    assert.equal(core.threads, 1, 'unload stopped the workers');
+    return rows;
+  };
+  const ref = await run(1);
+  for (const threads of [2, 3]) {
+    const got = await run(threads);
+    assert.equal(got.length, ref.length);
+    for (let i = 0; i < ref.length; i++) assert.deepEqual(got[i], ref[i], `${threads} threads, row block ${i}`);
+  }
+});
+
 test('stream pieces join to the generated text; prefix reuse keeps results', { skip }, async () => {
   const pieces = [];
   for await (const p of realm.stream(PROMPTS[1], { max_tokens: N, temperature: 0 })) pieces.push(p);

@@ -1,0 +1,124 @@
+"""wasm threads in the native host (GitHub issue 6): realm-mt.wasm runs a model's
+matmuls and attention on worker instances over one shared memory.
+
+Splitting rows (and attention heads) across threads never changes how any one
+value is summed, so the reference is exact: the single-thread module
+realm.wasm. Logits after a 100-token prompt (all rows: prompt kernels, two
+batches, attention split by (token, head)) and over 24 greedy decode steps
+must be bit-identical for 1, 2 and 3 threads (3 > this machine's cores:
+oversubscribed workers still finish), on files whose matrices cover Q4_1,
+Q8_0, F16 and llama.cpp's K-quants. Also: the worker pool starts, resizes and
+stops with the model (no thread left behind), and two models on threads of
+their own run concurrently with the same results.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from realm_web import wasm_host
+from realm_web.core_model import CoreModel, Session
+from realm_web.wasm_host import WasmCore
+
+MT = wasm_host._WASM_DIR / "realm-mt.wasm"
+ST = wasm_host._WASM_DIR / "realm.wasm"
+
+pytestmark = pytest.mark.skipif(not (MT.exists() and ST.exists()), reason="run `python build.py` first")
+
+PROMPT = [int(x) for x in np.random.default_rng(3).integers(200, 20000, 100)]
+N_DECODE = 24
+
+
+def run(path, module_path, threads: int):
+    """(prompt logits for every row, decode logits per step, greedy ids) on one core."""
+    core = WasmCore(path=module_path)
+    model = CoreModel(path, core=core, threads=threads)
+    assert model.threads == (threads if module_path == MT else 1)
+    s = Session(model, 160)
+    try:
+        s.eval(PROMPT, all_logits=True)
+        prompt = np.array(s.logits(), dtype=np.float32, copy=True)
+        tok, steps, ids = int(prompt[-1].argmax()), [], []
+        for _ in range(N_DECODE):
+            s.eval([tok])
+            row = np.array(s.logits()[-1], dtype=np.float32, copy=True)
+            steps.append(row)
+            tok = int(row.argmax())
+            ids.append(tok)
+        return prompt, np.stack(steps), ids
+    finally:
+        s.close()
+        model.close()
+        core.close()
+
+
+@pytest.fixture(scope="module", params=["default", "Q8_0", "F16", "K"])
+def model_path(request, default_model_path, requantized, synthetic_model, llama_quantized):
+    if request.param == "default":
+        return default_model_path
+    if request.param == "K":  # every matrix a K type (768-wide synthetic LLaMA, llama.cpp's quantizer)
+        return llama_quantized(synthetic_model(n_layer=2), "Q4_K_M")
+    return requantized(request.param)
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_threads_compute_the_single_thread_bits(model_path):
+    ref_prompt, ref_steps, ref_ids = run(model_path, ST, 1)
+    assert np.isfinite(ref_prompt).all() and ref_prompt.std() > 0.1
+    for threads in (1, 2, 3):
+        prompt, steps, ids = run(model_path, MT, threads)
+        assert same_bits(prompt, ref_prompt), f"{threads} threads: prompt logits differ from realm.wasm's"
+        assert same_bits(steps, ref_steps), f"{threads} threads: decode logits differ from realm.wasm's"
+        assert ids == ref_ids
+
+
+def realm_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("realm-worker-")]
+
+
+def test_pool_resizes_and_stops_with_the_model(default_model_path):
+    before = len(realm_threads())
+    model = CoreModel(default_model_path, threads=3)
+    try:
+        if not model.core.shared:
+            pytest.skip("the host loaded realm.wasm (REALM_WASM?): no threads")
+        assert model.threads == 3 and len(realm_threads()) == before + 2
+        s = Session(model, 64)
+        s.eval(PROMPT[:20])
+        want = np.array(s.logits()[-1], dtype=np.float32, copy=True)
+        for n in (1, 2, 4, 2):
+            assert model.set_threads(n) == n
+            assert len(realm_threads()) == before + n - 1
+            s.truncate(0)
+            s.eval(PROMPT[:20])
+            assert same_bits(np.array(s.logits()[-1], dtype=np.float32), want), f"{n} threads"
+        s.close()
+    finally:
+        model.close()
+    assert len(realm_threads()) == before, "worker threads outlived their model"
+
+
+def test_two_models_on_two_host_threads(default_model_path, requantized):
+    """Each model has its own instance, memory and workers; driving both at once
+    from two Python threads gives each one's serial answer."""
+    paths = [default_model_path, requantized("Q8_0")]
+    want = [run(p, MT, 2)[2] for p in paths]
+    got, errors = [None, None], []
+
+    def drive(i):
+        try:
+            got[i] = run(paths[i], MT, 2)[2]
+        except Exception as e:  # surfaced below
+            errors.append(e)
+    ts = [threading.Thread(target=drive, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(600)
+    assert not errors, errors
+    assert got == want
