@@ -422,17 +422,37 @@ static void rmsnorm(float *out, const float *x, const float *w, uint64_t n, floa
     for (uint64_t i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
 }
 
-static bool matmul(Session *s, const Tensor *w, const float *x, uint64_t T, float *y) {
-    uint64_t need = quant_act_bytes(w->type, w->ne0, T);
+/* y_i = x W_i^T for n (<= 3) weights that read the same activations x (T
+ * rows): x is quantized once per activation type those weights need, then
+ * every product runs as one threaded job. */
+static bool matmuls(Session *s, uint32_t n, const Tensor *const *ws, float *const *ys, const float *x, uint64_t T) {
+    MatmulSpec m[THREADS_MAX_MATMULS];
+    uint64_t off[THREADS_MAX_MATMULS], need = 0;
+    int same[THREADS_MAX_MATMULS];
+    for (uint32_t i = 0; i < n; i++) {
+        same[i] = -1;
+        for (uint32_t k = 0; k < i && same[i] < 0; k++)
+            if (ws[k]->ne0 == ws[i]->ne0 && quant_act_kind(ws[k]->type) == quant_act_kind(ws[i]->type)) same[i] = (int)k;
+        off[i] = same[i] >= 0 ? off[same[i]] : need;
+        if (same[i] < 0) need += RT_ALIGN_UP(quant_act_bytes(ws[i]->type, ws[i]->ne0, T), 64);
+    }
     if (need > s->xq_cap) {
         rt_free(s->xq);
         s->xq = rt_malloc(need);
         s->xq_cap = s->xq ? need : 0;
         if (!s->xq) { rt_err("out of memory for activations", NULL); return false; }
     }
-    quant_act_quantize(w->type, x, w->ne0, T, s->xq);
-    threads_matmul(w->type, w->data, w->ne0, w->ne1, s->xq, T, y, w->ne1);
+    for (uint32_t i = 0; i < n; i++) {
+        if (same[i] < 0) quant_act_quantize(ws[i]->type, x, ws[i]->ne0, T, s->xq + off[i]);
+        m[i] = (MatmulSpec){ .type = ws[i]->type, .W = ws[i]->data, .xq = s->xq + off[i], .K = ws[i]->ne0,
+                             .rows = ws[i]->ne1, .y_stride = ws[i]->ne1, .y = ys[i] };
+    }
+    threads_matmul(m, n, T);
     return true;
+}
+
+static bool matmul(Session *s, const Tensor *w, const float *x, uint64_t T, float *y) {
+    return matmuls(s, 1, &w, &y, x, T);
 }
 
 static void add_bias(float *y, const Tensor *b, uint64_t T) {
@@ -597,8 +617,9 @@ static bool forward_batch(Session *s, const int32_t *ids, uint32_t T, int logits
     for (uint32_t l = 0; l < c->n_layer; l++) {
         const Layer *L = &m->layers[l];
         for (uint32_t t = 0; t < T; t++) rmsnorm(s->xb + t * E, s->x + t * E, (const float *)L->attn_norm.data, E, c->rms_eps);
-        if (!matmul(s, &L->wq, s->xb, T, s->q) || !matmul(s, &L->wk, s->xb, T, s->k) || !matmul(s, &L->wv, s->xb, T, s->v))
-            return false;
+        const Tensor *qkv[] = {&L->wq, &L->wk, &L->wv};
+        float *qkv_out[] = {s->q, s->k, s->v};
+        if (!matmuls(s, 3, qkv, qkv_out, s->xb, T)) return false;
         add_bias(s->q, &L->bq, T);
         add_bias(s->k, &L->bk, T);
         add_bias(s->v, &L->bv, T);
@@ -616,7 +637,9 @@ static bool forward_batch(Session *s, const int32_t *ids, uint32_t T, int logits
         if (!matmul(s, &L->wo, s->att, T, s->xb)) return false;
         for (uint64_t i = 0; i < T * E; i++) s->x[i] += s->xb[i];
         for (uint32_t t = 0; t < T; t++) rmsnorm(s->xb + t * E, s->x + t * E, (const float *)L->ffn_norm.data, E, c->rms_eps);
-        if (!matmul(s, &L->w_gate, s->xb, T, s->hb) || !matmul(s, &L->w_up, s->xb, T, s->hb2)) return false;
+        const Tensor *gate_up[] = {&L->w_gate, &L->w_up};
+        float *gate_up_out[] = {s->hb, s->hb2};
+        if (!matmuls(s, 2, gate_up, gate_up_out, s->xb, T)) return false;
         for (uint64_t i = 0; i < T * F; i++) {
             float g = s->hb[i];
             s->hb[i] = g / (1.0f + rt_expf(-g)) * s->hb2[i]; /* SwiGLU */

@@ -45,6 +45,9 @@ void quant_dequant_row(uint32_t type, const void *src, float *dst, uint64_t n);
  *      of quant_act_bytes(type, K, T) bytes the caller owns;
  *   2. quant_matmul_q on any row range. */
 uint64_t quant_act_bytes(uint32_t type, uint64_t K, uint64_t T);
+/* Which activation format W's kernels read; two types of one kind (and one K)
+ * can share one quantized copy of the activations. */
+int quant_act_kind(uint32_t type);
 void quant_act_quantize(uint32_t type, const float *x, uint64_t K, uint64_t T, void *xq);
 void quant_matmul_q(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_t r1,
                     const void *xq, uint64_t T, float *y, uint64_t y_stride);

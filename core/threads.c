@@ -22,11 +22,11 @@ typedef struct {
     JobKind kind;
     uint32_t n_workers;  /* workers taking part (indices 1..n_workers) */
     uint64_t n_chunks;
-    /* JOB_MATMUL */
-    uint32_t type;
-    const void *W, *xq;
-    uint64_t K, rows, chunk_rows, T, y_stride;
-    float *y;
+    /* JOB_MATMUL: chunks [first[i], first[i + 1]) are matrix i's, chunk_rows rows each */
+    MatmulSpec mm[THREADS_MAX_MATMULS];
+    uint64_t first[THREADS_MAX_MATMULS + 1];
+    uint64_t chunk_rows, T;
+    uint32_t n_mm;
     /* JOB_ATTENTION: chunk c is (token c / H, head c % H) */
     struct Session *s;
     uint32_t l, p0, H;
@@ -36,8 +36,11 @@ static uint32_t n_use;
 
 static void run_chunk(const Job *j, uint64_t c, uint32_t tid) {
     if (j->kind == JOB_MATMUL) {
-        uint64_t r0 = c * j->chunk_rows, r1 = RT_MIN(j->rows, r0 + j->chunk_rows);
-        quant_matmul_q(j->type, j->W, j->K, r0, r1, j->xq, j->T, j->y, j->y_stride);
+        uint32_t i = 0;
+        while (c >= j->first[i + 1]) i++;
+        const MatmulSpec *m = &j->mm[i];
+        uint64_t r0 = (c - j->first[i]) * j->chunk_rows, r1 = RT_MIN(m->rows, r0 + j->chunk_rows);
+        quant_matmul_q(m->type, m->W, m->K, r0, r1, m->xq, j->T, m->y, m->y_stride);
     } else {
         attention_head(j->s, j->l, j->p0, (uint32_t)(c / j->H), (uint32_t)(c % j->H), tid);
     }
@@ -153,17 +156,25 @@ EXPORT uint32_t realm_threads_supported(void) { return 0; }
 
 uint32_t threads_count(void) { return n_use; }
 
-void threads_matmul(uint32_t type, const void *W, uint64_t K, uint64_t rows, const void *xq, uint64_t T,
-                    float *y, uint64_t y_stride) {
+void threads_matmul(const MatmulSpec *m, uint32_t n, uint64_t T) {
     Job j = {0};
     j.kind = JOB_MATMUL;
-    j.type = type, j.W = W, j.K = K, j.rows = rows, j.xq = xq, j.T = T, j.y = y, j.y_stride = y_stride;
+    j.T = T;
+    j.n_mm = RT_MIN(n, THREADS_MAX_MATMULS);
+    uint64_t rows = 0, most = 0;
+    for (uint32_t i = 0; i < j.n_mm; i++) {
+        j.mm[i] = m[i];
+        rows += m[i].rows;
+        most = RT_MAX(most, m[i].rows);
+    }
     /* about four chunks per thread (uneven cores, other processes), in whole
      * 16-row groups (the kernels work on 4 rows at a time) */
     uint64_t parts = (uint64_t)(n_use + 1) * 4;
-    j.chunk_rows = n_use ? RT_ALIGN_UP((rows + parts - 1) / parts, 16) : rows;
+    j.chunk_rows = n_use ? RT_ALIGN_UP((rows + parts - 1) / parts, 16) : most;
     if (j.chunk_rows == 0) j.chunk_rows = 1;
-    j.n_chunks = (rows + j.chunk_rows - 1) / j.chunk_rows;
+    for (uint32_t i = 0; i < j.n_mm; i++)
+        j.first[i + 1] = j.first[i] + (m[i].rows + j.chunk_rows - 1) / j.chunk_rows;
+    j.n_chunks = j.first[j.n_mm];
     dispatch(&j);
 }
 

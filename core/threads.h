@@ -16,10 +16,21 @@
 
 struct Session;
 
-/* y[t][r] for rows [0, rows) of W (stored type `type`, K wide) against the
- * quantized activations xq of T tokens; see quant_matmul_q. */
-void threads_matmul(uint32_t type, const void *W, uint64_t K, uint64_t rows, const void *xq, uint64_t T,
-                    float *y, uint64_t y_stride);
+/* One matrix product of a job: y[t][r] for rows [0, rows) of W (stored type
+ * `type`, K wide) against the quantized activations xq of T tokens (see
+ * quant_matmul_q); y rows are y_stride floats apart. */
+typedef struct {
+    uint32_t type;
+    const void *W, *xq;
+    uint64_t K, rows, y_stride;
+    float *y;
+} MatmulSpec;
+
+#define THREADS_MAX_MATMULS 3
+
+/* Up to THREADS_MAX_MATMULS products over the same T tokens as one job (Q, K
+ * and V; gate and up): one wake-up and one wait for all of them. */
+void threads_matmul(const MatmulSpec *m, uint32_t n, uint64_t T);
 
 /* Causal attention of T new tokens of layer l at positions p0.. (model.c's
  * attention_head for every (token, head) pair). `scores` holds one n_ctx row

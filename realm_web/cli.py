@@ -19,11 +19,13 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--presence-penalty", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=-1, help="RNG seed (default -1 = random)")
     p.add_argument("-c", "--ctx", type=int, default=0, help="context size (default min(4096, the model's))")
+    p.add_argument("-t", "--threads", type=int, default=0,
+                   help="CPU threads (default: the CPUs available, at most 8; $REALM_THREADS)")
 
 
 def cmd_run(args) -> int:
     from .realm import Realm
-    r = Realm.load(args.model, n_ctx=args.ctx or None, device=args.device)
+    r = Realm.load(args.model, n_ctx=args.ctx or None, device=args.device, threads=args.threads or None)
     kw = dict(max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
               min_p=args.min_p, repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
               frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty, seed=args.seed)
@@ -74,6 +76,13 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    table = args.quant_table
+    for name, plain, quant in (("prompt_tokens", 256, 512), ("gen_tokens", 64, 128), ("repeat", 1, 2)):
+        if getattr(args, name) is None:
+            setattr(args, name, quant if table else plain)
+    if table and (args.model or args.device != "cpu" or args.no_llama):
+        raise RealmError("--quant-table measures the default model's quantized files on the CPU with llama.cpp "
+                         "beside: no MODEL, --device or --no-llama (use --files TYPE=FILE.gguf for other files)")
     if args.device == "gpu":
         from .gpu.bench import main as gpu_bench_main
         return gpu_bench_main(args)
@@ -99,15 +108,29 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("model", nargs="?")
     info.set_defaults(fn=cmd_info)
 
-    bench = sub.add_parser("bench", help="prompt and generation speed, side by side with llama.cpp")
+    bench = sub.add_parser(
+        "bench", help="prompt and generation speed, side by side with llama.cpp (and wllama: --quant-table --browser)",
+        description="realm.wasm vs llama.cpp on one file; or, with --quant-table, the default model at "
+                    "Q4_0/Q4_K_M/Q6_K/Q8_0 under wasmtime, Node, llama.cpp native and (--browser) wllama and "
+                    "realm.wasm in headless Chromium, one table with ratios against each peer (needs a checkout "
+                    "and llama-cpp-python)")
     bench.add_argument("model", nargs="?")
-    bench.add_argument("--prompt-tokens", type=int, default=256)
-    bench.add_argument("--gen-tokens", type=int, default=64)
-    bench.add_argument("--threads", type=int, default=1)
-    bench.add_argument("--repeat", type=int, default=1)
+    bench.add_argument("--prompt-tokens", type=int, default=None, help="default 256 (512 with --quant-table)")
+    bench.add_argument("--gen-tokens", type=int, default=None, help="default 64 (128 with --quant-table)")
+    bench.add_argument("--threads", default="1", help="thread count(s), e.g. 1,2 (default 1)")
+    bench.add_argument("--repeat", type=int, default=None, help="best of N runs (default 1; 2 with --quant-table)")
     bench.add_argument("--no-llama", action="store_true", help="skip the llama.cpp side")
     bench.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     bench.add_argument("--json", help="also write the results here")
+    q = bench.add_argument_group("the quantization table (GitHub issue 6)")
+    q.add_argument("--quant-table", action="store_true",
+                   help="the default model in llama.cpp's quantizations, every engine, one table")
+    q.add_argument("--types", default="Q4_0,Q4_K_M,Q6_K,Q8_0", help="llama.cpp ftypes (default Q4_0,Q4_K_M,Q6_K,Q8_0)")
+    q.add_argument("--files", help="TYPE=FILE.gguf,... instead of quantizing the default model")
+    q.add_argument("--browser", action="store_true", help="also wllama and realm.wasm in headless Chromium")
+    q.add_argument("--isolation", default="auto", choices=["auto", "both"],
+                   help="Chromium pages: auto = COOP/COEP only for N > 1 threads; both = every count both ways")
+    q.add_argument("--no-node", action="store_true", help="skip realm.wasm under Node")
     bench.set_defaults(fn=cmd_bench)
 
     from .server.cli import register as register_server

@@ -53,6 +53,7 @@ class ServerConfig:
     n_ctx: int | None = None            # per session; None: min(2048, the model's trained context)
     max_sessions: int = 32              # KV caches per model (busy + idle)
     prefill_chunk: int = 32             # prompt tokens per scheduling turn (<= 64, the core's batch)
+    threads: int | None = None          # CPU threads per model (None: realm_web's default)
     idle_ttl: float = 600.0             # seconds before an idle session is freed
     rpm: int | None = None              # default requests/min per tenant (None: unlimited)
     tpm: int | None = None              # default generated tokens/min per tenant
@@ -264,7 +265,7 @@ class RealmServer:
                     t = time.perf_counter()
                     w = ModelWorker(mid, path, n_ctx=self.config.n_ctx, max_sessions=self.config.max_sessions,
                                     idle_ttl=self.config.idle_ttl, metrics=self.metrics,
-                                    prefill_chunk=self.config.prefill_chunk)
+                                    prefill_chunk=self.config.prefill_chunk, threads=self.config.threads)
                     by_file[fkey] = w
                     log.info("model loaded", extra={"model": mid, "path": path, "n_ctx": w.n_ctx,
                                                     "max_sessions": self.config.max_sessions,

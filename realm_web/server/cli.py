@@ -42,7 +42,7 @@ def cmd_serve(args) -> int:
         return 1
     cfg = ServerConfig(models=args.model or [], host=args.host, port=args.port, keys_path=args.keys,
                        no_auth=args.no_auth, n_ctx=args.ctx or None, max_sessions=args.max_sessions,
-                       idle_ttl=args.idle_ttl, prefill_chunk=args.prefill_chunk, rpm=args.rpm or None, tpm=args.tpm or None,
+                       idle_ttl=args.idle_ttl, prefill_chunk=args.prefill_chunk, threads=args.threads or None, rpm=args.rpm or None, tpm=args.tpm or None,
                        max_body=args.max_body, grace=args.grace, log_format=args.log_format,
                        log_level=args.log_level)
     return run(cfg)
@@ -147,6 +147,8 @@ def register(sub) -> None:
     s.add_argument("--prefill-chunk", type=int, default=32,
                    help="prompt tokens per scheduling turn, 1..64 (default 32): smaller keeps other streams "
                         "flowing during a long prompt, larger evaluates prompts faster")
+    s.add_argument("-t", "--threads", type=int, default=0,
+                   help="CPU threads per model (default: the CPUs available, at most 8; $REALM_THREADS)")
     s.add_argument("--idle-ttl", type=float, default=600.0, help="free sessions idle this many seconds (default 600)")
     s.add_argument("--rpm", type=_limit, default=0, help="default requests/min per tenant (default 0 = unlimited)")
     s.add_argument("--tpm", type=_limit, default=0,

@@ -219,12 +219,13 @@ class ModelWorker:
     """A loaded model (shared weights via realm_web.store), its session pool and scheduler thread."""
 
     def __init__(self, model_id: str, path: str, n_ctx: int | None = None, max_sessions: int = 32,
-                 idle_ttl: float = 600.0, metrics=None, prefill_chunk: int = CHUNK) -> None:
+                 idle_ttl: float = 600.0, metrics=None, prefill_chunk: int = CHUNK,
+                 threads: int | None = None) -> None:
         self.id = model_id
         self.path = str(path)
         self.chunk = max(1, min(64, int(prefill_chunk)))
         self.metrics = metrics
-        self.model = store.acquire(path)
+        self.model = store.acquire(path, threads=threads)
         try:
             info = self.model.info
             train = info.n_ctx_train or DEFAULT_CTX
