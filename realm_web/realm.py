@@ -18,6 +18,7 @@ from . import store
 from .core_model import CoreModel, SamplerSettings, Session
 from .default_model import default_model_path
 from .errors import ContextOverflowError, RealmError
+from .stops import StopFilter
 
 DEFAULT_CTX = 4096
 
@@ -40,37 +41,6 @@ class GenerationStats:
     @property
     def generate_tps(self) -> float:
         return self.generated_tokens / self.generate_seconds if self.generate_seconds > 0 else 0.0
-
-
-class _StopFilter:
-    """Streams text while holding back any tail that could still become a stop string."""
-
-    def __init__(self, stops: Sequence[str]):
-        self.stops = [s for s in stops if s]
-        self.buf = ""
-        self.hit = False
-
-    def push(self, text: str) -> str:
-        self.buf += text
-        for s in self.stops:
-            i = self.buf.find(s)
-            if i >= 0:
-                self.hit = True
-                out, self.buf = self.buf[:i], ""
-                return out
-        keep = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(self.buf)), 0, -1):
-                if self.buf.endswith(s[:k]):
-                    keep = max(keep, k)
-                    break
-        out = self.buf[:len(self.buf) - keep]
-        self.buf = self.buf[len(self.buf) - keep:]
-        return out
-
-    def flush(self) -> str:
-        out, self.buf = self.buf, ""
-        return out
 
 
 class Realm:
@@ -208,7 +178,7 @@ class Realm:
                **sampling) -> Iterator[str]:
         """Yield text pieces as they are generated (whole UTF-8 characters only)."""
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        filt = _StopFilter(stops)
+        filt = StopFilter(stops)
         dec = codecs.getincrementaldecoder("utf-8")("replace")
         gen = self.generate_tokens(prompt, max_tokens=max_tokens, **sampling)
         try:

@@ -27,12 +27,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .. import chat as chat_mod
 from .. import store
+from ..stops import StopFilter
 from ..core_model import CoreModel, SamplerSettings, Session
 from ..errors import RealmError
 from .errors import APIError, bad_request, server_error, unavailable
@@ -42,42 +43,6 @@ log = logging.getLogger("realm_web.server")
 
 CHUNK = 32            # default prompt tokens per unit of work (the core's batch is 64)
 DEFAULT_CTX = 2048    # per-session context unless configured (capped by the model's trained context)
-
-
-class StopFilter:
-    """Streams text while holding back any tail that could still become a stop string."""
-
-    def __init__(self, stops: Sequence[str]):
-        self.stops = [s for s in stops if s]
-        self.buf = ""
-        self.hit = False
-
-    def push(self, text: str) -> str:
-        if not self.stops:
-            return text
-        self.buf += text
-        first = -1
-        for s in self.stops:
-            i = self.buf.find(s)
-            if i >= 0 and (first < 0 or i < first):
-                first = i
-        if first >= 0:
-            self.hit = True
-            out, self.buf = self.buf[:first], ""
-            return out
-        keep = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(self.buf)), 0, -1):
-                if self.buf.endswith(s[:k]):
-                    keep = max(keep, k)
-                    break
-        out = self.buf[:len(self.buf) - keep]
-        self.buf = self.buf[len(self.buf) - keep:]
-        return out
-
-    def flush(self) -> str:
-        out, self.buf = self.buf, ""
-        return out
 
 
 # ---------------------------------------------------------------------- jobs
