@@ -599,70 +599,11 @@ static bool split_words(int pre, const uint32_t *cpt, const uint16_t *fl, uint64
 
 /* -------------------------------------------------------------- BPE merges */
 
-typedef struct {
-    const uint8_t *text;
-    int32_t prev, next;
-    uint32_t n;
-} Sym;
-
-typedef struct {
-    int32_t rank, left, right;
-    uint32_t size;
-} Bigram;
-
-typedef struct {
-    Bigram *p;
-    int64_t n, cap;
-} Heap;
-
-/* a before b: lower rank, then lower left index */
-static inline bool before(const Bigram *a, const Bigram *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static bool heap_push(Heap *h, Bigram x) {
-    if (h->n == h->cap) {
-        int64_t cap = h->cap ? h->cap * 2 : 64;
-        Bigram *p = rt_realloc(h->p, (size_t)cap * sizeof(Bigram));
-        if (!p) {
-            rt_err("tokenizer: out of memory", NULL);
-            return false;
-        }
-        h->p = p;
-        h->cap = cap;
-    }
-    int64_t i = h->n++;
-    while (i > 0) {
-        int64_t parent = (i - 1) / 2;
-        if (!before(&x, &h->p[parent])) break;
-        h->p[i] = h->p[parent];
-        i = parent;
-    }
-    h->p[i] = x;
-    return true;
-}
-
-static Bigram heap_pop(Heap *h) {
-    Bigram top = h->p[0];
-    Bigram x = h->p[--h->n];
-    int64_t i = 0;
-    for (;;) {
-        int64_t c = 2 * i + 1;
-        if (c >= h->n) break;
-        if (c + 1 < h->n && before(&h->p[c + 1], &h->p[c])) c++;
-        if (!before(&h->p[c], &x)) break;
-        h->p[i] = h->p[c];
-        i = c;
-    }
-    if (h->n > 0) h->p[i] = x;
-    return top;
-}
-
-static bool try_add(const Tokenizer *t, const Sym *sym, int32_t left, int32_t right, Heap *h) {
+static bool try_add(const Tokenizer *t, const TokSym *sym, int32_t left, int32_t right, TokHeap *h) {
     if (left < 0 || right < 0) return true;
     int32_t rank = bpe_rank(t, sym[left].text, sym[left].n, sym[right].text, sym[right].n);
     if (rank < 0) return true;
-    return heap_push(h, (Bigram){ rank, left, right, sym[left].n + sym[right].n });
+    return tok_heap_push(h, (TokBigram){ -(float)rank, left, right, sym[left].n + sym[right].n }); /* lower rank first */
 }
 
 /* emit the token of a final symbol, or its single-byte tokens */
@@ -677,12 +618,12 @@ static bool emit_symbol(const Tokenizer *t, const uint8_t *p, uint64_t n, IdVec 
 }
 
 /* one byte-encoded word */
-static bool merge_word(const Tokenizer *t, const uint8_t *w, uint64_t wn, Sym *sym, Heap *h, IdVec *out) {
+static bool merge_word(const Tokenizer *t, const uint8_t *w, uint64_t wn, TokSym *sym, TokHeap *h, IdVec *out) {
     if (t->ignore_merges && tok_find(t, w, wn) >= 0) return emit_symbol(t, w, wn, out);
     int32_t ns = 0;
     for (uint64_t off = 0; off < wn;) {
         uint32_t n = (uint32_t)RT_MIN((uint64_t)unicode_utf8_len(w[off]), wn - off);
-        sym[ns] = (Sym){ w + off, ns - 1, -1, n };
+        sym[ns] = (TokSym){ w + off, ns - 1, -1, n };
         off += n;
         sym[ns].next = off == wn ? -1 : ns + 1;
         ns++;
@@ -691,8 +632,8 @@ static bool merge_word(const Tokenizer *t, const uint8_t *w, uint64_t wn, Sym *s
     for (int32_t i = 1; i < ns; i++)
         if (!try_add(t, sym, i - 1, i, h)) return false;
     while (h->n > 0) {
-        Bigram b = heap_pop(h);
-        Sym *l = &sym[b.left], *r = &sym[b.right];
+        TokBigram b = tok_heap_pop(h);
+        TokSym *l = &sym[b.left], *r = &sym[b.right];
         if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue; /* stale */
         l->n += r->n;
         r->n = 0;
@@ -711,9 +652,9 @@ bool bpe_encode(const Tokenizer *t, const uint8_t *text, uint64_t len, IdVec *ou
     if (!cpt) return false;
     uint16_t *fl = rt_malloc((n ? n : 1) * sizeof(uint16_t));
     LenVec words = { 0 };
-    Heap h = { 0 };
+    TokHeap h = { 0 };
     uint8_t *wbuf = NULL;
-    Sym *sym = NULL;
+    TokSym *sym = NULL;
     bool ok = fl != NULL;
     if (!ok) rt_err("tokenizer: out of memory", NULL);
     for (uint64_t i = 0; ok && i < n; i++) fl[i] = unicode_flags(cpt[i]);
@@ -723,7 +664,7 @@ bool bpe_encode(const Tokenizer *t, const uint8_t *text, uint64_t len, IdVec *ou
         for (int64_t i = 0; i < words.n; i++) maxw = RT_MAX(maxw, words.p[i]);
         /* a code point is <= 4 UTF-8 bytes, each byte <= 2 bytes once mapped */
         wbuf = rt_malloc(maxw * 8 + 8);
-        sym = rt_malloc((maxw * 4 + 1) * sizeof(Sym));
+        sym = rt_malloc((maxw * 4 + 1) * sizeof(TokSym));
         ok = wbuf && sym;
         if (!ok) rt_err("tokenizer: out of memory", NULL);
     }

@@ -86,4 +86,30 @@ bool bpe_pre_config(Tokenizer *t, Str pre, bool *add_bos_default, bool *bos_none
 bool bpe_init(Tokenizer *t);
 bool bpe_encode(const Tokenizer *t, const uint8_t *text, uint64_t len, IdVec *out);
 
+/* ---- merging symbols (both tokenizers): a min-heap of candidate merges ---- */
+/* A symbol of the text being merged: a byte range, linked to its neighbours;
+ * n = 0 once merged into its left neighbour. */
+typedef struct {
+    const uint8_t *text;
+    int32_t prev, next;
+    uint32_t n;
+} TokSym;
+
+/* A candidate merge of symbols left and right into `size` bytes. Higher
+ * priority first, then the leftmost (SentencePiece: the merged piece's score;
+ * BPE: minus its merge rank). */
+typedef struct {
+    float priority;
+    int32_t left, right;
+    uint32_t size;
+} TokBigram;
+
+typedef struct {
+    TokBigram *p;
+    int64_t n, cap;
+} TokHeap;
+
+bool tok_heap_push(TokHeap *h, TokBigram x); /* false (rt_err set) when out of memory */
+TokBigram tok_heap_pop(TokHeap *h);          /* h->n > 0 */
+
 #endif

@@ -7,66 +7,6 @@
  * token; any symbol that is not a token falls back to its bytes (<0xNN>). */
 #include "tok_internal.h"
 
-typedef struct {
-    const uint8_t *text;
-    int32_t prev, next;
-    uint32_t n;
-} Sym;
-
-typedef struct {
-    float score;
-    int32_t left, right;
-    uint32_t size;
-} Bigram;
-
-typedef struct {
-    Bigram *p;
-    int64_t n, cap;
-} Heap;
-
-/* a before b: higher score, then lower left index */
-static inline bool before(const Bigram *a, const Bigram *b) {
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static bool heap_push(Heap *h, Bigram x) {
-    if (h->n == h->cap) {
-        int64_t cap = h->cap ? h->cap * 2 : 64;
-        Bigram *p = rt_realloc(h->p, (size_t)cap * sizeof(Bigram));
-        if (!p) {
-            rt_err("tokenizer: out of memory", NULL);
-            return false;
-        }
-        h->p = p;
-        h->cap = cap;
-    }
-    int64_t i = h->n++;
-    while (i > 0) {
-        int64_t parent = (i - 1) / 2;
-        if (!before(&x, &h->p[parent])) break;
-        h->p[i] = h->p[parent];
-        i = parent;
-    }
-    h->p[i] = x;
-    return true;
-}
-
-static Bigram heap_pop(Heap *h) {
-    Bigram top = h->p[0];
-    Bigram x = h->p[--h->n];
-    int64_t i = 0;
-    for (;;) {
-        int64_t c = 2 * i + 1;
-        if (c >= h->n) break;
-        if (c + 1 < h->n && before(&h->p[c + 1], &h->p[c])) c++;
-        if (!before(&h->p[c], &x)) break;
-        h->p[i] = h->p[c];
-        i = c;
-    }
-    if (h->n > 0) h->p[i] = x;
-    return top;
-}
-
 bool spm_init(Tokenizer *t) {
     static const char hex[] = "0123456789ABCDEF";
     for (int b = 0; b < 256; b++) {
@@ -81,12 +21,12 @@ bool spm_init(Tokenizer *t) {
     return true;
 }
 
-static bool try_add(const Tokenizer *t, const Sym *sym, int32_t left, int32_t right, Heap *h) {
+static bool try_add(const Tokenizer *t, const TokSym *sym, int32_t left, int32_t right, TokHeap *h) {
     if (left < 0 || right < 0) return true;
     uint32_t size = sym[left].n + sym[right].n;
     int32_t id = tok_find(t, sym[left].text, size);
     if (id < 0) return true;
-    return heap_push(h, (Bigram){ t->score[id], left, right, size });
+    return tok_heap_push(h, (TokBigram){ t->score[id], left, right, size });
 }
 
 bool spm_encode(const Tokenizer *t, const uint8_t *text, uint64_t len, bool prefix_space, IdVec *out) {
@@ -100,8 +40,8 @@ bool spm_encode(const Tokenizer *t, const uint8_t *text, uint64_t len, bool pref
         return false;
     }
     uint8_t *buf = rt_malloc(blen);
-    Sym *sym = rt_malloc(blen * sizeof(Sym));
-    Heap h = { 0 };
+    TokSym *sym = rt_malloc(blen * sizeof(TokSym));
+    TokHeap h = { 0 };
     bool ok = buf && sym;
     if (!ok) rt_err("tokenizer: out of memory", NULL);
     int32_t ns = 0;
@@ -114,7 +54,7 @@ bool spm_encode(const Tokenizer *t, const uint8_t *text, uint64_t len, bool pref
         }
         for (uint64_t off = 0; off < blen;) {
             uint32_t n = (uint32_t)RT_MIN((uint64_t)unicode_utf8_len(buf[off]), blen - off);
-            sym[ns] = (Sym){ buf + off, ns - 1, -1, n };
+            sym[ns] = (TokSym){ buf + off, ns - 1, -1, n };
             off += n;
             sym[ns].next = off == blen ? -1 : ns + 1;
             ns++;
@@ -122,8 +62,8 @@ bool spm_encode(const Tokenizer *t, const uint8_t *text, uint64_t len, bool pref
         for (int32_t i = 1; ok && i < ns; i++) ok = try_add(t, sym, i - 1, i, &h);
     }
     while (ok && h.n > 0) {
-        Bigram b = heap_pop(&h);
-        Sym *l = &sym[b.left], *r = &sym[b.right];
+        TokBigram b = tok_heap_pop(&h);
+        TokSym *l = &sym[b.left], *r = &sym[b.right];
         if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue; /* stale */
         l->n += r->n;
         r->n = 0;

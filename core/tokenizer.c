@@ -650,3 +650,46 @@ void tokenizer_special(const Tokenizer *t, int32_t *bos, int32_t *eos, bool *add
     if (add_bos) *add_bos = t && t->add_bos;
     if (add_eos) *add_eos = t && t->add_eos;
 }
+
+/* ------------------------------------------------------ the merge heap */
+static inline bool bigram_before(const TokBigram *a, const TokBigram *b) {
+    return a->priority > b->priority || (a->priority == b->priority && a->left < b->left);
+}
+
+bool tok_heap_push(TokHeap *h, TokBigram x) {
+    if (h->n == h->cap) {
+        int64_t cap = h->cap ? h->cap * 2 : 64;
+        TokBigram *p = rt_realloc(h->p, (size_t)cap * sizeof(TokBigram));
+        if (!p) {
+            rt_err("tokenizer: out of memory", NULL);
+            return false;
+        }
+        h->p = p;
+        h->cap = cap;
+    }
+    int64_t i = h->n++;
+    while (i > 0) {
+        int64_t parent = (i - 1) / 2;
+        if (!bigram_before(&x, &h->p[parent])) break;
+        h->p[i] = h->p[parent];
+        i = parent;
+    }
+    h->p[i] = x;
+    return true;
+}
+
+TokBigram tok_heap_pop(TokHeap *h) {
+    TokBigram top = h->p[0];
+    TokBigram x = h->p[--h->n];
+    int64_t i = 0;
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= h->n) break;
+        if (c + 1 < h->n && bigram_before(&h->p[c + 1], &h->p[c])) c++;
+        if (!bigram_before(&h->p[c], &x)) break;
+        h->p[i] = h->p[c];
+        i = c;
+    }
+    if (h->n > 0) h->p[i] = x;
+    return top;
+}
