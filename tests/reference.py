@@ -4,6 +4,7 @@
     llama_detokenize(path, ids) -> bytes, llama_token_piece(path, id) -> bytes
     llama_greedy(path, prompt_ids, n_tokens, n_ctx=None) -> list[int]   # pure argmax
     llama_logits(path, ids, all_steps=False) -> np.ndarray              # float32
+    llama_close(path)                                                   # free its cached models
 
 Everything runs on 1 thread (deterministic, and leaves the other core to Realm),
 prompts go in as token ids (no BOS is ever added behind your back: what you pass is
@@ -81,6 +82,15 @@ def close_all() -> None:
     for _, llm in _cache.values():
         llm.close()
     _cache.clear()
+
+
+def llama_close(path) -> None:
+    """Free the cached llama.cpp models of one file (every mode), e.g. a big reference
+    model a test no longer needs."""
+    p = str(Path(path).resolve())
+    for key in [k for k in _cache if k[0] == p]:
+        _, llm = _cache.pop(key)
+        llm.close()
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -227,4 +237,4 @@ def llama_cpp_available() -> bool:
 
 
 __all__ = ["llama_tokenize", "llama_token_piece", "llama_detokenize", "llama_n_vocab", "llama_logits", "llama_greedy",
-           "llama_cpp_available", "close_all"]
+           "llama_close", "llama_cpp_available", "close_all"]

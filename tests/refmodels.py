@@ -8,6 +8,7 @@ an unchanged one is reused across sessions.
     requantize(src, "Q8_0")          gguf-py: every 2-D weight to F32/F16/BF16/Q8_0/Q5_0/Q5_1/Q4_0/Q4_1
     synthetic_llama(n_layer=4, ...)  gguf-py: a seeded random LLaMA with the default model's tokenizer
     llama_quantize(src, "Q4_K_M")    llama.cpp's own quantizer (K-quants and the rest)
+    dequantized_f32(src)             gguf-py: every tensor of src dequantized exactly to F32
 
 Files are written to a temporary name and renamed into place, so a crash never
 leaves a half-written model in the cache.
@@ -299,6 +300,40 @@ def requantize(src: str | os.PathLike | None = None, qtype: str = "Q8_0", *,
         _write_streaming(out, kvs, plan)
 
     return _cached(f"{src.name.split('.')[0]}.{qname}", key, make, Path(out_dir) if out_dir else None)
+
+
+def dequantized_f32(src: str | os.PathLike, *, out_dir: str | os.PathLike | None = None) -> Path:
+    """`src` with every tensor dequantized to F32 (gguf-py's dequantize, bit-exact with
+    ggml's dequantize_row_*: tests/test_quant.py), metadata as is but general.file_type.
+
+    The "exact" model of a quantized file: the weights it stores, evaluated with no
+    activation rounding (F32 matmuls). Comparing two engines' runs of `src` with
+    llama.cpp's run of this file tells how far each is from what the weights define."""
+    src = Path(src)
+    key = {"kind": "dequantized_f32", "src": file_digest(src)}
+
+    def make(out: Path) -> None:
+        rd = reader(src)
+        kvs = read_kv(rd)
+        if "general.file_type" in kvs:
+            _set_kv(kvs, "general.file_type", kvs["general.file_type"].vtype, int(FT.ALL_F32))
+        plan = []
+        for t in rd.tensors:
+            shape = tuple(int(x) for x in reversed(t.shape.tolist()))   # numpy order
+
+            def data(t=t, shape=shape):
+                x = gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape)
+                return np.ascontiguousarray(x, dtype=np.float32)
+            plan.append((t.name, shape, QT.F32, data))
+        _write_streaming(out, kvs, plan)
+
+    parts = src.name.split(".")
+    if parts[-1] == "gguf":
+        parts.pop()
+    if len(parts) > 1 and len(parts[-1]) == 16 and all(c in "0123456789abcdef" for c in parts[-1]):
+        parts.pop()                                         # a cache digest (see _cached)
+    stem = ".".join(parts)                                  # e.g. <model>.llama-Q4_K_M
+    return _cached(f"{stem}.exact-F32", key, make, Path(out_dir) if out_dir else None)
 
 
 # --------------------------------------------------------------------------- synthetic
