@@ -565,6 +565,11 @@ void attention_head(Session *s, uint32_t l, uint32_t p0, uint32_t t, uint32_t h,
     uint32_t n = p0 + t + 1; /* positions this token sees */
     const float *q = s->q + (uint64_t)t * H * D + (uint64_t)h * D;
     uint64_t koff = (uint64_t)(h / G) * D;
+    if (simd && D <= 1024) { /* the same sums, in the same order, with SIMD around them (quant_attn.c) */
+        quant_attn_head_f16(q, kc + koff, vc + koff, kvd, n, D, scale, scores,
+                            s->att + (uint64_t)t * H * D + (uint64_t)h * D);
+        return;
+    }
     for (uint32_t d = 0; d < D; d++) qh[d] = f16r(q[d]) * (simd ? 0x1p112f : 1.0f); /* see h2f_lo */
     float mx = -__builtin_inff();
     for (uint32_t j = 0; j < n; j++) {

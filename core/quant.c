@@ -98,8 +98,7 @@ uint64_t quant_act_row_bytes(uint32_t type, uint64_t K) {
 }
 
 uint64_t quant_act_bytes(uint32_t type, uint64_t K, uint64_t T) {
-    const int kind = quant_act_kind(type);
-    return quant_act_row_bytes(type, K) * T + (T + 3) / 4 * qi_group_bytes(kind, K);
+    return quant_act_row_bytes(type, K) * T;
 }
 
 void quant_act_quantize(uint32_t type, const float *x, uint64_t K, uint64_t T, void *xq) {
@@ -108,19 +107,6 @@ void quant_act_quantize(uint32_t type, const float *x, uint64_t K, uint64_t T, v
     const uint64_t rb = quant_act_row_bytes(type, K);
     uint8_t *out = (uint8_t *)xq;
     for (uint64_t t = 0; t < T; t++) quant_act_impl(kind, x + t * K, K, out + t * rb);
-    /* per group of four tokens, their per-block scalars transposed (quant_impl.h) */
-    const uint64_t gb = qi_group_bytes(kind, K);
-    if (!gb || T < 2) return;
-    const uint64_t nb = K / act_block(kind), per = qi_kind_base(kind) == ACT_Q8_K ? 1 : 2; /* 32-bit words per block */
-    for (uint64_t g = 0; g < (T + 3) / 4; g++) {
-        uint32_t *gd = (uint32_t *)(out + T * rb + g * gb);
-        for (uint64_t j = 0; j < 4; j++) {
-            const uint64_t t = 4 * g + j;
-            const uint32_t *src = (const uint32_t *)(out + t * rb + qi_quant_bytes(kind) * K); /* Q8_0/Q8_1 meta pairs, Q8_K d */
-            for (uint64_t b = 0; b < nb; b++)
-                for (uint64_t w = 0; w < per; w++) gd[b * 4 * per + w * 4 + j] = t < T ? src[per * b + w] : 0;
-        }
-    }
 }
 
 void quant_dequant_row(uint32_t type, const void *src, float *dst, uint64_t n) {

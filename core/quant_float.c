@@ -73,13 +73,13 @@ QI_INLINE void dots(const int kind, const uint8_t *w0, const uint8_t *w1, const 
         return wasm_v128_load(s);                                                                          \
     }                                                                                                      \
     QI_INLINE v128_t NAME##_t4(const uint8_t *p, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,  \
-                               const uint8_t *x3, uint64_t K, const uint8_t *G) {                          \
+                               const uint8_t *x3, uint64_t K) {                                            \
         float s[4];                                                                                        \
         dots(KIND, p, p, p, p, K, (const float *)x0, (const float *)x1, (const float *)x2,                 \
              (const float *)x3, 1, 4, s);                                                                  \
         return wasm_v128_load(s);                                                                          \
     }                                                                                                      \
-    QI_DEFINE_MM(NAME, NAME##_r4, NAME##_t4, ACT_F32)
+    QI_DEFINE_MM(NAME, NAME##_r4, NAME##_t4)
 QF_KERNEL(quant_mm_f32, WF32)
 QF_KERNEL(quant_mm_f16, WF16)
 QF_KERNEL(quant_mm_bf16, WBF16)

@@ -32,8 +32,6 @@
  * A 16-bit lane of weight bytes holds two neighbouring elements; one mask or
  * shift turns it into two lanes that meet these vectors in i32x4.dot_i16x8
  * (quant_q.c, quant_k.c). quant_act_export_row undoes all of it.
- * Buffers of more than one token also carry per-token scalars transposed by
- * groups of four tokens (qi_group_bytes).
  */
 #ifndef REALM_QUANT_IMPL_H
 #define REALM_QUANT_IMPL_H
@@ -92,25 +90,6 @@ uint64_t quant_act_row_bytes(uint32_t type, uint64_t K);
 
 /* A runnable type and a K its block size divides; else rt_err and false. */
 bool quant_check(uint32_t type, uint64_t K);
-
-/* After the T activation rows, activation buffers of more than one token
- * hold, per group of four tokens (tokens 4g .. 4g+3, missing ones 0), the
- * tokens' per-block scalars transposed, for the kernels that take one row and
- * four tokens at a time:
- *   ACT_Q8_0 / ACT_Q8_1, per block of 32: f32 d * 2^112 [4], then (Q8_0) i32 sum(q) [4]
- *                                         or (Q8_1) f32 s * 2^112 [4]
- *   ACT_Q8_K, per block of 256:           f32 d [4]
- * Bytes per group: */
-static inline uint64_t qi_group_bytes(int kind, uint64_t K) {
-    kind = qi_kind_base(kind);
-    return (kind == ACT_Q8_0 || kind == ACT_Q8_1) ? K / 32 * 32 : kind == ACT_Q8_K ? K / 256 * 16 : 0;
-}
-
-/* Block size of the activation format: 1, 32 or 256. */
-static inline uint64_t act_block(int kind) {
-    kind = qi_kind_base(kind);
-    return kind == ACT_Q8_K ? 256 : (kind == ACT_Q8_0 || kind == ACT_Q8_1) ? 32 : 1;
-}
 
 /* --------------------------------------------------------------- f16 / bf16 */
 static inline uint32_t qi_f2u(float f) { union { float f; uint32_t u; } v = { f }; return v.u; }
@@ -256,9 +235,8 @@ void quant_mm_q8_K(QI_MM_ARGS);
  *   R4(p0, p1, p2, p3, K, x)   -> v128_t: rows p0..p3 (pointers to their first
  *                                 block) times one token (activation row x);
  *                                 lanes = rows
- *   T4(p, x0, x1, x2, x3, K, G) -> v128_t: the row at p times four tokens
- *                                 (activation rows x0..x3, their group data G);
- *                                 lanes = tokens
+ *   T4(p, x0, x1, x2, x3, K)   -> v128_t: the row at p times four tokens
+ *                                 (activation rows x0..x3); lanes = tokens
  * Both must compute each (row, token) result with the same f32 operations, so
  * results do not depend on how rows and tokens are grouped.
  * One token: rows four at a time, taken from the four quarters of [r0, r1), so
@@ -272,26 +250,31 @@ static inline uint64_t qi_chunk_rows(uint64_t rb) {
     uint64_t c = (48u << 10) / (rb ? rb : 1);
     return c < 4 ? 4 : c & ~(uint64_t)3;
 }
-#define QI_DEFINE_MM(NAME, R4, T4, KIND)                                                         \
+/* T == 1: rows four at a time from the quarters of [r0, r1) (see above). */
+#define QI_MM_ONE_TOKEN(R4)                                                                     \
+    do {                                                                                        \
+        const uint64_t n = r1 - r0, q = n < 16 ? 1 : (n + 3) / 4, s = n < 16 ? 1 : q;           \
+        for (uint64_t i = 0; i < q; i++)                                                        \
+            for (uint64_t r = r0 + i; r < (n < 16 ? r1 : r0 + i + 1); r += 4) {                 \
+                uint64_t ri[4];                                                                 \
+                for (int j = 0; j < 4; j++) {                                                   \
+                    const uint64_t v = r + (uint64_t)j * s;                                     \
+                    ri[j] = v < r1 ? v : r1 - 1;                                                \
+                }                                                                               \
+                float o[4];                                                                     \
+                wasm_v128_store(o, R4(W + ri[0] * rb, W + ri[1] * rb, W + ri[2] * rb,           \
+                                      W + ri[3] * rb, K, xq));                                  \
+                for (int j = 0; j < 4; j++)                                                     \
+                    if (r + (uint64_t)j * s < r1) y[r + (uint64_t)j * s] = o[j];                \
+            }                                                                                   \
+    } while (0)
+#define QI_DEFINE_MM(NAME, R4, T4)                                                               \
     void NAME(QI_MM_ARGS) {                                                                     \
         if (T == 1) {                                                                           \
-            const uint64_t n = r1 - r0, q = n < 16 ? 1 : (n + 3) / 4, s = n < 16 ? 1 : q;       \
-            for (uint64_t i = 0; i < q; i++)                                                    \
-                for (uint64_t r = r0 + i; r < (n < 16 ? r1 : r0 + i + 1); r += 4) {             \
-                    uint64_t ri[4];                                                             \
-                    for (int j = 0; j < 4; j++) {                                               \
-                        const uint64_t v = r + (uint64_t)j * s;                                 \
-                        ri[j] = v < r1 ? v : r1 - 1;                                            \
-                    }                                                                           \
-                    float o[4];                                                                 \
-                    wasm_v128_store(o, R4(W + ri[0] * rb, W + ri[1] * rb, W + ri[2] * rb,       \
-                                          W + ri[3] * rb, K, xq));                              \
-                    for (int j = 0; j < 4; j++)                                                 \
-                        if (r + (uint64_t)j * s < r1) y[r + (uint64_t)j * s] = o[j];            \
-                }                                                                               \
+            QI_MM_ONE_TOKEN(R4);                                                                \
             return;                                                                             \
         }                                                                                       \
-        const uint64_t chunk = qi_chunk_rows(rb), gb = qi_group_bytes(KIND, K);                 \
+        const uint64_t chunk = qi_chunk_rows(rb);                                               \
         for (uint64_t rc = r0; rc < r1; rc += chunk) {                                          \
             const uint64_t re = rc + chunk < r1 ? rc + chunk : r1;                              \
             for (uint64_t t = 0; t < T; t += 4) {                                               \
@@ -299,15 +282,64 @@ static inline uint64_t qi_chunk_rows(uint64_t rb) {
                 const uint8_t *x0 = xq + t * xrb;                                               \
                 const uint8_t *x1 = x0 + (nt > 1 ? xrb : 0), *x2 = x0 + (nt > 2 ? 2 * xrb : 0); \
                 const uint8_t *x3 = x0 + (nt > 3 ? 3 * xrb : (nt - 1) * xrb);                   \
-                const uint8_t *G = xq + T * xrb + t / 4 * gb;                                   \
-                (void)G;                                                                        \
                 for (uint64_t r = rc; r < re; r++) {                                            \
                     float o[4];                                                                 \
-                    wasm_v128_store(o, T4(W + r * rb, x0, x1, x2, x3, K, G));                      \
+                    wasm_v128_store(o, T4(W + r * rb, x0, x1, x2, x3, K));                      \
                     for (uint64_t j = 0; j < nt; j++) y[(t + j) * ys + r] = o[j];               \
                 }                                                                               \
             }                                                                                   \
         }                                                                                       \
+    }
+/* The same with a tile of rows x tokens for several tokens:
+ *   R4N(p0, p1, p2, p3, K, xs, out)  -> out[0..N): rows p0..p3 times the N
+ *                                 tokens at activation rows xs[0..N); lanes = rows
+ * (the same f32 operations per (row, token) as R4). Rows in chunks that stay
+ * in cache; in each, tokens N at a time (a last group of more than N / 2
+ * repeats its last token; smaller ones go one by one through R4), rows four
+ * at a time (consecutive; missing ones repeat the last), so each block of
+ * weights is loaded and unpacked once per N tokens and each block of
+ * activations once per four rows. */
+#define QI_DEFINE_MM_RN(NAME, R4, R4N, N)                                                     \
+    /* (one wasm function per path: Cranelift allocates registers per function, \
+     * and the tile's pressure spilled into the one-token loop when they shared one) */ \
+    static __attribute__((noinline)) void NAME##_one(QI_MM_ARGS) {                              \
+        (void)T, (void)xrb, (void)ys;                                                           \
+        QI_MM_ONE_TOKEN(R4);                                                                    \
+    }                                                                                           \
+    static __attribute__((noinline)) void NAME##_many(QI_MM_ARGS) {                             \
+        const uint64_t chunk = qi_chunk_rows(rb);                                               \
+        for (uint64_t rc = r0; rc < r1; rc += chunk) {                                          \
+            const uint64_t re = rc + chunk < r1 ? rc + chunk : r1;                              \
+            for (uint64_t t = 0; t < T;) {                                                      \
+                const uint64_t nt = T - t < N ? T - t : N, step = 2 * nt > N ? N : 1;           \
+                const uint8_t *xs[N];                                                           \
+                for (uint64_t j = 0; j < N; j++) xs[j] = xq + (t + (j < nt ? j : nt - 1)) * xrb; \
+                for (uint64_t r = rc; r < re; r += 4) {                                         \
+                    const uint64_t nr = re - r < 4 ? re - r : 4;                                \
+                    const uint8_t *p = W + r * rb;                                              \
+                    const uint8_t *p1 = p + (nr > 1 ? rb : 0), *p2 = p + (nr > 2 ? 2 * rb : 0);  \
+                    const uint8_t *p3 = p + (nr > 3 ? 3 * rb : (nr - 1) * rb);                  \
+                    v128_t o[N];                                                                \
+                    if (step == N) R4N(p, p1, p2, p3, K, xs, o);                                \
+                    else o[0] = R4(p, p1, p2, p3, K, xs[0]);                                    \
+                    for (uint64_t j = 0; j < (step == N ? nt : 1); j++) {                       \
+                        float *yr = y + (t + j) * ys + r;                                       \
+                        if (nr == 4) {                                                          \
+                            wasm_v128_store(yr, o[j]);                                          \
+                        } else {                                                                \
+                            float f[4];                                                         \
+                            wasm_v128_store(f, o[j]);                                           \
+                            for (uint64_t i = 0; i < nr; i++) yr[i] = f[i];                     \
+                        }                                                                       \
+                    }                                                                           \
+                }                                                                               \
+                t += step == N ? nt : 1;                                                        \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    void NAME(QI_MM_ARGS) {                                                                     \
+        if (T == 1) NAME##_one(W, rb, K, r0, r1, xq, xrb, T, y, ys);                            \
+        else NAME##_many(W, rb, K, r0, r1, xq, xrb, T, y, ys);                                  \
     }
 
 #endif

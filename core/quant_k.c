@@ -14,9 +14,9 @@
  * and row, the products q_w * q_x (|q_w| <= 63, |q_x| <= 127) are summed in
  * i16 lanes (at most 4 * 63 * 127 = 32004) and multiplied by the sub-block
  * scale with one i32x4.dot_i16x8 (two for the 16-element sub-blocks of Q2_K,
- * Q3_K, Q6_K). Several tokens (tok4, one row): the weights are multiplied by
- * their scale once (|q * sc| <= 8001), then dotted with four tokens'
- * activations. Either way the integer sum over a super-block is exact
+ * Q3_K, Q6_K). Several tokens (rows4n: four rows times four tokens): the
+ * weights are multiplied by their scale once (|q * sc| <= 8001), then dotted
+ * with each token's activations. Either way the integer sum over a super-block is exact
  * (|sum| < 2^28) and reduced across lanes before float enters, once per
  * super-block and (row, token):
  *   acc += f32(isum) * (d * d_x);  [acc -= f32(msum) * (dmin * d_x)]
@@ -324,90 +324,95 @@ QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, con
     return acc;
 }
 
-/* The row at p times four tokens (activation rows x0..x3, group data G:
- * f32 d_x[4] per super-block): lanes = tokens, the same f32 operations per
- * (row, token) as rows4. */
-QI_INLINE v128_t tok4(const uint32_t type, const bool B, const uint8_t *p, const uint8_t *x0, const uint8_t *x1,
-                      const uint8_t *x2, const uint8_t *x3, uint64_t K, const uint8_t *G) {
-    const uint64_t nb = K / QK_K, bb = kblock_bytes(type);
-    const uint8_t *xs[4] = { x0, x1, x2, x3 };
-    v128_t acc = wasm_f32x4_splat(0);
-    for (uint64_t b = 0; b < nb; b++, p += bb, G += 16) {
-        Scales s;
-        scales(type, p, &s);
-        QI_PIN(s.sc[0]);
-        if (sc16(type)) QI_PIN(s.sc[1]);
-        v128_t is[4], ms[4];
-        QI_UNROLL
-        for (int t = 0; t < 4; t++) is[t] = wasm_i32x4_splat(0);
-        QI_UNROLL
-        for (int g = 0; g < 8; g++) {
-#if QI_RELAXED
-            if (B) { /* as rows4, four tokens instead of four rows */
-                v128_t c0, c1;
-                group_bytes(type, p, g, &c0, &c1);
-                QI_UNROLL
-                for (int t = 0; t < 4; t++) {
-                    const uint8_t *a = xs[t] + QK_K * b + 32 * g;
-                    const v128_t lo = wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(a), c0);
-                    const v128_t hi = wasm_i16x8_relaxed_dot_i8x16_i7x16(wasm_v128_load(a + 16), c1);
-                    if (sc16(type)) {
-                        const v128_t sv = s.sc[g >> 2];
-                        is[t] = wasm_i32x4_add(is[t], wasm_i32x4_add(wasm_i32x4_dot_i16x8(lo, splat16(sv, (2 * g) & 7)),
-                                                                     wasm_i32x4_dot_i16x8(hi, splat16(sv, (2 * g + 1) & 7))));
-                    } else {
-                        is[t] = wasm_i32x4_add(is[t], wasm_i32x4_dot_i16x8(wasm_i16x8_add(lo, hi), splat16(s.sc[0], g)));
-                    }
-                }
-                continue;
-            }
+/* Rows p0..p3 (block 0 at each) times N tokens (activation rows xs[0..N)),
+ * the prompt-processing tile: out[n] = rows times token n, lanes = rows, by
+ * the same f32 operations per (row, token) as rows4. Per group of 32, each
+ * row's weights are unpacked and multiplied by their sub-block scales once
+ * for the N tokens (|q * sc| <= 8001; the same integer sums) and each
+ * token's activations loaded once for the four rows (wasmtime bounds-checks
+ * every load); each token's four integer sums are reduced per group as in
+ * rows4. */
+#define QK_NMAX 4
+#ifndef QK_NT
+#define QK_NT 4
 #endif
-            v128_t w[4];
-            group(type, p, g, w);
-            if (sc16(type)) {
-                const v128_t sa = splat16(s.sc[g >> 2], (2 * g) & 7), sb = splat16(s.sc[g >> 2], (2 * g + 1) & 7);
-                w[0] = wasm_i16x8_mul(w[0], sa), w[1] = wasm_i16x8_mul(w[1], sa);
-                w[2] = wasm_i16x8_mul(w[2], sb), w[3] = wasm_i16x8_mul(w[3], sb);
-            } else if (type != GGML_TYPE_Q8_K) {
-                const v128_t sv = splat16(s.sc[0], g);
-                QI_UNROLL
-                for (int i = 0; i < 4; i++) w[i] = wasm_i16x8_mul(w[i], sv);
-            }
-            QI_UNROLL
-            for (int t = 0; t < 4; t++) {
-                const int16_t *a = (const int16_t *)xs[t] + QK_K * b + 32 * g;
-                is[t] = wasm_i32x4_add(is[t], wasm_i32x4_add(
-                    wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[0], wasm_v128_load(a)), wasm_i32x4_dot_i16x8(w[1], wasm_v128_load(a + 8))),
-                    wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[2], wasm_v128_load(a + 16)), wasm_i32x4_dot_i16x8(w[3], wasm_v128_load(a + 24)))));
-            }
+QI_INLINE void rows4n(const uint32_t type, const bool B, const int N, const uint8_t *p0, const uint8_t *p1,
+                      const uint8_t *p2, const uint8_t *p3, uint64_t K, const uint8_t *const *xs, v128_t *out) {
+    const uint64_t nb = K / QK_K, bb = kblock_bytes(type), qb = B ? 1 : 2;
+    const uint8_t *p[4] = { p0, p1, p2, p3 };
+    v128_t acc[QK_NMAX];
+    QI_UNROLL for (int n = 0; n < N; n++) acc[n] = wasm_f32x4_splat(0);
+    for (uint64_t b = 0; b < nb; b++) {
+        Scales s[4];
+        QI_UNROLL for (int r = 0; r < 4; r++) {
+            scales(type, p[r] + b * bb, &s[r]);
+            QI_PIN(s[r].sc[0]);
+            if (sc16(type)) QI_PIN(s[r].sc[1]);
         }
-        v128_t I = reduce4(is[0], is[1], is[2], is[3]), M = I;
-        if (has_mins(type) || off_shift(type)) {
-            QI_UNROLL
-            for (int t = 0; t < 4; t++) {
-                const int16_t *bs16 = (const int16_t *)(xs[t] + (B ? 1 : 2) * K + 4 * nb) + 16 * b;
-                const int16_t *bs32 = (const int16_t *)(xs[t] + (B ? 1 : 2) * K + 4 * nb) + K / 16 + 8 * b;
-                ms[t] = side_sum(type, &s, bs16, bs32);
+        v128_t I[QK_NMAX];
+        QI_UNROLL for (int n = 0; n < N; n++) I[n] = wasm_i32x4_splat(0);
+        QI_UNROLL for (int g = 0; g < 8; g++) {
+            v128_t a[QK_NMAX][4], P[QK_NMAX][4];
+            QI_UNROLL for (int n = 0; n < N; n++) {
+                const uint8_t *ap = xs[n] + qb * (QK_K * b + 32 * g);
+                QI_UNROLL for (int i = 0; i < (B ? 2 : 4); i++) a[n][i] = wasm_v128_load(ap + 16 * i);
             }
-            M = reduce4(ms[0], ms[1], ms[2], ms[3]);
+            QI_UNROLL for (int r = 0; r < 4; r++) {
+                const uint8_t *pr = p[r] + b * bb;
+#if QI_RELAXED
+                if (B) { /* as rows4: relaxed_dot sums pairs into i16, then the scales */
+                    v128_t c0, c1;
+                    group_bytes(type, pr, g, &c0, &c1);
+                    QI_UNROLL for (int n = 0; n < N; n++) {
+                        const v128_t lo = wasm_i16x8_relaxed_dot_i8x16_i7x16(a[n][0], c0);
+                        const v128_t hi = wasm_i16x8_relaxed_dot_i8x16_i7x16(a[n][1], c1);
+                        if (sc16(type)) {
+                            const v128_t sv = s[r].sc[g >> 2];
+                            P[n][r] = wasm_i32x4_add(wasm_i32x4_dot_i16x8(lo, splat16(sv, (2 * g) & 7)),
+                                                     wasm_i32x4_dot_i16x8(hi, splat16(sv, (2 * g + 1) & 7)));
+                        } else {
+                            P[n][r] = wasm_i32x4_dot_i16x8(wasm_i16x8_add(lo, hi), splat16(s[r].sc[0], g));
+                        }
+                    }
+                    continue;
+                }
+#endif
+                v128_t w[4];
+                group(type, pr, g, w);
+                if (sc16(type)) {
+                    const v128_t sa = splat16(s[r].sc[g >> 2], (2 * g) & 7), sb = splat16(s[r].sc[g >> 2], (2 * g + 1) & 7);
+                    w[0] = wasm_i16x8_mul(w[0], sa), w[1] = wasm_i16x8_mul(w[1], sa);
+                    w[2] = wasm_i16x8_mul(w[2], sb), w[3] = wasm_i16x8_mul(w[3], sb);
+                } else if (type != GGML_TYPE_Q8_K) {
+                    const v128_t sv = splat16(s[r].sc[0], g);
+                    QI_UNROLL for (int i = 0; i < 4; i++) w[i] = wasm_i16x8_mul(w[i], sv);
+                }
+                QI_UNROLL for (int n = 0; n < N; n++)
+                    P[n][r] = wasm_i32x4_add(
+                        wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[0], a[n][0]), wasm_i32x4_dot_i16x8(w[1], a[n][1])),
+                        wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[2], a[n][2]), wasm_i32x4_dot_i16x8(w[3], a[n][3])));
+            }
+            QI_UNROLL for (int n = 0; n < N; n++) I[n] = wasm_i32x4_add(I[n], reduce4(P[n][0], P[n][1], P[n][2], P[n][3]));
         }
-        if (off_shift(type)) I = wasm_i32x4_sub(I, wasm_i32x4_shl(M, off_shift(type)));
-        const v128_t vdx = wasm_v128_load(G);
-        v128_t d, dmin = I;
-        if (type == GGML_TYPE_Q8_K) {
-            d = wasm_v128_load32_splat(p);
-        } else if (has_mins(type)) {
-            const v128_t v = wasm_v128_load32_splat(p + d_off(type));
-            d = qi_h2f_hi_x4(wasm_i32x4_shl(v, 16));
-            dmin = qi_h2f_hi_x4(wasm_v128_and(v, wasm_i32x4_splat((int32_t)0xffff0000u)));
-        } else {
-            d = qi_h2f_hi_x4(wasm_i32x4_shl(wasm_v128_load16_splat(p + d_off(type)), 16));
+        v128_t dmin = I[0];
+        const v128_t d = gather_d(type, p0 + b * bb, p1 + b * bb, p2 + b * bb, p3 + b * bb, &dmin);
+        QI_UNROLL for (int n = 0; n < N; n++) {
+            const float *dx = (const float *)(xs[n] + qb * K);
+            const int16_t *bs16 = (const int16_t *)(dx + nb) + 16 * b, *bs32 = (const int16_t *)(dx + nb) + K / 16 + 8 * b;
+            v128_t In = I[n], M = In;
+            if (has_mins(type) || off_shift(type)) {
+                v128_t ms[4];
+                QI_UNROLL for (int r = 0; r < 4; r++) ms[r] = side_sum(type, &s[r], bs16, bs32);
+                M = reduce4(ms[0], ms[1], ms[2], ms[3]);
+            }
+            if (off_shift(type)) In = wasm_i32x4_sub(In, wasm_i32x4_shl(M, off_shift(type)));
+            const v128_t vdx = wasm_v128_load32_splat(dx + b);
+            acc[n] = wasm_f32x4_add(acc[n], wasm_f32x4_mul(wasm_f32x4_convert_i32x4(In), wasm_f32x4_mul(d, vdx)));
+            if (has_mins(type))
+                acc[n] = wasm_f32x4_sub(acc[n], wasm_f32x4_mul(wasm_f32x4_convert_i32x4(M), wasm_f32x4_mul(dmin, vdx)));
         }
-        acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(I), wasm_f32x4_mul(d, vdx)));
-        if (has_mins(type))
-            acc = wasm_f32x4_sub(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(M), wasm_f32x4_mul(dmin, vdx)));
     }
-    return acc;
+    QI_UNROLL for (int n = 0; n < N; n++) out[n] = acc[n];
 }
 
 #define QK_KERNEL(NAME, TYPE, KIND)                                                                        \
@@ -415,11 +420,11 @@ QI_INLINE v128_t tok4(const uint32_t type, const bool B, const uint8_t *p, const
                                uint64_t K, const uint8_t *x) {                                             \
         return rows4(TYPE, qi_quant_bytes(KIND) == 1, p0, p1, p2, p3, K, x);                               \
     }                                                                                                      \
-    QI_INLINE v128_t NAME##_t4(const uint8_t *p, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,  \
-                               const uint8_t *x3, uint64_t K, const uint8_t *G) {                          \
-        return tok4(TYPE, qi_quant_bytes(KIND) == 1, p, x0, x1, x2, x3, K, G);                             \
+    QI_INLINE void NAME##_r4n(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3,  \
+                              uint64_t K, const uint8_t *const *xs, v128_t *out) {                         \
+        rows4n(TYPE, qi_quant_bytes(KIND) == 1, QK_NT, p0, p1, p2, p3, K, xs, out);                        \
     }                                                                                                      \
-    QI_DEFINE_MM(NAME, NAME##_r4, NAME##_t4, KIND)
+    QI_DEFINE_MM_RN(NAME, NAME##_r4, NAME##_r4n, QK_NT)
 /* (the activation kinds must be quant.c's quant_act_kind) */
 #define QK_B (QI_RELAXED ? ACT_Q8_KB : ACT_Q8_K)
 QK_KERNEL(quant_mm_q2_K, GGML_TYPE_Q2_K, QK_B)

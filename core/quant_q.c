@@ -21,6 +21,12 @@
  *   2^-112 (exact, subnormals included); the activations store d * 2^112
  *   (exact: an f16 d is below 2^16), so d_w * d_x is one multiply and rounds
  *   exactly as the plain product does.
+ * - Several tokens (prompt processing): a tile of four consecutive rows times
+ *   four tokens (rows4n), so each block of weights is loaded and unpacked
+ *   once per four tokens and each block of activations loaded once per four
+ *   rows (wasmtime bounds-checks every load of a Memory64 module: loads cost
+ *   about four instructions each), and the float work stays one vector op
+ *   for four rows, as in rows4.
  * Integer sums are exact (|sum| < 2^18), so every (row, token) result is the
  * same sequence of f32 operations whichever rows and tokens a call holds:
  *   acc += f32(isum) * (d_w * d_x);  macc += m_w * s_x;  y = acc + macc. */
@@ -53,17 +59,24 @@ QI_INLINE uint64_t block_bytes(const uint32_t type) {
     }
 }
 
-/* sum(q_w * q_x) of the block at p as an i32x4 (the sum of its lanes), before
- * the Q4_0 / Q5_0 offset; a0..a3: the block's permuted activations. */
-QI_INLINE v128_t block_dot(const uint32_t type, const uint8_t *p, v128_t a0, v128_t a1, v128_t a2, v128_t a3) {
-    v128_t w0, w1, w2, w3;
+/* The block at p as the vectors that meet the activations: four i16x8 of
+ * weights (w[0..3], against the permuted i16 activations), or, for i8
+ * activations (B, relaxed-SIMD builds), two u8x16 (w[0]: elements 0..15,
+ * w[1]: 16..31). */
+QI_INLINE void block_unpack(const uint32_t type, const bool B, const uint8_t *p, v128_t *w) {
     switch (type) {
     case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: {
-        const v128_t v = wasm_v128_load(p + (type == GGML_TYPE_Q4_0 ? 2 : 4)), m = wasm_i16x8_splat(15);
-        w0 = wasm_v128_and(v, m);
-        w1 = wasm_v128_and(wasm_u16x8_shr(v, 8), m);
-        w2 = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
-        w3 = wasm_u16x8_shr(v, 12);
+        const v128_t v = wasm_v128_load(p + (type == GGML_TYPE_Q4_0 ? 2 : 4));
+        if (B) {
+            const v128_t m4 = wasm_i8x16_splat(15);
+            w[0] = wasm_v128_and(v, m4), w[1] = wasm_v128_and(wasm_u16x8_shr(v, 4), m4);
+        } else {
+            const v128_t m = wasm_i16x8_splat(15);
+            w[0] = wasm_v128_and(v, m);
+            w[1] = wasm_v128_and(wasm_u16x8_shr(v, 8), m);
+            w[2] = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
+            w[3] = wasm_u16x8_shr(v, 12);
+        }
         break;
     }
     case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: {
@@ -73,43 +86,62 @@ QI_INLINE v128_t block_dot(const uint32_t type, const uint8_t *p, v128_t a0, v12
         qh_bits(p + (q50 ? 2 : 4), &hl, &hh);
         const v128_t lo = wasm_v128_or(wasm_v128_and(q, m4), hl);                  /* elements 0..15 */
         const v128_t hi = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(q, 4), m4), hh); /* 16..31 */
-        const v128_t m8 = wasm_i16x8_splat(255);
-        w0 = wasm_v128_and(lo, m8), w1 = wasm_u16x8_shr(lo, 8);
-        w2 = wasm_v128_and(hi, m8), w3 = wasm_u16x8_shr(hi, 8);
+        if (B) {
+            w[0] = lo, w[1] = hi;
+        } else {
+            const v128_t m8 = wasm_i16x8_splat(255);
+            w[0] = wasm_v128_and(lo, m8), w[1] = wasm_u16x8_shr(lo, 8);
+            w[2] = wasm_v128_and(hi, m8), w[3] = wasm_u16x8_shr(hi, 8);
+        }
         break;
     }
-    default: { /* Q8_0, Q8_1: signed bytes */
+    default: { /* Q8_0, Q8_1: signed bytes (never B) */
         const uint64_t o = type == GGML_TYPE_Q8_0 ? 2 : 4;
         const v128_t v = wasm_v128_load(p + o), u = wasm_v128_load(p + o + 16);
-        w0 = wasm_i16x8_shr(wasm_i16x8_shl(v, 8), 8), w1 = wasm_i16x8_shr(v, 8);
-        w2 = wasm_i16x8_shr(wasm_i16x8_shl(u, 8), 8), w3 = wasm_i16x8_shr(u, 8);
+        w[0] = wasm_i16x8_shr(wasm_i16x8_shl(v, 8), 8), w[1] = wasm_i16x8_shr(v, 8);
+        w[2] = wasm_i16x8_shr(wasm_i16x8_shl(u, 8), 8), w[3] = wasm_i16x8_shr(u, 8);
         break;
     }
     }
-    return wasm_i32x4_add(wasm_i32x4_add(wasm_i32x4_dot_i16x8(w0, a0), wasm_i32x4_dot_i16x8(w1, a1)),
-                          wasm_i32x4_add(wasm_i32x4_dot_i16x8(w2, a2), wasm_i32x4_dot_i16x8(w3, a3)));
+}
+
+/* sum(q_w * q_x) of one block as an i32x4 (the sum of its lanes), before the
+ * Q4_0 / Q5_0 offset; w from block_unpack, a the block's activations (four
+ * permuted i16x8, or for B two i8x16 in natural order). For B:
+ * relaxed_dot_i8x16_i7x16 sums pairs of products into i16 (|.| <= 2*31*127;
+ * the weights, 0..31, fit the i7 operand), two of them still fit (15748), one
+ * i32x4.dot_i16x8 with ones widens. */
+QI_INLINE v128_t block_dot_w(const bool B, const v128_t *w, const v128_t *a) {
+    if (B) {
+#if QI_RELAXED
+        const v128_t s = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(a[0], w[0]),
+                                        wasm_i16x8_relaxed_dot_i8x16_i7x16(a[1], w[1]));
+        return wasm_i32x4_dot_i16x8(s, wasm_i16x8_splat(1));
+#else
+        return wasm_i32x4_splat(0);
+#endif
+    }
+    return wasm_i32x4_add(wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[0], a[0]), wasm_i32x4_dot_i16x8(w[1], a[1])),
+                          wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[2], a[2]), wasm_i32x4_dot_i16x8(w[3], a[3])));
+}
+
+/* sum(q_w * q_x) of the block at p as an i32x4 (the sum of its lanes), before
+ * the Q4_0 / Q5_0 offset; a0..a3: the block's permuted activations. */
+QI_INLINE v128_t block_dot(const uint32_t type, const uint8_t *p, v128_t a0, v128_t a1, v128_t a2, v128_t a3) {
+    v128_t w[4];
+    const v128_t a[4] = { a0, a1, a2, a3 };
+    block_unpack(type, false, p, w);
+    return block_dot_w(false, w, a);
 }
 
 #if QI_RELAXED
-/* As block_dot for the 4- and 5-bit types (quants 0..31 fit the i7 operand)
- * against i8 activations in natural order: a0 = elements 0..15, a1 = 16..31.
- * relaxed_dot_i8x16_i7x16 sums pairs of products into i16 (|.| <= 2*31*127),
- * two of them still fit (15748), one i32x4.dot_i16x8 with ones widens. */
+/* As block_dot for the 4- and 5-bit types against i8 activations in natural
+ * order: a0 = elements 0..15, a1 = 16..31. */
 QI_INLINE v128_t block_dot_b(const uint32_t type, const uint8_t *p, v128_t a0, v128_t a1) {
-    v128_t lo, hi;
-    const v128_t m4 = wasm_i8x16_splat(15);
-    if (type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_1) {
-        const v128_t q = wasm_v128_load(p + (type == GGML_TYPE_Q4_0 ? 2 : 4));
-        lo = wasm_v128_and(q, m4), hi = wasm_v128_and(wasm_u16x8_shr(q, 4), m4);
-    } else {
-        const bool q50 = type == GGML_TYPE_Q5_0;
-        const v128_t q = wasm_v128_load(p + (q50 ? 6 : 8));
-        v128_t hl, hh;
-        qh_bits(p + (q50 ? 2 : 4), &hl, &hh);
-        lo = wasm_v128_or(wasm_v128_and(q, m4), hl), hi = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(q, 4), m4), hh);
-    }
-    const v128_t s = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(a0, lo), wasm_i16x8_relaxed_dot_i8x16_i7x16(a1, hi));
-    return wasm_i32x4_dot_i16x8(s, wasm_i16x8_splat(1));
+    v128_t w[4];
+    const v128_t a[2] = { a0, a1 };
+    block_unpack(type, true, p, w);
+    return block_dot_w(true, w, a);
 }
 #endif
 
@@ -177,51 +209,181 @@ QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, con
     return has_min(type) ? wasm_f32x4_add(acc, macc) : acc;
 }
 
-/* The row at p times four tokens (activation rows x0..x3, group data G):
- * lanes = tokens; the same f32 operations per (row, token) as rows4. */
-QI_INLINE v128_t tok4(const uint32_t type, const bool B, const uint8_t *p, const uint8_t *x0, const uint8_t *x1,
-                      const uint8_t *x2, const uint8_t *x3, uint64_t K, const uint8_t *G) {
-    const uint64_t nb = K / 32, bb = block_bytes(type), step = B ? 32 : 64;
-    v128_t acc = wasm_f32x4_splat(0), macc = acc;
-    for (uint64_t b = 0; b < nb; b++, p += bb, x0 += step, x1 += step, x2 += step, x3 += step, G += 32) {
-        v128_t d[4];
+/* The raw bytes of one block of four rows, loaded one block ahead of their
+ * use by rows4p (see there): the quants (q: 16 bytes at the quants' start;
+ * q2: the next 16, Q8_*) and the scales of the four rows gathered (sc: d,
+ * or d | m << 16, in i32 lanes, as rows4 gathers them). */
+typedef struct { v128_t q[4], q2[4], sc; } Raw4;
+
+QI_INLINE void raw4_load(const uint32_t type, const uint8_t *const *p, uint64_t off, Raw4 *r) {
+    const uint64_t qo = type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q8_0 ? 2 : 4;
+    QI_UNROLL for (int j = 0; j < 4; j++) {
+        r->q[j] = wasm_v128_load(p[j] + off + qo);
+        if (type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q8_1) r->q2[j] = wasm_v128_load(p[j] + off + qo + 16);
+    }
+    if (has_min(type)) {
+        v128_t dm = wasm_v128_load32_zero(p[0] + off);
+        dm = wasm_v128_load32_lane(p[1] + off, dm, 1);
+        dm = wasm_v128_load32_lane(p[2] + off, dm, 2);
+        r->sc = wasm_v128_load32_lane(p[3] + off, dm, 3);
+    } else {
+        v128_t d = wasm_i32x4_splat(0);
+        d = wasm_v128_load16_lane(p[0] + off, d, 1);
+        d = wasm_v128_load16_lane(p[1] + off, d, 3);
+        d = wasm_v128_load16_lane(p[2] + off, d, 5);
+        r->sc = wasm_v128_load16_lane(p[3] + off, d, 7);
+    }
+}
+
+/* block_unpack from loaded bytes (raw4_load's q and q2; Q4_* and Q8_*). */
+QI_INLINE void raw_unpack(const uint32_t type, const bool B, v128_t v, v128_t u, v128_t *w) {
+    if (type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_1) {
         if (B) {
-#if QI_RELAXED
-#define QQ_DOT(q) block_dot_b(type, p, wasm_v128_load(q), wasm_v128_load(q + 16))
-            d[0] = QQ_DOT(x0), d[1] = QQ_DOT(x1), d[2] = QQ_DOT(x2), d[3] = QQ_DOT(x3);
-#undef QQ_DOT
-#endif
+            const v128_t m4 = wasm_i8x16_splat(15);
+            w[0] = wasm_v128_and(v, m4), w[1] = wasm_v128_and(wasm_u16x8_shr(v, 4), m4);
         } else {
-#define QQ_DOT(q) block_dot(type, p, wasm_v128_load(q), wasm_v128_load(q + 16), wasm_v128_load(q + 32), wasm_v128_load(q + 48))
-            d[0] = QQ_DOT(x0), d[1] = QQ_DOT(x1), d[2] = QQ_DOT(x2), d[3] = QQ_DOT(x3);
-#undef QQ_DOT
+            const v128_t m = wasm_i16x8_splat(15);
+            w[0] = wasm_v128_and(v, m);
+            w[1] = wasm_v128_and(wasm_u16x8_shr(v, 8), m);
+            w[2] = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
+            w[3] = wasm_u16x8_shr(v, 12);
+        }
+    } else {
+        w[0] = wasm_i16x8_shr(wasm_i16x8_shl(v, 8), 8), w[1] = wasm_i16x8_shr(v, 8);
+        w[2] = wasm_i16x8_shr(wasm_i16x8_shl(u, 8), 8), w[3] = wasm_i16x8_shr(u, 8);
+    }
+}
+
+/* rows4 with the weights' loads one block ahead (Q4_0, Q4_1, Q8_0, Q8_1;
+ * not the Q5 types, whose longer arithmetic per block hides the loads anyway
+ * and which only lost to the extra registers):
+ * a block's bytes are requested a whole block of work before they are
+ * needed, so the four weight streams' cache misses overlap the arithmetic of
+ * the block before (the loop body is long: the engine's out-of-order window
+ * holds little more than one block). The same operations as rows4. */
+QI_INLINE v128_t rows4p(const uint32_t type, const bool B, const uint8_t *p0, const uint8_t *p1, const uint8_t *p2,
+                        const uint8_t *p3, uint64_t K, const uint8_t *x) {
+    const uint64_t nb = K / 32, bb = block_bytes(type);
+    const uint8_t *aq = x;
+    const uint8_t *meta = x + (B ? 1 : 2) * K;
+    const uint8_t *p[4] = { p0, p1, p2, p3 };
+    v128_t acc = wasm_f32x4_splat(0), macc = acc;
+    Raw4 cur, nxt;
+    raw4_load(type, p, 0, &cur);
+    for (uint64_t b = 0; b < nb; b++, aq += B ? 32 : 64, meta += 8) {
+        raw4_load(type, p, (b + 1 < nb ? b + 1 : b) * bb, &nxt);
+        v128_t a[4];
+        QI_UNROLL for (int i = 0; i < (B ? 2 : 4); i++) a[i] = wasm_v128_load(aq + 16 * i);
+        v128_t d[4];
+        QI_UNROLL for (int j = 0; j < 4; j++) {
+            v128_t w[4];
+            raw_unpack(type, B, cur.q[j], cur.q2[j], w);
+            d[j] = block_dot_w(B, w, a);
         }
         v128_t is = reduce4(d[0], d[1], d[2], d[3]);
-        const v128_t dx = wasm_v128_load(G), sx = wasm_v128_load(G + 16);
+        const v128_t mt = wasm_v128_load64_zero(meta);
+        const v128_t dx = wasm_i32x4_shuffle(mt, mt, 0, 0, 0, 0), sx = wasm_i32x4_shuffle(mt, mt, 1, 1, 1, 1);
         if (off_shift(type)) is = wasm_i32x4_sub(is, wasm_i32x4_shl(sx, off_shift(type)));
         v128_t dw;
         if (has_min(type)) {
-            const v128_t dm = wasm_v128_load32_splat(p);
-            dw = h2f_hi_scaled(wasm_i32x4_shl(dm, 16));
-            macc = wasm_f32x4_add(macc, wasm_f32x4_mul(h2f_hi_scaled(dm), sx));
+            dw = h2f_hi_scaled(wasm_i32x4_shl(cur.sc, 16));
+            macc = wasm_f32x4_add(macc, wasm_f32x4_mul(h2f_hi_scaled(cur.sc), sx));
         } else {
-            dw = h2f_hi_scaled(wasm_v128_load16_splat(p));
+            dw = h2f_hi_scaled(cur.sc);
         }
         acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(is), wasm_f32x4_mul(dw, dx)));
+        cur = nxt;
     }
     return has_min(type) ? wasm_f32x4_add(acc, macc) : acc;
+}
+
+/* Rows p0..p3 (block 0 at each) times N tokens (activation rows xs[0..N)),
+ * the prompt-processing tile: out[n] = rows times token n, lanes = rows, by
+ * the same f32 operations per (row, token) as rows4. Per block, each row's
+ * weights are loaded and unpacked once for the N tokens and each token's
+ * activations loaded once for the four rows; the integer sums of a token's
+ * four rows are reduced as in rows4. */
+#define QQ_NMAX 4 /* most tokens per rows4n tile */
+QI_INLINE void rows4n(const uint32_t type, const bool B, const int N, const uint8_t *p0, const uint8_t *p1,
+                      const uint8_t *p2, const uint8_t *p3, uint64_t K, const uint8_t *const *xs, v128_t *out) {
+    const uint64_t nb = K / 32, bb = block_bytes(type), qb = B ? 32 : 64, nq = B ? 2 : 4;
+    const uint64_t mo = (B ? 1 : 2) * K; /* per-block (d_x, s_x) after the quants */
+    v128_t acc[QQ_NMAX], macc[QQ_NMAX]; /* (fixed sizes: arrays with a variable bound stay in memory) */
+    QI_UNROLL for (int n = 0; n < N; n++) acc[n] = macc[n] = wasm_f32x4_splat(0);
+    const uint8_t *p[4] = { p0, p1, p2, p3 };
+    for (uint64_t b = 0; b < nb; b++) {
+        v128_t a[QQ_NMAX][4], ab[QQ_NMAX], is4[QQ_NMAX];
+        QI_UNROLL for (int n = 0; n < N; n++)
+            QI_UNROLL for (uint64_t i = 0; i < nq; i++) a[n][i] = wasm_v128_load(xs[n] + b * qb + 16 * i);
+        /* row by row, the integer sums of rows (0, 1) and (2, 3) folded into
+         * one vector per token as they come. (The barriers keep LLVM from
+         * hoisting all four rows' loads and unpacking to the top; Cranelift
+         * places the arithmetic after the block's loads regardless, but this
+         * order measured a little faster.) */
+        QI_UNROLL for (int j = 0; j < 4; j += 2) {
+            v128_t w0[4], w1[4], d0[QQ_NMAX];
+            QI_BARRIER();
+            block_unpack(type, B, p[j] + b * bb, w0);
+            QI_UNROLL for (int n = 0; n < N; n++) {
+                d0[n] = block_dot_w(B, w0, a[n]);
+                QI_PIN(d0[n]);
+            }
+            QI_BARRIER();
+            block_unpack(type, B, p[j + 1] + b * bb, w1);
+            QI_UNROLL for (int n = 0; n < N; n++) {
+                const v128_t d1 = block_dot_w(B, w1, a[n]);
+                const v128_t h = wasm_i32x4_add(wasm_i32x4_shuffle(d0[n], d1, 0, 1, 4, 5),
+                                                wasm_i32x4_shuffle(d0[n], d1, 2, 3, 6, 7));
+                if (j == 0) {
+                    ab[n] = h;
+                    QI_PIN(ab[n]);
+                } else {
+                    is4[n] = wasm_i32x4_add(wasm_i32x4_shuffle(ab[n], h, 0, 2, 4, 6),
+                                            wasm_i32x4_shuffle(ab[n], h, 1, 3, 5, 7));
+                    QI_PIN(is4[n]);
+                }
+            }
+        }
+        v128_t dw, mw = wasm_i32x4_splat(0);
+        if (has_min(type)) { /* (d, m) of four rows, one 32-bit load each */
+            v128_t dm = wasm_v128_load32_zero(p0 + b * bb);
+            dm = wasm_v128_load32_lane(p1 + b * bb, dm, 1);
+            dm = wasm_v128_load32_lane(p2 + b * bb, dm, 2);
+            dm = wasm_v128_load32_lane(p3 + b * bb, dm, 3);
+            dw = h2f_hi_scaled(wasm_i32x4_shl(dm, 16));
+            mw = h2f_hi_scaled(dm);
+        } else {
+            v128_t d = wasm_i32x4_splat(0);
+            d = wasm_v128_load16_lane(p0 + b * bb, d, 1);
+            d = wasm_v128_load16_lane(p1 + b * bb, d, 3);
+            d = wasm_v128_load16_lane(p2 + b * bb, d, 5);
+            d = wasm_v128_load16_lane(p3 + b * bb, d, 7);
+            dw = h2f_hi_scaled(d);
+        }
+        QI_UNROLL for (int n = 0; n < N; n++) {
+            v128_t is = is4[n]; /* = reduce4 of the four rows' block_dot_w */
+            const v128_t mt = wasm_v128_load64_zero(xs[n] + mo + 8 * b);
+            const v128_t dx = wasm_i32x4_shuffle(mt, mt, 0, 0, 0, 0), sx = wasm_i32x4_shuffle(mt, mt, 1, 1, 1, 1);
+            if (off_shift(type)) is = wasm_i32x4_sub(is, wasm_i32x4_shl(sx, off_shift(type)));
+            if (has_min(type)) macc[n] = wasm_f32x4_add(macc[n], wasm_f32x4_mul(mw, sx));
+            acc[n] = wasm_f32x4_add(acc[n], wasm_f32x4_mul(wasm_f32x4_convert_i32x4(is), wasm_f32x4_mul(dw, dx)));
+        }
+    }
+    QI_UNROLL for (int n = 0; n < N; n++) out[n] = has_min(type) ? wasm_f32x4_add(acc[n], macc[n]) : acc[n];
 }
 
 #define QQ_KERNEL(NAME, TYPE, KIND)                                                                        \
     QI_INLINE v128_t NAME##_r4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3, \
                                uint64_t K, const uint8_t *x) {                                             \
+        if (TYPE != GGML_TYPE_Q5_0 && TYPE != GGML_TYPE_Q5_1)                                              \
+            return rows4p(TYPE, qi_quant_bytes(KIND) == 1, p0, p1, p2, p3, K, x);                          \
         return rows4(TYPE, qi_quant_bytes(KIND) == 1, p0, p1, p2, p3, K, x);                               \
     }                                                                                                      \
-    QI_INLINE v128_t NAME##_t4(const uint8_t *p, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,  \
-                               const uint8_t *x3, uint64_t K, const uint8_t *G) {                          \
-        return tok4(TYPE, qi_quant_bytes(KIND) == 1, p, x0, x1, x2, x3, K, G);                             \
+    QI_INLINE void NAME##_r4n(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3,  \
+                              uint64_t K, const uint8_t *const *xs, v128_t *out) {                         \
+        rows4n(TYPE, qi_quant_bytes(KIND) == 1, 4, p0, p1, p2, p3, K, xs, out);                            \
     }                                                                                                      \
-    QI_DEFINE_MM(NAME, NAME##_r4, NAME##_t4, KIND)
+    QI_DEFINE_MM_RN(NAME, NAME##_r4, NAME##_r4n, 4)
 /* (the activation kinds must be quant.c's quant_act_kind) */
 #define QQ_B(kind) (QI_RELAXED ? kind + 3 : kind)
 QQ_KERNEL(quant_mm_q4_0, GGML_TYPE_Q4_0, QQ_B(ACT_Q8_0))
