@@ -183,8 +183,9 @@ def test_disconnect_mid_stream_frees_slot(server, keys):
     # the same happens to a non-streaming request whose client gives up
     cancelled1 = metric(url, "realm_cancelled_total", reason="client")
     with pytest.raises(httpx.ReadTimeout):
-        _post(server, keys["t2"], COMP, {"model": "smol", "prompt": "Once upon a time", "max_tokens": 200},
-              timeout=1.5)
+        # (seed 2 runs the full 200 tokens without an end-of-text: seconds of work even on 2 threads)
+        _post(server, keys["t2"], COMP, {"model": "smol", "prompt": "Once upon a time", "max_tokens": 200,
+                                         "temperature": 0.8, "seed": 2}, timeout=0.8)
     assert wait_for(lambda: metric(url, "realm_active_requests", model="smol") == 0
                     and metric(url, "realm_cancelled_total", reason="client") == cancelled1 + 1)
 
