@@ -5,12 +5,16 @@ copy the WGSL kernels into the package.
     python build.py            # build if anything changed, else do nothing
     python build.py --force    # rebuild anyway
     python build.py --debug    # -O1 -g, keeps names (for traps with stack traces)
-    python build.py --relaxed  # also realm_web/wasm/realm-relaxed.wasm (relaxed SIMD, see below)
 
-Two modules from the same sources, same ABI: realm.wasm (one thread, its own
-memory) and realm-mt.wasm (wasm threads: atomics, an imported *shared*
-memory, an exported __stack_pointer so a host can give each worker instance
-its own stack; see core/threads.c and docs/ARCHITECTURE.md "Threads").
+Four modules from the same sources, same ABI, same results bit for bit:
+  realm.wasm               one thread, its own memory, SIMD128
+  realm-mt.wasm            wasm threads: atomics, an imported *shared* memory, an
+                           exported __stack_pointer so a host can give each worker
+                           instance its own stack (core/threads.c, docs/ARCHITECTURE.md)
+  realm-relaxed.wasm       realm.wasm with relaxed SIMD (-mrelaxed-simd:
+  realm-mt-relaxed.wasm    i16x8.relaxed_dot_i8x16_i7x16 in the quant kernels,
+                           core/quant_impl.h); hosts that have relaxed SIMD load
+                           these, the others the plain ones
 
 The compiler is clang as shipped in the `ziglang` PyPI package
 (`python -m ziglang cc`); see ../shared/PLATFORM.md for why.
@@ -33,11 +37,6 @@ CORE = ROOT / "core"
 WGSL = ROOT / "wgsl"
 PKG = ROOT / "realm_web"
 OUT_WASM = PKG / "wasm" / "realm.wasm"
-# --relaxed: a second module built with -mrelaxed-simd (i16x8.relaxed_dot_i8x16_i7x16
-# in the quant kernels, core/quant_impl.h). Same ABI, same results bit for bit;
-# hosts that support relaxed SIMD (V8/Chromium/Node by default; wasmtime with
-# Config.wasm_relaxed_simd, on by default in wasmtime-py 50) may load it instead.
-OUT_RELAXED = PKG / "wasm" / "realm-relaxed.wasm"
 OUT_MT = PKG / "wasm" / "realm-mt.wasm"
 MT_CFLAGS = ["-matomics"]
 MT_LDFLAGS = ["-Wl,--shared-memory", "-Wl,--import-memory", "-Wl,--export-memory", "-Wl,--export=__stack_pointer"]
@@ -98,60 +97,78 @@ def copy_wgsl() -> int:
     return n
 
 
-def build(force: bool = False, debug: bool = False, quiet: bool = False, relaxed: bool = False) -> Path:
-    """realm.wasm and realm-mt.wasm (or, with relaxed, realm-relaxed.wasm alone); returns realm.wasm's path."""
+def variants(opt: list[str]) -> list[tuple[Path, Path, list[str]]]:
+    """(module, its stamp, its flags) for the four builds."""
+    out = []
+    for mt in (False, True):
+        for relaxed in (False, True):
+            name = "realm" + ("-mt" if mt else "") + ("-relaxed" if relaxed else "")
+            flags = CFLAGS + (MT_CFLAGS if mt else []) + (RELAXED_FLAGS if relaxed else []) + opt + LDFLAGS + (
+                MT_LDFLAGS if mt else [])
+            stamp = STAMP if name == "realm" else PKG / "wasm" / f".build-stamp{name[5:]}.json"
+            out.append((PKG / "wasm" / f"{name}.wasm", stamp, flags))
+    return out
+
+
+def build(force: bool = False, debug: bool = False, quiet: bool = False) -> Path:
+    """All four modules (those whose inputs changed, compiled side by side); returns realm.wasm's path."""
     opt = ["-O1", "-g"] if debug else ["-O3", "-s"]
-    if relaxed:  # a separate module with its own stamp; realm.wasm is left as it is
-        return _build_one(OUT_RELAXED, OUT_RELAXED.with_name(".build-stamp-relaxed.json"),
-                          CFLAGS + RELAXED_FLAGS + opt + LDFLAGS, force, quiet)
-    _build_one(OUT_MT, OUT_MT.with_name(".build-stamp-mt.json"), CFLAGS + MT_CFLAGS + opt + LDFLAGS + MT_LDFLAGS,
-               force, quiet)
-    return _build_one(OUT_WASM, STAMP, CFLAGS + opt + LDFLAGS, force, quiet)
-
-
-def _build_one(OUT_WASM: Path, STAMP: Path, flags: list[str], force: bool, quiet: bool) -> Path:
-    digest = inputs_digest(flags)
-    if not force and OUT_WASM.exists() and STAMP.exists():
-        if json.loads(STAMP.read_text()).get("digest") == digest:
-            if not quiet:
-                print(f"build.py: up to date: {OUT_WASM.relative_to(ROOT)}")
-            return OUT_WASM
-    srcs = sources()
-    if not srcs:
+    if not sources():
         sys.exit("build.py: no C sources in core/")
-    OUT_WASM.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT_WASM.with_suffix(".wasm.tmp")
-    cmd = compiler_cmd() + [f"--target={TARGET}"] + flags + ["-o", str(tmp)] + [str(s) for s in srcs]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if res.returncode != 0:
-        sys.stderr.write(res.stdout + res.stderr)
-        sys.exit(f"build.py: compiling realm.wasm failed (exit {res.returncode})")
-    if res.stderr.strip() and not quiet:
-        sys.stderr.write(res.stderr)
+    stale = []
+    for out, stamp, flags in variants(opt):
+        digest = inputs_digest(flags)
+        if not force and out.exists() and stamp.exists() and json.loads(stamp.read_text()).get("digest") == digest:
+            if not quiet:
+                print(f"build.py: up to date: {out.relative_to(ROOT)}")
+        else:
+            stale.append((out, stamp, flags, digest))
+    if stale:
+        OUT_WASM.parent.mkdir(parents=True, exist_ok=True)
+        procs = [(v, _start_compile(v[0], v[2])) for v in stale]
+        failed = None
+        for (out, stamp, flags, digest), proc in procs:
+            stdout, stderr = proc.communicate()
+            if proc.returncode != 0:
+                sys.stderr.write(stdout + stderr)
+                failed = failed or f"build.py: compiling {out.name} failed (exit {proc.returncode})"
+                continue
+            if stderr.strip() and not quiet:
+                sys.stderr.write(stderr)
+            _finish(out, stamp, flags, digest, quiet)
+        if failed:
+            sys.exit(failed)
+        n_wgsl = copy_wgsl()
+        if not quiet:
+            print(f"build.py: copied {n_wgsl} WGSL files")
+    return OUT_WASM
+
+
+def _start_compile(out: Path, flags: list[str]) -> subprocess.Popen:
+    tmp = out.with_suffix(".wasm.tmp")
+    cmd = compiler_cmd() + [f"--target={TARGET}"] + flags + ["-o", str(tmp)] + [str(s) for s in sources()]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(out: Path, stamp: Path, flags: list[str], digest: str, quiet: bool) -> None:
+    tmp = out.with_suffix(".wasm.tmp")
     if "-Wl,--shared-memory" in flags:
         tmp.write_bytes(set_imported_memory_max(tmp.read_bytes(), MT_MAX_PAGES))
-    tmp.replace(OUT_WASM)
-    n_wgsl = copy_wgsl()
-    STAMP.write_text(json.dumps({"digest": digest, "flags": flags}))
+    tmp.replace(out)
+    stamp.write_text(json.dumps({"digest": digest, "flags": flags}))
     if not quiet:
-        size = OUT_WASM.stat().st_size
-        print(f"build.py: built {OUT_WASM.relative_to(ROOT)} ({size:,} bytes, {len(srcs)} C files, "
+        print(f"build.py: built {out.relative_to(ROOT)} ({out.stat().st_size:,} bytes, {len(sources())} C files, "
               f"{TARGET}, {'debug' if '-g' in flags else 'release'}"
               f"{', relaxed SIMD' if RELAXED_FLAGS[0] in flags else ''}"
-              f"{', threads' if MT_CFLAGS[0] in flags else ''}); copied {n_wgsl} WGSL files")
-    return OUT_WASM
+              f"{', threads' if MT_CFLAGS[0] in flags else ''})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
     ap.add_argument("--debug", action="store_true", help="-O1 -g build with names")
-    ap.add_argument("--relaxed", action="store_true",
-                    help="also build realm-relaxed.wasm (-mrelaxed-simd) next to realm.wasm")
     args = ap.parse_args()
     build(force=args.force, debug=args.debug)
-    if args.relaxed:
-        build(force=args.force, debug=args.debug, relaxed=True)
 
 
 if __name__ == "__main__":

@@ -275,7 +275,7 @@ def run_browser(servers: dict, args, text: str, wtext: str, log, info: dict) -> 
                          "error": (str(e).strip().splitlines() or [type(e).__name__])[0][:200]}
                 r.setdefault("crossOriginIsolated", iso)
                 if engine == "realm":
-                    r["name"] = "realm.wasm, JS SDK, Chromium"
+                    r["name"] = "realm, JS SDK, Chromium"
                 else:
                     r["name"] = f"wllama {info.get('wllama', '')}, Chromium".replace("  ", " ")
                 if r.get("error"):

@@ -14,11 +14,11 @@ own process (so peak RSS is its own): prompt processing of a 512-token prompt (o
 eval call; tok/s), greedy generation of 128 tokens (one call per token; tok/s), peak
 RSS, CPU time / wall time. Best of --repeat runs.
 
-  realm.wasm   wasmtime (the Python host as shipped: realm_web.bench.run_realm, Realm.load(threads=N))
-  realm.wasm   wasmtime, Spectre bounds-check mitigation off (--wasmtime-variants;
-               a host setting: cranelift_flag_set("enable_heap_access_spectre_mitigation", "false"))
-  realm-relaxed.wasm  wasmtime with relaxed SIMD (--wasmtime-variants, when built: python build.py --relaxed)
-  realm.wasm   Node 22+ through the JS SDK (js-sdk/bench/bench.mjs, Realm.load({threads: N}))
+  realm        wasmtime (the Python host as shipped: realm_web.bench.run_realm, Realm.load(threads=N):
+               realm-mt-relaxed.wasm, relaxed SIMD, no Spectre heap mitigation)
+  realm        wasmtime variants (--wasmtime-variants): the SIMD128 build (REALM_SIMD=simd128), and the
+               Spectre heap mitigation on (wasmtime's default for untrusted code)
+  realm        Node 22+ through the JS SDK (js-sdk/bench/bench.mjs, Realm.load({threads: N}))
   llama.cpp    llama-cpp-python, native, n_threads = n_threads_batch = N
   wllama       llama.cpp's wasm build in headless Chromium, and realm.wasm (JS SDK) in the
                same Chromium (bench/bench_browser.py), with --browser: 1 thread on a page
@@ -40,23 +40,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RELAXED_WASM = ROOT / "realm_web" / "wasm" / "realm-relaxed.wasm"
-
 
 # --------------------------------------------------------------------------- wasmtime variants (children)
 
-def child_realm(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int, wasm: str | None, relaxed: bool,
-                no_spectre: bool) -> dict:
-    """run_realm with an engine configured here (a variant wasm, relaxed SIMD, no Spectre mitigation)."""
+def child_realm(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int, wasm: str | None, simd: str,
+                spectre: bool) -> dict:
+    """run_realm with the host configured here: another build, REALM_SIMD, the Spectre heap mitigation back on."""
     if wasm:
         os.environ["REALM_WASM"] = wasm
+    os.environ["REALM_SIMD"] = simd
     import wasmtime
     from realm_web import wasm_host
     if wasm:
         wasm_host.WASM_PATH = Path(wasm)
-    if relaxed or no_spectre:
+    if spectre:
         class Wasmtime:
-            """wasmtime as wasm_host sees it, with the variant's flags added to the Config of every Engine
+            """wasmtime as wasm_host sees it, with the mitigation set back on in the Config of every Engine
             (so the variant keeps whatever else the host configures: memory64, threads, reservation ...)."""
 
             def __getattr__(self, name):
@@ -64,10 +63,7 @@ def child_realm(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int
 
             @staticmethod
             def Engine(cfg=None):
-                if relaxed:
-                    cfg.wasm_relaxed_simd = True
-                if no_spectre:
-                    cfg.cranelift_flag_set("enable_heap_access_spectre_mitigation", "false")
+                cfg.cranelift_flag_set("enable_heap_access_spectre_mitigation", "true")
                 return wasmtime.Engine(cfg)
         wasm_host.wasmtime = Wasmtime()
     from realm_web.bench import run_realm
@@ -77,21 +73,20 @@ def child_realm(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int
 def variants(a):
     """extra_realm for realm_web.bench.quant_table: the --extra-wasm builds and --wasmtime-variants."""
     from realm_web.bench import spawn_json
-    specs = [(f"realm.wasm ({label}), wasmtime", path, "0", "0")
+    specs = [(f"realm ({label}), wasmtime", path, "auto", "0")
              for label, _, path in (s.partition("=") for s in a.extra_wasm)]
     if a.wasmtime_variants:
-        specs.append(("realm.wasm, wasmtime, no Spectre mitigation", "-", "0", "1"))
-        if RELAXED_WASM.exists():
-            specs.append(("realm-relaxed.wasm, wasmtime, relaxed SIMD, no Spectre", str(RELAXED_WASM), "1", "1"))
+        specs.append(("realm, wasmtime", "-", "simd128", "0"))
+        specs.append(("realm, wasmtime, Spectre mitigation on", "-", "auto", "1"))
     if not specs:
         return None
 
     def extra(model: str, threads: int) -> list[dict]:
         rows = []
-        for label, wasm, relaxed, nospec in specs:
-            print(f"  {label}, {threads} thread(s) ...", file=sys.stderr, flush=True)
+        for label, wasm, simd, spectre in specs:
+            print(f"  {label}, {simd}, {threads} thread(s) ...", file=sys.stderr, flush=True)
             r = spawn_json([sys.executable, str(Path(__file__).resolve()), "--child", model, str(a.prompt_tokens),
-                            str(a.gen_tokens), str(threads), str(a.repeat), wasm, relaxed, nospec])
+                            str(a.gen_tokens), str(threads), str(a.repeat), wasm, simd, spectre])
             r.update({"engine": label, "kind": "realm", "threads": threads})
             rows.append(r)
         return rows
@@ -111,20 +106,20 @@ def main() -> int:
     ap.add_argument("--isolation", default="auto", choices=["auto", "both"],
                     help="Chromium pages: auto = COOP/COEP only for N > 1 threads; both = every count both ways")
     ap.add_argument("--wasmtime-variants", action="store_true",
-                    help="also wasmtime without Spectre mitigation, and relaxed SIMD when realm-relaxed.wasm exists")
+                    help="also wasmtime with the SIMD128 build, and with the Spectre heap mitigation on")
     ap.add_argument("--extra-wasm", action="append", default=[], metavar="LABEL=PATH",
                     help="also run this build of realm.wasm under wasmtime (e.g. before=/tmp/old.wasm)")
     ap.add_argument("--verbose", action="store_true", help="show bench_browser.py's progress")
     ap.add_argument("--json")
-    ap.add_argument("--child", nargs=8, metavar=("MODEL", "P", "G", "T", "R", "WASM", "RELAXED", "NOSPECTRE"),
+    ap.add_argument("--child", nargs=8, metavar=("MODEL", "P", "G", "T", "R", "WASM", "SIMD", "SPECTRE"),
                     help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        model, p, g, t, r, wasm, relaxed, nospec = a.child
+        model, p, g, t, r, wasm, simd, spectre = a.child
         from realm_web.bench import NotAvailable
         try:
             res = child_realm(model, int(p), int(g), int(t), int(r), None if wasm == "-" else wasm,
-                              relaxed == "1", nospec == "1")
+                              simd, spectre == "1")
         except NotAvailable as e:
             print(str(e), file=sys.stderr)
             return 3

@@ -19,8 +19,8 @@ wasmtime call overhead does not count). Prints, per type:
           # realm vs llama.cpp at SmolLM2's shapes; T=1 weights streamed from DRAM as in decode
     python bench/bench_kernels.py --smollm2 --types Q4_1 --wasm a.wasm,b.wasm
           # two builds, measured alternately in one process (A/B on a busy machine)
-    REALM_WASM=realm_web/wasm/realm-relaxed.wasm python bench/bench_kernels.py   # the relaxed-SIMD build
-    python bench/bench_kernels.py --cranelift-flag enable_heap_access_spectre_mitigation=false
+    REALM_SIMD=simd128 python bench/bench_kernels.py   # the SIMD128 build (default: relaxed SIMD, as the host picks)
+    python bench/bench_kernels.py --cranelift-flag enable_heap_access_spectre_mitigation=true
 
 --stream MB: the weight matrix is repeated (its rows tiled) until it holds at
 least MB megabytes, and the whole of it is the matmul: the T=1 kernel then
@@ -28,8 +28,8 @@ streams weights from DRAM as decode does with a real model (SmolLM2's 98 MB
 exceed the 32 MB L3 here); without it a small matrix is re-read from cache.
 In --smollm2 mode the default is --stream 64 for T=1.
 
-Build first: python build.py (--relaxed for realm-relaxed.wasm; wasmtime-py 50
-runs relaxed SIMD by default). Single-threaded; times are this thread's CPU
+Build first: python build.py (the host then loads realm-mt-relaxed.wasm: wasmtime
+has relaxed SIMD). Single-threaded; times are this thread's CPU
 time (best of --repeat, measured round-robin across engines), so other
 processes on the machine disturb them less, but not memory bandwidth: check
 `uptime` (printed). llama.cpp's times include its activation quantization

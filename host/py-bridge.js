@@ -22,23 +22,41 @@ export const hasJSPI = typeof WebAssembly.Suspending === "function" && typeof We
 
 const sdkURL = (base, file) => new URL(file, new URL(base, globalThis.location?.href)).href;
 
-/** Compile realm.wasm once (streaming from a URL, or from bytes) and return a factory of fresh cores. */
+/**
+ * Compile realm.wasm once (streaming from a URL, or from bytes) and return a factory of
+ * fresh cores. From a URL .../realm.wasm, where the engine has relaxed SIMD, the
+ * relaxed build beside it (realm-relaxed.wasm, same results) is tried first; the
+ * factory's simd says which one runs ("relaxed" or "simd128"), simdNote why not relaxed.
+ */
 export async function coreFactory(wasm, sdkBase = "/js-sdk/src/") {
-  const { parseSignatures } = await import(sdkURL(sdkBase, "core.js"));
-  let module, bytes;
+  const { parseSignatures, relaxedSimdSupported } = await import(sdkURL(sdkBase, "core.js"));
+  const compileUrl = async (url) => {
+    const resp = await fetch(url);
+    if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
+    return Promise.all([WebAssembly.compileStreaming(resp.clone()), resp.arrayBuffer()]);
+  };
+  let module, bytes, simd = "simd128", simdNote = null;
   if (wasm instanceof ArrayBuffer || ArrayBuffer.isView(wasm)) {
     bytes = wasm;
     module = await WebAssembly.compile(bytes);
   } else {
     const url = new URL(wasm, globalThis.location?.href);
-    const resp = await fetch(url);
-    if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
-    [module, bytes] = await Promise.all([WebAssembly.compileStreaming(resp.clone()), resp.arrayBuffer()]);
+    const relaxedUrl = /\/realm\.wasm$/.test(url.pathname) && relaxedSimdSupported()
+      ? new URL(url.pathname.replace(/realm\.wasm$/, "realm-relaxed.wasm") + url.search, url) : null;
+    if (relaxedUrl) {
+      try {
+        [module, bytes] = await compileUrl(relaxedUrl);
+        simd = "relaxed";
+      } catch (e) {
+        simdNote = `realm-relaxed.wasm: ${e.message}`;
+      }
+    }
+    if (!module) [module, bytes] = await compileUrl(url);
   }
   const u8 = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes.buffer ?? bytes, bytes.byteOffset ?? 0, bytes.byteLength);
   const sigs = parseSignatures(u8);
   if (!sigs || !sigs.realm_alloc) throw new Error("could not read realm.wasm's export signatures");
-  return () => newCore(module, sigs);
+  return Object.assign(() => Object.assign(newCore(module, sigs), { simd }), { simd, simdNote });
 }
 
 /** One instance: {instance, exports, memory, sigs, u8(ptr, n)}. */

@@ -57,6 +57,7 @@ async function boot({ pyodideURL = "/pyodide/", wasmURL = "/realm.wasm", wheelsU
   return {
     python: sys.version, pyodide: pyodide.version, wheels,
     pyodideSeconds: (t1 - t0) / 1000, totalSeconds: (performance.now() - t0) / 1000, numpyLoaded, jspi: hasJSPI,
+    simd: newCore.simd, simdNote: newCore.simdNote,
   };
 }
 

@@ -30,6 +30,11 @@ export interface LoadOptions {
    * runs on one thread and Realm.threadsNote says why. Per model: every Realm of it shares them.
    */
   threads?: number;
+  /**
+   * The CPU kernels: 'auto' (default: the relaxed-SIMD build where the engine has relaxed
+   * SIMD, else SIMD128), 'relaxed' (error without it) or 'simd128'. Same results either way.
+   */
+  simd?: 'auto' | 'relaxed' | 'simd128';
   n_ctx?: number;
   /** Keep models fetched from URLs (default true: OPFS in browsers, files in Node). */
   cache?: CacheMode;
@@ -192,6 +197,8 @@ export interface RealmLike {
   readonly threads: number;
   /** Why the model runs on one thread although more were asked for, else null. */
   readonly threadsNote: string | null;
+  /** The CPU kernels' instruction set: 'relaxed' (relaxed SIMD) or 'simd128'. */
+  readonly simd: 'relaxed' | 'simd128';
   readonly id: string;
   readonly source: string;
   /** The model came from the URL cache, not the network. */
@@ -229,6 +236,8 @@ export class Realm implements RealmLike {
   readonly threads: number;
   /** Why the model runs on one thread although more were asked for, else null. */
   readonly threadsNote: string | null;
+  /** The CPU kernels' instruction set: 'relaxed' (relaxed SIMD) or 'simd128'. */
+  readonly simd: 'relaxed' | 'simd128';
   readonly id: string;
   readonly source: string;
   readonly fromCache: boolean;
@@ -260,6 +269,8 @@ export class RealmWorker implements RealmLike {
   readonly threads: number;
   /** Why the model runs on one thread although more were asked for, else null. */
   readonly threadsNote: string | null;
+  /** The CPU kernels' instruction set: 'relaxed' (relaxed SIMD) or 'simd128'. */
+  readonly simd: 'relaxed' | 'simd128';
   readonly id: string;
   readonly source: string;
   readonly fromCache: boolean;
@@ -362,11 +373,17 @@ export const SAMPLER_DEFAULTS: Readonly<{
 export const modelCache: ModelCache;
 export const DEFAULT_CTX: number;
 export const CHATML: string;
-/** Where realm.wasm comes from (URL, path or bytes); call before the first load. */
-/** Where realm.wasm (and, options.threads, realm-mt.wasm; default: beside a URL/path src) come from. */
+/**
+ * Where realm.wasm comes from, and realm-mt.wasm (options.threads), realm-relaxed.wasm
+ * (options.relaxed), realm-mt-relaxed.wasm (options.threadsRelaxed); default: beside a
+ * URL/path src; for bytes, builds not given are not used.
+ */
 export function setWasmSource(src: string | URL | ArrayBuffer | ArrayBufferView,
-  options?: { threads?: string | URL | ArrayBuffer | ArrayBufferView }): void;
-export function compileCore(options?: { threads?: boolean }): Promise<{ module: WebAssembly.Module; sigs: object | null; where: string }>;
+  options?: { threads?: string | URL | ArrayBuffer | ArrayBufferView; relaxed?: string | URL | ArrayBuffer | ArrayBufferView;
+    threadsRelaxed?: string | URL | ArrayBuffer | ArrayBufferView }): void;
+export function compileCore(options?: { threads?: boolean; relaxed?: boolean }): Promise<{ module: WebAssembly.Module; sigs: object | null; where: string; relaxed: boolean; note?: string }>;
+/** Whether this JavaScript engine runs relaxed SIMD (a one-instruction probe module). */
+export function relaxedSimdSupported(): boolean;
 /** Where the WGSL kernels are fetched from (default: ../wgsl/ in the package, or the repository's wgsl/). */
 export function setWgslBase(url: string | URL): void;
 export class GPUUnavailable extends RealmError {}

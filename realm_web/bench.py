@@ -111,6 +111,8 @@ def run_realm(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int) 
     r = load_realm(model, n_prompt + n_gen + 8, threads)
     load_s = time.perf_counter() - t0
     used = realm_threads(r)
+    model_obj = getattr(r, "model", None)
+    simd = getattr(model_obj, "simd", None) if model_obj is not None else None
     if threads != 1 and used != threads:
         r.close()
         raise NotAvailable(f"n/a: {threads} threads asked, the loaded Realm " +
@@ -132,7 +134,7 @@ def run_realm(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int) 
         tg.append(n_gen / (t1 - t0))
         tg_cpu.append((c1 - c0) / (t1 - t0))
     r.close()
-    return {"engine": "realm.wasm (wasmtime)", "kind": "realm", "threads": threads,
+    return {"engine": "realm.wasm (wasmtime)", "kind": "realm", "threads": threads, "simd": simd,
             "threads_used": used if used is not None else 1, "load_s": load_s, "pp_tps": max(pp), "tg_tps": max(tg),
             "pp_cpu": max(pp_cpu), "tg_cpu": max(tg_cpu), "peak_rss_mb": _peak_rss_mb()}
 
@@ -141,7 +143,10 @@ def run_llama(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int) 
     import llama_cpp
     import numpy as np
     t0 = time.perf_counter()
-    llm = llama_cpp.Llama(model_path=model, n_ctx=n_prompt + n_gen + 8, n_batch=512, n_threads=threads,
+    # llama-cpp-python keeps n_batch rows of logits (without logits_all) and writes row n_past: n_batch
+    # must cover the whole context; n_ubatch (512, llama.cpp's default) is what the prompt runs in
+    n_ctx = n_prompt + n_gen + 8
+    llm = llama_cpp.Llama(model_path=model, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=512, n_threads=threads,
                           n_threads_batch=threads, verbose=False)
     load_s = time.perf_counter() - t0
     ids = prompt_ids(lambda s: llm.tokenize(s.encode(), add_bos=False, special=False), n_prompt)
@@ -345,7 +350,7 @@ def run_browser(model: str, a, threads: list[int]) -> tuple[list[dict], dict]:
         row = {"engine": engine, "kind": r["engine"], "threads": r.get("requested_threads", r.get("threads", 1)),
                "threads_used": r.get("threads"), "isolated": iso, "pp_tps": r.get("prompt_tps"),
                "tg_tps": r.get("gen_tps"), "peak_rss_mb": r.get("peak_rss_mb"), "run_cpu": r.get("cpu_util"),
-               "prompt_tokens": r.get("prompt_tokens"), "gen_tokens": r.get("gen_tokens")}
+               "prompt_tokens": r.get("prompt_tokens"), "gen_tokens": r.get("gen_tokens"), "simd": r.get("simd")}
         if r.get("error"):
             row["error"] = r["error"]
         rows.append(row)
@@ -433,6 +438,8 @@ def versions(node: bool, browser: bool) -> dict:
 
 
 FOOTNOTES = """\
+realm: the module each host picks (realm-mt.wasm for N > 1 threads, realm.wasm for 1; their relaxed-SIMD
+  builds where the engine has relaxed SIMD: "relaxed SIMD"; same results bit for bit).
 thr: threads asked for. used: threads the engine reports using (realm: Realm.threads; wllama: getNumThreads(),
   1 on a page that is not cross-origin isolated); llama.cpp: n_threads = n_threads_batch = thr.
 CPU/wall: the process's CPU time / wall time while timing the prompt / the generation: about N when N threads
@@ -471,14 +478,14 @@ def quant_table(a, extra_realm=None) -> int:
         for t in threads:
             log(f"{ft} ({size:.0f} MB), {t} thread(s): realm.wasm wasmtime ...")
             r = _child("realm", model, a.prompt_tokens, a.gen_tokens, t, a.repeat)
-            r["engine"] = "realm.wasm, wasmtime"
+            r["engine"] = "realm, wasmtime"
             rows.append(r)
             if extra_realm:
                 rows += extra_realm(model, t)
             if node:
                 log(f"{ft}, {t} thread(s): realm.wasm Node ...")
                 r = run_node(model, a.prompt_tokens, a.gen_tokens, t, a.repeat)
-                r["engine"] = f"realm.wasm, Node {r['node']}" if r.get("node") else "realm.wasm, Node"
+                r["engine"] = f"realm, Node {r['node']}" if r.get("node") else "realm, Node"
                 rows.append(r)
             log(f"{ft}, {t} thread(s): llama.cpp ...")
             r = _child("llama", model, a.prompt_tokens, a.gen_tokens, t, a.repeat)
@@ -489,6 +496,9 @@ def quant_table(a, extra_realm=None) -> int:
             brows, bver = run_browser(model, a, threads)
             ver.update({k: v for k, v in bver.items() if v and k in ("chromium", "wllama", "libllama")})
             rows += brows
+        for r in rows:  # which build ran: relaxed SIMD where the engine has it (docs/ARCHITECTURE.md)
+            if r.get("kind") == "realm" and r.get("simd"):
+                r["engine"] += ", relaxed SIMD" if r["simd"] == "relaxed" else ", SIMD128"
         order = {"realm": 0, "wllama": 1, "llama.cpp": 2}
         rows.sort(key=lambda r: (r.get("threads", 1), order.get(r.get("kind"), 0)))  # stable: realm rows keep order
         blocks.append((f"{ft} ({size:.0f} MB)", rows))

@@ -162,6 +162,11 @@ class CoreModel:
     def threads(self) -> int:
         return getattr(self.core, "threads", 1)
 
+    @property
+    def simd(self) -> str:
+        """The kernels' instruction set: "relaxed" (relaxed SIMD) or "simd128"."""
+        return getattr(self.core, "simd", "simd128")
+
     def set_threads(self, n: int) -> int:
         """Run on n threads from now on (every session of this model); returns the
         count in effect (1 where the core has no threads)."""

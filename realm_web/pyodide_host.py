@@ -66,6 +66,8 @@ class JsCore:
         self._exports = jscore.exports
         self._memory = jscore.memory
         self._sigs = jscore.sigs
+        # which build the JS side compiled: "relaxed" (relaxed SIMD) or "simd128"
+        self.simd = str(getattr(jscore, "simd", None) or "simd128")
         self._u8 = js.Uint8Array
         self._bigint = js.BigInt
         self._fns: dict[str, tuple] = {}

@@ -19,11 +19,16 @@ from .errors import RealmError
 from .wasm_binary import set_imported_memory_max
 
 _WASM_DIR = Path(__file__).resolve().parent / "wasm"
-# realm-mt.wasm (wasm threads over a shared memory) when it was built, else
-# realm.wasm; both come from the same sources and compute the same bits.
-# REALM_WASM points at another build (a debug build, say) for development.
-WASM_PATH = Path(os.environ.get("REALM_WASM") or next(
-    (p for p in (_WASM_DIR / "realm-mt.wasm", _WASM_DIR / "realm.wasm") if p.exists()), _WASM_DIR / "realm.wasm"))
+# Which of build.py's four modules this host loads, when none is named: threads
+# (realm-mt*) when built, relaxed SIMD (*-relaxed) when the engine has it and
+# REALM_SIMD is not "simd128". All four compute the same bits. REALM_WASM names
+# another build (a debug build, say) for development.
+WASM_PATH: Path | None = Path(os.environ["REALM_WASM"]) if os.environ.get("REALM_WASM") else None
+
+# i16x8.relaxed_dot_i8x16_i7x16_s in a function body: a module that validates
+# only where relaxed SIMD is enabled (the probe JS hosts use too).
+RELAXED_PROBE = bytes.fromhex("0061736d010000000105016000017b030201000a2b012900fd0c" + "00" * 16
+                              + "fd0c" + "00" * 16 + "fd92020b")
 
 # Each worker instance's shadow stack (the main instance has the module's own
 # 8 MiB one). Worker jobs are kernels and attention: a few KiB deep.
@@ -58,13 +63,40 @@ def engine() -> wasmtime.Engine:
             cfg.cranelift_flag_set("enable_heap_access_spectre_mitigation", "false")
             cfg.wasm_threads = True
             cfg.shared_memory = True
+            cfg.wasm_relaxed_simd = True
             _engine = wasmtime.Engine(cfg)
         return _engine
 
 
+def relaxed_simd() -> bool:
+    """Whether this engine runs relaxed SIMD (and REALM_SIMD does not say simd128)."""
+    mode = os.environ.get("REALM_SIMD", "auto").lower()
+    if mode not in ("auto", "relaxed", "simd128"):
+        raise RealmError(f"REALM_SIMD={mode!r}: use auto, relaxed or simd128")
+    if mode == "simd128":
+        return False
+    try:
+        wasmtime.Module.validate(engine(), RELAXED_PROBE)
+        return True
+    except wasmtime.WasmtimeError:
+        if mode == "relaxed":
+            raise RealmError("REALM_SIMD=relaxed, but this wasmtime does not run relaxed SIMD") from None
+        return False
+
+
+def default_wasm_path() -> Path:
+    """REALM_WASM, else the best of build.py's modules that exists (see WASM_PATH)."""
+    if WASM_PATH is not None:
+        return WASM_PATH
+    relaxed = relaxed_simd()
+    names = [f"{base}{suffix}.wasm" for base in ("realm-mt", "realm")
+             for suffix in (("-relaxed", "") if relaxed else ("",))]
+    return next((p for p in (_WASM_DIR / n for n in names) if p.exists()), _WASM_DIR / "realm.wasm")
+
+
 def module(path: str | os.PathLike | None = None) -> wasmtime.Module:
-    """The compiled module at path (default WASM_PATH), compiled once per process."""
-    path = Path(path or WASM_PATH)
+    """The compiled module at path (default default_wasm_path()), compiled once per process."""
+    path = Path(path or default_wasm_path())
     eng = engine()
     with _engine_lock:
         mod = _modules.get(path)
@@ -99,8 +131,11 @@ class WasmCore:
     """
 
     def __init__(self, threads: int | None = None, path: str | os.PathLike | None = None) -> None:
-        """threads: see set_threads. path: another build of the module (default WASM_PATH)."""
-        self.module = module(path)
+        """threads: see set_threads. path: another build of the module (default default_wasm_path())."""
+        self.path = Path(path or default_wasm_path())
+        self.module = module(self.path)
+        # which instruction set the kernels use: "relaxed" (relaxed SIMD) or "simd128"
+        self.simd = "relaxed" if self.path.stem.endswith("-relaxed") else "simd128"
         self.store = wasmtime.Store(engine())
         self.lock = threading.RLock()
         self.shared: _SharedMemory | None = None

@@ -13,7 +13,8 @@ and wasm threads need:
     /pyodide/...          the npm package `pyodide` (host/node_modules/pyodide)
     /wllama/...           the npm package `@wllama/wllama` (benchmarks only)
     /realm.wasm           the core (realm_web/wasm/realm.wasm, or $REALM_WASM), also at
-                          /js-sdk/wasm/realm.wasm where the JS SDK looks for it
+                          /js-sdk/wasm/realm.wasm where the JS SDK looks for it; the
+                          same for realm-mt.wasm, realm-relaxed.wasm, realm-mt-relaxed.wasm
     /wgsl/...             the WGSL kernels
     /models/default.gguf  the default model (or --model), with Range support
     /py/wheels.json       pure-Python wheels for Pyodide: realm_web, jinja2,
@@ -78,11 +79,21 @@ SECURITY_HEADERS = {
 }
 
 
-def wasm_path(threads: bool = False) -> Path:
-    """realm.wasm, or realm-mt.wasm (wasm threads; $REALM_WASM / $REALM_WASM_MT override)."""
-    if threads:
-        return Path(os.environ.get("REALM_WASM_MT") or PKG / "wasm" / "realm-mt.wasm")
-    return Path(os.environ.get("REALM_WASM") or PKG / "wasm" / "realm.wasm")
+# build.py's four modules, and the variable that points each at another build
+WASM_FILES = {"realm.wasm": "REALM_WASM", "realm-mt.wasm": "REALM_WASM_MT",
+              "realm-relaxed.wasm": "REALM_WASM_RELAXED", "realm-mt-relaxed.wasm": "REALM_WASM_MT_RELAXED"}
+
+
+def wasm_path(name: str = "realm.wasm") -> Path | None:
+    """One of WASM_FILES: its variable, else the package's build. None for a relaxed-SIMD
+    build when $REALM_WASM names another realm.wasm but no relaxed twin (the page then
+    falls back to the plain build, which is the one asked for)."""
+    env = os.environ.get(WASM_FILES[name])
+    if env:
+        return Path(env)
+    if "relaxed" in name and os.environ.get("REALM_WASM"):
+        return None
+    return PKG / "wasm" / name
 
 
 def wgsl_dir() -> Path:
@@ -294,11 +305,11 @@ class Handler(BaseHTTPRequestHandler):
             if path in ("/", "/index.html"):
                 return self._static(HOST_DIR, "index.html")
             # the JS SDK looks beside itself (js-sdk/wasm/, as npm packs it) or in the repo's build
-            if path.rsplit("/", 1)[-1] in ("realm.wasm", "realm-mt.wasm") and path.rsplit("/", 1)[0] in (
+            if path.rsplit("/", 1)[-1] in WASM_FILES and path.rsplit("/", 1)[0] in (
                     "", "/js-sdk/wasm", "/realm_web/wasm"):
-                p = wasm_path(threads=path.endswith("-mt.wasm"))
-                if not p.is_file():
-                    return self._error(404, f"{p} is missing: run `python build.py`")
+                p = wasm_path(path.rsplit("/", 1)[-1])
+                if p is None or not p.is_file():
+                    return self._error(404, f"{p or path} is missing: run `python build.py`")
                 return self._send_file(p)
             if path == "/models/default.gguf":
                 try:

@@ -102,6 +102,8 @@ def test_boots_offline_without_numpy(page):
     for w in ("realm_web-", "jinja2-", "markupsafe-"):
         assert w in names, names
     assert b["numpyLoaded"] is False  # realm_web.realm imported without numpy or wasmtime
+    # Chromium has relaxed SIMD: the host compiled realm-relaxed.wasm (same bits as realm.wasm)
+    assert b["simd"] == "relaxed" and b["simdNote"] is None, b
     assert not page.errors
 
 

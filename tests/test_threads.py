@@ -10,6 +10,12 @@ oversubscribed workers still finish), on files whose matrices cover Q4_1,
 Q8_0, F16 and llama.cpp's K-quants. Also: the worker pool starts, resizes and
 stops with the model (no thread left behind), and two models on threads of
 their own run concurrently with the same results.
+
+The relaxed-SIMD builds (realm-relaxed.wasm, realm-mt-relaxed.wasm: i8
+activations through i16x8.relaxed_dot_i8x16_i7x16, the hosts' default where
+the engine has relaxed SIMD) must give the same bits too: their integer sums
+are the plain build's (weights below 2^7, no i16 saturation, see
+core/quant_impl.h), so any difference is a bug.
 """
 from __future__ import annotations
 
@@ -24,8 +30,11 @@ from realm_web.wasm_host import WasmCore
 
 MT = wasm_host._WASM_DIR / "realm-mt.wasm"
 ST = wasm_host._WASM_DIR / "realm.wasm"
+ST_RELAXED = wasm_host._WASM_DIR / "realm-relaxed.wasm"
+MT_RELAXED = wasm_host._WASM_DIR / "realm-mt-relaxed.wasm"
 
-pytestmark = pytest.mark.skipif(not (MT.exists() and ST.exists()), reason="run `python build.py` first")
+pytestmark = pytest.mark.skipif(not all(p.exists() for p in (MT, ST, ST_RELAXED, MT_RELAXED)),
+                                reason="run `python build.py` first")
 
 PROMPT = [int(x) for x in np.random.default_rng(3).integers(200, 20000, 100)]
 N_DECODE = 24
@@ -35,7 +44,7 @@ def run(path, module_path, threads: int):
     """(prompt logits for every row, decode logits per step, greedy ids) on one core."""
     core = WasmCore(path=module_path)
     model = CoreModel(path, core=core, threads=threads)
-    assert model.threads == (threads if module_path == MT else 1)
+    assert model.threads == (threads if module_path in (MT, MT_RELAXED) else 1)
     s = Session(model, 160)
     try:
         s.eval(PROMPT, all_logits=True)
@@ -70,11 +79,35 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
 def test_threads_compute_the_single_thread_bits(model_path):
     ref_prompt, ref_steps, ref_ids = run(model_path, ST, 1)
     assert np.isfinite(ref_prompt).all() and ref_prompt.std() > 0.1
-    for threads in (1, 2, 3):
-        prompt, steps, ids = run(model_path, MT, threads)
-        assert same_bits(prompt, ref_prompt), f"{threads} threads: prompt logits differ from realm.wasm's"
-        assert same_bits(steps, ref_steps), f"{threads} threads: decode logits differ from realm.wasm's"
+    for module_path, threads in ((MT, 1), (MT, 2), (MT, 3), (ST_RELAXED, 1), (MT_RELAXED, 2)):
+        prompt, steps, ids = run(model_path, module_path, threads)
+        what = f"{module_path.name} on {threads} thread(s)"
+        assert same_bits(prompt, ref_prompt), f"{what}: prompt logits differ from realm.wasm's"
+        assert same_bits(steps, ref_steps), f"{what}: decode logits differ from realm.wasm's"
         assert ids == ref_ids
+
+
+def test_host_picks_relaxed_simd_when_the_engine_has_it(monkeypatch):
+    """wasmtime (relaxed SIMD on in its config) loads the relaxed build; REALM_SIMD=simd128
+    falls back to the plain one; an engine without relaxed SIMD refuses the probe module."""
+    import wasmtime
+    monkeypatch.delenv("REALM_SIMD", raising=False)
+    assert wasm_host.relaxed_simd()
+    assert wasm_host.default_wasm_path() in (MT_RELAXED, wasm_host.WASM_PATH)
+    core = WasmCore()
+    assert core.simd == ("relaxed" if core.path.stem.endswith("-relaxed") else "simd128")
+    core.close()
+    monkeypatch.setenv("REALM_SIMD", "simd128")
+    assert not wasm_host.relaxed_simd()
+    if wasm_host.WASM_PATH is None:
+        assert wasm_host.default_wasm_path() == MT
+    cfg = wasmtime.Config()
+    cfg.wasm_relaxed_simd = False
+    with pytest.raises(wasmtime.WasmtimeError, match="relaxed"):
+        wasmtime.Module.validate(wasmtime.Engine(cfg), wasm_host.RELAXED_PROBE)
+    monkeypatch.setenv("REALM_SIMD", "avx512")
+    with pytest.raises(Exception, match="REALM_SIMD"):
+        wasm_host.relaxed_simd()
 
 
 def realm_threads() -> list[threading.Thread]:

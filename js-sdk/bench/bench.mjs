@@ -33,6 +33,7 @@ let t0 = performance.now();
 const r = await Realm.load(model, { nCtx: nPrompt + nGen + 8, threads });
 const loadS = (performance.now() - t0) / 1000;
 const used = [r.threads, r.model?.threads, r.session?.threads].find((n) => typeof n === 'number');
+const simd = r.simd ?? null; // which build runs (read before unload)
 if (threads !== 1 && used !== threads) {
   console.error(`n/a: ${threads} threads asked, the JS SDK's Realm ` +
     (used == null ? 'reports no threads (no threads option yet)' : `runs ${used}`));
@@ -73,7 +74,7 @@ for (let k = 0; k < repeat; k++) {
 await r.unload();
 const res = {
   engine: `realm.wasm (Node ${process.versions.node}, V8 ${process.versions.v8})`, node: process.versions.node,
-  model, threads, threads_used: used ?? 1, prompt_tokens: nPrompt, gen_tokens: nGen, load_s: loadS,
+  model, threads, threads_used: used ?? 1, simd, prompt_tokens: nPrompt, gen_tokens: nGen, load_s: loadS,
   pp_tps: Math.max(...pp), tg_tps: Math.max(...tg), tg_api_tps: Math.max(...api),
   pp_cpu: Math.max(...ppCpu), tg_cpu: Math.max(...tgCpu),
   peak_rss_mb: process.resourceUsage().maxRSS / 1024,

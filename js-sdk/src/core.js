@@ -34,23 +34,65 @@ export const isNode = typeof process !== 'undefined' && !!(process.versions && p
 
 // ------------------------------------------------------------------ the module
 
-// Two builds of the same core (build.py): realm.wasm (one thread, its own memory)
-// and realm-mt.wasm (wasm threads over an imported shared memory; see threads.js).
-let wasmOverride = null;
-let wasmOverrideMt = null;
-const compiled = { st: null, mt: null }; // Promise<{module, sigs, where}> per build
+// Four builds of the same core (build.py), same ABI, same results bit for bit:
+// realm.wasm (one thread, its own memory), realm-mt.wasm (wasm threads over an
+// imported shared memory; see threads.js), and each with relaxed SIMD
+// (realm-relaxed.wasm, realm-mt-relaxed.wasm), used where the engine has it.
+let wasmOverride = null;   // {st, mt, 'st-relaxed', 'mt-relaxed'}: sources; null: the defaults
+const compiled = {};       // Promise<{module, sigs, where}> per build
+
+const wasmFile = (mt, relaxed) => `realm${mt ? '-mt' : ''}${relaxed ? '-relaxed' : ''}.wasm`;
+const buildKey = (mt, relaxed) => `${mt ? 'mt' : 'st'}${relaxed ? '-relaxed' : ''}`;
 
 /**
- * Where realm.wasm comes from: a URL (string or URL), a file path (Node), or its bytes;
- * options.threads: the same for realm-mt.wasm (default: next to src, if src is a URL
- * or path). Call before the first load; later loads reuse the compiled modules.
+ * Where realm.wasm comes from: a URL (string or URL), a file path (Node), or its bytes.
+ * options.threads, options.relaxed, options.threadsRelaxed: the same for realm-mt.wasm,
+ * realm-relaxed.wasm and realm-mt-relaxed.wasm (default: beside src, if src is a URL or
+ * path; for bytes, builds not given are not used). Call before the first load; later
+ * loads reuse the compiled modules.
  */
 export function setWasmSource(src, options = {}) {
-  wasmOverride = src;
-  wasmOverrideMt = options.threads ?? (src instanceof URL || typeof src === 'string'
-    ? String(src).replace(/realm(-[a-z]+)?\.wasm($|[?#])/, 'realm-mt.wasm$2') : null);
-  if (wasmOverrideMt === String(src)) wasmOverrideMt = null;
-  compiled.st = compiled.mt = null;
+  const beside = (mt, relaxed) => (src instanceof URL || typeof src === 'string'
+    ? String(src).replace(/realm(-[a-z]+)*\.wasm($|[?#])/, `${wasmFile(mt, relaxed)}$2`) : null);
+  const pick = (given, mt, relaxed) => {
+    const v = given ?? beside(mt, relaxed);
+    return v === String(src) ? null : v;
+  };
+  wasmOverride = {
+    st: src,
+    mt: pick(options.threads, true, false),
+    'st-relaxed': pick(options.relaxed, false, true),
+    'mt-relaxed': pick(options.threadsRelaxed, true, true),
+  };
+  for (const k of Object.keys(compiled)) delete compiled[k];
+}
+
+// i16x8.relaxed_dot_i8x16_i7x16_s in a function body: validates only where the
+// engine has relaxed SIMD (V8 >= 11.4: Chromium >= 114, Node >= 22; not Node 20
+// without --experimental-wasm-relaxed-simd). The Python host uses the same probe.
+const RELAXED_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 43, 1, 41, 0,
+  0xfd, 12, ...new Array(16).fill(0), 0xfd, 12, ...new Array(16).fill(0), 0xfd, 0x92, 2, 11]);
+
+/** Whether this engine runs relaxed SIMD. */
+export function relaxedSimdSupported() {
+  try {
+    return WebAssembly.validate(RELAXED_PROBE);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether to load a relaxed-SIMD build: options.simd (or $REALM_SIMD in Node) is
+ * 'auto' (default: when the engine has it), 'relaxed' or 'simd128'.
+ */
+export function wantRelaxedSimd(simd) {
+  const mode = String(simd ?? (isNode ? process.env.REALM_SIMD : null) ?? 'auto').toLowerCase();
+  if (!['auto', 'relaxed', 'simd128'].includes(mode)) throw new RealmError(`simd: '${mode}'; use 'auto', 'relaxed' or 'simd128'`);
+  if (mode === 'simd128') return false;
+  const ok = relaxedSimdSupported();
+  if (mode === 'relaxed' && !ok) throw new RealmError("simd: 'relaxed', but this JavaScript engine has no relaxed SIMD");
+  return ok;
 }
 
 // Candidates, in order: the copy shipped in the npm package (js-sdk/wasm/, made by
@@ -71,11 +113,17 @@ async function readWasmBytes(src) {
   return res.arrayBuffer();
 }
 
-async function compileOnce(mt) {
-  const file = mt ? 'realm-mt.wasm' : 'realm.wasm';
-  let src = mt ? wasmOverrideMt : wasmOverride;
-  if (src == null && isNode && process.env[mt ? 'REALM_WASM_MT' : 'REALM_WASM']) src = process.env[mt ? 'REALM_WASM_MT' : 'REALM_WASM'];
-  if (mt && src == null && wasmOverride != null) throw new RealmError('setWasmSource: no realm-mt.wasm given (options.threads)');
+const ENV_WASM = { st: 'REALM_WASM', mt: 'REALM_WASM_MT', 'st-relaxed': 'REALM_WASM_RELAXED', 'mt-relaxed': 'REALM_WASM_MT_RELAXED' };
+
+// The compiled build, or null when it has no source (a relaxed build that
+// setWasmSource / $REALM_WASM did not name: the caller uses the plain one).
+async function compileOnce(mt, relaxed) {
+  const file = wasmFile(mt, relaxed);
+  const key = buildKey(mt, relaxed);
+  let src = wasmOverride ? wasmOverride[key] : null;
+  if (src == null && isNode && process.env[ENV_WASM[key]]) src = process.env[ENV_WASM[key]];
+  if (src == null && relaxed && (wasmOverride != null || (isNode && !!process.env.REALM_WASM))) return null;
+  if (src == null && mt && wasmOverride != null) throw new RealmError('setWasmSource: no realm-mt.wasm given (options.threads)');
   if (src instanceof WebAssembly.Module) {
     throw new RealmError('setWasmSource: pass realm.wasm as a URL, a path or its bytes (the host reads its export signatures from the binary)');
   }
@@ -113,15 +161,22 @@ async function compileOnce(mt) {
   }
   const sigs = parseSignatures(u8);
   if (!sigs) throw new RealmError(`${where}: could not read the export signatures of realm.wasm`);
-  return { module, sigs, where };
+  return { module, sigs, where, relaxed };
 }
 
-/** The compiled realm.wasm, or with threads realm-mt.wasm (each compiled once per JS realm). */
-export function compileCore({ threads = false } = {}) {
-  const k = threads ? 'mt' : 'st';
+/**
+ * The compiled realm.wasm, or with threads realm-mt.wasm, with relaxed its relaxed-SIMD
+ * build (each compiled once per JS realm). A relaxed build that is missing or does not
+ * compile falls back to the plain one (result.relaxed false, result.note why).
+ */
+export function compileCore({ threads = false, relaxed = false } = {}) {
+  const k = buildKey(threads, relaxed);
   if (!compiled[k]) {
-    const p = compiled[k] = compileOnce(threads);
-    p.catch(() => { if (compiled[k] === p) compiled[k] = null; });
+    const p = compiled[k] = relaxed
+      ? compileOnce(threads, true).then((c) => c || compileCore({ threads }),
+        (e) => compileCore({ threads }).then((c) => ({ ...c, note: `${wasmFile(threads, true)}: ${e.message}` })))
+      : compileOnce(threads, false);
+    p.catch(() => { if (compiled[k] === p) delete compiled[k]; });
   }
   return compiled[k];
 }
@@ -227,11 +282,12 @@ export class WasmCore {
    */
   static async create(options = {}) {
     const threads = await import('./threads.js');
+    const relaxed = wantRelaxedSimd(options.simd);
     const want = Math.max(1, Math.floor(Number(options.threads ?? threads.defaultThreads())));
     let note = want > 1 ? threads.unavailable() : null;
     if (want > 1 && !note) {
       try {
-        const core = await WasmCore._instantiate(await compileCore({ threads: true }), true);
+        const core = await WasmCore._instantiate(await compileCore({ threads: true, relaxed }), true);
         try {
           await threads.setThreads(core, want);
           return core;
@@ -243,12 +299,12 @@ export class WasmCore {
         note = `wasm threads failed (${e.message}); running on one thread`;
       }
     }
-    const core = await WasmCore._instantiate(await compileCore(), false);
+    const core = await WasmCore._instantiate(await compileCore({ relaxed }), false);
     core.threadsNote = note;
     return core;
   }
 
-  static async _instantiate({ module, sigs }, mt) {
+  static async _instantiate({ module, sigs, relaxed, note }, mt) {
     let core = null;
     let memory = null;
     const imports = { env: {} };
@@ -266,6 +322,8 @@ export class WasmCore {
     }
     const instance = await WebAssembly.instantiate(module, imports);
     core = new WasmCore(instance, sigs, memory, module);
+    core.simd = relaxed ? 'relaxed' : 'simd128';
+    core.simdNote = note || null;
     return core;
   }
 
@@ -277,6 +335,8 @@ export class WasmCore {
     this.shared = !!memory;   // realm-mt.wasm over a shared memory
     this.workers = [];        // threads.js: this core's worker threads
     this.threadsNote = null;  // why there are no threads, when there are none
+    this.simd = 'simd128';    // the kernels' instruction set: 'relaxed' (relaxed SIMD) or 'simd128'
+    this.simdNote = null;     // why a relaxed build was wanted but not used
     this.sigs = sigs;
     this.f = {};
     for (const [name, val] of Object.entries(this.exports)) {

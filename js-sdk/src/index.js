@@ -3,7 +3,7 @@
 export { Realm, StopFilter, normalizeOptions, DEFAULT_CTX } from './realm.js';
 export { RealmRegistry } from './registry.js';
 export { RealmWorker } from './worker-client.js';
-export { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, WasmCore, setWasmSource, compileCore } from './core.js';
+export { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, WasmCore, setWasmSource, compileCore, relaxedSimdSupported } from './core.js';
 export { CoreModel } from './model.js';
 export { Session, SAMPLER_DEFAULTS } from './session.js';
 export { modelCache } from './cache.js';

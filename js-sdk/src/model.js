@@ -43,13 +43,13 @@ export class CoreModel {
   /**
    * Load a model into a fresh realm.wasm instance.
    * source: anything sources.asSource takes, or a source object.
-   * opts: { onProgress({loaded,total}), signal, vocabOnly, headerOnly, cache, gpuDevice, threads }
+   * opts: { onProgress({loaded,total}), signal, vocabOnly, headerOnly, cache, gpuDevice, threads, simd }
    */
   static async load(source, opts = {}) {
     const src = await asSource(source, opts);
     // threads: only where this core computes (not for tokenizers, nor weights on the GPU)
     const cpuWork = !(opts.vocabOnly || opts.headerOnly || opts.gpuDevice);
-    const core = await WasmCore.create({ threads: cpuWork ? opts.threads : 1 });
+    const core = await WasmCore.create({ threads: cpuWork ? opts.threads : 1, simd: opts.simd });
     const m = new CoreModel(core, src, opts);
     try {
       await m._open(opts);

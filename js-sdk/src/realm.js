@@ -107,7 +107,8 @@ export class Realm {
    * options: { device: 'auto'|'webgpu'|'cpu', onProgress({loaded,total}), signal, nCtx,
    *            cache: true|false|'opfs'|'cache-api', worker: boolean, id,
    *            threads: CPU threads for the model (default: the CPUs, at most 8; 1 where
-   *            the page is not cross-origin isolated). Per model: every Realm of it shares them. }
+   *            the page is not cross-origin isolated). Per model: every Realm of it shares them.
+   *            simd: 'auto' (relaxed SIMD where the engine has it) | 'relaxed' | 'simd128'. }
    */
   static async load(source, options = {}) {
     if (options.worker) {
@@ -118,7 +119,7 @@ export class Realm {
     let dev = await resolveDevice(options.device);
     const acquireOpts = {
       onProgress: options.onProgress, signal: options.signal, cache: options.cache, identity: options.identity,
-      fetchOptions: options.fetchOptions, threads: options.threads,
+      fetchOptions: options.fetchOptions, threads: options.threads, simd: options.simd,
     };
     let model;
     if (dev.dev) {
@@ -209,6 +210,9 @@ export class Realm {
 
   /** Why this model runs on one thread although more were asked for (else null). */
   get threadsNote() { return (this.model.core && this.model.core.threadsNote) || null; }
+
+  /** The CPU kernels' instruction set: 'relaxed' (relaxed SIMD) or 'simd128'. */
+  get simd() { return (this.model.core && this.model.core.simd) || 'simd128'; }
 
   metadata() { this._checkOpen(); return this.model.metadata(); }
 

@@ -21,10 +21,12 @@ export function defaultThreads() {
   return Math.max(1, Math.min(8, Math.floor(n) || 1));
 }
 
+// (top-level await: a then() here left the first load in a process at 1 thread)
 let cpus = 0;
 function nodeCpus() { return cpus || 1; }
 if (isNode) {
-  import('node:os').then((os) => { cpus = os.availableParallelism ? os.availableParallelism() : os.cpus().length; });
+  const os = await import('node:os');
+  cpus = os.availableParallelism ? os.availableParallelism() : os.cpus().length;
 }
 
 /** Why this JS realm cannot run wasm threads, or null when it can. */

@@ -242,6 +242,7 @@ export class RealmWorker {
     this.deviceNote = d.deviceNote;
     this.threads = d.threads ?? 1;
     this.threadsNote = d.threadsNote ?? null;
+    this.simd = d.simd ?? 'simd128';
     this.id = d.id;
     this.source = d.source;
     this.fromCache = d.fromCache;

@@ -77,18 +77,20 @@ test('greedy output in Chromium (main thread, CPU) equals the Python host', { sk
   assert.equal(res.info.threads, Math.min(8, res.info.cpus), res.info.threadsNote || '');
 });
 
-test('threads in Chromium: 3 threads (main thread and in worker mode) give the same tokens; without COOP/COEP one thread, and a note', { skip, timeout: 300_000 }, async () => {
+test('threads and relaxed SIMD in Chromium: 3 threads (main thread and in worker mode), relaxed or SIMD128, give the same tokens; without COOP/COEP one thread, and a note', { skip, timeout: 300_000 }, async () => {
   const gen = (u, opts) => page.evaluate(async ({ url, opts, prompt, n }) => {
     const { Realm } = window.realm;
     const r = await Realm.load(url, { nCtx: 256, cache: false, ...opts });
     const text = await r.generate(prompt, { max_tokens: n, temperature: 0 });
-    const out = { text, threads: r.threads, note: r.threadsNote };
+    const out = { text, threads: r.threads, note: r.threadsNote, simd: r.simd };
     await r.unload();
     return out;
   }, { url: u, opts, prompt: PROMPTS[1], n: N });
-  for (const opts of [{ threads: 3 }, { threads: 3, worker: true }]) {
+  assert.equal(await page.evaluate(() => window.realm.relaxedSimdSupported()), true, 'Chromium has relaxed SIMD');
+  for (const opts of [{ threads: 3 }, { threads: 3, worker: true }, { threads: 3, simd: 'simd128' }, { threads: 1, simd: 'simd128' }]) {
     const a = await gen(url, opts);
-    assert.equal(a.threads, 3, `${JSON.stringify(opts)}: ${a.note}`);
+    assert.equal(a.threads, opts.threads, `${JSON.stringify(opts)}: ${a.note}`);
+    assert.equal(a.simd, opts.simd ?? 'relaxed', JSON.stringify(opts));
     assert.equal(a.text, expected[1].text, JSON.stringify(opts));
   }
   // the same SDK on a page without cross-origin isolation
@@ -100,12 +102,13 @@ test('threads in Chromium: 3 threads (main thread and in worker mode) give the s
       const { Realm } = window.realm;
       const r = await Realm.load(url, { nCtx: 256, cache: false, threads: 2 });
       const text = await r.generate(prompt, { max_tokens: n, temperature: 0 });
-      const out = { text, threads: r.threads, note: r.threadsNote, isolated: self.crossOriginIsolated };
+      const out = { text, threads: r.threads, note: r.threadsNote, isolated: self.crossOriginIsolated, simd: r.simd };
       await r.unload();
       return out;
     }, { url: url.replace('/models/', '/noiso/models/'), prompt: PROMPTS[1], n: N });
     assert.equal(b.isolated, false);
     assert.equal(b.threads, 1);
+    assert.equal(b.simd, 'relaxed'); // realm-relaxed.wasm: relaxed SIMD needs no isolation
     assert.match(b.note, /cross-origin|SharedArrayBuffer/);
     assert.equal(b.text, expected[1].text);
   } finally {

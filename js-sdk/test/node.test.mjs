@@ -63,15 +63,17 @@ test('greedy generation equals the Python host token for token', { skip }, async
   assert.equal(t, e.text);
 });
 
-test('threads: realm-mt.wasm on 2 and 3 threads computes realm.wasm\'s bits; resizing; unload stops the workers', { skip, timeout: 600_000 }, async () => {
-  // Splitting matmul rows and attention heads never changes how a value is summed:
-  // every logit of a 100-token prompt (two batches) and of 16 decode steps is equal
-  // bit for bit to the single-thread module's.
+test('threads and relaxed SIMD: realm-mt.wasm on 2 and 3 threads and the relaxed builds compute realm.wasm\'s bits; resizing; unload stops the workers', { skip, timeout: 600_000 }, async () => {
+  // Splitting matmul rows and attention heads never changes how a value is summed,
+  // and the relaxed builds' integer sums are the plain ones': every logit of a
+  // 100-token prompt (two batches) and of 16 decode steps is equal bit for bit to
+  // the single-thread SIMD128 module's.
   const prompt = Array.from({ length: 100 }, (_, i) => 200 + ((i * 7919) % 20000));
   const bytes = fs.readFileSync(MODEL); // a source of its own: not the suite's shared model
-  const run = async (threads) => {
-    const r = await Realm.load(new Uint8Array(bytes), { nCtx: 160, threads });
+  const run = async (threads, simd) => {
+    const r = await Realm.load(new Uint8Array(bytes), { nCtx: 160, threads, simd });
     assert.equal(r.threads, threads, r.threadsNote || '');
+    assert.equal(r.simd, simd, r.model.core.simdNote || '');
     const s = r.session;
     s.eval(prompt, true);
     const rows = [new Uint32Array(s.logits().slice().buffer)];
@@ -93,11 +95,12 @@ test('threads: realm-mt.wasm on 2 and 3 threads computes realm.wasm\'s bits; res
     assert.equal(core.threads, 1, 'unload stopped the workers');
     return rows;
   };
-  const ref = await run(1);
-  for (const threads of [2, 3]) {
-    const got = await run(threads);
+  assert.ok(sdk.relaxedSimdSupported(), 'Node 24 has relaxed SIMD');
+  const ref = await run(1, 'simd128');
+  for (const [threads, simd] of [[2, 'simd128'], [3, 'simd128'], [1, 'relaxed'], [2, 'relaxed']]) {
+    const got = await run(threads, simd);
     assert.equal(got.length, ref.length);
-    for (let i = 0; i < ref.length; i++) assert.deepEqual(got[i], ref[i], `${threads} threads, row block ${i}`);
+    for (let i = 0; i < ref.length; i++) assert.deepEqual(got[i], ref[i], `${threads} threads, ${simd}, row block ${i}`);
   }
 });
 
@@ -181,7 +184,9 @@ test('an AbortSignal stops generate, stream and chat promptly; the Realm stays u
     const run = async () => {
       if (kind === 'generate') return realm.generate(PROMPTS[2], { max_tokens: 100000, ignore_eos: true, signal });
       if (kind === 'stream') { for await (const _ of realm.stream(PROMPTS[2], { max_tokens: 100000, ignore_eos: true, signal })) { /* consume */ } return null; }
-      for await (const _ of realm.chat.completions.create({ messages: CHATS[0], max_tokens: 100000, stream: true, signal })) { /* consume */ }
+      // (a request whose greedy reply runs past 300 tokens: a short one may end within 300 ms)
+      const messages = [{ role: 'user', content: 'Write a long story about a dragon who learns to read.' }];
+      for await (const _ of realm.chat.completions.create({ messages, max_tokens: 100000, temperature: 0, stream: true, signal })) { /* consume */ }
       return null;
     };
     await assert.rejects(run(), (e) => e.name === 'TimeoutError' || e.name === 'AbortError');
@@ -414,11 +419,14 @@ test("the machine's own node runs the SDK too (Node 20: with --experimental-wasm
   const code = `import { Realm } from ${JSON.stringify(new URL('../src/index.js', import.meta.url).href)};
     const r = await Realm.load(${JSON.stringify(MODEL)}, { nCtx: 128 });
     process.stdout.write(await r.generate(${JSON.stringify(PROMPTS[0])}, { max_tokens: ${N}, temperature: 0 }));
+    process.stderr.write('simd=' + r.simd);
     await r.unload();`;
   const flags = major < 22 ? ['--experimental-wasm-memory64'] : [];
   const r = spawnSync('node', [...flags, '--input-type=module', '-e', code], { encoding: 'utf8', timeout: 300_000 });
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, expected[0].text);
+  // V8 has relaxed SIMD by default from 11.4 (Node 22); Node 20 falls back to the SIMD128 build
+  assert.match(r.stderr, major < 22 ? /simd=simd128/ : /simd=relaxed/);
   if (major < 22) { // without the flag: a clear error, not a crash
     const bad = spawnSync('node', ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 300_000 });
     assert.notEqual(bad.status, 0);
