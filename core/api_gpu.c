@@ -692,44 +692,12 @@ EXPORT char *realm_gpu_plan(Model *m, const uint32_t *opts, uint64_t *len) {
 }
 
 /* ------------------------------------------------------------ RoPE table */
-static float yarn_ramp_(float low, float high, int i0) {
-    float y = ((float)i0 / 2 - low) / RT_MAX(0.001f, high - low);
-    return 1 - RT_MIN(1.0f, RT_MAX(0.0f, y));
-}
-
 /* out[(p - pos0) * rope_dim/2 + i] = (cos, sin) * mscale of pair i at position p,
- * for p in [pos0, pos0 + n): the values core/model.c's rope() computes (same
- * operations in the same order). freqs: the model's rope_freqs.weight values
- * (rope_dim/2 f32, read from the file by the host), or 0. */
+ * for p in [pos0, pos0 + n): the CPU forward pass's own table (rope_table in
+ * core/model.c). freqs: the model's rope_freqs.weight values (rope_dim/2 f32,
+ * read from the file by the host), or 0. */
 EXPORT void realm_gpu_rope_table(Model *m, uint32_t pos0, uint32_t n, const float *freqs, float *out) {
-    const ModelConfig *c = &m->cfg;
-    uint32_t nd = c->rope_dim;
-    float theta_scale = rt_powf(c->rope_base, -2.0f / (float)nd);
-    float corr0 = 0, corr1 = 0;
-    if (c->yarn_ext_factor != 0) {
-        const float two_pi = 6.28318530717958647692f;
-        float lb = 2 * rt_logf(c->rope_base);
-        corr0 = rt_floorf(nd * rt_logf((float)c->yarn_n_ctx_orig / (c->yarn_beta_fast * two_pi)) / lb);
-        corr1 = __builtin_ceilf(nd * rt_logf((float)c->yarn_n_ctx_orig / (c->yarn_beta_slow * two_pi)) / lb);
-        corr0 = RT_MAX(0.0f, corr0);
-        corr1 = RT_MIN((float)(nd - 1), corr1);
-    }
-    for (uint32_t p = 0; p < n; p++) {
-        float theta_base = (float)(pos0 + p);
-        float *o = out + (uint64_t)p * nd;
-        for (uint32_t i0 = 0; i0 < nd; i0 += 2) {
-            float theta_extrap = theta_base / (freqs ? freqs[i0 / 2] : 1.0f);
-            float theta = c->rope_freq_scale * theta_extrap, mscale = c->yarn_attn_factor;
-            if (c->yarn_ext_factor != 0) {
-                float mix = yarn_ramp_(corr0, corr1, (int)i0) * c->yarn_ext_factor;
-                theta = theta * (1 - mix) + theta_extrap * mix;
-                mscale *= 1.0f + 0.1f * rt_logf(1.0f / c->rope_freq_scale);
-            }
-            o[i0] = rt_cosf(theta) * mscale;
-            o[i0 + 1] = rt_sinf(theta) * mscale;
-            theta_base *= theta_scale;
-        }
-    }
+    rope_table(m, pos0, n, freqs, out);
 }
 
 /* ------------------------------------------------------------ sampling */

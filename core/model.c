@@ -386,10 +386,11 @@ Session *session_new(Model *m, uint32_t n_ctx) {
     s->hb2 = rt_malloc(B * c->n_ff * 4);
     s->scores = rt_malloc((uint64_t)n_ctx * 4 + 64);
     s->scores_rows = 1;
+    s->rope_cs = rt_malloc(B * RT_MAX(c->rope_dim, 2u) * 4);
     s->xq_cap = 0;
     sampler_init(&s->sampler);
     if (!s->k_cache || !s->v_cache || !s->tokens || !s->logits || !s->x || !s->xb || !s->q || !s->k || !s->v ||
-        !s->att || !s->hb || !s->hb2 || !s->scores) {
+        !s->att || !s->hb || !s->hb2 || !s->scores || !s->rope_cs) {
         session_free(s);
         rt_err("out of memory: a session with a context of ", NULL);
         rt_err_append_u64(n_ctx);
@@ -404,7 +405,7 @@ Session *session_new(Model *m, uint32_t n_ctx) {
 void session_free(Session *s) {
     if (!s) return;
     void *ps[] = {s->k_cache, s->v_cache, s->tokens, s->logits, s->x, s->xb, s->q, s->k,
-                  s->v, s->att, s->hb, s->hb2, s->scores, s->xq};
+                  s->v, s->att, s->hb, s->hb2, s->scores, s->xq, s->rope_cs};
     for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) rt_free(ps[i]);
     sampler_free(&s->sampler);
     rt_free(s);
@@ -420,6 +421,49 @@ static void rmsnorm(float *out, const float *x, const float *w, uint64_t n, floa
     for (uint64_t i = 0; i < n; i++) ss += (double)(x[i] * x[i]);
     float scale = 1.0f / rt_sqrtf((float)(ss / (double)n) + eps);
     for (uint64_t i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
+}
+
+/* rt_exp (core/rt.c) on two lanes, for |x| < 700 (no NaN): the same
+ * operations in the same order, so the same bits (f64x2 arithmetic rounds
+ * lane by lane as scalar f64 does; nothing here may fuse or reorder: see the
+ * pragma above). */
+static inline v128_t exp_f64x2(v128_t x) {
+    const v128_t kd = wasm_f64x2_floor(wasm_f64x2_add(wasm_f64x2_mul(x, wasm_f64x2_splat(1.44269504088896338700e+00)),
+                                                      wasm_f64x2_splat(0.5)));
+    const v128_t r = wasm_f64x2_sub(wasm_f64x2_sub(x, wasm_f64x2_mul(kd, wasm_f64x2_splat(6.93147180369123816490e-01))),
+                                    wasm_f64x2_mul(kd, wasm_f64x2_splat(1.90821492927058770002e-10)));
+    static const double C[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
+                               1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
+    v128_t p = wasm_f64x2_splat(1.0 / 6227020800.0);
+    for (int i = 0; i < 13; i++) p = wasm_f64x2_add(wasm_f64x2_mul(p, r), wasm_f64x2_splat(C[i]));
+    /* 2^k: k + 1023 into the exponent field (|k| <= 1010 here) */
+    const v128_t k = wasm_i64x2_extend_low_i32x4(wasm_i32x4_trunc_sat_f64x2_zero(kd));
+    const v128_t pow2 = wasm_i64x2_shl(wasm_i64x2_add(k, wasm_i64x2_splat(1023)), 52);
+    return wasm_f64x2_mul(p, pow2);
+}
+
+/* g[i] = g[i] / (1 + exp(-g[i])) * u[i] (SwiGLU), bit for bit the scalar
+ * g / (1.0f + rt_expf(-g)) * u: four at a time where every -g is within
+ * (-700, 700), where rt_exp needs no special case. */
+static void swiglu(float *g, const float *u, uint64_t n) {
+    uint64_t i = 0;
+    const v128_t lim = wasm_f64x2_splat(700.0);
+    for (; i + 4 <= n; i += 4) {
+        const v128_t gv = wasm_v128_load(g + i);
+        const v128_t ng = wasm_f32x4_neg(gv);
+        const v128_t lo = wasm_f64x2_promote_low_f32x4(ng);
+        const v128_t hi = wasm_f64x2_promote_low_f32x4(wasm_i64x2_shuffle(ng, ng, 1, 0));
+        if (!wasm_i64x2_all_true(wasm_v128_and(wasm_f64x2_lt(wasm_f64x2_abs(lo), lim),
+                                                wasm_f64x2_lt(wasm_f64x2_abs(hi), lim)))) {
+            for (uint64_t j = i; j < i + 4; j++) g[j] = g[j] / (1.0f + rt_expf(-g[j])) * u[j];
+            continue;
+        }
+        const v128_t e = wasm_i64x2_shuffle(wasm_f32x4_demote_f64x2_zero(exp_f64x2(lo)),
+                                            wasm_f32x4_demote_f64x2_zero(exp_f64x2(hi)), 0, 2);
+        const v128_t den = wasm_f32x4_add(wasm_f32x4_splat(1.0f), e);
+        wasm_v128_store(g + i, wasm_f32x4_mul(wasm_f32x4_div(gv, den), wasm_v128_load(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + rt_expf(-g[i])) * u[i];
 }
 
 /* y_i = x W_i^T for n (<= 3) weights that read the same activations x (T
@@ -467,8 +511,7 @@ static float yarn_ramp(float low, float high, int i0) {
     return 1 - RT_MIN(1.0f, RT_MAX(0.0f, y));
 }
 
-/* Rotate n_heads heads of `x` (head_dim apart) for one position, as ggml_rope_ext. */
-static void rope(const Model *m, float *x, uint32_t n_heads, uint32_t pos) {
+void rope_table(const Model *m, uint32_t pos0, uint32_t n, const float *freqs, float *out) {
     const ModelConfig *c = &m->cfg;
     uint32_t nd = c->rope_dim;
     float theta_scale = rt_powf(c->rope_base, -2.0f / (float)nd);
@@ -481,21 +524,32 @@ static void rope(const Model *m, float *x, uint32_t n_heads, uint32_t pos) {
         corr0 = RT_MAX(0.0f, corr0);
         corr1 = RT_MIN((float)(nd - 1), corr1);
     }
-    const float *ff = m->rope_freqs.data ? (const float *)m->rope_freqs.data : NULL;
-    float theta_base = (float)pos;
-    for (uint32_t i0 = 0; i0 < nd; i0 += 2) {
-        float theta_extrap = theta_base / (ff ? ff[i0 / 2] : 1.0f);
-        float theta = c->rope_freq_scale * theta_extrap, mscale = c->yarn_attn_factor;
-        if (c->yarn_ext_factor != 0) {
-            float mix = yarn_ramp(corr0, corr1, (int)i0) * c->yarn_ext_factor;
-            theta = theta * (1 - mix) + theta_extrap * mix;
-            mscale *= 1.0f + 0.1f * rt_logf(1.0f / c->rope_freq_scale);
+    for (uint32_t p = 0; p < n; p++) {
+        float theta_base = (float)(pos0 + p);
+        float *o = out + (uint64_t)p * nd;
+        for (uint32_t i0 = 0; i0 < nd; i0 += 2) {
+            float theta_extrap = theta_base / (freqs ? freqs[i0 / 2] : 1.0f);
+            float theta = c->rope_freq_scale * theta_extrap, mscale = c->yarn_attn_factor;
+            if (c->yarn_ext_factor != 0) {
+                float mix = yarn_ramp(corr0, corr1, (int)i0) * c->yarn_ext_factor;
+                theta = theta * (1 - mix) + theta_extrap * mix;
+                mscale *= 1.0f + 0.1f * rt_logf(1.0f / c->rope_freq_scale);
+            }
+            o[i0] = rt_cosf(theta) * mscale;
+            o[i0 + 1] = rt_sinf(theta) * mscale;
+            theta_base *= theta_scale;
         }
-        float ct = rt_cosf(theta) * mscale, st = rt_sinf(theta) * mscale;
-        theta_base *= theta_scale;
+    }
+}
+
+/* Rotate n_heads heads of `x` (head_dim apart) by one position's rope_table row. */
+static void rope(const ModelConfig *c, float *x, uint32_t n_heads, const float *cs) {
+    uint32_t nd = c->rope_dim;
+    for (uint32_t i0 = 0; i0 < nd; i0 += 2) {
+        float ct = cs[i0], st = cs[i0 + 1];
+        uint32_t a = c->rope_type == ROPE_NEOX ? i0 / 2 : i0, b = c->rope_type == ROPE_NEOX ? i0 / 2 + nd / 2 : i0 + 1;
         for (uint32_t h = 0; h < n_heads; h++) {
             float *v = x + (uint64_t)h * c->head_dim;
-            uint32_t a = c->rope_type == ROPE_NEOX ? i0 / 2 : i0, b = c->rope_type == ROPE_NEOX ? i0 / 2 + nd / 2 : i0 + 1;
             float x0 = v[a], x1 = v[b];
             v[a] = x0 * ct - x1 * st;
             v[b] = x0 * st + x1 * ct;
@@ -619,6 +673,8 @@ static bool forward_batch(Session *s, const int32_t *ids, uint32_t T, int logits
     uint32_t p0 = s->n_past;
     for (uint32_t t = 0; t < T; t++)
         quant_dequant_row(m->tok_embd.type, m->tok_embd.data + (uint64_t)ids[t] * m->tok_embd.row_bytes, s->x + t * E, E);
+    /* the batch's RoPE angles, once for every layer */
+    rope_table(m, p0, T, m->rope_freqs.data ? (const float *)m->rope_freqs.data : NULL, s->rope_cs);
     for (uint32_t l = 0; l < c->n_layer; l++) {
         const Layer *L = &m->layers[l];
         for (uint32_t t = 0; t < T; t++) rmsnorm(s->xb + t * E, s->x + t * E, (const float *)L->attn_norm.data, E, c->rms_eps);
@@ -630,8 +686,8 @@ static bool forward_batch(Session *s, const int32_t *ids, uint32_t T, int logits
         add_bias(s->v, &L->bv, T);
         uint16_t *kc = s->k_cache + (uint64_t)l * s->n_ctx * KVD, *vc = s->v_cache + (uint64_t)l * s->n_ctx * KVD;
         for (uint32_t t = 0; t < T; t++) {
-            rope(m, s->q + t * QD, c->n_head, p0 + t);
-            rope(m, s->k + t * KVD, c->n_head_kv, p0 + t);
+            rope(c, s->q + t * QD, c->n_head, s->rope_cs + (uint64_t)t * c->rope_dim);
+            rope(c, s->k + t * KVD, c->n_head_kv, s->rope_cs + (uint64_t)t * c->rope_dim);
             for (uint64_t i = 0; i < KVD; i++) {
                 kc[(uint64_t)(p0 + t) * KVD + i] = rt_f32_to_f16(s->k[t * KVD + i]);
                 vc[(uint64_t)(p0 + t) * KVD + i] = rt_f32_to_f16(s->v[t * KVD + i]);
@@ -645,10 +701,7 @@ static bool forward_batch(Session *s, const int32_t *ids, uint32_t T, int logits
         const Tensor *gate_up[] = {&L->w_gate, &L->w_up};
         float *gate_up_out[] = {s->hb, s->hb2};
         if (!matmuls(s, 2, gate_up, gate_up_out, s->xb, T)) return false;
-        for (uint64_t i = 0; i < T * F; i++) {
-            float g = s->hb[i];
-            s->hb[i] = g / (1.0f + rt_expf(-g)) * s->hb2[i]; /* SwiGLU */
-        }
+        swiglu(s->hb, s->hb2, T * F);
         if (!matmul(s, &L->w_down, s->hb, T, s->xb)) return false;
         for (uint64_t i = 0; i < T * E; i++) s->x[i] += s->xb[i];
     }

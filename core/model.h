@@ -62,11 +62,18 @@ typedef struct Session {
     /* scratch for one batch of up to n_batch tokens */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
     float *scores;               /* scores_rows rows of n_ctx: one per thread (threads.c) */
+    float *rope_cs;              /* the batch's RoPE (cos, sin) pairs: n_batch rows of rope_dim */
     uint32_t scores_rows;
     uint8_t *xq;                 /* quantized activations */
     uint64_t xq_cap;
     Sampler sampler;
 } Session;
+
+/* out[(p - pos0) * rope_dim + 2i, +1] = (cos, sin) * mscale of RoPE pair i at
+ * position p, for p in [pos0, pos0 + n) (ggml_rope_ext's angles: frequency
+ * factors freqs (rope_dim/2 values, or NULL), linear and YaRN scaling). The
+ * CPU forward pass and the GPU plan (realm_gpu_rope_table) both use it. */
+void rope_table(const Model *m, uint32_t pos0, uint32_t n, const float *freqs, float *out);
 
 Session *session_new(Model *m, uint32_t n_ctx);
 void session_free(Session *s);
