@@ -7,6 +7,7 @@
  * the GPU backend reproduces it operation for operation (docs/GPU.md). */
 #pragma clang fp reassociate(off)
 #include <wasm_simd128.h>
+#include "simd_exp.h"
 
 /* ------------------------------------------------------------ small helpers */
 #define KEYBUF 128
@@ -423,44 +424,13 @@ static void rmsnorm(float *out, const float *x, const float *w, uint64_t n, floa
     for (uint64_t i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
 }
 
-/* rt_exp (core/rt.c) on two lanes, for |x| < 700 (no NaN): the same
- * operations in the same order, so the same bits (f64x2 arithmetic rounds
- * lane by lane as scalar f64 does; nothing here may fuse or reorder: see the
- * pragma above). */
-static inline v128_t exp_f64x2(v128_t x) {
-    const v128_t kd = wasm_f64x2_floor(wasm_f64x2_add(wasm_f64x2_mul(x, wasm_f64x2_splat(1.44269504088896338700e+00)),
-                                                      wasm_f64x2_splat(0.5)));
-    const v128_t r = wasm_f64x2_sub(wasm_f64x2_sub(x, wasm_f64x2_mul(kd, wasm_f64x2_splat(6.93147180369123816490e-01))),
-                                    wasm_f64x2_mul(kd, wasm_f64x2_splat(1.90821492927058770002e-10)));
-    static const double C[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
-                               1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
-    v128_t p = wasm_f64x2_splat(1.0 / 6227020800.0);
-    for (int i = 0; i < 13; i++) p = wasm_f64x2_add(wasm_f64x2_mul(p, r), wasm_f64x2_splat(C[i]));
-    /* 2^k: k + 1023 into the exponent field (|k| <= 1010 here) */
-    const v128_t k = wasm_i64x2_extend_low_i32x4(wasm_i32x4_trunc_sat_f64x2_zero(kd));
-    const v128_t pow2 = wasm_i64x2_shl(wasm_i64x2_add(k, wasm_i64x2_splat(1023)), 52);
-    return wasm_f64x2_mul(p, pow2);
-}
-
 /* g[i] = g[i] / (1 + exp(-g[i])) * u[i] (SwiGLU), bit for bit the scalar
- * g / (1.0f + rt_expf(-g)) * u: four at a time where every -g is within
- * (-700, 700), where rt_exp needs no special case. */
+ * g / (1.0f + rt_expf(-g)) * u, four at a time. */
 static void swiglu(float *g, const float *u, uint64_t n) {
     uint64_t i = 0;
-    const v128_t lim = wasm_f64x2_splat(700.0);
     for (; i + 4 <= n; i += 4) {
         const v128_t gv = wasm_v128_load(g + i);
-        const v128_t ng = wasm_f32x4_neg(gv);
-        const v128_t lo = wasm_f64x2_promote_low_f32x4(ng);
-        const v128_t hi = wasm_f64x2_promote_low_f32x4(wasm_i64x2_shuffle(ng, ng, 1, 0));
-        if (!wasm_i64x2_all_true(wasm_v128_and(wasm_f64x2_lt(wasm_f64x2_abs(lo), lim),
-                                                wasm_f64x2_lt(wasm_f64x2_abs(hi), lim)))) {
-            for (uint64_t j = i; j < i + 4; j++) g[j] = g[j] / (1.0f + rt_expf(-g[j])) * u[j];
-            continue;
-        }
-        const v128_t e = wasm_i64x2_shuffle(wasm_f32x4_demote_f64x2_zero(exp_f64x2(lo)),
-                                            wasm_f32x4_demote_f64x2_zero(exp_f64x2(hi)), 0, 2);
-        const v128_t den = wasm_f32x4_add(wasm_f32x4_splat(1.0f), e);
+        const v128_t den = wasm_f32x4_add(wasm_f32x4_splat(1.0f), rt_expf_x4(wasm_f32x4_neg(gv)));
         wasm_v128_store(g + i, wasm_f32x4_mul(wasm_f32x4_div(gv, den), wasm_v128_load(u + i)));
     }
     for (; i < n; i++) g[i] = g[i] / (1.0f + rt_expf(-g[i])) * u[i];

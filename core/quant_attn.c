@@ -26,6 +26,7 @@
  * wasmtime bounds-checks every load of a Memory64 module: a value kept in a
  * local (a register or the engine's own stack) costs none. */
 #include "quant_impl.h"
+#include "simd_exp.h"
 
 /* f16 -> f32 times 2^-112 for the low / high four of eight halves (model.c's h2f_lo / h2f_hi). */
 QI_INLINE v128_t h2f_lo(v128_t h) {
@@ -129,13 +130,14 @@ QI_INLINE void attn_head(const float *q, const uint16_t *k, const uint16_t *v, u
         scores[j] = dot;
         if (dot > mx) mx = dot;
     }
-    /* softmax: as model.c (scalar rt_expf, the sum in double) */
+    /* softmax: e_j = rt_expf(s_j - mx) four at a time (simd_exp.h: the same
+     * bits), the sum in double in order j = 0, 1, .. */
+    const v128_t vmx = wasm_f32x4_splat(mx);
+    for (j = 0; j + 4 <= n; j += 4)
+        wasm_v128_store(scores + j, rt_expf_x4(wasm_f32x4_sub(wasm_v128_load(scores + j), vmx)));
+    for (; j < n; j++) scores[j] = rt_expf(scores[j] - mx);
     double sum = 0;
-    for (j = 0; j < n; j++) {
-        const float e = rt_expf(scores[j] - mx);
-        scores[j] = e;
-        sum += e;
-    }
+    for (j = 0; j < n; j++) sum += scores[j];
     const float inv = (float)(1.0 / sum);
     /* p_j = f16r(e_j * inv), times 2^112, in place */
     const v128_t vi = wasm_f32x4_splat(inv);
