@@ -59,6 +59,21 @@ QI_INLINE uint64_t block_bytes(const uint32_t type) {
     }
 }
 
+/* The 32 nibbles of a Q4_0 / Q4_1 block's 16 quant bytes v: two u8x16 (B: i8
+ * activations) or four i16x8 against the permuted i16 activations. */
+QI_INLINE void q4_nibbles(const bool B, v128_t v, v128_t *w) {
+    if (B) {
+        const v128_t m4 = wasm_i8x16_splat(15);
+        w[0] = wasm_v128_and(v, m4), w[1] = wasm_v128_and(wasm_u16x8_shr(v, 4), m4);
+    } else {
+        const v128_t m = wasm_i16x8_splat(15);
+        w[0] = wasm_v128_and(v, m);
+        w[1] = wasm_v128_and(wasm_u16x8_shr(v, 8), m);
+        w[2] = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
+        w[3] = wasm_u16x8_shr(v, 12);
+    }
+}
+
 /* The block at p as the vectors that meet the activations: four i16x8 of
  * weights (w[0..3], against the permuted i16 activations), or, for i8
  * activations (B, relaxed-SIMD builds), two u8x16 (w[0]: elements 0..15,
@@ -67,16 +82,7 @@ QI_INLINE void block_unpack(const uint32_t type, const bool B, const uint8_t *p,
     switch (type) {
     case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: {
         const v128_t v = wasm_v128_load(p + (type == GGML_TYPE_Q4_0 ? 2 : 4));
-        if (B) {
-            const v128_t m4 = wasm_i8x16_splat(15);
-            w[0] = wasm_v128_and(v, m4), w[1] = wasm_v128_and(wasm_u16x8_shr(v, 4), m4);
-        } else {
-            const v128_t m = wasm_i16x8_splat(15);
-            w[0] = wasm_v128_and(v, m);
-            w[1] = wasm_v128_and(wasm_u16x8_shr(v, 8), m);
-            w[2] = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
-            w[3] = wasm_u16x8_shr(v, 12);
-        }
+        q4_nibbles(B, v, w);
         break;
     }
     case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: {
@@ -238,16 +244,7 @@ QI_INLINE void raw4_load(const uint32_t type, const uint8_t *const *p, uint64_t 
 /* block_unpack from loaded bytes (raw4_load's q and q2; Q4_* and Q8_*). */
 QI_INLINE void raw_unpack(const uint32_t type, const bool B, v128_t v, v128_t u, v128_t *w) {
     if (type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_1) {
-        if (B) {
-            const v128_t m4 = wasm_i8x16_splat(15);
-            w[0] = wasm_v128_and(v, m4), w[1] = wasm_v128_and(wasm_u16x8_shr(v, 4), m4);
-        } else {
-            const v128_t m = wasm_i16x8_splat(15);
-            w[0] = wasm_v128_and(v, m);
-            w[1] = wasm_v128_and(wasm_u16x8_shr(v, 8), m);
-            w[2] = wasm_v128_and(wasm_u16x8_shr(v, 4), m);
-            w[3] = wasm_u16x8_shr(v, 12);
-        }
+        q4_nibbles(B, v, w);
     } else {
         w[0] = wasm_i16x8_shr(wasm_i16x8_shl(v, 8), 8), w[1] = wasm_i16x8_shr(v, 8);
         w[2] = wasm_i16x8_shr(wasm_i16x8_shl(u, 8), 8), w[3] = wasm_i16x8_shr(u, 8);
