@@ -6,8 +6,9 @@
 // whole in JS) and become visible only once complete.
 //
 // Public face: Realm.cache = { list(), has(url), delete(url), clear(), backend() }.
-import { RealmError, isNode } from './core.js';
-import { blobReader } from './sources.js';
+import { RealmError } from './errors.js';
+import { isNode } from './env.js';
+import { blobReader } from './readers.js';
 
 const DIR_NAME = 'realm-web-models';
 

@@ -10,27 +10,11 @@
 // Views over memory are made per access (memory.buffer is replaced whenever the
 // memory grows; an old view would be detached).
 
-export class RealmError extends Error {
-  constructor(message, options) {
-    super(message, options);
-    this.name = 'RealmError';
-  }
-}
-/** The file is not a GGUF this core can read (truncated, bad magic, hostile sizes). */
-export class ModelFormatError extends RealmError {
-  constructor(m, o) { super(m, o); this.name = 'ModelFormatError'; }
-}
-/** A well-formed GGUF with an architecture, tensor type or tokenizer the core cannot run. */
-export class UnsupportedModelError extends RealmError {
-  constructor(m, o) { super(m, o); this.name = 'UnsupportedModelError'; }
-}
-/** The prompt (or prompt plus generation) does not fit in the session's context. */
-export class ContextOverflowError extends RealmError {
-  constructor(m, o) { super(m, o); this.name = 'ContextOverflowError'; }
-}
+import { RealmError } from './errors.js';
+import { isNode } from './env.js';
 
-export const isNode = typeof process !== 'undefined' && !!(process.versions && process.versions.node) &&
-  typeof window === 'undefined' && typeof self === 'undefined';
+export { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError } from './errors.js';
+export { isNode } from './env.js';
 
 // ------------------------------------------------------------------ the module
 

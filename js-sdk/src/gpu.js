@@ -5,7 +5,8 @@
 // otherwise it falls back to the CPU and says why in realm.deviceNote (and once on
 // the console). 'auto' takes the GPU only when the adapter is real hardware: a
 // software adapter (SwiftShader, lavapipe) is much slower than the wasm SIMD core.
-import { compileCore, isNode } from './core.js';
+import { compileCore } from './core.js';
+import { isNode } from './env.js';
 
 export const GPU_EXPORT = 'realm_gpu_plan'; // the export whose presence turns the GPU path on
 

@@ -2,7 +2,8 @@
 // copied once into the instance's memory, plus its tokenizer and metadata.
 // The JS twin of realm_web/core_model.py (CoreModel). Sessions live in session.js.
 // Share models through store.js rather than loading them directly.
-import { WasmCore, RealmError, ModelFormatError, UnsupportedModelError } from './core.js';
+import { WasmCore } from './core.js';
+import { RealmError, ModelFormatError, UnsupportedModelError } from './errors.js';
 import { asSource } from './sources.js';
 
 export const FIRST_READ = 1 << 20; // header bytes offered first; the core asks for more if needed

@@ -1,7 +1,7 @@
 // RealmRegistry: several models held by id. Loading the same source twice (in one
 // registry or in two) reuses one host-side copy of the weights: each entry is its
 // own Realm (session) on the shared model (store.js).
-import { RealmError } from './core.js';
+import { RealmError } from './errors.js';
 import { Realm } from './realm.js';
 
 export class RealmRegistry {

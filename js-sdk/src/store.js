@@ -5,12 +5,9 @@
 // identity (the same Blob / ArrayBuffer). Refcounted: the last release frees.
 import { CoreModel } from './model.js';
 import { asSource } from './sources.js';
+import { abortReason as abortError } from './abort.js';
 
 const entries = new Map(); // key -> { key, promise, model, refs, listeners, waiting, ctrl }
-
-function abortError(signal) {
-  return signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
-}
 
 /**
  * The model for a source, loading it on first use. opts: { onProgress, signal,

@@ -7,7 +7,8 @@
 //   realm_thread_run(i) (returns only after realm_threads_stop); the main
 //   instance waits until realm_threads_live() counts every worker, then calls
 //   realm_threads_use(n - 1).
-import { RealmError, isNode } from './core.js';
+import { RealmError } from './errors.js';
+import { isNode } from './env.js';
 
 const WORKER_STACK = 1 << 20; // a worker runs kernels and attention: a few KiB deep
 const MAX_PAGES = 262144;     // V8's Memory64 limit (16 GiB), as realm-mt.wasm declares
