@@ -2,7 +2,7 @@
 // rendered with @huggingface/jinja (the engine transformers.js uses: trim_blocks and
 // lstrip_blocks on, raise_exception and strftime_now defined), as the Python host
 // renders it with a sandboxed jinja2.
-import { RealmError } from './core.js';
+import { RealmError } from './errors.js';
 
 // What llama.cpp falls back to when a GGUF carries no template.
 export const CHATML = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + " +
@@ -51,34 +51,4 @@ export async function renderChat(template, messages, { addGenerationPrompt = tru
   } catch (e) {
     throw new RealmError(`the model's chat template failed: ${e.message}`, { cause: e });
   }
-}
-
-// ------------------------------------------------------------- OpenAI shapes
-
-let seq = 0;
-export function completionId() {
-  const r = Math.random().toString(36).slice(2, 10);
-  return `chatcmpl-${Date.now().toString(36)}${(seq++).toString(36)}${r}`;
-}
-
-export function usageOf(stats) {
-  return {
-    prompt_tokens: stats.prompt_tokens,
-    completion_tokens: stats.generated_tokens,
-    total_tokens: stats.prompt_tokens + stats.generated_tokens,
-    prompt_tokens_details: { cached_tokens: stats.cached_tokens },
-  };
-}
-
-/** Map an OpenAI request's sampling fields onto Realm generation options. */
-export function requestToOptions(req) {
-  if (req.n != null && req.n !== 1) throw new RealmError('only n = 1 is supported');
-  const o = {};
-  const maxTok = req.max_completion_tokens ?? req.max_tokens;
-  if (maxTok != null) o.max_tokens = maxTok;
-  else o.max_tokens = -1; // OpenAI: until the model stops or the context is full
-  for (const k of ['temperature', 'top_p', 'top_k', 'min_p', 'seed', 'stop', 'frequency_penalty', 'presence_penalty', 'repeat_penalty', 'repeat_last_n', 'signal']) {
-    if (req[k] != null) o[k] = req[k];
-  }
-  return o;
 }

@@ -1,11 +1,15 @@
 // realm-web: LLaMA-family GGUF models in the browser and Node on one Memory64
 // WebAssembly core (realm.wasm). See README.md and index.d.ts.
-export { Realm, StopFilter, normalizeOptions, DEFAULT_CTX } from './realm.js';
+export { Realm } from './realm.js';
+export { StopFilter } from './stops.js';
+export { normalizeOptions } from './options.js';
+export { DEFAULT_CTX, EVAL_BATCH } from './constants.js';
+export { SAMPLER_DEFAULTS, LLAMA_CPP_SAMPLING, OPENAI_SAMPLING, fromOpenAI } from './sampling.js';
 export { RealmRegistry } from './registry.js';
 export { RealmWorker } from './worker-client.js';
 export { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, WasmCore, setWasmSource, compileCore, relaxedSimdSupported } from './core.js';
 export { CoreModel } from './model.js';
-export { Session, SAMPLER_DEFAULTS } from './session.js';
+export { Session } from './session.js';
 export { modelCache } from './cache.js';
 export { setJinja, renderChat, CHATML } from './chat.js';
 export { loadedModels, memoryBytes } from './store.js';

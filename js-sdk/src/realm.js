@@ -1,99 +1,18 @@
 // `Realm`: the public API. A Realm is one session (KV cache) on a shared model;
 // every Realm of the same source shares one copy of the weights (store.js).
 // The JS twin of realm_web/realm.py.
-import { RealmError, ContextOverflowError, ModelFormatError } from './core.js';
+import { RealmError, ModelFormatError } from './errors.js';
 import * as store from './store.js';
-import { Session, SAMPLER_DEFAULTS, EVAL_BATCH } from './session.js';
-import { renderChat, completionId, usageOf, requestToOptions } from './chat.js';
+import { Session } from './session.js';
+import { DEFAULT_CTX, EVAL_BATCH } from './constants.js';
+import { normalizeOptions } from './options.js';
+import { abortReason, throwIfAborted, yieldToEventLoop } from './abort.js';
+import { samplerSettings, LLAMA_CPP_SAMPLING } from './sampling.js';
+import { Generation, newStats, promptIds, chatPromptIds } from './generation.js';
+import { createChatCompletion } from './openai.js';
+import { renderChat } from './chat.js';
 import { modelCache } from './cache.js';
 import { resolveDevice, gpuFailedNote } from './gpu.js';
-
-export const DEFAULT_CTX = 4096;
-const PROMPT_CHUNK = EVAL_BATCH; // prompt tokens per eval call (the core's batch): abort checks between chunks
-
-const CAMEL = {
-  maxTokens: 'max_tokens', topK: 'top_k', topP: 'top_p', minP: 'min_p', repeatPenalty: 'repeat_penalty',
-  repeatLastN: 'repeat_last_n', frequencyPenalty: 'frequency_penalty', presencePenalty: 'presence_penalty',
-  addSpecial: 'add_special', ignoreEos: 'ignore_eos', maxCompletionTokens: 'max_completion_tokens',
-};
-
-/** Generation options with camelCase spellings folded into snake_case. */
-export function normalizeOptions(opts = {}) {
-  const o = { ...opts };
-  for (const [camel, snake] of Object.entries(CAMEL)) {
-    if (o[camel] !== undefined && o[snake] === undefined) o[snake] = o[camel];
-    delete o[camel];
-  }
-  return o;
-}
-
-function abortReason(signal) {
-  return signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
-}
-function throwIfAborted(signal) { if (signal && signal.aborted) throw abortReason(signal); }
-
-/** Let timers, input and messages (an abort from another thread) run between tokens. */
-export const yieldToEventLoop = (() => {
-  if (typeof setImmediate === 'function') return () => new Promise((r) => setImmediate(r));
-  if (typeof MessageChannel === 'function') {
-    const ch = new MessageChannel();
-    const q = [];
-    ch.port1.onmessage = () => { const r = q.shift(); if (r) r(); };
-    return () => new Promise((r) => { q.push(r); ch.port2.postMessage(0); });
-  }
-  return () => new Promise((r) => setTimeout(r, 0));
-})();
-
-/** Streams text while holding back any tail that could still become a stop string. */
-export class StopFilter {
-  constructor(stops) { this.stops = stops.filter((s) => s); this.buf = ''; this.hit = false; }
-
-  push(text) {
-    this.buf += text;
-    let at = -1;
-    for (const s of this.stops) {
-      const i = this.buf.indexOf(s);
-      if (i >= 0 && (at < 0 || i < at)) at = i;
-    }
-    if (at >= 0) {
-      this.hit = true;
-      const out = this.buf.slice(0, at);
-      this.buf = '';
-      return out;
-    }
-    let keep = 0;
-    for (const s of this.stops) {
-      for (let k = Math.min(s.length - 1, this.buf.length); k > 0; k--) {
-        if (this.buf.endsWith(s.slice(0, k))) { keep = Math.max(keep, k); break; }
-      }
-    }
-    const out = this.buf.slice(0, this.buf.length - keep);
-    this.buf = this.buf.slice(this.buf.length - keep);
-    return out;
-  }
-
-  flush() { const out = this.buf; this.buf = ''; return out; }
-}
-
-function newStats(promptTokens = 0) {
-  return {
-    prompt_tokens: promptTokens, cached_tokens: 0, generated_tokens: 0, prompt_seconds: 0, generate_seconds: 0,
-    finish_reason: '', tokens: [],
-    get prompt_tps() { const n = this.prompt_tokens - this.cached_tokens; return this.prompt_seconds > 0 ? n / this.prompt_seconds : 0; },
-    get generate_tps() { return this.generate_seconds > 0 ? this.generated_tokens / this.generate_seconds : 0; },
-  };
-}
-
-const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now()) / 1000;
-
-function randomSeed() {
-  if (globalThis.crypto && globalThis.crypto.getRandomValues) {
-    const a = new Uint32Array(2);
-    globalThis.crypto.getRandomValues(a);
-    return (BigInt(a[0]) << 32n) | BigInt(a[1]);
-  }
-  return BigInt(Math.floor(Math.random() * 2 ** 53));
-}
 
 function baseName(name) {
   const s = String(name).split(/[?#]/)[0];
@@ -231,34 +150,48 @@ export class Realm {
   }
 
   // ------------------------------------------------------------ generation
-  async _prepare(ids, stats, signal) {
-    if (ids.length === 0) throw new RealmError('the prompt is empty (no tokens)');
-    if (ids.length >= this.nCtx) {
-      throw new ContextOverflowError(`the prompt has ${ids.length} tokens; the context holds ${this.nCtx} (leave room to generate)`);
-    }
-    const have = this.session.tokens();
-    let n = 0;
-    while (n < have.length && n < ids.length && have[n] === ids[n]) n++;
-    n = Math.min(n, ids.length - 1); // re-evaluate at least one token to get fresh logits
-    this.session.truncate(n);
-    stats.cached_tokens = n;
-    const t0 = now();
-    for (let i = n; i < ids.length; i += PROMPT_CHUNK) {
-      if (i > n) {
+  // One driver for generateTokens and stream: the Generation (generation.js) says what
+  // to evaluate and what each sampled token means; this runs it on the session, one
+  // call at a time, with abort checks between prompt batches and between tokens.
+  async *_run(prompt, o, text) {
+    const signal = o.signal;
+    throwIfAborted(signal);
+    this._checkOpen();
+    const release = await this._lock(signal);
+    const stats = o.stats || newStats();
+    this.lastStats = stats;
+    let g = null;
+    try {
+      this._checkOpen();
+      const ids = promptIds(this.model, prompt, o.add_special ?? true);
+      g = new Generation(ids, { ...o, nCtx: this.nCtx, vocab: this.model, text, stats });
+      const s = this.session;
+      s.setSampler(samplerSettings(o, LLAMA_CPP_SAMPLING));
+      s.truncate(g.reuse(s.tokens()));
+      const feed = g.feed();
+      for (let i = 0; i < feed.length; i += EVAL_BATCH) {
+        if (i > 0) {
+          await yieldToEventLoop();
+          throwIfAborted(signal);
+          this._checkOpen();
+        }
+        await s.eval(feed.slice(i, i + EVAL_BATCH));
+      }
+      if (s.sync) await s.sync(); // GPU: the prompt's work is done, not just submitted
+      g.prefilled();
+      let r = g.accept(await s.sample());
+      for (;;) {
+        yield r;
+        if (r.done) return;
         await yieldToEventLoop();
         throwIfAborted(signal);
         this._checkOpen();
+        r = g.accept(await s.step(g.feed()[0]));
       }
-      await this.session.eval(ids.slice(i, i + PROMPT_CHUNK));
+    } finally {
+      if (g) g.close();
+      release();
     }
-    if (this.session.sync) await this.session.sync(); // GPU: the prompt's work is done, not just submitted
-    stats.prompt_seconds = now() - t0;
-  }
-
-  _promptIds(prompt, o) {
-    if (typeof prompt === 'string') return this.model.tokenize(prompt, o.add_special ?? true, true);
-    if (prompt && typeof prompt[Symbol.iterator] === 'function') return Array.from(prompt, (x) => Number(x));
-    throw new RealmError('a prompt is a string or an array of token ids');
   }
 
   /**
@@ -266,74 +199,22 @@ export class Realm {
    * (or opts.stats). Every knob of generate() applies except stop.
    */
   async *generateTokens(prompt, opts = {}) {
-    const o = normalizeOptions(opts);
-    const signal = o.signal;
-    throwIfAborted(signal);
-    this._checkOpen();
-    const release = await this._lock(signal);
-    const stats = o.stats || newStats();
-    this.lastStats = stats;
-    let t0 = now();
-    try {
-      this._checkOpen();
-      const ids = this._promptIds(prompt, o);
-      stats.prompt_tokens = ids.length;
-      let max = o.max_tokens ?? 128;
-      if (max == null || max < 0) max = this.nCtx;
-      let seed = o.seed;
-      if (seed == null || (typeof seed === 'number' && seed < 0) || (typeof seed === 'bigint' && seed < 0n)) seed = randomSeed();
-      const s = {};
-      for (const k of Object.keys(SAMPLER_DEFAULTS)) s[k] = o[k] ?? SAMPLER_DEFAULTS[k];
-      s.seed = seed;
-      this.session.setSampler(s);
-      await this._prepare(ids, stats, signal);
-      t0 = now();
-      let tok = await this.session.sample();
-      for (;;) {
-        if (!o.ignore_eos && this.model.isEog(tok)) { stats.finish_reason = 'stop'; return; }
-        if (stats.generated_tokens >= max) { stats.finish_reason = 'length'; return; }
-        stats.generated_tokens++;
-        stats.tokens.push(tok);
-        yield tok;
-        if (this.session.nPast >= this.nCtx) { stats.finish_reason = 'length'; return; } // no room to evaluate it
-        await yieldToEventLoop();
-        throwIfAborted(signal);
-        this._checkOpen();
-        tok = await this.session.step(tok);
-      }
-    } finally {
-      stats.generate_seconds = now() - t0;
-      release();
+    for await (const r of this._run(prompt, normalizeOptions(opts), false)) {
+      if (r.token != null) yield r.token;
     }
   }
 
   /** Text pieces as they are generated (whole UTF-8 characters only); async iterator. */
   async *stream(prompt, opts = {}) {
-    const o = normalizeOptions(opts);
-    const stops = typeof o.stop === 'string' ? [o.stop] : Array.from(o.stop || []);
-    const filt = new StopFilter(stops);
-    const dec = new TextDecoder('utf-8');
-    const stats = o.stats || newStats();
-    const gen = this.generateTokens(prompt, { ...o, stats });
-    try {
-      for await (const tok of gen) {
-        const text = dec.decode(this.model.piece(tok, false), { stream: true });
-        const out = stops.length ? filt.push(text) : text;
-        if (out) yield out;
-        if (filt.hit) { stats.finish_reason = 'stop'; return; }
-      }
-      const rest = dec.decode();
-      const tail = stops.length ? filt.push(rest) + (filt.hit ? '' : filt.flush()) : rest;
-      if (filt.hit) stats.finish_reason = 'stop';
-      if (tail) yield tail;
-    } finally {
-      await gen.return();
+    for await (const r of this._run(prompt, normalizeOptions(opts), true)) {
+      if (r.text) yield r.text;
     }
   }
 
-  /** The whole completion as one string. opts: max_tokens (128), temperature (0.8), top_k,
-   * top_p, min_p, repeat_penalty, repeat_last_n, frequency_penalty, presence_penalty, seed,
-   * stop, signal, add_special, ignore_eos (camelCase spellings work too). */
+  /** The whole completion as one string. opts: max_tokens (128), temperature (0.8), top_k (40),
+   * top_p (0.95), min_p (0.05), repeat_penalty (1), repeat_last_n (64), frequency_penalty,
+   * presence_penalty, seed, stop, signal, add_special, ignore_eos (camelCase spellings work
+   * too). Defaults: sampling.js LLAMA_CPP_SAMPLING. */
   async generate(prompt, opts = {}) {
     let out = '';
     for await (const piece of this.stream(prompt, opts)) out += piece;
@@ -353,48 +234,14 @@ export class Realm {
     });
   }
 
-  /** Prompt ids of a chat: the template already wrote any BOS it wants. */
+  /** Prompt ids of a chat: the template already wrote any BOS it wants (generation.js chatPromptIds). */
   async chatIds(messages, opts = {}) {
     const text = await this.applyChatTemplate(messages, opts);
-    const ids = this.model.tokenize(text, false, true);
-    const info = this.info;
-    if (info.add_bos && info.bos >= 0 && (!ids.length || ids[0] !== info.bos)) ids.unshift(info.bos);
-    return ids;
+    return chatPromptIds(this.model, text);
   }
 
-  _chatCreate(req = {}) {
-    const created = Math.floor(Date.now() / 1000);
-    const id = completionId();
-    const model = req.model || this.id;
-    const o = requestToOptions(req);
-    const tplOpts = { chatTemplate: req.chat_template, extra: req.chat_template_kwargs };
-    if (!req.stream) {
-      return (async () => {
-        const ids = await this.chatIds(req.messages, tplOpts);
-        const stats = newStats();
-        const content = await this.generate(ids, { ...o, stats });
-        return {
-          id, object: 'chat.completion', created, model,
-          choices: [{ index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: stats.finish_reason }],
-          usage: usageOf(stats),
-        };
-      })();
-    }
-    const self = this;
-    const includeUsage = !!(req.stream_options && req.stream_options.include_usage);
-    async function* chunks() {
-      const ids = await self.chatIds(req.messages, tplOpts);
-      const stats = newStats();
-      const base = { id, object: 'chat.completion.chunk', created, model };
-      yield { ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] };
-      for await (const piece of self.stream(ids, { ...o, stats })) {
-        yield { ...base, choices: [{ index: 0, delta: { content: piece }, logprobs: null, finish_reason: null }] };
-      }
-      yield { ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: stats.finish_reason }] };
-      if (includeUsage) yield { ...base, choices: [], usage: usageOf(stats) };
-    }
-    return streamResult(chunks());
-  }
+  /** OpenAI's chat.completions.create, with OpenAI's sampling defaults (openai.js). */
+  _chatCreate(req = {}) { return createChatCompletion(this, req); }
 
   // ---------------------------------------------------------------- static
   /** The model cache (models kept from URLs): list(), has(url), delete(url), clear(), backend(). */
@@ -405,19 +252,4 @@ export class Realm {
 
   /** Bytes of wasm memory held by every loaded model in this JS realm. */
   static memoryBytes() { return store.memoryBytes(); }
-}
-
-/**
- * The result of a streaming create(): like the OpenAI SDK, a Promise of an async
- * iterable of chunks; for convenience the promise itself is async-iterable too.
- */
-export function streamResult(iter) {
-  const stream = {
-    [Symbol.asyncIterator]() { return iter; },
-    /** Stop the stream (as the OpenAI SDK's stream.controller.abort()). */
-    controller: { abort: () => iter.return() },
-  };
-  const p = Promise.resolve(stream);
-  p[Symbol.asyncIterator] = () => iter;
-  return p;
 }

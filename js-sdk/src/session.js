@@ -1,27 +1,11 @@
 // A session: one KV cache, token history and sampler inside a model's instance.
 // The JS twin of realm_web/core_model.py (Session, SamplerSettings).
-import { RealmError, ContextOverflowError } from './core.js';
+import { RealmError, ContextOverflowError } from './errors.js';
+import { SAMPLER_DEFAULTS, packSampler } from './sampling.js';
+import { EVAL_BATCH } from './constants.js';
 
-/** llama.cpp's sampling knobs, with llama.cpp's defaults. */
-export const SAMPLER_DEFAULTS = Object.freeze({
-  temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64,
-  frequency_penalty: 0.0, presence_penalty: 0.0, seed: 0xFFFFFFFF,
-});
-
-/** SamplerParams (core/sampler.h): 6 f32, 2 i32, u64 seed = 40 bytes. */
-export function packSampler(s) {
-  const b = new Uint8Array(40);
-  const dv = new DataView(b.buffer);
-  const f = [s.temperature, s.top_p, s.min_p, s.repeat_penalty, s.frequency_penalty, s.presence_penalty];
-  f.forEach((v, i) => dv.setFloat32(i * 4, Number(v), true));
-  dv.setInt32(24, s.top_k | 0, true);
-  dv.setInt32(28, s.repeat_last_n | 0, true);
-  dv.setBigUint64(32, BigInt.asUintN(64, BigInt(s.seed)), true);
-  return b;
-}
-
-/** Prompt ids per realm_session_eval call: the core's matrix-matrix batch. */
-export const EVAL_BATCH = 64;
+export { SAMPLER_DEFAULTS, packSampler } from './sampling.js';
+export { EVAL_BATCH } from './constants.js';
 
 function overflowOr(msg) {
   return msg.startsWith('context full') ? new ContextOverflowError(msg) : new RealmError(msg);
@@ -35,8 +19,8 @@ export class Session {
     this.handle = c.call('realm_session_new', model.handle, nCtx);
     if (!this.handle) throw new RealmError(`could not create a session of ${nCtx} positions: ${c.lastError()}`);
     this.nCtx = nCtx;
-    this._idsCap = 64;
-    this._ids = c.alloc(4 * 64);
+    this._idsCap = EVAL_BATCH;
+    this._ids = c.alloc(4 * EVAL_BATCH);
     this._sp = c.alloc(48);
   }
 
@@ -50,7 +34,8 @@ export class Session {
     }
   }
 
-  _check() { if (!this.handle) throw new RealmError('this session has been closed'); }
+  /** Every call into the core goes through here first: a closed session never passes handle 0. */
+  _check() { if (!this.handle) throw new RealmError('session is closed'); }
 
   get nPast() { this._check(); return this.core.call('realm_session_n_past', this.handle); }
 

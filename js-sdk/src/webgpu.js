@@ -8,8 +8,9 @@
 // weights never enter wasm memory: they stream from the source straight into one GPU
 // buffer per tensor part. One GpuModel per source per device (shared by every session
 // of it, like the CPU weights); each GpuSession has its own KV cache and activations.
-import { RealmError, ContextOverflowError, isNode } from './core.js';
-import { packSampler, SAMPLER_DEFAULTS } from './session.js';
+import { RealmError, ContextOverflowError } from './errors.js';
+import { isNode } from './env.js';
+import { packSampler, SAMPLER_DEFAULTS } from './sampling.js';
 
 export const PLAN_ABI = 1;
 const OPT_F16 = 1, OPT_SUBGROUPS = 2, OPT_SOFTWARE = 4;
@@ -487,7 +488,7 @@ export class GpuSession {
     }
   }
 
-  _check() { if (!this.handle) throw new RealmError('this session has been closed'); }
+  _check() { if (!this.handle) throw new RealmError('session is closed'); }
 
   /** Resolves when the GPU has finished the work submitted so far. */
   async sync() { await this.dev.device.queue.onSubmittedWorkDone(); }
@@ -618,6 +619,7 @@ export class GpuSession {
   }
 
   setSampler(settings) {
+    this._check();
     this.core.write(this._sp, packSampler({ ...SAMPLER_DEFAULTS, ...settings }));
     this.core.call('realm_gpu_sampler_set', this._sampler, this._sp);
   }

@@ -5,9 +5,13 @@
 // own (new Worker(new URL('realm-web/worker', import.meta.url), {type: 'module'}))
 // as `worker` to choose. Methods return Promises; stream() and chat streams are
 // async iterables; AbortSignals are honoured within one token.
-import { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, isNode } from './core.js';
+import { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError } from './errors.js';
+import { isNode } from './env.js';
 import { objectId } from './sources.js';
-import { streamResult, normalizeOptions } from './realm.js';
+import { normalizeOptions } from './options.js';
+import { abortReason } from './abort.js';
+import { streamResult } from './openai.js';
+import { newStats } from './generation.js';
 
 const ERRORS = { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError };
 
@@ -18,10 +22,6 @@ function rebuildError(e) {
   const err = new Error(e.message);
   err.name = e.name;
   return err;
-}
-
-function abortReason(signal) {
-  return signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
 }
 
 const clientId = Math.random().toString(36).slice(2, 10);
@@ -301,8 +301,7 @@ export class RealmWorker {
   }
 
   _setStats(s, into) {
-    const stats = into || {};
-    Object.assign(stats, s);
+    const stats = into ? Object.assign(into, s) : newStats(s);
     this.lastStats = stats;
   }
 

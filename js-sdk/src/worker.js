@@ -6,7 +6,8 @@
 //   in:  {t: 'call', id, op, args}  {t: 'abort', id}
 //   out: {t: 'progress', id, p}  {t: 'item', id, v}  {t: 'done', id, v}  {t: 'error', id, e: {name, message}}
 import { Realm } from './realm.js';
-import { isNode } from './core.js';
+import { plainStats } from './generation.js';
+import { isNode } from './env.js';
 import { modelCache } from './cache.js';
 import * as store from './store.js';
 
@@ -79,12 +80,6 @@ const ops = {
   async memoryBytes() { return store.memoryBytes(); },
   async ping() { return 'pong'; },
 };
-
-function plainStats(s) {
-  const out = {};
-  for (const k of ['prompt_tokens', 'cached_tokens', 'generated_tokens', 'prompt_seconds', 'generate_seconds', 'finish_reason', 'tokens']) out[k] = s[k];
-  return out;
-}
 
 async function onMessage(msg) {
   if (!msg || typeof msg !== 'object') return;
