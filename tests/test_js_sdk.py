@@ -48,6 +48,17 @@ def _run_suite(npm: str, suite: str, timeout: int) -> None:
     assert "ℹ fail 0" in out, out[-6000:]
 
 
+def test_js_sdk_units(npm_ready):
+    """No model: stop strings (tests/stop_cases.json, as realm_web/stops.py), the generation state
+    machine over a toy vocabulary, the sampling tables and the OpenAI request mapping."""
+    _run_suite(npm_ready, "unit.test.mjs", 300)
+
+
+def test_js_sdk_import_graph(npm_ready):
+    """js-sdk/src has no import cycle (static, re-export or dynamic import)."""
+    _run_suite(npm_ready, "imports.test.mjs", 300)
+
+
 @pytest.mark.slow
 def test_js_sdk_node(npm_ready):
     """Node: greedy = the Python host, chat, stream, abort, sources, store, registry, cache, worker."""

@@ -220,6 +220,32 @@ test('context overflow is a ContextOverflowError', { skip }, async () => {
   }
 });
 
+test('a closed Session never passes handle 0 into the core: every method throws RealmError', { skip }, async () => {
+  const s = new sdk.Session(realm.model, 32);
+  s.eval([1, 2]);
+  s.close();
+  assert.equal(s.handle, 0);
+  const core = realm.model.core;
+  const call = core.call;
+  const seen = [];
+  core.call = function (name, ...args) { seen.push(name); return call.call(this, name, ...args); };
+  try {
+    const methods = {
+      nPast: () => s.nPast, tokens: () => s.tokens(), truncate: () => s.truncate(0), eval: () => s.eval([1]),
+      evalBatches: () => s.eval(new Array(100).fill(1)), evalAll: () => s.eval([1, 2], true), logits: () => s.logits(),
+      setSampler: () => s.setSampler({ temperature: 0 }), sample: () => s.sample(), step: () => s.step(1),
+    };
+    for (const [name, f] of Object.entries(methods)) {
+      assert.throws(f, (e) => e instanceof RealmError && e.message === 'session is closed', name);
+    }
+    s.close(); // a second close is nothing
+  } finally {
+    core.call = call;
+  }
+  assert.deepEqual(seen, [], 'no core call after close');
+  assert.equal(await realm.generate(PROMPTS[0], { max_tokens: 4, temperature: 0 }), await realm.generate(PROMPTS[0], { max_tokens: 4, temperature: 0 }));
+});
+
 test('loading a source twice shares one copy of the weights (registries, spellings)', { skip }, async () => {
   // a copy of the model file: a file no other test has loaded
   const file = path.join(TMP, 'copy.gguf');
