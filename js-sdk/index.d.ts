@@ -50,18 +50,29 @@ export interface LoadOptions {
   fetchOptions?: RequestInit;
 }
 
+/**
+ * Options of generate / stream / generateTokens. Sampling defaults are llama.cpp's
+ * (LLAMA_CPP_SAMPLING), as the Python Realm's.
+ */
 export interface GenerateOptions {
   /** Tokens to generate (default 128; negative: until the context is full). */
   max_tokens?: number;
   maxTokens?: number;
   /** <= 0: greedy. Default 0.8. */
   temperature?: number;
+  /** Default 40; 0: off. */
   top_k?: number; topK?: number;
+  /** Default 0.95. */
   top_p?: number; topP?: number;
+  /** Default 0.05. */
   min_p?: number; minP?: number;
+  /** Default 1.0 (off). */
   repeat_penalty?: number; repeatPenalty?: number;
+  /** Tokens the penalties look back over (default 64). */
   repeat_last_n?: number; repeatLastN?: number;
+  /** Default 0. */
   frequency_penalty?: number; frequencyPenalty?: number;
+  /** Default 0. */
   presence_penalty?: number; presencePenalty?: number;
   /** u64 seed of the sampler (default: random). */
   seed?: number | bigint;
@@ -102,22 +113,38 @@ export interface ChatMessage {
   [k: string]: unknown;
 }
 
+/**
+ * An OpenAI chat request. Sampling defaults are OpenAI's (OPENAI_SAMPLING), as `realm serve`'s:
+ * the same seeded request samples the same in both. fromOpenAI() is the mapping.
+ */
 export interface ChatCompletionRequest {
   messages: ChatMessage[];
   model?: string;
   stream?: boolean;
   stream_options?: { include_usage?: boolean };
+  /** Default: until the model stops or the context is full. */
   max_tokens?: number | null;
+  /** Wins over max_tokens. */
   max_completion_tokens?: number | null;
-  temperature?: number;
-  top_p?: number;
-  top_k?: number;
-  min_p?: number;
+  /** Default 1.0; 0: greedy. */
+  temperature?: number | null;
+  /** Default 1.0 (off). */
+  top_p?: number | null;
+  /** llama.cpp's extension. Default 0 (off). */
+  top_k?: number | null;
+  /** llama.cpp's extension. Default 0 (off). */
+  min_p?: number | null;
   stop?: string | string[] | null;
+  /** Default: random. */
   seed?: number | null;
-  frequency_penalty?: number;
-  presence_penalty?: number;
-  repeat_penalty?: number;
+  /** Default 0. */
+  frequency_penalty?: number | null;
+  /** Default 0. */
+  presence_penalty?: number | null;
+  /** llama.cpp's extension. Default 1.0 (off). */
+  repeat_penalty?: number | null;
+  /** llama.cpp's extension: tokens the penalties look back over (default 64). */
+  repeat_last_n?: number | null;
   n?: 1;
   signal?: AbortSignal;
   /** Override the model's template (tokenizer.chat_template). */
@@ -352,6 +379,7 @@ export class CoreModel {
   tokenText(id: number): string;
 }
 
+/** One KV cache in a model's instance. After close() every method throws RealmError('session is closed'). */
 export class Session {
   constructor(model: CoreModel, nCtx: number);
   readonly nPast: number;
@@ -365,13 +393,23 @@ export class Session {
   close(): void;
 }
 
-export const SAMPLER_DEFAULTS: Readonly<{
+export interface SamplerSettings {
   temperature: number; top_k: number; top_p: number; min_p: number; repeat_penalty: number; repeat_last_n: number;
-  frequency_penalty: number; presence_penalty: number; seed: number | bigint;
-}>;
+  frequency_penalty: number; presence_penalty: number;
+}
+/** llama.cpp's sampling defaults: generate / stream / generateTokens (0.8, top_k 40, top_p 0.95, min_p 0.05). */
+export const LLAMA_CPP_SAMPLING: Readonly<SamplerSettings>;
+/** OpenAI's sampling defaults: chat.completions.create, as `realm serve` (1.0, top_k 0, top_p 1, min_p 0). */
+export const OPENAI_SAMPLING: Readonly<SamplerSettings>;
+/** What Session.setSampler fills in for fields it is not given: LLAMA_CPP_SAMPLING and a fixed seed. */
+export const SAMPLER_DEFAULTS: Readonly<SamplerSettings & { seed: number | bigint }>;
+/** Generation options (every sampler field, seed, max_tokens, stop, signal) of an OpenAI request, OpenAI's defaults filled in. */
+export function fromOpenAI(req: Partial<ChatCompletionRequest>): GenerateOptions & SamplerSettings;
 
 export const modelCache: ModelCache;
 export const DEFAULT_CTX: number;
+/** Prompt ids per core eval call (the core's batch). */
+export const EVAL_BATCH: number;
 export const CHATML: string;
 /**
  * Where realm.wasm comes from, and realm-mt.wasm (options.threads), realm-relaxed.wasm
