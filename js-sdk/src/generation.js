@@ -1,16 +1,17 @@
-// One generation as a state machine: what to feed the session next, and what each
-// sampled token means (text that is now final, finished or not, why). It holds no
-// session and calls no core: a driver evaluates what feed() says, samples, and hands
-// the token to accept(). realm.js drives one session with it; a batched driver can
-// drive many (one core call for all of their feeds). The JS twin of the Python
-// Realm's generation (realm_web/realm.py; semantics equal, tested on both sides).
+// One generation as a state machine, advanced from outside one step at a time: prefix
+// reuse, end of generation, max_tokens, a full context, stop strings, incremental UTF-8,
+// finish reasons and stats, written once. It never calls the core: the driver asks what
+// to feed next, evaluates it however it likes (realm.js: one session; later one core
+// call for many sessions), and hands back what was sampled. The JS twin of
+// realm_web/generation.py, rule for rule and name for name:
 //
-//   const g = new Generation(ids, { nCtx, vocab: model, max_tokens, ignore_eos, stop });
-//   session.truncate(g.reuse(session.tokens()));   // longest cached prefix kept
-//   session.eval(g.feed()); g.prefilled();         // the prompt's uncached tail
-//   let r = g.accept(session.sample());            // {token, text, done}
-//   while (!r.done) r = g.accept(session.step(g.feed()[0]));
-//   g.finishReason                                 // 'stop' | 'length'
+//   const g = new Generation(vocab, ids, nCtx, { max_tokens, stop, ignore_eos });
+//   session.truncate(g.reuse(session.tokens()));   // keep the longest common prefix
+//   while (!g.done) {
+//     const ids = g.nextIds(EVAL_BATCH);            // a prompt chunk, or the one token to decode
+//     evaluate ids
+//     if (g.fed(ids.length)) text += g.accept(sample());   // g.token, g.done, g.finishReason
+//   }
 import { RealmError, ContextOverflowError } from './errors.js';
 import { StopFilter, stopList } from './stops.js';
 
@@ -69,117 +70,163 @@ export function commonPrefix(a, b) {
   return n;
 }
 
+export const PREFILL = 'prefill';
+export const DECODE = 'decode';
+export const DONE = 'done';
+
+/** The state of one generation: PREFILL (prompt chunks) -> DECODE (one token per step) -> DONE. */
 export class Generation {
   /**
-   * ids: the prompt. opts: nCtx (the session's context), vocab ({isEog(id), piece(id, special)
-   * -> bytes}: a CoreModel), max_tokens (128; null or negative: until the context is full),
-   * ignore_eos, stop (string or list; applies with text), text (decode text: default true;
-   * false gives tokens only), stats (filled in; default a new one).
+   * vocab: {isEog(id), piece(id, special) -> bytes} (a CoreModel). ids: the prompt (not
+   * empty, shorter than nCtx). opts: max_tokens (128; null or negative: until the context
+   * is full), stop (string or list), ignore_eos, text (decode text: default true; false:
+   * ids only, no stop strings), stats (filled in; default a new one).
    */
-  constructor(ids, { nCtx, vocab, max_tokens = 128, ignore_eos = false, stop = null, text = true, stats = null } = {}) {
-    this.ids = ids;
-    this.nCtx = nCtx;
+  constructor(vocab, ids, nCtx, { max_tokens = 128, stop = null, ignore_eos = false, text = true, stats = null } = {}) {
     this.vocab = vocab;
+    this.ids = Array.from(ids);
+    this.nCtx = nCtx;
     this.stats = stats || newStats();
-    this.stats.prompt_tokens = ids.length;
-    if (ids.length === 0) throw new RealmError('the prompt is empty (no tokens)');
-    if (ids.length >= nCtx) {
-      throw new ContextOverflowError(`the prompt has ${ids.length} tokens; the context holds ${nCtx} (leave room to generate)`);
+    this.stats.prompt_tokens = this.ids.length;
+    if (this.ids.length === 0) throw new RealmError('the prompt is empty (no tokens)');
+    if (this.ids.length >= nCtx) {
+      throw new ContextOverflowError(`the prompt has ${this.ids.length} tokens; the context holds ${nCtx} (leave room to generate)`);
     }
     this.maxTokens = max_tokens == null || max_tokens < 0 ? nCtx : max_tokens;
     this.ignoreEos = !!ignore_eos;
     this.text = text;
     const stops = text ? stopList(stop) : [];
-    this.filter = stops.length ? new StopFilter(stops) : null;
-    this.decoder = text ? new TextDecoder('utf-8') : null;
-    this.keep = 0;          // cached prompt positions kept
-    this.last = -1;         // the last accepted token (fed next)
-    this.phase = 'start';   // start -> prompt -> decode -> done
-    this.finishReason = null;
-    this._t0 = now();
+    this._filter = stops.length ? new StopFilter(stops) : null;
+    this._decoder = text ? new TextDecoder('utf-8') : null;
+    this.phase = PREFILL;
+    this.pos = 0;        // prompt tokens in the session's cache
+    this.nPast = 0;      // tokens in the session's cache
+    this.pending = null; // the last accepted token: the next step evaluates it
+    this.token = null;   // the token the last accept() took, null if it took none
+    this._tPrefill = null;
+    this._tDecode = null;
   }
 
-  get done() { return this.phase === 'done'; }
+  get done() { return this.phase === DONE; }
 
+  /** 'stop' (end of generation or a stop string), 'length', or '' while running or if abandoned. */
+  get finishReason() { return this.stats.finish_reason; }
+
+  // ------------------------------------------------------ what to feed next
   /**
-   * How many positions of a session's cache (its token ids) to keep: the longest common
-   * prefix with the prompt, less one when it covers the whole prompt (at least one token
-   * is evaluated, for fresh logits). The driver truncates the session to it.
+   * The session holds `cached` (its token ids): keep the longest common prefix with the
+   * prompt (at least one prompt token is evaluated again, for fresh logits). Returns the
+   * positions to keep; the driver truncates the session there.
    */
   reuse(cached = []) {
-    if (this.phase !== 'start') throw new RealmError('reuse() comes first, once');
-    this.keep = Math.min(commonPrefix(cached, this.ids), this.ids.length - 1);
-    this.stats.cached_tokens = this.keep;
-    this.phase = 'prompt';
-    this._t0 = now();
-    return this.keep;
+    const n = Math.min(commonPrefix(cached, this.ids), this.ids.length - 1);
+    this.pos = this.nPast = this.stats.cached_tokens = n;
+    return n;
   }
 
-  /** The ids to evaluate before the next sample: the prompt's uncached tail, then the last accepted token. */
-  feed() {
-    if (this.phase === 'start') this.reuse([]);
-    if (this.phase === 'prompt') return this.ids.slice(this.keep);
-    if (this.phase === 'decode') return [this.last];
+  /** The ids to evaluate next: up to maxChunk prompt tokens (null: the rest), or the one token to decode; [] when done. */
+  nextIds(maxChunk = null) {
+    if (this.phase === PREFILL) {
+      if (this._tPrefill == null) this._tPrefill = now();
+      const end = maxChunk == null ? this.ids.length : Math.min(this.ids.length, this.pos + maxChunk);
+      return this.ids.slice(this.pos, end);
+    }
+    if (this.phase === DECODE) return [this.pending];
     return [];
   }
 
-  /** The prompt has been evaluated (its time goes to stats.prompt_seconds). */
-  prefilled() {
-    if (this.phase !== 'prompt') throw new RealmError('prefilled() follows the prompt feed');
-    this.stats.prompt_seconds = now() - this._t0;
-    this.phase = 'decode';
-    this._t0 = now();
-  }
+  /** The prompt tokens not yet evaluated. */
+  get promptLeft() { return this.phase === PREFILL ? this.ids.length - this.pos : 0; }
 
   /**
-   * A token sampled after the last feed. Returns {token, text, done}: token is the id
-   * generated (null when tok ended the generation unemitted: an end-of-generation id, or
-   * max_tokens reached), text what may be shown now (whole UTF-8 characters, any tail
-   * that could still become a stop string held back; at the end, everything left), done
-   * whether the generation is over (finishReason / stats.finish_reason say why).
+   * The core evaluated the first n ids nextIds() gave. True when a token is to be sampled
+   * now (the prompt is in, or a decode step ran).
+   */
+  fed(n) {
+    if (this.phase === PREFILL) {
+      this.pos += n;
+      this.nPast = this.pos;
+      if (this.pos < this.ids.length) return false;
+      const t = now();
+      this.stats.prompt_seconds = t - (this._tPrefill ?? t);
+      this._tDecode = t;
+      this.phase = DECODE;
+      return true;
+    }
+    if (this.phase === DECODE) {
+      this.nPast += n;
+      return true;
+    }
+    return false;
+  }
+
+  // ---------------------------------------------------- what a token means
+  /**
+   * The core sampled `tok`: the text this adds (whole UTF-8 characters, held back while it
+   * could still become a stop string; at the end, everything left). Afterwards token,
+   * done and finishReason say what it was and whether it ended the generation.
    */
   accept(tok) {
-    if (this.phase === 'prompt') this.prefilled();
-    if (this.phase !== 'decode') throw new RealmError(this.done ? 'this generation has finished' : 'accept() follows the prompt feed');
+    if (this.phase !== DECODE) throw new RealmError(this.done ? 'this generation has finished' : 'accept() follows fed() of the whole prompt');
+    this.token = null;
     const s = this.stats;
-    if (!this.ignoreEos && this.vocab.isEog(tok)) return this._end('stop', null, '');
-    if (s.generated_tokens >= this.maxTokens) return this._end('length', null, '');
+    if (!this.ignoreEos && this.vocab.isEog(tok)) return this._finish('stop');
+    if (s.generated_tokens >= this.maxTokens) return this._finish('length'); // max_tokens 0
+    this.token = tok;
     s.generated_tokens++;
     s.tokens.push(tok);
-    this.last = tok;
-    let text = '';
+    let out = '';
     if (this.text) {
-      const piece = this.decoder.decode(this.vocab.piece(tok, false), { stream: true });
-      text = this.filter ? this.filter.push(piece) : piece;
-      if (this.filter && this.filter.hit) return this._end('stop', tok, text, false);
+      const piece = this._decoder.decode(this.vocab.piece(tok, false), { stream: true });
+      out = this._filter ? this._filter.push(piece) : piece;
+      if (this._filter && this._filter.hit) return out + this._finish('stop', false);
     }
-    // the cache holds the prompt and every emitted token but this one: no room to evaluate it
-    if (this.ids.length + s.generated_tokens - 1 >= this.nCtx) return this._end('length', tok, text);
-    return { token: tok, text, done: false };
+    // at max_tokens, or no room left to evaluate tok: end here, without evaluating it
+    if (s.generated_tokens >= this.maxTokens || this.nPast >= this.nCtx) return out + this._finish('length');
+    this.pending = tok;
+    return out;
   }
 
-  _end(reason, token, text, flush = true) {
-    this.phase = 'done';
-    this.finishReason = reason;
+  _finish(reason, flush = true) {
+    let tail = '';
     if (flush && this.text) {
-      const rest = this.decoder.decode();
-      if (this.filter) {
-        text += this.filter.push(rest);
-        if (this.filter.hit) this.finishReason = 'stop'; // (only text that ends mid-character gets here)
-        else text += this.filter.flush();
+      const rest = this._decoder.decode();
+      if (this._filter) {
+        tail = this._filter.push(rest);
+        if (!this._filter.hit) tail += this._filter.flush();
       } else {
-        text += rest;
+        tail = rest;
       }
     }
-    this.stats.finish_reason = this.finishReason;
+    this.stats.finish_reason = reason;
     this.close();
-    return { token, text, done: true };
+    return tail;
   }
 
-  /** The generation ends here (finished, failed or abandoned): stats.generate_seconds. */
+  /** Stop here (done, or abandoned: finish_reason stays ''); settles the timing. Idempotent. */
   close() {
-    if (this._closed) return;
-    this._closed = true;
-    if (this.phase === 'decode' || this.phase === 'done') this.stats.generate_seconds = now() - this._t0;
+    if (this.phase !== DONE) {
+      this.phase = DONE;
+      if (this._tDecode != null) this.stats.generate_seconds = now() - this._tDecode;
+    }
   }
+}
+
+/**
+ * One unit of work on one session (session.js's Session, or webgpu.js's GpuSession,
+ * whose calls return Promises): a prompt chunk of up to maxChunk ids, or one decode step
+ * (Session.step: evaluate and sample in one call). Resolves to the text it adds.
+ */
+export async function advance(g, session, maxChunk = null) {
+  if (g.done) return '';
+  const ids = g.nextIds(maxChunk);
+  if (g.phase === DECODE) {
+    const tok = await session.step(ids[0]);
+    g.fed(1);
+    return g.accept(tok);
+  }
+  const last = ids.length >= g.promptLeft;
+  await session.eval(ids);
+  if (last && session.sync) await session.sync(); // GPU: the prompt's work is done, not just submitted
+  return g.fed(ids.length) ? g.accept(await session.sample()) : '';
 }

@@ -8,7 +8,7 @@ import { DEFAULT_CTX, EVAL_BATCH } from './constants.js';
 import { normalizeOptions } from './options.js';
 import { abortReason, throwIfAborted, yieldToEventLoop } from './abort.js';
 import { samplerSettings, LLAMA_CPP_SAMPLING } from './sampling.js';
-import { Generation, newStats, promptIds, chatPromptIds } from './generation.js';
+import { Generation, advance, newStats, promptIds, chatPromptIds } from './generation.js';
 import { createChatCompletion } from './openai.js';
 import { renderChat } from './chat.js';
 import { modelCache } from './cache.js';
@@ -151,8 +151,8 @@ export class Realm {
 
   // ------------------------------------------------------------ generation
   // One driver for generateTokens and stream: the Generation (generation.js) says what
-  // to evaluate and what each sampled token means; this runs it on the session, one
-  // call at a time, with abort checks between prompt batches and between tokens.
+  // to evaluate and what each sampled token means; advance() runs one unit of it on the
+  // session (a prompt batch or a decode step), with abort checks between units.
   async *_run(prompt, o, text) {
     const signal = o.signal;
     throwIfAborted(signal);
@@ -164,29 +164,18 @@ export class Realm {
     try {
       this._checkOpen();
       const ids = promptIds(this.model, prompt, o.add_special ?? true);
-      g = new Generation(ids, { ...o, nCtx: this.nCtx, vocab: this.model, text, stats });
+      g = new Generation(this.model, ids, this.nCtx, { ...o, text, stats });
       const s = this.session;
       s.setSampler(samplerSettings(o, LLAMA_CPP_SAMPLING));
       s.truncate(g.reuse(s.tokens()));
-      const feed = g.feed();
-      for (let i = 0; i < feed.length; i += EVAL_BATCH) {
-        if (i > 0) {
+      for (let first = true; !g.done; first = false) {
+        if (!first) {
           await yieldToEventLoop();
           throwIfAborted(signal);
           this._checkOpen();
         }
-        await s.eval(feed.slice(i, i + EVAL_BATCH));
-      }
-      if (s.sync) await s.sync(); // GPU: the prompt's work is done, not just submitted
-      g.prefilled();
-      let r = g.accept(await s.sample());
-      for (;;) {
-        yield r;
-        if (r.done) return;
-        await yieldToEventLoop();
-        throwIfAborted(signal);
-        this._checkOpen();
-        r = g.accept(await s.step(g.feed()[0]));
+        const out = await advance(g, s, EVAL_BATCH);
+        if (g.token != null || out) yield { token: g.token, text: out };
       }
     } finally {
       if (g) g.close();

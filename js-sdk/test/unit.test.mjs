@@ -1,6 +1,6 @@
-// Pieces of the SDK that need no model: stop strings (the cases realm_web/stops.py runs
-// too), the generation state machine over a toy vocabulary, the sampling tables and the
-// OpenAI request mapping.
+// Pieces of the SDK that need no model: stop strings and the generation state machine
+// on the cases the Python host runs too (tests/stop_cases.json, tests/generation_cases.json),
+// the chat BOS rule, the sampling tables and the OpenAI request mapping.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -8,7 +8,7 @@ import path from 'node:path';
 
 import { REPO } from './helpers.mjs';
 import { StopFilter } from '../src/stops.js';
-import { Generation, chatPromptIds, newStats, plainStats, STATS_FIELDS } from '../src/generation.js';
+import { Generation, advance, chatPromptIds, newStats, plainStats, STATS_FIELDS } from '../src/generation.js';
 import { LLAMA_CPP_SAMPLING, OPENAI_SAMPLING, SAMPLER_DEFAULTS, fromOpenAI, samplerSettings } from '../src/sampling.js';
 import { RealmError, ContextOverflowError } from '../src/errors.js';
 
@@ -24,116 +24,95 @@ test('StopFilter: the cases tests/test_stops.py runs on realm_web/stops.py', () 
   }
 });
 
-// A toy vocabulary: id -> bytes; 0 is the end of generation, 1 BOS.
-const enc = new TextEncoder();
-const PIECES = ['</s>', '<s>', 'Hello', ' world', '\n', '\n\n', null, 'x', 'STOP', '!'];
-function toyVocab({ add_bos = true } = {}) {
-  const bytes = PIECES.map((p) => enc.encode(p ?? ''));
-  bytes[6] = new Uint8Array([0xC3]);        // the first byte of é
-  bytes.push(new Uint8Array([0xA9]));       // 10: its second byte
-  return {
-    info: { bos: 1, eos: 0, add_bos },
-    isEog: (t) => t === 0,
-    piece: (t) => bytes[t],
-    tokenize: (text) => text.split('|').filter(Boolean).map(Number), // "2|3" -> [2, 3]
+const GEN = JSON.parse(fs.readFileSync(path.join(REPO, 'tests', 'generation_cases.json'), 'utf8'));
+
+/** The scripted vocabulary of tests/generation_cases.json (any other id is '?'). */
+function scriptedVocab(spec = GEN.vocab) {
+  return { piece: (t) => new Uint8Array(spec.pieces[String(t)] ?? [63]), isEog: (t) => spec.eog.includes(t) };
+}
+
+test('Generation: the cases tests/test_generation_cases.py runs on realm_web/generation.py', () => {
+  assert.ok(GEN.cases.length >= 20);
+  for (const c of GEN.cases) {
+    const g = new Generation(scriptedVocab(), c.prompt, c.n_ctx, { max_tokens: c.max_tokens, stop: c.stop ?? [], ignore_eos: c.ignore_eos ?? false, text: c.text ?? true });
+    const got = {};
+    if ('cached' in c) got.keep = g.reuse(c.cached);
+    const fed = [];
+    const accepted = [];
+    let i = 0;
+    while (!g.done) {
+      const ids = g.nextIds(c.chunk ?? null);
+      fed.push(ids);
+      if (g.fed(ids.length)) accepted.push(g.accept(c.samples[i++]));
+    }
+    const s = g.stats;
+    Object.assign(got, {
+      next_ids: fed, accepted, finish_reason: s.finish_reason, tokens: s.tokens, generated_tokens: s.generated_tokens,
+      cached_tokens: s.cached_tokens, n_past: g.nPast,
+    });
+    assert.deepEqual(got, c.expect, c.name);
+  }
+});
+
+test('Generation: token, done and finishReason after each accept', () => {
+  const g = new Generation(scriptedVocab(), [10], 64, { stop: ['lo w'] });
+  g.fed(g.nextIds().length);
+  assert.equal(g.accept(1), 'He');
+  assert.equal(g.token, 1);
+  assert.equal(g.done, false);
+  assert.equal(g.finishReason, '');
+  assert.equal(g.accept(2), 'l'); // "lo" could still start "lo w": held back
+  g.fed(1);
+  assert.equal(g.accept(3), '');
+  assert.equal(g.token, 3);
+  assert.ok(g.done);
+  assert.equal(g.finishReason, 'stop');
+  assert.deepEqual(g.nextIds(), []);
+  const e = new Generation(scriptedVocab(), [10], 64);
+  e.fed(1);
+  assert.equal(e.accept(0), '');
+  assert.equal(e.token, null); // the EOG id is not a generated token
+  assert.equal(e.finishReason, 'stop');
+});
+
+test('advance drives a session: prompt chunks with eval, then sample, then step', async () => {
+  const calls = [];
+  const session = {
+    eval: (ids) => { calls.push(['eval', ids]); },
+    sample: () => { calls.push(['sample']); return 1; },
+    step: async (tok) => { calls.push(['step', tok]); return { 1: 2, 2: 0 }[tok]; }, // a GPU session's are async
   };
-}
-
-/** Drive a Generation as realm.js does, sampling from `samples`; returns what a stream sees. */
-function drive(ids, samples, opts = {}, cached = []) {
-  const g = new Generation(ids, { nCtx: 16, vocab: toyVocab(), ...opts });
-  const feeds = [];
-  const keep = g.reuse(cached);
-  feeds.push(g.feed());
-  g.prefilled();
-  const pieces = [];
-  const tokens = [];
-  let i = 0;
-  for (;;) {
-    const r = g.accept(samples[i++]);
-    if (r.token != null) tokens.push(r.token);
-    if (r.text) pieces.push(r.text);
-    if (r.done) break;
-    feeds.push(g.feed());
-  }
-  return { g, keep, feeds, pieces, tokens, text: pieces.join(''), reason: g.finishReason, stats: g.stats };
-}
-
-test('Generation: prefix reuse keeps the common prefix and re-evaluates at least one token', () => {
-  let d = drive([1, 2, 3, 4], [0], {}, [1, 2, 9, 9, 9]);
-  assert.equal(d.keep, 2);
-  assert.deepEqual(d.feeds[0], [3, 4]);
-  assert.equal(d.stats.cached_tokens, 2);
-  d = drive([1, 2, 3], [0], {}, [1, 2, 3, 4]); // the whole prompt is cached: its last token again
-  assert.equal(d.keep, 2);
-  assert.deepEqual(d.feeds[0], [3]);
-  d = drive([5], [0], {}, [5]);
-  assert.equal(d.keep, 0);
-  assert.deepEqual(d.feeds[0], [5]);
-});
-
-test('Generation: feeds, EOG, ignore_eos, max_tokens, context full', () => {
-  let d = drive([1, 2], [2, 3, 0, 7]);
-  assert.deepEqual(d.tokens, [2, 3]);
-  assert.deepEqual(d.feeds.slice(1), [[2], [3]]);
-  assert.equal(d.text, 'Hello world');
-  assert.equal(d.reason, 'stop');
-  assert.equal(d.stats.finish_reason, 'stop');
-  assert.equal(d.stats.generated_tokens, 2);
-  assert.deepEqual(d.stats.tokens, [2, 3]);
-  assert.equal(d.stats.prompt_tokens, 2);
-  d = drive([1, 2], [2, 0, 0, 7], { ignore_eos: true, max_tokens: 3 });
-  assert.deepEqual(d.tokens, [2, 0, 0]);
-  assert.equal(d.reason, 'length');
-  // max_tokens reached: the next token decides (EOG: 'stop', as the Python Realm)
-  d = drive([1], [2, 3, 0], { max_tokens: 2 });
-  assert.deepEqual(d.tokens, [2, 3]);
-  assert.equal(d.reason, 'stop');
-  d = drive([1], [2, 3, 7], { max_tokens: 2 });
-  assert.equal(d.reason, 'length');
-  d = drive([1], [2], { max_tokens: 0 });
-  assert.deepEqual(d.tokens, []);
-  assert.equal(d.reason, 'length');
-  // negative or null max_tokens: until the context is full (16 = 4 prompt + 12 generated + ... )
-  for (const max of [-1, null]) {
-    d = drive([1, 2, 3, 4], new Array(40).fill(7), { max_tokens: max });
-    assert.equal(d.tokens.length, 13); // the 13th fills position 16: no room to evaluate it
-    assert.equal(d.reason, 'length');
-  }
-});
-
-test('Generation: incremental UTF-8, stop strings, flush at the end', () => {
-  let d = drive([1], [2, 6, 10, 0]);
-  assert.deepEqual(d.pieces, ['Hello', 'é']); // the split character comes out whole
-  d = drive([1], [2, 6, 0]);                  // ends mid-character: U+FFFD, as TextDecoder and Python's 'replace'
-  assert.deepEqual(d.pieces, ['Hello', '\ufffd']);
-  d = drive([1], [2, 3, 5, 2, 0], { stop: '\n\n' });
-  assert.equal(d.text, 'Hello world');
-  assert.deepEqual(d.tokens, [2, 3, 5]);        // the stop's token counts as generated
-  assert.equal(d.reason, 'stop');
-  d = drive([1], [2, 7, 8, 0], { stop: ['STOP', 'xS'] }); // earliest match
-  assert.equal(d.text, 'Hello');
-  d = drive([1], [2, 4, 0], { stop: ['\n\nx'] });        // held back, then flushed at EOG
-  assert.deepEqual(d.pieces, ['Hello', '\n']);
-  assert.equal(d.reason, 'stop');
-  d = drive([1], [2, 4, 7], { stop: ['\n\nx'], max_tokens: 2 });
-  assert.equal(d.text, 'Hello\n');
-  assert.equal(d.reason, 'length');
-  d = drive([1], [2, 5, 0], { stop: ['\n\n'], text: false }); // tokens only: no text, no stops
-  assert.deepEqual(d.tokens, [2, 5]);
-  assert.equal(d.text, '');
+  const g = new Generation(scriptedVocab(), [10, 11, 12], 64);
+  let out = '';
+  while (!g.done) out += await advance(g, session, 2);
+  assert.equal(out, 'Hello');
+  assert.equal(g.finishReason, 'stop');
+  assert.deepEqual(calls, [['eval', [10, 11]], ['eval', [12]], ['sample'], ['step', 1], ['step', 2]]);
+  assert.equal(await advance(g, session), '');
+  assert.equal(calls.length, 5);
+  // a GPU session syncs once, after the prompt's last chunk
+  const synced = [];
+  const gpu = { eval: async (ids) => { synced.push(ids.length); }, sync: async () => { synced.push('sync'); }, sample: async () => 0 };
+  const h = new Generation(scriptedVocab(), [1, 2, 3, 4, 5], 64);
+  while (!h.done) await advance(h, gpu, 2);
+  assert.deepEqual(synced, [2, 2, 1, 'sync']);
 });
 
 test('Generation: bad prompts, misuse, stats', () => {
-  assert.throws(() => new Generation([], { nCtx: 8, vocab: toyVocab() }), RealmError);
-  assert.throws(() => new Generation([1, 2, 3, 4, 5, 6, 7, 8], { nCtx: 8, vocab: toyVocab() }), ContextOverflowError);
-  const g = new Generation([1, 2], { nCtx: 8, vocab: toyVocab() });
-  assert.throws(() => g.prefilled(), /prefilled/);
-  assert.deepEqual(g.feed(), [1, 2]); // feed() first: nothing cached
-  g.prefilled();
-  assert.equal(g.accept(0).done, true);
+  assert.throws(() => new Generation(scriptedVocab(), [], 8), RealmError);
+  assert.throws(() => new Generation(scriptedVocab(), [1, 2, 3, 4, 5, 6, 7, 8], 8), ContextOverflowError);
+  const g = new Generation(scriptedVocab(), [1, 2], 8);
+  assert.throws(() => g.accept(1), /follows fed/);
+  assert.deepEqual(g.nextIds(), [1, 2]);
+  assert.equal(g.fed(2), true);
+  assert.equal(g.accept(0), '');
   assert.throws(() => g.accept(2), /finished/);
   assert.ok(g.stats.prompt_seconds >= 0 && g.stats.generate_seconds >= 0);
+  const a = new Generation(scriptedVocab(), [1, 2], 8); // abandoned: no finish reason
+  a.close();
+  assert.ok(a.done);
+  assert.equal(a.finishReason, '');
+  assert.equal(new Generation(scriptedVocab(), [1], 500).maxTokens, 128); // the Realm API's default
   const s = newStats({ prompt_tokens: 10, cached_tokens: 4, prompt_seconds: 2, generated_tokens: 6, generate_seconds: 3, extra: 1 });
   assert.equal(s.prompt_tps, 3);
   assert.equal(s.generate_tps, 2);
@@ -141,11 +120,23 @@ test('Generation: bad prompts, misuse, stats', () => {
   assert.deepEqual(Object.keys(plainStats(s)), [...STATS_FIELDS]);
 });
 
+function toyVocab({ add_bos = true, bos = 1 } = {}) {
+  const calls = [];
+  return {
+    calls,
+    info: { bos, add_bos },
+    tokenize: (text, addSpecial, parseSpecial) => { calls.push([text, addSpecial, parseSpecial]); return text.split('|').filter(Boolean).map(Number); },
+  };
+}
+
 test('chat prompt ids: BOS added only when the vocabulary wants one and the template left it out', () => {
-  assert.deepEqual(chatPromptIds(toyVocab(), '2|3'), [1, 2, 3]);
+  const v = toyVocab();
+  assert.deepEqual(chatPromptIds(v, '2|3'), [1, 2, 3]);
+  assert.deepEqual(v.calls, [['2|3', false, true]]); // the template wrote the specials it wants: parse them, add none
   assert.deepEqual(chatPromptIds(toyVocab(), '1|2|3'), [1, 2, 3]);
   assert.deepEqual(chatPromptIds(toyVocab({ add_bos: false }), '2|3'), [2, 3]);
   assert.deepEqual(chatPromptIds(toyVocab(), ''), [1]);
+  assert.deepEqual(chatPromptIds(toyVocab({ bos: -1 }), '5'), [5]); // no BOS in the vocabulary
 });
 
 test('sampling: llama.cpp defaults for generate, OpenAI defaults for chat.completions', () => {
