@@ -432,4 +432,35 @@ export function loadedModels(): LoadedModel[];
 export function memoryBytes(): number;
 export function normalizeOptions<T extends object>(opts?: T): T;
 export class StopFilter { constructor(stops: string[]); push(text: string): string; flush(): string; hit: boolean }
+/**
+ * One generation as a step-wise state machine (src/generation.js; the twin of
+ * realm_web/generation.py): what to evaluate next, and what each sampled token means.
+ * It calls no core: a driver evaluates nextIds() on a session, reports fed(n), and
+ * hands every sampled token to accept().
+ */
+export class Generation {
+  constructor(vocab: { isEog(id: number): boolean; piece(id: number, special?: boolean): Uint8Array }, ids: ArrayLike<number>, nCtx: number,
+    opts?: { max_tokens?: number | null; stop?: string | string[] | null; ignore_eos?: boolean; text?: boolean; stats?: GenerationStats });
+  readonly phase: 'prefill' | 'decode' | 'done';
+  readonly done: boolean;
+  /** 'stop', 'length', or '' while running (or if abandoned). */
+  readonly finishReason: 'stop' | 'length' | '';
+  /** The token the last accept() took (null: it ended the generation unemitted). */
+  readonly token: number | null;
+  /** Tokens in the session's cache. */
+  readonly nPast: number;
+  readonly stats: GenerationStats;
+  /** Positions of the session's cache (its ids) to keep: the driver truncates there. */
+  reuse(cached: ArrayLike<number>): number;
+  /** Up to maxChunk prompt ids, or the one token to decode; [] when done. */
+  nextIds(maxChunk?: number | null): number[];
+  /** The first n ids of nextIds() were evaluated; true when a token is to be sampled now. */
+  fed(n: number): boolean;
+  /** A sampled token: the text it adds (whole characters; held back while a stop string could still match). */
+  accept(token: number): string;
+  /** Stop here (settles the timing). */
+  close(): void;
+}
+/** One unit of work of a Generation on a Session: a prompt chunk, or a decode step. Resolves to the text it adds. */
+export function advance(g: Generation, session: Session | object, maxChunk?: number | null): Promise<string>;
 export function asSource(src: ModelSource, opts?: object): Promise<unknown>;
