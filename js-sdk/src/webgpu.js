@@ -11,6 +11,7 @@
 import { RealmError, ContextOverflowError } from './errors.js';
 import { isNode } from './env.js';
 import { packSampler, SAMPLER_DEFAULTS } from './sampling.js';
+import { EVAL_BATCH } from './constants.js';
 
 export const PLAN_ABI = 1;
 const OPT_F16 = 1, OPT_SUBGROUPS = 2, OPT_SOFTWARE = 4;
@@ -52,7 +53,7 @@ export class GpuDevice {
   }
 
   /** The 16 u32 words realm_gpu_plan takes (docs/GPU.md). */
-  optionWords({ maxBatch = 64, forceTpr = 0 } = {}) {
+  optionWords({ maxBatch = EVAL_BATCH, forceTpr = 0 } = {}) { // tokens per body run: the CPU core's batch
     const L = this.limits;
     const flags = (this.features.has('shader-f16') ? OPT_F16 : 0) | (this.features.has('subgroups') ? OPT_SUBGROUPS : 0) |
       (this.isSoftware ? OPT_SOFTWARE : 0);
