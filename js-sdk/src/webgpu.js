@@ -603,6 +603,7 @@ export class GpuSession {
   }
 
   async eval(ids, allLogits = false) {
+    this._check();
     ids = Array.from(ids, Number);
     this._checkIds(ids);
     await this._forward(ids, allLogits);
@@ -610,6 +611,7 @@ export class GpuSession {
 
   /** A copy of the last eval's logits: Float32Array of rows * n_vocab. */
   async logits() {
+    this._check();
     if (!this._logitsHost) {
       if (!this._headValid) throw new RealmError('no logits: evaluate tokens first');
       const R = this._head[0];

@@ -63,6 +63,13 @@ test('device webgpu: the GPU plan gives the Python host greedy tokens; weights i
     out.penalised = await r.generate(prompt, { max_tokens: 2, temperature: 0, repeat_penalty: 1.3 });
     await r.unload();
     out.after = Realm.loadedModels().length;
+    // the closed GPU session refuses every call that would reach the core
+    const s = r.session;
+    out.closed = {};
+    const calls = { setSampler: () => s.setSampler({}), sample: () => s.sample(), step: () => s.step(1), eval: () => s.eval([1]), logits: () => s.logits() };
+    for (const [k, f] of Object.entries(calls)) {
+      try { await f(); out.closed[k] = 'no error'; } catch (e) { out.closed[k] = `${e.name}: ${e.message}`; }
+    }
     return out;
   }, { url, prompt: PROMPT, n: N });
   assert.equal(res.device, 'webgpu', res.note);
@@ -74,6 +81,7 @@ test('device webgpu: the GPU plan gives the Python host greedy tokens; weights i
   assert.equal(res.sampled[0], res.sampled[1]);
   assert.equal(typeof res.penalised, 'string');
   assert.equal(res.after, 0);
+  for (const [k, v] of Object.entries(res.closed)) assert.equal(v, 'RealmError: session is closed', k);
   console.error(`# webgpu (SwiftShader): ${res.tps.toFixed(2)} tok/s`);
 });
 
