@@ -4,7 +4,7 @@ export { Realm } from './realm.js';
 export { StopFilter } from './stops.js';
 export { Generation, advance } from './generation.js';
 export { normalizeOptions } from './options.js';
-export { DEFAULT_CTX, EVAL_BATCH } from './constants.js';
+export { DEFAULT_CTX, EVAL_BATCH } from './limits.js';
 export { SAMPLER_DEFAULTS, LLAMA_CPP_SAMPLING, OPENAI_SAMPLING, fromOpenAI } from './sampling.js';
 export { RealmRegistry } from './registry.js';
 export { RealmWorker } from './worker-client.js';

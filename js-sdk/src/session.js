@@ -2,10 +2,10 @@
 // The JS twin of realm_web/core_model.py (Session, SamplerSettings).
 import { RealmError, ContextOverflowError } from './errors.js';
 import { SAMPLER_DEFAULTS, packSampler } from './sampling.js';
-import { EVAL_BATCH } from './constants.js';
+import { EVAL_BATCH } from './limits.js';
 
 export { SAMPLER_DEFAULTS, packSampler } from './sampling.js';
-export { EVAL_BATCH } from './constants.js';
+export { EVAL_BATCH } from './limits.js';
 
 function overflowOr(msg) {
   return msg.startsWith('context full') ? new ContextOverflowError(msg) : new RealmError(msg);

@@ -11,7 +11,7 @@
 import { RealmError, ContextOverflowError } from './errors.js';
 import { isNode } from './env.js';
 import { packSampler, SAMPLER_DEFAULTS } from './sampling.js';
-import { EVAL_BATCH } from './constants.js';
+import { EVAL_BATCH } from './limits.js';
 
 export const PLAN_ABI = 1;
 const OPT_F16 = 1, OPT_SUBGROUPS = 2, OPT_SOFTWARE = 4;
