@@ -13,7 +13,8 @@ import os
 import struct
 from dataclasses import dataclass
 
-from .errors import ContextOverflowError, ModelFormatError, RealmError, UnsupportedModelError
+from . import abi
+from .errors import RealmError, core_error
 from .sources import as_source
 
 # Only the core interface is used here (call, alloc, free, write, read_bytes,
@@ -75,6 +76,19 @@ class ModelInfo:
     rms_eps: float
 
 
+def read_model_info(c, handle: int) -> ModelInfo:
+    """realm_model_info's ModelInfo struct (core/abi.json)."""
+    size = abi.STRUCTS["ModelInfo"]["size"]
+    buf = c.alloc(size)
+    try:
+        c.check(c.call("realm_model_info", handle, buf), "realm_model_info")
+        d = abi.unpack("ModelInfo", c.read_bytes(buf, size))
+    finally:
+        c.free(buf)
+    d["add_bos"], d["add_eos"] = bool(d["add_bos"]), bool(d["add_eos"])
+    return ModelInfo(**d)
+
+
 @dataclass(frozen=True)
 class TensorEntry:
     name: str
@@ -82,12 +96,6 @@ class TensorEntry:
     shape: tuple[int, ...]  # ggml order: shape[0] is the innermost (row) dimension
     offset: int             # from the start of the tensor data section
     nbytes: int
-
-
-def _classify(msg: str) -> type[RealmError]:
-    if msg.startswith("unsupported") or "cannot run" in msg or "norms and biases" in msg:
-        return UnsupportedModelError
-    return ModelFormatError
 
 
 class CoreModel:
@@ -127,10 +135,11 @@ class CoreModel:
                 self.handle = h
                 break
             need = c.call("realm_model_need")
-            c.free(buf)
             if not need or need <= n:
-                msg = c.last_error()
-                raise _classify(msg)(f"{self.path}: {msg}")
+                err = core_error(c, self.path)
+                c.free(buf)
+                raise err
+            c.free(buf)
             n = min(need, size)
         if self.header_only:
             return
@@ -139,16 +148,11 @@ class CoreModel:
             nbytes = c.call("realm_model_data_size", self.handle)
             dst = c.call("realm_model_weights", self.handle)
             if nbytes and not dst:
-                raise MemoryError(f"{self.path}: {c.last_error()}")
+                raise core_error(c, self.path)
             self.source.copy_to_core(c, dst, off, nbytes)  # the one copy of the weights
         if not c.call("realm_model_load", self.handle, int(self.vocab_only)):
-            msg = c.last_error()
-            raise _classify(msg)(f"{self.path}: {msg}")
-        words = c.alloc(64)
-        c.call("realm_model_info", self.handle, words)
-        w = struct.unpack("<8I2i4I2f", c.read_bytes(words, 64))  # realm_model_info's 16 words
-        c.free(words)
-        self.info = ModelInfo(*w[:10], bool(w[10]), bool(w[11]), *w[12:])
+            raise core_error(c, self.path)
+        self.info = read_model_info(c, self.handle)
 
     def close(self) -> None:
         if self.handle:
@@ -184,14 +188,15 @@ class CoreModel:
         """(key, GGUF type, array element type, value) for every metadata entry, in file order."""
         c = self.core
         out = []
+        size = abi.STRUCTS["MetaEntry"]["size"]
         with c.lock:
-            buf = c.alloc(48)
+            buf = c.alloc(size)
             try:
                 for i in range(c.call("realm_model_meta_count", self.handle)):
-                    c.call("realm_model_meta_entry", self.handle, i, buf)
-                    kp, kl, types, alen, vp, vl = struct.unpack("<6Q", c.read_bytes(buf, 48))
-                    key = c.read_bytes(kp, kl).decode("utf-8", "replace")
-                    typ, atyp = types & 0xFFFFFFFF, types >> 32
+                    c.check(c.call("realm_model_meta_entry", self.handle, i, buf), "realm_model_meta_entry")
+                    e = abi.unpack("MetaEntry", c.read_bytes(buf, size))
+                    key = c.read_bytes(e["key_ptr"], e["key_len"]).decode("utf-8", "replace")
+                    typ, atyp, alen, vp, vl = e["type"], e["arr_type"], e["arr_len"], e["val_ptr"], e["val_len"]
                     if typ != GGUF_ARRAY:
                         val = self._decode_value(typ, vp, vl)
                     elif atyp == GGUF_STRING:
@@ -219,14 +224,16 @@ class CoreModel:
     def tensors(self) -> list[TensorEntry]:
         c = self.core
         res = []
+        size = abi.STRUCTS["TensorEntry"]["size"]
         with c.lock:
-            buf = c.alloc(80)
+            buf = c.alloc(size)
             try:
                 for i in range(c.call("realm_model_tensor_count", self.handle)):
-                    c.call("realm_model_tensor_entry", self.handle, i, buf)
-                    w = struct.unpack("<10Q", c.read_bytes(buf, 80))
-                    name = c.read_bytes(w[0], w[1]).decode("utf-8", "replace")
-                    res.append(TensorEntry(name, w[2], tuple(w[4:4 + w[3]]), w[8], w[9]))
+                    c.check(c.call("realm_model_tensor_entry", self.handle, i, buf), "realm_model_tensor_entry")
+                    e = abi.unpack("TensorEntry", c.read_bytes(buf, size))
+                    name = c.read_bytes(e["name_ptr"], e["name_len"]).decode("utf-8", "replace")
+                    shape = (e["ne0"], e["ne1"], e["ne2"], e["ne3"])[:e["n_dims"]]
+                    res.append(TensorEntry(name, e["type"], shape, e["offset"], e["nbytes"]))
             finally:
                 c.free(buf)
         return res
@@ -248,7 +255,7 @@ class CoreModel:
                     try:
                         n = c.call("realm_tokenize", self.handle, tp, len(data), int(add_special), int(parse_special), op, cap)
                         if n < 0:
-                            raise RealmError(f"tokenize failed: {c.last_error()}")
+                            raise core_error(c, "tokenize failed")
                         if n <= cap:
                             return c.read_i32(op, n)
                         cap = n
@@ -295,10 +302,12 @@ class SamplerSettings:
     seed: int = 0xFFFFFFFF
 
     def pack(self) -> bytes:
-        # SamplerParams in core/sampler.h
-        return struct.pack("<6f2iQ", self.temperature, self.top_p, self.min_p, self.repeat_penalty,
-                           self.frequency_penalty, self.presence_penalty, self.top_k, self.repeat_last_n,
-                           self.seed & 0xFFFFFFFFFFFFFFFF)
+        """SamplerParams (core/abi.json) as the core reads it."""
+        return abi.pack("SamplerParams", {
+            "temperature": self.temperature, "top_p": self.top_p, "min_p": self.min_p,
+            "repeat_penalty": self.repeat_penalty, "frequency_penalty": self.frequency_penalty,
+            "presence_penalty": self.presence_penalty, "top_k": self.top_k, "repeat_last_n": self.repeat_last_n,
+            "seed": self.seed & 0xFFFFFFFFFFFFFFFF})
 
 
 class Session:
@@ -312,11 +321,11 @@ class Session:
         with c.lock:
             self.handle = c.call("realm_session_new", model.handle, int(n_ctx))
             if not self.handle:
-                raise RealmError(f"could not create a session: {c.last_error()}")
+                raise core_error(c, "could not create a session")
             self.n_ctx = n_ctx
             self._ids = c.alloc(4 * 64)
             self._ids_cap = 64
-            self._sp = c.alloc(48)
+            self._sp = c.alloc(abi.STRUCTS["SamplerParams"]["size"])
 
     def close(self) -> None:
         if self.handle:
@@ -357,8 +366,7 @@ class Session:
                 self._ids = c.alloc(4 * self._ids_cap)
             c.write_i32(self._ids, ids)
             if not c.call("realm_session_eval", self.handle, self._ids, len(ids), int(all_logits)):
-                msg = c.last_error()
-                raise (ContextOverflowError if msg.startswith("context full") else RealmError)(msg)
+                raise core_error(c)
 
     def logits(self):
         """A copy of the last eval's logits, rows x n_vocab (a numpy array on native hosts)."""
@@ -377,7 +385,7 @@ class Session:
         with self.core.lock:
             t = self.core.call("realm_session_sample", self.handle)
             if t < 0:
-                raise RealmError(self.core.last_error())
+                raise core_error(self.core)
             return t
 
     def step(self, token: int) -> int:
@@ -385,6 +393,5 @@ class Session:
         with self.core.lock:
             t = self.core.call("realm_session_step", self.handle, int(token))
             if t < 0:
-                msg = self.core.last_error()
-                raise (ContextOverflowError if msg.startswith("context full") else RealmError)(msg)
+                raise core_error(self.core)
             return t

@@ -32,7 +32,7 @@ import sys
 import threading
 
 from . import core_model, store
-from .errors import RealmError
+from .errors import OutOfMemoryError, RealmError, check_abi, core_error
 
 try:  # only inside Pyodide
     import js  # type: ignore
@@ -71,6 +71,7 @@ class JsCore:
         self._u8 = js.Uint8Array
         self._bigint = js.BigInt
         self._fns: dict[str, tuple] = {}
+        check_abi(self, "the JS-owned realm.wasm")
 
     # ---------------------------------------------------------------- exports
     def _bind(self, name: str) -> tuple:
@@ -108,8 +109,7 @@ class JsCore:
 
     def check(self, status: int, what: str) -> int:
         if status is None or status <= 0:
-            msg = self.last_error() or "unknown error"
-            raise RealmError(f"{what}: {msg}")
+            raise core_error(self, what)
         return status
 
     # ----------------------------------------------------------------- memory
@@ -162,7 +162,7 @@ class JsCore:
     def alloc(self, n: int) -> int:
         p = self.call("realm_alloc", int(max(n, 1)))
         if not p:
-            raise MemoryError(f"realm.wasm could not allocate {n:,} bytes: {self.last_error()}")
+            raise OutOfMemoryError(f"realm.wasm could not allocate {n:,} bytes: {self.last_error()}")
         return p
 
     def free(self, ptr: int) -> None:

@@ -10,6 +10,8 @@
 // Views over memory are made per access (memory.buffer is replaced whenever the
 // memory grows; an old view would be detached).
 
+import { ABI_VERSION, ERROR_KINDS } from './abi.js';
+
 export class RealmError extends Error {
   constructor(message, options) {
     super(message, options);
@@ -28,6 +30,16 @@ export class UnsupportedModelError extends RealmError {
 export class ContextOverflowError extends RealmError {
   constructor(m, o) { super(m, o); this.name = 'ContextOverflowError'; }
 }
+/** The core's memory could not grow (a model or context too large for this engine). */
+export class OutOfMemoryError extends RealmError {
+  constructor(m, o) { super(m, o); this.name = 'OutOfMemoryError'; }
+}
+
+// realm_last_error_kind() (core/abi.json's error_kinds) -> the class the SDK throws
+const BY_KIND = {
+  format: ModelFormatError, unsupported: UnsupportedModelError,
+  context_full: ContextOverflowError, out_of_memory: OutOfMemoryError,
+};
 
 export const isNode = typeof process !== 'undefined' && !!(process.versions && process.versions.node) &&
   typeof window === 'undefined' && typeof self === 'undefined';
@@ -343,7 +355,9 @@ export class WasmCore {
       if (typeof val === 'function') this.f[name] = wrapExport(name, val, sigs && sigs[name]);
     }
     const abi = this.f.realm_abi_version ? this.f.realm_abi_version() : 0;
-    if (abi !== 1) throw new RealmError(`realm.wasm has ABI version ${abi}; this host speaks version 1`);
+    if (abi !== ABI_VERSION) {
+      throw new RealmError(`realm.wasm speaks realm ABI ${abi}; this host speaks ${ABI_VERSION} (rebuild it with \`python build.py\`)`);
+    }
   }
 
   has(name) { return typeof this.f[name] === 'function'; }
@@ -378,6 +392,13 @@ export class WasmCore {
   lastError() {
     const p = this.f.realm_last_error();
     return p ? this.readCString(p) : '';
+  }
+
+  /** The core's last failure as the error class its kind maps to; context goes before the message. */
+  error(context = '') {
+    const msg = this.lastError() || 'unknown error';
+    const Kind = BY_KIND[ERROR_KINDS[this.f.realm_last_error_kind()]] || RealmError;
+    return new Kind(context ? `${context}: ${msg}` : msg);
   }
 
   // ---------------------------------------------------------------- memory
@@ -416,7 +437,7 @@ export class WasmCore {
 
   alloc(n) {
     const p = this.f.realm_alloc(Math.max(1, n));
-    if (!p) throw new RealmError(`realm.wasm could not allocate ${n} bytes: ${this.lastError() || 'out of memory'}`);
+    if (!p) throw new OutOfMemoryError(`realm.wasm could not allocate ${n} bytes: ${this.lastError() || 'out of memory'}`);
     return p;
   }
 

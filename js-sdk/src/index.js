@@ -3,7 +3,7 @@
 export { Realm, StopFilter, normalizeOptions, DEFAULT_CTX } from './realm.js';
 export { RealmRegistry } from './registry.js';
 export { RealmWorker } from './worker-client.js';
-export { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, WasmCore, setWasmSource, compileCore, relaxedSimdSupported } from './core.js';
+export { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, OutOfMemoryError, WasmCore, setWasmSource, compileCore, relaxedSimdSupported } from './core.js';
 export { CoreModel } from './model.js';
 export { Session, SAMPLER_DEFAULTS } from './session.js';
 export { modelCache } from './cache.js';
@@ -11,3 +11,4 @@ export { setJinja, renderChat, CHATML } from './chat.js';
 export { loadedModels, memoryBytes } from './store.js';
 export { asSource } from './sources.js';
 export { setWgslBase, GPUUnavailable } from './webgpu.js';
+export { ABI_VERSION, SAMPLING_DEFAULTS, GGML_TYPES } from './abi.js';

@@ -1,6 +1,7 @@
 // A session: one KV cache, token history and sampler inside a model's instance.
 // The JS twin of realm_web/core_model.py (Session, SamplerSettings).
-import { RealmError, ContextOverflowError } from './core.js';
+import { RealmError } from './core.js';
+import { EVAL_BATCH, STRUCTS, packStruct } from './abi.js';
 
 /** llama.cpp's sampling knobs, with llama.cpp's defaults. */
 export const SAMPLER_DEFAULTS = Object.freeze({
@@ -8,24 +9,17 @@ export const SAMPLER_DEFAULTS = Object.freeze({
   frequency_penalty: 0.0, presence_penalty: 0.0, seed: 0xFFFFFFFF,
 });
 
-/** SamplerParams (core/sampler.h): 6 f32, 2 i32, u64 seed = 40 bytes. */
+/** SamplerParams (core/abi.json) as the core reads it. */
 export function packSampler(s) {
-  const b = new Uint8Array(40);
-  const dv = new DataView(b.buffer);
-  const f = [s.temperature, s.top_p, s.min_p, s.repeat_penalty, s.frequency_penalty, s.presence_penalty];
-  f.forEach((v, i) => dv.setFloat32(i * 4, Number(v), true));
-  dv.setInt32(24, s.top_k | 0, true);
-  dv.setInt32(28, s.repeat_last_n | 0, true);
-  dv.setBigUint64(32, BigInt.asUintN(64, BigInt(s.seed)), true);
-  return b;
+  return packStruct('SamplerParams', {
+    temperature: Number(s.temperature), top_p: Number(s.top_p), min_p: Number(s.min_p),
+    repeat_penalty: Number(s.repeat_penalty), frequency_penalty: Number(s.frequency_penalty),
+    presence_penalty: Number(s.presence_penalty), top_k: s.top_k | 0, repeat_last_n: s.repeat_last_n | 0, seed: s.seed,
+  });
 }
 
 /** Prompt ids per realm_session_eval call: the core's matrix-matrix batch. */
-export const EVAL_BATCH = 64;
-
-function overflowOr(msg) {
-  return msg.startsWith('context full') ? new ContextOverflowError(msg) : new RealmError(msg);
-}
+export { EVAL_BATCH };
 
 export class Session {
   constructor(model, nCtx) {
@@ -33,11 +27,11 @@ export class Session {
     this.model = model;
     const c = this.core = model.core;
     this.handle = c.call('realm_session_new', model.handle, nCtx);
-    if (!this.handle) throw new RealmError(`could not create a session of ${nCtx} positions: ${c.lastError()}`);
+    if (!this.handle) throw c.error(`could not create a session of ${nCtx} positions`);
     this.nCtx = nCtx;
     this._idsCap = 64;
     this._ids = c.alloc(4 * 64);
-    this._sp = c.alloc(48);
+    this._sp = c.alloc(STRUCTS.SamplerParams.size);
   }
 
   close() {
@@ -85,7 +79,7 @@ export class Session {
       this._ids = c.alloc(4 * this._idsCap);
     }
     c.writeI32(this._ids, ids);
-    if (!c.call('realm_session_eval', this.handle, this._ids, ids.length, allLogits ? 1 : 0)) throw overflowOr(c.lastError());
+    if (!c.call('realm_session_eval', this.handle, this._ids, ids.length, allLogits ? 1 : 0)) throw c.error();
   }
 
   /** A copy of the last eval's logits: Float32Array of rows * n_vocab. */
@@ -106,7 +100,7 @@ export class Session {
   sample() {
     this._check();
     const t = this.core.call('realm_session_sample', this.handle);
-    if (t < 0) throw new RealmError(this.core.lastError());
+    if (t < 0) throw this.core.error();
     return t;
   }
 
@@ -114,7 +108,7 @@ export class Session {
   step(token) {
     this._check();
     const t = this.core.call('realm_session_step', this.handle, token);
-    if (t < 0) throw overflowOr(this.core.lastError());
+    if (t < 0) throw this.core.error();
     return t;
   }
 }
