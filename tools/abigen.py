@@ -252,7 +252,10 @@ export function packStruct(name, values) {{
 
 def gen_doc_section(abi: dict) -> str:
     L = [DOC_BEGIN, "", f"ABI version **{abi['version']}** (`realm_abi_version()`); every host refuses another.", ""]
-    L += ["#### Error kinds (`realm_last_error_kind()`)", "", "| code | kind | meaning |", "|---|---|---|"]
+    L += ["#### Imports", "", "| import | kind | builds | meaning |", "|---|---|---|---|"]
+    L += [f"| `{i['module']}.{i['name']}` | {i['kind']} | {', '.join(i['builds']) or 'none'} | {i['doc']} |"
+          for i in abi["imports"]]
+    L += ["", "#### Error kinds (`realm_last_error_kind()`)", "", "| code | kind | meaning |", "|---|---|---|"]
     L += [f"| {k['code']} | `{k['name']}` | {k['doc']} |" for k in abi["error_kinds"]]
     L += ["", "#### Constants", "", "| name | value | meaning |", "|---|---|---|"]
     L += [f"| `{c['name']}` | {c['value']} | {c['doc']} |" for c in abi["constants"]]
