@@ -368,7 +368,7 @@ Session *session_new(Model *m, uint32_t n_ctx) {
     if (!s) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory", NULL); return NULL; }
     s->m = m;
     s->n_ctx = n_ctx;
-    s->n_batch = RT_MIN(n_ctx, 64u);
+    s->n_batch = RT_MIN(n_ctx, (uint32_t)REALM_EVAL_BATCH);
     uint64_t kvd = (uint64_t)c->n_head_kv * c->head_dim, B = s->n_batch;
     uint64_t cache = (uint64_t)c->n_layer * n_ctx * kvd;
     s->k_cache = rt_malloc(cache * 2);

@@ -18,6 +18,7 @@ build): only pointers change width; sizes stay 64-bit.
 from __future__ import annotations
 
 import json
+import pprint
 import re
 import sys
 from pathlib import Path
@@ -153,7 +154,9 @@ def gen_py(abi: dict) -> str:
     structs = {n: {"format": s["format"], "size": s["size"], "fields": tuple(f["name"] for f in s["fields"])}
                for n, s in d["structs"].items()}
     exports = {n: (tuple(e["ctypes"]), e["ret"]) for n, e in d["exports"].items()}
-    r = repr
+
+    def r(v):
+        return pprint.pformat(v, width=110, sort_dicts=False)
     return f'''"""The host ABI of realm.wasm as data ({GENERATED}).
 
 STRUCTS: name -> struct format, size, field names; EXPORTS: name -> (C parameter
