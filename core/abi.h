@@ -244,6 +244,9 @@ REALM_EXPORT uint32_t realm_session_embed(Session *s, const int32_t *ids, uint32
 REALM_EXPORT uint32_t realm_session_set_sampler(Session *s, const SamplerParams *p);
 REALM_EXPORT int32_t realm_session_sample(Session *s);
 REALM_EXPORT int32_t realm_session_step(Session *s, int32_t id);
+/* Speculative decoding */
+REALM_EXPORT int32_t realm_session_verify(Session *s, const int32_t *ids, uint32_t n, int32_t *out);
+REALM_EXPORT int32_t realm_session_draft_ngram(Session *s, int32_t last, uint32_t ngram_min, uint32_t ngram_max, int32_t *out, uint32_t k);
 /* A standalone sampler */
 REALM_EXPORT Sampler *realm_sampler_new(const SamplerParams *p);
 REALM_EXPORT uint32_t realm_sampler_set(Sampler *s, const SamplerParams *p);

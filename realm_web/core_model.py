@@ -395,3 +395,37 @@ class Session:
             if t < 0:
                 raise core_error(self.core)
             return t
+
+    # ----------------------------------------------------------- speculative
+    def _ensure_ids(self, n: int) -> None:
+        if n > self._ids_cap:
+            self.core.free(self._ids)
+            self._ids_cap = max(n, 2 * self._ids_cap)
+            self._ids = self.core.alloc(4 * self._ids_cap)
+
+    def verify(self, ids) -> list[int]:
+        """One exact speculative step (realm_session_verify): ids = the last sampled token,
+        then drafts; returns the tokens plain decoding samples next (accepted drafts, then
+        one more, not yet evaluated)."""
+        ids = [int(t) for t in ids]
+        n = len(ids)
+        c = self.core
+        with c.lock:
+            self._ensure_ids(2 * n)
+            c.write_i32(self._ids, ids)
+            out = self._ids + 4 * n
+            r = c.call("realm_session_verify", self.handle, self._ids, n, out)
+            if r < 0:
+                raise core_error(c)
+            return c.read_i32(out, r)
+
+    def draft_ngram(self, last: int, ngram_min: int, ngram_max: int, k: int) -> list[int]:
+        """Prompt-lookup drafts: up to k tokens continuing (history, last) (realm_session_draft_ngram)."""
+        c = self.core
+        with c.lock:
+            self._ensure_ids(k)
+            r = c.call("realm_session_draft_ngram", self.handle, int(last), int(ngram_min), int(ngram_max),
+                       self._ids, int(k))
+            if r < 0:
+                raise core_error(c)
+            return c.read_i32(self._ids, r)
