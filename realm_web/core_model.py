@@ -9,11 +9,14 @@ Share CoreModels through `realm_web.store`, not by constructing them.
 from __future__ import annotations
 
 import array
+import math
 import os
 import struct
 from dataclasses import dataclass
 
 from .errors import ContextOverflowError, ModelFormatError, RealmError, UnsupportedModelError
+from .limits import EVAL_BATCH
+from .sampling import SamplerSettings  # noqa: F401  (its home was here; callers still import it from here)
 from .sources import as_source
 
 # Only the core interface is used here (call, alloc, free, write, read_bytes,
@@ -281,42 +284,27 @@ class CoreModel:
             return bool(self.core.call("realm_token_is_eog", self.handle, int(token)))
 
 
-@dataclass
-class SamplerSettings:
-    """llama.cpp's sampling knobs, with llama.cpp's defaults."""
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    seed: int = 0xFFFFFFFF
-
-    def pack(self) -> bytes:
-        # SamplerParams in core/sampler.h
-        return struct.pack("<6f2iQ", self.temperature, self.top_p, self.min_p, self.repeat_penalty,
-                           self.frequency_penalty, self.presence_penalty, self.top_k, self.repeat_last_n,
-                           self.seed & 0xFFFFFFFFFFFFFFFF)
-
-
 class Session:
-    """A KV cache and sampler inside a CoreModel's instance."""
+    """A KV cache and sampler inside a CoreModel's instance.
+
+    Every method but close() refuses a closed session (the core would get handle 0)."""
 
     def __init__(self, model: CoreModel, n_ctx: int) -> None:
         if model.vocab_only:
             raise RealmError("a vocab-only model cannot run sessions")
         self.model = model
+        self.handle = 0
         c = self.core = model.core
         with c.lock:
             self.handle = c.call("realm_session_new", model.handle, int(n_ctx))
             if not self.handle:
                 raise RealmError(f"could not create a session: {c.last_error()}")
             self.n_ctx = n_ctx
-            self._ids = c.alloc(4 * 64)
-            self._ids_cap = 64
+            self._ids = c.alloc(4 * EVAL_BATCH)
+            self._ids_cap = EVAL_BATCH
             self._sp = c.alloc(48)
+            self._acc = 0        # embed_begin's n_embd f32 sums, allocated on first use
+            self._acc_n = 0      # tokens summed into it
 
     def close(self) -> None:
         if self.handle:
@@ -324,6 +312,7 @@ class Session:
                 self.core.call("realm_session_free", self.handle)
                 self.core.free(self._ids)
                 self.core.free(self._sp)
+                self.core.free(self._acc)
             self.handle = 0
 
     def __del__(self):
@@ -333,49 +322,67 @@ class Session:
             pass
 
     @property
+    def closed(self) -> bool:
+        return not self.handle
+
+    def _h(self) -> int:
+        """The live handle (call with the lock held)."""
+        if not self.handle:
+            raise RealmError("session is closed")
+        return self.handle
+
+    @property
     def n_past(self) -> int:
         with self.core.lock:
-            return self.core.call("realm_session_n_past", self.handle)
+            return self.core.call("realm_session_n_past", self._h())
 
     def tokens(self) -> list[int]:
         with self.core.lock:
-            n = self.core.call("realm_session_n_past", self.handle)
-            p = self.core.call("realm_session_tokens", self.handle)
+            h = self._h()
+            n = self.core.call("realm_session_n_past", h)
+            p = self.core.call("realm_session_tokens", h)
             return self.core.read_i32(p, n)
 
     def truncate(self, n: int) -> None:
         with self.core.lock:
-            self.core.call("realm_session_truncate", self.handle, int(n))
+            self.core.call("realm_session_truncate", self._h(), int(n))
+
+    def _put_ids(self, ids: list[int]) -> int:
+        """ids into the session's id buffer (grown as needed); returns its address. Lock held."""
+        c = self.core
+        if len(ids) > self._ids_cap:
+            c.free(self._ids)
+            self._ids_cap = max(len(ids), 2 * self._ids_cap)
+            self._ids = c.alloc(4 * self._ids_cap)
+        c.write_i32(self._ids, ids)
+        return self._ids
 
     def eval(self, ids, all_logits: bool = False) -> None:
         ids = list(ids)
         c = self.core
         with c.lock:
-            if len(ids) > self._ids_cap:
-                c.free(self._ids)
-                self._ids_cap = max(len(ids), 2 * self._ids_cap)
-                self._ids = c.alloc(4 * self._ids_cap)
-            c.write_i32(self._ids, ids)
-            if not c.call("realm_session_eval", self.handle, self._ids, len(ids), int(all_logits)):
-                msg = c.last_error()
-                raise (ContextOverflowError if msg.startswith("context full") else RealmError)(msg)
+            h = self._h()
+            if not c.call("realm_session_eval", h, self._put_ids(ids), len(ids), int(all_logits)):
+                raise _eval_error(c.last_error())
 
     def logits(self):
         """A copy of the last eval's logits, rows x n_vocab (a numpy array on native hosts)."""
         c = self.core
         with c.lock:
-            rows = c.call("realm_session_logits_rows", self.handle)
-            p = c.call("realm_session_logits", self.handle)
+            h = self._h()
+            rows = c.call("realm_session_logits_rows", h)
+            p = c.call("realm_session_logits", h)
             return c.read_f32_rows(p, rows, self.model.info.n_vocab)
 
     def set_sampler(self, s: SamplerSettings) -> None:
         with self.core.lock:
+            h = self._h()
             self.core.write(self._sp, s.pack())
-            self.core.call("realm_session_set_sampler", self.handle, self._sp)
+            self.core.call("realm_session_set_sampler", h, self._sp)
 
     def sample(self) -> int:
         with self.core.lock:
-            t = self.core.call("realm_session_sample", self.handle)
+            t = self.core.call("realm_session_sample", self._h())
             if t < 0:
                 raise RealmError(self.core.last_error())
             return t
@@ -383,8 +390,60 @@ class Session:
     def step(self, token: int) -> int:
         """Evaluate one token and sample the next, in one call into the core."""
         with self.core.lock:
-            t = self.core.call("realm_session_step", self.handle, int(token))
+            t = self.core.call("realm_session_step", self._h(), int(token))
             if t < 0:
-                msg = self.core.last_error()
-                raise (ContextOverflowError if msg.startswith("context full") else RealmError)(msg)
+                raise _eval_error(self.core.last_error())
             return t
+
+    # ------------------------------------------------------------ embeddings
+    def embed(self, ids) -> list[float]:
+        """The embedding of ids (docs/SERVER.md): the mean of their final-norm hidden
+        states, evaluated from an empty cache, L2-normalised; n_embd floats (f32 values).
+        The session's cache is empty afterwards."""
+        self.embed_begin()
+        self.embed_add(ids)
+        return self.embed_end()
+
+    def embed_begin(self) -> None:
+        """Start an embedding that embed_add() feeds in chunks (the server interleaves other work)."""
+        c = self.core
+        n = 4 * self.model.info.n_embd
+        with c.lock:
+            self._h()
+            if not self._acc:
+                self._acc = c.alloc(n)
+            c.write(self._acc, bytes(n))
+            c.call("realm_session_truncate", self.handle, 0)
+            self._acc_n = 0
+
+    def embed_add(self, ids) -> None:
+        ids = list(ids)
+        c = self.core
+        with c.lock:
+            h = self._h()
+            if not self._acc:
+                raise RealmError("embed_add before embed_begin")
+            if not c.call("realm_session_embed", h, self._put_ids(ids), len(ids), self._acc):
+                raise _eval_error(c.last_error())
+            self._acc_n += len(ids)
+
+    def embed_end(self) -> list[float]:
+        """The embedding of everything embed_add() fed since embed_begin(); empties the cache."""
+        c = self.core
+        n_embd = self.model.info.n_embd
+        with c.lock:
+            self._h()
+            if not self._acc or not self._acc_n:
+                raise RealmError("nothing to embed: zero tokens")
+            sums = array.array("f", c.read_bytes(self._acc, 4 * n_embd))
+            c.call("realm_session_truncate", self.handle, 0)
+            n, self._acc_n = self._acc_n, 0
+        vec = [x / n for x in sums]          # the mean over the input's tokens, in double
+        norm = math.sqrt(math.fsum(x * x for x in vec))
+        if norm > 0:
+            vec = [x / norm for x in vec]    # L2-normalised
+        return array.array("f", vec).tolist()  # as f32 values, what the wire carries
+
+
+def _eval_error(msg: str) -> RealmError:
+    return (ContextOverflowError if msg.startswith("context full") else RealmError)(msg)
