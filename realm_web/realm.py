@@ -101,6 +101,8 @@ class Realm:
     def _start(self, prompt: str | Sequence[int], max_tokens: int | None, stop, ignore_eos: bool, add_special: bool,
                text: bool, seed: int | None = None, **sampling) -> Generation:
         """A Generation of `prompt` on this session, its sampler set and its cached prefix kept."""
+        if self._closed:
+            raise RealmError("session is closed (this Realm was closed)")
         ids = list(prompt) if not isinstance(prompt, str) else self.tokenize(prompt, add_special, parse_special=True)
         if len(ids) == 0:
             raise RealmError("the prompt is empty (no tokens)")
