@@ -5,20 +5,25 @@ import argparse
 import sys
 
 from .errors import RealmError
+from .limits import DEFAULT_CTX
+from .sampling import LLAMA_CPP
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
+    d = LLAMA_CPP   # `realm run` samples as llama.cpp does by default
     p.add_argument("-n", "--n-predict", type=int, default=128, help="tokens to generate (default 128; -1 = until the context is full)")
-    p.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
-    p.add_argument("--top-k", type=int, default=40, help="top-k sampling, <= 0 off (default 40)")
-    p.add_argument("--top-p", type=float, default=0.95, help="top-p sampling, 1.0 off (default 0.95)")
-    p.add_argument("--min-p", type=float, default=0.05, help="min-p sampling, 0 off (default 0.05)")
-    p.add_argument("--repeat-penalty", type=float, default=1.0, help="repetition penalty, 1.0 off (default 1.0)")
-    p.add_argument("--repeat-last-n", type=int, default=64, help="tokens the penalty looks back over (default 64, -1 = context)")
-    p.add_argument("--frequency-penalty", type=float, default=0.0)
-    p.add_argument("--presence-penalty", type=float, default=0.0)
+    p.add_argument("--temp", type=float, default=d["temperature"], help=f"temperature; 0 = greedy (default {d['temperature']})")
+    p.add_argument("--top-k", type=int, default=d["top_k"], help=f"top-k sampling, <= 0 off (default {d['top_k']})")
+    p.add_argument("--top-p", type=float, default=d["top_p"], help=f"top-p sampling, 1.0 off (default {d['top_p']})")
+    p.add_argument("--min-p", type=float, default=d["min_p"], help=f"min-p sampling, 0 off (default {d['min_p']})")
+    p.add_argument("--repeat-penalty", type=float, default=d["repeat_penalty"],
+                   help=f"repetition penalty, 1.0 off (default {d['repeat_penalty']})")
+    p.add_argument("--repeat-last-n", type=int, default=d["repeat_last_n"],
+                   help=f"tokens the penalty looks back over (default {d['repeat_last_n']}, -1 = context)")
+    p.add_argument("--frequency-penalty", type=float, default=d["frequency_penalty"])
+    p.add_argument("--presence-penalty", type=float, default=d["presence_penalty"])
     p.add_argument("--seed", type=int, default=-1, help="RNG seed (default -1 = random)")
-    p.add_argument("-c", "--ctx", type=int, default=0, help="context size (default min(4096, the model's))")
+    p.add_argument("-c", "--ctx", type=int, default=0, help=f"context size (default min({DEFAULT_CTX}, the model's))")
     p.add_argument("-t", "--threads", type=int, default=0,
                    help="CPU threads (default: the CPUs available, at most 8; $REALM_THREADS)")
 

@@ -33,6 +33,7 @@ import threading
 
 from . import core_model, store
 from .errors import OutOfMemoryError, RealmError, check_abi, core_error
+from .sampling import KNOBS, LLAMA_CPP
 
 try:  # only inside Pyodide
     import js  # type: ignore
@@ -237,12 +238,13 @@ def _kwargs(opts) -> dict:
         return {}
     d = opts.to_py() if hasattr(opts, "to_py") else dict(opts)
     kw = {k: v for k, v in d.items() if not _absent(v)}
-    for k in ("max_tokens", "top_k", "repeat_last_n", "seed"):
+    # JS numbers arrive as floats: give each setting its type (the sampling table's)
+    for k in ("max_tokens", "seed"):
         if k in kw:
             kw[k] = int(kw[k])
-    for k in ("temperature", "top_p", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty"):
+    for k in KNOBS:
         if k in kw:
-            kw[k] = float(kw[k])
+            kw[k] = type(LLAMA_CPP[k])(kw[k])
     return kw
 
 
