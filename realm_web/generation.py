@@ -40,6 +40,7 @@ class GenerationStats:
     generate_seconds: float = 0.0
     finish_reason: str = ""      # "stop" (EOG or a stop string) or "length"; "" while running or if abandoned
     tokens: list[int] = field(default_factory=list)
+    speculative: object = None   # a speculative.SpeculativeStats when drafts were used (drafted, accepted, ...)
 
     @property
     def prompt_tps(self) -> float:
@@ -196,14 +197,23 @@ class Generation:
                 self.stats.generate_seconds = time.perf_counter() - self.t_decode0
 
 
-def advance(gen: Generation, session, max_chunk: int | None = None) -> str:
+def advance(gen: Generation, session, max_chunk: int | None = None, speculator=None) -> str:
     """One unit of work on one session (a core_model.Session or a GPU session): a prompt
-    chunk, or one decode step (`Session.step`: evaluate and sample in one call). Returns
-    the text it adds."""
+    chunk, or one decode step (`Session.step`: evaluate and sample in one call; with a
+    speculator, one verify pass that may yield several tokens, exactly the ones plain
+    steps would). Returns the text it adds."""
     ids = gen.next_ids(max_chunk)
     if gen.phase == DECODE:
-        tok = session.step(ids[0])
-        gen.fed(1)
-        return gen.accept(tok)
+        if speculator is None:
+            toks = [session.step(ids[0])]
+        else:
+            toks = speculator.step(session, ids[0], max(1, gen.max_tokens - gen.stats.generated_tokens))
+        out = ""
+        for tok in toks:  # each: its predecessor was evaluated, then it was sampled
+            gen.fed(1)
+            out += gen.accept(tok)
+            if gen.done:
+                break
+        return out
     session.eval(ids)
     return gen.accept(session.sample()) if gen.fed(len(ids)) else ""

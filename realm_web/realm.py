@@ -18,6 +18,7 @@ from .errors import ContextOverflowError, RealmError
 from .generation import Generation, GenerationStats, Vocab, advance
 from .limits import DEFAULT_CTX, default_ctx  # noqa: F401  (DEFAULT_CTX: re-exported)
 from .sampling import LLAMA_CPP, GenerationOptions, SamplerSettings, stop_list
+from .speculative import make_speculator
 
 _D = LLAMA_CPP   # the Python API's sampling defaults (llama.cpp's)
 
@@ -25,28 +26,44 @@ _D = LLAMA_CPP   # the Python API's sampling defaults (llama.cpp's)
 class Realm:
     """One session of a GGUF model; weights are shared with every other Realm of the same file."""
 
-    def __init__(self, model: CoreModel, n_ctx: int | None = None, device: str = "cpu") -> None:
+    def __init__(self, model: CoreModel, n_ctx: int | None = None, device: str = "cpu", speculative: str | None = None,
+                 draft_model=None, draft_tokens: int = 8, threads: int | None = None) -> None:
         self.model = model
         self.device = device
         self.n_ctx = int(n_ctx or default_ctx(model.info.n_ctx_train))
+        self.speculator = None
+        self._closed = True
         if device == "gpu":
+            if speculative or draft_model:
+                raise RealmError("speculative decoding runs on the CPU core (device='cpu'); the GPU path has no verify pass yet")
             from . import gpu  # the same session interface, on WebGPU (docs/GPU.md)
             self.session = gpu.open_gpu_session(model, self.n_ctx)
         else:
             self.session = Session(model, self.n_ctx)
+        try:
+            self.speculator = make_speculator(speculative, model, self.n_ctx, draft_model=draft_model,
+                                              draft_tokens=draft_tokens, threads=threads)
+        except BaseException:
+            self.session.close()
+            raise
         self.last_stats = GenerationStats()
         self._vocab = Vocab(model)
         self._closed = False
 
     # ------------------------------------------------------------- lifecycle
     @classmethod
-    def load(cls, path=None, n_ctx: int | None = None, device: str = "cpu", threads: int | None = None) -> "Realm":
+    def load(cls, path=None, n_ctx: int | None = None, device: str = "cpu", threads: int | None = None,
+             speculative: str | None = None, draft_model=None, draft_tokens: int = 8) -> "Realm":
         """Open a GGUF (a path or a source; the default model when None) and start a session on it.
 
         device: "cpu" (realm.wasm), "gpu" (WebGPU through wgpu-py), or "auto" (a real
         GPU when there is one, else the CPU core). threads: CPU threads for the
         model (default: the CPUs available, at most 8, or REALM_THREADS); shared by
-        every session of the model, so the last setting wins."""
+        every session of the model, so the last setting wins.
+        speculative: "ngram" (prompt-lookup drafts) or "draft" (draft_model: a smaller
+        GGUF with the same vocabulary); at most draft_tokens drafts per step. The text
+        is the same as without (realm_web/speculative.py); last_stats.speculative says
+        how many drafts were accepted."""
         if device not in ("cpu", "gpu", "auto"):
             raise RealmError(f"unknown device {device!r} (use 'cpu', 'gpu' or 'auto')")
         src = default_model_path() if path is None else path
@@ -60,7 +77,8 @@ class Realm:
         else:
             model = store.acquire(src, threads=threads)
         try:
-            return cls(model, n_ctx, device=dev)
+            return cls(model, n_ctx, device=dev, speculative=speculative, draft_model=draft_model,
+                       draft_tokens=draft_tokens, threads=threads)
         except BaseException:
             store.release(model)
             raise
@@ -68,6 +86,8 @@ class Realm:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self.speculator is not None:
+                self.speculator.close()
             self.session.close()
             store.release(self.model)
 
@@ -112,6 +132,9 @@ class Realm:
         gen = Generation(self._vocab, ids, self.n_ctx, GenerationOptions(max_tokens, stop_list(stop), ignore_eos),
                          text=text)
         self.last_stats = gen.stats
+        if self.speculator is not None:
+            self.speculator.reset_stats()
+            gen.stats.speculative = self.speculator.stats  # filled in as it runs
         self.session.set_sampler(SamplerSettings.of(_D, seed=seed, **sampling))
         self.session.truncate(gen.reuse(self.session.tokens()))
         return gen
@@ -127,11 +150,14 @@ class Realm:
                           temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                           repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
                           frequency_penalty=frequency_penalty, presence_penalty=presence_penalty)
+        seen = 0
         try:
             while not gen.done:
-                advance(gen, self.session)   # the whole prompt in one eval: the core batches it
-                if gen.token is not None:
-                    yield gen.token
+                advance(gen, self.session, speculator=self.speculator)  # the whole prompt in one eval
+                toks = gen.stats.tokens
+                while seen < len(toks):  # a speculative step may take several
+                    yield toks[seen]
+                    seen += 1
         finally:
             gen.close()
 
@@ -142,7 +168,7 @@ class Realm:
         gen = self._start(prompt, max_tokens, stop, ignore_eos, add_special, text=True, **sampling)
         try:
             while not gen.done:
-                out = advance(gen, self.session)
+                out = advance(gen, self.session, speculator=self.speculator)
                 if out:
                     yield out
         finally:

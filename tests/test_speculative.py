@@ -135,3 +135,28 @@ def test_adaptive_pause_after_poor_acceptance(realm):
     plain = _decode(realm, ids, 60)
     assert _decode(realm, ids, 60, spec) == plain
     assert spec.stats.plain_steps > spec.stats.steps, spec.stats.as_dict()
+
+
+def test_realm_api_speculative_equals_plain(default_model_path):
+    """Realm.load(speculative=...): generate/stream/chat give the plain Realm's text; stats are reported."""
+    plain = Realm.load(default_model_path, n_ctx=1024, threads=1)
+    fast = Realm.load(default_model_path, n_ctx=1024, threads=1, speculative="ngram")
+    try:
+        for kw in (dict(temperature=0), dict(temperature=0.8, seed=5), dict(temperature=0, stop=["return"])):
+            a = plain.generate(PROMPT, max_tokens=80, **kw)
+            b = fast.generate(PROMPT, max_tokens=80, **kw)
+            assert a == b, kw
+            assert fast.last_stats.finish_reason == plain.last_stats.finish_reason
+            assert fast.last_stats.generated_tokens == plain.last_stats.generated_tokens
+        st = fast.last_stats.speculative
+        assert st is not None and st.drafted > 0 and 0 <= st.accepted <= st.drafted
+        ids_a = list(plain.generate_tokens(PROMPT, max_tokens=50, temperature=0))
+        ids_b = list(fast.generate_tokens(PROMPT, max_tokens=50, temperature=0))
+        assert ids_a == ids_b and len(ids_b) == 50
+        msgs = [{"role": "user", "content": "Repeat exactly: " + QUOTE}]
+        assert plain.chat(msgs, max_tokens=60, temperature=0) == fast.chat(msgs, max_tokens=60, temperature=0)
+    finally:
+        plain.close()
+        fast.close()
+    with pytest.raises(RealmError, match="needs draft_model"):
+        Realm.load(default_model_path, n_ctx=64, speculative="draft")
