@@ -30,7 +30,8 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args) -> int:
     from .realm import Realm
-    r = Realm.load(args.model, n_ctx=args.ctx or None, device=args.device, threads=args.threads or None)
+    r = Realm.load(args.model, n_ctx=args.ctx or None, device=args.device, threads=args.threads or None,
+                   speculative=args.speculative, draft_model=args.draft_model, draft_tokens=args.draft_tokens)
     kw = dict(max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
               min_p=args.min_p, repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
               frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty, seed=args.seed)
@@ -49,6 +50,10 @@ def cmd_run(args) -> int:
             f"\nprompt: {s.prompt_tokens} tokens ({s.cached_tokens} cached) in {s.prompt_seconds:.3f} s, "
             f"{s.prompt_tps:.1f} tok/s | generation: {s.generated_tokens} tokens in {s.generate_seconds:.3f} s, "
             f"{s.generate_tps:.1f} tok/s | finish: {s.finish_reason}\n")
+        if s.speculative is not None:
+            st = s.speculative
+            sys.stderr.write(f"speculative ({r.speculator.drafter.name}): {st.drafted} drafted, {st.accepted} accepted "
+                             f"({100 * st.acceptance:.0f} %), {st.steps} verify passes, {st.plain_steps} plain steps\n")
     r.close()
     return 0
 
@@ -107,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"],
                      help="cpu (realm.wasm), gpu (WebGPU via wgpu-py), auto (a real GPU if present)")
     run.add_argument("-q", "--quiet", action="store_true", help="no timing line on stderr")
+    run.add_argument("--speculative", choices=["ngram", "draft"], default=None,
+                     help="exact speculative decoding: ngram (prompt lookup) or draft (--draft-model); same text, faster")
+    run.add_argument("--draft-model", default=None, help="a smaller GGUF with the same vocabulary (implies --speculative draft)")
+    run.add_argument("--draft-tokens", type=int, default=8, help="at most this many drafts per step (default 8)")
     _add_sampling(run)
     run.set_defaults(fn=cmd_run)
 

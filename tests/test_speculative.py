@@ -160,3 +160,35 @@ def test_realm_api_speculative_equals_plain(default_model_path):
         fast.close()
     with pytest.raises(RealmError, match="needs draft_model"):
         Realm.load(default_model_path, n_ctx=64, speculative="draft")
+
+
+def test_server_speculative_equals_plain(default_model_path):
+    """realm serve --speculative ngram: the same completions as a plain server (greedy and
+    seeded, streamed too), drafts counted in /metrics; a bad mode is refused at start-up."""
+    import openai
+    from server_helpers import metric, start_thread_server
+    plain = start_thread_server(no_auth=True, models=[("m", str(default_model_path))], threads=1)
+    fast = start_thread_server(no_auth=True, models=[("m", str(default_model_path))], threads=1,
+                               speculative="ngram")
+    try:
+        outs = []
+        for srv in (plain, fast):
+            c = openai.OpenAI(base_url=srv.base_url, api_key="unused", max_retries=0, timeout=120)
+            got = []
+            for kw in (dict(temperature=0), dict(temperature=0.8, seed=9)):
+                r = c.completions.create(model="m", prompt=PROMPT, max_tokens=60, **kw)
+                got.append((r.choices[0].text, r.choices[0].finish_reason, r.usage.completion_tokens))
+            stream = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "Repeat: " + QUOTE}],
+                                               max_tokens=50, temperature=0, stream=True)
+            got.append("".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices))
+            outs.append(got)
+        assert outs[0] == outs[1]
+        assert metric(fast.url, "realm_speculative_drafted_tokens_total", model="m") > 0
+        assert metric(fast.url, "realm_speculative_accepted_tokens_total", model="m") > 0
+        assert metric(fast.url, "realm_generated_tokens_total", model="m") == \
+            metric(plain.url, "realm_generated_tokens_total", model="m")
+    finally:
+        plain.stop()
+        fast.stop()
+    with pytest.raises(Exception, match="unknown speculative mode"):
+        start_thread_server(no_auth=True, models=[("m", str(default_model_path))], speculative="magic").stop()

@@ -45,7 +45,9 @@ def cmd_serve(args) -> int:
         return 1
     cfg = ServerConfig(models=args.model or [], host=args.host, port=args.port, keys_path=args.keys,
                        no_auth=args.no_auth, n_ctx=args.ctx or None, max_sessions=args.max_sessions,
-                       idle_ttl=args.idle_ttl, prefill_chunk=args.prefill_chunk, threads=args.threads or None, rpm=args.rpm or None, tpm=args.tpm or None,
+                       idle_ttl=args.idle_ttl, prefill_chunk=args.prefill_chunk, threads=args.threads or None,
+                       speculative=args.speculative or ("draft" if args.draft_model else None),
+                       draft_model=args.draft_model, draft_tokens=args.draft_tokens, rpm=args.rpm or None, tpm=args.tpm or None,
                        max_body=args.max_body, grace=args.grace, log_format=args.log_format,
                        log_level=args.log_level)
     return run(cfg)
@@ -147,6 +149,10 @@ def register(sub) -> None:
                    help=f"context per session in tokens (default min({DEFAULT_CTX}, the model's trained context))")
     s.add_argument("--max-sessions", type=int, default=32,
                    help="KV caches per model, busy and idle (default 32); more requests queue")
+    s.add_argument("--speculative", choices=["ngram", "draft"], default=None,
+                   help="exact speculative decoding for every model: ngram (prompt lookup) or draft (--draft-model)")
+    s.add_argument("--draft-model", default=None, help="a smaller GGUF with the served models' vocabulary")
+    s.add_argument("--draft-tokens", type=int, default=8, help="at most this many drafts per verify pass (default 8)")
     s.add_argument("--prefill-chunk", type=int, default=PREFILL_CHUNK,
                    help=f"prompt tokens per scheduling turn, 1..{EVAL_BATCH} (default {PREFILL_CHUNK}): smaller "
                         "keeps other streams "

@@ -17,6 +17,9 @@ class ServerConfig:
     max_sessions: int = 32              # KV caches per model (busy + idle)
     prefill_chunk: int = PREFILL_CHUNK  # prompt tokens per scheduling turn (<= limits.EVAL_BATCH)
     threads: int | None = None          # CPU threads per model (None: realm_web's default)
+    speculative: str | None = None      # "ngram" or "draft" (realm_web/speculative.py): same text, fewer passes
+    draft_model: str | None = None      # the draft GGUF for "draft" (same vocabulary as every served model)
+    draft_tokens: int = 8               # at most this many drafts per verify pass
     idle_ttl: float = 600.0             # seconds before an idle session is freed
     rpm: int | None = None              # default requests/min per tenant (None: unlimited)
     tpm: int | None = None              # default generated tokens/min per tenant

@@ -49,7 +49,9 @@ class Models:
                     t = time.perf_counter()
                     w = ModelWorker(mid, path, n_ctx=cfg.n_ctx, max_sessions=cfg.max_sessions,
                                     idle_ttl=cfg.idle_ttl, metrics=self.metrics,
-                                    prefill_chunk=cfg.prefill_chunk, threads=cfg.threads)
+                                    prefill_chunk=cfg.prefill_chunk, threads=cfg.threads,
+                                    speculative=cfg.speculative, draft_model=cfg.draft_model,
+                                    draft_tokens=cfg.draft_tokens)
                     by_file[fkey] = w
                     log.info("model loaded", extra={"model": mid, "path": path, "n_ctx": w.n_ctx,
                                                     "max_sessions": cfg.max_sessions,

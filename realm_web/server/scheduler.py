@@ -35,6 +35,7 @@ from .. import store
 from ..core_model import CoreModel, Session
 from ..errors import RealmError
 from ..generation import Generation, Vocab, advance, common_prefix
+from ..speculative import make_speculator
 from ..limits import EVAL_BATCH, default_ctx
 from .config import PREFILL_CHUNK
 from .errors import APIError, bad_request, server_error, unavailable
@@ -109,6 +110,7 @@ class _Entry:
     tokens: list[int] = field(default_factory=list)
     busy: bool = False
     last_used: float = 0.0
+    speculator: object = None   # this session's Speculator (drafts adapt per session), made on first use
 
 
 class SessionPool:
@@ -154,6 +156,8 @@ class SessionPool:
 
     def _evict(self, e: _Entry) -> None:
         self.entries.remove(e)
+        if e.speculator is not None:
+            e.speculator.close()
         e.session.close()
 
     def evict_idle(self, older_than: float) -> int:
@@ -174,7 +178,8 @@ class ModelWorker:
 
     def __init__(self, model_id: str, path: str, n_ctx: int | None = None, max_sessions: int = 32,
                  idle_ttl: float = 600.0, metrics=None, prefill_chunk: int = PREFILL_CHUNK,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, speculative: str | None = None, draft_model: str | None = None,
+                 draft_tokens: int = 8) -> None:
         self.id = model_id
         self.path = str(path)
         self.chunk = max(1, min(EVAL_BATCH, int(prefill_chunk)))
@@ -189,6 +194,10 @@ class ModelWorker:
             self.template_args = chat_mod.template_args(self.model)   # read here: render_chat runs on the loop
             self.weights_bytes = sum(t.nbytes for t in self.model.tensors())
             self.pool = SessionPool(self.model, self.n_ctx, max_sessions)
+            self.threads = threads
+            self.speculative = (speculative, draft_model, draft_tokens)
+            if speculative or draft_model:   # refuse a bad mode or draft model at start-up, not per request
+                make_speculator(speculative, self.model, 64, draft_model=draft_model, threads=threads).close()
             self.idle_ttl = idle_ttl
         except BaseException:
             store.release(self.model)
@@ -403,19 +412,37 @@ class ModelWorker:
         if job.kind == "embed":
             return self._embed_unit(job)
         gen = job.gen
-        text = advance(gen, job.entry.session, self.chunk)
-        if gen.token is not None:
-            self._rate.append(time.monotonic())
-            m = self.metrics
+        spec = self._speculator(job.entry)
+        before = gen.stats.generated_tokens
+        drafted0, accepted0 = (spec.stats.drafted, spec.stats.accepted) if spec else (0, 0)
+        text = advance(gen, job.entry.session, self.chunk, speculator=spec)
+        new = gen.stats.generated_tokens - before
+        m = self.metrics
+        if spec and m and spec.stats.drafted > drafted0:
+            m.spec_drafted.labels(self.id).inc(spec.stats.drafted - drafted0)
+            m.spec_accepted.labels(self.id).inc(spec.stats.accepted - accepted0)
+        if new:
+            now = time.monotonic()
+            self._rate.extend([now] * new)
             if job.t_first is None:
                 job.t_first = gen.t_first
                 if m:
                     m.ttft.labels(self.id, job.endpoint).observe(gen.t_first - job.t_arrival)
             if m:
-                m.generated_tokens.labels(job.tenant, self.id).inc()
+                m.generated_tokens.labels(job.tenant, self.id).inc(new)
         if text:
             job.emit("text", text)
         return self._finish(job) if gen.done else False
+
+    def _speculator(self, entry: _Entry):
+        """The entry's Speculator when this model speculates (None otherwise)."""
+        mode, draft, k = self.speculative
+        if not (mode or draft):
+            return None
+        if entry.speculator is None:
+            entry.speculator = make_speculator(mode, self.model, self.n_ctx, draft_model=draft, draft_tokens=k,
+                                               threads=self.threads)
+        return entry.speculator
 
     def _embed_unit(self, job: Job) -> bool:
         s = job.entry.session
