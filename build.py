@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from realm_web.wasm_binary import set_imported_memory_max
+from tools import abigen
 
 ROOT = Path(__file__).resolve().parent
 CORE = ROOT / "core"
@@ -78,7 +79,8 @@ def sources() -> list[Path]:
 def inputs_digest(flags: list[str]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(flags).encode())
-    for p in sorted(list(CORE.glob("*.[ch]")) + list(WGSL.glob("**/*.wgsl"))) + [Path(__file__), PKG / "wasm_binary.py"]:
+    for p in sorted(list(CORE.glob("*.[ch]")) + list(WGSL.glob("**/*.wgsl"))) + [
+            Path(__file__), PKG / "wasm_binary.py", abigen.SCHEMA]:
         h.update(str(p.relative_to(ROOT)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()
@@ -113,6 +115,7 @@ def variants(opt: list[str]) -> list[tuple[Path, Path, list[str]]]:
 def build(force: bool = False, debug: bool = False, quiet: bool = False) -> Path:
     """All four modules (those whose inputs changed, compiled side by side); returns realm.wasm's path."""
     opt = ["-O1", "-g"] if debug else ["-O3", "-s"]
+    abigen.main([])  # core/abi.h and every host's view of the ABI, from core/abi.json
     if not sources():
         sys.exit("build.py: no C sources in core/")
     stale = []

@@ -50,15 +50,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from realm_web import wasm_host  # noqa: E402
+from realm_web.abi import GGML_TYPES  # noqa: E402
 from realm_web.wasm_host import WasmCore  # noqa: E402
 
-TYPES = {  # name: (id, block elements, block bytes)
-    "F32": (0, 1, 4), "F16": (1, 1, 2), "BF16": (30, 1, 2),
-    "Q4_0": (2, 32, 18), "Q4_1": (3, 32, 20), "Q5_0": (6, 32, 22), "Q5_1": (7, 32, 24),
-    "Q8_0": (8, 32, 34), "Q8_1": (9, 32, 36),
-    "Q2_K": (10, 256, 84), "Q3_K": (11, 256, 110), "Q4_K": (12, 256, 144),
-    "Q5_K": (13, 256, 176), "Q6_K": (14, 256, 210), "Q8_K": (15, 256, 292),
-}
+# name: (id, block elements, block bytes) of every type the core runs (core/abi.json)
+TYPES = {t["name"]: (tid, t["block"], t["bytes"]) for tid, t in sorted(GGML_TYPES.items()) if t["runs"]}
 # byte offsets of f16 scales inside a block (set to small sane values)
 F16_FIELDS = {"Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0], "Q8_1": [0, 2],
               "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208]}

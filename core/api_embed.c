@@ -9,6 +9,7 @@
  * session_eval, one batch (<= n_batch tokens) per call, and after each batch
  * reads s->x, which then holds that batch's residual stream, n_embd floats
  * per token, before the final norm (see forward_batch in model.c). */
+#include "api.h"
 #include "model.h"
 
 /* acc += rmsnorm(x) * w, with the sum of squares in double as ggml (and model.c) do it */

@@ -25,12 +25,11 @@
  * Also here: loading a model for the GPU without its weights in wasm memory
  * (realm_gpu_prepare), the RoPE table, and sampling from the GPU's argmax or
  * top-k candidates with the core's own sampler. */
+#include "api.h"
 #include "model.h"
 #include "quant.h"
-#include "sampler.h"
 
-#define GPU_ABI 1
-#define MAX_TOPK 256
+#define MAX_TOPK REALM_MAX_TOPK
 
 /* ------------------------------------------------------------ loading */
 /* Where tensor data pointers point when the weights are not in wasm memory:
@@ -45,6 +44,7 @@ static const uint8_t *data_base(const Model *m) { return m->weights ? m->weights
  * refuses it). A model loaded with its weights is left as it is. 1 or 0. */
 EXPORT uint32_t realm_gpu_prepare(Model *m) {
     rt_err_clear();
+    NEED_MODEL(m, 0);
     if (m->layers) return 1; /* loaded with its weights, or prepared already */
     if (m->weights) {
         rt_err("realm_gpu_prepare: the model has weights in memory; load it with realm_model_load(m, 0)", NULL);
@@ -108,26 +108,16 @@ static void jb_kv(JB *b, const char *k, uint64_t v) { jb_s(b, k); jb_s(b, "\":")
 static uint32_t fbits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
 /* ------------------------------------------------------------ options */
-/* The host's adapter, as 16 little-endian u32 words (docs/GPU.md). */
+/* The host's adapter: a RealmGpuOptions (abi.json; docs/GPU.md), 0 = WebGPU's default. */
 enum { OPT_F16 = 1, OPT_SUBGROUPS = 2, OPT_SOFTWARE = 4 };
-typedef struct {
-    uint32_t flags;
-    uint64_t max_binding, max_buffer;
-    uint32_t max_invocations, max_wg_x, max_groups, max_wg_storage, subgroup_min, max_batch, force_tpr;
-} Opts;
 
-static Opts read_opts(const uint32_t *w) {
-    Opts o;
-    o.flags = w[1];
-    o.max_binding = (uint64_t)w[2] | (uint64_t)w[3] << 32;
-    o.max_buffer = (uint64_t)w[4] | (uint64_t)w[5] << 32;
-    o.max_invocations = w[6] ? w[6] : 256;
-    o.max_wg_x = w[7] ? w[7] : 256;
-    o.max_groups = w[8] ? w[8] : 65535;
-    o.max_wg_storage = w[9] ? w[9] : 16384;
-    o.subgroup_min = w[10];
-    o.max_batch = w[11] ? RT_MIN(w[11], 256u) : 64;
-    o.force_tpr = w[12];
+static RealmGpuOptions read_opts(const RealmGpuOptions *in) {
+    RealmGpuOptions o = *in;
+    if (!o.max_invocations) o.max_invocations = 256;
+    if (!o.max_wg_x) o.max_wg_x = 256;
+    if (!o.max_groups) o.max_groups = 65535;
+    if (!o.max_wg_storage) o.max_wg_storage = 16384;
+    o.max_batch = o.max_batch ? RT_MIN(o.max_batch, 256u) : REALM_EVAL_BATCH;
     if (!o.max_binding) o.max_binding = 128u << 20;
     if (!o.max_buffer) o.max_buffer = 256u << 20;
     return o;
@@ -147,7 +137,7 @@ typedef struct {
 
 typedef struct {
     Model *m;
-    Opts o;
+    RealmGpuOptions o;
     JB out, kernels, prog;
     uint32_t n_tensors, n_kernels, n_ops;
     TRef *trefs;
@@ -573,18 +563,23 @@ static void jb_buffer(JB *b, const char *name, uint64_t bytes, uint64_t per_ctx,
 /* The plan of `m` for an adapter described by 16 u32 words at opts (docs/GPU.md):
  * a NUL-terminated JSON text the caller frees (realm_free); its length at *len.
  * 0 on failure (a model not prepared, memory). */
-EXPORT char *realm_gpu_plan(Model *m, const uint32_t *opts, uint64_t *len) {
+EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len) {
     rt_err_clear();
+    NEED_MODEL(m, NULL);
+    if (!opts || !len) {
+        rt_err("realm_gpu_plan: null options or length pointer", NULL);
+        return NULL;
+    }
     if (!m->layers) {
         rt_err("realm_gpu_plan: the model is not loaded (realm_model_load or realm_gpu_prepare first)", NULL);
         return NULL;
     }
-    if (opts[0] != GPU_ABI) {
+    if (opts->version != REALM_GPU_OPTIONS_VERSION) {
         rt_err("realm_gpu_plan: unknown options version (this core speaks GPU ABI 1)", NULL);
         return NULL;
     }
     Plan *P = rt_calloc(1, sizeof(Plan));
-    if (!P) { rt_err("out of memory", NULL); return NULL; }
+    if (!P) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory", NULL); return NULL; }
     const ModelConfig *c = &m->cfg;
     P->m = m;
     P->o = read_opts(opts);
@@ -612,7 +607,8 @@ EXPORT char *realm_gpu_plan(Model *m, const uint32_t *opts, uint64_t *len) {
     uint64_t kv_pos = KVD * 2, rope_pos = (uint64_t)c->rope_dim / 2 * 8;
     uint64_t max_ctx = lim / RT_MAX(kv_pos, rope_pos);
     if (!P->trefs || D > 1024 || D / 2 > 16 * 64) {
-        rt_err(P->trefs ? "realm_gpu_plan: head dimension over 1024" : "out of memory", NULL);
+        rt_err_as(P->trefs ? REALM_ERR_UNSUPPORTED : REALM_ERR_OUT_OF_MEMORY,
+                  P->trefs ? "realm_gpu_plan: head dimension over 1024" : "out of memory", NULL);
         rt_free(P->trefs);
         rt_free(P);
         return NULL;
@@ -685,7 +681,7 @@ EXPORT char *realm_gpu_plan(Model *m, const uint32_t *opts, uint64_t *len) {
     rt_free(P);
     if (oom) {
         rt_free(res);
-        rt_err("out of memory writing the GPU plan", NULL);
+        rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory writing the GPU plan", NULL);
         return NULL;
     }
     return res;
@@ -696,79 +692,9 @@ EXPORT char *realm_gpu_plan(Model *m, const uint32_t *opts, uint64_t *len) {
  * for p in [pos0, pos0 + n): the CPU forward pass's own table (rope_table in
  * core/model.c). freqs: the model's rope_freqs.weight values (rope_dim/2 f32,
  * read from the file by the host), or 0. */
-EXPORT void realm_gpu_rope_table(Model *m, uint32_t pos0, uint32_t n, const float *freqs, float *out) {
+EXPORT uint32_t realm_gpu_rope_table(Model *m, uint32_t pos0, uint32_t n, const float *freqs, float *out) {
+    NEED_MODEL(m, 0);
     rope_table(m, pos0, n, freqs, out);
+    return 1;
 }
 
-/* ------------------------------------------------------------ sampling */
-/* A GPU session samples with the core's own sampler (realm_sampler_new and
- * friends in api_model.c), so it draws exactly as a CPU session given the
- * same logits. These two exports let it do so from a few values the GPU
- * computed (argmax.wgsl, topk.wgsl) instead of the whole row. */
-
-/* The sampler of a GPU session: the same object and functions as
- * realm_sampler_new / _set / _sample / _free (api_model.c), under the names the
- * GPU hosts first used. */
-EXPORT Sampler *realm_gpu_sampler_new(void) {
-    Sampler *s = rt_malloc(sizeof(Sampler));
-    if (!s) { rt_err("out of memory", NULL); return NULL; }
-    sampler_init(s);
-    return s;
-}
-EXPORT void realm_gpu_sampler_free(Sampler *s) {
-    if (!s) return;
-    sampler_free(s);
-    rt_free(s);
-}
-EXPORT void realm_gpu_sampler_set(Sampler *s, const SamplerParams *p) { sampler_set(s, p); }
-/* Sample from a full row of logits (modified in place) with n_hist ids of history. */
-EXPORT int32_t realm_gpu_sampler_sample(Sampler *s, float *logits, uint32_t n_vocab, const int32_t *hist, uint32_t n_hist) {
-    rt_err_clear();
-    return sampler_sample(s, logits, n_vocab, hist, n_hist);
-}
-
-/* What the sampler needs from the GPU for the next token:
- *   1   the largest logit only (greedy, or top_k = 1; no penalties),
- *   k   the k largest logits (top-k sampling, 2 <= k <= 256, no penalties),
- *   0   the whole row (penalties with history, no top-k, or k over 256). */
-EXPORT uint32_t realm_gpu_sampler_need(Sampler *s, uint32_t n_vocab, uint32_t n_hist) {
-    const SamplerParams *p = &s->p;
-    bool penalise = (p->repeat_penalty != 1.0f || p->frequency_penalty != 0 || p->presence_penalty != 0) &&
-                    p->repeat_last_n != 0 && n_hist > 0;
-    if (penalise) return 0;
-    if (p->temperature <= 0 || p->top_k == 1) return 1;
-    if (p->top_k > 1 && (uint32_t)p->top_k < n_vocab && p->top_k <= MAX_TOPK) return (uint32_t)p->top_k;
-    return 0;
-}
-
-/* Sample from n candidates when realm_gpu_sampler_need said n (or 1): cand holds
- * n pairs (u32 token id, f32 value bits) in any order, as topk.wgsl writes them
- * (sorted here). The draw is the one the full-row sampler makes, which would
- * keep exactly these candidates. The token id, or -1. */
-EXPORT int32_t realm_gpu_sampler_sample_top(Sampler *s, uint32_t *cand, uint32_t n) {
-    rt_err_clear();
-    if (!n) { rt_err("no candidates to sample from", NULL); return -1; }
-    /* order by value (descending), then id: the full sampler's order */
-    for (uint32_t i = 1; i < n; i++) {
-        uint32_t id = cand[2 * i], vb = cand[2 * i + 1];
-        float v;
-        memcpy(&v, &vb, 4);
-        int64_t j = (int64_t)i - 1;
-        while (j >= 0) {
-            float w;
-            memcpy(&w, &cand[2 * j + 1], 4);
-            if (!(w < v || (w == v && cand[2 * j] > id))) break;
-            cand[2 * j + 2] = cand[2 * j];
-            cand[2 * j + 3] = cand[2 * j + 1];
-            j--;
-        }
-        cand[2 * j + 2] = id;
-        cand[2 * j + 3] = vb;
-    }
-    float *vals = rt_malloc((uint64_t)n * 4);
-    if (!vals) { rt_err("out of memory", NULL); return -1; }
-    for (uint32_t i = 0; i < n; i++) memcpy(&vals[i], &cand[2 * i + 1], 4);
-    int32_t r = sampler_sample(s, vals, n, NULL, 0);
-    rt_free(vals);
-    return r < 0 ? -1 : (int32_t)cand[2 * r];
-}

@@ -1,7 +1,10 @@
 /* api_model.c: the exports hosts use to load models, tokenize and run sessions.
  * docs/ARCHITECTURE.md lists every export with its units and ownership. All
  * pointers are wasm64 addresses (i64); a returned 0 (or -1 where counts are
- * returned) means failure, with the reason in realm_last_error(). */
+ * returned) means failure, with the reason in realm_last_error() and its kind
+ * in realm_last_error_kind(). A file that fails to open or load is a format
+ * error unless the core said otherwise (unsupported, out of memory). */
+#include "api.h"
 #include "model.h"
 #include "quant.h"
 
@@ -15,76 +18,81 @@ EXPORT Model *realm_model_open(uint8_t *buf, uint64_t len, uint64_t file_size) {
     last_need = 0;
     rt_err_clear();
     if (!buf || !len) {
-        rt_err("empty file: a GGUF needs at least a 24-byte header", NULL);
+        rt_err_as(REALM_ERR_FORMAT, "empty file: a GGUF needs at least a 24-byte header", NULL);
         return NULL;
     }
-    return model_open(buf, len, file_size, &last_need);
+    Model *m = model_open(buf, len, file_size, &last_need);
+    if (!m && rt_err_kind() == REALM_ERR_INVALID_ARGUMENT) rt_err_set_kind(REALM_ERR_FORMAT);
+    return m;
 }
 EXPORT uint64_t realm_model_need(void) { return last_need; }
 
 /* File offset where tensor data starts, and how many bytes from there the tensors use. */
-EXPORT uint64_t realm_model_data_offset(Model *m) { return m->gguf.data_offset; }
-EXPORT uint64_t realm_model_data_size(Model *m) { return m->weights_size; }
+EXPORT uint64_t realm_model_data_offset(Model *m) { NEED_MODEL(m, 0); return m->gguf.data_offset; }
+EXPORT uint64_t realm_model_data_size(Model *m) { NEED_MODEL(m, 0); return m->weights_size; }
 /* Allocate (once) and return the weights region: the host copies file bytes
  * [data_offset, data_offset + data_size) here before realm_model_load. */
-EXPORT uint8_t *realm_model_weights(Model *m) { return model_weights(m); }
+EXPORT uint8_t *realm_model_weights(Model *m) { NEED_MODEL(m, NULL); return model_weights(m); }
 /* Build the tokenizer and, unless vocab_only, bind and check every tensor. 1 or 0. */
-EXPORT uint32_t realm_model_load(Model *m, uint32_t vocab_only) { return model_load(m, vocab_only != 0); }
-EXPORT void realm_model_free(Model *m) { model_free(m); }
+EXPORT uint32_t realm_model_load(Model *m, uint32_t vocab_only) {
+    rt_err_clear();
+    NEED_MODEL(m, 0);
+    bool ok = model_load(m, vocab_only != 0);
+    if (!ok && rt_err_kind() == REALM_ERR_INVALID_ARGUMENT) rt_err_set_kind(REALM_ERR_FORMAT);
+    return ok;
+}
+EXPORT void realm_model_free(Model *m) { if (m) model_free(m); }
 
-/* Model hyperparameters, written as 16 little-endian u32/f32 words at out:
- * n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff,
- * bos, eos (i32, -1 if none), add_bos, add_eos (0/1), rope_type, rope_dim,
- * rope_base (f32), rms_eps (f32). */
-EXPORT void realm_model_info(Model *m, uint32_t *out) {
+/* Model hyperparameters and special tokens as a RealmModelInfo at out. */
+EXPORT uint32_t realm_model_info(Model *m, RealmModelInfo *out) {
+    NEED_MODEL(m, 0);
     const ModelConfig *c = &m->cfg;
-    uint32_t w[16] = {c->n_vocab, c->n_ctx_train, c->n_embd, c->n_layer, c->n_head, c->n_head_kv,
-                      c->head_dim, c->n_ff, 0, 0, 0, 0, c->rope_type, c->rope_dim, 0, 0};
-    int32_t bos = -1, eos = -1;
+    RealmModelInfo i = {
+        .n_vocab = c->n_vocab, .n_ctx_train = c->n_ctx_train, .n_embd = c->n_embd, .n_layer = c->n_layer,
+        .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = c->head_dim, .n_ff = c->n_ff,
+        .bos = -1, .eos = -1, .rope_type = c->rope_type, .rope_dim = c->rope_dim,
+        .rope_base = c->rope_base, .rms_eps = c->rms_eps,
+    };
     bool add_bos = false, add_eos = false;
-    if (m->tok) tokenizer_special(m->tok, &bos, &eos, &add_bos, &add_eos);
-    memcpy(&w[8], &bos, 4);
-    memcpy(&w[9], &eos, 4);
-    w[10] = add_bos;
-    w[11] = add_eos;
-    memcpy(&w[14], &c->rope_base, 4);
-    memcpy(&w[15], &c->rms_eps, 4);
-    memcpy(out, w, sizeof w);
+    if (m->tok) tokenizer_special(m->tok, &i.bos, &i.eos, &add_bos, &add_eos);
+    i.add_bos = add_bos;
+    i.add_eos = add_eos;
+    memcpy(out, &i, sizeof i);
+    return 1;
 }
 
-/* Metadata entry i as 6 u64 words at out: key_ptr, key_len, type | arr_type << 32,
- * arr_len, val_ptr, val_len. val_ptr points at the raw GGUF value bytes (for a
- * string: u64 length then bytes; for an array: its elements), inside the model. */
-EXPORT uint64_t realm_model_meta_count(Model *m) { return m->gguf.n_kv; }
-EXPORT uint32_t realm_model_meta_entry(Model *m, uint64_t i, uint64_t *out) {
-    if (i >= m->gguf.n_kv) return 0;
+/* Metadata entry i as a RealmMetaEntry at out: the key and the raw GGUF value
+ * bytes (a string: u64 length then bytes; an array: its elements), both
+ * inside the model. */
+EXPORT uint64_t realm_model_meta_count(Model *m) { NEED_MODEL(m, 0); return m->gguf.n_kv; }
+EXPORT uint32_t realm_model_meta_entry(Model *m, uint64_t i, RealmMetaEntry *out) {
+    NEED_MODEL(m, 0);
+    if (i >= m->gguf.n_kv) { rt_err("realm_model_meta_entry: index out of range", NULL); return 0; }
     const GGUFKV *kv = &m->gguf.kv[i];
-    out[0] = (uint64_t)(uintptr_t)kv->key.ptr;
-    out[1] = kv->key.len;
-    out[2] = kv->type | ((uint64_t)kv->arr_type << 32);
-    out[3] = kv->arr_len;
-    out[4] = (uint64_t)(uintptr_t)kv->val;
-    out[5] = kv->val_len;
+    RealmMetaEntry e = {
+        .key_ptr = (uint64_t)(uintptr_t)kv->key.ptr, .key_len = kv->key.len, .type = kv->type,
+        .arr_type = kv->type == GGUF_ARRAY ? kv->arr_type : 0, .arr_len = kv->arr_len,
+        .val_ptr = (uint64_t)(uintptr_t)kv->val, .val_len = kv->val_len,
+    };
+    memcpy(out, &e, sizeof e);
     return 1;
 }
 
-/* Tensor entry i as 10 u64 words at out: name_ptr, name_len, type, n_dims,
- * ne[0..3], offset (from the data section), nbytes. */
-EXPORT uint64_t realm_model_tensor_count(Model *m) { return m->gguf.n_tensors; }
-EXPORT uint32_t realm_model_tensor_entry(Model *m, uint64_t i, uint64_t *out) {
-    if (i >= m->gguf.n_tensors) return 0;
-    const GGUFTensor *t = &m->gguf.tensors[i];
-    out[0] = (uint64_t)(uintptr_t)t->name.ptr;
-    out[1] = t->name.len;
-    out[2] = t->type;
-    out[3] = t->n_dims;
-    for (int d = 0; d < 4; d++) out[4 + d] = t->ne[d];
-    out[8] = t->offset;
-    out[9] = t->nbytes;
+/* Tensor entry i as a RealmTensorEntry at out (offset from the data section). */
+EXPORT uint64_t realm_model_tensor_count(Model *m) { NEED_MODEL(m, 0); return m->gguf.n_tensors; }
+EXPORT uint32_t realm_model_tensor_entry(Model *m, uint64_t i, RealmTensorEntry *out) {
+    NEED_MODEL(m, 0);
+    if (i >= m->gguf.n_tensors) { rt_err("realm_model_tensor_entry: index out of range", NULL); return 0; }
+    const GGUFTensor *g = &m->gguf.tensors[i];
+    RealmTensorEntry e = {
+        .name_ptr = (uint64_t)(uintptr_t)g->name.ptr, .name_len = g->name.len, .type = g->type, .n_dims = g->n_dims,
+        .ne0 = g->ne[0], .ne1 = g->ne[1], .ne2 = g->ne[2], .ne3 = g->ne[3], .offset = g->offset, .nbytes = g->nbytes,
+    };
+    memcpy(out, &e, sizeof e);
     return 1;
 }
-EXPORT uint64_t realm_model_gguf_version(Model *m) { return m->gguf.version; }
-EXPORT uint64_t realm_model_alignment(Model *m) { return m->gguf.alignment; }
+EXPORT uint64_t realm_model_gguf_version(Model *m) { NEED_MODEL(m, 0); return m->gguf.version; }
+EXPORT uint64_t realm_model_alignment(Model *m) { NEED_MODEL(m, 0); return m->gguf.alignment; }
 
 /* ---------------------------------------------------------------- tokens */
 /* Tokenize len bytes of UTF-8 at text into out (room for cap ids). Returns the
@@ -92,68 +100,75 @@ EXPORT uint64_t realm_model_alignment(Model *m) { return m->gguf.alignment; }
 EXPORT int64_t realm_tokenize(Model *m, const uint8_t *text, uint64_t len, uint32_t add_special,
                               uint32_t parse_special, int32_t *out, int64_t cap) {
     rt_err_clear();
+    NEED_MODEL(m, -1);
     if (!m->tok) { rt_err("the model has no tokenizer loaded", NULL); return -1; }
     return tokenizer_encode(m->tok, text, len, add_special != 0, parse_special != 0, out, cap);
 }
 /* The bytes token id stands for (count returned; may exceed cap), -1 if out of range. */
 EXPORT int64_t realm_token_piece(Model *m, int32_t id, uint32_t special, uint8_t *out, int64_t cap) {
-    if (!m->tok) return -1;
-    return tokenizer_piece(m->tok, id, special != 0, out, cap);
+    rt_err_clear();
+    NEED_MODEL(m, -1);
+    if (!m->tok) { rt_err("the model has no tokenizer loaded", NULL); return -1; }
+    int64_t n = tokenizer_piece(m->tok, id, special != 0, out, cap);
+    if (n < 0) rt_err("realm_token_piece: token id ", NULL), rt_err_append_i64(id), rt_err_append(" is out of range");
+    return n;
 }
-EXPORT uint32_t realm_token_is_eog(Model *m, int32_t id) { return m->tok && tokenizer_is_eog(m->tok, id); }
+EXPORT uint32_t realm_token_is_eog(Model *m, int32_t id) { NEED_MODEL(m, 0); return m->tok && tokenizer_is_eog(m->tok, id); }
 
 /* -------------------------------------------------------------- sessions */
 /* A session: its own KV cache (f16, n_ctx positions), history and sampler. */
-EXPORT Session *realm_session_new(Model *m, uint32_t n_ctx) { rt_err_clear(); return session_new(m, n_ctx); }
-EXPORT void realm_session_free(Session *s) { session_free(s); }
-EXPORT uint32_t realm_session_n_past(Session *s) { return s->n_past; }
-EXPORT uint32_t realm_session_n_ctx(Session *s) { return s->n_ctx; }
-EXPORT const int32_t *realm_session_tokens(Session *s) { return s->tokens; }
-EXPORT void realm_session_truncate(Session *s, uint32_t n) { session_truncate(s, n); }
+EXPORT Session *realm_session_new(Model *m, uint32_t n_ctx) {
+    rt_err_clear();
+    NEED_MODEL(m, NULL);
+    return session_new(m, n_ctx);
+}
+EXPORT void realm_session_free(Session *s) { if (s) session_free(s); }
+EXPORT uint32_t realm_session_n_past(Session *s) { NEED_SESSION(s, 0); return s->n_past; }
+EXPORT uint32_t realm_session_n_ctx(Session *s) { NEED_SESSION(s, 0); return s->n_ctx; }
+EXPORT const int32_t *realm_session_tokens(Session *s) { NEED_SESSION(s, NULL); return s->tokens; }
+EXPORT uint32_t realm_session_truncate(Session *s, uint32_t n) {
+    NEED_SESSION(s, 0);
+    session_truncate(s, n);
+    return 1;
+}
 /* Where the session's K (which=0) or V (which=1) cache starts, and its bytes (for diagnostics). */
-EXPORT const uint16_t *realm_session_kv(Session *s, uint32_t which) { return which ? s->v_cache : s->k_cache; }
+EXPORT const uint16_t *realm_session_kv(Session *s, uint32_t which) {
+    NEED_SESSION(s, NULL);
+    return which ? s->v_cache : s->k_cache;
+}
 EXPORT uint64_t realm_session_kv_bytes(Session *s) {
+    NEED_SESSION(s, 0);
     const ModelConfig *c = &s->m->cfg;
     return 2ull * 2 * c->n_layer * s->n_ctx * c->n_head_kv * c->head_dim;
 }
 /* Evaluate n token ids at ids; all_logits=1 keeps logits for every one. 1 or 0. */
 EXPORT uint32_t realm_session_eval(Session *s, const int32_t *ids, uint32_t n, uint32_t all_logits) {
+    rt_err_clear();
+    NEED_SESSION(s, 0);
     return session_eval(s, ids, n, all_logits != 0);
 }
 /* f32 logits of the last eval: n_vocab per row, realm_session_logits_rows() rows. */
-EXPORT float *realm_session_logits(Session *s) { return s->logits; }
-EXPORT uint32_t realm_session_logits_rows(Session *s) { return s->logits_rows; }
-/* Sampler settings: a SamplerParams struct (sampler.h) at p; reseeds the RNG. */
-EXPORT void realm_session_set_sampler(Session *s, const SamplerParams *p) { sampler_set(&s->sampler, p); }
+EXPORT float *realm_session_logits(Session *s) { NEED_SESSION(s, NULL); return s->logits; }
+EXPORT uint32_t realm_session_logits_rows(Session *s) { NEED_SESSION(s, 0); return s->logits_rows; }
+/* Sampler settings (SamplerParams at p); reseeds the RNG. */
+EXPORT uint32_t realm_session_set_sampler(Session *s, const SamplerParams *p) {
+    NEED_SESSION(s, 0);
+    if (!p) { rt_err("realm_session_set_sampler: null params", NULL); return 0; }
+    sampler_set(&s->sampler, p);
+    return 1;
+}
 /* Sample the next token from the last row of logits (which it modifies). */
 EXPORT int32_t realm_session_sample(Session *s) {
+    rt_err_clear();
+    NEED_SESSION(s, -1);
     if (!s->logits_rows) { rt_err("nothing to sample: evaluate tokens first", NULL); return -1; }
     float *row = s->logits + (uint64_t)(s->logits_rows - 1) * s->m->cfg.n_vocab;
     return sampler_sample(&s->sampler, row, s->m->cfg.n_vocab, s->tokens, s->n_past);
 }
 /* One decode step in one call: evaluate `id`, then sample. The next id, or -1. */
 EXPORT int32_t realm_session_step(Session *s, int32_t id) {
+    rt_err_clear();
+    NEED_SESSION(s, -1);
     if (!session_eval(s, &id, 1, false)) return -1;
     return realm_session_sample(s);
-}
-
-/* ------------------------------------------------------- standalone sampler */
-/* A sampler not tied to a session: for logits computed elsewhere (the GPU
- * backend) and for tests. params as realm_session_set_sampler. */
-EXPORT Sampler *realm_sampler_new(const SamplerParams *p) {
-    Sampler *s = rt_malloc(sizeof(Sampler));
-    if (!s) { rt_err("out of memory", NULL); return NULL; }
-    sampler_init(s);
-    if (p) sampler_set(s, p);
-    return s;
-}
-EXPORT void realm_sampler_set(Sampler *s, const SamplerParams *p) { sampler_set(s, p); }
-EXPORT void realm_sampler_free(Sampler *s) {
-    if (!s) return;
-    sampler_free(s);
-    rt_free(s);
-}
-/* Sample from n_vocab f32 logits (modified in place) with n_hist i32 history ids. */
-EXPORT int32_t realm_sampler_sample(Sampler *s, float *logits, uint32_t n_vocab, const int32_t *hist, uint32_t n_hist) {
-    return sampler_sample(s, logits, n_vocab, hist, n_hist);
 }

@@ -3,6 +3,7 @@
  * Pointers are wasm addresses the host owns (realm_alloc); element counts and
  * strides are in elements, sizes in bytes. Functions returning a status give
  * 1 on success and 0 on failure, with the reason in realm_last_error(). */
+#include "api.h"
 #include "quant_impl.h"
 
 /* Name of a ggml type id as a NUL-terminated static string, or 0 (null) when

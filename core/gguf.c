@@ -39,7 +39,7 @@ static bool rd_str(Reader *r, Str *s, const char *what) {
     uint64_t n;
     if (!rd_u64(r, &n)) return false;
     if (n > r->file_size) {
-        rt_err("corrupt GGUF: ", what, " has length ", NULL);
+        rt_err_as(REALM_ERR_FORMAT, "corrupt GGUF: ", what, " has length ", NULL);
         rt_err_append_u64(n);
         rt_err_append(", larger than the file");
         return false;
@@ -79,7 +79,7 @@ static bool skip_value(Reader *r, uint32_t t, const char *what) {
 }
 
 static bool bad_key(const Str *key, const char *msg, uint64_t v) {
-    rt_err("corrupt GGUF: metadata key '", NULL);
+    rt_err_as(REALM_ERR_FORMAT, "corrupt GGUF: metadata key '", NULL);
     rt_err_append_n((const char *)key->ptr, RT_MIN(key->len, 200));
     rt_err_append("' ");
     rt_err_append(msg);
@@ -120,7 +120,7 @@ static bool parse_kv(Reader *r, GGUFKV *kv) {
 }
 
 static bool bad_tensor(const GGUFTensor *t, const char *msg) {
-    rt_err("corrupt GGUF: tensor '", NULL);
+    rt_err_as(REALM_ERR_FORMAT, "corrupt GGUF: tensor '", NULL);
     rt_err_append_n((const char *)t->name.ptr, RT_MIN(t->name.len, 200));
     rt_err_append("' ");
     rt_err_append(msg);
@@ -191,12 +191,12 @@ GGUFStatus gguf_parse(GGUF *g, uint8_t *buf, uint64_t len, uint64_t file_size, u
     rt_err_clear();
     if (!take(&r, 4, &magic)) goto short_read;
     if (memcmp(magic, "GGUF", 4) != 0) {
-        rt_err("not a GGUF file: bad magic (expected 'GGUF' in the first 4 bytes)", NULL);
+        rt_err_as(REALM_ERR_FORMAT, "not a GGUF file: bad magic (expected 'GGUF' in the first 4 bytes)", NULL);
         return GGUF_ERROR;
     }
     if (!rd_u32(&r, &version)) goto short_read;
     if (version != 2 && version != 3) {
-        rt_err("GGUF version ", NULL);
+        rt_err_as(REALM_ERR_FORMAT, "GGUF version ", NULL);
         rt_err_append_u64(version);
         rt_err_append(" is not supported (this core reads versions 2 and 3)");
         return GGUF_ERROR;
@@ -204,7 +204,7 @@ GGUFStatus gguf_parse(GGUF *g, uint8_t *buf, uint64_t len, uint64_t file_size, u
     if (!rd_u64(&r, &n_tensors) || !rd_u64(&r, &n_kv)) goto short_read;
     /* each tensor info takes >= 8+4+8+4+8 bytes, each kv >= 8+4+1 */
     if (n_tensors > file_size / 32) {
-        rt_err("corrupt GGUF: tensor count ", NULL);
+        rt_err_as(REALM_ERR_FORMAT, "corrupt GGUF: tensor count ", NULL);
         rt_err_append_u64(n_tensors);
         rt_err_append(" is impossible for a file of ");
         rt_err_append_u64(file_size);
@@ -212,7 +212,7 @@ GGUFStatus gguf_parse(GGUF *g, uint8_t *buf, uint64_t len, uint64_t file_size, u
         return GGUF_ERROR;
     }
     if (n_kv > file_size / 13) {
-        rt_err("corrupt GGUF: metadata count ", NULL);
+        rt_err_as(REALM_ERR_FORMAT, "corrupt GGUF: metadata count ", NULL);
         rt_err_append_u64(n_kv);
         rt_err_append(" is impossible for a file of ");
         rt_err_append_u64(file_size);
@@ -222,7 +222,7 @@ GGUFStatus gguf_parse(GGUF *g, uint8_t *buf, uint64_t len, uint64_t file_size, u
     g->kv = rt_calloc(n_kv ? n_kv : 1, sizeof(GGUFKV));
     g->tensors = rt_calloc(n_tensors ? n_tensors : 1, sizeof(GGUFTensor));
     if (!g->kv || !g->tensors) {
-        rt_err("out of memory reading the GGUF header", NULL);
+        rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory reading the GGUF header", NULL);
         goto fail;
     }
     for (uint64_t i = 0; i < n_kv; i++)
@@ -235,7 +235,7 @@ GGUFStatus gguf_parse(GGUF *g, uint8_t *buf, uint64_t len, uint64_t file_size, u
     uint64_t al;
     if (gguf_get_u64(g, "general.alignment", &al)) {
         if (al == 0 || (al & (al - 1)) || al > (1u << 20)) {
-            rt_err("corrupt GGUF: general.alignment ", NULL);
+            rt_err_as(REALM_ERR_FORMAT, "corrupt GGUF: general.alignment ", NULL);
             rt_err_append_u64(al);
             rt_err_append(" is not a power of two up to 1 MiB");
             goto fail;
@@ -250,7 +250,7 @@ GGUFStatus gguf_parse(GGUF *g, uint8_t *buf, uint64_t len, uint64_t file_size, u
     g->n_tensors = n_tensors;
     g->data_offset = RT_ALIGN_UP(pos(&r), g->alignment);
     if (g->data_offset > file_size && n_tensors) {
-        rt_err("truncated GGUF: the file ends before its tensor data starts", NULL);
+        rt_err_as(REALM_ERR_FORMAT, "truncated GGUF: the file ends before its tensor data starts", NULL);
         goto fail;
     }
     {
@@ -292,7 +292,7 @@ short_read:
         *need = want < file_size ? want : file_size;
         st = GGUF_NEED_MORE;
     } else {
-        rt_err("truncated GGUF: the file ends inside its header (", NULL);
+        rt_err_as(REALM_ERR_FORMAT, "truncated GGUF: the file ends inside its header (", NULL);
         rt_err_append_u64(file_size);
         rt_err_append(" bytes)");
     }

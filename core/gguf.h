@@ -4,7 +4,6 @@
 #ifndef REALM_GGUF_H
 #define REALM_GGUF_H
 #include "rt.h"
-#include "tokenizer.h" /* Str */
 
 enum {
     GGUF_U8 = 0, GGUF_I8 = 1, GGUF_U16 = 2, GGUF_I16 = 3, GGUF_U32 = 4, GGUF_I32 = 5,

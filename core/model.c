@@ -26,12 +26,12 @@ static bool get_u32(const Model *m, const char *suffix, uint32_t *out, bool requ
     akey(m, suffix, k);
     const GGUFKV *kv = gguf_find(&m->gguf, k);
     if (kv && kv->type == GGUF_ARRAY) {
-        rt_err("unsupported model: ", k, " varies per layer (an array); this core needs one value", NULL);
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: ", k, " varies per layer (an array); this core needs one value", NULL);
         return false;
     }
     uint64_t v;
     if (!gguf_get_u64(&m->gguf, k, &v)) {
-        if (required) rt_err("unsupported model: required metadata ", k, " is missing", NULL);
+        if (required) rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: required metadata ", k, " is missing", NULL);
         return !required;
     }
     if (v > 0x7fffffffu) {
@@ -53,7 +53,7 @@ static void get_f32(const Model *m, const char *suffix, float *out) {
 Model *model_open(uint8_t *buf, uint64_t len, uint64_t file_size, uint64_t *need) {
     Model *m = rt_calloc(1, sizeof(Model));
     if (!m) {
-        rt_err("out of memory", NULL);
+        rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory", NULL);
         return NULL;
     }
     if (gguf_parse(&m->gguf, buf, len, file_size, need) != GGUF_OK) {
@@ -68,7 +68,7 @@ uint8_t *model_weights(Model *m) {
     if (!m->weights && m->weights_size) {
         m->weights = rt_malloc(m->weights_size);
         if (!m->weights) {
-            rt_err("out of memory: the model's weights need ", NULL);
+            rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory: the model's weights need ", NULL);
             rt_err_append_u64(m->weights_size);
             rt_err_append(" bytes of wasm memory");
         }
@@ -118,13 +118,13 @@ static bool build_tokenizer(Model *m) {
     memset(&sp, 0, sizeof sp);
     Str kind;
     if (!gguf_get_str(g, "tokenizer.ggml.model", &kind)) {
-        rt_err("unsupported model: tokenizer.ggml.model is missing (the GGUF carries no tokenizer)", NULL);
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: tokenizer.ggml.model is missing (the GGUF carries no tokenizer)", NULL);
         return false;
     }
     if (rt_str_eq((const char *)kind.ptr, kind.len, "llama")) sp.kind = TOK_KIND_SPM;
     else if (rt_str_eq((const char *)kind.ptr, kind.len, "gpt2")) sp.kind = TOK_KIND_BPE;
     else {
-        rt_err("unsupported tokenizer: tokenizer.ggml.model = '", NULL);
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported tokenizer: tokenizer.ggml.model = '", NULL);
         rt_err_append_n((const char *)kind.ptr, RT_MIN(kind.len, 64));
         rt_err_append("' (this core runs 'llama' and 'gpt2')");
         return false;
@@ -133,7 +133,7 @@ static bool build_tokenizer(Model *m) {
     gguf_get_str(g, "general.name", &sp.name); /* llama.cpp special-cases phi-3 by name */
     Str *tokens = strs_of(g, "tokenizer.ggml.tokens", &sp.n_vocab);
     if (!tokens) {
-        if (!*rt_err_message()) rt_err("unsupported model: tokenizer.ggml.tokens is missing", NULL);
+        if (!*rt_err_message()) rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: tokenizer.ggml.tokens is missing", NULL);
         return false;
     }
     sp.tokens = tokens;
@@ -169,7 +169,7 @@ static bool bind(Model *m, Tensor *t, const char *name, uint64_t ne0, uint64_t n
     const GGUFTensor *gt = gguf_tensor(&m->gguf, name);
     memset(t, 0, sizeof *t);
     if (!gt) {
-        if (required) rt_err("unsupported model: tensor '", name, "' is missing", NULL);
+        if (required) rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: tensor '", name, "' is missing", NULL);
         return !required;
     }
     bool one_d = ne1 == 0;
@@ -187,7 +187,7 @@ static bool bind(Model *m, Tensor *t, const char *name, uint64_t ne0, uint64_t n
     }
     const QuantType *qt = quant_type(gt->type);
     if (!qt->can_run || (one_d && gt->type != GGML_TYPE_F32)) {
-        rt_err("tensor '", name, "' has type ", qt->name, NULL);
+        rt_err_as(REALM_ERR_UNSUPPORTED, "tensor '", name, "' has type ", qt->name, NULL);
         rt_err_append(one_d ? ", but norms and biases must be F32" : ", which this core cannot run yet");
         return false;
     }
@@ -217,7 +217,7 @@ static bool read_config(Model *m) {
     ModelConfig *c = &m->cfg;
     const GGUF *g = &m->gguf;
     if (!gguf_get_str(g, "general.architecture", &m->arch)) {
-        rt_err("unsupported model: general.architecture is missing", NULL);
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: general.architecture is missing", NULL);
         return false;
     }
     const char *a = (const char *)m->arch.ptr;
@@ -226,13 +226,13 @@ static bool read_config(Model *m) {
     if (rt_str_eq(a, al, "llama") || rt_str_eq(a, al, "mistral") || rt_str_eq(a, al, "granite-small")) neox = false;
     else if (rt_str_eq(a, al, "qwen2")) neox = true;
     else {
-        rt_err("unsupported architecture '", NULL);
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported architecture '", NULL);
         rt_err_append_n(a, RT_MIN(al, 64));
         rt_err_append("' (this core runs llama, mistral and qwen2)");
         return false;
     }
     if (gguf_tensor(g, "blk.0.ffn_gate_exps.weight") || gguf_tensor(g, "blk.0.ffn_gate_inp.weight")) {
-        rt_err("unsupported model: mixture-of-experts layers (ffn_*_exps) are not supported", NULL);
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: mixture-of-experts layers (ffn_*_exps) are not supported", NULL);
         return false;
     }
     c->rope_type = neox ? ROPE_NEOX : ROPE_NORM;
@@ -245,19 +245,19 @@ static bool read_config(Model *m) {
         return false;
     if (c->n_layer == 0 || c->n_layer > 1024 || c->n_embd == 0 || c->n_embd > 65536 || c->n_head == 0 ||
         c->n_head_kv == 0 || c->n_head % c->n_head_kv || c->n_ff == 0 || c->n_ff > 1 << 20) {
-        rt_err("unsupported model: inconsistent hyperparameters (layers, width, heads)", NULL);
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: inconsistent hyperparameters (layers, width, heads)", NULL);
         return false;
     }
     c->head_dim = c->n_embd / c->n_head;
     if (!get_u32(m, "attention.key_length", &c->head_dim, false)) return false;
     if (c->head_dim == 0 || c->head_dim > 1024 || c->head_dim % 2) {
-        rt_err("unsupported model: head dimension must be even and at most 1024", NULL);
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: head dimension must be even and at most 1024", NULL);
         return false;
     }
     c->rope_dim = c->head_dim;
     if (!get_u32(m, "rope.dimension_count", &c->rope_dim, false)) return false;
     if (c->rope_dim > c->head_dim || c->rope_dim % 2) {
-        rt_err("unsupported model: rope.dimension_count exceeds the head dimension", NULL);
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: rope.dimension_count exceeds the head dimension", NULL);
         return false;
     }
     c->rms_eps = 1e-5f;
@@ -285,7 +285,7 @@ static bool read_config(Model *m) {
         get_f32(m, "rope.scaling.attn_factor", &c->yarn_attn_factor);
     } else if (stype.len && !rt_str_eq((const char *)stype.ptr, stype.len, "linear") &&
                !rt_str_eq((const char *)stype.ptr, stype.len, "none")) {
-        rt_err("unsupported model: rope.scaling.type '", NULL);
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: rope.scaling.type '", NULL);
         rt_err_append_n((const char *)stype.ptr, RT_MIN(stype.len, 32));
         rt_err_append("' (supported: none, linear, yarn)");
         return false;
@@ -312,7 +312,7 @@ bool model_load(Model *m, bool vocab_only) {
     ModelConfig *c = &m->cfg;
     const GGUFTensor *emb = gguf_tensor(&m->gguf, "token_embd.weight");
     if (!emb) {
-        rt_err("unsupported model: tensor 'token_embd.weight' is missing", NULL);
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: tensor 'token_embd.weight' is missing", NULL);
         return false;
     }
     c->n_vocab = (uint32_t)emb->ne[1];
@@ -332,7 +332,7 @@ bool model_load(Model *m, bool vocab_only) {
         return false;
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
     m->layers = rt_calloc(c->n_layer, sizeof(Layer));
-    if (!m->layers) { rt_err("out of memory", NULL); return false; }
+    if (!m->layers) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory", NULL); return false; }
     for (uint32_t l = 0; l < c->n_layer; l++) {
         Layer *L = &m->layers[l];
         if (!blk_bind(m, &L->attn_norm, l, "attn_norm.weight", E, 0, true) ||
@@ -365,10 +365,10 @@ Session *session_new(Model *m, uint32_t n_ctx) {
         return NULL;
     }
     Session *s = rt_calloc(1, sizeof(Session));
-    if (!s) { rt_err("out of memory", NULL); return NULL; }
+    if (!s) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory", NULL); return NULL; }
     s->m = m;
     s->n_ctx = n_ctx;
-    s->n_batch = RT_MIN(n_ctx, 64u);
+    s->n_batch = RT_MIN(n_ctx, (uint32_t)REALM_EVAL_BATCH);
     uint64_t kvd = (uint64_t)c->n_head_kv * c->head_dim, B = s->n_batch;
     uint64_t cache = (uint64_t)c->n_layer * n_ctx * kvd;
     s->k_cache = rt_malloc(cache * 2);
@@ -393,7 +393,7 @@ Session *session_new(Model *m, uint32_t n_ctx) {
     if (!s->k_cache || !s->v_cache || !s->tokens || !s->logits || !s->x || !s->xb || !s->q || !s->k || !s->v ||
         !s->att || !s->hb || !s->hb2 || !s->scores || !s->rope_cs) {
         session_free(s);
-        rt_err("out of memory: a session with a context of ", NULL);
+        rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory: a session with a context of ", NULL);
         rt_err_append_u64(n_ctx);
         rt_err_append(" tokens needs ");
         rt_err_append_u64(cache * 4 >> 20);
@@ -454,7 +454,7 @@ static bool matmuls(Session *s, uint32_t n, const Tensor *const *ws, float *cons
         rt_free(s->xq);
         s->xq = rt_malloc(need);
         s->xq_cap = s->xq ? need : 0;
-        if (!s->xq) { rt_err("out of memory for activations", NULL); return false; }
+        if (!s->xq) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory for activations", NULL); return false; }
     }
     for (uint32_t i = 0; i < n; i++) {
         if (same[i] < 0) quant_act_quantize(ws[i]->type, x, ws[i]->ne0, T, s->xq + off[i]);
@@ -627,7 +627,7 @@ static bool ensure_scores(Session *s) {
     uint32_t rows = threads_count() + 1;
     if (rows <= s->scores_rows) return true;
     float *p = rt_malloc((uint64_t)rows * s->n_ctx * 4 + 64);
-    if (!p) { rt_err("out of memory for attention scores", NULL); return false; }
+    if (!p) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory for attention scores", NULL); return false; }
     rt_free(s->scores);
     s->scores = p;
     s->scores_rows = rows;
@@ -693,7 +693,7 @@ bool session_eval(Session *s, const int32_t *ids, uint32_t n, bool all_logits) {
         return false;
     }
     if ((uint64_t)s->n_past + n > s->n_ctx) {
-        rt_err("context full: ", NULL);
+        rt_err_as(REALM_ERR_CONTEXT_FULL, "context full: ", NULL);
         rt_err_append_u64(s->n_past);
         rt_err_append(" tokens in the session plus ");
         rt_err_append_u64(n);
@@ -713,7 +713,7 @@ bool session_eval(Session *s, const int32_t *ids, uint32_t n, bool all_logits) {
     uint32_t rows = all_logits ? n : 1;
     if (rows > s->logits_cap) {
         float *nl = rt_malloc((uint64_t)rows * c->n_vocab * 4);
-        if (!nl) { rt_err("out of memory for logits", NULL); return false; }
+        if (!nl) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory for logits", NULL); return false; }
         rt_free(s->logits);
         s->logits = nl;
         s->logits_cap = rows;

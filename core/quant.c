@@ -3,55 +3,13 @@
  * Switches only: a function pointer would add a 64-bit table (see PLATFORM.md). */
 #include "quant_impl.h"
 
-/* Every ggml type id, as ggml/include/ggml.h numbers them. Block sizes and
- * bytes per block follow ggml's type_traits (and gguf-py's GGML_QUANT_SIZES);
- * only the first group runs here, the rest are known by name so a loader can
- * say which tensor has which unsupported type. */
-static const QuantType TYPES[] = {
-    [0] = { "F32", 1, 4, true },
-    [1] = { "F16", 1, 2, true },
-    [2] = { "Q4_0", 32, 18, true },
-    [3] = { "Q4_1", 32, 20, true },
-    [4] = { "Q4_2", 16, 10, false },   /* removed from ggml in 2023 */
-    [5] = { "Q4_3", 16, 12, false },   /* removed from ggml in 2023 */
-    [6] = { "Q5_0", 32, 22, true },
-    [7] = { "Q5_1", 32, 24, true },
-    [8] = { "Q8_0", 32, 34, true },
-    [9] = { "Q8_1", 32, 36, true },
-    [10] = { "Q2_K", 256, 84, true },
-    [11] = { "Q3_K", 256, 110, true },
-    [12] = { "Q4_K", 256, 144, true },
-    [13] = { "Q5_K", 256, 176, true },
-    [14] = { "Q6_K", 256, 210, true },
-    [15] = { "Q8_K", 256, 292, true },
-    [16] = { "IQ2_XXS", 256, 66, false },
-    [17] = { "IQ2_XS", 256, 74, false },
-    [18] = { "IQ3_XXS", 256, 98, false },
-    [19] = { "IQ1_S", 256, 50, false },
-    [20] = { "IQ4_NL", 32, 18, false },
-    [21] = { "IQ3_S", 256, 110, false },
-    [22] = { "IQ2_S", 256, 82, false },
-    [23] = { "IQ4_XS", 256, 136, false },
-    [24] = { "I8", 1, 1, false },
-    [25] = { "I16", 1, 2, false },
-    [26] = { "I32", 1, 4, false },
-    [27] = { "I64", 1, 8, false },
-    [28] = { "F64", 1, 8, false },
-    [29] = { "IQ1_M", 256, 56, false },
-    [30] = { "BF16", 1, 2, true },
-    [31] = { "Q4_0_4_4", 32, 18, false }, /* repacked layouts, removed from GGUF files */
-    [32] = { "Q4_0_4_8", 32, 18, false },
-    [33] = { "Q4_0_8_8", 32, 18, false },
-    [34] = { "TQ1_0", 256, 54, false },
-    [35] = { "TQ2_0", 256, 66, false },
-    [36] = { "IQ4_NL_4_4", 32, 18, false },
-    [37] = { "IQ4_NL_4_8", 32, 18, false },
-    [38] = { "IQ4_NL_8_8", 32, 18, false },
-    [39] = { "MXFP4", 32, 17, false },
-    [40] = { "NVFP4", 64, 36, false },
-    [41] = { "Q1_0", 128, 18, false },
-    [42] = { "Q2_0", 64, 18, false },
-};
+/* Every ggml type id (ggml/include/ggml.h), with block sizes and bytes per
+ * block as ggml's type_traits: the one table in core/abi.json (REALM_GGML_TYPES);
+ * only those marked to run have kernels here, the rest are known by name so a
+ * loader can say which tensor has which unsupported type. */
+#define TYPE_ENTRY(id, name, block, bytes, runs) [id] = { name, block, bytes, runs },
+static const QuantType TYPES[] = { REALM_GGML_TYPES(TYPE_ENTRY) };
+#undef TYPE_ENTRY
 #define N_TYPES (sizeof TYPES / sizeof TYPES[0])
 static const QuantType UNKNOWN = { NULL, 0, 0, false };
 
@@ -171,7 +129,7 @@ bool quant_matmul(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_
         scratch_cap = 0;
         void *p = scratch = rt_malloc(need);
         if (!p) {
-            rt_err("out of memory: quant_matmul needs ", NULL), rt_err_append_u64(need);
+            rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory: quant_matmul needs ", NULL), rt_err_append_u64(need);
             rt_err_append(" bytes of scratch");
             return false;
         }

@@ -193,8 +193,14 @@ uint64_t rt_heap_bytes(void) { return heap_in_use; }
 /* ------------------------------------------------------------------ errors */
 static char err_buf[1024];
 static size_t err_len;
+static uint32_t err_kind;
 
-void rt_err_clear(void) { err_len = 0; err_buf[0] = 0; }
+void rt_err_clear(void) { err_len = 0; err_buf[0] = 0; err_kind = REALM_ERR_NONE; }
+void rt_err_set_kind(uint32_t kind) { err_kind = kind; }
+uint32_t rt_err_kind(void) {
+    if (!err_len) return REALM_ERR_NONE;
+    return err_kind ? err_kind : REALM_ERR_INVALID_ARGUMENT;
+}
 void rt_err_append_n(const char *s, size_t n) {
     if (!s) s = "(null)", n = 6;
     for (size_t i = 0; i < n && err_len + 1 < sizeof err_buf; i++) err_buf[err_len++] = s[i];
@@ -211,11 +217,21 @@ void rt_err_append_i64(int64_t v) {
     if (v < 0) { rt_err_append("-"); rt_err_append_u64((uint64_t)0 - (uint64_t)v); }
     else rt_err_append_u64((uint64_t)v);
 }
-void rt_err(const char *first, ...) {
+static void err_pieces(uint32_t kind, const char *first, va_list ap) {
     rt_err_clear();
+    err_kind = kind;
+    for (const char *s = first; s; s = va_arg(ap, const char *)) rt_err_append(s);
+}
+void rt_err(const char *first, ...) {
     va_list ap;
     va_start(ap, first);
-    for (const char *s = first; s; s = va_arg(ap, const char *)) rt_err_append(s);
+    err_pieces(REALM_ERR_INVALID_ARGUMENT, first, ap);
+    va_end(ap);
+}
+void rt_err_as(uint32_t kind, const char *first, ...) {
+    va_list ap;
+    va_start(ap, first);
+    err_pieces(kind, first, ap);
     va_end(ap);
 }
 const char *rt_err_message(void) { return err_buf; }

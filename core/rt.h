@@ -9,8 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include "abi.h" /* the exports' prototypes, structs, error kinds (generated from abi.json) */
 
-#define EXPORT __attribute__((visibility("default")))
+#define EXPORT REALM_EXPORT
 #define IMPORT(name) __attribute__((import_module("env"), import_name(name)))
 
 #define RT_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -31,9 +32,14 @@ void *rt_realloc(void *p, size_t n);
 void rt_free(void *p);
 uint64_t rt_heap_bytes(void);                     /* bytes currently handed out */
 
-/* ---- errors: one message per instance, read by the host through realm_last_error ---- */
-/* rt_err builds a message from pieces: rt_err("tensor ", name, " has type ", tname, NULL). */
+/* ---- errors: one message and kind per instance, read by the host through
+ * realm_last_error / realm_last_error_kind ---- */
+/* rt_err builds a message from pieces: rt_err("tensor ", name, " has type ", tname, NULL),
+ * of kind REALM_ERR_INVALID_ARGUMENT; rt_err_as names the kind. */
 void rt_err(const char *first, ...);
+void rt_err_as(uint32_t kind, const char *first, ...);
+void rt_err_set_kind(uint32_t kind);   /* re-kind the current message */
+uint32_t rt_err_kind(void);            /* REALM_ERR_NONE when there is no message */
 void rt_err_append(const char *s);
 void rt_err_append_n(const char *s, size_t n);
 void rt_err_append_u64(uint64_t v);
@@ -68,6 +74,10 @@ static inline float rt_bf16_to_f32(uint16_t h) {
 }
 
 /* ---- strings ---- */
+typedef struct {
+    const uint8_t *ptr; /* not NUL-terminated */
+    uint64_t len;
+} Str;
 bool rt_str_eq(const char *a, size_t alen, const char *b); /* counted a vs NUL-terminated b */
 
 #endif

@@ -121,7 +121,7 @@ int32_t sampler_sample(Sampler *s, float *logits, uint32_t n_vocab, const int32_
         s->val = rt_malloc((uint64_t)n_vocab * 4);
         if (!s->idx || !s->val) {
             s->cap = 0;
-            rt_err("out of memory in the sampler", NULL);
+            rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory in the sampler", NULL);
             return -1;
         }
         s->cap = n_vocab;

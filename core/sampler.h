@@ -5,21 +5,9 @@
 #define REALM_SAMPLER_H
 #include "rt.h"
 
-/* The host writes this struct (little-endian, this exact layout) into wasm
- * memory and passes its address to realm_session_set_sampler. */
-typedef struct {
-    float temperature;      /* <= 0: greedy */
-    float top_p;            /* 1: off */
-    float min_p;            /* 0: off */
-    float repeat_penalty;   /* 1: off */
-    float frequency_penalty;/* 0: off */
-    float presence_penalty; /* 0: off */
-    int32_t top_k;          /* <= 0: off */
-    int32_t repeat_last_n;  /* tokens of history the penalties look at; -1: whole context */
-    uint64_t seed;
-} SamplerParams;
+/* SamplerParams (the host's settings, little-endian) is defined in abi.h from abi.json. */
 
-typedef struct {
+typedef struct Sampler {
     SamplerParams p;
     uint64_t rng[2];
     /* scratch over the vocabulary */

@@ -147,6 +147,8 @@ static void dispatch(const Job *j) {
     for (uint64_t c = 0; c < j->n_chunks; c++) run_chunk(j, c, 0);
 }
 
+/* the same exports as realm-mt.wasm, so every build has one ABI: nothing to run */
+EXPORT uint32_t realm_thread_run(uint32_t index) { return index; }
 EXPORT uint32_t realm_threads_live(void) { return 0; }
 EXPORT uint32_t realm_threads_use(uint32_t n, uint32_t may_wait) { (void)n, (void)may_wait; return 0; }
 EXPORT void realm_threads_stop(void) {}

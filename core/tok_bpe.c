@@ -104,7 +104,7 @@ bool bpe_pre_config(Tokenizer *t, Str pre, bool *add_bos_default, bool *bos_none
             return true;
         }
     }
-    rt_err("tokenizer: unsupported pre-tokenizer '", "", NULL);
+    rt_err_as(REALM_ERR_UNSUPPORTED, "tokenizer: unsupported pre-tokenizer '", "", NULL);
     rt_err_append_n((const char *)pre.ptr, pre.len);
     rt_err_append("' (tokenizer.ggml.pre)");
     return false;
@@ -147,7 +147,7 @@ bool bpe_init(Tokenizer *t) {
     while (cap < (uint64_t)t->n_merges * 2) cap <<= 1;
     t->merge_slots = rt_malloc(cap * sizeof(int32_t));
     if (!t->merge_split || !t->merge_slots) {
-        rt_err("tokenizer: out of memory building the merge table", NULL);
+        rt_err_as(REALM_ERR_OUT_OF_MEMORY, "tokenizer: out of memory building the merge table", NULL);
         return false;
     }
     memset(t->merge_slots, 0xFF, cap * sizeof(int32_t));
@@ -190,7 +190,7 @@ static bool len_push(LenVec *v, uint64_t x) {
         int64_t cap = v->cap ? v->cap * 2 : 64;
         uint64_t *p = rt_realloc(v->p, (size_t)cap * sizeof(uint64_t));
         if (!p) {
-            rt_err("tokenizer: out of memory", NULL);
+            rt_err_as(REALM_ERR_OUT_OF_MEMORY, "tokenizer: out of memory", NULL);
             return false;
         }
         v->p = p;
@@ -656,7 +656,7 @@ bool bpe_encode(const Tokenizer *t, const uint8_t *text, uint64_t len, IdVec *ou
     uint8_t *wbuf = NULL;
     TokSym *sym = NULL;
     bool ok = fl != NULL;
-    if (!ok) rt_err("tokenizer: out of memory", NULL);
+    if (!ok) rt_err_as(REALM_ERR_OUT_OF_MEMORY, "tokenizer: out of memory", NULL);
     for (uint64_t i = 0; ok && i < n; i++) fl[i] = unicode_flags(cpt[i]);
     ok = ok && split_words(t->pre, cpt, fl, n, &words);
     if (ok) {
@@ -666,7 +666,7 @@ bool bpe_encode(const Tokenizer *t, const uint8_t *text, uint64_t len, IdVec *ou
         wbuf = rt_malloc(maxw * 8 + 8);
         sym = rt_malloc((maxw * 4 + 1) * sizeof(TokSym));
         ok = wbuf && sym;
-        if (!ok) rt_err("tokenizer: out of memory", NULL);
+        if (!ok) rt_err_as(REALM_ERR_OUT_OF_MEMORY, "tokenizer: out of memory", NULL);
     }
     uint64_t start = 0;
     for (int64_t i = 0; ok && i < words.n; i++) {

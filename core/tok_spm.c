@@ -43,7 +43,7 @@ bool spm_encode(const Tokenizer *t, const uint8_t *text, uint64_t len, bool pref
     TokSym *sym = rt_malloc(blen * sizeof(TokSym));
     TokHeap h = { 0 };
     bool ok = buf && sym;
-    if (!ok) rt_err("tokenizer: out of memory", NULL);
+    if (!ok) rt_err_as(REALM_ERR_OUT_OF_MEMORY, "tokenizer: out of memory", NULL);
     int32_t ns = 0;
     if (ok) {
         uint64_t k = 0;

@@ -14,7 +14,7 @@ bool tok_vec_push(IdVec *v, int32_t id) {
         int64_t cap = v->cap ? v->cap * 2 : 64;
         int32_t *p = rt_realloc(v->p, (size_t)cap * sizeof(int32_t));
         if (!p) {
-            rt_err("tokenizer: out of memory", NULL);
+            rt_err_as(REALM_ERR_OUT_OF_MEMORY, "tokenizer: out of memory", NULL);
             return false;
         }
         v->p = p;
@@ -315,7 +315,7 @@ static int32_t pick_id(int32_t from_gguf, int32_t dflt, int32_t n) {
 
 Tokenizer *tokenizer_new(const TokenizerSpec *spec) {
     if (!spec || (spec->kind != TOK_KIND_SPM && spec->kind != TOK_KIND_BPE)) {
-        rt_err("tokenizer: unsupported tokenizer kind", NULL);
+        rt_err_as(REALM_ERR_UNSUPPORTED, "tokenizer: unsupported tokenizer kind", NULL);
         return NULL;
     }
     if (spec->n_vocab <= 0 || !spec->tokens) {
@@ -412,7 +412,7 @@ Tokenizer *tokenizer_new(const TokenizerSpec *spec) {
     return t;
 
 oom:
-    rt_err("tokenizer: out of memory building the vocabulary", NULL);
+    rt_err_as(REALM_ERR_OUT_OF_MEMORY, "tokenizer: out of memory building the vocabulary", NULL);
 fail:
     tokenizer_free(t);
     return NULL;
@@ -454,7 +454,7 @@ static bool frag_push(FragVec *v, int32_t id, uint64_t off, uint64_t len) {
         int64_t cap = v->cap ? v->cap * 2 : 16;
         Frag *p = rt_realloc(v->p, (size_t)cap * sizeof(Frag));
         if (!p) {
-            rt_err("tokenizer: out of memory", NULL);
+            rt_err_as(REALM_ERR_OUT_OF_MEMORY, "tokenizer: out of memory", NULL);
             return false;
         }
         v->p = p;
@@ -661,7 +661,7 @@ bool tok_heap_push(TokHeap *h, TokBigram x) {
         int64_t cap = h->cap ? h->cap * 2 : 64;
         TokBigram *p = rt_realloc(h->p, (size_t)cap * sizeof(TokBigram));
         if (!p) {
-            rt_err("tokenizer: out of memory", NULL);
+            rt_err_as(REALM_ERR_OUT_OF_MEMORY, "tokenizer: out of memory", NULL);
             return false;
         }
         h->p = p;

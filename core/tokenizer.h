@@ -13,11 +13,6 @@
 #define REALM_TOKENIZER_H
 #include "rt.h"
 
-typedef struct {
-    const uint8_t *ptr;
-    uint64_t len;
-} Str;
-
 enum { TOK_KIND_SPM = 1, TOK_KIND_BPE = 2 };
 /* token_type values of GGUF (llama.cpp's llama_token_type) */
 enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER_DEFINED = 4, TOK_UNUSED = 5, TOK_BYTE = 6 };

@@ -59,7 +59,7 @@ uint32_t unicode_utf8_next(const uint8_t *s, uint64_t n, uint64_t *pos) {
 uint32_t *unicode_utf8_decode(const uint8_t *s, uint64_t n, uint64_t *count) {
     uint32_t *out = rt_malloc((n ? n : 1) * sizeof(uint32_t));
     if (!out) {
-        rt_err("tokenizer: out of memory decoding ", "UTF-8", NULL);
+        rt_err_as(REALM_ERR_OUT_OF_MEMORY, "tokenizer: out of memory decoding ", "UTF-8", NULL);
         return NULL;
     }
     uint64_t pos = 0, k = 0;

@@ -332,6 +332,17 @@ export class RealmError extends Error {}
 export class ModelFormatError extends RealmError {}
 export class UnsupportedModelError extends RealmError {}
 export class ContextOverflowError extends RealmError {}
+/** The core's memory could not grow (a model or context too large for this engine). */
+export class OutOfMemoryError extends RealmError {}
+/** The realm.wasm ABI version this SDK speaks (core/abi.json). */
+export const ABI_VERSION: number;
+/** Sampling defaults per meaning: `openai` (chat.completions.create) and `llama_cpp` (generate, stream, chat). */
+export const SAMPLING_DEFAULTS: {
+  readonly openai: Readonly<Record<string, number>>;
+  readonly llama_cpp: Readonly<Record<string, number>>;
+};
+/** ggml type ids -> name, elements per block, bytes per block, whether this core runs it. */
+export const GGML_TYPES: Readonly<Record<string, { name: string; block: number; bytes: number; runs: boolean }>>;
 
 // ---------------------------------------------------------------- lower level
 /** One realm.wasm instance (src/core.js): i64 arguments as Number or BigInt, i64 results as Number. */

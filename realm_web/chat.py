@@ -44,3 +44,26 @@ def render(template: str | None, messages: list[dict], add_generation_prompt: bo
                           bos_token=bos_token, eos_token=eos_token, **extra)
     except TemplateError as e:
         raise RealmError(f"the model's chat template failed: {e}") from None
+
+
+def template_args(model) -> dict:
+    """What render() needs from a model (a CoreModel): its template and its BOS/EOS texts."""
+    meta = model.metadata()
+    tokens = meta.get("tokenizer.ggml.tokens") or []
+
+    def tok_text(key):
+        i = meta.get(key)
+        return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else ""
+    return {"template": meta.get("tokenizer.chat_template"), "bos_token": tok_text("tokenizer.ggml.bos_token_id"),
+            "eos_token": tok_text("tokenizer.ggml.eos_token_id")}
+
+
+def prompt_ids(model, text: str) -> list[int]:
+    """A rendered chat prompt's token ids. The template already wrote the special
+    tokens it wants (parse them, add none); BOS goes first only when the vocab asks
+    for it and the template did not write it. Realm and the server both use this."""
+    ids = model.tokenize(text, add_special=False, parse_special=True)
+    info = model.info
+    if info.add_bos and info.bos >= 0 and (not ids or ids[0] != info.bos):
+        ids = [info.bos] + ids
+    return ids

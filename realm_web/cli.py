@@ -5,27 +5,33 @@ import argparse
 import sys
 
 from .errors import RealmError
+from .limits import DEFAULT_CTX
+from .sampling import LLAMA_CPP
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
+    d = LLAMA_CPP   # `realm run` samples as llama.cpp does by default
     p.add_argument("-n", "--n-predict", type=int, default=128, help="tokens to generate (default 128; -1 = until the context is full)")
-    p.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
-    p.add_argument("--top-k", type=int, default=40, help="top-k sampling, <= 0 off (default 40)")
-    p.add_argument("--top-p", type=float, default=0.95, help="top-p sampling, 1.0 off (default 0.95)")
-    p.add_argument("--min-p", type=float, default=0.05, help="min-p sampling, 0 off (default 0.05)")
-    p.add_argument("--repeat-penalty", type=float, default=1.0, help="repetition penalty, 1.0 off (default 1.0)")
-    p.add_argument("--repeat-last-n", type=int, default=64, help="tokens the penalty looks back over (default 64, -1 = context)")
-    p.add_argument("--frequency-penalty", type=float, default=0.0)
-    p.add_argument("--presence-penalty", type=float, default=0.0)
+    p.add_argument("--temp", type=float, default=d["temperature"], help=f"temperature; 0 = greedy (default {d['temperature']})")
+    p.add_argument("--top-k", type=int, default=d["top_k"], help=f"top-k sampling, <= 0 off (default {d['top_k']})")
+    p.add_argument("--top-p", type=float, default=d["top_p"], help=f"top-p sampling, 1.0 off (default {d['top_p']})")
+    p.add_argument("--min-p", type=float, default=d["min_p"], help=f"min-p sampling, 0 off (default {d['min_p']})")
+    p.add_argument("--repeat-penalty", type=float, default=d["repeat_penalty"],
+                   help=f"repetition penalty, 1.0 off (default {d['repeat_penalty']})")
+    p.add_argument("--repeat-last-n", type=int, default=d["repeat_last_n"],
+                   help=f"tokens the penalty looks back over (default {d['repeat_last_n']}, -1 = context)")
+    p.add_argument("--frequency-penalty", type=float, default=d["frequency_penalty"])
+    p.add_argument("--presence-penalty", type=float, default=d["presence_penalty"])
     p.add_argument("--seed", type=int, default=-1, help="RNG seed (default -1 = random)")
-    p.add_argument("-c", "--ctx", type=int, default=0, help="context size (default min(4096, the model's))")
+    p.add_argument("-c", "--ctx", type=int, default=0, help=f"context size (default min({DEFAULT_CTX}, the model's))")
     p.add_argument("-t", "--threads", type=int, default=0,
                    help="CPU threads (default: the CPUs available, at most 8; $REALM_THREADS)")
 
 
 def cmd_run(args) -> int:
     from .realm import Realm
-    r = Realm.load(args.model, n_ctx=args.ctx or None, device=args.device, threads=args.threads or None)
+    r = Realm.load(args.model, n_ctx=args.ctx or None, device=args.device, threads=args.threads or None,
+                   speculative=args.speculative, draft_model=args.draft_model, draft_tokens=args.draft_tokens)
     kw = dict(max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
               min_p=args.min_p, repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
               frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty, seed=args.seed)
@@ -44,6 +50,10 @@ def cmd_run(args) -> int:
             f"\nprompt: {s.prompt_tokens} tokens ({s.cached_tokens} cached) in {s.prompt_seconds:.3f} s, "
             f"{s.prompt_tps:.1f} tok/s | generation: {s.generated_tokens} tokens in {s.generate_seconds:.3f} s, "
             f"{s.generate_tps:.1f} tok/s | finish: {s.finish_reason}\n")
+        if s.speculative is not None:
+            st = s.speculative
+            sys.stderr.write(f"speculative ({r.speculator.drafter.name}): {st.drafted} drafted, {st.accepted} accepted "
+                             f"({100 * st.acceptance:.0f} %), {st.steps} verify passes, {st.plain_steps} plain steps\n")
     r.close()
     return 0
 
@@ -102,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"],
                      help="cpu (realm.wasm), gpu (WebGPU via wgpu-py), auto (a real GPU if present)")
     run.add_argument("-q", "--quiet", action="store_true", help="no timing line on stderr")
+    run.add_argument("--speculative", choices=["ngram", "draft"], default=None,
+                     help="exact speculative decoding: ngram (prompt lookup) or draft (--draft-model); same text, faster")
+    run.add_argument("--draft-model", default=None, help="a smaller GGUF with the same vocabulary (implies --speculative draft)")
+    run.add_argument("--draft-tokens", type=int, default=8, help="at most this many drafts per step (default 8)")
     _add_sampling(run)
     run.set_defaults(fn=cmd_run)
 

@@ -9,11 +9,15 @@ Share CoreModels through `realm_web.store`, not by constructing them.
 from __future__ import annotations
 
 import array
+import math
 import os
 import struct
 from dataclasses import dataclass
 
-from .errors import ContextOverflowError, ModelFormatError, RealmError, UnsupportedModelError
+from . import abi
+from .errors import RealmError, core_error
+from .limits import EVAL_BATCH
+from .sampling import SamplerSettings  # noqa: F401  (its home was here; callers still import it from here)
 from .sources import as_source
 
 # Only the core interface is used here (call, alloc, free, write, read_bytes,
@@ -75,6 +79,19 @@ class ModelInfo:
     rms_eps: float
 
 
+def read_model_info(c, handle: int) -> ModelInfo:
+    """realm_model_info's ModelInfo struct (core/abi.json)."""
+    size = abi.STRUCTS["ModelInfo"]["size"]
+    buf = c.alloc(size)
+    try:
+        c.check(c.call("realm_model_info", handle, buf), "realm_model_info")
+        d = abi.unpack("ModelInfo", c.read_bytes(buf, size))
+    finally:
+        c.free(buf)
+    d["add_bos"], d["add_eos"] = bool(d["add_bos"]), bool(d["add_eos"])
+    return ModelInfo(**d)
+
+
 @dataclass(frozen=True)
 class TensorEntry:
     name: str
@@ -82,12 +99,6 @@ class TensorEntry:
     shape: tuple[int, ...]  # ggml order: shape[0] is the innermost (row) dimension
     offset: int             # from the start of the tensor data section
     nbytes: int
-
-
-def _classify(msg: str) -> type[RealmError]:
-    if msg.startswith("unsupported") or "cannot run" in msg or "norms and biases" in msg:
-        return UnsupportedModelError
-    return ModelFormatError
 
 
 class CoreModel:
@@ -127,10 +138,11 @@ class CoreModel:
                 self.handle = h
                 break
             need = c.call("realm_model_need")
-            c.free(buf)
             if not need or need <= n:
-                msg = c.last_error()
-                raise _classify(msg)(f"{self.path}: {msg}")
+                err = core_error(c, self.path)
+                c.free(buf)
+                raise err
+            c.free(buf)
             n = min(need, size)
         if self.header_only:
             return
@@ -139,16 +151,11 @@ class CoreModel:
             nbytes = c.call("realm_model_data_size", self.handle)
             dst = c.call("realm_model_weights", self.handle)
             if nbytes and not dst:
-                raise MemoryError(f"{self.path}: {c.last_error()}")
+                raise core_error(c, self.path)
             self.source.copy_to_core(c, dst, off, nbytes)  # the one copy of the weights
         if not c.call("realm_model_load", self.handle, int(self.vocab_only)):
-            msg = c.last_error()
-            raise _classify(msg)(f"{self.path}: {msg}")
-        words = c.alloc(64)
-        c.call("realm_model_info", self.handle, words)
-        w = struct.unpack("<8I2i4I2f", c.read_bytes(words, 64))  # realm_model_info's 16 words
-        c.free(words)
-        self.info = ModelInfo(*w[:10], bool(w[10]), bool(w[11]), *w[12:])
+            raise core_error(c, self.path)
+        self.info = read_model_info(c, self.handle)
 
     def close(self) -> None:
         if self.handle:
@@ -184,14 +191,15 @@ class CoreModel:
         """(key, GGUF type, array element type, value) for every metadata entry, in file order."""
         c = self.core
         out = []
+        size = abi.STRUCTS["MetaEntry"]["size"]
         with c.lock:
-            buf = c.alloc(48)
+            buf = c.alloc(size)
             try:
                 for i in range(c.call("realm_model_meta_count", self.handle)):
-                    c.call("realm_model_meta_entry", self.handle, i, buf)
-                    kp, kl, types, alen, vp, vl = struct.unpack("<6Q", c.read_bytes(buf, 48))
-                    key = c.read_bytes(kp, kl).decode("utf-8", "replace")
-                    typ, atyp = types & 0xFFFFFFFF, types >> 32
+                    c.check(c.call("realm_model_meta_entry", self.handle, i, buf), "realm_model_meta_entry")
+                    e = abi.unpack("MetaEntry", c.read_bytes(buf, size))
+                    key = c.read_bytes(e["key_ptr"], e["key_len"]).decode("utf-8", "replace")
+                    typ, atyp, alen, vp, vl = e["type"], e["arr_type"], e["arr_len"], e["val_ptr"], e["val_len"]
                     if typ != GGUF_ARRAY:
                         val = self._decode_value(typ, vp, vl)
                     elif atyp == GGUF_STRING:
@@ -219,14 +227,16 @@ class CoreModel:
     def tensors(self) -> list[TensorEntry]:
         c = self.core
         res = []
+        size = abi.STRUCTS["TensorEntry"]["size"]
         with c.lock:
-            buf = c.alloc(80)
+            buf = c.alloc(size)
             try:
                 for i in range(c.call("realm_model_tensor_count", self.handle)):
-                    c.call("realm_model_tensor_entry", self.handle, i, buf)
-                    w = struct.unpack("<10Q", c.read_bytes(buf, 80))
-                    name = c.read_bytes(w[0], w[1]).decode("utf-8", "replace")
-                    res.append(TensorEntry(name, w[2], tuple(w[4:4 + w[3]]), w[8], w[9]))
+                    c.check(c.call("realm_model_tensor_entry", self.handle, i, buf), "realm_model_tensor_entry")
+                    e = abi.unpack("TensorEntry", c.read_bytes(buf, size))
+                    name = c.read_bytes(e["name_ptr"], e["name_len"]).decode("utf-8", "replace")
+                    shape = (e["ne0"], e["ne1"], e["ne2"], e["ne3"])[:e["n_dims"]]
+                    res.append(TensorEntry(name, e["type"], shape, e["offset"], e["nbytes"]))
             finally:
                 c.free(buf)
         return res
@@ -248,7 +258,7 @@ class CoreModel:
                     try:
                         n = c.call("realm_tokenize", self.handle, tp, len(data), int(add_special), int(parse_special), op, cap)
                         if n < 0:
-                            raise RealmError(f"tokenize failed: {c.last_error()}")
+                            raise core_error(c, "tokenize failed")
                         if n <= cap:
                             return c.read_i32(op, n)
                         cap = n
@@ -281,42 +291,27 @@ class CoreModel:
             return bool(self.core.call("realm_token_is_eog", self.handle, int(token)))
 
 
-@dataclass
-class SamplerSettings:
-    """llama.cpp's sampling knobs, with llama.cpp's defaults."""
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    seed: int = 0xFFFFFFFF
-
-    def pack(self) -> bytes:
-        # SamplerParams in core/sampler.h
-        return struct.pack("<6f2iQ", self.temperature, self.top_p, self.min_p, self.repeat_penalty,
-                           self.frequency_penalty, self.presence_penalty, self.top_k, self.repeat_last_n,
-                           self.seed & 0xFFFFFFFFFFFFFFFF)
-
-
 class Session:
-    """A KV cache and sampler inside a CoreModel's instance."""
+    """A KV cache and sampler inside a CoreModel's instance.
+
+    Every method but close() refuses a closed session (the core would get handle 0)."""
 
     def __init__(self, model: CoreModel, n_ctx: int) -> None:
         if model.vocab_only:
             raise RealmError("a vocab-only model cannot run sessions")
         self.model = model
+        self.handle = 0
         c = self.core = model.core
         with c.lock:
             self.handle = c.call("realm_session_new", model.handle, int(n_ctx))
             if not self.handle:
-                raise RealmError(f"could not create a session: {c.last_error()}")
+                raise core_error(c, "could not create a session")
             self.n_ctx = n_ctx
-            self._ids = c.alloc(4 * 64)
-            self._ids_cap = 64
-            self._sp = c.alloc(48)
+            self._ids = c.alloc(4 * EVAL_BATCH)
+            self._ids_cap = EVAL_BATCH
+            self._sp = c.alloc(abi.STRUCTS["SamplerParams"]["size"])
+            self._acc = 0        # embed_begin's n_embd f32 sums, allocated on first use
+            self._acc_n = 0      # tokens summed into it
 
     def close(self) -> None:
         if self.handle:
@@ -324,6 +319,7 @@ class Session:
                 self.core.call("realm_session_free", self.handle)
                 self.core.free(self._ids)
                 self.core.free(self._sp)
+                self.core.free(self._acc)
             self.handle = 0
 
     def __del__(self):
@@ -333,58 +329,154 @@ class Session:
             pass
 
     @property
+    def closed(self) -> bool:
+        return not self.handle
+
+    def _h(self) -> int:
+        """The live handle (call with the lock held)."""
+        if not self.handle:
+            raise RealmError("session is closed")
+        return self.handle
+
+    @property
     def n_past(self) -> int:
         with self.core.lock:
-            return self.core.call("realm_session_n_past", self.handle)
+            return self.core.call("realm_session_n_past", self._h())
 
     def tokens(self) -> list[int]:
         with self.core.lock:
-            n = self.core.call("realm_session_n_past", self.handle)
-            p = self.core.call("realm_session_tokens", self.handle)
+            h = self._h()
+            n = self.core.call("realm_session_n_past", h)
+            p = self.core.call("realm_session_tokens", h)
             return self.core.read_i32(p, n)
 
     def truncate(self, n: int) -> None:
         with self.core.lock:
-            self.core.call("realm_session_truncate", self.handle, int(n))
+            self.core.call("realm_session_truncate", self._h(), int(n))
+
+    def _put_ids(self, ids: list[int]) -> int:
+        """ids into the session's id buffer (grown as needed); returns its address. Lock held."""
+        c = self.core
+        if len(ids) > self._ids_cap:
+            c.free(self._ids)
+            self._ids_cap = max(len(ids), 2 * self._ids_cap)
+            self._ids = c.alloc(4 * self._ids_cap)
+        c.write_i32(self._ids, ids)
+        return self._ids
 
     def eval(self, ids, all_logits: bool = False) -> None:
         ids = list(ids)
         c = self.core
         with c.lock:
-            if len(ids) > self._ids_cap:
-                c.free(self._ids)
-                self._ids_cap = max(len(ids), 2 * self._ids_cap)
-                self._ids = c.alloc(4 * self._ids_cap)
-            c.write_i32(self._ids, ids)
-            if not c.call("realm_session_eval", self.handle, self._ids, len(ids), int(all_logits)):
-                msg = c.last_error()
-                raise (ContextOverflowError if msg.startswith("context full") else RealmError)(msg)
+            h = self._h()
+            if not c.call("realm_session_eval", h, self._put_ids(ids), len(ids), int(all_logits)):
+                raise core_error(c)
 
     def logits(self):
         """A copy of the last eval's logits, rows x n_vocab (a numpy array on native hosts)."""
         c = self.core
         with c.lock:
-            rows = c.call("realm_session_logits_rows", self.handle)
-            p = c.call("realm_session_logits", self.handle)
+            h = self._h()
+            rows = c.call("realm_session_logits_rows", h)
+            p = c.call("realm_session_logits", h)
             return c.read_f32_rows(p, rows, self.model.info.n_vocab)
 
     def set_sampler(self, s: SamplerSettings) -> None:
         with self.core.lock:
+            h = self._h()
             self.core.write(self._sp, s.pack())
-            self.core.call("realm_session_set_sampler", self.handle, self._sp)
+            self.core.call("realm_session_set_sampler", h, self._sp)
 
     def sample(self) -> int:
         with self.core.lock:
-            t = self.core.call("realm_session_sample", self.handle)
+            t = self.core.call("realm_session_sample", self._h())
             if t < 0:
-                raise RealmError(self.core.last_error())
+                raise core_error(self.core)
             return t
 
     def step(self, token: int) -> int:
         """Evaluate one token and sample the next, in one call into the core."""
         with self.core.lock:
-            t = self.core.call("realm_session_step", self.handle, int(token))
+            t = self.core.call("realm_session_step", self._h(), int(token))
             if t < 0:
-                msg = self.core.last_error()
-                raise (ContextOverflowError if msg.startswith("context full") else RealmError)(msg)
+                raise core_error(self.core)
             return t
+
+    # ----------------------------------------------------------- speculative
+    def verify(self, ids) -> list[int]:
+        """One exact speculative step (realm_session_verify): ids = the last sampled token,
+        then drafts; returns the tokens plain decoding samples next (accepted drafts, then
+        one more, not yet evaluated)."""
+        ids = [int(t) for t in ids]
+        n = len(ids)
+        c = self.core
+        with c.lock:
+            h = self._h()
+            p = self._put_ids(ids + [0] * n)  # room for n results after the ids
+            out = p + 4 * n
+            r = c.call("realm_session_verify", h, p, n, out)
+            if r < 0:
+                raise core_error(c)
+            return c.read_i32(out, r)
+
+    def draft_ngram(self, last: int, ngram_min: int, ngram_max: int, k: int) -> list[int]:
+        """Prompt-lookup drafts: up to k tokens continuing (history, last) (realm_session_draft_ngram)."""
+        c = self.core
+        with c.lock:
+            h = self._h()
+            p = self._put_ids([0] * k)
+            r = c.call("realm_session_draft_ngram", h, int(last), int(ngram_min), int(ngram_max), p, int(k))
+            if r < 0:
+                raise core_error(c)
+            return c.read_i32(self._ids, r)
+
+
+    # ------------------------------------------------------------ embeddings
+    def embed(self, ids) -> list[float]:
+        """The embedding of ids (docs/SERVER.md): the mean of their final-norm hidden
+        states, evaluated from an empty cache, L2-normalised; n_embd floats (f32 values).
+        The session's cache is empty afterwards."""
+        self.embed_begin()
+        self.embed_add(ids)
+        return self.embed_end()
+
+    def embed_begin(self) -> None:
+        """Start an embedding that embed_add() feeds in chunks (the server interleaves other work)."""
+        c = self.core
+        n = 4 * self.model.info.n_embd
+        with c.lock:
+            self._h()
+            if not self._acc:
+                self._acc = c.alloc(n)
+            c.write(self._acc, bytes(n))
+            c.call("realm_session_truncate", self.handle, 0)
+            self._acc_n = 0
+
+    def embed_add(self, ids) -> None:
+        ids = list(ids)
+        c = self.core
+        with c.lock:
+            h = self._h()
+            if not self._acc:
+                raise RealmError("embed_add before embed_begin")
+            if not c.call("realm_session_embed", h, self._put_ids(ids), len(ids), self._acc):
+                raise core_error(c)
+            self._acc_n += len(ids)
+
+    def embed_end(self) -> list[float]:
+        """The embedding of everything embed_add() fed since embed_begin(); empties the cache."""
+        c = self.core
+        n_embd = self.model.info.n_embd
+        with c.lock:
+            self._h()
+            if not self._acc or not self._acc_n:
+                raise RealmError("nothing to embed: zero tokens")
+            sums = array.array("f", c.read_bytes(self._acc, 4 * n_embd))
+            c.call("realm_session_truncate", self.handle, 0)
+            n, self._acc_n = self._acc_n, 0
+        vec = [x / n for x in sums]          # the mean over the input's tokens, in double
+        norm = math.sqrt(math.fsum(x * x for x in vec))
+        if norm > 0:
+            vec = [x / norm for x in vec]    # L2-normalised
+        return array.array("f", vec).tolist()  # as f32 values, what the wire carries
+

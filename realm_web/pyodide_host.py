@@ -32,7 +32,8 @@ import sys
 import threading
 
 from . import core_model, store
-from .errors import RealmError
+from .errors import OutOfMemoryError, RealmError, check_abi, core_error
+from .sampling import KNOBS, LLAMA_CPP
 
 try:  # only inside Pyodide
     import js  # type: ignore
@@ -71,6 +72,7 @@ class JsCore:
         self._u8 = js.Uint8Array
         self._bigint = js.BigInt
         self._fns: dict[str, tuple] = {}
+        check_abi(self, "the JS-owned realm.wasm")
 
     # ---------------------------------------------------------------- exports
     def _bind(self, name: str) -> tuple:
@@ -108,8 +110,7 @@ class JsCore:
 
     def check(self, status: int, what: str) -> int:
         if status is None or status <= 0:
-            msg = self.last_error() or "unknown error"
-            raise RealmError(f"{what}: {msg}")
+            raise core_error(self, what)
         return status
 
     # ----------------------------------------------------------------- memory
@@ -162,7 +163,7 @@ class JsCore:
     def alloc(self, n: int) -> int:
         p = self.call("realm_alloc", int(max(n, 1)))
         if not p:
-            raise MemoryError(f"realm.wasm could not allocate {n:,} bytes: {self.last_error()}")
+            raise OutOfMemoryError(f"realm.wasm could not allocate {n:,} bytes: {self.last_error()}")
         return p
 
     def free(self, ptr: int) -> None:
@@ -237,12 +238,13 @@ def _kwargs(opts) -> dict:
         return {}
     d = opts.to_py() if hasattr(opts, "to_py") else dict(opts)
     kw = {k: v for k, v in d.items() if not _absent(v)}
-    for k in ("max_tokens", "top_k", "repeat_last_n", "seed"):
+    # JS numbers arrive as floats: give each setting its type (the sampling table's)
+    for k in ("max_tokens", "seed"):
         if k in kw:
             kw[k] = int(kw[k])
-    for k in ("temperature", "top_p", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty"):
+    for k in KNOBS:
         if k in kw:
-            kw[k] = float(kw[k])
+            kw[k] = type(LLAMA_CPP[k])(kw[k])
     return kw
 
 

@@ -8,66 +8,62 @@
 """
 from __future__ import annotations
 
-import codecs
-import time
-from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from . import chat as chat_mod
 from . import store
-from .core_model import CoreModel, SamplerSettings, Session
+from .core_model import CoreModel, Session
 from .default_model import default_model_path
 from .errors import ContextOverflowError, RealmError
-from .stops import StopFilter
+from .generation import Generation, GenerationStats, Vocab, advance
+from .limits import DEFAULT_CTX, default_ctx  # noqa: F401  (DEFAULT_CTX: re-exported)
+from .sampling import LLAMA_CPP, GenerationOptions, SamplerSettings, stop_list
+from .speculative import make_speculator
 
-DEFAULT_CTX = 4096
-
-
-@dataclass
-class GenerationStats:
-    prompt_tokens: int = 0
-    cached_tokens: int = 0       # prompt tokens reused from the session's cache
-    generated_tokens: int = 0
-    prompt_seconds: float = 0.0
-    generate_seconds: float = 0.0
-    finish_reason: str = ""      # "stop" (EOG or a stop string) or "length"
-    tokens: list[int] = field(default_factory=list)
-
-    @property
-    def prompt_tps(self) -> float:
-        n = self.prompt_tokens - self.cached_tokens
-        return n / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
-
-    @property
-    def generate_tps(self) -> float:
-        return self.generated_tokens / self.generate_seconds if self.generate_seconds > 0 else 0.0
+_D = LLAMA_CPP   # the Python API's sampling defaults (llama.cpp's)
 
 
 class Realm:
     """One session of a GGUF model; weights are shared with every other Realm of the same file."""
 
-    def __init__(self, model: CoreModel, n_ctx: int | None = None, device: str = "cpu") -> None:
+    def __init__(self, model: CoreModel, n_ctx: int | None = None, device: str = "cpu", speculative: str | None = None,
+                 draft_model=None, draft_tokens: int = 8, threads: int | None = None) -> None:
         self.model = model
         self.device = device
-        train = model.info.n_ctx_train or DEFAULT_CTX
-        self.n_ctx = int(n_ctx or min(DEFAULT_CTX, train))
+        self.n_ctx = int(n_ctx or default_ctx(model.info.n_ctx_train))
+        self.speculator = None
+        self._closed = True
         if device == "gpu":
+            if speculative or draft_model:
+                raise RealmError("speculative decoding runs on the CPU core (device='cpu'); the GPU path has no verify pass yet")
             from . import gpu  # the same session interface, on WebGPU (docs/GPU.md)
             self.session = gpu.open_gpu_session(model, self.n_ctx)
         else:
             self.session = Session(model, self.n_ctx)
+        try:
+            self.speculator = make_speculator(speculative, model, self.n_ctx, draft_model=draft_model,
+                                              draft_tokens=draft_tokens, threads=threads)
+        except BaseException:
+            self.session.close()
+            raise
         self.last_stats = GenerationStats()
+        self._vocab = Vocab(model)
         self._closed = False
 
     # ------------------------------------------------------------- lifecycle
     @classmethod
-    def load(cls, path=None, n_ctx: int | None = None, device: str = "cpu", threads: int | None = None) -> "Realm":
+    def load(cls, path=None, n_ctx: int | None = None, device: str = "cpu", threads: int | None = None,
+             speculative: str | None = None, draft_model=None, draft_tokens: int = 8) -> "Realm":
         """Open a GGUF (a path or a source; the default model when None) and start a session on it.
 
         device: "cpu" (realm.wasm), "gpu" (WebGPU through wgpu-py), or "auto" (a real
         GPU when there is one, else the CPU core). threads: CPU threads for the
         model (default: the CPUs available, at most 8, or REALM_THREADS); shared by
-        every session of the model, so the last setting wins."""
+        every session of the model, so the last setting wins.
+        speculative: "ngram" (prompt-lookup drafts) or "draft" (draft_model: a smaller
+        GGUF with the same vocabulary); at most draft_tokens drafts per step. The text
+        is the same as without (realm_web/speculative.py); last_stats.speculative says
+        how many drafts were accepted."""
         if device not in ("cpu", "gpu", "auto"):
             raise RealmError(f"unknown device {device!r} (use 'cpu', 'gpu' or 'auto')")
         src = default_model_path() if path is None else path
@@ -81,7 +77,8 @@ class Realm:
         else:
             model = store.acquire(src, threads=threads)
         try:
-            return cls(model, n_ctx, device=dev)
+            return cls(model, n_ctx, device=dev, speculative=speculative, draft_model=draft_model,
+                       draft_tokens=draft_tokens, threads=threads)
         except BaseException:
             store.release(model)
             raise
@@ -89,6 +86,8 @@ class Realm:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self.speculator is not None:
+                self.speculator.close()
             self.session.close()
             store.release(self.model)
 
@@ -119,80 +118,59 @@ class Realm:
         return self.model.detokenize(ids, special=special).decode("utf-8", "replace")
 
     # ------------------------------------------------------------ generation
-    def _prepare(self, ids: list[int], stats: GenerationStats) -> None:
-        """Bring the session's cache to `ids`, reusing the longest common prefix."""
+    def _start(self, prompt: str | Sequence[int], max_tokens: int | None, stop, ignore_eos: bool, add_special: bool,
+               text: bool, seed: int | None = None, **sampling) -> Generation:
+        """A Generation of `prompt` on this session, its sampler set and its cached prefix kept."""
+        if self._closed:
+            raise RealmError("session is closed (this Realm was closed)")
+        ids = list(prompt) if not isinstance(prompt, str) else self.tokenize(prompt, add_special, parse_special=True)
         if len(ids) == 0:
             raise RealmError("the prompt is empty (no tokens)")
         if len(ids) >= self.n_ctx:
             raise ContextOverflowError(
                 f"the prompt has {len(ids)} tokens; the context holds {self.n_ctx} (leave room to generate)")
-        have = self.session.tokens()
-        n = 0
-        for a, b in zip(have, ids):
-            if a != b:
-                break
-            n += 1
-        n = min(n, len(ids) - 1)  # re-evaluate at least one token to get fresh logits
-        self.session.truncate(n)
-        stats.cached_tokens = n
-        t0 = time.perf_counter()
-        self.session.eval(ids[n:])
-        stats.prompt_seconds = time.perf_counter() - t0
+        gen = Generation(self._vocab, ids, self.n_ctx, GenerationOptions(max_tokens, stop_list(stop), ignore_eos),
+                         text=text)
+        self.last_stats = gen.stats
+        if self.speculator is not None:
+            self.speculator.reset_stats()
+            gen.stats.speculative = self.speculator.stats  # filled in as it runs
+        self.session.set_sampler(SamplerSettings.of(_D, seed=seed, **sampling))
+        self.session.truncate(gen.reuse(self.session.tokens()))
+        return gen
 
-    def generate_tokens(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.8,
-                        top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
-                        repeat_last_n: int = 64, frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
-                        seed: int | None = None, add_special: bool = True,
-                        ignore_eos: bool = False) -> Iterator[int]:
+    def generate_tokens(self, prompt: str | Sequence[int], max_tokens: int = 128,
+                        temperature: float = _D["temperature"], top_k: int = _D["top_k"], top_p: float = _D["top_p"],
+                        min_p: float = _D["min_p"], repeat_penalty: float = _D["repeat_penalty"],
+                        repeat_last_n: int = _D["repeat_last_n"], frequency_penalty: float = _D["frequency_penalty"],
+                        presence_penalty: float = _D["presence_penalty"], seed: int | None = None,
+                        add_special: bool = True, ignore_eos: bool = False) -> Iterator[int]:
         """Yield generated token ids; stats land in self.last_stats."""
-        if max_tokens is None or max_tokens < 0:
-            max_tokens = self.n_ctx
-        ids = list(prompt) if not isinstance(prompt, str) else self.tokenize(prompt, add_special, parse_special=True)
-        stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
-        self.session.set_sampler(SamplerSettings(
-            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty,
-            repeat_last_n=repeat_last_n, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-            seed=int(time.time_ns()) if seed is None or seed < 0 else int(seed)))
-        self._prepare(ids, stats)
-        t0 = time.perf_counter()
+        gen = self._start(prompt, max_tokens, None, ignore_eos, add_special, text=False, seed=seed,
+                          temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                          repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
+                          frequency_penalty=frequency_penalty, presence_penalty=presence_penalty)
+        seen = 0
         try:
-            tok = self.session.sample()
-            while True:
-                if not ignore_eos and self.model.is_eog(tok):
-                    stats.finish_reason = "stop"
-                    return
-                if stats.generated_tokens >= max_tokens:
-                    stats.finish_reason = "length"
-                    return
-                stats.generated_tokens += 1
-                stats.tokens.append(tok)
-                yield tok
-                if self.session.n_past >= self.n_ctx:  # no room to evaluate it
-                    stats.finish_reason = "length"
-                    return
-                tok = self.session.step(tok)
+            while not gen.done:
+                advance(gen, self.session, speculator=self.speculator)  # the whole prompt in one eval
+                toks = gen.stats.tokens
+                while seen < len(toks):  # a speculative step may take several
+                    yield toks[seen]
+                    seen += 1
         finally:
-            stats.generate_seconds = time.perf_counter() - t0
+            gen.close()
 
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 128, stop: Sequence[str] | str | None = None,
-               **sampling) -> Iterator[str]:
-        """Yield text pieces as they are generated (whole UTF-8 characters only)."""
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        filt = StopFilter(stops)
-        dec = codecs.getincrementaldecoder("utf-8")("replace")
-        gen = self.generate_tokens(prompt, max_tokens=max_tokens, **sampling)
+               ignore_eos: bool = False, add_special: bool = True, **sampling) -> Iterator[str]:
+        """Yield text pieces as they are generated (whole UTF-8 characters only); sampling:
+        generate_tokens' settings."""
+        gen = self._start(prompt, max_tokens, stop, ignore_eos, add_special, text=True, **sampling)
         try:
-            for tok in gen:
-                text = dec.decode(self.model.piece(tok, special=False))
-                out = filt.push(text) if stops else text
+            while not gen.done:
+                out = advance(gen, self.session, speculator=self.speculator)
                 if out:
                     yield out
-                if filt.hit:
-                    self.last_stats.finish_reason = "stop"
-                    return
-            tail = filt.push(dec.decode(b"", final=True)) + filt.flush() if stops else dec.decode(b"", final=True)
-            if tail:
-                yield tail
         finally:
             gen.close()
 
@@ -202,22 +180,11 @@ class Realm:
 
     # ------------------------------------------------------------------ chat
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        meta = self.model.metadata()
-        tokens = meta.get("tokenizer.ggml.tokens") or []
-
-        def tok_text(key):
-            i = meta.get(key)
-            return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else ""
-        return chat_mod.render(meta.get("tokenizer.chat_template"), messages, add_generation_prompt,
-                               bos_token=tok_text("tokenizer.ggml.bos_token_id"),
-                               eos_token=tok_text("tokenizer.ggml.eos_token_id"))
+        return chat_mod.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                               **chat_mod.template_args(self.model))
 
     def chat_stream(self, messages: list[dict], max_tokens: int = 256, **kw) -> Iterator[str]:
-        prompt = self.apply_chat_template(messages)
-        # the template already wrote any BOS it wants
-        ids = self.tokenize(prompt, add_special=False, parse_special=True)
-        if self.info.add_bos and self.info.bos >= 0 and (not ids or ids[0] != self.info.bos):
-            ids = [self.info.bos] + ids
+        ids = chat_mod.prompt_ids(self.model, self.apply_chat_template(messages))
         return self.stream(ids, max_tokens=max_tokens, **kw)
 
     def chat(self, messages: list[dict], max_tokens: int = 256, **kw) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import wasmtime
 
-from .errors import RealmError
+from .errors import OutOfMemoryError, RealmError, check_abi, core_error
 from .wasm_binary import set_imported_memory_max
 
 _WASM_DIR = Path(__file__).resolve().parent / "wasm"
@@ -149,6 +149,7 @@ class WasmCore:
         self.memory = None if self.shared else ex["memory"]
         self._exports = ex
         self._funcs: dict[str, wasmtime.Func] = {}
+        check_abi(self, self.path)
         if threads and threads > 1:
             self.set_threads(threads)
 
@@ -238,10 +239,9 @@ class WasmCore:
         return self.read_cstr(p) if p else ""
 
     def check(self, status: int, what: str) -> int:
-        """Raise the core's error message when an export returned failure (0 or negative)."""
+        """Raise the core's error (its kind's class) when an export returned failure (0 or negative)."""
         if status is None or status <= 0:
-            msg = self.last_error() or "unknown error"
-            raise RealmError(f"{what}: {msg}")
+            raise core_error(self, what)
         return status
 
     # ----------------------------------------------------------------- memory
@@ -291,7 +291,7 @@ class WasmCore:
     def alloc(self, n: int) -> int:
         p = self.call("realm_alloc", int(max(n, 1)))
         if not p:
-            raise MemoryError(f"realm.wasm could not allocate {n:,} bytes: {self.last_error()}")
+            raise OutOfMemoryError(f"realm.wasm could not allocate {n:,} bytes: {self.last_error()}")
         return p
 
     def free(self, ptr: int) -> None:

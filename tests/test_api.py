@@ -109,3 +109,51 @@ def test_cli_reports_bad_files_without_a_traceback(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 1
     assert "bad magic" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_closed_session_refuses_every_call(default_model_path):
+    """A closed Session must not hand handle 0 to the core: each method raises RealmError."""
+    from realm_web import store
+    from realm_web.core_model import Session
+    from realm_web.sampling import SamplerSettings
+    m = store.acquire(default_model_path)
+    try:
+        s = Session(m, 64)
+        s.eval([1, 2, 3])
+        s.close()
+        s.close()                                           # idempotent
+        assert s.closed
+        calls = {"n_past": lambda: s.n_past, "tokens": s.tokens, "truncate": lambda: s.truncate(0),
+                 "eval": lambda: s.eval([1]), "logits": s.logits, "set_sampler": lambda: s.set_sampler(SamplerSettings()),
+                 "sample": s.sample, "step": lambda: s.step(1), "embed": lambda: s.embed([1, 2]),
+                 "embed_begin": s.embed_begin, "embed_add": lambda: s.embed_add([1]), "embed_end": s.embed_end}
+        for name, call in calls.items():
+            with pytest.raises(RealmError, match="session is closed"):
+                call()
+        r = Realm(store.acquire(default_model_path), n_ctx=64)
+        r.close()
+        with pytest.raises(RealmError, match="session is closed"):
+            r.generate("Hi", max_tokens=2)
+    finally:
+        store.release(m)
+
+
+def test_python_api_and_cli_default_to_llama_cpp_sampling():
+    """Realm's and `realm run`'s sampling defaults are the LLAMA_CPP table (no copies elsewhere)."""
+    import inspect
+
+    from realm_web.cli import _add_sampling
+    from realm_web.sampling import LLAMA_CPP, SamplerSettings
+    assert dict(LLAMA_CPP) == dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0,
+                                   repeat_last_n=64, frequency_penalty=0.0, presence_penalty=0.0)
+    params = inspect.signature(Realm.generate_tokens).parameters
+    assert {k: params[k].default for k in LLAMA_CPP} == dict(LLAMA_CPP)
+    assert {k: getattr(SamplerSettings(), k) for k in LLAMA_CPP} == dict(LLAMA_CPP)
+    import argparse
+    p = argparse.ArgumentParser()
+    _add_sampling(p)
+    a = p.parse_args([])
+    cli = dict(temperature=a.temp, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p, repeat_penalty=a.repeat_penalty,
+               repeat_last_n=a.repeat_last_n, frequency_penalty=a.frequency_penalty,
+               presence_penalty=a.presence_penalty)
+    assert cli == dict(LLAMA_CPP)

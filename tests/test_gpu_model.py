@@ -111,8 +111,9 @@ def greedy_steps(path, prompt, n, n_ctx=256, **plan_options):
 
 # ------------------------------------------------------------------ the plan (core only)
 def _words(max_binding=128 << 20, flags=4, sg_min=0, max_batch=64):
-    return [1, flags, max_binding & 0xFFFFFFFF, max_binding >> 32, 2 << 30, 0, 256, 256, 65535, 16384, sg_min,
-            max_batch, 0, 0, 0, 0]
+    return {"version": 1, "flags": flags, "max_binding": max_binding, "max_buffer": 2 << 30, "max_invocations": 256,
+            "max_wg_x": 256, "max_groups": 65535, "max_wg_storage": 16384, "subgroup_min": sg_min,
+            "max_batch": max_batch}
 
 
 def test_plan_describes_the_default_model(default_model_path):
@@ -318,11 +319,11 @@ def test_model_bigger_than_one_binding(dev, synthetic_model):
     """token_embd and output of 151 MB (F32, 49152 x 768): more than lavapipe's 128 MiB storage
     binding, so the plan splits them by rows; lookups and logits span the parts."""
     from realm_web import store
-    from realm_web.gpu.plan import build_plan, options_words
+    from realm_web.gpu.plan import build_plan, gpu_options
     path = synthetic_model(n_layer=2, n_embd=768, n_ff=1024, n_head=12, n_head_kv=4, qtype="F32")
     m = store.acquire(path, vocab_only=True)
     try:
-        plan = build_plan(m, options_words(dev))
+        plan = build_plan(m, gpu_options(dev))
         limit = dev.limits["max-storage-buffer-binding-size"]
         big = [t for t in plan.tensors if t["nbytes"] > limit]
         assert {t["name"] for t in big} == {"token_embd.weight", "output.weight"}

@@ -121,7 +121,7 @@ import pytest
 
 import refmodels
 from realm_web.core_model import CoreModel, Session
-from test_forward import N_GEN, PROMPTS, QUANTIZED, rank_swaps, realm_greedy
+from forward_helpers import N_GEN, PROMPTS, QUANTIZED, rank_swaps, realm_greedy
 
 pytestmark = [pytest.mark.needs_llama_cpp, pytest.mark.slow]
 

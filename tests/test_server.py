@@ -8,13 +8,12 @@ from __future__ import annotations
 import base64
 import concurrent.futures as cf
 
+import gguf
 import httpx
 import numpy as np
+import openai
 import pytest
-
-openai = pytest.importorskip("openai")
-
-from server_helpers import make_keys, metric, start_thread_server  # noqa: E402
+from server_helpers import make_keys, metric, start_thread_server
 
 TENANTS = ["alpha", "beta"]
 
@@ -41,11 +40,17 @@ def client(server, keys):
     return openai.OpenAI(base_url=server.base_url, api_key=keys["alpha"], max_retries=0, timeout=120)
 
 
-def test_models_list(client):
+def test_models_list(client, server, keys, default_model_path):
     models = client.models.list()
     assert [m.id for m in models.data] == ["smol"]
     assert models.data[0].object == "model"
     assert client.models.retrieve("smol").id == "smol"
+    # no --ctx: the same default context as Realm (DEFAULT_CTX, at most the trained context)
+    from realm_web import Realm
+    from realm_web.limits import DEFAULT_CTX
+    r = httpx.get(server.base_url + "/models/smol", headers={"authorization": f"Bearer {keys['alpha']}"}).json()
+    with Realm.load(default_model_path) as realm:
+        assert r["context_length"] == realm.n_ctx == min(DEFAULT_CTX, realm.info.n_ctx_train)
 
 
 def test_completion_greedy_matches_realm(client, default_model_path):
@@ -110,6 +115,18 @@ def test_stop_sequence(client):
     assert r.choices[0].finish_reason == "stop"
 
 
+def test_unset_sampling_fields_take_openais_defaults(client, default_model_path):
+    """A seeded request that sets no sampling field samples exactly as Realm does with the
+    OPENAI table (temperature 1, top_p 1, top-k and min-p off) and the same seed."""
+    from realm_web import Realm
+    from realm_web.sampling import OPENAI
+    prompt = "My favourite animal is"
+    got = client.completions.create(model="smol", prompt=prompt, max_tokens=12, seed=99).choices[0].text
+    with Realm.load(default_model_path) as realm:
+        assert got == realm.generate(prompt, max_tokens=12, seed=99, **OPENAI)
+        assert got != realm.generate(prompt, max_tokens=12, seed=99)   # Realm's own (llama.cpp's) defaults differ
+
+
 def test_seed_reproducible(client):
     kw = dict(model="smol", prompt="Once upon a time", max_tokens=6, temperature=1.0, top_p=0.9)
     a = client.completions.create(seed=1234, **kw).choices[0].text
@@ -135,11 +152,23 @@ def test_embeddings(client, server, keys):
     np.testing.assert_allclose(v64, vecs[0], atol=1e-6)
 
 
+def test_embedding_equals_session_embed(server, keys, default_model_path):
+    """The server embeds through Session.embed_*: the same numbers as Session.embed, in f32."""
+    from realm_web import Realm
+    text = "a red apple"
+    r = httpx.post(server.base_url + "/embeddings", headers={"authorization": f"Bearer {keys['alpha']}"},
+                   json={"model": "smol", "input": text, "encoding_format": "base64"}, timeout=60).json()
+    got = np.frombuffer(base64.b64decode(r["data"][0]["embedding"]), "<f4")
+    with Realm.load(default_model_path) as realm:
+        want = realm.session.embed(realm.tokenize(text))
+        assert realm.session.n_past == 0                   # the cache is left empty
+    assert np.array_equal(got, np.array(want, np.float32))
+
+
 def test_embedding_is_mean_of_final_norm_states(server, keys, default_model_path):
     """The pooling docs/SERVER.md states: the mean over the input's tokens of the final-norm hidden state
     (what the output head reads), L2-normalised. The head is linear, so W_out @ mean(h) = mean over tokens
     of the logits: the embedding, pushed through the (tied) output matrix, must reproduce the mean logits."""
-    gguf = pytest.importorskip("gguf")
     from realm_web import Realm
     text = "Hello there, general Kenobi"
     r = httpx.post(server.base_url + "/embeddings", headers={"authorization": f"Bearer {keys['beta']}"},

@@ -9,11 +9,9 @@ import signal
 import threading
 
 import httpx
+import openai
 import pytest
-
-openai = pytest.importorskip("openai")
-
-from server_helpers import make_keys, metric, spawn_cli_server, start_thread_server, wait_for  # noqa: E402
+from server_helpers import make_keys, metric, spawn_cli_server, start_thread_server, wait_for
 
 TENANTS = ["t0", "t1", "t2", "t3"]
 N_CTX = 256

@@ -10,10 +10,17 @@
 // Views over memory are made per access (memory.buffer is replaced whenever the
 // memory grows; an old view would be detached).
 
-import { RealmError } from './errors.js';
+import { ABI_VERSION, ERROR_KINDS } from './abi.js';
+import { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, OutOfMemoryError } from './errors.js';
 import { isNode } from './env.js';
 
-export { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError } from './errors.js';
+// realm_last_error_kind() (core/abi.json's error_kinds) -> the class the SDK throws
+const BY_KIND = {
+  format: ModelFormatError, unsupported: UnsupportedModelError,
+  context_full: ContextOverflowError, out_of_memory: OutOfMemoryError,
+};
+
+export { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, OutOfMemoryError } from './errors.js';
 export { isNode } from './env.js';
 
 // ------------------------------------------------------------------ the module
@@ -327,7 +334,9 @@ export class WasmCore {
       if (typeof val === 'function') this.f[name] = wrapExport(name, val, sigs && sigs[name]);
     }
     const abi = this.f.realm_abi_version ? this.f.realm_abi_version() : 0;
-    if (abi !== 1) throw new RealmError(`realm.wasm has ABI version ${abi}; this host speaks version 1`);
+    if (abi !== ABI_VERSION) {
+      throw new RealmError(`realm.wasm speaks realm ABI ${abi}; this host speaks ${ABI_VERSION} (rebuild it with \`python build.py\`)`);
+    }
   }
 
   has(name) { return typeof this.f[name] === 'function'; }
@@ -362,6 +371,13 @@ export class WasmCore {
   lastError() {
     const p = this.f.realm_last_error();
     return p ? this.readCString(p) : '';
+  }
+
+  /** The core's last failure as the error class its kind maps to; context goes before the message. */
+  error(context = '') {
+    const msg = this.lastError() || 'unknown error';
+    const Kind = BY_KIND[ERROR_KINDS[this.f.realm_last_error_kind()]] || RealmError;
+    return new Kind(context ? `${context}: ${msg}` : msg);
   }
 
   // ---------------------------------------------------------------- memory
@@ -400,7 +416,7 @@ export class WasmCore {
 
   alloc(n) {
     const p = this.f.realm_alloc(Math.max(1, n));
-    if (!p) throw new RealmError(`realm.wasm could not allocate ${n} bytes: ${this.lastError() || 'out of memory'}`);
+    if (!p) throw new OutOfMemoryError(`realm.wasm could not allocate ${n} bytes: ${this.lastError() || 'out of memory'}`);
     return p;
   }
 

@@ -19,3 +19,7 @@ export class UnsupportedModelError extends RealmError {
 export class ContextOverflowError extends RealmError {
   constructor(m, o) { super(m, o); this.name = 'ContextOverflowError'; }
 }
+/** The core's memory could not grow (a model or context too large for this engine). */
+export class OutOfMemoryError extends RealmError {
+  constructor(m, o) { super(m, o); this.name = 'OutOfMemoryError'; }
+}

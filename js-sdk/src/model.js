@@ -3,8 +3,24 @@
 // The JS twin of realm_web/core_model.py (CoreModel). Sessions live in session.js.
 // Share models through store.js rather than loading them directly.
 import { WasmCore } from './core.js';
-import { RealmError, ModelFormatError, UnsupportedModelError } from './errors.js';
+import { RealmError, ModelFormatError } from './errors.js';
 import { asSource } from './sources.js';
+import { STRUCTS, readStruct } from './abi.js';
+
+/** realm_model_info's ModelInfo (core/abi.json), add_bos/add_eos as booleans. */
+export function readModelInfo(c, handle) {
+  const size = STRUCTS.ModelInfo.size;
+  const w = c.alloc(size);
+  try {
+    if (!c.call('realm_model_info', handle, w)) throw c.error('realm_model_info');
+    const info = readStruct('ModelInfo', c.dv(w, size));
+    info.add_bos = !!info.add_bos;
+    info.add_eos = !!info.add_eos;
+    return info;
+  } finally {
+    c.free(w);
+  }
+}
 
 export const FIRST_READ = 1 << 20; // header bytes offered first; the core asks for more if needed
 const COPY_CHUNK = 8 << 20;        // weights are streamed into wasm memory in chunks of this size
@@ -14,10 +30,6 @@ const GGUF = { U8: 0, I8: 1, U16: 2, I16: 3, U32: 4, I32: 5, F32: 6, BOOL: 7, ST
 const SCALAR_SIZE = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
 const utf8 = new TextDecoder('utf-8');
 
-function classify(msg) {
-  if (msg.startsWith('unsupported') || msg.includes('cannot run') || msg.includes('norms and biases')) return UnsupportedModelError;
-  return ModelFormatError;
-}
 
 function readScalar(dv, off, typ) {
   switch (typ) {
@@ -114,20 +126,14 @@ export class CoreModel {
         if (h) { this.handle = h; break; }
         const need = c.call('realm_model_need');
         c.free(buf);
-        if (!need || need <= n) {
-          const msg = c.lastError();
-          throw new (classify(msg))(`${this.name}: ${msg}`);
-        }
+        if (!need || need <= n) throw c.error(this.name);
         n = Math.min(need, size);
       }
       if (this.headerOnly) return;
       if (this.gpuDevice) {
         // --- WebGPU: tokenizer in the core, tensors bound without weights, the plan,
         // then the weights straight from the source into GPU buffers
-        if (!c.call('realm_model_load', this.handle, 1)) {
-          const msg = c.lastError();
-          throw new (classify(msg))(`${this.name}: ${msg}`);
-        }
+        if (!c.call('realm_model_load', this.handle, 1)) throw c.error(this.name);
         const { GpuModel, buildPlan } = await import('./webgpu.js');
         this.gpu = new GpuModel(this.gpuDevice, buildPlan(this, this.gpuDevice));
         await this.gpu.upload(reader, head, have, {
@@ -141,7 +147,7 @@ export class CoreModel {
         const off = c.call('realm_model_data_offset', this.handle);
         const nbytes = c.call('realm_model_data_size', this.handle);
         const dst = c.call('realm_model_weights', this.handle);
-        if (nbytes && !dst) throw new RealmError(`${this.name}: ${c.lastError() || 'out of memory'} (weights: ${nbytes} bytes)`);
+        if (nbytes && !dst) throw c.error(`${this.name} (weights: ${nbytes} bytes)`);
         let done = 0;
         if (have > off) { // part of the data section came with the header read
           const k = Math.min(have - off, nbytes);
@@ -165,20 +171,8 @@ export class CoreModel {
         loaded = size;
       }
       throwIfAborted(signal);
-      if (!this.gpu && !c.call('realm_model_load', this.handle, this.vocabOnly ? 1 : 0)) {
-        const msg = c.lastError();
-        throw new (classify(msg))(`${this.name}: ${msg}`);
-      }
-      const w = c.alloc(64);
-      c.call('realm_model_info', this.handle, w);
-      const dv = c.dv(w, 64);
-      const u = (i) => dv.getUint32(i * 4, true);
-      this.info = {
-        n_vocab: u(0), n_ctx_train: u(1), n_embd: u(2), n_layer: u(3), n_head: u(4), n_head_kv: u(5), head_dim: u(6), n_ff: u(7),
-        bos: dv.getInt32(32, true), eos: dv.getInt32(36, true), add_bos: !!u(10), add_eos: !!u(11),
-        rope_type: u(12), rope_dim: u(13), rope_base: dv.getFloat32(56, true), rms_eps: dv.getFloat32(60, true),
-      };
-      c.free(w);
+      if (!this.gpu && !c.call('realm_model_load', this.handle, this.vocabOnly ? 1 : 0)) throw c.error(this.name);
+      this.info = readModelInfo(c, this.handle);
       ok = true;
       if (!this.vocabOnly || this.gpu) report();
     } finally {
@@ -213,16 +207,15 @@ export class CoreModel {
     this._check();
     if (this._rawEntries) return this._rawEntries;
     const c = this.core;
-    const buf = c.alloc(48);
+    const size = STRUCTS.MetaEntry.size;
+    const buf = c.alloc(size);
     const out = [];
     try {
       const n = c.call('realm_model_meta_count', this.handle);
       for (let i = 0; i < n; i++) {
-        c.call('realm_model_meta_entry', this.handle, i, buf);
-        const dv = c.dv(buf, 48);
-        const q = (k) => Number(dv.getBigUint64(k * 8, true));
-        const types = dv.getBigUint64(16, true);
-        out.push({ key: c.readString(q(0), q(1)), type: Number(types & 0xffffffffn), arrType: Number(types >> 32n), arrLen: q(3), ptr: q(4), len: q(5) });
+        if (!c.call('realm_model_meta_entry', this.handle, i, buf)) throw c.error('realm_model_meta_entry');
+        const e = readStruct('MetaEntry', c.dv(buf, size));
+        out.push({ key: c.readString(e.key_ptr, e.key_len), type: e.type, arrType: e.arr_type, arrLen: e.arr_len, ptr: e.val_ptr, len: e.val_len });
       }
     } finally {
       c.free(buf);
@@ -289,15 +282,15 @@ export class CoreModel {
   tensors() {
     this._check();
     const c = this.core;
-    const buf = c.alloc(80);
+    const size = STRUCTS.TensorEntry.size;
+    const buf = c.alloc(size);
     const res = [];
     try {
       const n = c.call('realm_model_tensor_count', this.handle);
       for (let i = 0; i < n; i++) {
-        c.call('realm_model_tensor_entry', this.handle, i, buf);
-        const dv = c.dv(buf, 80);
-        const w = (k) => Number(dv.getBigUint64(k * 8, true));
-        res.push({ name: c.readString(w(0), w(1)), type: w(2), shape: [w(4), w(5), w(6), w(7)].slice(0, w(3)), offset: w(8), nbytes: w(9) });
+        if (!c.call('realm_model_tensor_entry', this.handle, i, buf)) throw c.error('realm_model_tensor_entry');
+        const e = readStruct('TensorEntry', c.dv(buf, size));
+        res.push({ name: c.readString(e.name_ptr, e.name_len), type: e.type, shape: [e.ne0, e.ne1, e.ne2, e.ne3].slice(0, e.n_dims), offset: e.offset, nbytes: e.nbytes });
       }
     } finally {
       c.free(buf);
@@ -319,7 +312,7 @@ export class CoreModel {
         const op = c.alloc(cap * 4);
         try {
           const n = c.call('realm_tokenize', this.handle, tp, len, addSpecial ? 1 : 0, parseSpecial ? 1 : 0, op, cap);
-          if (n < 0) throw new RealmError(`tokenize failed: ${c.lastError()}`);
+          if (n < 0) throw c.error('tokenize failed');
           if (n <= cap) return c.readI32(op, n);
           cap = n;
         } finally {

@@ -4,7 +4,7 @@
 import { RealmError, ModelFormatError } from './errors.js';
 import * as store from './store.js';
 import { Session } from './session.js';
-import { DEFAULT_CTX, EVAL_BATCH } from './limits.js';
+import { DEFAULT_CTX, EVAL_BATCH } from './abi.js';
 import { normalizeOptions } from './options.js';
 import { abortReason, throwIfAborted, yieldToEventLoop } from './abort.js';
 import { samplerSettings, LLAMA_CPP_SAMPLING } from './sampling.js';

@@ -5,18 +5,13 @@
 //   OPENAI_SAMPLING     chat.completions.create (as OpenAI and `realm serve`)
 
 import { RealmError } from './errors.js';
+import { SAMPLING_DEFAULTS, packStruct } from './abi.js';
 
-/** llama.cpp's defaults: the Realm's own API (generate, stream, generateTokens). */
-export const LLAMA_CPP_SAMPLING = Object.freeze({
-  temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64,
-  frequency_penalty: 0.0, presence_penalty: 0.0,
-});
+/** llama.cpp's defaults (core/abi.json): the Realm's own API (generate, stream, generateTokens). */
+export const LLAMA_CPP_SAMPLING = SAMPLING_DEFAULTS.llama_cpp;
 
-/** OpenAI's defaults (top_k and min_p off, no penalties): the OpenAI-shaped API, as `realm serve`. */
-export const OPENAI_SAMPLING = Object.freeze({
-  temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, repeat_penalty: 1.0, repeat_last_n: 64,
-  frequency_penalty: 0.0, presence_penalty: 0.0,
-});
+/** OpenAI's defaults (core/abi.json; top_k and min_p off, no penalties): the OpenAI-shaped API, as `realm serve`. */
+export const OPENAI_SAMPLING = SAMPLING_DEFAULTS.openai;
 
 /** What Session.setSampler fills in for a field it is not given: llama.cpp's defaults and a fixed seed. */
 export const SAMPLER_DEFAULTS = Object.freeze({ ...LLAMA_CPP_SAMPLING, seed: 0xFFFFFFFF });
@@ -62,14 +57,11 @@ export function fromOpenAI(req = {}) {
   return o;
 }
 
-/** SamplerParams (core/sampler.h): 6 f32, 2 i32, u64 seed = 40 bytes. */
+/** SamplerParams (core/abi.json) as the core reads it. */
 export function packSampler(s) {
-  const b = new Uint8Array(40);
-  const dv = new DataView(b.buffer);
-  const f = [s.temperature, s.top_p, s.min_p, s.repeat_penalty, s.frequency_penalty, s.presence_penalty];
-  f.forEach((v, i) => dv.setFloat32(i * 4, Number(v), true));
-  dv.setInt32(24, s.top_k | 0, true);
-  dv.setInt32(28, s.repeat_last_n | 0, true);
-  dv.setBigUint64(32, BigInt.asUintN(64, BigInt(s.seed)), true);
-  return b;
+  return packStruct('SamplerParams', {
+    temperature: Number(s.temperature), top_p: Number(s.top_p), min_p: Number(s.min_p),
+    repeat_penalty: Number(s.repeat_penalty), frequency_penalty: Number(s.frequency_penalty),
+    presence_penalty: Number(s.presence_penalty), top_k: s.top_k | 0, repeat_last_n: s.repeat_last_n | 0, seed: s.seed,
+  });
 }

@@ -1,15 +1,11 @@
 // A session: one KV cache, token history and sampler inside a model's instance.
 // The JS twin of realm_web/core_model.py (Session, SamplerSettings).
-import { RealmError, ContextOverflowError } from './errors.js';
+import { RealmError } from './errors.js';
 import { SAMPLER_DEFAULTS, packSampler } from './sampling.js';
-import { EVAL_BATCH } from './limits.js';
+import { EVAL_BATCH, STRUCTS } from './abi.js';
 
 export { SAMPLER_DEFAULTS, packSampler } from './sampling.js';
-export { EVAL_BATCH } from './limits.js';
-
-function overflowOr(msg) {
-  return msg.startsWith('context full') ? new ContextOverflowError(msg) : new RealmError(msg);
-}
+export { EVAL_BATCH } from './abi.js';
 
 export class Session {
   constructor(model, nCtx) {
@@ -17,11 +13,11 @@ export class Session {
     this.model = model;
     const c = this.core = model.core;
     this.handle = c.call('realm_session_new', model.handle, nCtx);
-    if (!this.handle) throw new RealmError(`could not create a session of ${nCtx} positions: ${c.lastError()}`);
+    if (!this.handle) throw c.error(`could not create a session of ${nCtx} positions`);
     this.nCtx = nCtx;
     this._idsCap = EVAL_BATCH;
     this._ids = c.alloc(4 * EVAL_BATCH);
-    this._sp = c.alloc(48);
+    this._sp = c.alloc(STRUCTS.SamplerParams.size);
   }
 
   close() {
@@ -70,7 +66,7 @@ export class Session {
       this._ids = c.alloc(4 * this._idsCap);
     }
     c.writeI32(this._ids, ids);
-    if (!c.call('realm_session_eval', this.handle, this._ids, ids.length, allLogits ? 1 : 0)) throw overflowOr(c.lastError());
+    if (!c.call('realm_session_eval', this.handle, this._ids, ids.length, allLogits ? 1 : 0)) throw c.error();
   }
 
   /** A copy of the last eval's logits: Float32Array of rows * n_vocab. */
@@ -91,7 +87,7 @@ export class Session {
   sample() {
     this._check();
     const t = this.core.call('realm_session_sample', this.handle);
-    if (t < 0) throw new RealmError(this.core.lastError());
+    if (t < 0) throw this.core.error();
     return t;
   }
 
@@ -99,7 +95,7 @@ export class Session {
   step(token) {
     this._check();
     const t = this.core.call('realm_session_step', this.handle, token);
-    if (t < 0) throw overflowOr(this.core.lastError());
+    if (t < 0) throw this.core.error();
     return t;
   }
 }

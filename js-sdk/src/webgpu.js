@@ -4,16 +4,16 @@
 //
 // The core still owns the model: it parses the header, tokenizes, writes the plan
 // (which WGSL kernels, which buffers, which ops with which parameters) and samples
-// (realm_gpu_sampler_*, fed the GPU's argmax / top-k candidates / logits row). The
+// (realm_sampler_*, fed the GPU's argmax / top-k candidates / logits row). The
 // weights never enter wasm memory: they stream from the source straight into one GPU
 // buffer per tensor part. One GpuModel per source per device (shared by every session
 // of it, like the CPU weights); each GpuSession has its own KV cache and activations.
 import { RealmError, ContextOverflowError } from './errors.js';
 import { isNode } from './env.js';
 import { packSampler, SAMPLER_DEFAULTS } from './sampling.js';
-import { EVAL_BATCH } from './limits.js';
+import { CONSTANTS, EVAL_BATCH, STRUCTS, packStruct } from './abi.js';
 
-export const PLAN_ABI = 1;
+export const PLAN_ABI = CONSTANTS.GPU_OPTIONS_VERSION;
 const OPT_F16 = 1, OPT_SUBGROUPS = 2, OPT_SOFTWARE = 4;
 const UNIFORM_ALIGN = 256;
 const STEP_BODY = 0, STEP_HEAD = 1;
@@ -52,18 +52,18 @@ export class GpuDevice {
     return `${name}${this.isSoftware ? ' (software)' : ''}`;
   }
 
-  /** The 16 u32 words realm_gpu_plan takes (docs/GPU.md). */
-  optionWords({ maxBatch = EVAL_BATCH, forceTpr = 0 } = {}) { // tokens per body run: the CPU core's batch
+  /** The GpuOptions realm_gpu_plan takes (core/abi.json, docs/GPU.md). */
+  gpuOptions({ maxBatch = EVAL_BATCH, forceTpr = 0 } = {}) { // tokens per body run: the CPU core's batch
     const L = this.limits;
     const flags = (this.features.has('shader-f16') ? OPT_F16 : 0) | (this.features.has('subgroups') ? OPT_SUBGROUPS : 0) |
       (this.isSoftware ? OPT_SOFTWARE : 0);
-    const bind = Number(L.maxStorageBufferBindingSize || 128 << 20);
-    const buf = Number(L.maxBufferSize || 256 << 20);
-    const lo = (x) => x % 2 ** 32, hi = (x) => Math.floor(x / 2 ** 32);
-    return [PLAN_ABI, flags, lo(bind), hi(bind), lo(buf), hi(buf),
-      L.maxComputeInvocationsPerWorkgroup || 256, L.maxComputeWorkgroupSizeX || 256,
-      L.maxComputeWorkgroupsPerDimension || 65535, L.maxComputeWorkgroupStorageSize || 16384,
-      this.info.subgroupMinSize || 0, maxBatch, forceTpr, 0, 0, 0];
+    return {
+      version: PLAN_ABI, flags,
+      max_binding: Number(L.maxStorageBufferBindingSize || 128 << 20), max_buffer: Number(L.maxBufferSize || 256 << 20),
+      max_invocations: L.maxComputeInvocationsPerWorkgroup || 256, max_wg_x: L.maxComputeWorkgroupSizeX || 256,
+      max_groups: L.maxComputeWorkgroupsPerDimension || 65535, max_wg_storage: L.maxComputeWorkgroupStorageSize || 16384,
+      subgroup_min: this.info.subgroupMinSize || 0, max_batch: maxBatch, force_tpr: forceTpr,
+    };
   }
 
   /** A compute pipeline for a plan kernel (cached per file, entry, defines, constants). */
@@ -215,15 +215,14 @@ export async function preprocess(name, defines = new Set()) {
 export function buildPlan(model, dev) {
   const c = model.core;
   if (!c.has('realm_gpu_plan')) throw new GPUUnavailable('this realm.wasm has no GPU plan export');
-  if (!c.call('realm_gpu_prepare', model.handle)) throw new RealmError(`${model.name}: ${c.lastError()}`);
-  const op = c.alloc(64);
+  if (!c.call('realm_gpu_prepare', model.handle)) throw c.error(model.name);
+  const op = c.alloc(STRUCTS.GpuOptions.size);
   const lp = c.alloc(8);
   let text;
   try {
-    const w = c.i32(op, 16);
-    dev.optionWords().forEach((v, i) => { w[i] = v | 0; });
+    c.write(op, packStruct('GpuOptions', dev.gpuOptions()));
     const p = c.call('realm_gpu_plan', model.handle, op, lp);
-    if (!p) throw new RealmError(`GPU plan: ${c.lastError()}`);
+    if (!p) throw c.error('GPU plan');
     const n = Number(c.dv(lp, 8).getBigUint64(0, true));
     text = c.readString(p, n);
     c.free(p);
@@ -458,12 +457,12 @@ export class GpuSession {
     for (const b of plan.buffers) this._bufs[b.name] = this.dev.storage(Number(b.bytes) + Number(b.ctx_bytes) * this.nCtx, b.name);
     this._step = [this.dev.uniform(16, 'step body'), this.dev.uniform(16, 'step head')];
     const c = this.core;
-    this._sampler = c.call('realm_gpu_sampler_new');
-    if (!this._sampler) throw new RealmError(c.lastError());
+    this._sampler = c.call('realm_sampler_new', 0);
+    if (!this._sampler) throw c.error();
     this._histCap = 0;
     this._hist = 0;
     this._cand = c.alloc(4 * (2 + 2 * Number(plan.max_topk)));
-    this._sp = c.alloc(48);
+    this._sp = c.alloc(STRUCTS.SamplerParams.size);
     this._freqs = 0;
     if (this.gm.ropeFreqs) {
       this._freqs = c.alloc(this.gm.ropeFreqs.byteLength);
@@ -483,7 +482,7 @@ export class GpuSession {
     if (this._readback) { this._readback.destroy(); this._readback = null; }
     const c = this.core;
     if (c && this._sampler) {
-      c.call('realm_gpu_sampler_free', this._sampler);
+      c.call('realm_sampler_free', this._sampler);
       for (const p of ['_hist', '_cand', '_sp', '_freqs', '_ropeTmp']) c.free(this[p] || 0);
       this._sampler = 0;
     }
@@ -624,16 +623,16 @@ export class GpuSession {
   setSampler(settings) {
     this._check();
     this.core.write(this._sp, packSampler({ ...SAMPLER_DEFAULTS, ...settings }));
-    this.core.call('realm_gpu_sampler_set', this._sampler, this._sp);
+    this.core.call('realm_sampler_set', this._sampler, this._sp);
   }
 
-  _need(nHist) { return this.core.call('realm_gpu_sampler_need', this._sampler, this.nVocab, nHist); }
+  _need(nHist) { return this.core.call('realm_sampler_need', this._sampler, this.nVocab, nHist); }
 
   _sampleCandidates(words, n) {
     const c = this.core;
     c.write(this._cand, new Uint8Array(words.buffer, words.byteOffset, 8 * n));
-    const t = c.call('realm_gpu_sampler_sample_top', this._sampler, this._cand, n);
-    if (t < 0) throw new RealmError(c.lastError());
+    const t = c.call('realm_sampler_sample_top', this._sampler, this._cand, n);
+    if (t < 0) throw c.error();
     return t;
   }
 
@@ -651,11 +650,11 @@ export class GpuSession {
         this._hist = c.alloc(4 * this._histCap);
       }
       if (n) c.writeI32(this._hist, this._tokens);
-      t = c.call('realm_gpu_sampler_sample', this._sampler, lp, this.nVocab, this._hist || 0, n);
+      t = c.call('realm_sampler_sample', this._sampler, lp, this.nVocab, this._hist || 0, n);
     } finally {
       c.free(lp);
     }
-    if (t < 0) throw new RealmError(c.lastError());
+    if (t < 0) throw c.error();
     return t;
   }
 

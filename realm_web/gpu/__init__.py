@@ -70,7 +70,7 @@ def acquire_model(path):
 def gpu_model(core_model, dev=None, **plan_options) -> GpuModel:
     """The GpuModel of core_model's file on `dev` (uploading the weights on first use);
     the caller holds one reference (release_gpu_model)."""
-    from .plan import build_plan, options_words
+    from .plan import build_plan, gpu_options
     from .weights import GpuWeights
     dev = dev or get_device()
     key = (_source_key(core_model), id(dev), tuple(sorted(plan_options.items())))
@@ -78,7 +78,7 @@ def gpu_model(core_model, dev=None, **plan_options) -> GpuModel:
         g = _models.get(key)
         if g is None:
             prepare_model(core_model)
-            plan = build_plan(core_model, options_words(dev, **plan_options))
+            plan = build_plan(core_model, gpu_options(dev, **plan_options))
             weights = GpuWeights(dev, plan, getattr(core_model, "source", None) or core_model.path)
             g = GpuModel(key, dev, plan, weights)
             _models[key] = g

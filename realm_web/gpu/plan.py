@@ -5,9 +5,10 @@ import json
 import struct
 from dataclasses import dataclass
 
-from ..errors import RealmError
+from .. import abi
+from ..errors import RealmError, core_error
 
-PLAN_ABI = 1
+PLAN_ABI = abi.CONSTANTS["GPU_OPTIONS_VERSION"]
 OPT_F16, OPT_SUBGROUPS, OPT_SOFTWARE = 1, 2, 4
 
 
@@ -16,9 +17,9 @@ def subgroup_min_size(info: dict) -> int:
     return int(info.get("subgroup_min_size") or info.get("stackgroup_min_size") or 0)
 
 
-def options_words(dev, max_batch: int = 64, force_tpr: int = 0, software: bool | None = None,
-                  f16: bool | None = None, subgroups: bool | None = None) -> list[int]:
-    """The 16 u32 words realm_gpu_plan takes, describing `dev` (overridable for tests)."""
+def gpu_options(dev, max_batch: int = abi.EVAL_BATCH, force_tpr: int = 0, software: bool | None = None,
+                f16: bool | None = None, subgroups: bool | None = None) -> dict:
+    """The GpuOptions realm_gpu_plan takes (core/abi.json), describing `dev` (overridable for tests)."""
     lim = dev.limits
     f16 = ("shader-f16" in dev.features) if f16 is None else f16
     subgroups = ("subgroup" in dev.features) if subgroups is None else subgroups
@@ -26,12 +27,17 @@ def options_words(dev, max_batch: int = 64, force_tpr: int = 0, software: bool |
     flags = (OPT_F16 if f16 else 0) | (OPT_SUBGROUPS if subgroups else 0) | (OPT_SOFTWARE if software else 0)
     bind = int(lim.get("max-storage-buffer-binding-size", 128 << 20))
     buf = int(lim.get("max-buffer-size", 256 << 20))
-    return [PLAN_ABI, flags, bind & 0xFFFFFFFF, bind >> 32, buf & 0xFFFFFFFF, buf >> 32,
-            int(lim.get("max-compute-invocations-per-workgroup", 256)),
-            int(lim.get("max-compute-workgroup-size-x", 256)),
-            int(lim.get("max-compute-workgroups-per-dimension", 65535)),
-            int(lim.get("max-compute-workgroup-storage-size", 16384)),
-            subgroup_min_size(dev.info), int(max_batch), int(force_tpr), 0, 0, 0]
+    return {"version": PLAN_ABI, "flags": flags, "max_binding": bind, "max_buffer": buf,
+            "max_invocations": int(lim.get("max-compute-invocations-per-workgroup", 256)),
+            "max_wg_x": int(lim.get("max-compute-workgroup-size-x", 256)),
+            "max_groups": int(lim.get("max-compute-workgroups-per-dimension", 65535)),
+            "max_wg_storage": int(lim.get("max-compute-workgroup-storage-size", 16384)),
+            "subgroup_min": subgroup_min_size(dev.info), "max_batch": int(max_batch), "force_tpr": int(force_tpr)}
+
+
+def pack_options(opts: dict) -> bytes:
+    """GpuOptions bytes; fields not given are 0 (the core's defaults)."""
+    return abi.pack("GpuOptions", {f: int(opts.get(f, 0)) for f in abi.STRUCTS["GpuOptions"]["fields"]})
 
 
 @dataclass
@@ -67,21 +73,22 @@ def prepare(core_model) -> None:
     c = core_model.core
     with c.lock:
         if not c.call("realm_gpu_prepare", core_model.handle):
-            raise RealmError(f"{core_model.path}: {c.last_error()}")
+            raise core_error(c, core_model.path)
 
 
-def build_plan(core_model, words: list[int]) -> Plan:
-    """Ask the core for the plan of `core_model` on an adapter described by `words`."""
+def build_plan(core_model, opts: dict) -> Plan:
+    """Ask the core for the plan of `core_model` on an adapter described by `opts` (gpu_options)."""
     prepare(core_model)
     c = core_model.core
     with c.lock:
-        op = c.alloc(64)
+        data = pack_options(opts)
+        op = c.alloc(len(data))
         lp = c.alloc(8)
         try:
-            c.write(op, struct.pack("<16I", *words))
+            c.write(op, data)
             p = c.call("realm_gpu_plan", core_model.handle, op, lp)
             if not p:
-                raise RealmError(f"GPU plan: {c.last_error()}")
+                raise core_error(c, "GPU plan")
             n = struct.unpack("<Q", c.read_bytes(lp, 8))[0]
             text = c.read_bytes(p, n).decode("utf-8")
             c.free(p)
@@ -96,13 +103,6 @@ def build_plan(core_model, words: list[int]) -> Plan:
 
 def model_info(core_model):
     """The full ModelInfo (a vocab-only CoreModel has only n_vocab until prepared)."""
-    from ..core_model import ModelInfo
-    c = core_model.core
-    with c.lock:
-        words = c.alloc(64)
-        try:
-            c.call("realm_model_info", core_model.handle, words)
-            w = struct.unpack("<8I2i4I2f", c.read_bytes(words, 64))
-        finally:
-            c.free(words)
-    return ModelInfo(*w[:10], bool(w[10]), bool(w[11]), *w[12:])
+    from ..core_model import read_model_info
+    with core_model.core.lock:
+        return read_model_info(core_model.core, core_model.handle)

@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from ..errors import ContextOverflowError, RealmError
+from ..errors import ContextOverflowError, RealmError, core_error
 from . import buffers as B
 from .runner import Runner
 
@@ -66,7 +66,7 @@ class GpuSession:
             with self.core.lock:
                 self._sampler = self.core.call("realm_sampler_new", 0)
                 if not self._sampler:
-                    raise RealmError(self.core.last_error())
+                    raise core_error(self.core)
                 self._cand = self.core.alloc(4 * (2 + 2 * int(plan.data["max_topk"])))
                 self._sp = self.core.alloc(48)
                 rf = gmodel.weights.rope_freqs
@@ -250,14 +250,14 @@ class GpuSession:
 
     def _need(self, n_hist: int) -> int:
         with self.core.lock:
-            return self.core.call("realm_gpu_sampler_need", self._sampler, self.n_vocab, n_hist)
+            return self.core.call("realm_sampler_need", self._sampler, self.n_vocab, n_hist)
 
     def _sample_candidates(self, words: np.ndarray, n: int) -> int:
         with self.core.lock:
             self.core.write(self._cand, words[:2 * n].astype(np.uint32))
-            t = self.core.call("realm_gpu_sampler_sample_top", self._sampler, self._cand, n)
+            t = self.core.call("realm_sampler_sample_top", self._sampler, self._cand, n)
             if t < 0:
-                raise RealmError(self.core.last_error())
+                raise core_error(self.core)
             return t
 
     def _sample_full(self, row: np.ndarray) -> int:
@@ -277,7 +277,7 @@ class GpuSession:
             finally:
                 c.free(lp)
             if t < 0:
-                raise RealmError(c.last_error())
+                raise core_error(c)
             return t
 
     def _sample_after(self, body: list[int] | None) -> int:

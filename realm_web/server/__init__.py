@@ -4,10 +4,14 @@
     with ServerThread(ServerConfig(port=0, no_auth=True)) as srv:
         print(srv.base_url)          # point any OpenAI client here
 
-See docs/SERVER.md. Modules: app (routes), schemas (validation), scheduler
-(sessions, round-robin decoding), keys (SQLite key store), ratelimit (token
-buckets), metrics (Prometheus), logs (structured logging), serve (runners),
-cli (`realm serve`, `realm api-key`).
+See docs/SERVER.md. Modules: app (assembly), config (ServerConfig), routes
+(HTTP handlers), ws (the WebSocket protocol), auth (keys -> tenants, rate-limit
+admission), models (model loading), completion and embeddings (requests ->
+scheduler jobs -> OpenAI objects), sse, encoding (bytes on the wire),
+disconnect, context (per-request logs and metrics), schemas (validation),
+scheduler (sessions, round-robin decoding), keys (SQLite key store), ratelimit
+(token buckets), metrics (Prometheus), logs (structured logging), serve
+(runners), cli (`realm serve`, `realm api-key`).
 """
 from __future__ import annotations
 
@@ -15,9 +19,12 @@ __all__ = ["ServerConfig", "RealmServer", "ServerThread", "run"]
 
 
 def __getattr__(name):
-    if name in ("ServerConfig", "RealmServer"):
-        from . import app
-        return getattr(app, name)
+    if name == "ServerConfig":
+        from .config import ServerConfig
+        return ServerConfig
+    if name == "RealmServer":
+        from .app import RealmServer
+        return RealmServer
     if name in ("ServerThread", "run"):
         from . import serve
         return getattr(serve, name)

@@ -11,10 +11,13 @@ import os
 import sys
 import time
 
+from ..limits import DEFAULT_CTX, EVAL_BATCH
+from .config import PREFILL_CHUNK
+
 
 def _model_spec(s: str) -> tuple[str, str]:
     """PATH[:ID] -> (id, path). A ':' belongs to the path when the whole string is a file."""
-    from .app import default_model_id
+    from .models import default_model_id
     path, mid = s, None
     if not os.path.isfile(s) and ":" in s:
         head, _, tail = s.rpartition(":")
@@ -34,7 +37,7 @@ def _limit(s: str) -> int:
 
 def cmd_serve(args) -> int:
     try:
-        from .app import ServerConfig
+        from .config import ServerConfig
         from .serve import run
     except ImportError as e:
         print(f"realm serve: {e}; install the server's dependencies:  pip install 'realm-web[server]'",
@@ -42,7 +45,9 @@ def cmd_serve(args) -> int:
         return 1
     cfg = ServerConfig(models=args.model or [], host=args.host, port=args.port, keys_path=args.keys,
                        no_auth=args.no_auth, n_ctx=args.ctx or None, max_sessions=args.max_sessions,
-                       idle_ttl=args.idle_ttl, prefill_chunk=args.prefill_chunk, threads=args.threads or None, rpm=args.rpm or None, tpm=args.tpm or None,
+                       idle_ttl=args.idle_ttl, prefill_chunk=args.prefill_chunk, threads=args.threads or None,
+                       speculative=args.speculative or ("draft" if args.draft_model else None),
+                       draft_model=args.draft_model, draft_tokens=args.draft_tokens, rpm=args.rpm or None, tpm=args.tpm or None,
                        max_body=args.max_body, grace=args.grace, log_format=args.log_format,
                        log_level=args.log_level)
     return run(cfg)
@@ -141,11 +146,16 @@ def register(sub) -> None:
     s.add_argument("--keys", default=None, help=keys_help)
     s.add_argument("--no-auth", action="store_true", help="accept requests without API keys (local use only)")
     s.add_argument("-c", "--ctx", type=int, default=0,
-                   help="context per session in tokens (default min(2048, the model's trained context))")
+                   help=f"context per session in tokens (default min({DEFAULT_CTX}, the model's trained context))")
     s.add_argument("--max-sessions", type=int, default=32,
                    help="KV caches per model, busy and idle (default 32); more requests queue")
-    s.add_argument("--prefill-chunk", type=int, default=32,
-                   help="prompt tokens per scheduling turn, 1..64 (default 32): smaller keeps other streams "
+    s.add_argument("--speculative", choices=["ngram", "draft"], default=None,
+                   help="exact speculative decoding for every model: ngram (prompt lookup) or draft (--draft-model)")
+    s.add_argument("--draft-model", default=None, help="a smaller GGUF with the served models' vocabulary")
+    s.add_argument("--draft-tokens", type=int, default=8, help="at most this many drafts per verify pass (default 8)")
+    s.add_argument("--prefill-chunk", type=int, default=PREFILL_CHUNK,
+                   help=f"prompt tokens per scheduling turn, 1..{EVAL_BATCH} (default {PREFILL_CHUNK}): smaller "
+                        "keeps other streams "
                         "flowing during a long prompt, larger evaluates prompts faster")
     s.add_argument("-t", "--threads", type=int, default=0,
                    help="CPU threads per model (default: the CPUs available, at most 8; $REALM_THREADS)")

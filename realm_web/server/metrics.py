@@ -48,6 +48,10 @@ class Metrics:
                                     ["tenant", "limit"], registry=r)
         self.cancelled = Counter("realm_cancelled", "Generations cancelled (client gone or cancel message)",
                                  ["model", "reason"], registry=r)
+        self.spec_drafted = Counter("realm_speculative_drafted_tokens", "Draft tokens verified by the target model",
+                                    ["model"], registry=r)
+        self.spec_accepted = Counter("realm_speculative_accepted_tokens", "Draft tokens the target model accepted",
+                                     ["model"], registry=r)
         self.ws_connections = Gauge("realm_websocket_connections", "Open /v1/stream connections", registry=r)
 
     def render(self) -> bytes:

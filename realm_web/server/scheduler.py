@@ -3,7 +3,9 @@
 A model's wasm instance runs one call at a time, so every call into it for the
 server's requests happens on that model's scheduler thread, which interleaves
 the active requests one unit of work at a time: a prompt chunk (32 tokens by
-default, at most the core's batch of 64) or one decode step (`realm_session_step`).
+default, at most the core's eval batch, limits.EVAL_BATCH) or one decode step
+(`Session.step`). Each request's generation is a realm_web.generation state
+machine (the same one `Realm` runs); this module only decides whose turn it is.
 Thirty-two streams therefore advance in lockstep, and a new request waits at
 most one round (one unit per active request) for its first prompt chunk.
 
@@ -21,7 +23,6 @@ job's next unit of work; its session goes back to the pool at once.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import collections
 import logging
 import threading
@@ -29,24 +30,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from .. import chat as chat_mod
 from .. import store
-from ..stops import StopFilter
-from ..core_model import CoreModel, SamplerSettings, Session
+from ..core_model import CoreModel, Session
 from ..errors import RealmError
+from ..generation import Generation, Vocab, advance, common_prefix
+from ..speculative import make_speculator
+from ..limits import EVAL_BATCH, default_ctx
+from .config import PREFILL_CHUNK
 from .errors import APIError, bad_request, server_error, unavailable
 from .schemas import Sampling
 
 log = logging.getLogger("realm_web.server")
 
-CHUNK = 32            # default prompt tokens per unit of work (the core's batch is 64)
-DEFAULT_CTX = 2048    # per-session context unless configured (capped by the model's trained context)
-
 
 # ---------------------------------------------------------------------- jobs
-QUEUED, PREFILL, DECODE, DONE = "queued", "prefill", "decode", "done"
+QUEUED, RUNNING, DONE = "queued", "running", "done"
 
 
 class Job:
@@ -73,16 +72,11 @@ class Job:
         self.worker: "ModelWorker | None" = None
         # progress
         self.entry: _Entry | None = None
-        self.pos = 0
-        self.n_past = 0
-        self.cached = 0
-        self.generated = 0
-        self.pending = -1
+        self.gen: Generation | None = None   # a generate job's state machine, from admission on
         self.t_first: float | None = None
-        self.t_decode0: float | None = None
-        self.finish_reason = ""
         self.embed_ids: list[list[int]] = []
         self.embed_k = 0
+        self.embed_pos = 0
         self.embed_tokens = 0
 
     def emit(self, *ev: Any) -> None:
@@ -103,6 +97,10 @@ class Job:
     def done(self) -> bool:
         return self.state == DONE
 
+    @property
+    def generated(self) -> int:
+        return self.gen.stats.generated_tokens if self.gen is not None else 0
+
 
 # ---------------------------------------------------------------------- pool
 @dataclass
@@ -112,14 +110,7 @@ class _Entry:
     tokens: list[int] = field(default_factory=list)
     busy: bool = False
     last_used: float = 0.0
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    speculator: object = None   # this session's Speculator (drafts adapt per session), made on first use
 
 
 class SessionPool:
@@ -140,7 +131,7 @@ class SessionPool:
     def acquire(self, tenant: str, ids: list[int]) -> _Entry | None:
         mine = [e for e in self.entries if not e.busy and e.tenant == tenant]
         if mine:
-            e = max(mine, key=lambda e: (_common_prefix(e.tokens, ids), e.last_used))
+            e = max(mine, key=lambda e: (common_prefix(e.tokens, ids), e.last_used))
         elif len(self.entries) < self.max_sessions:
             e = _Entry(Session(self.model, self.n_ctx), tenant)
             self.entries.append(e)
@@ -165,6 +156,8 @@ class SessionPool:
 
     def _evict(self, e: _Entry) -> None:
         self.entries.remove(e)
+        if e.speculator is not None:
+            e.speculator.close()
         e.session.close()
 
     def evict_idle(self, older_than: float) -> int:
@@ -184,41 +177,32 @@ class ModelWorker:
     """A loaded model (shared weights via realm_web.store), its session pool and scheduler thread."""
 
     def __init__(self, model_id: str, path: str, n_ctx: int | None = None, max_sessions: int = 32,
-                 idle_ttl: float = 600.0, metrics=None, prefill_chunk: int = CHUNK,
-                 threads: int | None = None) -> None:
+                 idle_ttl: float = 600.0, metrics=None, prefill_chunk: int = PREFILL_CHUNK,
+                 threads: int | None = None, speculative: str | None = None, draft_model: str | None = None,
+                 draft_tokens: int = 8) -> None:
         self.id = model_id
         self.path = str(path)
-        self.chunk = max(1, min(64, int(prefill_chunk)))
+        self.chunk = max(1, min(EVAL_BATCH, int(prefill_chunk)))
         self.metrics = metrics
         self.model = store.acquire(path, threads=threads)
         try:
             info = self.model.info
-            train = info.n_ctx_train or DEFAULT_CTX
-            self.n_ctx = int(n_ctx) if n_ctx else min(DEFAULT_CTX, train)
+            self.n_ctx = int(n_ctx) if n_ctx else default_ctx(info.n_ctx_train)
             self.n_embd = info.n_embd
             self.n_vocab = info.n_vocab
             self.created = int(time.time())
-            meta = self.model.metadata()
-            toks = meta.get("tokenizer.ggml.tokens") or []
-
-            def tok_text(key):
-                i = meta.get(key)
-                return toks[i] if isinstance(i, int) and 0 <= i < len(toks) else ""
-            self.template = meta.get("tokenizer.chat_template")
-            self.bos_text = tok_text("tokenizer.ggml.bos_token_id")
-            self.eos_text = tok_text("tokenizer.ggml.eos_token_id")
+            self.template_args = chat_mod.template_args(self.model)   # read here: render_chat runs on the loop
             self.weights_bytes = sum(t.nbytes for t in self.model.tensors())
             self.pool = SessionPool(self.model, self.n_ctx, max_sessions)
+            self.threads = threads
+            self.speculative = (speculative, draft_model, draft_tokens)
+            if speculative or draft_model:   # refuse a bad mode or draft model at start-up, not per request
+                make_speculator(speculative, self.model, 64, draft_model=draft_model, threads=threads).close()
             self.idle_ttl = idle_ttl
-            c = self.model.core
-            with c.lock:
-                self._ids_buf = c.alloc(4 * self.chunk)
-                self._acc_buf = c.alloc(4 * self.n_embd)
         except BaseException:
             store.release(self.model)
             raise
-        self._pieces: dict[int, bytes] = {}
-        self._eog: dict[int, bool] = {}
+        self.vocab = Vocab(self.model)
         self._cv = threading.Condition()
         self._inbox: list[Job] = []
         self._waiting: collections.deque[Job] = collections.deque()
@@ -235,7 +219,7 @@ class ModelWorker:
     def render_chat(self, messages: list[dict]) -> str:
         """The prompt text of a chat, from the model's own template (a 400 if the template refuses)."""
         try:
-            return chat_mod.render(self.template, messages, True, bos_token=self.bos_text, eos_token=self.eos_text)
+            return chat_mod.render(messages=messages, add_generation_prompt=True, **self.template_args)
         except RealmError as e:
             raise bad_request(str(e), param="messages") from None
 
@@ -274,8 +258,6 @@ class ModelWorker:
             return
         with self.model.core.lock:
             self.pool.close()
-            self.model.core.free(self._ids_buf)
-            self.model.core.free(self._acc_buf)
         store.release(self.model)
 
     # ------------------------------------------------------- the scheduler thread
@@ -352,18 +334,6 @@ class ModelWorker:
         with self.model.core.lock:
             m.model_memory.labels(self.id).set(self.model.core.memory_bytes())
 
-    def _piece(self, tok: int) -> bytes:
-        p = self._pieces.get(tok)
-        if p is None:
-            p = self._pieces[tok] = self.model.piece(tok, special=False)
-        return p
-
-    def _is_eog(self, tok: int) -> bool:
-        v = self._eog.get(tok)
-        if v is None:
-            v = self._eog[tok] = self.model.is_eog(tok)
-        return v
-
     def _accept(self, job: Job) -> None:
         """Tokenize and check a new job; it then waits for a session (or fails at once)."""
         if job.cancelled:
@@ -372,14 +342,8 @@ class ModelWorker:
         try:
             if job.kind == "generate":
                 if job.ids is None:
-                    if job.chat:
-                        ids = self.model.tokenize(job.text, add_special=False, parse_special=True)
-                        info = self.model.info
-                        if info.add_bos and info.bos >= 0 and (not ids or ids[0] != info.bos):
-                            ids = [info.bos] + ids
-                    else:
-                        ids = self.model.tokenize(job.text, add_special=True, parse_special=True)
-                    job.ids = ids
+                    job.ids = chat_mod.prompt_ids(self.model, job.text) if job.chat else \
+                        self.model.tokenize(job.text, add_special=True, parse_special=True)
                 self._check_ids(job.ids, job.param)
                 if len(job.ids) >= self.n_ctx:
                     raise APIError(400, f"This model's maximum context length is {self.n_ctx} tokens, but the prompt "
@@ -432,122 +396,91 @@ class ModelWorker:
                 s = entry.session
                 if job.kind == "generate":
                     sp = job.sampling
-                    seed = sp.seed if sp.seed is not None and sp.seed >= 0 else time.time_ns()
-                    s.set_sampler(SamplerSettings(
-                        temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p, min_p=sp.min_p,
-                        repeat_penalty=sp.repeat_penalty, repeat_last_n=sp.repeat_last_n,
-                        frequency_penalty=sp.frequency_penalty, presence_penalty=sp.presence_penalty,
-                        seed=seed))
-                    n = min(_common_prefix(entry.tokens, job.ids), len(job.ids) - 1)
-                    s.truncate(n)
-                    job.pos = job.cached = job.n_past = n
-                    job.decoder = codecs.getincrementaldecoder("utf-8")("replace")
-                    job.filter = StopFilter(sp.stop)
-                    job.max_tokens = sp.max_tokens or self.n_ctx
+                    s.set_sampler(sp.settings)
+                    job.gen = Generation(self.vocab, job.ids, self.n_ctx, sp.options)
+                    s.truncate(job.gen.reuse(entry.tokens))
                 else:
-                    s.truncate(0)
-                    job.pos = 0
-                    self.model.core.view(self._acc_buf, np.float32, self.n_embd)[:] = 0
-            job.state = PREFILL
+                    s.embed_begin()
+            job.state = RUNNING
             self._rr.append(job)
             if self.metrics and job.kind == "generate":
                 self.metrics.prompt_tokens.labels(job.tenant, self.id).inc(len(job.ids))
-                self.metrics.cached_tokens.labels(job.tenant, self.id).inc(job.cached)
+                self.metrics.cached_tokens.labels(job.tenant, self.id).inc(job.gen.stats.cached_tokens)
 
     def _unit(self, job: Job) -> bool:
         """One unit of work; True when the job is finished."""
-        s = job.entry.session
         if job.kind == "embed":
             return self._embed_unit(job)
-        if job.state == PREFILL:
-            chunk = job.ids[job.pos:job.pos + self.chunk]
-            s.eval(chunk)
-            job.pos += len(chunk)
-            job.n_past = job.pos
-            if job.pos < len(job.ids):
-                return False
-            job.state = DECODE
-            job.t_decode0 = time.perf_counter()
-            return self._consume(job, s.sample())
-        tok = s.step(job.pending)
-        job.n_past += 1
-        return self._consume(job, tok)
-
-    def _consume(self, job: Job, tok: int) -> bool:
-        """Handle a freshly sampled token: stop, or emit it and keep it for the next step."""
-        if self._is_eog(tok):
-            return self._finish(job, "stop")
-        now = time.perf_counter()
-        job.generated += 1
-        self._rate.append(time.monotonic())
+        gen = job.gen
+        spec = self._speculator(job.entry)
+        before = gen.stats.generated_tokens
+        drafted0, accepted0 = (spec.stats.drafted, spec.stats.accepted) if spec else (0, 0)
+        text = advance(gen, job.entry.session, self.chunk, speculator=spec)
+        new = gen.stats.generated_tokens - before
         m = self.metrics
-        if job.t_first is None:
-            job.t_first = now
+        if spec and m and spec.stats.drafted > drafted0:
+            m.spec_drafted.labels(self.id).inc(spec.stats.drafted - drafted0)
+            m.spec_accepted.labels(self.id).inc(spec.stats.accepted - accepted0)
+        if new:
+            now = time.monotonic()
+            self._rate.extend([now] * new)
+            if job.t_first is None:
+                job.t_first = gen.t_first
+                if m:
+                    m.ttft.labels(self.id, job.endpoint).observe(gen.t_first - job.t_arrival)
             if m:
-                m.ttft.labels(self.id, job.endpoint).observe(now - job.t_arrival)
-        if m:
-            m.generated_tokens.labels(job.tenant, self.id).inc()
-        text = job.filter.push(job.decoder.decode(self._piece(tok)))
+                m.generated_tokens.labels(job.tenant, self.id).inc(new)
         if text:
             job.emit("text", text)
-        if job.filter.hit:
-            return self._finish(job, "stop", flush=False)
-        if job.generated >= job.max_tokens or job.n_past >= self.n_ctx:
-            return self._finish(job, "length")
-        job.pending = tok
-        return False
+        return self._finish(job) if gen.done else False
+
+    def _speculator(self, entry: _Entry):
+        """The entry's Speculator when this model speculates (None otherwise)."""
+        mode, draft, k = self.speculative
+        if not (mode or draft):
+            return None
+        if entry.speculator is None:
+            entry.speculator = make_speculator(mode, self.model, self.n_ctx, draft_model=draft, draft_tokens=k,
+                                               threads=self.threads)
+        return entry.speculator
 
     def _embed_unit(self, job: Job) -> bool:
+        s = job.entry.session
         ids = job.embed_ids[job.embed_k]
-        chunk = ids[job.pos:job.pos + self.chunk]
-        c = self.model.core
-        with c.lock:
-            c.view(self._ids_buf, np.int32, len(chunk))[:] = chunk
-            if not c.call("realm_session_embed", job.entry.session.handle, self._ids_buf, len(chunk), self._acc_buf):
-                raise RealmError(c.last_error())
-            job.pos += len(chunk)
-            if job.pos < len(ids):
-                return False
-            vec = c.view(self._acc_buf, np.float32, self.n_embd).astype(np.float64)
-            c.view(self._acc_buf, np.float32, self.n_embd)[:] = 0
-            job.entry.session.truncate(0)
-        vec /= len(ids)                       # mean over the input's tokens
-        norm = float(np.sqrt((vec * vec).sum()))
-        if norm > 0:
-            vec /= norm                        # L2-normalised
-        job.emit("embedding", job.embed_k, vec.astype(np.float32))
+        chunk = ids[job.embed_pos:job.embed_pos + self.chunk]
+        s.embed_add(chunk)
+        job.embed_pos += len(chunk)
+        if job.embed_pos < len(ids):
+            return False
+        job.emit("embedding", job.embed_k, s.embed_end())
         job.embed_tokens += len(ids)
         job.embed_k += 1
-        job.pos = 0
+        job.embed_pos = 0
         if job.embed_k < len(job.embed_ids):
+            s.embed_begin()
             return False
         self._retire(job)
-        with c.lock:
+        with self.model.core.lock:
             self.pool.release(job.entry)
         job.entry = None
         job.emit("done", "stop", {"prompt_tokens": job.embed_tokens, "total_tokens": job.embed_tokens})
         return True
 
-    def _finish(self, job: Job, reason: str, flush: bool = True) -> bool:
-        if flush:
-            tail = job.filter.push(job.decoder.decode(b"", final=True))
-            if not job.filter.hit:
-                tail += job.filter.flush()
-            if tail:
-                job.emit("text", tail)
-        job.finish_reason = reason
+    def _finish(self, job: Job) -> bool:
+        gen = job.gen
         self._retire(job)
         with self.model.core.lock:
             self.pool.release(job.entry)
         job.entry = None
-        if self.metrics and job.t_decode0 is not None and job.generated > 1:
-            dt = time.perf_counter() - job.t_decode0
+        st = gen.stats
+        if self.metrics and gen.t_decode0 is not None and st.generated_tokens > 1:
+            dt = time.perf_counter() - gen.t_decode0
             if dt > 0:
-                self.metrics.request_tps.labels(self.id).observe((job.generated - 1) / dt)
-        usage = {"prompt_tokens": len(job.ids), "completion_tokens": job.generated,
-                 "total_tokens": len(job.ids) + job.generated,
-                 "prompt_tokens_details": {"cached_tokens": job.cached}}
-        job.emit("done", reason, usage)
+                self.metrics.request_tps.labels(self.id).observe((st.generated_tokens - 1) / dt)
+        usage = {"prompt_tokens": st.prompt_tokens, "completion_tokens": st.generated_tokens,
+                 "total_tokens": st.prompt_tokens + st.generated_tokens,
+                 "prompt_tokens_details": {"cached_tokens": st.cached_tokens}}
+        job.emit("done", st.finish_reason, usage)
         self._gauges(force=True)
         return True
 

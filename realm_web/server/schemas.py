@@ -10,9 +10,10 @@ rather than silently dropped.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from ..sampling import GenerationOptions, SamplerSettings, from_openai
 from .errors import APIError, bad_request
 
 MAX_TOKENS_CEILING = 1 << 20   # anything above is "huge" whatever the model
@@ -89,7 +90,7 @@ class _Fields:
             raise bad_request(f"Invalid '{key}': {v} is greater than the maximum of {hi}.", param=key)
         return v
 
-    def num(self, key: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
+    def num(self, key: str, default: float | None, lo: float | None = None, hi: float | None = None) -> float | None:
         v = self.b.get(key)
         if v is None:
             return default
@@ -107,18 +108,14 @@ class _Fields:
 
 @dataclass
 class Sampling:
-    max_tokens: int | None = None      # None: until end of generation or a full context
+    """A request's sampler settings and generation options (realm_web.sampling.from_openai)."""
+    settings: SamplerSettings
+    options: GenerationOptions
     max_tokens_param: str = "max_tokens"
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
+
+    @property
+    def max_tokens(self) -> int | None:   # None: until end of generation or a full context
+        return self.options.max_tokens
 
 
 @dataclass
@@ -154,33 +151,28 @@ class EmbeddingRequest:
 
 
 def _sampling(f: _Fields, default_max: int | None, max_key: str = "max_tokens") -> Sampling:
-    s = Sampling()
+    """Check the sampling fields' types and ranges, then map them with sampling.from_openai
+    (which holds the defaults: OpenAI's)."""
     key = max_key if f.has(max_key) else "max_tokens"
-    s.max_tokens = f.int(key, default_max, lo=1, hi=MAX_TOKENS_CEILING)
-    s.max_tokens_param = key
-    s.temperature = f.num("temperature", 1.0, 0.0, 2.0)
-    s.top_p = f.num("top_p", 1.0, 0.0, 1.0)
-    s.frequency_penalty = f.num("frequency_penalty", 0.0, -2.0, 2.0)
-    s.presence_penalty = f.num("presence_penalty", 0.0, -2.0, 2.0)
+    f.int(key, None, lo=1, hi=MAX_TOKENS_CEILING)
+    f.num("temperature", None, 0.0, 2.0)
+    f.num("top_p", None, 0.0, 1.0)
+    f.num("frequency_penalty", None, -2.0, 2.0)
+    f.num("presence_penalty", None, -2.0, 2.0)
     # llama.cpp server's extensions, accepted here too
-    s.top_k = f.int("top_k", 0, lo=0, hi=1 << 20)
-    s.min_p = f.num("min_p", 0.0, 0.0, 1.0)
-    s.repeat_penalty = f.num("repeat_penalty", 1.0, 0.0, 10.0)
-    s.repeat_last_n = f.int("repeat_last_n", 64, lo=-1, hi=1 << 20)
-    s.seed = f.int("seed", None, lo=-(1 << 63), hi=(1 << 64) - 1)
+    f.int("top_k", None, lo=0, hi=1 << 20)
+    f.num("min_p", None, 0.0, 1.0)
+    f.num("repeat_penalty", None, 0.0, 10.0)
+    f.int("repeat_last_n", None, lo=-1, hi=1 << 20)
+    f.int("seed", None, lo=-(1 << 63), hi=(1 << 64) - 1)
     stop = f.b.get("stop")
-    if stop is None:
-        s.stop = []
-    elif isinstance(stop, str):
-        s.stop = [stop] if stop else []
-    elif isinstance(stop, list):
+    if isinstance(stop, list):
         if len(stop) > MAX_STOP:
             raise bad_request(f"Invalid 'stop': at most {MAX_STOP} sequences, got {len(stop)}.", param="stop")
         for i, x in enumerate(stop):
             if not isinstance(x, str):
                 raise _bad_type(f"stop[{i}]", "a string", x)
-        s.stop = [x for x in stop if x]
-    else:
+    elif stop is not None and not isinstance(stop, str):
         raise _bad_type("stop", "a string or an array of strings", stop)
     n = f.int("n", 1)
     if n != 1:
@@ -188,7 +180,8 @@ def _sampling(f: _Fields, default_max: int | None, max_key: str = "max_tokens") 
     bias = f.b.get("logit_bias")
     if bias not in (None, {}):
         raise bad_request("'logit_bias' is not supported by this server.", param="logit_bias")
-    return s
+    settings, options = from_openai(f.b, max_key, default_max)
+    return Sampling(settings, options, key)
 
 
 def _stream_opts(f: _Fields) -> tuple[bool, bool]:

@@ -17,7 +17,8 @@ import time
 
 import uvicorn
 
-from .app import RealmServer, ServerConfig
+from .app import RealmServer
+from .config import ServerConfig
 from .logs import LOGGER, setup as setup_logging
 
 log = logging.getLogger(LOGGER)

@@ -1,0 +1,29 @@
+"""`realm serve`'s settings (one dataclass, no heavy imports: the CLI reads its defaults)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PREFILL_CHUNK = 32   # prompt tokens per scheduling turn unless configured (at most limits.EVAL_BATCH)
+
+
+@dataclass
+class ServerConfig:
+    models: list[tuple[str, str]] = field(default_factory=list)  # (id, path); empty: the default model
+    host: str = "127.0.0.1"
+    port: int = 8080
+    keys_path: str | None = None        # None: keys.default_keys_path()
+    no_auth: bool = False
+    n_ctx: int | None = None            # per session; None: limits.default_ctx (DEFAULT_CTX, at most the trained context)
+    max_sessions: int = 32              # KV caches per model (busy + idle)
+    prefill_chunk: int = PREFILL_CHUNK  # prompt tokens per scheduling turn (<= limits.EVAL_BATCH)
+    threads: int | None = None          # CPU threads per model (None: realm_web's default)
+    speculative: str | None = None      # "ngram" or "draft" (realm_web/speculative.py): same text, fewer passes
+    draft_model: str | None = None      # the draft GGUF for "draft" (same vocabulary as every served model)
+    draft_tokens: int = 8               # at most this many drafts per verify pass
+    idle_ttl: float = 600.0             # seconds before an idle session is freed
+    rpm: int | None = None              # default requests/min per tenant (None: unlimited)
+    tpm: int | None = None              # default generated tokens/min per tenant
+    max_body: int = 1 << 20             # bytes
+    grace: float = 30.0                 # SIGTERM: seconds to let in-flight requests finish
+    log_format: str = "text"
+    log_level: str = "info"

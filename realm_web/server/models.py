@@ -1,0 +1,89 @@
+"""Model loading: the configured GGUF files, one scheduler (ModelWorker) per file, looked up by id."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from .config import ServerConfig
+from .errors import model_not_found, unavailable
+from .logs import LOGGER
+from .scheduler import ModelWorker
+
+log = logging.getLogger(LOGGER)
+
+
+def default_model_id(path: str) -> str:
+    """A model's id from its file name: SmolLM2-135M-Instruct.Q4_1.gguf -> SmolLM2-135M-Instruct.Q4_1."""
+    name = os.path.basename(path)
+    return name[:-5] if name.lower().endswith(".gguf") else name
+
+
+class Models:
+    """model id -> ModelWorker (several ids may share one file's worker)."""
+
+    def __init__(self, config: ServerConfig, metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.workers: dict[str, ModelWorker] = {}
+        self.loaded = False
+        self.load_error: str | None = None
+
+    def load(self) -> None:
+        """Load every configured model (blocking; run off the event loop). Sets load_error on failure."""
+        from ..default_model import default_model_path
+        cfg = self.config
+        try:
+            specs = list(cfg.models)
+            if not specs:
+                p = str(default_model_path())
+                specs = [(default_model_id(p), p)]
+            by_file: dict[tuple, ModelWorker] = {}
+            for mid, path in specs:
+                if mid in self.workers:
+                    raise ValueError(f"model id {mid!r} is given twice")
+                st = os.stat(path)
+                fkey = (st.st_dev, st.st_ino)     # one worker per file, however it is spelled
+                w = by_file.get(fkey)
+                if w is None:
+                    t = time.perf_counter()
+                    w = ModelWorker(mid, path, n_ctx=cfg.n_ctx, max_sessions=cfg.max_sessions,
+                                    idle_ttl=cfg.idle_ttl, metrics=self.metrics,
+                                    prefill_chunk=cfg.prefill_chunk, threads=cfg.threads,
+                                    speculative=cfg.speculative, draft_model=cfg.draft_model,
+                                    draft_tokens=cfg.draft_tokens)
+                    by_file[fkey] = w
+                    log.info("model loaded", extra={"model": mid, "path": path, "n_ctx": w.n_ctx,
+                                                    "max_sessions": cfg.max_sessions,
+                                                    "seconds": round(time.perf_counter() - t, 2)})
+                self.workers[mid] = w
+            self.loaded = True
+        except Exception as e:
+            self.load_error = f"{type(e).__name__}: {e}"
+            log.error("loading the models failed: %s", self.load_error)
+
+    def unique(self) -> list[ModelWorker]:
+        seen, out = set(), []
+        for w in self.workers.values():
+            if id(w) not in seen:
+                seen.add(id(w))
+                out.append(w)
+        return out
+
+    def get(self, model: str) -> ModelWorker:
+        """The worker of a requested model id, or the 404 (503 while loading)."""
+        w = self.workers.get(model)
+        if w is None:
+            if not self.loaded:
+                raise unavailable("the models are still loading; retry shortly (see GET /ready)")
+            raise model_not_found(model, list(self.workers))
+        return w
+
+    def cancel_all(self) -> None:
+        for w in self.unique():
+            w.cancel_all("shutdown")
+
+    def shutdown(self) -> None:
+        for w in self.unique():
+            w.stop()
+        self.workers.clear()

@@ -1,0 +1,139 @@
+"""The HTTP routes: every /v1 route's common frame (request id, drain, auth, errors, logs) and the handlers."""
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from . import completion
+from .auth import authenticate
+from .context import Ctx
+from .disconnect import ClientGone, unless_disconnected
+from .embeddings import embed
+from .encoding import error_response, json_response
+from .errors import APIError, bad_request, model_not_found, server_error, too_large, unavailable
+from .logs import LOGGER, new_request_id
+from .schemas import parse_json
+from .sse import SSEResponse
+
+log = logging.getLogger(LOGGER)
+
+
+class Routes:
+    """The HTTP handlers of one RealmServer (`srv`: config, keys, models, limiter, metrics, requests)."""
+
+    def __init__(self, srv) -> None:
+        self.srv = srv
+
+    async def _read_body(self, request: Request) -> dict:
+        limit = self.srv.config.max_body
+        cl = request.headers.get("content-length")
+        if cl is not None:
+            try:
+                if int(cl) > limit:
+                    raise too_large(limit)
+            except ValueError:
+                raise bad_request("Invalid Content-Length header.") from None
+        buf = bytearray()
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) > limit:
+                raise too_large(limit)
+        return parse_json(bytes(buf))
+
+    async def _api(self, request: Request, endpoint: str, run) -> Response:
+        """Common frame of every /v1 route: request id, drain check, auth, errors, logs, metrics."""
+        srv = self.srv
+        ctx = Ctx(new_request_id(request.headers.get("x-request-id")), endpoint, request.method, request.url.path)
+        srv.requests.begin(ctx)
+        streaming = False
+        try:
+            if srv.draining:
+                raise unavailable("the server is shutting down and takes no new requests")
+            auth = authenticate(srv.keys, request.headers)
+            ctx.tenant = auth.tenant
+            resp = await run(ctx, auth)
+            if isinstance(resp, SSEResponse):
+                streaming = True   # the response ends the request (and calls requests.end)
+            return resp
+        except APIError as e:
+            ctx.status = e.status
+            ctx.error = e.message
+            return error_response(e, ctx.request_id)
+        except (ClientGone, ClientDisconnect):
+            ctx.status = 499
+            ctx.error = "client disconnected"
+            return Response(status_code=499)
+        except Exception as e:
+            log.exception("unhandled error", extra={"request_id": ctx.request_id})
+            ctx.status = 500
+            ctx.error = str(e)
+            return error_response(server_error(f"internal error: {type(e).__name__}"), ctx.request_id)
+        finally:
+            if not streaming:
+                srv.requests.end(ctx)
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._api(request, "chat.completions",
+                               lambda ctx, auth: self._generate(request, ctx, auth, "chat.completions"))
+
+    async def completions(self, request: Request) -> Response:
+        return await self._api(request, "completions",
+                               lambda ctx, auth: self._generate(request, ctx, auth, "completions"))
+
+    async def _generate(self, request: Request, ctx: Ctx, auth, endpoint: str) -> Response:
+        body = await self._read_body(request)
+        gen = await unless_disconnected(completion.start(self.srv, ctx, auth, endpoint, body), request.receive)
+        if gen.req.stream:
+            return SSEResponse(self.srv.requests, gen, gen.req.include_usage)
+        try:
+            result = await unless_disconnected(gen.result(), request.receive)
+        finally:
+            gen.close()
+        return json_response(result, ctx.request_id)
+
+    async def embeddings(self, request: Request) -> Response:
+        async def run(ctx, auth):
+            body = await self._read_body(request)
+            return json_response(await unless_disconnected(embed(self.srv, ctx, auth, body), request.receive),
+                                 ctx.request_id)
+        return await self._api(request, "embeddings", run)
+
+    def _model_obj(self, mid: str) -> dict:
+        w = self.srv.models.workers[mid]
+        return {"id": mid, "object": "model", "created": w.created, "owned_by": "realm-web",
+                "context_length": w.n_ctx, "embedding_dimensions": w.n_embd}
+
+    async def list_models(self, request: Request) -> Response:
+        async def run(ctx, auth):
+            return json_response({"object": "list", "data": [self._model_obj(m) for m in self.srv.models.workers]},
+                                 ctx.request_id)
+        return await self._api(request, "models", run)
+
+    async def get_model(self, request: Request) -> Response:
+        async def run(ctx, auth):
+            mid = request.path_params["model"]
+            workers = self.srv.models.workers
+            if mid not in workers:
+                raise model_not_found(mid, list(workers))
+            return json_response(self._model_obj(mid), ctx.request_id)
+        return await self._api(request, "models", run)
+
+    async def health(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def ready(self, request: Request) -> Response:
+        srv = self.srv
+        if srv.load_error:
+            return json_response({"status": "failed", "error": srv.load_error}, status=503)
+        if srv.draining:
+            return json_response({"status": "draining", "in_flight": srv.in_flight}, status=503)
+        if not srv.loaded:
+            return json_response({"status": "loading"}, status=503)
+        return json_response({"status": "ready", "models": list(srv.models.workers)})
+
+    async def metrics(self, request: Request) -> Response:
+        # gauges are kept current by the scheduler threads (touching a model here could block the loop)
+        m = self.srv.metrics
+        return Response(m.render(), media_type=m.content_type)
