@@ -55,10 +55,10 @@ def llama_decode(path: Path, prompt_ids: list[int], n: int, threads: int, lookup
     kw = {"draft_model": LlamaPromptLookupDecoding(num_pred_tokens=8)} if lookup else {}
     llm = Llama(str(path), n_ctx=2048, n_batch=2048, n_threads=threads, n_threads_batch=threads, verbose=False,
                 logits_all=lookup, **kw)
-    llm.eval(prompt_ids)
+    llm.eval(prompt_ids[:-1])  # generate() reuses this prefix (reset=True matches it) and evaluates the last token
     t0 = time.perf_counter()
     got = 0
-    for _tok in llm.generate(prompt_ids, temp=0.0, top_k=1, reset=False):
+    for _tok in llm.generate(prompt_ids, temp=0.0, top_k=1):
         got += 1
         if got >= n:
             break

@@ -15,6 +15,7 @@ core verify them, and turns itself off for a while when too few are accepted
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from .errors import RealmError
@@ -115,16 +116,25 @@ def check_same_vocab(target, draft) -> None:
 
 
 class Speculator:
-    """Speculative steps for one session, adaptive: drafts k tokens (growing while all
-    are accepted), and pauses drafting for a while after steps that accept too little."""
+    """Speculative steps for one session, adaptive in two ways: drafts k tokens (growing
+    while all are accepted, shrinking to what was accepted), and drafts only while it
+    pays. A verify pass evaluates k+1 tokens, which costs about k+1 plain steps where
+    the forward pass is compute-bound (a small model on a CPU) and far less where it is
+    memory-bound (weights read once for all k+1); so it times both kinds of step and
+    pauses drafting, for a doubling number of plain steps, while a verify pass yields
+    tokens more slowly than plain steps, or accepts too little."""
 
-    def __init__(self, drafter, k_max: int = 8, min_acceptance: float = 0.35) -> None:
+    def __init__(self, drafter, k_max: int = 8, min_acceptance: float = 0.35, timed: bool = True) -> None:
+        """timed=False: pause on poor acceptance only, never on timing (tests that count drafts)."""
         self.drafter = drafter
+        self.timed = timed
         self.k_max = max(1, int(k_max))
         self.k = min(4, self.k_max)
         self.min_acceptance = min_acceptance
         self.stats = SpeculativeStats()
-        self._rate = 1.0          # moving acceptance rate of recent steps
+        self._rate = 1.0          # moving acceptance rate of recent verify passes
+        self._t_plain = None      # moving seconds per token of plain steps
+        self._t_spec = None       # moving seconds per token of verify passes (drafting included)
         self._pause = 0           # plain steps left before drafting again
         self._backoff = 8
 
@@ -136,15 +146,19 @@ class Speculator:
         `budget`, exactly those plain decoding (session.step) would give."""
         room = session.n_ctx - session.n_past - 1  # positions left after `last`
         k = min(self.k, budget - 1, room)
+        t0 = time.perf_counter()
         drafts = []
         if self._pause > 0:
             self._pause -= 1
-        elif k > 0:
+        elif k > 0 and (self._t_plain is not None or not self.timed):  # a plain step first: the yardstick
             drafts = self.drafter.draft(session, last, k)[:k]
         if not drafts:
+            out = [session.step(last)]
             self.stats.plain_steps += 1
-            return [session.step(last)]
+            self._t_plain = _ema(self._t_plain, time.perf_counter() - t0)
+            return out
         out = session.verify([last] + drafts)
+        self._t_spec = _ema(self._t_spec, (time.perf_counter() - t0) / len(out))
         acc = len(out) - 1
         st = self.stats
         st.steps += 1
@@ -157,16 +171,24 @@ class Speculator:
         self._rate = 0.7 * self._rate + 0.3 * (accepted / drafted)
         if accepted == drafted:
             self.k = min(self.k_max, self.k * 2)
-            self._backoff = 8
         else:
             self.k = max(1, min(self.k, accepted + 1))
-        if self._rate < self.min_acceptance:  # verifying costs more than it brings: rest
+        slower = (self.timed and self._t_spec is not None and self._t_plain is not None
+                  and self._t_spec > 0.97 * self._t_plain)
+        if self._rate < self.min_acceptance or slower:  # verifying costs more than it brings: rest
             self._pause = self._backoff
-            self._backoff = min(256, self._backoff * 2)
-            self._rate = self.min_acceptance  # one fresh try after the pause
+            self._backoff = min(512, self._backoff * 2)
+            self._rate = max(self._rate, self.min_acceptance)  # one fresh try after the pause
+            self._t_spec = None
+        else:
+            self._backoff = 8
 
     def close(self) -> None:
         self.drafter.close()
+
+
+def _ema(old: float | None, new: float) -> float:
+    return new if old is None else 0.8 * old + 0.2 * new
 
 
 def make_speculator(mode: str | None, target_model, n_ctx: int, draft_model=None, draft_tokens: int = 8,
