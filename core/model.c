@@ -529,49 +529,6 @@ static void rope(const ModelConfig *c, float *x, uint32_t n_heads, const float *
 
 static inline float f16r(float x) { return rt_f16_to_f32(rt_f32_to_f16(x)); }
 
-/* f16 -> f32 for the low / high four of eight halves, times 2^-112: the halves
- * go to the high 16 bits of i32 lanes (one interleave), where an arithmetic
- * shift by 3 puts sign, exponent and mantissa where an f32 has them; the
- * sign copies are masked off. Exact for zero, subnormal and normal halves
- * (caches hold no inf/NaN). The 2^112 is folded into the other factor of each
- * product (q and p below, f16-rounded values, so scaling them is exact): every
- * product, hence every sum, is bit-identical to the plain conversion's, for
- * three vector operations per four halves instead of seven.
- * (Performance edit, issue 6: attention dominates decode at long contexts.) */
-static inline v128_t h2f_lo(v128_t h) {
-    v128_t w = wasm_i16x8_shuffle(wasm_i32x4_splat(0), h, 0, 8, 1, 9, 2, 10, 3, 11);
-    return wasm_v128_and(wasm_i32x4_shr(w, 3), wasm_i32x4_splat((int32_t)0x8fffffffu));
-}
-static inline v128_t h2f_hi(v128_t h) {
-    v128_t w = wasm_i16x8_shuffle(wasm_i32x4_splat(0), h, 4, 12, 5, 13, 6, 14, 7, 15);
-    return wasm_v128_and(wasm_i32x4_shr(w, 3), wasm_i32x4_splat((int32_t)0x8fffffffu));
-}
-static inline float hsum4(v128_t v) {
-    return wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1) + wasm_f32x4_extract_lane(v, 2) +
-           wasm_f32x4_extract_lane(v, 3);
-}
-
-/* q . k over D dims (D a multiple of 8); k in f16; q pre-scaled by 2^112 (see h2f_lo) */
-static float dot_f16(const float *q, const uint16_t *k, uint32_t D) {
-    v128_t a0 = wasm_f32x4_splat(0), a1 = a0;
-    for (uint32_t d = 0; d < D; d += 8) {
-        v128_t h = wasm_v128_load(k + d);
-        a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(wasm_v128_load(q + d), h2f_lo(h)));
-        a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(wasm_v128_load(q + d + 4), h2f_hi(h)));
-    }
-    return hsum4(wasm_f32x4_add(a0, a1));
-}
-
-/* acc += p * v over D dims; v in f16 */
-static void axpy_f16(float *acc, float p, const uint16_t *v, uint32_t D) {
-    v128_t vp = wasm_f32x4_splat(p * 0x1p112f); /* exact: p is f16-rounded (see h2f_lo) */
-    for (uint32_t d = 0; d < D; d += 8) {
-        v128_t h = wasm_v128_load(v + d);
-        wasm_v128_store(acc + d, wasm_f32x4_add(wasm_v128_load(acc + d), wasm_f32x4_mul(vp, h2f_lo(h))));
-        wasm_v128_store(acc + d + 4, wasm_f32x4_add(wasm_v128_load(acc + d + 4), wasm_f32x4_mul(vp, h2f_hi(h))));
-    }
-}
-
 /* Attention of new token t (position p0 + t) in head h over the cache of layer
  * l, into s->att; thread `tid` uses its own row of s->scores (threads.c runs
  * every (token, head) pair, on whichever thread claims it).
@@ -584,23 +541,22 @@ void attention_head(Session *s, uint32_t l, uint32_t p0, uint32_t t, uint32_t h,
     const uint16_t *kc = s->k_cache + (uint64_t)l * s->n_ctx * kvd, *vc = s->v_cache + (uint64_t)l * s->n_ctx * kvd;
     float *scores = s->scores + (uint64_t)tid * s->n_ctx;
     float scale = 1.0f / rt_sqrtf((float)D);
-    float qh[1024] __attribute__((aligned(16))), acc[1024] __attribute__((aligned(16)));
-    bool simd = D % 8 == 0;
     uint32_t n = p0 + t + 1; /* positions this token sees */
     const float *q = s->q + (uint64_t)t * H * D + (uint64_t)h * D;
+    float *out = s->att + (uint64_t)t * H * D + (uint64_t)h * D;
     uint64_t koff = (uint64_t)(h / G) * D;
-    if (simd && D <= 1024) { /* the same sums, in the same order, with SIMD around them (quant_attn.c) */
-        quant_attn_head_f16(q, kc + koff, vc + koff, kvd, n, D, scale, scores,
-                            s->att + (uint64_t)t * H * D + (uint64_t)h * D);
+    if (D % 8 == 0) { /* every real model (read_config caps D at 1024): SIMD, quant_attn.c */
+        quant_attn_head_f16(q, kc + koff, vc + koff, kvd, n, D, scale, scores, out);
         return;
     }
-    for (uint32_t d = 0; d < D; d++) qh[d] = f16r(q[d]) * (simd ? 0x1p112f : 1.0f); /* see h2f_lo */
+    /* an even head_dim that is not a multiple of 8 (tiny test models): scalar */
+    float qh[1024], acc[1024];
+    for (uint32_t d = 0; d < D; d++) qh[d] = f16r(q[d]);
     float mx = -__builtin_inff();
     for (uint32_t j = 0; j < n; j++) {
         const uint16_t *k = kc + (uint64_t)j * kvd + koff;
         float dot = 0;
-        if (simd) dot = dot_f16(qh, k, D);
-        else for (uint32_t d = 0; d < D; d++) dot += qh[d] * rt_f16_to_f32(k[d]);
+        for (uint32_t d = 0; d < D; d++) dot += qh[d] * rt_f16_to_f32(k[d]);
         dot *= scale;
         scores[j] = dot;
         if (dot > mx) mx = dot;
@@ -616,10 +572,9 @@ void attention_head(Session *s, uint32_t l, uint32_t p0, uint32_t t, uint32_t h,
     for (uint32_t j = 0; j < n; j++) {
         float p = f16r(scores[j] * inv);
         const uint16_t *v = vc + (uint64_t)j * kvd + koff;
-        if (simd) axpy_f16(acc, p, v, D);
-        else for (uint32_t d = 0; d < D; d++) acc[d] += p * rt_f16_to_f32(v[d]);
+        for (uint32_t d = 0; d < D; d++) acc[d] += p * rt_f16_to_f32(v[d]);
     }
-    memcpy(s->att + (uint64_t)t * H * D + (uint64_t)h * D, acc, D * 4);
+    memcpy(out, acc, D * 4);
 }
 
 /* One n_ctx row of attention scores per thread that may run attention_head. */
@@ -664,7 +619,7 @@ static bool forward_batch(Session *s, const int32_t *ids, uint32_t T, int logits
             }
         }
         if (!ensure_scores(s)) return false;
-        threads_attention(s, l, p0, T);
+        threads_attention(s, l, p0, T, c->n_head);
         if (!matmul(s, &L->wo, s->att, T, s->xb)) return false;
         for (uint64_t i = 0; i < T * E; i++) s->x[i] += s->xb[i];
         for (uint32_t t = 0; t < T; t++) rmsnorm(s->xb + t * E, s->x + t * E, (const float *)L->ffn_norm.data, E, c->rms_eps);

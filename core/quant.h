@@ -60,8 +60,8 @@ bool quant_matmul(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_
 /* One attention head of one token over an f16 KV cache (quant_attn.c): the
  * query q (D f32), cache rows k and v of the head's KV head (row j at
  * k + j * kv_stride, v + j * kv_stride), n positions, scores: n f32 of
- * scratch, out: D f32. Bit for bit what model.c's attention_head computes
- * on its SIMD path (D a multiple of 8, at most 1024). */
+ * scratch, out: D f32. D a multiple of 8, at most 1024 (the formula, sum by
+ * sum, is in quant_attn.c). */
 void quant_attn_head_f16(const float *q, const uint16_t *k, const uint16_t *v, uint64_t kv_stride, uint32_t n,
                          uint32_t D, float scale, float *scores, float *out);
 

@@ -1,7 +1,9 @@
-/* quant_attn.c: one attention head over an f16 KV cache, for model.c.
+/* quant_attn.c: one attention head over an f16 KV cache, for the forward pass
+ * (attention_head, for every head_dim D that is a multiple of 8).
  *
- * Computes exactly (bit for bit) what model.c's attention_head computed with
- * dot_f16 / axpy_f16 (head_dim D a multiple of 8), in the same f32 and f64
+ * Computes exactly (bit for bit) what the straightforward SIMD loop (one
+ * cache row at a time: two f32x4 accumulators over eight dimensions, then
+ * an axpy per position) computed before it, in the same f32 and f64
  * operations per value:
  *   qh[d]  = f16r(q[d])                                      (f16r: round to f16 and back)
  *   s_j    = hsum4(a0 + a1) * scale, a0 / a1 the f32x4 sums of qh[d..d+3] k_j[d..d+3]
@@ -19,7 +21,7 @@
  *   position and 8 dimensions;
  * - f16r runs four lanes at a time (qi_f2h_x4 / qi_h2f_x4: the same rounding
  *   as rt_f32_to_f16 / rt_f16_to_f32, tests/test_quant.py);
- * - the f16 cache values are converted as in model.c: the halves go to the
+ * - the f16 cache values are converted cheaply: the halves go to the
  *   high 16 bits of i32 lanes, an arithmetic shift by 3 and a mask make them
  *   f32 times 2^-112 (exact for the finite values a cache holds), and the
  *   other factor carries 2^112 (exact: it is f16-rounded).
@@ -28,7 +30,7 @@
 #include "quant_impl.h"
 #include "simd_exp.h"
 
-/* f16 -> f32 times 2^-112 for the low / high four of eight halves (model.c's h2f_lo / h2f_hi). */
+/* f16 -> f32 times 2^-112 for the low / high four of eight halves (see above). */
 QI_INLINE v128_t h2f_lo(v128_t h) {
     const v128_t w = wasm_i16x8_shuffle(wasm_i32x4_splat(0), h, 0, 8, 1, 9, 2, 10, 3, 11);
     return wasm_v128_and(wasm_i32x4_shr(w, 3), wasm_i32x4_splat((int32_t)0x8fffffffu));
@@ -46,7 +48,7 @@ QI_INLINE float hsum4(v128_t v) {
            wasm_f32x4_extract_lane(v, 3);
 }
 
-/* q.k of one cache row (model.c's dot_f16), q scaled by 2^112 */
+/* q.k of one cache row, q scaled by 2^112 */
 QI_INLINE float dot1(const float *qh, const uint16_t *k, uint32_t D) {
     v128_t a0 = wasm_f32x4_splat(0), a1 = a0;
     for (uint32_t d = 0; d < D; d += 8) {

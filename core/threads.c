@@ -13,7 +13,6 @@
  * block) sleeps on n_done, so that a worker the OS had descheduled gets the
  * core back instead of competing with a spinning main thread. */
 #include "threads.h"
-#include "model.h"
 #include "quant.h"
 
 typedef enum { JOB_MATMUL = 1, JOB_ATTENTION = 2 } JobKind;
@@ -178,10 +177,10 @@ void threads_matmul(const MatmulSpec *m, uint32_t n, uint64_t T) {
     dispatch(&j);
 }
 
-void threads_attention(struct Session *s, uint32_t l, uint32_t p0, uint32_t T) {
+void threads_attention(struct Session *s, uint32_t l, uint32_t p0, uint32_t T, uint32_t H) {
     Job j = {0};
     j.kind = JOB_ATTENTION;
-    j.s = s, j.l = l, j.p0 = p0, j.H = s->m->cfg.n_head;
+    j.s = s, j.l = l, j.p0 = p0, j.H = H;
     j.n_chunks = (uint64_t)T * j.H;
     dispatch(&j);
 }
