@@ -147,6 +147,31 @@ def test_batched_sessions_compute_what_each_computes_alone(model_path):
                 assert same_bits(a, b), f"{what}: stream {i}, step {k}: logits differ from the session alone"
 
 
+def test_tile_and_one_token_kernels_give_the_same_bits(model_path):
+    """The premise of batching: a token's logits do not depend on the tokens it shares a
+    forward pass with (T = 2: one-token kernels per token; 3, 5, 70: 4-token tiles, a
+    repeated last token, leftovers one by one, two passes of 64 and 6)."""
+    core = WasmCore(path=MT_RELAXED)
+    model = CoreModel(model_path, core=core, threads=2)
+    s = Session(model, N_CTX)
+    try:
+        ids = PROMPTS[3]
+        for n in (2, 3, 5, 70):
+            s.truncate(0)
+            s.eval(ids[:n], all_logits=True)
+            together = np.array(s.logits(), copy=True)
+            s.truncate(0)
+            one = []
+            for t in ids[:n]:
+                s.eval([t])
+                one.append(np.array(s.logits()[-1], copy=True))
+            assert same_bits(together, np.stack(one)), f"{n} tokens in one eval differ from {n} one-token evals"
+    finally:
+        s.close()
+        model.close()
+        core.close()
+
+
 @pytest.fixture(scope="module")
 def model(default_model_path):
     m = CoreModel(default_model_path, threads=2)
