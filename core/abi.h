@@ -244,6 +244,11 @@ REALM_EXPORT uint32_t realm_session_embed(Session *s, const int32_t *ids, uint32
 REALM_EXPORT uint32_t realm_session_set_sampler(Session *s, const SamplerParams *p);
 REALM_EXPORT int32_t realm_session_sample(Session *s);
 REALM_EXPORT int32_t realm_session_step(Session *s, int32_t id);
+/* Batches: one forward pass for several sessions */
+REALM_EXPORT uint32_t realm_batch_eval(Model *m, Session *const *sessions, uint32_t n, const int32_t *ids, const uint32_t *counts, const uint32_t *flags);
+REALM_EXPORT uint32_t realm_batch_step(Model *m, Session *const *sessions, uint32_t n, const int32_t *ids, const uint32_t *counts, const uint32_t *flags, int32_t *out);
+REALM_EXPORT int32_t realm_batch_failed(void);
+REALM_EXPORT uint32_t realm_batch_max_tokens(void);
 /* Speculative decoding */
 REALM_EXPORT int32_t realm_session_verify(Session *s, const int32_t *ids, uint32_t n, int32_t *out);
 REALM_EXPORT int32_t realm_session_draft_ngram(Session *s, int32_t last, uint32_t ngram_min, uint32_t ngram_max, int32_t *out, uint32_t k);

@@ -7,10 +7,11 @@
  *
  * Nothing here touches the forward pass: it evaluates the tokens with
  * session_eval, one batch (<= n_batch tokens) per call, and after each batch
- * reads s->x, which then holds that batch's residual stream, n_embd floats
- * per token, before the final norm (see forward_batch in model.c). */
+ * reads the forward pass's residual stream (batch_hidden), n_embd floats per
+ * token, before the final norm (see forward in batch.c). */
 #include "api.h"
 #include "model.h"
+#include "batch.h"
 
 /* acc += rmsnorm(x) * w, with the sum of squares in double as ggml (and model.c) do it */
 static void add_normed(float *acc, const float *x, const float *w, uint64_t n, float eps) {
@@ -46,8 +47,9 @@ EXPORT uint32_t realm_session_embed(Session *s, const int32_t *ids, uint32_t n, 
     for (uint32_t i = 0; i < n; i += s->n_batch) {
         uint32_t T = RT_MIN(s->n_batch, n - i);
         if (!session_eval(s, ids + i, T, false)) return 0;
-        /* one batch per session_eval call, so s->x holds these T tokens' states */
-        for (uint32_t t = 0; t < T; t++) add_normed(acc, s->x + (uint64_t)t * E, w, E, m->cfg.rms_eps);
+        /* one batch per session_eval call, so the workspace holds these T tokens' states */
+        const float *x = batch_hidden(m);
+        for (uint32_t t = 0; t < T; t++) add_normed(acc, x + (uint64_t)t * E, w, E, m->cfg.rms_eps);
     }
     return 1;
 }

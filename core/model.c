@@ -1,13 +1,12 @@
-/* model.c: reading a LLaMA-family model out of a GGUF, and its sessions. */
+/* model.c: reading a LLaMA-family model out of a GGUF, its sessions and their
+ * RoPE angles. The forward pass is batch.c. */
 #include "model.h"
+#include "batch.h"
 #include "quant.h"
-#include "threads.h"
 
-/* The forward pass computes what it says (no reassociation under -fassociative-math):
- * the GPU backend reproduces it operation for operation (docs/GPU.md). */
+/* rope_table computes what it says (no reassociation under -fassociative-math):
+ * the GPU backend reads its angles (docs/GPU.md). */
 #pragma clang fp reassociate(off)
-#include <wasm_simd128.h>
-#include "simd_exp.h"
 
 /* ------------------------------------------------------------ small helpers */
 #define KEYBUF 128
@@ -78,7 +77,9 @@ uint8_t *model_weights(Model *m) {
 
 void model_free(Model *m) {
     if (!m) return;
+    for (Session *s = m->sessions; s; s = s->next) s->m = NULL; /* freed later: by itself (see session_free) */
     tokenizer_free(m->tok);
+    batch_free(m->batch);
     rt_free(m->layers);
     rt_free(m->weights);
     gguf_free(&m->gguf); /* metadata, tensor table and the header bytes */
@@ -369,29 +370,15 @@ Session *session_new(Model *m, uint32_t n_ctx) {
     s->m = m;
     s->n_ctx = n_ctx;
     s->n_batch = RT_MIN(n_ctx, (uint32_t)REALM_EVAL_BATCH);
-    uint64_t kvd = (uint64_t)c->n_head_kv * c->head_dim, B = s->n_batch;
+    uint64_t kvd = (uint64_t)c->n_head_kv * c->head_dim;
     uint64_t cache = (uint64_t)c->n_layer * n_ctx * kvd;
     s->k_cache = rt_malloc(cache * 2);
     s->v_cache = rt_malloc(cache * 2);
     s->tokens = rt_malloc((uint64_t)n_ctx * 4);
     s->logits_cap = 1;
     s->logits = rt_malloc((uint64_t)c->n_vocab * 4);
-    uint64_t qd = (uint64_t)c->n_head * c->head_dim, wide = RT_MAX(RT_MAX((uint64_t)c->n_embd, qd), (uint64_t)c->n_ff);
-    s->x = rt_malloc(B * c->n_embd * 4);
-    s->xb = rt_malloc(B * wide * 4);
-    s->q = rt_malloc(B * qd * 4);
-    s->k = rt_malloc(B * kvd * 4);
-    s->v = rt_malloc(B * kvd * 4);
-    s->att = rt_malloc(B * qd * 4);
-    s->hb = rt_malloc(B * c->n_ff * 4);
-    s->hb2 = rt_malloc(B * c->n_ff * 4);
-    s->scores = rt_malloc((uint64_t)n_ctx * 4 + 64);
-    s->scores_rows = 1;
-    s->rope_cs = rt_malloc(B * RT_MAX(c->rope_dim, 2u) * 4);
-    s->xq_cap = 0;
     sampler_init(&s->sampler);
-    if (!s->k_cache || !s->v_cache || !s->tokens || !s->logits || !s->x || !s->xb || !s->q || !s->k || !s->v ||
-        !s->att || !s->hb || !s->hb2 || !s->scores || !s->rope_cs) {
+    if (!s->k_cache || !s->v_cache || !s->tokens || !s->logits) {
         session_free(s);
         rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory: a session with a context of ", NULL);
         rt_err_append_u64(n_ctx);
@@ -400,82 +387,33 @@ Session *session_new(Model *m, uint32_t n_ctx) {
         rt_err_append(" MiB of KV cache");
         return NULL;
     }
+    s->next = m->sessions;
+    m->sessions = s;
     return s;
 }
 
 void session_free(Session *s) {
     if (!s) return;
-    void *ps[] = {s->k_cache, s->v_cache, s->tokens, s->logits, s->x, s->xb, s->q, s->k,
-                  s->v, s->att, s->hb, s->hb2, s->scores, s->xq, s->rope_cs};
+    if (s->m) /* NULL once its model is gone (model_free) */
+        for (Session **p = &s->m->sessions; *p; p = &(*p)->next)
+            if (*p == s) { *p = s->next; break; }
+    void *ps[] = {s->k_cache, s->v_cache, s->tokens, s->logits};
     for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) rt_free(ps[i]);
     sampler_free(&s->sampler);
     rt_free(s);
+}
+
+bool model_has_session(const Model *m, const Session *s) {
+    for (const Session *p = m->sessions; p; p = p->next)
+        if (p == s) return true;
+    return false;
 }
 
 void session_truncate(Session *s, uint32_t n) {
     if (n < s->n_past) s->n_past = n;
 }
 
-/* ------------------------------------------------------------ the forward pass */
-static void rmsnorm(float *out, const float *x, const float *w, uint64_t n, float eps) {
-    double ss = 0; /* ggml sums squares in double */
-    for (uint64_t i = 0; i < n; i++) ss += (double)(x[i] * x[i]);
-    float scale = 1.0f / rt_sqrtf((float)(ss / (double)n) + eps);
-    for (uint64_t i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
-}
-
-/* g[i] = g[i] / (1 + exp(-g[i])) * u[i] (SwiGLU), bit for bit the scalar
- * g / (1.0f + rt_expf(-g)) * u, four at a time. */
-static void swiglu(float *g, const float *u, uint64_t n) {
-    uint64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const v128_t gv = wasm_v128_load(g + i);
-        const v128_t den = wasm_f32x4_add(wasm_f32x4_splat(1.0f), rt_expf_x4(wasm_f32x4_neg(gv)));
-        wasm_v128_store(g + i, wasm_f32x4_mul(wasm_f32x4_div(gv, den), wasm_v128_load(u + i)));
-    }
-    for (; i < n; i++) g[i] = g[i] / (1.0f + rt_expf(-g[i])) * u[i];
-}
-
-/* y_i = x W_i^T for n (<= 3) weights that read the same activations x (T
- * rows): x is quantized once per activation type those weights need, then
- * every product runs as one threaded job. */
-static bool matmuls(Session *s, uint32_t n, const Tensor *const *ws, float *const *ys, const float *x, uint64_t T) {
-    MatmulSpec m[THREADS_MAX_MATMULS];
-    uint64_t off[THREADS_MAX_MATMULS], need = 0;
-    int same[THREADS_MAX_MATMULS];
-    for (uint32_t i = 0; i < n; i++) {
-        same[i] = -1;
-        for (uint32_t k = 0; k < i && same[i] < 0; k++)
-            if (ws[k]->ne0 == ws[i]->ne0 && quant_act_kind(ws[k]->type) == quant_act_kind(ws[i]->type)) same[i] = (int)k;
-        off[i] = same[i] >= 0 ? off[same[i]] : need;
-        if (same[i] < 0) need += RT_ALIGN_UP(quant_act_bytes(ws[i]->type, ws[i]->ne0, T), 64);
-    }
-    if (need > s->xq_cap) {
-        rt_free(s->xq);
-        s->xq = rt_malloc(need);
-        s->xq_cap = s->xq ? need : 0;
-        if (!s->xq) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory for activations", NULL); return false; }
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        if (same[i] < 0) quant_act_quantize(ws[i]->type, x, ws[i]->ne0, T, s->xq + off[i]);
-        m[i] = (MatmulSpec){ .type = ws[i]->type, .W = ws[i]->data, .xq = s->xq + off[i], .K = ws[i]->ne0,
-                             .rows = ws[i]->ne1, .y_stride = ws[i]->ne1, .y = ys[i] };
-    }
-    threads_matmul(m, n, T);
-    return true;
-}
-
-static bool matmul(Session *s, const Tensor *w, const float *x, uint64_t T, float *y) {
-    return matmuls(s, 1, &w, &y, x, T);
-}
-
-static void add_bias(float *y, const Tensor *b, uint64_t T) {
-    if (!b->data) return;
-    const float *bv = (const float *)b->data;
-    for (uint64_t t = 0; t < T; t++)
-        for (uint64_t i = 0; i < b->ne0; i++) y[t * b->ne0 + i] += bv[i];
-}
-
+/* ------------------------------------------------------------------ RoPE */
 static float yarn_ramp(float low, float high, int i0) {
     float y = ((float)i0 / 2 - low) / RT_MAX(0.001f, high - low);
     return 1 - RT_MIN(1.0f, RT_MAX(0.0f, y));
@@ -510,176 +448,4 @@ void rope_table(const Model *m, uint32_t pos0, uint32_t n, const float *freqs, f
             theta_base *= theta_scale;
         }
     }
-}
-
-/* Rotate n_heads heads of `x` (head_dim apart) by one position's rope_table row. */
-static void rope(const ModelConfig *c, float *x, uint32_t n_heads, const float *cs) {
-    uint32_t nd = c->rope_dim;
-    for (uint32_t i0 = 0; i0 < nd; i0 += 2) {
-        float ct = cs[i0], st = cs[i0 + 1];
-        uint32_t a = c->rope_type == ROPE_NEOX ? i0 / 2 : i0, b = c->rope_type == ROPE_NEOX ? i0 / 2 + nd / 2 : i0 + 1;
-        for (uint32_t h = 0; h < n_heads; h++) {
-            float *v = x + (uint64_t)h * c->head_dim;
-            float x0 = v[a], x1 = v[b];
-            v[a] = x0 * ct - x1 * st;
-            v[b] = x0 * st + x1 * ct;
-        }
-    }
-}
-
-static inline float f16r(float x) { return rt_f16_to_f32(rt_f32_to_f16(x)); }
-
-/* Attention of new token t (position p0 + t) in head h over the cache of layer
- * l, into s->att; thread `tid` uses its own row of s->scores (threads.c runs
- * every (token, head) pair, on whichever thread claims it).
- * As llama.cpp does without flash attention: q and the softmax weights are rounded
- * to f16 before meeting the f16 cache; sums run in f32. */
-void attention_head(Session *s, uint32_t l, uint32_t p0, uint32_t t, uint32_t h, uint32_t tid) {
-    const ModelConfig *c = &s->m->cfg;
-    uint32_t D = c->head_dim, H = c->n_head, G = c->n_head / c->n_head_kv;
-    uint64_t kvd = (uint64_t)c->n_head_kv * D;
-    const uint16_t *kc = s->k_cache + (uint64_t)l * s->n_ctx * kvd, *vc = s->v_cache + (uint64_t)l * s->n_ctx * kvd;
-    float *scores = s->scores + (uint64_t)tid * s->n_ctx;
-    float scale = 1.0f / rt_sqrtf((float)D);
-    uint32_t n = p0 + t + 1; /* positions this token sees */
-    const float *q = s->q + (uint64_t)t * H * D + (uint64_t)h * D;
-    float *out = s->att + (uint64_t)t * H * D + (uint64_t)h * D;
-    uint64_t koff = (uint64_t)(h / G) * D;
-    if (D % 8 == 0) { /* every real model (read_config caps D at 1024): SIMD, quant_attn.c */
-        quant_attn_head_f16(q, kc + koff, vc + koff, kvd, n, D, scale, scores, out);
-        return;
-    }
-    /* an even head_dim that is not a multiple of 8 (tiny test models): scalar */
-    float qh[1024], acc[1024];
-    for (uint32_t d = 0; d < D; d++) qh[d] = f16r(q[d]);
-    float mx = -__builtin_inff();
-    for (uint32_t j = 0; j < n; j++) {
-        const uint16_t *k = kc + (uint64_t)j * kvd + koff;
-        float dot = 0;
-        for (uint32_t d = 0; d < D; d++) dot += qh[d] * rt_f16_to_f32(k[d]);
-        dot *= scale;
-        scores[j] = dot;
-        if (dot > mx) mx = dot;
-    }
-    double sum = 0;
-    for (uint32_t j = 0; j < n; j++) {
-        float e = rt_expf(scores[j] - mx);
-        scores[j] = e;
-        sum += e;
-    }
-    float inv = (float)(1.0 / sum);
-    for (uint32_t d = 0; d < D; d++) acc[d] = 0;
-    for (uint32_t j = 0; j < n; j++) {
-        float p = f16r(scores[j] * inv);
-        const uint16_t *v = vc + (uint64_t)j * kvd + koff;
-        for (uint32_t d = 0; d < D; d++) acc[d] += p * rt_f16_to_f32(v[d]);
-    }
-    memcpy(out, acc, D * 4);
-}
-
-/* One n_ctx row of attention scores per thread that may run attention_head. */
-static bool ensure_scores(Session *s) {
-    uint32_t rows = threads_count() + 1;
-    if (rows <= s->scores_rows) return true;
-    float *p = rt_malloc((uint64_t)rows * s->n_ctx * 4 + 64);
-    if (!p) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory for attention scores", NULL); return false; }
-    rt_free(s->scores);
-    s->scores = p;
-    s->scores_rows = rows;
-    return true;
-}
-
-enum { LOGITS_NONE, LOGITS_LAST, LOGITS_ALL };
-
-static bool forward_batch(Session *s, const int32_t *ids, uint32_t T, int logits, uint32_t logits_row0) {
-    Model *m = s->m;
-    const ModelConfig *c = &m->cfg;
-    uint64_t E = c->n_embd, D = c->head_dim, QD = (uint64_t)c->n_head * D, KVD = (uint64_t)c->n_head_kv * D, F = c->n_ff;
-    uint32_t p0 = s->n_past;
-    for (uint32_t t = 0; t < T; t++)
-        quant_dequant_row(m->tok_embd.type, m->tok_embd.data + (uint64_t)ids[t] * m->tok_embd.row_bytes, s->x + t * E, E);
-    /* the batch's RoPE angles, once for every layer */
-    rope_table(m, p0, T, m->rope_freqs.data ? (const float *)m->rope_freqs.data : NULL, s->rope_cs);
-    for (uint32_t l = 0; l < c->n_layer; l++) {
-        const Layer *L = &m->layers[l];
-        for (uint32_t t = 0; t < T; t++) rmsnorm(s->xb + t * E, s->x + t * E, (const float *)L->attn_norm.data, E, c->rms_eps);
-        const Tensor *qkv[] = {&L->wq, &L->wk, &L->wv};
-        float *qkv_out[] = {s->q, s->k, s->v};
-        if (!matmuls(s, 3, qkv, qkv_out, s->xb, T)) return false;
-        add_bias(s->q, &L->bq, T);
-        add_bias(s->k, &L->bk, T);
-        add_bias(s->v, &L->bv, T);
-        uint16_t *kc = s->k_cache + (uint64_t)l * s->n_ctx * KVD, *vc = s->v_cache + (uint64_t)l * s->n_ctx * KVD;
-        for (uint32_t t = 0; t < T; t++) {
-            rope(c, s->q + t * QD, c->n_head, s->rope_cs + (uint64_t)t * c->rope_dim);
-            rope(c, s->k + t * KVD, c->n_head_kv, s->rope_cs + (uint64_t)t * c->rope_dim);
-            for (uint64_t i = 0; i < KVD; i++) {
-                kc[(uint64_t)(p0 + t) * KVD + i] = rt_f32_to_f16(s->k[t * KVD + i]);
-                vc[(uint64_t)(p0 + t) * KVD + i] = rt_f32_to_f16(s->v[t * KVD + i]);
-            }
-        }
-        if (!ensure_scores(s)) return false;
-        threads_attention(s, l, p0, T, c->n_head);
-        if (!matmul(s, &L->wo, s->att, T, s->xb)) return false;
-        for (uint64_t i = 0; i < T * E; i++) s->x[i] += s->xb[i];
-        for (uint32_t t = 0; t < T; t++) rmsnorm(s->xb + t * E, s->x + t * E, (const float *)L->ffn_norm.data, E, c->rms_eps);
-        const Tensor *gate_up[] = {&L->w_gate, &L->w_up};
-        float *gate_up_out[] = {s->hb, s->hb2};
-        if (!matmuls(s, 2, gate_up, gate_up_out, s->xb, T)) return false;
-        swiglu(s->hb, s->hb2, T * F);
-        if (!matmul(s, &L->w_down, s->hb, T, s->xb)) return false;
-        for (uint64_t i = 0; i < T * E; i++) s->x[i] += s->xb[i];
-    }
-    s->n_past += T;
-    if (logits == LOGITS_NONE) return true;
-    /* logits: every row, or the batch's last row only */
-    uint32_t t0 = logits == LOGITS_ALL ? 0 : T - 1, nrows = T - t0;
-    for (uint32_t t = t0; t < T; t++)
-        rmsnorm(s->xb + (t - t0) * E, s->x + t * E, (const float *)m->output_norm.data, E, c->rms_eps);
-    float *dst = s->logits + (uint64_t)logits_row0 * c->n_vocab;
-    return matmul(s, &m->output, s->xb, nrows, dst);
-}
-
-bool session_eval(Session *s, const int32_t *ids, uint32_t n, bool all_logits) {
-    const ModelConfig *c = &s->m->cfg;
-    rt_err_clear();
-    if (n == 0) {
-        rt_err("nothing to evaluate: zero tokens", NULL);
-        return false;
-    }
-    if ((uint64_t)s->n_past + n > s->n_ctx) {
-        rt_err_as(REALM_ERR_CONTEXT_FULL, "context full: ", NULL);
-        rt_err_append_u64(s->n_past);
-        rt_err_append(" tokens in the session plus ");
-        rt_err_append_u64(n);
-        rt_err_append(" new ones exceed its context of ");
-        rt_err_append_u64(s->n_ctx);
-        return false;
-    }
-    for (uint32_t i = 0; i < n; i++)
-        if (ids[i] < 0 || (uint32_t)ids[i] >= c->n_vocab) {
-            rt_err("token id ", NULL);
-            rt_err_append_i64(ids[i]);
-            rt_err_append(" is out of range (vocabulary of ");
-            rt_err_append_u64(c->n_vocab);
-            rt_err_append(")");
-            return false;
-        }
-    uint32_t rows = all_logits ? n : 1;
-    if (rows > s->logits_cap) {
-        float *nl = rt_malloc((uint64_t)rows * c->n_vocab * 4);
-        if (!nl) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory for logits", NULL); return false; }
-        rt_free(s->logits);
-        s->logits = nl;
-        s->logits_cap = rows;
-    }
-    s->logits_rows = rows;
-    for (uint32_t i = 0; i < n; i += s->n_batch) {
-        uint32_t T = RT_MIN(s->n_batch, n - i);
-        int logits = all_logits ? LOGITS_ALL : (i + T == n ? LOGITS_LAST : LOGITS_NONE);
-        memcpy(s->tokens + s->n_past, ids + i, (uint64_t)T * 4);
-        /* logits row: i with all_logits, else the single row 0 */
-        if (!forward_batch(s, ids + i, T, logits, all_logits ? i : 0)) return false; /* finished batches stay cached */
-    }
-    return true;
 }

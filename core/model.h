@@ -32,6 +32,9 @@ typedef struct {
     Tensor ffn_norm, w_gate, w_up, w_down;
 } Layer;
 
+struct Batch;
+struct Session;
+
 typedef struct Model {
     GGUF gguf;
     bool vocab_only;
@@ -42,6 +45,8 @@ typedef struct Model {
     Layer *layers;
     Tokenizer *tok;
     Str arch;
+    struct Batch *batch;        /* the forward pass's workspace (batch.h), shared by its sessions */
+    struct Session *sessions;   /* the live sessions, newest first */
 } Model;
 
 /* Parse a header (see gguf_parse for buf ownership and *need). NULL on error or need-more. */
@@ -54,18 +59,12 @@ void model_free(Model *m);
 
 typedef struct Session {
     Model *m;
-    uint32_t n_ctx, n_past, n_batch;
+    struct Session *next;        /* in m->sessions */
+    uint32_t n_ctx, n_past, n_batch; /* n_batch: tokens per forward pass of session_eval */
     uint16_t *k_cache, *v_cache; /* f16 [n_layer][n_ctx][n_head_kv * head_dim] */
     int32_t *tokens;             /* the n_past tokens in the cache */
     float *logits;               /* n_vocab * logits_rows */
     uint32_t logits_rows, logits_cap;
-    /* scratch for one batch of up to n_batch tokens */
-    float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
-    float *scores;               /* scores_rows rows of n_ctx: one per thread (threads.c) */
-    float *rope_cs;              /* the batch's RoPE (cos, sin) pairs: n_batch rows of rope_dim */
-    uint32_t scores_rows;
-    uint8_t *xq;                 /* quantized activations */
-    uint64_t xq_cap;
     Sampler sampler;
 } Session;
 
@@ -77,8 +76,11 @@ void rope_table(const Model *m, uint32_t pos0, uint32_t n, const float *freqs, f
 
 Session *session_new(Model *m, uint32_t n_ctx);
 void session_free(Session *s);
+/* s is one of m's live sessions (compares pointers only: s may be anything). */
+bool model_has_session(const Model *m, const Session *s);
 /* Evaluate n tokens at positions n_past.. ; logits for the last token, or for
- * every token when all_logits. False with rt_err on a bad id or a full context. */
+ * every token when all_logits. False with rt_err on a bad id or a full context.
+ * (batch.c: a batch of this one session, n_batch tokens per forward pass.) */
 bool session_eval(Session *s, const int32_t *ids, uint32_t n, bool all_logits);
 /* Forget everything after the first n tokens (prefix reuse, rewinds). */
 void session_truncate(Session *s, uint32_t n);

@@ -339,6 +339,8 @@ static inline uint64_t qi_chunk_rows(uint64_t rb) {
     }                                                                                           \
     void NAME(QI_MM_ARGS) {                                                                     \
         if (T == 1) NAME##_one(W, rb, K, r0, r1, xq, xrb, T, y, ys);                            \
+        else if (2 * T <= N) /* no tile: each token streams the rows by quarters (batched decode) */ \
+            for (uint64_t t = 0; t < T; t++) NAME##_one(W, rb, K, r0, r1, xq + t * xrb, xrb, 1, y + t * ys, ys); \
         else NAME##_many(W, rb, K, r0, r1, xq, xrb, T, y, ys);                                  \
     }
 

@@ -14,7 +14,7 @@
 #define REALM_THREADS_H
 #include "rt.h"
 
-struct Session;
+struct Batch;
 
 /* One matrix product of a job: y[t][r] for rows [0, rows) of W (stored type
  * `type`, K wide) against the quantized activations xq of T tokens (see
@@ -32,18 +32,18 @@ typedef struct {
  * and V; gate and up): one wake-up and one wait for all of them. */
 void threads_matmul(const MatmulSpec *m, uint32_t n, uint64_t T);
 
-/* Causal attention of T new tokens of layer l at positions p0.., H heads each:
- * attention_head (below) for every (token, head) pair. The session's scores
- * hold one n_ctx row per thread: threads_count() + 1 rows. */
-void threads_attention(struct Session *s, uint32_t l, uint32_t p0, uint32_t T, uint32_t H);
+/* Causal attention of layer l for rows [0, n_rows) of a forward-pass step,
+ * H heads each: attention_head (below) for every (row, head) pair. The
+ * step's scores hold one row per thread: threads_count() + 1 rows. */
+void threads_attention(const struct Batch *b, uint32_t l, uint32_t n_rows, uint32_t H);
 
 /* Workers the main thread currently splits work with (0 in realm.wasm). */
 uint32_t threads_count(void);
 
-/* What the pool calls back, defined by the forward pass (model.c; a direct
+/* What the pool calls back, defined by the forward pass (batch.c; a direct
  * call: a function pointer would add a 64-bit table, see PLATFORM.md). This
- * header only names the session type, so threads.c needs none of model.h:
- * one (token, head) pair of attention, with thread `tid`'s scores row. */
-void attention_head(struct Session *s, uint32_t l, uint32_t p0, uint32_t t, uint32_t h, uint32_t tid);
+ * header only names the step's type, so threads.c needs none of model.h or
+ * batch.h: one (row, head) pair of attention, with thread `tid`'s scores row. */
+void attention_head(const struct Batch *b, uint32_t l, uint32_t row, uint32_t h, uint32_t tid);
 
 #endif

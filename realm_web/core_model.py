@@ -161,6 +161,9 @@ class CoreModel:
         if self.handle:
             with self.core.lock:
                 self.core.call("realm_model_free", self.handle)
+                if getattr(self, "_bbuf", 0):
+                    self.core.free(self._bbuf)
+                    self._bbuf = self._bcap = 0
             self.handle = 0
         if self._own_core and hasattr(self.core, "close"):
             self.core.close()  # its worker threads
@@ -289,6 +292,68 @@ class CoreModel:
     def is_eog(self, token: int) -> bool:
         with self.core.lock:
             return bool(self.core.call("realm_token_is_eog", self.handle, int(token)))
+
+    # --------------------------------------------------------------- batches
+    BATCH_ALL_LOGITS, BATCH_NO_LOGITS = 1, 2  # realm_batch_eval's flags (core/batch.h)
+
+    def batch_max_tokens(self) -> int:
+        """Tokens one batched step may hold, all sessions together."""
+        with self.core.lock:
+            return self.core.call("realm_batch_max_tokens")
+
+    def _batch(self, name: str, sessions, chunks, flags) -> list[int] | None:
+        """One realm_batch_eval / realm_batch_step call over this model's sessions."""
+        sessions = list(sessions)
+        chunks = [[int(t) for t in ch] for ch in chunks]
+        n = len(sessions)
+        if len(chunks) != n or len(flags) != n:
+            raise ValueError(f"{n} sessions need {n} chunks and flags (got {len(chunks)}, {len(flags)})")
+        ids = [t for ch in chunks for t in ch]
+        head = struct.pack(f"<{n}Q{n}I{n}I", *(s.handle if s is not None else 0 for s in sessions),
+                           *(len(ch) for ch in chunks), *flags)
+        need = len(head) + 4 * n + 4 * len(ids) + 8
+        c = self.core
+        with c.lock:
+            if need > getattr(self, "_bcap", 0):
+                if getattr(self, "_bbuf", 0):
+                    c.free(self._bbuf)
+                self._bcap = max(need, 4096)
+                self._bbuf = c.alloc(self._bcap)
+            p = self._bbuf
+            pc, pf = p + 8 * n, p + 12 * n
+            po, pi = p + 16 * n, p + 20 * n
+            c.write(p, head)
+            if ids:
+                c.write_i32(pi, ids)
+            args = (self.handle, p, n, pi, pc, pf) + ((po,) if name == "realm_batch_step" else ())
+            if not c.call(name, *args):
+                which = c.call("realm_batch_failed")
+                err = core_error(c)
+                err.session_index = which if which >= 0 else None
+                raise err
+            return c.read_i32(po, n) if name == "realm_batch_step" else None
+
+    def eval_batch(self, sessions, chunks, all_logits=False, logits=True) -> None:
+        """One forward pass for several sessions of this model: session i evaluates
+        chunks[i] (a prompt chunk, or one decode token) after its own history. Every
+        weight matrix is read once for all of them; each session's logits (its last
+        row, every row with all_logits, none with logits=False; either may be a bool
+        or one bool per session) are bit for bit what Session.eval would give alone.
+        At most batch_max_tokens() ids in all. On error (ContextOverflowError,
+        RealmError; `.session_index` names the session, or None) no session changed."""
+        n = len(sessions)
+        al = [all_logits] * n if isinstance(all_logits, bool) else list(all_logits)
+        lg = [logits] * n if isinstance(logits, bool) else list(logits)
+        flags = [(self.BATCH_ALL_LOGITS if a else 0) if w else self.BATCH_NO_LOGITS for a, w in zip(al, lg)]
+        self._batch("realm_batch_eval", sessions, chunks, flags)
+
+    def step_batch(self, sessions, tokens) -> list[int]:
+        """One decode step of several sessions in one call into the core: session i
+        evaluates tokens[i] (an id, or a list of ids: a prompt's last chunk), then
+        samples its next token with its own sampler. Returns the next ids. Errors
+        as eval_batch."""
+        chunks = [list(t) if isinstance(t, (list, tuple)) else [int(t)] for t in tokens]
+        return self._batch("realm_batch_step", sessions, chunks, [0] * len(chunks))
 
 
 class Session:

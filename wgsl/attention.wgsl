@@ -3,7 +3,7 @@ enable f16;
 //#endif
 // attention.wgsl: causal grouped-query attention of the n new tokens (positions
 // n_past + t) over one layer's f16 KV cache, for prompts and decode alike,
-// as core/model.c's attention(): q is rotated (RoPE) and rounded to f16,
+// as core/batch.c's attention_head(): q is rotated (RoPE) and rounded to f16,
 // scores = q.k * scale, softmax with the max subtracted, weights rounded to f16
 // before meeting the f16 values; the weighted sum runs over positions in order.
 // One workgroup per (head, token), three passes over the keys (max, sum,
@@ -68,7 +68,7 @@ fn opaque(x: f32) -> f32 { return bitcast<f32>(bitcast<u32>(x) | P.zero); }
 fn opaque2(x: vec2<f32>) -> vec2<f32> { return bitcast<vec2<f32>>(bitcast<vec2<u32>>(x) | vec2<u32>(P.zero)); }
 fn opaque4(x: vec4<f32>) -> vec4<f32> { return bitcast<vec4<f32>>(bitcast<vec4<u32>>(x) | vec4<u32>(P.zero)); }
 
-// q.k * scale, summed as the CPU does (core/model.c dot_f16: eight f32 lanes,
+// q.k * scale, summed as the CPU does (core/quant_attn.c dot1: eight f32 lanes,
 // then lane0 + lane1 + lane2 + lane3 of their pairwise sums; in order when
 // head_dim is not a multiple of 8).
 fn score(j: u32, kbase: u32) -> f32 {

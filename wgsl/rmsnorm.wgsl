@@ -1,5 +1,5 @@
 // rmsnorm.wgsl: y[t] = (x[t0 + t] * scale) * w, scale = 1 / sqrt(mean(x^2) + eps), as
-// core/model.c's rmsnorm() is written. The CPU sums the f32 squares in double; here
+// core/batch.c's rmsnorm() is written. The CPU sums the f32 squares in double; here
 // they are summed as (hi, lo) pairs of f32 (exact.wgsl), and mean = f32(sum / n)
 // rounds once; the square root and the division are correctly rounded.
 // One workgroup per row. Bindings: 0 params, 1 step, 2 X (f32), 3 NW (f32 weights), 4 Y (f32 out).

@@ -5,7 +5,7 @@
 // opaque() (products kept apart from the subtraction: no fused multiply-add).
 
 // Element e (flat index within the row starting at `row`; heads of D elements)
-// of the rotated row at position pos, as core/model.c's rope():
+// of the rotated row at position pos, as core/batch.c's rope():
 //   a = x0 * cos - x1 * sin,  b = x0 * sin + x1 * cos
 // for the pairs (2i, 2i+1) (normal) or (i, i + nd/2) (NEOX).
 fn rope_elem(row: u32, e: u32, D: u32, nd: u32, neox: u32, pos: u32) -> f32 {

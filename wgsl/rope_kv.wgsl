@@ -2,7 +2,7 @@
 enable f16;
 //#endif
 // rope_kv.wgsl: RoPE on the new keys, then keys and values into the f16 KV cache
-// at positions n_past + t (core/model.c: rope(), then rt_f32_to_f16). The
+// at positions n_past + t (core/batch.c: rope(), then rt_f32_to_f16). The
 // rotation's cos/sin come from the core (realm_gpu_rope_table), so they are
 // the CPU's values bit for bit. Queries are rotated inside attention.wgsl.
 // One invocation per pair of cache elements (one cache word).

@@ -1,0 +1,481 @@
+/* batch.c: the forward pass, over the rows of one or more sessions (batch.h),
+ * and session_eval, its one-session case. */
+#include "batch.h"
+#include "quant.h"
+#include "threads.h"
+
+/* The forward pass computes what it says (no reassociation under -fassociative-math):
+ * the GPU backend reproduces it operation for operation (docs/GPU.md). */
+#pragma clang fp reassociate(off)
+#include <wasm_simd128.h>
+#include "simd_exp.h"
+
+static int32_t failed_seq = -1;
+int32_t batch_failed(void) { return failed_seq; }
+void batch_reset_failed(void) { failed_seq = -1; }
+
+/* ------------------------------------------------------------------ maths */
+static void rmsnorm(float *out, const float *x, const float *w, uint64_t n, float eps) {
+    double ss = 0; /* ggml sums squares in double */
+    for (uint64_t i = 0; i < n; i++) ss += (double)(x[i] * x[i]);
+    float scale = 1.0f / rt_sqrtf((float)(ss / (double)n) + eps);
+    for (uint64_t i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
+}
+
+/* g[i] = g[i] / (1 + exp(-g[i])) * u[i] (SwiGLU), bit for bit the scalar
+ * g / (1.0f + rt_expf(-g)) * u, four at a time. */
+static void swiglu(float *g, const float *u, uint64_t n) {
+    uint64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const v128_t gv = wasm_v128_load(g + i);
+        const v128_t den = wasm_f32x4_add(wasm_f32x4_splat(1.0f), rt_expf_x4(wasm_f32x4_neg(gv)));
+        wasm_v128_store(g + i, wasm_f32x4_mul(wasm_f32x4_div(gv, den), wasm_v128_load(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + rt_expf(-g[i])) * u[i];
+}
+
+/* Where each of n (<= 3) weights that read the same activations finds them in
+ * xq: x is quantized once per activation type those weights need (same[i] >=
+ * 0: weight i shares weight same[i]'s copy). Returns the bytes for T rows. */
+static uint64_t act_layout(uint32_t n, const Tensor *const *ws, uint64_t T, uint64_t *off, int *same) {
+    uint64_t need = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        same[i] = -1;
+        for (uint32_t k = 0; k < i && same[i] < 0; k++)
+            if (ws[k]->ne0 == ws[i]->ne0 && quant_act_kind(ws[k]->type) == quant_act_kind(ws[i]->type)) same[i] = (int)k;
+        off[i] = same[i] >= 0 ? off[same[i]] : need;
+        if (same[i] < 0) need += RT_ALIGN_UP(quant_act_bytes(ws[i]->type, ws[i]->ne0, T), 64);
+    }
+    return need;
+}
+
+/* y_i = x W_i^T for n (<= 3) weights that read the same activations x (T
+ * rows), as one threaded job. b->xq holds T rows (batch_reserve). */
+static void matmuls(Batch *b, uint32_t n, const Tensor *const *ws, float *const *ys, const float *x, uint64_t T) {
+    MatmulSpec m[THREADS_MAX_MATMULS];
+    uint64_t off[THREADS_MAX_MATMULS];
+    int same[THREADS_MAX_MATMULS];
+    act_layout(n, ws, T, off, same);
+    for (uint32_t i = 0; i < n; i++) {
+        if (same[i] < 0) quant_act_quantize(ws[i]->type, x, ws[i]->ne0, T, b->xq + off[i]);
+        m[i] = (MatmulSpec){ .type = ws[i]->type, .W = ws[i]->data, .xq = b->xq + off[i], .K = ws[i]->ne0,
+                             .rows = ws[i]->ne1, .y_stride = ws[i]->ne1, .y = ys[i] };
+    }
+    threads_matmul(m, n, T);
+}
+
+static void matmul(Batch *b, const Tensor *w, const float *x, uint64_t T, float *y) {
+    matmuls(b, 1, &w, &y, x, T);
+}
+
+/* The most activation bytes per row any matmul of the forward pass needs. */
+static uint64_t act_per_row(const Model *m) {
+    uint64_t off[THREADS_MAX_MATMULS], most = 0;
+    int same[THREADS_MAX_MATMULS];
+    const Tensor *out[] = {&m->output};
+    most = act_layout(1, out, 1, off, same);
+    for (uint32_t l = 0; l < m->cfg.n_layer; l++) {
+        const Layer *L = &m->layers[l];
+        const Tensor *qkv[] = {&L->wq, &L->wk, &L->wv}, *wo[] = {&L->wo}, *gu[] = {&L->w_gate, &L->w_up},
+                     *dn[] = {&L->w_down};
+        most = RT_MAX(most, act_layout(3, qkv, 1, off, same));
+        most = RT_MAX(most, act_layout(1, wo, 1, off, same));
+        most = RT_MAX(most, act_layout(2, gu, 1, off, same));
+        most = RT_MAX(most, act_layout(1, dn, 1, off, same));
+    }
+    return most;
+}
+
+static void add_bias(float *y, const Tensor *b, uint64_t T) {
+    if (!b->data) return;
+    const float *bv = (const float *)b->data;
+    for (uint64_t t = 0; t < T; t++)
+        for (uint64_t i = 0; i < b->ne0; i++) y[t * b->ne0 + i] += bv[i];
+}
+
+/* Rotate n_heads heads of `x` (head_dim apart) by one position's rope_table row. */
+static void rope(const ModelConfig *c, float *x, uint32_t n_heads, const float *cs) {
+    uint32_t nd = c->rope_dim;
+    for (uint32_t i0 = 0; i0 < nd; i0 += 2) {
+        float ct = cs[i0], st = cs[i0 + 1];
+        uint32_t a = c->rope_type == ROPE_NEOX ? i0 / 2 : i0, b = c->rope_type == ROPE_NEOX ? i0 / 2 + nd / 2 : i0 + 1;
+        for (uint32_t h = 0; h < n_heads; h++) {
+            float *v = x + (uint64_t)h * c->head_dim;
+            float x0 = v[a], x1 = v[b];
+            v[a] = x0 * ct - x1 * st;
+            v[b] = x0 * st + x1 * ct;
+        }
+    }
+}
+
+static inline float f16r(float x) { return rt_f16_to_f32(rt_f32_to_f16(x)); }
+
+/* Attention of row r of the step (its session's position rows[r].pos) in head
+ * h over its session's cache of layer l, into b->att; thread `tid` uses its
+ * own row of b->scores (threads.c runs every (row, head) pair, on whichever
+ * thread claims it).
+ * As llama.cpp does without flash attention: q and the softmax weights are rounded
+ * to f16 before meeting the f16 cache; sums run in f32. */
+void attention_head(const Batch *b, uint32_t l, uint32_t r, uint32_t h, uint32_t tid) {
+    const Session *s = b->rows[r].s;
+    const ModelConfig *c = &s->m->cfg;
+    uint32_t D = c->head_dim, H = c->n_head, G = c->n_head / c->n_head_kv;
+    uint64_t kvd = (uint64_t)c->n_head_kv * D;
+    const uint16_t *kc = s->k_cache + (uint64_t)l * s->n_ctx * kvd, *vc = s->v_cache + (uint64_t)l * s->n_ctx * kvd;
+    float *scores = b->scores + (uint64_t)tid * b->scores_len;
+    float scale = 1.0f / rt_sqrtf((float)D);
+    uint32_t n = b->rows[r].pos + 1; /* positions this row sees */
+    const float *q = b->q + (uint64_t)r * H * D + (uint64_t)h * D;
+    float *out = b->att + (uint64_t)r * H * D + (uint64_t)h * D;
+    uint64_t koff = (uint64_t)(h / G) * D;
+    if (D % 8 == 0) { /* every real model (read_config caps D at 1024): SIMD, quant_attn.c */
+        quant_attn_head_f16(q, kc + koff, vc + koff, kvd, n, D, scale, scores, out);
+        return;
+    }
+    /* an even head_dim that is not a multiple of 8 (tiny test models): scalar */
+    float qh[1024], acc[1024];
+    for (uint32_t d = 0; d < D; d++) qh[d] = f16r(q[d]);
+    float mx = -__builtin_inff();
+    for (uint32_t j = 0; j < n; j++) {
+        const uint16_t *k = kc + (uint64_t)j * kvd + koff;
+        float dot = 0;
+        for (uint32_t d = 0; d < D; d++) dot += qh[d] * rt_f16_to_f32(k[d]);
+        dot *= scale;
+        scores[j] = dot;
+        if (dot > mx) mx = dot;
+    }
+    double sum = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        float e = rt_expf(scores[j] - mx);
+        scores[j] = e;
+        sum += e;
+    }
+    float inv = (float)(1.0 / sum);
+    for (uint32_t d = 0; d < D; d++) acc[d] = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        float p = f16r(scores[j] * inv);
+        const uint16_t *v = vc + (uint64_t)j * kvd + koff;
+        for (uint32_t d = 0; d < D; d++) acc[d] += p * rt_f16_to_f32(v[d]);
+    }
+    memcpy(out, acc, D * 4);
+}
+
+/* -------------------------------------------------------------- workspace */
+void batch_free(Batch *b) {
+    if (!b) return;
+    void *ps[] = {b->rows, b->x, b->xb, b->q, b->k, b->v, b->att, b->hb, b->hb2, b->rope_cs, b->scores, b->xq, b->logits};
+    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) rt_free(ps[i]);
+    rt_free(b);
+}
+
+static bool oom(const char *what) {
+    rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory for the forward pass's ", what, NULL);
+    return false;
+}
+
+/* Replace *p by a fresh block of n bytes (contents not kept); false if none. */
+static bool regrow(void *p, uint64_t n) {
+    void *q = rt_malloc(n);
+    if (!q) return false;
+    rt_free(*(void **)p);
+    *(void **)p = q;
+    return true;
+}
+
+/* Room for a step of T rows over sessions of contexts up to max_ctx, logits
+ * scratch for n_logits rows (0: none needed), activations and attention
+ * scores for the current thread count. Changes no session. */
+static Batch *batch_reserve(Model *m, uint32_t T, uint32_t max_ctx, uint32_t n_logits) {
+    Batch *b = m->batch;
+    if (!b) {
+        b = m->batch = rt_calloc(1, sizeof(Batch));
+        if (!b) { oom("workspace"); return NULL; }
+        b->xq_per_row = act_per_row(m);
+    }
+    const ModelConfig *c = &m->cfg;
+    if (T > b->cap) {
+        uint64_t B = T, E = c->n_embd, qd = (uint64_t)c->n_head * c->head_dim, kvd = (uint64_t)c->n_head_kv * c->head_dim;
+        uint64_t wide = RT_MAX(RT_MAX(E, qd), (uint64_t)c->n_ff);
+        /* all or nothing: a failed grow leaves a smaller, consistent workspace */
+        Batch nb = *b;
+        void **ps[] = {(void **)&nb.rows, (void **)&nb.x, (void **)&nb.xb, (void **)&nb.q, (void **)&nb.k, (void **)&nb.v,
+                       (void **)&nb.att, (void **)&nb.hb, (void **)&nb.hb2, (void **)&nb.rope_cs};
+        uint64_t sz[] = {B * sizeof(BatchRow), B * E * 4, B * wide * 4, B * qd * 4, B * kvd * 4, B * kvd * 4,
+                         B * qd * 4, B * c->n_ff * 4, B * c->n_ff * 4, B * RT_MAX(c->rope_dim, 2u) * 4};
+        bool ok = true;
+        for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) {
+            *ps[i] = ok ? rt_malloc(sz[i]) : NULL;
+            ok = ok && *ps[i];
+        }
+        if (!ok) {
+            for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) rt_free(*ps[i]);
+            oom("activations");
+            return NULL;
+        }
+        void *old[] = {b->rows, b->x, b->xb, b->q, b->k, b->v, b->att, b->hb, b->hb2, b->rope_cs};
+        for (size_t i = 0; i < sizeof old / sizeof *old; i++) rt_free(old[i]);
+        nb.cap = T;
+        *b = nb;
+    }
+    uint64_t xq = b->xq_per_row * T;
+    if (xq > b->xq_cap) {
+        if (!regrow(&b->xq, xq)) { oom("quantized activations"); return NULL; }
+        b->xq_cap = xq;
+    }
+    uint32_t srows = threads_count() + 1;
+    if (srows > b->scores_rows || max_ctx > b->scores_len) {
+        uint64_t len = RT_MAX((uint64_t)max_ctx, b->scores_len);
+        uint32_t rows = RT_MAX(srows, b->scores_rows);
+        if (!regrow(&b->scores, rows * len * 4 + 64)) { oom("attention scores"); return NULL; }
+        b->scores_rows = rows, b->scores_len = len;
+    }
+    if (n_logits > b->logits_cap) {
+        if (!regrow(&b->logits, (uint64_t)n_logits * c->n_vocab * 4)) { oom("logits"); return NULL; }
+        b->logits_cap = n_logits;
+    }
+    return b;
+}
+
+/* s->logits with room for rows rows; the rows it holds are kept (a batch that
+ * fails later leaves them as they were). */
+static bool ensure_logits(Session *s, uint32_t rows) {
+    if (rows <= s->logits_cap) return true;
+    uint64_t V = s->m->cfg.n_vocab;
+    float *nl = rt_malloc((uint64_t)rows * V * 4);
+    if (!nl) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory for logits", NULL); return false; }
+    if (s->logits_rows) memcpy(nl, s->logits, (uint64_t)s->logits_rows * V * 4);
+    rt_free(s->logits);
+    s->logits = nl;
+    s->logits_cap = rows;
+    return true;
+}
+
+/* ------------------------------------------------------------ the forward pass */
+/* The step in b->rows[0..b->n): every value of a row computed as if it ran
+ * alone (batch.h). Cannot fail: batch_reserve made the room. */
+static void forward(Model *m, Batch *b) {
+    const ModelConfig *c = &m->cfg;
+    const uint32_t T = b->n;
+    uint64_t E = c->n_embd, D = c->head_dim, QD = (uint64_t)c->n_head * D, KVD = (uint64_t)c->n_head_kv * D, F = c->n_ff;
+    const BatchRow *rows = b->rows;
+    for (uint32_t t = 0; t < T; t++)
+        quant_dequant_row(m->tok_embd.type, m->tok_embd.data + (uint64_t)rows[t].id * m->tok_embd.row_bytes, b->x + t * E, E);
+    /* RoPE angles once for every layer: one table per run of consecutive positions of a session */
+    const float *freqs = m->rope_freqs.data ? (const float *)m->rope_freqs.data : NULL;
+    for (uint32_t t = 0; t < T;) {
+        uint32_t e = t + 1;
+        while (e < T && rows[e].s == rows[t].s && rows[e].pos == rows[e - 1].pos + 1) e++;
+        rope_table(m, rows[t].pos, e - t, freqs, b->rope_cs + (uint64_t)t * c->rope_dim);
+        t = e;
+    }
+    for (uint32_t l = 0; l < c->n_layer; l++) {
+        const Layer *L = &m->layers[l];
+        for (uint32_t t = 0; t < T; t++) rmsnorm(b->xb + t * E, b->x + t * E, (const float *)L->attn_norm.data, E, c->rms_eps);
+        const Tensor *qkv[] = {&L->wq, &L->wk, &L->wv};
+        float *qkv_out[] = {b->q, b->k, b->v};
+        matmuls(b, 3, qkv, qkv_out, b->xb, T);
+        add_bias(b->q, &L->bq, T);
+        add_bias(b->k, &L->bk, T);
+        add_bias(b->v, &L->bv, T);
+        for (uint32_t t = 0; t < T; t++) {
+            const Session *s = rows[t].s;
+            uint64_t at = ((uint64_t)l * s->n_ctx + rows[t].pos) * KVD;
+            rope(c, b->q + t * QD, c->n_head, b->rope_cs + (uint64_t)t * c->rope_dim);
+            rope(c, b->k + t * KVD, c->n_head_kv, b->rope_cs + (uint64_t)t * c->rope_dim);
+            for (uint64_t i = 0; i < KVD; i++) {
+                s->k_cache[at + i] = rt_f32_to_f16(b->k[t * KVD + i]);
+                s->v_cache[at + i] = rt_f32_to_f16(b->v[t * KVD + i]);
+            }
+        }
+        threads_attention(b, l, T, c->n_head);
+        matmul(b, &L->wo, b->att, T, b->xb);
+        for (uint64_t i = 0; i < T * E; i++) b->x[i] += b->xb[i];
+        for (uint32_t t = 0; t < T; t++) rmsnorm(b->xb + t * E, b->x + t * E, (const float *)L->ffn_norm.data, E, c->rms_eps);
+        const Tensor *gate_up[] = {&L->w_gate, &L->w_up};
+        float *gate_up_out[] = {b->hb, b->hb2};
+        matmuls(b, 2, gate_up, gate_up_out, b->xb, T);
+        swiglu(b->hb, b->hb2, T * F);
+        matmul(b, &L->w_down, b->hb, T, b->xb);
+        for (uint64_t i = 0; i < T * E; i++) b->x[i] += b->xb[i];
+    }
+    /* logits of the rows that want them, in one matmul (the output matrix read once) */
+    uint32_t nl = 0;
+    bool direct = true; /* all of them consecutive rows of one session's buffer */
+    const BatchRow *first = NULL;
+    for (uint32_t t = 0; t < T; t++) {
+        if (rows[t].logits_row < 0) continue;
+        if (!first) first = &rows[t];
+        else if (rows[t].s != first->s || rows[t].logits_row != first->logits_row + (int32_t)nl) direct = false;
+        rmsnorm(b->xb + (uint64_t)nl * E, b->x + t * E, (const float *)m->output_norm.data, E, c->rms_eps);
+        nl++;
+    }
+    if (!nl) return;
+    uint64_t V = c->n_vocab;
+    if (direct) {
+        matmul(b, &m->output, b->xb, nl, first->s->logits + (uint64_t)first->logits_row * V);
+        return;
+    }
+    matmul(b, &m->output, b->xb, nl, b->logits);
+    for (uint32_t t = 0, i = 0; t < T; t++)
+        if (rows[t].logits_row >= 0)
+            memcpy(rows[t].s->logits + (uint64_t)rows[t].logits_row * V, b->logits + (uint64_t)i++ * V, V * 4);
+}
+
+const float *batch_hidden(const Model *m) { return m->batch ? m->batch->x : NULL; }
+
+/* A checked step: seqs[i] adds n ids; logits: rows [row0, row0 + n) of its
+ * buffer (ALL), row row0 for its last id (neither flag), or none (NO). The
+ * caller made room in every session's logits. Reserves, then writes. */
+typedef struct { Session *s; const int32_t *ids; uint32_t n, flags, row0; } Step;
+
+static bool run(Model *m, const Step *st, uint32_t n_steps) {
+    uint32_t T = 0, max_ctx = 0, n_logits = 0, with_logits = 0;
+    for (uint32_t i = 0; i < n_steps; i++) {
+        T += st[i].n;
+        max_ctx = RT_MAX(max_ctx, st[i].s->n_ctx);
+        uint32_t k = st[i].flags & BATCH_NO_LOGITS ? 0 : st[i].flags & BATCH_ALL_LOGITS ? st[i].n : 1;
+        n_logits += k;
+        with_logits += k > 0;
+    }
+    Batch *b = batch_reserve(m, T, max_ctx, with_logits > 1 ? n_logits : 0);
+    if (!b) return false;
+    b->n = T;
+    for (uint32_t i = 0, r = 0; i < n_steps; i++) {
+        Session *s = st[i].s;
+        for (uint32_t t = 0; t < st[i].n; t++, r++) {
+            b->rows[r] = (BatchRow){ .s = s, .pos = s->n_past + t, .id = st[i].ids[t], .logits_row = -1 };
+            if (st[i].flags & BATCH_ALL_LOGITS) b->rows[r].logits_row = (int32_t)(st[i].row0 + t);
+            else if (!(st[i].flags & BATCH_NO_LOGITS) && t + 1 == st[i].n) b->rows[r].logits_row = (int32_t)st[i].row0;
+        }
+        memcpy(s->tokens + s->n_past, st[i].ids, (uint64_t)st[i].n * 4);
+    }
+    forward(m, b);
+    for (uint32_t i = 0; i < n_steps; i++) st[i].s->n_past += st[i].n;
+    return true;
+}
+
+/* ----------------------------------------------------------------- checks */
+static bool check_ids(const Model *m, const int32_t *ids, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++)
+        if (ids[i] < 0 || (uint32_t)ids[i] >= m->cfg.n_vocab) {
+            rt_err_append("token id ");
+            rt_err_append_i64(ids[i]);
+            rt_err_append(" is out of range (vocabulary of ");
+            rt_err_append_u64(m->cfg.n_vocab);
+            rt_err_append(")");
+            return false;
+        }
+    return true;
+}
+
+static bool check_room(const Session *s, uint32_t n) {
+    if ((uint64_t)s->n_past + n <= s->n_ctx) return true;
+    rt_err_append("context full: ");
+    rt_err_append_u64(s->n_past);
+    rt_err_append(" tokens in the session plus ");
+    rt_err_append_u64(n);
+    rt_err_append(" new ones exceed its context of ");
+    rt_err_append_u64(s->n_ctx);
+    rt_err_set_kind(REALM_ERR_CONTEXT_FULL);
+    return false;
+}
+
+bool session_eval(Session *s, const int32_t *ids, uint32_t n, bool all_logits) {
+    rt_err_clear();
+    failed_seq = -1;
+    if (n == 0) {
+        rt_err("nothing to evaluate: zero tokens", NULL);
+        return false;
+    }
+    if (!check_room(s, n) || !check_ids(s->m, ids, n)) return false;
+    uint32_t rows = all_logits ? n : 1;
+    if (!ensure_logits(s, rows)) return false;
+    s->logits_rows = rows;
+    for (uint32_t i = 0; i < n; i += s->n_batch) {
+        uint32_t T = RT_MIN(s->n_batch, n - i);
+        Step st = { s, ids + i, T, all_logits ? BATCH_ALL_LOGITS : i + T == n ? 0 : BATCH_NO_LOGITS, all_logits ? i : 0 };
+        if (!run(s->m, &st, 1)) return false; /* finished batches stay cached */
+    }
+    return true;
+}
+
+/* rt_err: "batch session i of n: " then what is wrong with it */
+static bool seq_err(uint32_t i, uint32_t n, const char *what) {
+    failed_seq = (int32_t)i;
+    rt_err("batch session ", NULL);
+    rt_err_append_u64(i);
+    rt_err_append(" of ");
+    rt_err_append_u64(n);
+    rt_err_append(": ");
+    if (what) rt_err_append(what);
+    return false;
+}
+
+bool batch_eval(Model *m, const BatchSeq *seqs, uint32_t n_seqs) {
+    rt_err_clear();
+    failed_seq = -1;
+    if (!m || m->vocab_only || !m->layers) {
+        rt_err("batch: not a model with weights loaded", NULL);
+        return false;
+    }
+    if (n_seqs == 0 || !seqs) {
+        rt_err("batch: no sessions (an empty batch)", NULL);
+        return false;
+    }
+    if (n_seqs > BATCH_MAX_TOKENS) {
+        rt_err("batch: ", NULL);
+        rt_err_append_u64(n_seqs);
+        rt_err_append(" sessions in one step exceed the core's budget of ");
+        rt_err_append_u64(BATCH_MAX_TOKENS);
+        rt_err_append(" tokens");
+        return false;
+    }
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < n_seqs; i++) {
+        const BatchSeq *q = &seqs[i];
+        if (!q->s) return seq_err(i, n_seqs, "null session handle");
+        if (!model_has_session(m, q->s)) return seq_err(i, n_seqs, "not a live session of this model (freed, or another model's)");
+        for (uint32_t k = 0; k < i; k++)
+            if (seqs[k].s == q->s) {
+                seq_err(i, n_seqs, "the same session as batch session ");
+                rt_err_append_u64(k);
+                rt_err_append(" (a session takes one place per step)");
+                return false;
+            }
+        if (q->n == 0) return seq_err(i, n_seqs, "no tokens (a session in a step adds at least one)");
+        if (!q->ids) return seq_err(i, n_seqs, "null ids");
+        if (q->flags & ~(uint32_t)BATCH_FLAGS || q->flags == BATCH_FLAGS) {
+            seq_err(i, n_seqs, "bad flags ");
+            rt_err_append_u64(q->flags);
+            rt_err_append(" (1: all logits, 2: no logits)");
+            return false;
+        }
+        total += q->n;
+    }
+    if (total > BATCH_MAX_TOKENS) {
+        rt_err("batch: ", NULL);
+        rt_err_append_u64(total);
+        rt_err_append(" tokens in one step exceed the core's budget of ");
+        rt_err_append_u64(BATCH_MAX_TOKENS);
+        rt_err_append(" (split prompts into chunks)");
+        return false;
+    }
+    for (uint32_t i = 0; i < n_seqs; i++) {
+        seq_err(i, n_seqs, NULL);
+        if (!check_room(seqs[i].s, seqs[i].n) || !check_ids(m, seqs[i].ids, seqs[i].n)) return false;
+    }
+    rt_err_clear();
+    failed_seq = -1;
+    for (uint32_t i = 0; i < n_seqs; i++) {
+        uint32_t f = seqs[i].flags;
+        if (!ensure_logits(seqs[i].s, f & BATCH_ALL_LOGITS ? seqs[i].n : 1)) return false;
+    }
+    Step st[BATCH_MAX_TOKENS];
+    for (uint32_t i = 0; i < n_seqs; i++) st[i] = (Step){ seqs[i].s, seqs[i].ids, seqs[i].n, seqs[i].flags, 0 };
+    if (!run(m, st, n_seqs)) return false;
+    for (uint32_t i = 0; i < n_seqs; i++) {
+        uint32_t f = seqs[i].flags;
+        seqs[i].s->logits_rows = f & BATCH_NO_LOGITS ? 0 : f & BATCH_ALL_LOGITS ? seqs[i].n : 1;
+    }
+    return true;
+}
