@@ -347,13 +347,17 @@ class CoreModel:
         flags = [(self.BATCH_ALL_LOGITS if a else 0) if w else self.BATCH_NO_LOGITS for a, w in zip(al, lg)]
         self._batch("realm_batch_eval", sessions, chunks, flags)
 
-    def step_batch(self, sessions, tokens) -> list[int]:
+    def step_batch(self, sessions, tokens, sample=True) -> list[int]:
         """One decode step of several sessions in one call into the core: session i
-        evaluates tokens[i] (an id, or a list of ids: a prompt's last chunk), then
-        samples its next token with its own sampler. Returns the next ids. Errors
-        as eval_batch."""
+        evaluates tokens[i] (an id, or a list of ids: a prompt chunk), then samples its
+        next token with its own sampler. sample: a bool, or one per session; a session
+        that does not sample (a prompt chunk that is not the prompt's last) computes no
+        logits and gets -1. Returns the next ids. Errors as eval_batch."""
         chunks = [list(t) if isinstance(t, (list, tuple)) else [int(t)] for t in tokens]
-        return self._batch("realm_batch_step", sessions, chunks, [0] * len(chunks))
+        want = [sample] * len(chunks) if isinstance(sample, bool) else list(sample)
+        if len(want) != len(chunks):
+            raise ValueError(f"{len(chunks)} sessions need {len(chunks)} sample flags (got {len(want)})")
+        return self._batch("realm_batch_step", sessions, chunks, [0 if w else self.BATCH_NO_LOGITS for w in want])
 
 
 class Session:

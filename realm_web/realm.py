@@ -8,14 +8,16 @@
 """
 from __future__ import annotations
 
+import collections
 from typing import Iterator, Sequence
 
 from . import chat as chat_mod
 from . import store
 from .core_model import CoreModel, Session
 from .default_model import default_model_path
+from .batching import Want, plan_step, step_rows
 from .errors import ContextOverflowError, RealmError
-from .generation import Generation, GenerationStats, Vocab, advance
+from .generation import DECODE, Generation, GenerationStats, Vocab, advance
 from .limits import DEFAULT_CTX, default_ctx  # noqa: F401  (DEFAULT_CTX: re-exported)
 from .sampling import LLAMA_CPP, GenerationOptions, SamplerSettings, stop_list
 from .speculative import make_speculator
@@ -177,6 +179,67 @@ class Realm:
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, **kw) -> str:
         """The whole completion as one string."""
         return "".join(self.stream(prompt, max_tokens=max_tokens, **kw))
+
+    # --------------------------------------------------------------- batches
+    def stream_batch(self, prompts: Sequence, max_tokens: int = 128, stop: Sequence[str] | str | None = None,
+                     ignore_eos: bool = False, add_special: bool = True, **sampling) -> Iterator[tuple[int, str]]:
+        """Generate for several prompts at once, on sessions of their own (this Realm's session
+        is untouched), all advanced by one batched forward pass per step: every weight is read
+        once per step for all of them, and each prompt's output equals generating it alone.
+        Yields (index, text piece) as pieces come. A prompt is a string, token ids, or a dict
+        with "prompt" and its own overrides of the other arguments (max_tokens, stop, seed,
+        temperature, ...). Stats per prompt land in self.last_batch_stats."""
+        if self._closed:
+            raise RealmError("session is closed (this Realm was closed)")
+        if self.device != "cpu":
+            raise RealmError("batched generation runs on the CPU core (device='cpu')")
+        shared = dict(max_tokens=max_tokens, stop=stop, ignore_eos=ignore_eos, add_special=add_special, **sampling)
+        specs = [dict(shared, **p) if isinstance(p, dict) else dict(shared, prompt=p) for p in prompts]
+        items: list[tuple[Generation, Session]] = []
+        try:
+            for i, sp in enumerate(specs):
+                sp = dict(sp)
+                prompt = sp.pop("prompt", None)
+                if prompt is None:
+                    raise RealmError(f"batch prompt {i} has no 'prompt'")
+                ids = list(prompt) if not isinstance(prompt, str) else \
+                    self.tokenize(prompt, sp.pop("add_special"), parse_special=True)
+                sp.pop("add_special", None)
+                if not ids:
+                    raise RealmError(f"batch prompt {i} is empty (no tokens)")
+                if len(ids) >= self.n_ctx:
+                    raise ContextOverflowError(f"batch prompt {i} has {len(ids)} tokens; the context holds "
+                                               f"{self.n_ctx} (leave room to generate)")
+                opts = GenerationOptions(sp.pop("max_tokens"), stop_list(sp.pop("stop")), sp.pop("ignore_eos"))
+                settings = SamplerSettings.of(_D, **sp)
+                session = Session(self.model, self.n_ctx)
+                items.append((Generation(self._vocab, ids, self.n_ctx, opts), session))
+                session.set_sampler(settings)
+            self.last_batch_stats = [g.stats for g, _ in items]
+            budget = self.model.batch_max_tokens()
+            order = collections.deque(range(len(items)))
+            while order:
+                wants = [Want(i, 0, items[i][0].phase == DECODE, len(items[i][0].ids) - items[i][0].pos)
+                         for i in order]
+                rows = plan_step(wants, budget, budget)
+                texts = step_rows(self.model, [(items[i][0], items[i][1], n) for i, n in rows])
+                served = {i for i, _ in rows}
+                order = collections.deque([i for i in order if i not in served] + [i for i, _ in rows])
+                for (i, _), text in zip(rows, texts):
+                    if text:
+                        yield i, text
+                order = collections.deque(i for i in order if not items[i][0].done)
+        finally:
+            for g, s in items:
+                g.close()
+                s.close()
+
+    def generate_batch(self, prompts: Sequence, max_tokens: int = 128, **kw) -> list[str]:
+        """stream_batch's whole completions, one string per prompt, in order."""
+        out = [""] * len(prompts)
+        for i, piece in self.stream_batch(prompts, max_tokens=max_tokens, **kw):
+            out[i] += piece
+        return out
 
     # ------------------------------------------------------------------ chat
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:

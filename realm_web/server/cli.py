@@ -45,7 +45,8 @@ def cmd_serve(args) -> int:
         return 1
     cfg = ServerConfig(models=args.model or [], host=args.host, port=args.port, keys_path=args.keys,
                        no_auth=args.no_auth, n_ctx=args.ctx or None, max_sessions=args.max_sessions,
-                       idle_ttl=args.idle_ttl, prefill_chunk=args.prefill_chunk, threads=args.threads or None,
+                       idle_ttl=args.idle_ttl, prefill_chunk=args.prefill_chunk,
+                       batch_tokens=args.batch_tokens or None, threads=args.threads or None,
                        speculative=args.speculative or ("draft" if args.draft_model else None),
                        draft_model=args.draft_model, draft_tokens=args.draft_tokens, rpm=args.rpm or None, tpm=args.tpm or None,
                        max_body=args.max_body, grace=args.grace, log_format=args.log_format,
@@ -154,9 +155,11 @@ def register(sub) -> None:
     s.add_argument("--draft-model", default=None, help="a smaller GGUF with the served models' vocabulary")
     s.add_argument("--draft-tokens", type=int, default=8, help="at most this many drafts per verify pass (default 8)")
     s.add_argument("--prefill-chunk", type=int, default=PREFILL_CHUNK,
-                   help=f"prompt tokens per scheduling turn, 1..{EVAL_BATCH} (default {PREFILL_CHUNK}): smaller "
-                        "keeps other streams "
-                        "flowing during a long prompt, larger evaluates prompts faster")
+                   help=f"prompt tokens per stream in one step, 1..{EVAL_BATCH} (default {PREFILL_CHUNK}): smaller "
+                        "keeps other streams flowing during a long prompt, larger evaluates prompts faster")
+    s.add_argument("--batch-tokens", type=int, default=0,
+                   help=f"tokens per forward pass, all streams together (decode tokens first, then prompt "
+                        f"chunks), 1..{EVAL_BATCH} (default {EVAL_BATCH}, the core's most); 1 runs one stream per step")
     s.add_argument("-t", "--threads", type=int, default=0,
                    help="CPU threads per model (default: the CPUs available, at most 8; $REALM_THREADS)")
     s.add_argument("--idle-ttl", type=float, default=600.0, help="free sessions idle this many seconds (default 600)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PREFILL_CHUNK = 32   # prompt tokens per scheduling turn unless configured (at most limits.EVAL_BATCH)
+PREFILL_CHUNK = 64   # prompt tokens per stream and step unless configured (at most limits.EVAL_BATCH)
 
 
 @dataclass
@@ -15,7 +15,8 @@ class ServerConfig:
     no_auth: bool = False
     n_ctx: int | None = None            # per session; None: limits.default_ctx (DEFAULT_CTX, at most the trained context)
     max_sessions: int = 32              # KV caches per model (busy + idle)
-    prefill_chunk: int = PREFILL_CHUNK  # prompt tokens per scheduling turn (<= limits.EVAL_BATCH)
+    prefill_chunk: int = PREFILL_CHUNK  # prompt tokens per stream and step (<= limits.EVAL_BATCH)
+    batch_tokens: int | None = None     # tokens per batched forward pass, all streams (None: the core's most)
     threads: int | None = None          # CPU threads per model (None: realm_web's default)
     speculative: str | None = None      # "ngram" or "draft" (realm_web/speculative.py): same text, fewer passes
     draft_model: str | None = None      # the draft GGUF for "draft" (same vocabulary as every served model)

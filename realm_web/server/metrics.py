@@ -10,6 +10,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
+WAIT_BUCKETS = (0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 class Metrics:
@@ -52,6 +54,13 @@ class Metrics:
                                     ["model"], registry=r)
         self.spec_accepted = Counter("realm_speculative_accepted_tokens", "Draft tokens the target model accepted",
                                      ["model"], registry=r)
+        self.batch_sessions = Histogram("realm_batch_sessions", "Sessions advanced by one forward pass (batch size)",
+                                        ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.batch_tokens = Histogram("realm_batch_tokens", "Tokens (decode + prompt) in one forward pass",
+                                      ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.batch_steps = Counter("realm_batch_steps", "Forward passes run by the scheduler", ["model"], registry=r)
+        self.queue_wait = Histogram("realm_queue_wait_seconds", "Time from a request's arrival to getting a session",
+                                    ["model"], buckets=WAIT_BUCKETS, registry=r)
         self.ws_connections = Gauge("realm_websocket_connections", "Open /v1/stream connections", registry=r)
 
     def render(self) -> bytes:

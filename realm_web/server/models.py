@@ -51,7 +51,7 @@ class Models:
                                     idle_ttl=cfg.idle_ttl, metrics=self.metrics,
                                     prefill_chunk=cfg.prefill_chunk, threads=cfg.threads,
                                     speculative=cfg.speculative, draft_model=cfg.draft_model,
-                                    draft_tokens=cfg.draft_tokens)
+                                    draft_tokens=cfg.draft_tokens, batch_tokens=cfg.batch_tokens)
                     by_file[fkey] = w
                     log.info("model loaded", extra={"model": mid, "path": path, "n_ctx": w.n_ctx,
                                                     "max_sessions": cfg.max_sessions,

@@ -1,13 +1,17 @@
-"""One scheduler thread per model: sessions pooled per tenant, work round-robin.
+"""One scheduler thread per model: sessions pooled per tenant, continuous batching.
 
 A model's wasm instance runs one call at a time, so every call into it for the
-server's requests happens on that model's scheduler thread, which interleaves
-the active requests one unit of work at a time: a prompt chunk (32 tokens by
-default, at most the core's eval batch, limits.EVAL_BATCH) or one decode step
-(`Session.step`). Each request's generation is a realm_web.generation state
-machine (the same one `Realm` runs); this module only decides whose turn it is.
-Thirty-two streams therefore advance in lockstep, and a new request waits at
-most one round (one unit per active request) for its first prompt chunk.
+server's requests happens on that model's scheduler thread. Each turn of that
+thread is one step: every decoding stream's next token and prompt chunks of the
+streams still prefilling (`--prefill-chunk` tokens each at most), within the
+`--batch-tokens` budget, go into ONE forward pass (`CoreModel.step_batch`,
+realm_batch_step): every weight matrix is read once per step for all streams,
+and each stream's tokens are bit for bit what it would get alone. realm_web/batching.py
+decides which rows go in (decode first, tenants interleaved); a request that
+arrives joins at the next step, a finished or cancelled one leaves at once.
+Embedding requests and speculative decode steps (a verify pass per session)
+run as their own unit of work in the same turn. Each request's generation is
+a realm_web.generation state machine (the same one `Realm` runs).
 
 Sessions (a KV cache each) are pooled per (tenant, model). A request takes the
 idle session of its tenant whose cached tokens share the longest prefix with its
@@ -34,7 +38,8 @@ from .. import chat as chat_mod
 from .. import store
 from ..core_model import CoreModel, Session
 from ..errors import RealmError
-from ..generation import Generation, Vocab, advance, common_prefix
+from ..batching import Want, plan_step, step_rows
+from ..generation import DECODE, Generation, Vocab, advance, common_prefix
 from ..speculative import make_speculator
 from ..limits import EVAL_BATCH, default_ctx
 from .config import PREFILL_CHUNK
@@ -179,13 +184,18 @@ class ModelWorker:
     def __init__(self, model_id: str, path: str, n_ctx: int | None = None, max_sessions: int = 32,
                  idle_ttl: float = 600.0, metrics=None, prefill_chunk: int = PREFILL_CHUNK,
                  threads: int | None = None, speculative: str | None = None, draft_model: str | None = None,
-                 draft_tokens: int = 8) -> None:
+                 draft_tokens: int = 8, batch_tokens: int | None = None) -> None:
         self.id = model_id
         self.path = str(path)
         self.chunk = max(1, min(EVAL_BATCH, int(prefill_chunk)))
         self.metrics = metrics
         self.model = store.acquire(path, threads=threads)
         try:
+            core_max = self.model.batch_max_tokens()
+            if batch_tokens is not None and not 1 <= int(batch_tokens) <= core_max:
+                raise ValueError(f"batch_tokens must be between 1 and {core_max} (the core's budget per forward "
+                                 f"pass), got {batch_tokens}")
+            self.batch_tokens = int(batch_tokens) if batch_tokens is not None else core_max
             info = self.model.info
             self.n_ctx = int(n_ctx) if n_ctx else default_ctx(info.n_ctx_train)
             self.n_embd = info.n_embd
@@ -277,20 +287,7 @@ class ModelWorker:
                 self._accept(job)
             self._admit()
             if self._rr:
-                job = self._rr.popleft()
-                if job.cancelled:
-                    self._drop(job)
-                else:
-                    try:
-                        done = self._unit(job)
-                    except APIError as e:
-                        self._fail(job, e)
-                    except Exception as e:  # a core failure: this request fails, the server goes on
-                        log.exception("request failed in the core (model %s)", self.id)
-                        self._fail(job, server_error(f"generation failed: {e}"))
-                    else:
-                        if not done:
-                            self._rr.append(job)
+                self._step()
             self._gauges()
         # stopping: everything still here fails
         with self._cv:
@@ -302,6 +299,77 @@ class ModelWorker:
                 job.entry = None
             self._retire(job)
             job.emit("error", unavailable("the server shut down before this request finished"))
+
+    # ------------------------------------------------------------------ a step
+    def _step(self) -> None:
+        """One turn: a batched forward pass for the generating streams (decode tokens and
+        prompt chunks, planned by batching.plan_step), then one unit for each job that runs
+        alone (embeddings; speculative decode steps)."""
+        live = []
+        for job in self._rr:
+            if job.cancelled:
+                self._drop(job)
+            else:
+                live.append(job)
+        speculates = any(self.speculative[:2])
+        solo, wants = [], []
+        for job in live:
+            gen = job.gen
+            if job.kind != "generate" or (speculates and gen.phase == DECODE):
+                solo.append(job)
+            else:
+                decode = gen.phase == DECODE
+                wants.append(Want(job, job.tenant, decode, 0 if decode else len(gen.ids) - gen.pos))
+        rows = plan_step(wants, self.batch_tokens, self.chunk) if wants else []
+        served = {id(j) for j, _ in rows} | {id(j) for j in solo}
+        # those left out of this step (a budget shorter than the streams) go first next step
+        self._rr = collections.deque([j for j in live if id(j) not in served] + [j for j in live if id(j) in served])
+        if rows:
+            self._batch(rows)
+        for job in solo:
+            if not job.done and not job.cancelled:
+                self._guarded(job, self._unit, job)
+        n = len(self._rr)
+        self._rr = collections.deque(j for j in self._rr if not j.done)
+        if len(self._rr) != n:
+            self._gauges(force=True)   # the active-requests gauge counts _rr
+
+    def _guarded(self, job: Job, fn, *args) -> None:
+        """fn(*args) for one job: its failure fails that request only, the server goes on."""
+        try:
+            fn(*args)
+        except APIError as e:
+            self._fail(job, e)
+        except Exception as e:  # a core failure
+            log.exception("request failed in the core (model %s)", self.id)
+            self._fail(job, server_error(f"generation failed: {e}"))
+
+    def _batch(self, rows: list[tuple[Job, int]]) -> None:
+        """One forward pass for `rows` ((job, tokens)): all their sessions in one core call. A
+        row the core refuses (it names the session; then no session changed) fails its request
+        and the rest run again without it; a batch-wide failure runs each row alone."""
+        while rows:
+            befores = [job.gen.stats.generated_tokens for job, _ in rows]
+            try:
+                texts = step_rows(self.model, [(job.gen, job.entry.session, n) for job, n in rows])
+            except RealmError as e:
+                i = getattr(e, "session_index", None)
+                if i is None or not 0 <= i < len(rows):
+                    log.warning("batched step failed (%s); running its %d rows one by one", e, len(rows))
+                    for job, n in rows:
+                        self._guarded(job, self._unit, job, n)
+                    return
+                job = rows.pop(i)[0]
+                log.warning("request dropped from a batched step: %s", e)
+                self._fail(job, server_error(f"generation failed: {e}"))
+                continue
+            if self.metrics:
+                self.metrics.batch_steps.labels(self.id).inc()
+                self.metrics.batch_sessions.labels(self.id).observe(len(rows))
+                self.metrics.batch_tokens.labels(self.id).observe(sum(n for _, n in rows))
+            for (job, _), before, text in zip(rows, befores, texts):
+                self._guarded(job, self._progress, job, before, text)
+            return
 
     def _retire(self, job: Job) -> None:
         job.state = DONE
@@ -403,24 +471,33 @@ class ModelWorker:
                     s.embed_begin()
             job.state = RUNNING
             self._rr.append(job)
+            if self.metrics:
+                self.metrics.queue_wait.labels(self.id).observe(time.perf_counter() - job.t_arrival)
             if self.metrics and job.kind == "generate":
                 self.metrics.prompt_tokens.labels(job.tenant, self.id).inc(len(job.ids))
                 self.metrics.cached_tokens.labels(job.tenant, self.id).inc(job.gen.stats.cached_tokens)
 
-    def _unit(self, job: Job) -> bool:
-        """One unit of work; True when the job is finished."""
+    def _unit(self, job: Job, chunk: int | None = None) -> bool:
+        """One unit of work on the job's session alone (a prompt chunk of at most `chunk`
+        tokens, one decode or verify step, an embedding chunk); True when the job is finished."""
         if job.kind == "embed":
             return self._embed_unit(job)
         gen = job.gen
         spec = self._speculator(job.entry)
         before = gen.stats.generated_tokens
         drafted0, accepted0 = (spec.stats.drafted, spec.stats.accepted) if spec else (0, 0)
-        text = advance(gen, job.entry.session, self.chunk, speculator=spec)
-        new = gen.stats.generated_tokens - before
+        text = advance(gen, job.entry.session, chunk or self.chunk, speculator=spec)
         m = self.metrics
         if spec and m and spec.stats.drafted > drafted0:
             m.spec_drafted.labels(self.id).inc(spec.stats.drafted - drafted0)
             m.spec_accepted.labels(self.id).inc(spec.stats.accepted - accepted0)
+        return self._progress(job, before, text)
+
+    def _progress(self, job: Job, before: int, text: str) -> bool:
+        """After a job's unit: rate, first-token and token metrics, its text, its end."""
+        gen = job.gen
+        new = gen.stats.generated_tokens - before
+        m = self.metrics
         if new:
             now = time.monotonic()
             self._rate.extend([now] * new)
