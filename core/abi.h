@@ -4,12 +4,13 @@
 #define REALM_ABI_H
 #include <stdint.h>
 
-#define REALM_ABI_VERSION 2
+#define REALM_ABI_VERSION 3
 
 #define REALM_EVAL_BATCH 64 /* prompt tokens per forward pass (matrix-matrix kernels); longer evals run in batches of this many */
 #define REALM_DEFAULT_CTX 4096 /* context a host gives a new session when the caller names none (at most the model's n_ctx_train) */
 #define REALM_GPU_OPTIONS_VERSION 1 /* word 0 of GpuOptions */
 #define REALM_MAX_TOPK 256 /* largest k realm_sampler_need asks the GPU for */
+#define REALM_MAX_LOGPROBS 20 /* most top log-probabilities realm_session_set_logprobs records per sample (OpenAI's top_logprobs limit) */
 
 /* realm_last_error_kind() */
 enum {
@@ -243,6 +244,8 @@ REALM_EXPORT uint64_t realm_session_kv_bytes(Session *s);
 REALM_EXPORT uint32_t realm_session_embed(Session *s, const int32_t *ids, uint32_t n, float *acc);
 REALM_EXPORT uint32_t realm_session_set_sampler(Session *s, const SamplerParams *p);
 REALM_EXPORT int32_t realm_session_sample(Session *s);
+REALM_EXPORT uint32_t realm_session_set_logprobs(Session *s, int32_t n);
+REALM_EXPORT int32_t realm_session_logprobs(Session *s, int32_t *ids, float *logprobs, uint32_t cap);
 REALM_EXPORT int32_t realm_session_step(Session *s, int32_t id);
 /* Batches: one forward pass for several sessions */
 REALM_EXPORT uint32_t realm_batch_eval(Model *m, Session *const *sessions, uint32_t n, const int32_t *ids, const uint32_t *counts, const uint32_t *flags);

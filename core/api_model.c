@@ -165,6 +165,25 @@ EXPORT int32_t realm_session_sample(Session *s) {
     float *row = s->logits + (uint64_t)(s->logits_rows - 1) * s->m->cfg.n_vocab;
     return sampler_sample(&s->sampler, row, s->m->cfg.n_vocab, s->tokens, s->n_past);
 }
+/* Record log-probabilities with each sample: n = -1 off, else the sampled token's and the n
+ * (<= 20) most likely tokens'. 1 or 0. */
+EXPORT uint32_t realm_session_set_logprobs(Session *s, int32_t n) {
+    rt_err_clear();
+    NEED_SESSION(s, 0);
+    return sampler_want_logprobs(&s->sampler, n) ? 1 : 0;
+}
+/* The last sample's log-probabilities: ids[0], logprobs[0] the sampled token; then the most
+ * likely tokens, most likely first; at most cap entries. The count, 0 when none is recorded. */
+EXPORT int32_t realm_session_logprobs(Session *s, int32_t *ids, float *logprobs, uint32_t cap) {
+    rt_err_clear();
+    NEED_SESSION(s, -1);
+    if (!ids || !logprobs) { rt_err("realm_session_logprobs: null output arrays", NULL); return -1; }
+    const Sampler *sm = &s->sampler;
+    if (sm->lp_want < 0 || sm->lp_n < 0) return 0;
+    uint32_t n = RT_MIN((uint32_t)sm->lp_n + 1, cap);
+    for (uint32_t i = 0; i < n; i++) ids[i] = sm->lp_ids[i], logprobs[i] = sm->lp_vals[i];
+    return (int32_t)n;
+}
 /* One decode step in one call: evaluate `id`, then sample. The next id, or -1. */
 EXPORT int32_t realm_session_step(Session *s, int32_t id) {
     rt_err_clear();

@@ -20,6 +20,7 @@ static double rng_uniform(uint64_t s[2]) { return (double)(rng_next(s) >> 11) * 
 
 void sampler_init(Sampler *s) {
     memset(s, 0, sizeof *s);
+    s->lp_want = s->lp_n = -1;
     SamplerParams p = {0};
     p.temperature = 0;
     p.top_p = 1;
@@ -112,6 +113,39 @@ static void select_top(int32_t *idx, float *val, int64_t n, int64_t k) {
     }
 }
 
+bool sampler_want_logprobs(Sampler *s, int32_t n) {
+    if (n < -1 || n > SAMPLER_MAX_LOGPROBS) {
+        rt_err("top logprobs must be -1 (off) or 0..", NULL);
+        rt_err_append_u64(SAMPLER_MAX_LOGPROBS);
+        rt_err_append(", got ");
+        rt_err_append_i64(n);
+        return false;
+    }
+    s->lp_want = n;
+    s->lp_n = -1;
+    return true;
+}
+
+/* log(sum(exp(logits))) in double, and the k largest logits (first index wins a tie) into
+ * ids/vals[0..k), largest first. */
+static double log_sum_exp_top(const float *logits, uint32_t n_vocab, int32_t k, int32_t *ids, float *vals) {
+    float mx = logits[0];
+    for (uint32_t i = 1; i < n_vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0;
+    for (uint32_t i = 0; i < n_vocab; i++) sum += rt_exp((double)logits[i] - mx);
+    int32_t have = 0;
+    for (uint32_t i = 0; i < n_vocab && k > 0; i++) {
+        float v = logits[i];
+        if (have == k && !(v > vals[k - 1])) continue;
+        int32_t j = have < k ? have++ : k - 1;
+        while (j > 0 && v > vals[j - 1]) { vals[j] = vals[j - 1]; ids[j] = ids[j - 1]; j--; }
+        vals[j] = v, ids[j] = (int32_t)i;
+    }
+    return (double)mx + rt_log(sum);
+}
+
+static int32_t pick(Sampler *s, float *logits, uint32_t n_vocab);
+
 int32_t sampler_sample(Sampler *s, float *logits, uint32_t n_vocab, const int32_t *history, uint32_t n_hist) {
     const SamplerParams *p = &s->p;
     if (s->cap < n_vocab) {
@@ -131,6 +165,23 @@ int32_t sampler_sample(Sampler *s, float *logits, uint32_t n_vocab, const int32_
         memset(s->idx, 0, (uint64_t)n_vocab * 4);
         apply_penalties(p, logits, n_vocab, history, n_hist, s->idx);
     }
+    double lse = 0;
+    if (s->lp_want >= 0) {
+        lse = log_sum_exp_top(logits, n_vocab, s->lp_want, s->lp_ids + 1, s->lp_vals + 1);
+        for (int32_t i = 1; i <= s->lp_want; i++) s->lp_vals[i] = (float)((double)s->lp_vals[i] - lse);
+    }
+    int32_t tok = pick(s, logits, n_vocab);
+    if (s->lp_want >= 0) {
+        s->lp_ids[0] = tok;
+        s->lp_vals[0] = (float)((double)logits[tok] - lse);
+        s->lp_n = RT_MIN(s->lp_want, (int32_t)n_vocab);
+    }
+    return tok;
+}
+
+/* The draw itself, from penalised logits: greedy, or top-k -> top-p -> min-p -> temperature. */
+static int32_t pick(Sampler *s, float *logits, uint32_t n_vocab) {
+    const SamplerParams *p = &s->p;
     if (p->temperature <= 0) { /* greedy: the first maximum, like std::max_element */
         uint32_t best = 0;
         for (uint32_t i = 1; i < n_vocab; i++)

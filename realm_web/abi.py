@@ -4,10 +4,13 @@ STRUCTS: name -> struct format, size, field names; EXPORTS: name -> (C parameter
 types, C result type); pointer params are wasm64 i64 here (wasm_signature)."""
 import struct as _struct
 
-ABI_VERSION = 2
-CONSTANTS = {'EVAL_BATCH': 64, 'DEFAULT_CTX': 4096, 'GPU_OPTIONS_VERSION': 1, 'MAX_TOPK': 256}
+ABI_VERSION = 3
+CONSTANTS = {'EVAL_BATCH': 64, 'DEFAULT_CTX': 4096, 'GPU_OPTIONS_VERSION': 1, 'MAX_TOPK': 256, 'MAX_LOGPROBS': 20}
 EVAL_BATCH = CONSTANTS["EVAL_BATCH"]
 DEFAULT_CTX = CONSTANTS["DEFAULT_CTX"]
+GPU_OPTIONS_VERSION = CONSTANTS["GPU_OPTIONS_VERSION"]
+MAX_TOPK = CONSTANTS["MAX_TOPK"]
+MAX_LOGPROBS = CONSTANTS["MAX_LOGPROBS"]
 ERROR_KINDS = {0: 'none', 1: 'invalid_argument', 2: 'format', 3: 'unsupported', 4: 'context_full', 5: 'out_of_memory'}
 ERR = {v: k for k, v in ERROR_KINDS.items()}
 SAMPLING_DEFAULTS = {'openai': {'temperature': 1.0,
@@ -173,6 +176,8 @@ EXPORTS = {'realm_alloc': (('uint64_t',), 'void *'),
  'realm_session_embed': (('Session *', 'const int32_t *', 'uint32_t', 'float *'), 'uint32_t'),
  'realm_session_set_sampler': (('Session *', 'const SamplerParams *'), 'uint32_t'),
  'realm_session_sample': (('Session *',), 'int32_t'),
+ 'realm_session_set_logprobs': (('Session *', 'int32_t'), 'uint32_t'),
+ 'realm_session_logprobs': (('Session *', 'int32_t *', 'float *', 'uint32_t'), 'int32_t'),
  'realm_session_step': (('Session *', 'int32_t'), 'int32_t'),
  'realm_batch_eval': (('Model *',
                        'Session *const *',

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from . import abi
 from .errors import RealmError, core_error
 from .limits import EVAL_BATCH
+from .abi import MAX_LOGPROBS
 from .sampling import SamplerSettings  # noqa: F401  (its home was here; callers still import it from here)
 from .sources import as_source
 
@@ -470,6 +471,29 @@ class Session:
             if t < 0:
                 raise core_error(self.core)
             return t
+
+    # -------------------------------------------------------------- logprobs
+    def set_logprobs(self, n: int | None) -> None:
+        """Record log-probabilities with every sample from now on: None (off), or the sampled
+        token's plus the n (0..MAX_LOGPROBS) most likely tokens' (realm_session_set_logprobs)."""
+        with self.core.lock:
+            if not self.core.call("realm_session_set_logprobs", self._h(), -1 if n is None else int(n)):
+                raise core_error(self.core)
+
+    def logprobs(self) -> list[tuple[int, float]]:
+        """The last sample's (token id, natural-log probability): the sampled token first, then
+        the most likely tokens, most likely first; [] when logprobs are off."""
+        k = 1 + MAX_LOGPROBS
+        c = self.core
+        with c.lock:
+            h = self._h()
+            p = self._put_ids([0] * (2 * k))
+            n = c.call("realm_session_logprobs", h, p, p + 4 * k, k)
+            if n < 0:
+                raise core_error(c)
+            ids = c.read_i32(p, n)
+            lps = struct.unpack(f"<{n}f", c.read_bytes(p + 4 * k, 4 * n)) if n else ()
+            return list(zip(ids, lps))
 
     # ----------------------------------------------------------- speculative
     def verify(self, ids) -> list[int]:

@@ -157,6 +157,7 @@ def gen_py(abi: dict) -> str:
 
     def r(v):
         return pprint.pformat(v, width=110, sort_dicts=False)
+    py_names = "\n".join(f'{k} = CONSTANTS["{k}"]' for k in d["constants"])
     return f'''"""The host ABI of realm.wasm as data ({GENERATED}).
 
 STRUCTS: name -> struct format, size, field names; EXPORTS: name -> (C parameter
@@ -165,8 +166,7 @@ import struct as _struct
 
 ABI_VERSION = {d["version"]}
 CONSTANTS = {r(d["constants"])}
-EVAL_BATCH = CONSTANTS["EVAL_BATCH"]
-DEFAULT_CTX = CONSTANTS["DEFAULT_CTX"]
+{py_names}
 ERROR_KINDS = {r(d["error_kinds"])}
 ERR = {{v: k for k, v in ERROR_KINDS.items()}}
 SAMPLING_DEFAULTS = {r(d["sampling_defaults"])}
@@ -211,14 +211,14 @@ def gen_js(abi: dict) -> str:
     exports = {n: [[wasm_type(c, "ptr") for c in e["ctypes"]], wasm_type(e["ret"], "ptr")]
                for n, e in d["exports"].items()}
     j = lambda v: json.dumps(v, separators=(",", ":"))  # noqa: E731
+    js_names = "\n".join(f"export const {k} = CONSTANTS.{k};" for k in d["constants"])
     return f"""// The host ABI of realm.wasm as data ({GENERATED}).
 // STRUCTS: name -> size and [field, type, offset]; EXPORTS: name -> [param types, result type], with
 // 'ptr' for pointers (i64 in the Memory64 build, i32 in a wasm32 one) and null for no result.
 
 export const ABI_VERSION = {d["version"]};
 export const CONSTANTS = Object.freeze({j(d["constants"])});
-export const EVAL_BATCH = CONSTANTS.EVAL_BATCH;
-export const DEFAULT_CTX = CONSTANTS.DEFAULT_CTX;
+{js_names}
 export const ERROR_KINDS = Object.freeze({j({str(k): v for k, v in d["error_kinds"].items()})});
 export const SAMPLING_DEFAULTS = Object.freeze({j(d["sampling_defaults"])});
 export const GGML_TYPES = Object.freeze({j({str(k): v for k, v in d["ggml_types"].items()})});
