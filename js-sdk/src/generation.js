@@ -337,3 +337,22 @@ export async function* drive(streams, { model = null, maxChunk = null, signal = 
     for (const s of all) if (s.g) s.g.close();
   }
 }
+
+/**
+ * The texts of a batch's event stream (streamBatch): one string per prompt; rejects, once
+ * every prompt has ended, with the first prompt's error (error.index, error.results).
+ */
+export async function collectBatch(events, n) {
+  const results = Array.from({ length: n }, () => ({ text: '', finish_reason: '', stats: null, error: null }));
+  for await (const ev of events) {
+    const r = results[ev.index];
+    if (ev.done) Object.assign(r, { finish_reason: ev.finish_reason, stats: ev.stats, error: ev.error });
+    else r.text += ev.text;
+  }
+  const bad = results.find((r) => r.error);
+  if (bad) {
+    try { bad.error.results = results; } catch { /* a frozen abort reason */ }
+    throw bad.error;
+  }
+  return results.map((r) => r.text);
+}

@@ -8,30 +8,11 @@ import { DEFAULT_CTX, EVAL_BATCH } from './abi.js';
 import { normalizeOptions } from './options.js';
 import { abortReason, throwIfAborted } from './abort.js';
 import { samplerSettings, LLAMA_CPP_SAMPLING } from './sampling.js';
-import { Generation, drive, newStats, promptIds, chatPromptIds, commonPrefix } from './generation.js';
+import { Generation, drive, collectBatch, newStats, promptIds, chatPromptIds, commonPrefix } from './generation.js';
 import { createChatCompletion } from './openai.js';
 import { renderChat } from './chat.js';
 import { modelCache } from './cache.js';
 import { resolveDevice, gpuFailedNote } from './gpu.js';
-
-/**
- * The texts of a batch's event stream (streamBatch): one string per prompt; rejects, once
- * every prompt has ended, with the first prompt's error (error.index, error.results).
- */
-export async function collectBatch(events, n) {
-  const results = Array.from({ length: n }, () => ({ text: '', finish_reason: '', stats: null, error: null }));
-  for await (const ev of events) {
-    const r = results[ev.index];
-    if (ev.done) Object.assign(r, { finish_reason: ev.finish_reason, stats: ev.stats, error: ev.error });
-    else r.text += ev.text;
-  }
-  const bad = results.find((r) => r.error);
-  if (bad) {
-    try { bad.error.results = results; } catch { /* a frozen abort reason */ }
-    throw bad.error;
-  }
-  return results.map((r) => r.text);
-}
 
 function baseName(name) {
   const s = String(name).split(/[?#]/)[0];
