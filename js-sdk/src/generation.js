@@ -349,10 +349,11 @@ export async function collectBatch(events, n) {
     if (ev.done) Object.assign(r, { finish_reason: ev.finish_reason, stats: ev.stats, error: ev.error });
     else r.text += ev.text;
   }
-  const bad = results.find((r) => r.error);
-  if (bad) {
-    try { bad.error.results = results; } catch { /* a frozen abort reason */ }
-    throw bad.error;
+  const bad = results.findIndex((r) => r.error);
+  if (bad >= 0) {
+    const e = results[bad].error;
+    try { Object.assign(e, { index: bad, results }); } catch { /* a frozen or primitive abort reason */ }
+    throw e;
   }
   return results.map((r) => r.text);
 }

@@ -252,15 +252,15 @@ export class Realm {
             error = e;
           }
         }
-        if (error && error.index === undefined) error.index = i;
+        if (error && typeof error === 'object') error.index = i;
         streams.push({ g, session, signal: own, error, stats });
       }
       const model = this.model.gpu ? null : this.model; // GPU sessions: one after another
       for await (const ev of drive(streams, { model, maxChunk: EVAL_BATCH, signal, check: () => this._checkOpen() })) {
         const e = ev.done ? ev.error : null;
-        if (e && typeof e === 'object' && e.index === undefined) {
+        if (e && typeof e === 'object') {
           // a core error about its session: "batch session k of n" counts the sessions of that step
-          if (e.sessionIndex != null && typeof e.message === 'string') e.message = `prompt ${ev.index}: ${e.message}`;
+          if (e.sessionIndex != null && e.index === undefined && typeof e.message === 'string') e.message = `prompt ${ev.index}: ${e.message}`;
           try { e.index = ev.index; } catch { /* a frozen abort reason */ }
         }
         yield ev;
