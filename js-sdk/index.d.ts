@@ -101,6 +101,15 @@ export interface GenerationStats {
   readonly generate_tps?: number;
 }
 
+/** One prompt of a batch (Realm.streamBatch / generateBatch): a prompt (or a chat) and its own options. */
+export type BatchPrompt = string | number[] | (GenerateOptions & ({ prompt: string | number[] } | { messages: ChatMessage[] }));
+
+/** streamBatch: a prompt produced `text` ('' while a stop string may still match; token: the id, or null). */
+export interface BatchDelta { index: number; token: number | null; text: string; done?: undefined }
+/** streamBatch: a prompt ended. error: null, or what ended it alone (its own signal's reason, a bad prompt, a core error about its session). */
+export interface BatchEnd { index: number; done: true; finish_reason: 'stop' | 'length' | ''; stats: GenerationStats | null; error: unknown }
+export type BatchEvent = BatchDelta | BatchEnd;
+
 export interface ModelInfo {
   n_vocab: number; n_ctx_train: number; n_embd: number; n_layer: number; n_head: number; n_head_kv: number;
   head_dim: number; n_ff: number; bos: number; eos: number; add_bos: boolean; add_eos: boolean;
@@ -236,6 +245,16 @@ export interface RealmLike {
   generate(prompt: string | number[], opts?: GenerateOptions): Promise<string>;
   stream(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<string, void, undefined>;
   generateTokens(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<number, void, undefined>;
+  /**
+   * Several prompts at once, one session each, advanced together (on the CPU: one forward
+   * pass per step for all; each prompt gets the tokens it gets alone). opts: what every
+   * prompt starts from, and signal (aborts all); a prompt's own signal aborts it alone.
+   */
+  streamBatch(prompts: BatchPrompt[], opts?: GenerateOptions): AsyncGenerator<BatchEvent, void, undefined>;
+  /** streamBatch's texts; rejects (after the others ended) with the first prompt's error (error.index, error.results). */
+  generateBatch(prompts: BatchPrompt[], opts?: GenerateOptions): Promise<string[]>;
+  /** Stats of every prompt of the last batch. */
+  lastBatchStats: GenerationStats[];
   tokenize(text: string, opts?: TokenizeOptions | boolean): number[] | Promise<number[]>;
   detokenize(ids: ArrayLike<number>, opts?: { special?: boolean }): string | Promise<string>;
   metadata(): Record<string, unknown> | Promise<Record<string, unknown>>;
@@ -276,6 +295,16 @@ export class Realm implements RealmLike {
   generate(prompt: string | number[], opts?: GenerateOptions): Promise<string>;
   stream(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<string, void, undefined>;
   generateTokens(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<number, void, undefined>;
+  /**
+   * Several prompts at once, one session each, advanced together (on the CPU: one forward
+   * pass per step for all; each prompt gets the tokens it gets alone). opts: what every
+   * prompt starts from, and signal (aborts all); a prompt's own signal aborts it alone.
+   */
+  streamBatch(prompts: BatchPrompt[], opts?: GenerateOptions): AsyncGenerator<BatchEvent, void, undefined>;
+  /** streamBatch's texts; rejects (after the others ended) with the first prompt's error (error.index, error.results). */
+  generateBatch(prompts: BatchPrompt[], opts?: GenerateOptions): Promise<string[]>;
+  /** Stats of every prompt of the last batch. */
+  lastBatchStats: GenerationStats[];
   tokenize(text: string, opts?: TokenizeOptions | boolean): number[];
   detokenize(ids: ArrayLike<number>, opts?: { special?: boolean }): string;
   metadata(): Record<string, unknown>;
@@ -307,6 +336,16 @@ export class RealmWorker implements RealmLike {
   generate(prompt: string | number[], opts?: GenerateOptions): Promise<string>;
   stream(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<string, void, undefined>;
   generateTokens(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<number, void, undefined>;
+  /**
+   * Several prompts at once, one session each, advanced together (on the CPU: one forward
+   * pass per step for all; each prompt gets the tokens it gets alone). opts: what every
+   * prompt starts from, and signal (aborts all); a prompt's own signal aborts it alone.
+   */
+  streamBatch(prompts: BatchPrompt[], opts?: GenerateOptions): AsyncGenerator<BatchEvent, void, undefined>;
+  /** streamBatch's texts; rejects (after the others ended) with the first prompt's error (error.index, error.results). */
+  generateBatch(prompts: BatchPrompt[], opts?: GenerateOptions): Promise<string[]>;
+  /** Stats of every prompt of the last batch. */
+  lastBatchStats: GenerationStats[];
   tokenize(text: string, opts?: TokenizeOptions | boolean): Promise<number[]>;
   detokenize(ids: ArrayLike<number>, opts?: { special?: boolean }): Promise<string>;
   metadata(): Promise<Record<string, unknown>>;
@@ -328,7 +367,12 @@ export class RealmRegistry {
   readonly size: number;
 }
 
-export class RealmError extends Error {}
+export class RealmError extends Error {
+  /** A batch call (CoreModel.evalBatch / stepBatch): the session the core named, null for the whole batch. */
+  sessionIndex?: number | null;
+  /** A batch prompt (Realm.streamBatch / generateBatch): the prompt this error ended. */
+  index?: number;
+}
 export class ModelFormatError extends RealmError {}
 export class UnsupportedModelError extends RealmError {}
 export class ContextOverflowError extends RealmError {}
@@ -388,6 +432,16 @@ export class CoreModel {
   detokenize(ids: Iterable<number>, special?: boolean): Uint8Array;
   isEog(token: number): boolean;
   tokenText(id: number): string;
+  /** Tokens one batched step may hold, all sessions together (64). */
+  batchMaxTokens(): number;
+  /**
+   * One forward pass for several sessions of this model: sessions[i] evaluates chunks[i].
+   * Logits equal each session's alone, bit for bit. On error (the core's error class)
+   * error.sessionIndex names the session (null: the whole batch) and no session changed.
+   */
+  evalBatch(sessions: Array<Session | null>, chunks: number[][], opts?: { allLogits?: boolean | boolean[]; logits?: boolean | boolean[] }): void;
+  /** evalBatch, then each session samples its next token with its own sampler (-1 where logits is false). */
+  stepBatch(sessions: Array<Session | null>, tokens: Array<number | number[]>, opts?: { logits?: boolean | boolean[] }): number[];
 }
 
 /** One KV cache in a model's instance. After close() every method throws RealmError('session is closed'). */
@@ -474,4 +528,9 @@ export class Generation {
 }
 /** One unit of work of a Generation on a Session: a prompt chunk, or a decode step. Resolves to the text it adds. */
 export function advance(g: Generation, session: Session | object, maxChunk?: number | null): Promise<string>;
+/** One realm_batch_step for several Generations of one CPU model: per unit, the text accept() added, or null if it sampled nothing. */
+export function advanceBatch(model: CoreModel, units: Array<{ g: Generation; session: Session }>, maxChunk?: number | null): Array<string | null>;
+/** The generation loop over streams (one: advance(); several on a CPU model: advanceBatch()); see src/generation.js. */
+export function drive(streams: Array<{ g: Generation | null; session: Session | object; signal?: AbortSignal | null; error?: unknown }>,
+  opts?: { model?: CoreModel | null; maxChunk?: number | null; signal?: AbortSignal | null; check?: () => void }): AsyncGenerator<BatchEvent, void, undefined>;
 export function asSource(src: ModelSource, opts?: object): Promise<unknown>;

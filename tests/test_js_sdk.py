@@ -66,6 +66,15 @@ def test_js_sdk_node(npm_ready):
 
 
 @pytest.mark.slow
+def test_js_sdk_batch(npm_ready):
+    """Node: continuous batching. CoreModel.evalBatch/stepBatch logits = each session alone, bit for
+    bit; bad batches name the session (sessionIndex) and change none; Realm.generateBatch /
+    streamBatch (in-thread and worker mode) = realm.generate of each prompt alone (greedy, seeded,
+    stop strings, lengths, max_tokens); a prompt aborted mid-batch ends alone."""
+    _run_suite(npm_ready, "batch.test.mjs", 1200)
+
+
+@pytest.mark.slow
 def test_js_sdk_browser(npm_ready):
     """Chromium: greedy = the Python host, OPFS / Cache API cache, File/Blob, worker responsiveness."""
     _run_suite(npm_ready, "browser.test.mjs", 1800)

@@ -1,8 +1,9 @@
 // One generation as a state machine, advanced from outside one step at a time: prefix
 // reuse, end of generation, max_tokens, a full context, stop strings, incremental UTF-8,
 // finish reasons and stats, written once. It never calls the core: the driver asks what
-// to feed next, evaluates it however it likes (realm.js: one session; later one core
-// call for many sessions), and hands back what was sampled. The JS twin of
+// to feed next, evaluates it however it likes (advance: one session; advanceBatch: one
+// core call for many sessions), and hands back what was sampled. drive() below is the
+// one loop over generations (Realm.stream & co. with one, Realm.streamBatch with many). The JS twin of
 // realm_web/generation.py, rule for rule and name for name:
 //
 //   const g = new Generation(vocab, ids, nCtx, { max_tokens, stop, ignore_eos });
@@ -14,6 +15,7 @@
 //   }
 import { RealmError, ContextOverflowError } from './errors.js';
 import { StopFilter, stopList } from './stops.js';
+import { abortReason, throwIfAborted, yieldToEventLoop } from './abort.js';
 
 /** The plain fields of generation stats (what crosses to and from a worker). */
 export const STATS_FIELDS = Object.freeze([
@@ -229,4 +231,129 @@ export async function advance(g, session, maxChunk = null) {
   await session.eval(ids);
   if (last && session.sync) await session.sync(); // GPU: the prompt's work is done, not just submitted
   return g.fed(ids.length) ? g.accept(await session.sample()) : '';
+}
+
+/**
+ * One batched unit of work on several generations of one CPU model (model.js's
+ * CoreModel): every generation in DECODE adds its one token, then generations in PREFILL
+ * add prompt chunks (up to maxChunk each) while the step's token budget
+ * (model.batchMaxTokens()) lasts; all of it is one realm_batch_step, after which every
+ * generation whose prompt is in, or that decoded, samples with its own session's sampler.
+ * Each session computes what it would alone (bit for bit), so this gives advance()'s
+ * tokens. units: [{g, session}]. Returns, per unit, the text accept() added, or null for
+ * a unit that sampled nothing this time (it waited for budget, or fed a prompt chunk
+ * that is not the last). On a core error that names a session, error.unit is that
+ * unit's index and nothing changed (neither the generations nor the sessions): drop it
+ * and call again.
+ */
+export function advanceBatch(model, units, maxChunk = null) {
+  let budget = model.batchMaxTokens();
+  const picked = [];   // [unit index, ids, whether it samples]
+  for (let i = 0; i < units.length && budget > 0; i++) {
+    const g = units[i].g;
+    if (g.phase === DECODE) { picked.push([i, g.nextIds(), true]); budget--; }
+  }
+  for (let i = 0; i < units.length && budget > 0; i++) {
+    const g = units[i].g;
+    if (g.phase !== PREFILL) continue;
+    const ids = g.nextIds(Math.min(budget, maxChunk ?? budget));
+    picked.push([i, ids, ids.length >= g.promptLeft]);
+    budget -= ids.length;
+  }
+  const out = new Array(units.length).fill(null);
+  if (!picked.length) return out;
+  let next;
+  try {
+    next = model.stepBatch(picked.map(([i]) => units[i].session), picked.map(([, ids]) => ids), { logits: picked.map(([, , w]) => w) });
+  } catch (e) {
+    if (e && e.sessionIndex != null) e.unit = picked[e.sessionIndex][0];
+    throw e;
+  }
+  picked.forEach(([i, ids], k) => {
+    const g = units[i].g;
+    if (g.fed(ids.length)) out[i] = g.accept(next[k]);
+  });
+  return out;
+}
+
+/**
+ * The generation loop: runs streams [{g, session, signal, error}] to their ends, one unit
+ * of work per turn, yielding to the event loop between turns. With opts.model (the CPU
+ * CoreModel every session belongs to) and more than one stream running, a turn is one
+ * advanceBatch over all of them; else each runs advance() in turn (one stream; GPU
+ * sessions). Yields {index, token, text} as a stream produces (token: the id accept()
+ * took, or null) and {index, done: true, finish_reason, stats, error} once per stream
+ * when it ends: error is null, or what ended it alone (its own signal's abort reason, a
+ * core error about its session, or the `error` it came with: a bad prompt); the others
+ * go on. opts.signal (abort) and opts.check() (throws) end every stream: the iterator
+ * throws. opts.maxChunk: prompt tokens per unit (EVAL_BATCH).
+ */
+export async function* drive(streams, { model = null, maxChunk = null, signal = null, check = null } = {}) {
+  const all = streams.map((s, index) => ({ ...s, index, ended: false }));
+  const end = (s, error = null) => {
+    s.ended = true;
+    if (s.g) s.g.close();
+    return { index: s.index, done: true, finish_reason: s.g ? s.g.finishReason : '', stats: s.g ? s.g.stats : (s.stats || null), error };
+  };
+  try {
+    for (const s of all) if (!s.g || s.error) yield end(s, s.error || new RealmError('no generation'));
+    for (let first = true; ; first = false) {
+      if (!first) {
+        await yieldToEventLoop();
+        throwIfAborted(signal);
+        if (check) check();
+      }
+      for (const s of all) if (!s.ended && s.signal && s.signal.aborted) yield end(s, abortReason(s.signal));
+      const live = all.filter((s) => !s.ended);
+      if (!live.length) return;
+      if (model && live.length > 1) {
+        let outs;
+        try {
+          outs = advanceBatch(model, live, maxChunk);
+        } catch (e) {
+          if (e && e.unit != null) { yield end(live[e.unit], e); continue; }
+          throw e;
+        }
+        for (let k = 0; k < live.length; k++) {
+          const s = live[k];
+          if (outs[k] !== null && (s.g.token != null || outs[k])) yield { index: s.index, token: s.g.token, text: outs[k] };
+          if (s.g.done) yield end(s);
+        }
+      } else {
+        for (const s of live) {
+          let out;
+          try {
+            out = await advance(s.g, s.session, maxChunk);
+          } catch (e) {
+            yield end(s, e);
+            continue;
+          }
+          if (s.g.token != null || out) yield { index: s.index, token: s.g.token, text: out };
+          if (s.g.done) yield end(s);
+        }
+      }
+    }
+  } finally {
+    for (const s of all) if (s.g) s.g.close();
+  }
+}
+
+/**
+ * The texts of a batch's event stream (streamBatch): one string per prompt; rejects, once
+ * every prompt has ended, with the first prompt's error (error.index, error.results).
+ */
+export async function collectBatch(events, n) {
+  const results = Array.from({ length: n }, () => ({ text: '', finish_reason: '', stats: null, error: null }));
+  for await (const ev of events) {
+    const r = results[ev.index];
+    if (ev.done) Object.assign(r, { finish_reason: ev.finish_reason, stats: ev.stats, error: ev.error });
+    else r.text += ev.text;
+  }
+  const bad = results.findIndex((r) => r.error);
+  if (bad >= 0) {
+    const e = results[bad].error;
+    try { Object.assign(e, { index: bad, results }); } catch { /* a frozen or primitive abort reason */ }
+    throw e;
+  }
+  return results.map((r) => r.text);
 }

@@ -2,7 +2,7 @@
 // WebAssembly core (realm.wasm). See README.md and index.d.ts.
 export { Realm } from './realm.js';
 export { StopFilter } from './stops.js';
-export { Generation, advance } from './generation.js';
+export { Generation, advance, advanceBatch, drive } from './generation.js';
 export { normalizeOptions } from './options.js';
 export { DEFAULT_CTX, EVAL_BATCH } from './abi.js';
 export { SAMPLER_DEFAULTS, LLAMA_CPP_SAMPLING, OPENAI_SAMPLING, fromOpenAI } from './sampling.js';

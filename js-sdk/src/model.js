@@ -48,6 +48,16 @@ function readScalar(dv, off, typ) {
   }
 }
 
+// realm_batch_eval's flags (core/batch.h)
+const BATCH_ALL_LOGITS = 1, BATCH_NO_LOGITS = 2;
+
+function perSession(v, n, what) {
+  if (typeof v === 'boolean') return new Array(n).fill(v);
+  const a = Array.from(v, Boolean);
+  if (a.length !== n) throw new RealmError(`${what}: ${n} sessions need ${n} values (got ${a.length})`);
+  return a;
+}
+
 function throwIfAborted(signal) {
   if (signal && signal.aborted) throw signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
 }
@@ -184,6 +194,7 @@ export class CoreModel {
   /** Frees the model and its instance's weights (free its sessions first). */
   free() {
     if (this.gpu) { this.gpu.destroy(); this.gpu = null; }
+    if (this._bbuf) { this.core.free(this._bbuf); this._bbuf = 0; this._bcap = 0; }
     if (this.handle) {
       this.core.call('realm_model_free', this.handle);
       this.handle = 0;
@@ -354,6 +365,85 @@ export class CoreModel {
   isEog(token) {
     this._check();
     return !!this.core.call('realm_token_is_eog', this.handle, token | 0);
+  }
+
+  // ---------------------------------------------------------------- batches
+  // Continuous batching (core/api_batch.c; docs/ARCHITECTURE.md "Batches"): one forward
+  // pass for several sessions of this model, each weight read once for all of them; each
+  // session's logits are bit for bit what Session.eval would give it alone. The JS twin
+  // of realm_web/core_model.py's eval_batch / step_batch.
+
+  /** Tokens one batched step may hold, all sessions together (realm_batch_max_tokens). */
+  batchMaxTokens() {
+    this._check();
+    return this.core.call('realm_batch_max_tokens');
+  }
+
+  /**
+   * One forward pass for several sessions of this model: sessions[i] (a Session of this
+   * model) evaluates chunks[i] (a prompt chunk, or one decode token) after its own
+   * history. opts.allLogits / opts.logits: a boolean, or one per session (logits of
+   * every row / of none; default: the last row). At most batchMaxTokens() ids in all.
+   * On error (the class of the core's error kind: ContextOverflowError, RealmError, ...)
+   * error.sessionIndex names the session (null: the whole batch) and no session changed.
+   */
+  evalBatch(sessions, chunks, { allLogits = false, logits = true } = {}) {
+    const n = sessions.length;
+    const al = perSession(allLogits, n, 'allLogits');
+    const lg = perSession(logits, n, 'logits');
+    this._batch('realm_batch_eval', sessions, chunks, al.map((a, i) => (lg[i] ? (a ? BATCH_ALL_LOGITS : 0) : BATCH_NO_LOGITS)));
+  }
+
+  /**
+   * One decode step of several sessions in one call: sessions[i] evaluates tokens[i] (an
+   * id, or an array of ids: a prompt chunk), then samples its next token with its own
+   * sampler (as Session.step). Returns the next ids. opts.logits: false (or false for a
+   * session) evaluates without logits and samples nothing: its id is -1 (a prompt chunk
+   * that is not the prompt's last). Errors as evalBatch.
+   */
+  stepBatch(sessions, tokens, { logits = true } = {}) {
+    const chunks = Array.from(tokens, (t) => (typeof t === 'number' || typeof t === 'bigint' ? [Number(t)] : Array.from(t, Number)));
+    const lg = perSession(logits, chunks.length, 'logits');
+    return this._batch('realm_batch_step', sessions, chunks, lg.map((w) => (w ? 0 : BATCH_NO_LOGITS)));
+  }
+
+  /** One realm_batch_eval / realm_batch_step call: [n i64 handles][n u32 counts][n u32 flags][n i32 out][ids]. */
+  _batch(name, sessions, chunks, flags) {
+    this._check();
+    const n = sessions.length;
+    if (chunks.length !== n || flags.length !== n) {
+      throw new RealmError(`${n} sessions need ${n} chunks and flags (got ${chunks.length}, ${flags.length})`);
+    }
+    let total = 0;
+    for (const ch of chunks) total += ch.length;
+    const c = this.core;
+    const need = 20 * n + 4 * total + 8;
+    if (need > (this._bcap || 0)) {
+      if (this._bbuf) c.free(this._bbuf);
+      this._bbuf = 0;
+      this._bcap = Math.max(need, 4096);
+      this._bbuf = c.alloc(this._bcap);
+    }
+    const p = this._bbuf;
+    const pc = p + 8 * n, pf = p + 12 * n, po = p + 16 * n, pi = p + 20 * n;
+    const dv = c.dv(p, need);
+    for (let i = 0; i < n; i++) {
+      // a closed session passes handle 0: the core refuses it, naming its index
+      const s = sessions[i];
+      dv.setBigUint64(8 * i, BigInt((s && s.handle) || 0), true);
+      dv.setUint32(8 * n + 4 * i, chunks[i].length, true);
+      dv.setUint32(12 * n + 4 * i, flags[i], true);
+    }
+    let at = pi;
+    for (const ch of chunks) { c.writeI32(at, ch); at += 4 * ch.length; }
+    const step = name === 'realm_batch_step';
+    if (!c.call(name, this.handle, p, n, pi, pc, pf, ...(step ? [po] : []))) {
+      const which = c.call('realm_batch_failed');
+      const err = c.error();
+      err.sessionIndex = which >= 0 ? which : null;
+      throw err;
+    }
+    return step ? c.readI32(po, n) : undefined;
   }
 
   /** The text of a special token id from the vocabulary ('' if none). */

@@ -6,9 +6,9 @@ import * as store from './store.js';
 import { Session } from './session.js';
 import { DEFAULT_CTX, EVAL_BATCH } from './abi.js';
 import { normalizeOptions } from './options.js';
-import { abortReason, throwIfAborted, yieldToEventLoop } from './abort.js';
+import { abortReason, throwIfAborted } from './abort.js';
 import { samplerSettings, LLAMA_CPP_SAMPLING } from './sampling.js';
-import { Generation, advance, newStats, promptIds, chatPromptIds } from './generation.js';
+import { Generation, drive, collectBatch, newStats, promptIds, chatPromptIds, commonPrefix } from './generation.js';
 import { createChatCompletion } from './openai.js';
 import { renderChat } from './chat.js';
 import { modelCache } from './cache.js';
@@ -77,6 +77,8 @@ export class Realm {
     this.source = model.name;
     this.fromCache = model.fromCache;
     this.lastStats = newStats();
+    this.lastBatchStats = [];
+    this._batchSessions = []; // sessions of batch prompts past the first (streamBatch), kept until unload
     this._closed = false;
     this._tail = Promise.resolve();
     const self = this;
@@ -92,6 +94,8 @@ export class Realm {
     // Safe at once: wasm calls are synchronous, so no call is in flight; a generation
     // suspended between tokens finds the Realm closed when it resumes and ends with an error.
     this.session.close();
+    for (const s of this._batchSessions) s.close();
+    this._batchSessions = [];
     store.release(this.model);
   }
 
@@ -150,9 +154,9 @@ export class Realm {
   }
 
   // ------------------------------------------------------------ generation
-  // One driver for generateTokens and stream: the Generation (generation.js) says what
-  // to evaluate and what each sampled token means; advance() runs one unit of it on the
-  // session (a prompt batch or a decode step), with abort checks between units.
+  // One driver for generateTokens, stream and streamBatch: the Generation (generation.js)
+  // says what to evaluate and what each sampled token means; drive() runs the one loop
+  // (advance() for one session, advanceBatch() for several), with abort checks between units.
   async *_run(prompt, o, text) {
     const signal = o.signal;
     throwIfAborted(signal);
@@ -168,19 +172,131 @@ export class Realm {
       const s = this.session;
       s.setSampler(samplerSettings(o, LLAMA_CPP_SAMPLING));
       s.truncate(g.reuse(s.tokens()));
-      for (let first = true; !g.done; first = false) {
-        if (!first) {
-          await yieldToEventLoop();
-          throwIfAborted(signal);
-          this._checkOpen();
-        }
-        const out = await advance(g, s, EVAL_BATCH);
-        if (g.token != null || out) yield { token: g.token, text: out };
+      for await (const ev of drive([{ g, session: s }], { maxChunk: EVAL_BATCH, signal, check: () => this._checkOpen() })) {
+        if (ev.done) { if (ev.error) throw ev.error; } else yield ev;
       }
     } finally {
       if (g) g.close();
       release();
     }
+  }
+
+  /**
+   * Several generations at once, each in its own session of this model, advanced together:
+   * on the CPU every step is one forward pass for all of them (continuous batching: each
+   * weight read once per step; each prompt's tokens are the ones it gets alone, bit for
+   * bit, greedy or seeded). prompts: strings, token-id arrays, or objects {prompt} or
+   * {messages} (rendered with the chat template) with per-prompt options (max_tokens,
+   * stop, seed, temperature, ..., signal: aborts that prompt only). opts: the options every
+   * prompt starts from, and signal (aborts all). An async iterator of events:
+   *   {index, token, text}                                 a prompt produced (text may be '')
+   *   {index, done: true, finish_reason, stats, error}     a prompt ended (error: null, or
+   *        what ended it alone: its own abort, a bad prompt, a core error about its session)
+   * The others go on when one ends. Stats of every prompt: realm.lastBatchStats.
+   */
+  async *streamBatch(prompts, opts = {}) {
+    yield* this._runBatch(prompts, opts, true);
+  }
+
+  /**
+   * streamBatch's texts: resolves to one string per prompt. If a prompt ended with an error
+   * (its own signal, a bad prompt) the others still run to their ends, then this rejects
+   * with the first such error; error.index names the prompt and error.results holds every
+   * prompt's {text, finish_reason, stats, error}.
+   */
+  async generateBatch(prompts, opts = {}) {
+    return collectBatch(this.streamBatch(prompts, opts), prompts.length);
+  }
+
+  async *_runBatch(prompts, opts, text) {
+    if (!Array.isArray(prompts)) throw new RealmError('streamBatch: prompts is an array');
+    const base = normalizeOptions(opts);
+    const signal = base.signal;
+    delete base.signal;
+    delete base.stats;
+    throwIfAborted(signal);
+    this._checkOpen();
+    const release = await this._lock(signal);
+    const streams = [];
+    try {
+      this._checkOpen();
+      const items = [];
+      for (const p of prompts) {
+        const isObj = p && typeof p === 'object' && !Array.isArray(p) && !ArrayBuffer.isView(p) && typeof p[Symbol.iterator] !== 'function';
+        const o = { ...base, ...(isObj ? normalizeOptions(p) : {}) };
+        const item = { o, signal: o.signal || null, ids: null, error: null };
+        delete o.signal;
+        try {
+          if (isObj && p.messages) item.ids = await this.chatIds(p.messages, p);
+          else item.ids = promptIds(this.model, isObj ? p.prompt : p, o.add_special ?? true);
+        } catch (e) {
+          item.error = e;
+        }
+        items.push(item);
+      }
+      const sessions = await this._sessionsFor(items);
+      this.lastBatchStats = [];
+      for (let i = 0; i < items.length; i++) {
+        const { o, ids, signal: own } = items[i];
+        const stats = newStats();
+        this.lastBatchStats.push(stats);
+        let { error } = items[i];
+        let g = null;
+        const session = sessions[i];
+        if (!error) {
+          try {
+            g = new Generation(this.model, ids, this.nCtx, { ...o, text, stats });
+            session.setSampler(samplerSettings(o, LLAMA_CPP_SAMPLING));
+            session.truncate(g.reuse(session.tokens()));
+          } catch (e) {
+            error = e;
+          }
+        }
+        if (error && typeof error === 'object') error.index = i;
+        streams.push({ g, session, signal: own, error, stats });
+      }
+      const model = this.model.gpu ? null : this.model; // GPU sessions: one after another
+      for await (const ev of drive(streams, { model, maxChunk: EVAL_BATCH, signal, check: () => this._checkOpen() })) {
+        const e = ev.done ? ev.error : null;
+        if (e && typeof e === 'object') {
+          // a core error about its session: "batch session k of n" counts the sessions of that step
+          if (e.sessionIndex != null && e.index === undefined && typeof e.message === 'string') e.message = `prompt ${ev.index}: ${e.message}`;
+          try { e.index = ev.index; } catch { /* a frozen abort reason */ }
+        }
+        yield ev;
+      }
+    } finally {
+      for (const s of streams) if (s.g) s.g.close();
+      release();
+    }
+  }
+
+  // Sessions for a batch's prompts: this Realm's own and the ones kept from earlier
+  // batches (more made as needed), each prompt given the free one holding the longest
+  // prefix of it (prefix reuse across calls). A prompt with an error gets a session too.
+  async _sessionsFor(items) {
+    const need = items.length - 1 - this._batchSessions.length;
+    for (let k = 0; k < need; k++) {
+      if (this.model.gpu) {
+        const { GpuSession } = await import('./webgpu.js');
+        this._batchSessions.push(await GpuSession.create(this.model, this.nCtx));
+      } else {
+        this._batchSessions.push(new Session(this.model, this.nCtx));
+      }
+    }
+    const free = [this.session, ...this._batchSessions];
+    const cached = free.map((s) => s.tokens());
+    const out = [];
+    for (const it of items) {
+      let best = 0;
+      for (let k = 1; k < free.length && it.ids; k++) {
+        if (commonPrefix(cached[k], it.ids) > commonPrefix(cached[best], it.ids)) best = k;
+      }
+      out.push(free[best]);
+      free.splice(best, 1);
+      cached.splice(best, 1);
+    }
+    return out;
   }
 
   /**

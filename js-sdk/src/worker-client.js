@@ -5,22 +5,28 @@
 // own (new Worker(new URL('realm-web/worker', import.meta.url), {type: 'module'}))
 // as `worker` to choose. Methods return Promises; stream() and chat streams are
 // async iterables; AbortSignals are honoured within one token.
-import { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError } from './errors.js';
+import { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, OutOfMemoryError } from './errors.js';
 import { isNode } from './env.js';
 import { objectId } from './sources.js';
 import { normalizeOptions } from './options.js';
 import { abortReason } from './abort.js';
 import { streamResult } from './openai.js';
-import { newStats } from './generation.js';
+import { newStats, collectBatch } from './generation.js';
 
-const ERRORS = { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError };
+const ERRORS = { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, OutOfMemoryError };
 
 function rebuildError(e) {
   if (e.name === 'AbortError' || e.name === 'TimeoutError') return new DOMException(e.message, e.name);
   const C = ERRORS[e.name];
-  if (C) return new C(e.message);
-  const err = new Error(e.message);
-  err.name = e.name;
+  let err;
+  if (C) {
+    err = new C(e.message);
+  } else {
+    err = new Error(e.message);
+    err.name = e.name;
+  }
+  if (e.index != null) err.index = e.index;
+  if (e.sessionIndex !== undefined) err.sessionIndex = e.sessionIndex;
   return err;
 }
 
@@ -70,16 +76,23 @@ class Connection {
   }
 
   /**
-   * Send one call. handlers: {signal, onProgress, onItem, transfer}. Resolves with the
-   * worker's result; rejects at once when signal aborts (the worker stops on its own).
+   * Send one call. handlers: {signal, onProgress, onItem, transfer, promptSignals}. Resolves
+   * with the worker's result; rejects at once when signal aborts (the worker stops on its
+   * own). promptSignals (streamBatch): one signal (or null) per prompt; an abort stops
+   * that prompt only.
    */
-  call(op, args, { signal, onProgress, onItem, transfer } = {}) {
+  call(op, args, { signal, onProgress, onItem, transfer, promptSignals } = {}) {
     if (this.dead) return Promise.reject(this.dead);
     if (signal && signal.aborted) return Promise.reject(abortReason(signal));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       let onAbort = null;
-      const done = (f) => (v) => { if (onAbort) signal.removeEventListener('abort', onAbort); f(v); };
+      const subs = [];
+      const done = (f) => (v) => {
+        if (onAbort) signal.removeEventListener('abort', onAbort);
+        for (const [sig, h] of subs) sig.removeEventListener('abort', h);
+        f(v);
+      };
       this.pending.set(id, { resolve: done(resolve), reject: done(reject), onProgress, onItem: onItem || (() => {}) });
       if (signal) {
         onAbort = () => {
@@ -92,11 +105,18 @@ class Connection {
       }
       this._busy();
       this.worker.postMessage({ t: 'call', id, op, args }, transfer || []);
+      (promptSignals || []).forEach((sig, index) => {
+        if (!sig) return;
+        const h = () => { if (this.pending.has(id)) this.worker.postMessage({ t: 'abort', id, index }); };
+        if (sig.aborted) { h(); return; }
+        sig.addEventListener('abort', h, { once: true });
+        subs.push([sig, h]);
+      });
     });
   }
 
   /** An async iterator over a call's items (stream, tokens, chat chunks). */
-  iterate(op, args, { signal } = {}) {
+  iterate(op, args, { signal, promptSignals } = {}) {
     const queue = [];
     let wake = null;
     let finished = false;
@@ -106,7 +126,7 @@ class Connection {
     const ctrl = new AbortController(); // the consumer leaving early stops the worker too
     const onOuter = () => ctrl.abort(abortReason(signal));
     if (signal) { if (signal.aborted) onOuter(); else signal.addEventListener('abort', onOuter, { once: true }); }
-    const p = this.call(op, args, { signal: ctrl.signal, onItem: (v) => { queue.push(v); kick(); } });
+    const p = this.call(op, args, { signal: ctrl.signal, promptSignals, onItem: (v) => { queue.push(v); kick(); } });
     p.then((v) => { result = v; finished = true; kick(); }, (e) => { error = e; finished = true; kick(); });
     const cleanup = () => { if (signal) signal.removeEventListener('abort', onOuter); };
     const it = {
@@ -248,6 +268,7 @@ export class RealmWorker {
     this.fromCache = d.fromCache;
     this.isWorker = true;
     this.lastStats = null;
+    this.lastBatchStats = [];
     this._closed = false;
     this.chat = { completions: { create: (req) => this._chatCreate(req) } };
   }
@@ -300,6 +321,48 @@ export class RealmWorker {
     }
   }
 
+  /** Realm.streamBatch in the worker: the same events; a prompt's own signal stops that prompt only. */
+  async *streamBatch(prompts, opts = {}) {
+    if (!Array.isArray(prompts)) throw new RealmError('streamBatch: prompts is an array');
+    const o = normalizeOptions(opts);
+    const own = prompts.map((p) => (isItem(p) ? p.signal || null : null));
+    const items = prompts.map((p) => (isItem(p)
+      ? { ...portable(p), ...(p.prompt != null ? { prompt: toPortablePrompt(p.prompt) } : {}) }
+      : { prompt: toPortablePrompt(p) }));
+    const it = this._c().iterate('streamBatch', [this._h, items, portable(o)], { signal: o.signal, promptSignals: own });
+    const stats = [];
+    try {
+      for (;;) {
+        const { value, done } = await it.next();
+        if (done) break;
+        if (value.done) {
+          value.stats = newStats(value.stats);
+          stats[value.index] = value.stats;
+          if (value.error) {
+            const sig = own[value.index];
+            // the prompt's own abort: its own reason, as in-thread
+            if (value.error.name === 'AbortError' && sig && sig.aborted) {
+              const index = value.error.index;
+              value.error = abortReason(sig);
+              try { if (value.error && typeof value.error === 'object') value.error.index = index; } catch { /* frozen */ }
+            } else {
+              value.error = rebuildError(value.error);
+            }
+          }
+        }
+        yield value;
+      }
+      this.lastBatchStats = stats;
+    } finally {
+      await it.return();
+    }
+  }
+
+  /** Realm.generateBatch in the worker. */
+  async generateBatch(prompts, opts = {}) {
+    return collectBatch(this.streamBatch(prompts, opts), prompts.length);
+  }
+
   _setStats(s, into) {
     const stats = into ? Object.assign(into, s) : newStats(s);
     this.lastStats = stats;
@@ -315,6 +378,11 @@ export class RealmWorker {
 
   /** Stop this Realm's worker-side work and forget it (same as unload). */
   async terminate() { await this.unload(); }
+}
+
+// a batch prompt given as an object ({prompt} or {messages}, with its own options)
+function isItem(p) {
+  return p != null && typeof p === 'object' && !ArrayBuffer.isView(p) && typeof p[Symbol.iterator] !== 'function';
 }
 
 function toPortablePrompt(p) {

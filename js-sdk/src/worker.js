@@ -3,7 +3,7 @@
 // (new Worker(url, {type: 'module'})) and as a Node worker_threads worker.
 //
 // Protocol (structured-clone messages):
-//   in:  {t: 'call', id, op, args}  {t: 'abort', id}
+//   in:  {t: 'call', id, op, args}  {t: 'abort', id}  {t: 'abort', id, index} (one prompt of a streamBatch)
 //   out: {t: 'progress', id, p}  {t: 'item', id, v}  {t: 'done', id, v}  {t: 'error', id, e: {name, message}}
 import { Realm } from './realm.js';
 import { plainStats } from './generation.js';
@@ -14,11 +14,17 @@ import * as store from './store.js';
 const realms = new Map(); // handle -> Realm
 let nextHandle = 1;
 const calls = new Map();  // call id -> AbortController
+const prompts = new Map(); // call id -> [AbortController] of a streamBatch call's prompts
 
 let post;
 
 function errInfo(e) {
-  if (e && typeof e === 'object') return { name: e.name || 'Error', message: e.message || String(e) };
+  if (e && typeof e === 'object') {
+    const o = { name: e.name || 'Error', message: e.message || String(e) };
+    if (e.index != null) o.index = e.index;                 // a batch prompt
+    if (e.sessionIndex !== undefined) o.sessionIndex = e.sessionIndex; // a batch session (core)
+    return o;
+  }
   return { name: 'Error', message: String(e) };
 }
 
@@ -68,6 +74,20 @@ const ops = {
     for await (const tok of r.generateTokens(prompt, { ...opts, signal: calls.get(id).signal })) post({ t: 'item', id, v: tok });
     return { stats: plainStats(r.lastStats) };
   },
+  async streamBatch(id, [h, items, opts]) {
+    const ctrls = items.map(() => new AbortController()); // (set before any await: an abort may follow at once)
+    prompts.set(id, ctrls);
+    try {
+      const r = realmOf(h);
+      const mine = items.map((it, i) => ({ ...it, signal: ctrls[i].signal }));
+      for await (const ev of r.streamBatch(mine, { ...opts, signal: calls.get(id).signal })) {
+        post({ t: 'item', id, v: ev.done ? { ...ev, stats: ev.stats ? plainStats(ev.stats) : null, error: ev.error ? errInfo(ev.error) : null } : ev });
+      }
+      return null;
+    } finally {
+      prompts.delete(id);
+    }
+  },
   async chat(id, [h, req]) {
     const r = realmOf(h);
     const res = await r.chat.completions.create({ ...req, signal: calls.get(id).signal });
@@ -83,6 +103,11 @@ const ops = {
 
 async function onMessage(msg) {
   if (!msg || typeof msg !== 'object') return;
+  if (msg.t === 'abort' && msg.index != null) { // one prompt of a streamBatch call
+    const c = (prompts.get(msg.id) || [])[msg.index];
+    if (c) c.abort(new DOMException('The operation was aborted.', 'AbortError'));
+    return;
+  }
   if (msg.t === 'abort') {
     const c = calls.get(msg.id);
     if (c) c.abort(new DOMException('The operation was aborted.', 'AbortError'));

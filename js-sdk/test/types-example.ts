@@ -9,11 +9,19 @@ export async function example(file: Blob): Promise<string> {
   const res: ChatCompletion = await r.chat.completions.create({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 8 });
   const stream = await r.chat.completions.create({ messages: [{ role: 'user', content: 'hi' }], stream: true });
   for await (const c of stream) { const chunk: ChatCompletionChunk = c; console.log(chunk.choices[0]?.delta.content); }
+  const texts: string[] = await r.generateBatch(['a', { prompt: [1, 2], max_tokens: 4, seed: 1 }, { messages: [{ role: 'user', content: 'hi' }], stop: '\n' }], { temperature: 0 });
+  for await (const ev of r.streamBatch(['a', 'b'], { signal: AbortSignal.timeout(1000) })) {
+    if (ev.done) console.log(ev.index, ev.finish_reason, ev.stats?.generated_tokens, ev.error); else console.log(ev.index, ev.text);
+  }
+  console.log(texts.length, r.lastBatchStats.length, r.model.batchMaxTokens());
+  try { r.model.evalBatch([r.session], [[1]]); } catch (e) { if (e instanceof ContextOverflowError) console.log(e.sessionIndex); }
   const ids: number[] = r.tokenize('hello');
   const back: string = r.detokenize(ids);
   await r.unload();
   const w: RealmWorker = await Realm.load(file, { worker: true });
   const wi: number[] = await w.tokenize('x');
+  const wt: string[] = await w.generateBatch(['x', 'y'], { max_tokens: 2 });
+  console.log(wt);
   await w.unload();
   const reg = new RealmRegistry({ nCtx: 512 });
   await reg.load('a', new ArrayBuffer(8));
