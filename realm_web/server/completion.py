@@ -1,6 +1,9 @@
-"""Chat and text completions: a request becomes a scheduler Job; its events become OpenAI objects."""
+"""Chat and text completions: a request becomes one scheduler Job per choice (n); their
+events become OpenAI objects."""
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from typing import AsyncIterator
 
@@ -8,6 +11,7 @@ from .. import __version__
 from .auth import Auth, reserve
 from .context import Ctx
 from .errors import bad_request, unavailable
+from .logprobs import CompletionLogprobs, chat_content, merge_completion
 from .scheduler import Job, ModelWorker
 from .schemas import PARSERS, ChatRequest
 
@@ -15,100 +19,158 @@ FINGERPRINT = f"realm-web-{__version__}"
 
 
 class Completion:
-    """An admitted chat or completion request: its job, and the OpenAI objects it yields."""
+    """An admitted chat or completion request: its jobs (one per choice), and the OpenAI objects they yield."""
 
-    def __init__(self, ctx: Ctx, req, worker: ModelWorker, job: Job, reservation) -> None:
-        self.ctx, self.req, self.worker, self.job = ctx, req, worker, job
+    def __init__(self, ctx: Ctx, req, worker: ModelWorker, jobs: list[Job], reservation) -> None:
+        self.ctx, self.req, self.worker, self.jobs = ctx, req, worker, jobs
         self.reservation = reservation
         self.chat = isinstance(req, ChatRequest)
+        self.logprobs = req.sampling.logprobs is not None
         self.id = ("chatcmpl-" if self.chat else "cmpl-") + ctx.request_id.removeprefix("req_")
         self.created = int(time.time())
-        self.usage: dict | None = None
-        self.finish_reason: str | None = None
+        self.finishes: list[str | None] = [None] * len(jobs)
+        self.usages: list[dict | None] = [None] * len(jobs)
+        self.usage: dict | None = None           # all choices together, once every one is done
+        self.finish_reason: str | None = None    # choice 0's
+        self._lp = [CompletionLogprobs() for _ in jobs]
         self._closed = False
 
-    async def events(self) -> AsyncIterator[tuple]:
-        """("text", str) ... then ("done", finish_reason, usage); APIError on failure."""
-        while True:
-            ev = await self.job.events.get()
-            kind = ev[0]
-            if kind == "text":
-                yield ev
-            elif kind == "done":
-                self.finish_reason, self.usage = ev[1], ev[2]
-                self.ctx.finish_reason = ev[1]
-                self.ctx.completion_tokens = ev[2]["completion_tokens"]
-                if self.job.t_first is not None:
-                    self.ctx.ttft = self.job.t_first - self.ctx.t0
-                yield ev
-                return
-            elif kind == "error":
-                raise ev[1]
-            elif kind == "cancelled":
-                raise unavailable("the request was cancelled" if ev[1] != "shutdown"
-                                  else "the server shut down before this request finished")
+    @property
+    def job(self) -> Job:
+        return self.jobs[0]
 
-    def _chunk(self, text: str | None = None, finish: str | None = None, role: bool = False) -> dict:
+    async def events(self) -> AsyncIterator[tuple[int, tuple]]:
+        """(choice, ("text", str, logprob entries)) ... and (choice, ("done", finish_reason, usage))
+        for every choice, as they come; APIError on the first failure (the others are cancelled)."""
+        pending: dict[asyncio.Future, int] = {}
+
+        def arm(i: int) -> None:
+            pending[asyncio.ensure_future(self.jobs[i].events.get())] = i
+        for i in range(len(self.jobs)):
+            arm(i)
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for f in sorted(done, key=lambda f: pending[f]):
+                    i = pending.pop(f)
+                    ev = f.result()
+                    kind = ev[0]
+                    if kind == "text":
+                        arm(i)
+                        yield i, ev
+                    elif kind == "done":
+                        self.finishes[i], self.usages[i] = ev[1], ev[2]
+                        yield i, ev
+                    elif kind == "error":
+                        raise ev[1]
+                    elif kind == "cancelled":
+                        raise unavailable("the request was cancelled" if ev[1] != "shutdown"
+                                          else "the server shut down before this request finished")
+                    else:
+                        arm(i)
+            self._settled()
+        finally:
+            for f in pending:
+                f.cancel()
+
+    def _settled(self) -> None:
+        u0 = self.usages[0]
+        gen = sum(u["completion_tokens"] for u in self.usages)
+        self.usage = {"prompt_tokens": u0["prompt_tokens"], "completion_tokens": gen,
+                      "total_tokens": u0["prompt_tokens"] + gen,
+                      "prompt_tokens_details": u0.get("prompt_tokens_details", {"cached_tokens": 0})}
+        self.finish_reason = self.finishes[0]
+        self.ctx.finish_reason = self.finish_reason
+        self.ctx.completion_tokens = gen
+        firsts = [j.t_first for j in self.jobs if j.t_first is not None]
+        if firsts:
+            self.ctx.ttft = min(firsts) - self.ctx.t0
+
+    def _logprobs(self, i: int, entries) -> dict | None:
+        if not self.logprobs:
+            return None
+        return {"content": chat_content(entries), "refusal": None} if self.chat else self._lp[i].part(entries)
+
+    def _chunk(self, i: int = 0, text: str | None = None, finish: str | None = None, role: bool = False,
+               entries=()) -> dict:
+        lp = self._logprobs(i, entries) if entries else None
         if self.chat:
             delta: dict = {}
             if role:
                 delta = {"role": "assistant", "content": ""}
             elif text is not None:
                 delta = {"content": text}
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            choice = {"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish}
             obj = "chat.completion.chunk"
         else:
-            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+            choice = {"index": i, "text": text or "", "logprobs": lp, "finish_reason": finish}
             obj = "text_completion"
         return {"id": self.id, "object": obj, "created": self.created, "model": self.ctx.model,
                 "system_fingerprint": FINGERPRINT, "choices": [choice]}
 
     async def chunks(self, include_usage: bool) -> AsyncIterator[dict]:
         if self.chat:
-            yield self._chunk(role=True)
-        async for ev in self.events():
+            for i in range(len(self.jobs)):
+                yield self._chunk(i, role=True)
+        async for i, ev in self.events():
             if ev[0] == "text":
-                yield self._chunk(text=ev[1])
+                yield self._chunk(i, text=ev[1], entries=ev[2])
             else:
-                yield self._chunk(finish=ev[1], text=None if self.chat else "")
-                if include_usage:
-                    c = self._chunk()
-                    c["choices"] = []
-                    c["usage"] = ev[2]
-                    yield c
+                yield self._chunk(i, finish=ev[1], text=None if self.chat else "")
+        if include_usage:
+            c = self._chunk()
+            c["choices"] = []
+            c["usage"] = self.usage
+            yield c
 
     async def result(self) -> dict:
-        parts = []
-        async for ev in self.events():
+        texts = [[] for _ in self.jobs]
+        entries = [[] for _ in self.jobs]
+        async for i, ev in self.events():
             if ev[0] == "text":
-                parts.append(ev[1])
-        text = "".join(parts)
-        if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                      "logprobs": None, "finish_reason": self.finish_reason}
-            obj = "chat.completion"
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": self.finish_reason}
-            obj = "text_completion"
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.ctx.model,
-                "system_fingerprint": FINGERPRINT, "choices": [choice], "usage": self.usage}
+                texts[i].append(ev[1])
+                entries[i] += ev[2]
+        choices = []
+        for i in range(len(self.jobs)):
+            text = "".join(texts[i])
+            lp = None
+            if self.logprobs:
+                lp = {"content": chat_content(entries[i]), "refusal": None} if self.chat else \
+                    merge_completion([self._lp[i].part(entries[i])])
+            if self.chat:
+                choices.append({"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
+                                "logprobs": lp, "finish_reason": self.finishes[i]})
+            else:
+                choices.append({"index": i, "text": text, "logprobs": lp, "finish_reason": self.finishes[i]})
+        return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
+                "created": self.created, "model": self.ctx.model, "system_fingerprint": FINGERPRINT,
+                "choices": choices, "usage": self.usage}
 
     def cancel(self, reason: str = "client") -> None:
-        self.job.cancel(reason)
+        for j in self.jobs:
+            j.cancel(reason)
 
     def close(self) -> None:
-        """Settle the rate-limit reservation; cancel the job if it is still running. Idempotent."""
+        """Settle the rate-limit reservation; cancel jobs still running. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if not self.job.done:
-            self.job.cancel("client")
-        self.reservation.settle(self.job.generated)
+        for j in self.jobs:
+            if not j.done:
+                j.cancel("client")
+        self.reservation.settle(sum(j.generated for j in self.jobs))
+
+
+def _choice_sampling(sp, i: int):
+    """Choice i's sampling: choice 0 is what n=1 gives; the others draw from seed + i."""
+    if i == 0:
+        return sp
+    return dataclasses.replace(sp, settings=dataclasses.replace(sp.settings, seed=(sp.settings.seed + i) % (1 << 64)))
 
 
 async def start(srv, ctx: Ctx, auth: Auth, endpoint: str, body: dict) -> Completion:
-    """Validate, admit (rate limits) and queue a chat or completion; returns once the
-    scheduler accepted it (tokenized, fits the context) or raises its APIError."""
+    """Validate, admit (rate limits) and queue a chat or completion (n jobs); returns once the
+    scheduler accepted them (tokenized, fit the context) or raises the first APIError."""
     req = PARSERS[endpoint](body)
     worker = srv.models.get(req.model)
     ctx.model = worker.id
@@ -118,23 +180,28 @@ async def start(srv, ctx: Ctx, auth: Auth, endpoint: str, body: dict) -> Complet
         raise bad_request(f"Invalid '{sp.max_tokens_param}': {sp.max_tokens} is more than this model's context "
                           f"of {worker.n_ctx} tokens.", param=sp.max_tokens_param)
     if isinstance(req, ChatRequest):
-        text = worker.render_chat(req.messages)
-        job = Job("generate", auth.tenant, endpoint, text=text, chat=True, sampling=sp, param="messages",
-                  t_arrival=ctx.t0)
+        kw = dict(text=worker.render_chat(req.messages), chat=True, param="messages")
     elif isinstance(req.prompt, str):
-        job = Job("generate", auth.tenant, endpoint, text=req.prompt, sampling=sp, t_arrival=ctx.t0)
+        kw = dict(text=req.prompt)
     else:
-        job = Job("generate", auth.tenant, endpoint, ids=req.prompt, sampling=sp, t_arrival=ctx.t0)
-    reservation = reserve(srv.limiter, srv.metrics, auth, sp.max_tokens or worker.n_ctx)
+        kw = dict(ids=req.prompt)
+    jobs = [Job("generate", auth.tenant, endpoint, sampling=_choice_sampling(sp, i), t_arrival=ctx.t0, **kw)
+            for i in range(sp.n)]
+    reservation = reserve(srv.limiter, srv.metrics, auth, (sp.max_tokens or worker.n_ctx) * sp.n)
     try:
-        worker.submit(job)
-        ev = await job.events.get()
+        for j in jobs:
+            worker.submit(j)
+        evs = [await j.events.get() for j in jobs]
     except BaseException:
-        job.cancel("client")
+        for j in jobs:
+            j.cancel("client")
         reservation.settle(0)
         raise
-    if ev[0] == "error":
+    bad = next((ev for ev in evs if ev[0] == "error"), None)
+    if bad is not None:
+        for j in jobs:
+            j.cancel("client")
         reservation.settle(0)
-        raise ev[1]
-    ctx.prompt_tokens = ev[1]
-    return Completion(ctx, req, worker, job, reservation)
+        raise bad[1]
+    ctx.prompt_tokens = evs[0][1]
+    return Completion(ctx, req, worker, jobs, reservation)

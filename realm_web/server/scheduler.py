@@ -315,7 +315,7 @@ class ModelWorker:
         solo, wants = [], []
         for job in live:
             gen = job.gen
-            if job.kind != "generate" or (speculates and gen.phase == DECODE):
+            if job.kind != "generate" or (speculates and gen.phase == DECODE and job.sampling.logprobs is None):
                 solo.append(job)
             else:
                 decode = gen.phase == DECODE
@@ -465,6 +465,7 @@ class ModelWorker:
                 if job.kind == "generate":
                     sp = job.sampling
                     s.set_sampler(sp.settings)
+                    s.set_logprobs(sp.logprobs)   # (also turns them off on a pooled session)
                     job.gen = Generation(self.vocab, job.ids, self.n_ctx, sp.options)
                     s.truncate(job.gen.reuse(entry.tokens))
                 else:
@@ -483,7 +484,8 @@ class ModelWorker:
         if job.kind == "embed":
             return self._embed_unit(job)
         gen = job.gen
-        spec = self._speculator(job.entry)
+        # (logprobs are the last sample's: a verify pass samples several, so those jobs do not speculate)
+        spec = self._speculator(job.entry) if job.sampling.logprobs is None else None
         before = gen.stats.generated_tokens
         drafted0, accepted0 = (spec.stats.drafted, spec.stats.accepted) if spec else (0, 0)
         text = advance(gen, job.entry.session, chunk or self.chunk, speculator=spec)
@@ -498,6 +500,13 @@ class ModelWorker:
         gen = job.gen
         new = gen.stats.generated_tokens - before
         m = self.metrics
+        entries = []
+        if new and job.sampling.logprobs is not None:   # one token per step without speculation
+            lp = job.entry.session.logprobs()
+            if lp:   # token bytes looked up here: the event loop never calls into the model
+                piece = self.vocab.piece
+                entries.append((piece(lp[0][0]), lp[0][1],
+                                [(piece(t), v) for t, v in lp[1:1 + job.sampling.logprobs]]))
         if new:
             now = time.monotonic()
             self._rate.extend([now] * new)
@@ -507,8 +516,8 @@ class ModelWorker:
                     m.ttft.labels(self.id, job.endpoint).observe(gen.t_first - job.t_arrival)
             if m:
                 m.generated_tokens.labels(job.tenant, self.id).inc(new)
-        if text:
-            job.emit("text", text)
+        if text or entries:
+            job.emit("text", text, entries)   # per new token: (bytes, logprob, [(bytes, logprob), ...])
         return self._finish(job) if gen.done else False
 
     def _speculator(self, entry: _Entry):

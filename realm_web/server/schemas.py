@@ -4,8 +4,8 @@ Every rejection is an `APIError` (400) whose message and `param` name the
 field, in OpenAI's wording where there is one ("Invalid type for
 'max_tokens': expected an integer, but got a string instead."). Unknown
 fields are ignored, as OpenAI-compatible servers usually do; fields that ask
-for something this server cannot do (n > 1, tools, logprobs, ...) are refused
-rather than silently dropped.
+for something this server cannot do (tools, response_format json, echo, ...)
+are refused rather than silently dropped.
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from .errors import APIError, bad_request
 MAX_TOKENS_CEILING = 1 << 20   # anything above is "huge" whatever the model
 MAX_STOP = 4
 MAX_EMBED_INPUTS = 256
+MAX_CHOICES = 16               # n per request (OpenAI allows 128; each choice holds a session)
+MAX_COMPLETION_LOGPROBS = 5    # /v1/completions' logprobs, as OpenAI
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "an array",
@@ -112,6 +114,8 @@ class Sampling:
     settings: SamplerSettings
     options: GenerationOptions
     max_tokens_param: str = "max_tokens"
+    n: int = 1                      # independent choices
+    logprobs: int | None = None     # None: off; else the top this many besides the sampled token's
 
     @property
     def max_tokens(self) -> int | None:   # None: until end of generation or a full context
@@ -174,14 +178,12 @@ def _sampling(f: _Fields, default_max: int | None, max_key: str = "max_tokens") 
                 raise _bad_type(f"stop[{i}]", "a string", x)
     elif stop is not None and not isinstance(stop, str):
         raise _bad_type("stop", "a string or an array of strings", stop)
-    n = f.int("n", 1)
-    if n != 1:
-        raise bad_request(f"Invalid 'n': this server generates one choice per request (n=1), got {n}.", param="n")
+    n = f.int("n", 1, lo=1, hi=MAX_CHOICES)
     bias = f.b.get("logit_bias")
     if bias not in (None, {}):
         raise bad_request("'logit_bias' is not supported by this server.", param="logit_bias")
     settings, options = from_openai(f.b, max_key, default_max)
-    return Sampling(settings, options, key)
+    return Sampling(settings, options, key, n=n)
 
 
 def _stream_opts(f: _Fields) -> tuple[bool, bool]:
@@ -248,8 +250,10 @@ def parse_chat(body: dict) -> ChatRequest:
     for key in ("tools", "functions"):
         if body.get(key):
             raise bad_request(f"'{key}' (function calling) is not supported by this server.", param=key)
-    if body.get("logprobs"):
-        raise bad_request("'logprobs' is not supported by this server.", param="logprobs")
+    want_lp = f.bool("logprobs", False)
+    top = f.int("top_logprobs", None, lo=0, hi=20)
+    if top is not None and not want_lp:
+        raise bad_request("Invalid 'top_logprobs': it needs 'logprobs' set to true.", param="top_logprobs")
     rf = body.get("response_format")
     if rf is not None:
         if not isinstance(rf, dict):
@@ -258,7 +262,9 @@ def parse_chat(body: dict) -> ChatRequest:
             raise bad_request(f"Invalid 'response_format.type': only 'text' is supported, got {rf.get('type')!r}.",
                               param="response_format.type")
     stream, include = _stream_opts(f)
-    return ChatRequest(model=model, messages=out, sampling=_sampling(f, None, "max_completion_tokens"),
+    sampling = _sampling(f, None, "max_completion_tokens")
+    sampling.logprobs = (top or 0) if want_lp else None
+    return ChatRequest(model=model, messages=out, sampling=sampling,
                        stream=stream, include_usage=include, user=f.str("user"))
 
 
@@ -294,13 +300,16 @@ def parse_completion(body: dict) -> CompletionRequest:
         raise bad_request("'echo' is not supported by this server.", param="echo")
     if body.get("suffix"):
         raise bad_request("'suffix' (insertion) is not supported by this server.", param="suffix")
-    if body.get("logprobs") not in (None, 0):
-        raise bad_request("'logprobs' is not supported by this server.", param="logprobs")
-    if f.int("best_of", 1) != 1:
-        raise bad_request("Invalid 'best_of': only 1 is supported.", param="best_of")
-    stream, include = _stream_opts(f)
+    lp = f.int("logprobs", None, lo=0, hi=MAX_COMPLETION_LOGPROBS)
     # OpenAI's default for /v1/completions is 16 tokens
-    return CompletionRequest(model=model, prompt=prompt, sampling=_sampling(f, 16), stream=stream,
+    sampling = _sampling(f, 16)
+    best_of = f.int("best_of", None, lo=1, hi=MAX_CHOICES)
+    if best_of not in (None, sampling.n):
+        raise bad_request(f"Invalid 'best_of': only best_of = n ({sampling.n}) is supported (every choice is "
+                          f"returned), got {best_of}.", param="best_of")
+    sampling.logprobs = lp
+    stream, include = _stream_opts(f)
+    return CompletionRequest(model=model, prompt=prompt, sampling=sampling, stream=stream,
                              include_usage=include, user=f.str("user"))
 
 
