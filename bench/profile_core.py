@@ -14,7 +14,7 @@ How:
   * The module profiled is realm.wasm's code, built from core/ with build.py's
     flags (-O3) into a temporary directory, but with its name section kept
     (no -s: the code section is byte-identical to the release build's) and
-    with a copy of model.c edited so that the forward pass's helpers
+    with a copy of batch.c (the forward pass) edited so that its helpers
     (rmsnorm, rope, attention, add_bias, matmul) are never inlined and each
     weight's matmul goes through its own wrapper (mm_wq, mm_wk, ..., mm_output),
     so every sample's call chain names the weight matrix (hence its shape).
@@ -84,8 +84,8 @@ def _wrap(src: str, fn: str, sites: list[tuple[str, str]], notes: list[str]) -> 
     return src[:end] + wrappers + src[end:]
 
 
-def patch_model_c(src: str) -> tuple[str, list[str]]:
-    """model.c for the profiling build: the forward pass's helpers noinline, and
+def patch_forward_c(src: str) -> tuple[str, list[str]]:
+    """batch.c for the profiling build: the forward pass's helpers noinline, and
     each matmul call site (one weight, or several sharing their activations,
     e.g. q/k/v) through its own wrapper mm_<name>, so samples name the weights."""
     notes = []
@@ -104,8 +104,8 @@ def build_profiling_wasm(relaxed: bool, out_dir: Path, core: Path | None = None,
     import build as B  # the repository's build.py: same compiler and flags
     src = out_dir / "core"
     shutil.copytree(core or ROOT / "core", src)
-    mc = src / "model.c"
-    text, notes = patch_model_c(mc.read_text())
+    mc = src / "batch.c"   # the forward pass
+    text, notes = patch_forward_c(mc.read_text())
     mc.write_text(text)
     out = out_dir / ("realm-prof-relaxed.wasm" if relaxed else "realm-prof.wasm")
     flags = B.CFLAGS + (B.RELAXED_FLAGS if relaxed else []) + ["-O3"] + list(extra) + B.LDFLAGS

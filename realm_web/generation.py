@@ -41,6 +41,7 @@ class GenerationStats:
     finish_reason: str = ""      # "stop" (EOG or a stop string) or "length"; "" while running or if abandoned
     tokens: list[int] = field(default_factory=list)
     speculative: object = None   # a speculative.SpeculativeStats when drafts were used (drafted, accepted, ...)
+    logprobs: list = field(default_factory=list)   # per token when asked: (id, logprob, [(id, logprob), ...])
 
     @property
     def prompt_tps(self) -> float:

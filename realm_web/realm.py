@@ -49,6 +49,7 @@ class Realm:
             self.session.close()
             raise
         self.last_stats = GenerationStats()
+        self._logprobs: int | None = None
         self._vocab = Vocab(model)
         self._closed = False
 
@@ -121,10 +122,12 @@ class Realm:
 
     # ------------------------------------------------------------ generation
     def _start(self, prompt: str | Sequence[int], max_tokens: int | None, stop, ignore_eos: bool, add_special: bool,
-               text: bool, seed: int | None = None, **sampling) -> Generation:
+               text: bool, seed: int | None = None, logprobs: int | None = None, **sampling) -> Generation:
         """A Generation of `prompt` on this session, its sampler set and its cached prefix kept."""
         if self._closed:
             raise RealmError("session is closed (this Realm was closed)")
+        if logprobs is not None and self.device != "cpu":
+            raise RealmError("logprobs are recorded by the CPU core's sampler (device='cpu')")
         ids = list(prompt) if not isinstance(prompt, str) else self.tokenize(prompt, add_special, parse_special=True)
         if len(ids) == 0:
             raise RealmError("the prompt is empty (no tokens)")
@@ -138,24 +141,43 @@ class Realm:
             self.speculator.reset_stats()
             gen.stats.speculative = self.speculator.stats  # filled in as it runs
         self.session.set_sampler(SamplerSettings.of(_D, seed=seed, **sampling))
+        if self.device == "cpu":
+            self.session.set_logprobs(logprobs)
+        self._logprobs = logprobs
         self.session.truncate(gen.reuse(self.session.tokens()))
         return gen
+
+    def _advance(self, gen: Generation) -> str:
+        """One unit of `gen` on this session; with logprobs, records the new token's (a verify
+        pass samples several tokens at once, so those generations do not speculate)."""
+        if self._logprobs is None:
+            return advance(gen, self.session, speculator=self.speculator)
+        before = gen.stats.generated_tokens
+        out = advance(gen, self.session)
+        if gen.stats.generated_tokens > before:
+            lp = self.session.logprobs()
+            gen.stats.logprobs.append((lp[0][0], lp[0][1], lp[1:]))
+        return out
 
     def generate_tokens(self, prompt: str | Sequence[int], max_tokens: int = 128,
                         temperature: float = _D["temperature"], top_k: int = _D["top_k"], top_p: float = _D["top_p"],
                         min_p: float = _D["min_p"], repeat_penalty: float = _D["repeat_penalty"],
                         repeat_last_n: int = _D["repeat_last_n"], frequency_penalty: float = _D["frequency_penalty"],
                         presence_penalty: float = _D["presence_penalty"], seed: int | None = None,
-                        add_special: bool = True, ignore_eos: bool = False) -> Iterator[int]:
-        """Yield generated token ids; stats land in self.last_stats."""
+                        add_special: bool = True, ignore_eos: bool = False,
+                        logprobs: int | None = None) -> Iterator[int]:
+        """Yield generated token ids; stats land in self.last_stats. logprobs: None, or k (0..20):
+        last_stats.logprobs gets each token's (id, logprob, the k most likely [(id, logprob)]), the
+        log-softmax of the logits the sampler starts from (after penalties, temperature 1)."""
         gen = self._start(prompt, max_tokens, None, ignore_eos, add_special, text=False, seed=seed,
+                          logprobs=logprobs,
                           temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                           repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
                           frequency_penalty=frequency_penalty, presence_penalty=presence_penalty)
         seen = 0
         try:
             while not gen.done:
-                advance(gen, self.session, speculator=self.speculator)  # the whole prompt in one eval
+                self._advance(gen)  # the whole prompt in one eval
                 toks = gen.stats.tokens
                 while seen < len(toks):  # a speculative step may take several
                     yield toks[seen]
@@ -165,12 +187,12 @@ class Realm:
 
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 128, stop: Sequence[str] | str | None = None,
                ignore_eos: bool = False, add_special: bool = True, **sampling) -> Iterator[str]:
-        """Yield text pieces as they are generated (whole UTF-8 characters only); sampling:
-        generate_tokens' settings."""
+        """Yield text pieces as they are generated (whole UTF-8 characters only); sampling and
+        logprobs: generate_tokens' settings."""
         gen = self._start(prompt, max_tokens, stop, ignore_eos, add_special, text=True, **sampling)
         try:
             while not gen.done:
-                out = advance(gen, self.session, speculator=self.speculator)
+                out = self._advance(gen)
                 if out:
                     yield out
         finally:

@@ -89,3 +89,28 @@ def test_batched_step_records_each_sessions_logprobs(model):
     for s, o, a in zip(ss, out, alone):
         assert s.logprobs() == a and a[0][0] == o
         s.close()
+
+
+def test_realm_records_each_tokens_logprobs(default_model_path):
+    """Realm.generate(logprobs=k): last_stats.logprobs per generated token, equal to the
+    log-softmax of the teacher-forced logits; greedy: the top entry is the token."""
+    from realm_web import Realm
+    r = Realm.load(default_model_path, n_ctx=256, speculative="ngram")   # (logprobs turn speculation off)
+    try:
+        prompt = r.tokenize("The three primary colours are")
+        text = r.generate(prompt, max_tokens=6, temperature=0, logprobs=2)
+        lps = r.last_stats.logprobs
+        ids = r.last_stats.tokens
+        assert len(lps) == len(ids) == r.last_stats.generated_tokens and r.detokenize(ids) == text
+        s = Session(r.model, 256)
+        s.eval(prompt + ids, all_logits=True)
+        rows = s.logits()
+        s.close()
+        for k, (tok, lp, top) in enumerate(lps):
+            want = _log_softmax(rows[len(prompt) - 1 + k])
+            assert tok == ids[k] == top[0][0] and len(top) == 2
+            assert lp == pytest.approx(want[tok], abs=1e-4)
+        r.generate(prompt, max_tokens=3, temperature=0)
+        assert r.last_stats.logprobs == []                     # off again
+    finally:
+        r.close()
