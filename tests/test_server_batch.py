@@ -187,3 +187,24 @@ def test_a_row_the_core_refuses_fails_alone(default_model_path):
     for i in (0, 2):
         assert "".join(e[1] for e in events[i] if e[0] == "text") == want[i]
         assert events[i][-1][0] == "done"
+
+
+def test_speculative_server_batches_several_streams_and_drafts_for_one(default_model_path, keys_file, keys, server):
+    """With --speculative ngram, a lone stream is decoded by verify passes (drafts counted) and
+    concurrent streams share batched passes; the text is plain decoding's either way."""
+    spec = start_thread_server(keys_path=str(keys_file), models=[("smol", str(default_model_path))],
+                               speculative="ngram")
+    try:
+        quote = dict(prompt="Repeat exactly: the cat sat on the mat. the cat sat on the mat. the cat", max_tokens=16,
+                     temperature=0)
+        d0 = metric(spec.url, "realm_speculative_drafted_tokens_total", model="smol")
+        assert _complete(spec, keys["ta"], quote) == _complete(server, keys["ta"], quote)
+        assert metric(spec.url, "realm_speculative_drafted_tokens_total", model="smol") > d0
+        s0, n0 = _hist(spec.url, "realm_batch_sessions")
+        with cf.ThreadPoolExecutor(3) as ex:
+            got = list(ex.map(lambda tb: _complete(spec, keys[tb[0]], tb[1]), REQUESTS[:3]))
+        s1, n1 = _hist(spec.url, "realm_batch_sessions")
+        assert n1 > n0 and (s1 - s0) / (n1 - n0) > 1.2
+    finally:
+        spec.stop()
+    assert got == [_complete(server, keys[t], b) for t, b in REQUESTS[:3]]

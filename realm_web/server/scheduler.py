@@ -9,8 +9,8 @@ realm_batch_step): every weight matrix is read once per step for all streams,
 and each stream's tokens are bit for bit what it would get alone. realm_web/batching.py
 decides which rows go in (decode first, tenants interleaved); a request that
 arrives joins at the next step, a finished or cancelled one leaves at once.
-Embedding requests and speculative decode steps (a verify pass per session)
-run as their own unit of work in the same turn. Each request's generation is
+Embedding requests and, with --speculative, the decode step of a stream that
+decodes alone (a verify pass) run as their own unit of work in the same turn. Each request's generation is
 a realm_web.generation state machine (the same one `Realm` runs).
 
 Sessions (a KV cache each) are pooled per (tenant, model). A request takes the
@@ -311,7 +311,10 @@ class ModelWorker:
                 self._drop(job)
             else:
                 live.append(job)
-        speculates = any(self.speculative[:2])
+        # a verify pass per session pays off for a stream decoding alone; several streams share
+        # one batched pass instead (the tokens are the same either way)
+        decoding = sum(1 for j in live if j.kind == "generate" and j.gen.phase == DECODE)
+        speculates = any(self.speculative[:2]) and decoding == 1
         solo, wants = [], []
         for job in live:
             gen = job.gen
