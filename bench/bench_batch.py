@@ -46,6 +46,23 @@ def run(model: CoreModel, n: int, steps: int, prompt_tokens: int, batched: bool)
             s.close()
 
 
+def prompt_rate(model: CoreModel, tokens: int = 64, repeat: int = 3) -> float:
+    """Prompt tok/s of one session (one eval of `tokens` ids, the core's batch): the ceiling
+    batched decoding approaches on a CPU (issue 12's goal: 0.9x at 8 streams)."""
+    s = Session(model, tokens + 8)
+    try:
+        ids = [1000 + k for k in range(tokens)]
+        best = 0.0
+        for _ in range(repeat):
+            s.truncate(0)
+            t0 = time.perf_counter()
+            s.eval(ids)
+            best = max(best, tokens / (time.perf_counter() - t0))
+        return best
+    finally:
+        s.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--file", help="GGUF file (default: the default model)")
@@ -62,17 +79,20 @@ def main() -> None:
         path = refmodels.default_model_path()
     print(f"# {path.name}; load average {os.getloadavg()[0]:.2f}; {a.steps} decode steps after "
           f"{a.prompt_tokens}-token prompts; best of {a.repeat}")
-    print(f"{'threads':>7} {'N':>3} {'one by one tok/s':>17} {'batched tok/s':>14} {'speed-up':>9}")
+    print(f"{'threads':>7} {'N':>3} {'one by one tok/s':>17} {'batched tok/s':>14} {'speed-up':>9} "
+          f"{'prompt tok/s':>13} {'batched / prompt':>17}")
     for th in (int(x) for x in a.threads.split(",")):
         model = CoreModel(path, threads=th)
         try:
+            pp = prompt_rate(model, model.batch_max_tokens(), a.repeat + 1)
             for n in (int(x) for x in a.sessions.split(",")):
                 if n > model.batch_max_tokens():
                     print(f"{th:>7} {n:>3}  (more sessions than the core's budget of {model.batch_max_tokens()})")
                     continue
                 seq = max(run(model, n, a.steps, a.prompt_tokens, False) for _ in range(a.repeat))
                 bat = max(run(model, n, a.steps, a.prompt_tokens, True) for _ in range(a.repeat))
-                print(f"{model.threads:>7} {n:>3} {seq:>17.1f} {bat:>14.1f} {bat / seq:>8.2f}x", flush=True)
+                print(f"{model.threads:>7} {n:>3} {seq:>17.1f} {bat:>14.1f} {bat / seq:>8.2f}x {pp:>13.1f} "
+                      f"{bat / pp:>16.2f}x", flush=True)
         finally:
             model.close()
 
