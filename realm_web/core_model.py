@@ -345,6 +345,10 @@ class CoreModel:
         al = [all_logits] * n if isinstance(all_logits, bool) else list(all_logits)
         lg = [logits] * n if isinstance(logits, bool) else list(logits)
         flags = [(self.BATCH_ALL_LOGITS if a else 0) if w else self.BATCH_NO_LOGITS for a, w in zip(al, lg)]
+        if _gpu_batch(sessions):  # GPU sessions of this model: the GPU backend's batch (realm_web/gpu/batch.py)
+            from .gpu.batch import run_batch
+            run_batch(sessions, chunks, flags, core_model=self)
+            return
         self._batch("realm_batch_eval", sessions, chunks, flags)
 
     def step_batch(self, sessions, tokens) -> list[int]:
@@ -353,7 +357,16 @@ class CoreModel:
         samples its next token with its own sampler. Returns the next ids. Errors
         as eval_batch."""
         chunks = [list(t) if isinstance(t, (list, tuple)) else [int(t)] for t in tokens]
+        if _gpu_batch(sessions):
+            from .gpu.batch import run_batch
+            return run_batch(sessions, chunks, [0] * len(chunks), sample=True, core_model=self)
         return self._batch("realm_batch_step", sessions, chunks, [0] * len(chunks))
+
+
+def _gpu_batch(sessions) -> bool:
+    """A batch whose first session is a GPU session (realm_web/gpu/session.py) goes to the GPU backend."""
+    sessions = list(sessions) if not isinstance(sessions, list) else sessions
+    return bool(sessions) and getattr(sessions[0], "gmodel", None) is not None
 
 
 class Session:

@@ -115,8 +115,9 @@ def batch_of(gmodel) -> GpuBatch:
         return b
 
 
-def _validate(sessions, chunks, flags):
-    """Every check before anything runs; the common GpuModel."""
+def _validate(sessions, chunks, flags, core_model=None):
+    """Every check before anything runs; the common GpuModel. core_model: the CoreModel
+    whose eval_batch / step_batch was called (its sessions only)."""
     from .session import GpuSession
     n = len(sessions)
     if n == 0:
@@ -131,6 +132,8 @@ def _validate(sessions, chunks, flags):
             raise _err(RealmError, f"{where}: not a GPU session ({type(s).__name__})", i)
         if s.gmodel is None:
             raise _err(RealmError, f"{where}: session is closed", i)
+        if core_model is not None and s.model is not core_model:
+            raise _err(RealmError, f"{where}: a session of another model", i)
         if g is None:
             g = s.gmodel
         elif s.gmodel is not g:
@@ -156,21 +159,21 @@ def _validate(sessions, chunks, flags):
     return g
 
 
-def run_batch(sessions, chunks, flags, sample: bool = False) -> list[int] | None:
+def run_batch(sessions, chunks, flags, sample: bool = False, core_model=None) -> list[int] | None:
     """One forward pass for several GPU sessions of one model (see the module docstring);
     with sample=True each session then samples its next token with its own sampler
     (flags must all be 0) and the ids are returned."""
     sessions = list(sessions)
     chunks = [[int(t) for t in ch] for ch in chunks]
     flags = [int(f) for f in flags]
-    g = _validate(sessions, chunks, flags)
+    g = _validate(sessions, chunks, flags, core_model)
     if sample and any(flags):
         raise _err(RealmError, "batch: sampling needs every session's last logits (flags 0)", None)
     locks = [s._lock for s in sorted(sessions, key=id)]
     for lk in locks:
         lk.acquire()
     try:
-        _validate(sessions, chunks, flags)  # again, now that nobody else can change them
+        _validate(sessions, chunks, flags, core_model)  # again, now that nobody else can change them
         return _run(batch_of(g), sessions, chunks, flags, sample)
     finally:
         for lk in reversed(locks):
@@ -234,8 +237,9 @@ def _run(bt: GpuBatch, sessions, chunks, flags, sample):
             off = 0
             lg = bt.bufs["logits"]
             for j, (row, i, r) in enumerate(rows):
-                if r == counts[i] - 1:
+                if r == counts[i] - 1:  # its head step then describes that row, as after eval
                     enc.copy_buffer_to_buffer(lg, j * V * 4, sessions[i]._bufs["logits"], 0, V * 4)
+                    sessions[i]._write_step(STEP_HEAD, (1, p0s[i], 0, 0))
                 if flags[i] == ALL_LOGITS or (sample and needs[i] == 0):
                     reads.append(("row", i, r, off, V * 4, j))
                     off += V * 4
