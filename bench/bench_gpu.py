@@ -5,6 +5,7 @@ GB/s of weights streamed per generated token, with the adapter's name and type.
     python bench/bench_gpu.py                        # the default model
     python bench/bench_gpu.py model.gguf --prompt-tokens 64 --gen-tokens 16
     python bench/bench_gpu.py --cpu                  # the CPU core's figures beside it
+    python bench/bench_gpu.py --batch 1,2,4          # aggregate decode tok/s: N sessions batched vs one by one
 
 On a machine without a GPU the adapter is lavapipe (a software rasterizer): the report
 says so, and its figures measure nothing about GPUs.
@@ -27,7 +28,19 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--cpu", action="store_true", help="also run the CPU core (realm_web.bench) for comparison")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--batch", metavar="N,N,...", help="instead: N GPU sessions stepped together (step_batch) vs one "
+                    "by one, aggregate greedy decode tok/s (--gen-tokens steps after --prompt-tokens prompts)")
     args = ap.parse_args()
+    if args.batch:
+        from realm_web.gpu import get_device
+        from realm_web.gpu.bench import format_batch_report, run_gpu_batch_bench
+        dev = get_device()
+        rows = run_gpu_batch_bench(args.model, [int(x) for x in args.batch.split(",")], args.gen_tokens,
+                                   args.prompt_tokens, args.repeat)
+        print(format_batch_report(rows, dev.describe(), dev.is_software))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"gpu_batch": rows}, indent=1))
+        return
     from realm_web.gpu.bench import format_report, run_gpu_bench
     r = run_gpu_bench(args.model, args.prompt_tokens, args.gen_tokens, args.repeat)
     print(format_report(r))

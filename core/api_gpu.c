@@ -147,6 +147,7 @@ typedef struct {
     uint32_t B;          /* max batch (tokens per body run) */
     uint32_t wg;         /* workgroup size of the simple kernels */
     uint64_t part_limit; /* largest part of a weight tensor (bytes, before padding) */
+    bool session_op;     /* the next op reads a session's own state (see op_session) */
 } Plan;
 
 static bool str_eq0(const char *a, const char *b) {
@@ -169,11 +170,12 @@ static void key_u(char *k, uint64_t v) {
 }
 
 typedef struct { const char *name; uint32_t v; } Const;
-enum { DEF_F16 = 1, DEF_SUBGROUPS = 2 };
+enum { DEF_F16 = 1, DEF_SUBGROUPS = 2, DEF_GATHER = 4 };
+#define N_DEFINES 3
 
 /* Index of the kernel (file, defines, constants), listed once. */
 static uint32_t kernel(Plan *P, const char *file, uint32_t defines, const Const *c, int nc) {
-    static const char *DEF[] = {"F16", "SUBGROUPS"};
+    static const char *DEF[N_DEFINES] = {"F16", "SUBGROUPS", "GATHER"};
     char key[KEY_LEN] = "";
     key_append(key, file);
     key_append(key, "|");
@@ -189,7 +191,7 @@ static uint32_t kernel(Plan *P, const char *file, uint32_t defines, const Const 
     jb_str(b, file, strlen(file));
     jb_s(b, ",\"entry\":\"main\",\"defines\":[");
     int nd = 0;
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < N_DEFINES; i++)
         if (defines & (1u << i)) { if (nd++) jb_s(b, ","); jb_str(b, DEF[i], strlen(DEF[i])); }
     jb_s(b, "],\"constants\":{");
     for (int i = 0; i < nc; i++) { jb_s(b, i ? ",\"" : "\""); jb_kv(b, c[i].name, c[i].v); }
@@ -294,6 +296,8 @@ static void op(Plan *P, const char *label, uint32_t k, Grid g, uint32_t k1, Grid
         jb_grid(b, g1);
     }
     jb_kv(b, ",\"step", (uint64_t)step);
+    if (P->session_op) jb_s(b, ",\"s\":1");
+    P->session_op = false;
     jb_s(b, ",\"p\":[");
     for (int i = 0; i < np; i++) { if (i) jb_s(b, ","); jb_u(b, params[i]); }
     jb_s(b, "],\"b\":[");
@@ -303,6 +307,17 @@ static void op(Plan *P, const char *label, uint32_t k, Grid g, uint32_t k1, Grid
         else { jb_s(b, "["); jb_u(b, bind[i].tensor); jb_s(b, ","); jb_u(b, bind[i].part); jb_s(b, "]"); }
     }
     jb_s(b, "]}");
+}
+
+/* An op that reads or writes a session's own state (its KV cache, its RoPE table) at
+ * the session's positions: in a batch of several sessions the host runs it once per
+ * session, with that session's body step {n_i, n_past_i, t0_i, 0} (its rows are batch
+ * rows t0_i .. t0_i + n_i - 1) and that session's "per_session" buffers; every other op
+ * runs once over all rows. Alone, a session's body step is {T, n_past, 0, 0}: the same op. */
+static void op_session(Plan *P, const char *label, uint32_t k, Grid g, const uint32_t *params, int np,
+                       const Bind *bind, int nb) {
+    P->session_op = true;
+    op(P, label, k, g, NONE, g, params, np, STEP_BODY, bind, nb);
 }
 
 static void begin_program(Plan *P, const char *name) {
@@ -406,15 +421,17 @@ static void mm_group(Plan *P, const char *label, const char *in, uint64_t K, uin
     }
 }
 
-static void op_rmsnorm(Plan *P, const char *name, const Tensor *w, const char *x, const char *y, uint64_t E, int step) {
+/* gather: input row t is batch row rows[t] (the "rows" buffer) instead of t0 + t */
+static void op_rmsnorm(Plan *P, const char *name, const Tensor *w, const char *x, const char *y, uint64_t E, int step,
+                       bool gather) {
     uint32_t id = tensor_id(P, w, name);
     uint32_t wg = P->software ? 64 : 256;
     Const c[] = {{"WG", wg}};
-    uint32_t k = kernel(P, "rmsnorm.wgsl", 0, c, 1);
+    uint32_t k = kernel(P, "rmsnorm.wgsl", gather ? DEF_GATHER : 0, c, 1);
     Grid g = {{1, 1, 1}, {0, 0, 1}};
     uint32_t p[] = {(uint32_t)E, fbits(P->m->cfg.rms_eps), (uint32_t)E, (uint32_t)E};
-    Bind b[] = {BUF(x), TEN(id, 0), BUF(y)};
-    op(P, name, k, g, NONE, g, p, 4, step, b, 3);
+    Bind b[] = {BUF(x), TEN(id, 0), BUF(y), BUF("rows")};
+    op(P, name, k, g, NONE, g, p, 4, step, b, gather ? 4 : 3);
 }
 
 static void op_bias(Plan *P, const char *name, const Tensor *bias, const char *y, uint64_t N) {
@@ -472,7 +489,7 @@ static void emit_programs(Plan *P) {
         key_u(kn, l);
         key_u(vn, l);
         blk_name(nm, l, "attn_norm.weight");
-        op_rmsnorm(P, nm, &L->attn_norm, "x", "xb", E, STEP_BODY);
+        op_rmsnorm(P, nm, &L->attn_norm, "x", "xb", E, STEP_BODY, false);
         char qn[KEY_LEN], kkn[KEY_LEN], vvn[KEY_LEN];
         blk_name(qn, l, "attn_q.weight");
         blk_name(kkn, l, "attn_k.weight");
@@ -491,7 +508,7 @@ static void emit_programs(Plan *P) {
             Bind b[] = {BUF("k"), BUF("v"), BUF(kn), BUF(vn), BUF("rope")};
             Grid g = grid_rows(P, ceil_div(KVD / 2, wg), 1);
             blk_name(nm, l, "rope_kv");
-            op(P, nm, k_rope, g, NONE, g, p, 8, STEP_BODY, b, 5);
+            op_session(P, nm, k_rope, g, p, 8, b, 5);
         }
         {   /* attention */
             uint32_t p[] = {(uint32_t)H, c->n_head / c->n_head_kv, (uint32_t)D, c->rope_dim, c->rope_type == ROPE_NEOX,
@@ -499,7 +516,7 @@ static void emit_programs(Plan *P) {
             Bind b[] = {BUF("q"), BUF(kn), BUF(vn), BUF("rope"), BUF("att")};
             Grid g = {{(uint32_t)H, 1, 1}, {0, 0, 1}};
             blk_name(nm, l, "attention");
-            op(P, nm, k_att, g, NONE, g, p, 12, STEP_BODY, b, 5);
+            op_session(P, nm, k_att, g, p, 12, b, 5);
         }
         char on[KEY_LEN];
         blk_name(on, l, "attn_output.weight");
@@ -507,7 +524,7 @@ static void emit_programs(Plan *P) {
         blk_name(nm, l, "attn_output");
         mm_group(P, nm, "att", QD, QD, o, 1, STEP_BODY);
         blk_name(nm, l, "ffn_norm.weight");
-        op_rmsnorm(P, nm, &L->ffn_norm, "x", "xb", E, STEP_BODY);
+        op_rmsnorm(P, nm, &L->ffn_norm, "x", "xb", E, STEP_BODY, false);
         char gn[KEY_LEN], un[KEY_LEN], dn[KEY_LEN];
         blk_name(gn, l, "ffn_gate.weight");
         blk_name(un, l, "ffn_up.weight");
@@ -527,10 +544,15 @@ static void emit_programs(Plan *P) {
         mm_group(P, nm, "hb", F, F, dw, 1, STEP_BODY);
     }
 
-    begin_program(P, "head");
-    op_rmsnorm(P, "output_norm.weight", &m->output_norm, "x", "xb", E, STEP_HEAD);
     MM out[] = {{m->output.data == m->tok_embd.data ? "token_embd.weight" : "output.weight", &m->output, "logits",
                  c->n_vocab, false}};
+    begin_program(P, "head");
+    op_rmsnorm(P, "output_norm.weight", &m->output_norm, "x", "xb", E, STEP_HEAD, false);
+    mm_group(P, "output", "xb", E, E, out, 1, STEP_HEAD);
+    /* the head of the batch rows listed in "rows" (a batch of several sessions: each
+     * session's last row, or all its rows), into logits rows 0 .. R-1 */
+    begin_program(P, "head_rows");
+    op_rmsnorm(P, "output_norm.weight", &m->output_norm, "x", "xb", E, STEP_HEAD, true);
     mm_group(P, "output", "xb", E, E, out, 1, STEP_HEAD);
 
     uint32_t swg = 256;
@@ -550,14 +572,16 @@ static void emit_programs(Plan *P) {
     jb_s(&P->prog, "]");
 }
 
-static void jb_buffer(JB *b, const char *name, uint64_t bytes, uint64_t per_ctx, bool *first) {
+/* per_session: a session's own state (KV cache, RoPE table), which a batch of several
+ * sessions binds per session; every other buffer holds one step's rows. */
+static void jb_buffer(JB *b, const char *name, uint64_t bytes, uint64_t per_ctx, bool per_session, bool *first) {
     if (!*first) jb_s(b, ",");
     *first = false;
     jb_s(b, "\n  {\"name\":");
     jb_str(b, name, strlen(name));
     jb_kv(b, ",\"bytes", bytes);
     jb_kv(b, ",\"ctx_bytes", per_ctx);
-    jb_s(b, "}");
+    jb_s(b, per_session ? ",\"per_session\":true}" : ",\"per_session\":false}");
 }
 
 /* The plan of `m` for an adapter described by 16 u32 words at opts (docs/GPU.md):
@@ -645,25 +669,26 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
     } else jb_s(b, "null");
     jb_s(b, ",\n \"buffers\":[");
     bool first = true;
-    jb_buffer(b, "ids", (uint64_t)B * 4, 0, &first);
-    jb_buffer(b, "x", (uint64_t)B * E * 4, 0, &first);
-    jb_buffer(b, "xb", (uint64_t)B * wide * 4, 0, &first);
-    jb_buffer(b, "xq", (uint64_t)B * xqw * 4, 0, &first);
-    jb_buffer(b, "q", (uint64_t)B * QD * 4, 0, &first);
-    jb_buffer(b, "k", (uint64_t)B * KVD * 4, 0, &first);
-    jb_buffer(b, "v", (uint64_t)B * KVD * 4, 0, &first);
-    jb_buffer(b, "att", (uint64_t)B * QD * 4, 0, &first);
-    jb_buffer(b, "hb", (uint64_t)B * F * 4, 0, &first);
-    jb_buffer(b, "hb2", (uint64_t)B * F * 4, 0, &first);
-    jb_buffer(b, "logits", logit_rows * V * 4, 0, &first);
-    jb_buffer(b, "sample", (2 + 2 * MAX_TOPK) * 4, 0, &first);
-    jb_buffer(b, "rope", 0, rope_pos, &first);
+    jb_buffer(b, "ids", (uint64_t)B * 4, 0, false, &first);
+    jb_buffer(b, "rows", (uint64_t)B * 4, 0, false, &first);
+    jb_buffer(b, "x", (uint64_t)B * E * 4, 0, false, &first);
+    jb_buffer(b, "xb", (uint64_t)B * wide * 4, 0, false, &first);
+    jb_buffer(b, "xq", (uint64_t)B * xqw * 4, 0, false, &first);
+    jb_buffer(b, "q", (uint64_t)B * QD * 4, 0, false, &first);
+    jb_buffer(b, "k", (uint64_t)B * KVD * 4, 0, false, &first);
+    jb_buffer(b, "v", (uint64_t)B * KVD * 4, 0, false, &first);
+    jb_buffer(b, "att", (uint64_t)B * QD * 4, 0, false, &first);
+    jb_buffer(b, "hb", (uint64_t)B * F * 4, 0, false, &first);
+    jb_buffer(b, "hb2", (uint64_t)B * F * 4, 0, false, &first);
+    jb_buffer(b, "logits", logit_rows * V * 4, 0, false, &first);
+    jb_buffer(b, "sample", (2 + 2 * MAX_TOPK) * 4, 0, false, &first);
+    jb_buffer(b, "rope", 0, rope_pos, true, &first);
     for (uint32_t l = 0; l < c->n_layer; l++) {
         char kn[24] = "k.", vn[24] = "v.";
         key_u(kn, l);
         key_u(vn, l);
-        jb_buffer(b, kn, 0, kv_pos, &first);
-        jb_buffer(b, vn, 0, kv_pos, &first);
+        jb_buffer(b, kn, 0, kv_pos, true, &first);
+        jb_buffer(b, vn, 0, kv_pos, true, &first);
     }
     jb_s(b, "],\n \"tensors\":[");
     emit_programs(P); /* lists tensors into out, kernels and ops into their own texts */

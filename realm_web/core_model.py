@@ -346,6 +346,10 @@ class CoreModel:
         al = [all_logits] * n if isinstance(all_logits, bool) else list(all_logits)
         lg = [logits] * n if isinstance(logits, bool) else list(logits)
         flags = [(self.BATCH_ALL_LOGITS if a else 0) if w else self.BATCH_NO_LOGITS for a, w in zip(al, lg)]
+        if _gpu_batch(sessions):  # GPU sessions of this model: the GPU backend's batch (realm_web/gpu/batch.py)
+            from .gpu.batch import run_batch
+            run_batch(sessions, chunks, flags, core_model=self)
+            return
         self._batch("realm_batch_eval", sessions, chunks, flags)
 
     def step_batch(self, sessions, tokens, sample=True) -> list[int]:
@@ -358,7 +362,20 @@ class CoreModel:
         want = [sample] * len(chunks) if isinstance(sample, bool) else list(sample)
         if len(want) != len(chunks):
             raise ValueError(f"{len(chunks)} sessions need {len(chunks)} sample flags (got {len(want)})")
-        return self._batch("realm_batch_step", sessions, chunks, [0 if w else self.BATCH_NO_LOGITS for w in want])
+        flags = [0 if w else self.BATCH_NO_LOGITS for w in want]
+        if _gpu_batch(sessions):
+            from .gpu.batch import run_batch
+            if all(want):
+                return run_batch(sessions, chunks, flags, sample=True, core_model=self)
+            run_batch(sessions, chunks, flags, core_model=self)   # (its step samples only with every row's logits)
+            return [s.sample() if w else -1 for s, w in zip(sessions, want)]
+        return self._batch("realm_batch_step", sessions, chunks, flags)
+
+
+def _gpu_batch(sessions) -> bool:
+    """A batch whose first session is a GPU session (realm_web/gpu/session.py) goes to the GPU backend."""
+    sessions = list(sessions) if not isinstance(sessions, list) else sessions
+    return bool(sessions) and getattr(sessions[0], "gmodel", None) is not None
 
 
 class Session:

@@ -235,6 +235,17 @@ def test_rmsnorm(dev):
         ss = np.sum((v * v).astype(np.float64))
         scale = np.float32(1) / np.sqrt(np.float32(ss / E) + eps)
         assert np.array_equal(y[t], (v * scale) * w), f"row {t}"
+    # GATHER (the head of a batch of several sessions): output row t from input row rows[t]
+    rows = np.array([5, 0, 3], np.uint32)
+    rb = b.storage(dev, rows.nbytes, data=rows)
+    run(dev, "rmsnorm.wgsl", [xb, wb, yb, rb], (1, 1, 3), params=[E, int(eps.view(np.uint32)), E, E],
+        step=(3, 0, 0, 0), constants={"WG": 64}, defines=("GATHER",))
+    g = read(dev, yb, np.float32, 3 * E).reshape(3, E)
+    yb2 = b.storage(dev, 4 * (T + t0) * E)
+    run(dev, "rmsnorm.wgsl", [xb, wb, yb2], (1, 1, T + t0), params=[E, int(eps.view(np.uint32)), E, E],
+        step=(T + t0, 0, 0, 0), constants={"WG": 64})
+    allr = read(dev, yb2, np.float32, (T + t0) * E).reshape(T + t0, E)
+    assert np.array_equal(g, allr[rows])
 
 
 def test_swiglu(dev):
@@ -354,6 +365,24 @@ def test_rope_kv_and_attention(dev, f16):
     out = read(dev, ob, np.float32, T * H * D).reshape(T, H * D)
     ref = _attention_ref(q, kc, vc, rope, p0, H, Hkv, D, scale)
     assert np.array_equal(out, ref), np.abs(out - ref).max()
+    # a session's rows inside a batch (rows t0.., step {T, n_past, t0, 0}): the same cache and outputs
+    t0 = 2
+    pad = lambda a: np.concatenate([rng.standard_normal((t0, a.shape[1]), dtype=np.float32), a,
+                                    rng.standard_normal((1, a.shape[1]), dtype=np.float32)])
+    kb2, vb2, qb2 = (b.storage(dev, pad(a).nbytes, data=pad(a)) for a in (k, v, q))
+    kcb2 = b.storage(dev, kc0.nbytes // 2, data=kc0.astype(np.float16))
+    vcb2 = b.storage(dev, vc0.nbytes // 2, data=vc0.astype(np.float16))
+    ob2 = b.storage(dev, 4 * (T + t0 + 1) * H * D)
+    step2 = (T, p0, t0, 0)
+    run(dev, "rope_kv.wgsl", [kb2, vb2, kcb2, vcb2, rb], (-(-(KVD // 2) // 64), 1, T),
+        params=[KVD, D, nd, 0, KVD, 0, 0, 0], step=step2, constants={"WG": 64}, defines=defines)
+    assert np.array_equal(read(dev, kcb2, np.float16, n_ctx * KVD).reshape(n_ctx, KVD).astype(np.float32), kc)
+    assert np.array_equal(read(dev, vcb2, np.float16, n_ctx * KVD).reshape(n_ctx, KVD).astype(np.float32), vc)
+    run(dev, "attention.wgsl", [qb2, kcb2, vcb2, rb, ob2], (H, 1, T),
+        params=[H, H // Hkv, D, nd, 0, H * D, H * D, KVD // 2, int(scale.view(np.uint32)), 0, 0, 0],
+        step=step2, constants={"WG": 64}, defines=defines)
+    out2 = read(dev, ob2, np.float32, (T + t0) * H * D).reshape(T + t0, H * D)
+    assert np.array_equal(out2[t0:], ref)
 
 
 # ------------------------------------------------------------------ sampling helpers

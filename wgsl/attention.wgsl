@@ -7,7 +7,8 @@ enable f16;
 // scores = q.k * scale, softmax with the max subtracted, weights rounded to f16
 // before meeting the f16 values; the weighted sum runs over positions in order.
 // One workgroup per (head, token), three passes over the keys (max, sum,
-// weighted values), no scratch memory beyond the workgroup's.
+// weighted values), no scratch memory beyond the workgroup's. Token t's q and output
+// are rows t0 + t (t0 = 0 alone; the session's first row in a batch of several).
 // Bindings: 0 params, 1 step, 2 Q (f32), 3 KC, 4 VC (f16 cache), 5 ROPE, 6 OUT (f32).
 //#include common.wgsl
 //#include exact.wgsl
@@ -106,7 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let pos = S.n_past + t;
     let n = pos + 1u;                       // positions this token sees
     let kbase = (h / P.G) * (P.D / 2u);     // the KV head's first word in a cache row
-    let qrow = t * P.qs;
+    let qrow = (S.t0 + t) * P.qs;
     for (var d = lid; d < P.D; d += WG) {
         qh[d] = f16_round(rope_elem(qrow, h * P.D + d, P.D, P.nd, P.neox, pos));
     }
@@ -160,7 +161,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
     }
-    let orow = t * P.os + h * P.D;
+    let orow = (S.t0 + t) * P.os + h * P.D;
     for (var pi = 0u; pi < 8u; pi++) {
         let pr = lid + pi * WG;
         if (pr < npairs) {

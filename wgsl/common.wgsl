@@ -9,7 +9,8 @@
 struct Step {
     n: u32,       // rows this op handles: tokens in the batch (body), logits rows (head)
     n_past: u32,  // tokens already in the KV cache before this batch
-    t0: u32,      // head: first batch row whose logits are wanted; body: 0
+    t0: u32,      // head: first batch row whose logits are wanted; body: 0, or in a batch of
+                  // several sessions a session op's first row (rope_kv, attention)
     k: u32,       // head: top-k candidates wanted (sampling); body: 0
 }
 

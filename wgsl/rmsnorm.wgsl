@@ -2,7 +2,9 @@
 // core/batch.c's rmsnorm() is written. The CPU sums the f32 squares in double; here
 // they are summed as (hi, lo) pairs of f32 (exact.wgsl), and mean = f32(sum / n)
 // rounds once; the square root and the division are correctly rounded.
-// One workgroup per row. Bindings: 0 params, 1 step, 2 X (f32), 3 NW (f32 weights), 4 Y (f32 out).
+// With GATHER (the head of a batch of several sessions) input row t is X row ROWS[t].
+// One workgroup per row. Bindings: 0 params, 1 step, 2 X (f32), 3 NW (f32 weights), 4 Y (f32 out),
+// 5 ROWS (u32 batch rows; GATHER only).
 //#include common.wgsl
 //#include exact.wgsl
 
@@ -24,6 +26,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> X: array<f32>;
 @group(0) @binding(3) var<storage, read> NW: array<f32>;
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+//#if GATHER
+@group(0) @binding(5) var<storage, read> ROWS: array<u32>;
+//#endif
 
 var<workgroup> red: array<vec2<f32>, 256>;
 
@@ -33,7 +38,11 @@ fn opaque(x: f32) -> f32 { return bitcast<f32>(bitcast<u32>(x) | P.zero); }
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let t = wid.z;
     if (t >= S.n) { return; }
+//#if GATHER
+    let xr = ROWS[t] * P.xs;
+//#else
     let xr = (S.t0 + t) * P.xs;
+//#endif
     var ss = vec2<f32>(0.0, 0.0);
     for (var i = lid; i < P.E; i += WG) {
         let v = X[xr + i];

@@ -2,7 +2,8 @@
 enable f16;
 //#endif
 // rope_kv.wgsl: RoPE on the new keys, then keys and values into the f16 KV cache
-// at positions n_past + t (core/batch.c: rope(), then rt_f32_to_f16). The
+// at positions n_past + t (core/batch.c: rope(), then rt_f32_to_f16); the new rows
+// are rows t0 + t of K and V (t0 = 0 alone; a session's first row in a batch). The
 // rotation's cos/sin come from the core (realm_gpu_rope_table), so they are
 // the CPU's values bit for bit. Queries are rotated inside attention.wgsl.
 // One invocation per pair of cache elements (one cache word).
@@ -50,7 +51,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     let w = gid.x;
     if (t >= S.n || 2u * w >= P.KVD) { return; }
     let pos = S.n_past + t;
-    let row = t * P.xs;
+    let row = (S.t0 + t) * P.xs;
     let k0 = f32_to_f16(kval(row, 2u * w, pos));
     let k1 = f32_to_f16(kval(row, 2u * w + 1u, pos));
     let v0 = f32_to_f16(V[row + 2u * w]);

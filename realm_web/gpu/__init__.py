@@ -32,6 +32,26 @@ class GpuModel:
         self.plan = plan
         self.weights = weights
         self.refs = 0
+        self._batch = None  # batch.GpuBatch, made by the first batched step
+
+    # continuous batching (realm_web/gpu/batch.py): CoreModel's batch API for GPU sessions
+    def batch_max_tokens(self) -> int:
+        """Tokens one batched step may hold, all sessions together (the plan's max_batch)."""
+        return self.plan.max_batch
+
+    def eval_batch(self, sessions, chunks, all_logits=False, logits=True) -> None:
+        from .batch import eval_batch
+        eval_batch(sessions, chunks, all_logits, logits)
+
+    def step_batch(self, sessions, tokens) -> list[int]:
+        from .batch import step_batch
+        return step_batch(sessions, tokens)
+
+    def destroy(self) -> None:
+        if self._batch is not None:
+            self._batch.destroy()
+            self._batch = None
+        self.weights.destroy()
 
 
 _lock = threading.Lock()
@@ -91,7 +111,7 @@ def release_gpu_model(g: GpuModel) -> None:
         g.refs -= 1
         if g.refs <= 0 and _models.get(g.key) is g:
             del _models[g.key]
-            g.weights.destroy()
+            g.destroy()
 
 
 def loaded() -> list[tuple[str, int, int]]:

@@ -100,3 +100,64 @@ def main(args) -> int:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=1)
     return 0
+
+
+def run_gpu_batch_bench(model=None, sessions=(1, 2, 4), steps: int = 8, n_prompt: int = 16, repeat: int = 1) -> list:
+    """Aggregate greedy decode tok/s of N GPU sessions of one model stepped together
+    (GpuModel.step_batch: one forward pass, one submission per step for all N) and one by
+    one (GpuSession.step: N passes per step). Both compute the same tokens (tests/test_gpu_batch.py).
+    Returns one dict per N: {"n", "one_by_one_tps", "batched_tps", "same_tokens"}."""
+    from .. import store
+    from ..bench import prompt_ids
+    from ..core_model import SamplerSettings
+    from ..default_model import default_model_path
+    from . import acquire_model, open_gpu_session
+    m = acquire_model(str(model or default_model_path()))
+    out = []
+    try:
+        base = prompt_ids(lambda t: m.tokenize(t, add_special=False), n_prompt + max(sessions))
+        for n in sessions:
+            ss = [open_gpu_session(m, n_prompt + steps + 8) for _ in range(n)]
+            try:
+                g = ss[0].gmodel
+                if n > g.batch_max_tokens():
+                    out.append({"n": n, "skipped": f"more sessions than the plan's {g.batch_max_tokens()} rows"})
+                    continue
+                res = {}
+                for mode in ("one_by_one", "batched"):
+                    best, toks_all = 0.0, None
+                    for _ in range(max(1, repeat)):
+                        for i, s in enumerate(ss):  # the same prompts each time, a different one per stream
+                            s.truncate(0)
+                            s.set_sampler(SamplerSettings(temperature=0))
+                        g.eval_batch(ss, [base[i:i + n_prompt] for i in range(n)])
+                        toks = [s.sample() for s in ss]
+                        got = [[t] for t in toks]  # (eval_batch above compiled the batch's ops)
+                        t0 = time.perf_counter()
+                        for _ in range(steps):
+                            toks = g.step_batch(ss, toks) if mode == "batched" else [s.step(t) for s, t in zip(ss, toks)]
+                            for o, t in zip(got, toks):
+                                o.append(t)
+                        best = max(best, n * steps / (time.perf_counter() - t0))
+                        toks_all = got
+                    res[mode] = (best, toks_all)
+                out.append({"n": n, "one_by_one_tps": res["one_by_one"][0], "batched_tps": res["batched"][0],
+                            "same_tokens": res["one_by_one"][1] == res["batched"][1]})
+            finally:
+                for s in ss:
+                    s.close()
+    finally:
+        store.release(m)
+    return out
+
+
+def format_batch_report(rows: list, adapter: str, software: bool) -> str:
+    lines = [f"batched decode on {adapter}" + (" (software adapter: indicative only)" if software else ""),
+             f"{'N':>3} {'one by one tok/s':>17} {'batched tok/s':>14} {'speed-up':>9}  same tokens"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"{r['n']:>3}  ({r['skipped']})")
+            continue
+        lines.append(f"{r['n']:>3} {r['one_by_one_tps']:>17.2f} {r['batched_tps']:>14.2f} "
+                     f"{r['batched_tps'] / r['one_by_one_tps']:>8.2f}x  {r['same_tokens']}")
+    return "\n".join(lines)

@@ -5,6 +5,8 @@ parameter words (binding 0), the step uniform it names (binding 1: "body" or
 "head"), and its buffers (2..: session buffers by name, weight parts by
 [tensor, part]), then dispatch the op's grid evaluated at the step's row
 count n. Ops with a decode variant (k1/g1) use it when n == 1.
+A batch of several sessions (realm_web/gpu/batch.py) compiles the same ops
+with other bindings (compile_op) and dispatches them the same way (dispatch).
 """
 from __future__ import annotations
 
@@ -30,6 +32,47 @@ class CompiledOp:
     pipe1: object = None
     bg1: object = None
     grid1: list | None = None
+    per_session: bool = False  # the plan's "s": a session op (run once per session in a batch)
+
+
+def compile_op(dev, plan, weights, program: str, i: int, o: dict, resolve, step_buf) -> CompiledOp:
+    """Op i of `program`, its buffer names bound through resolve(name) and binding 1 to step_buf."""
+    resources = [{"buffer": weights.params, "offset": weights.param_offsets[program][i], "size": UNIFORM_ALIGN},
+                 {"buffer": step_buf, "offset": 0, "size": 16}]
+    for b in o["b"]:
+        buf = resolve(b) if isinstance(b, str) else weights.buffer(b[0], b[1])
+        resources.append({"buffer": buf, "offset": 0, "size": buf.size})
+
+    def compile_(kidx):
+        k = plan.kernels[kidx]
+        pipe = dev.pipelines.get(k["file"], k.get("entry", "main"), k["defines"], k["constants"])
+        bg = dev.device.create_bind_group(
+            layout=pipe.get_bind_group_layout(0),
+            entries=[{"binding": j, "resource": r} for j, r in enumerate(resources)])
+        return pipe, bg
+    pipe, bg = compile_(o["k"])
+    op = CompiledOp(o["label"], o["step"], pipe, bg, o["g"], per_session=bool(o.get("s", 0)))
+    if "k1" in o:
+        op.pipe1, op.bg1 = compile_(o["k1"])
+        op.grid1 = o["g1"]
+    return op
+
+
+def dispatch(cpass, op: CompiledOp, n: int, last=None):
+    """Dispatch one compiled op for a step of n rows; returns the pipeline now set."""
+    if n == 1 and op.pipe1 is not None:
+        pipe, bg, g = op.pipe1, op.bg1, op.grid1
+    else:
+        pipe, bg, g = op.pipe, op.bg, op.grid
+    if pipe is not last:
+        cpass.set_pipeline(pipe)
+    cpass.set_bind_group(0, bg)
+    cpass.dispatch_workgroups(*grid_at(g, n))
+    return pipe
+
+
+# programs a session alone never runs (a batch of several sessions runs them on its own buffers)
+BATCH_ONLY = ("head_rows",)
 
 
 class Runner:
@@ -38,42 +81,14 @@ class Runner:
     def __init__(self, dev, plan, weights, bufs: dict, step_bufs: tuple) -> None:
         self.dev = dev
         self.programs: dict[str, list[CompiledOp]] = {}
-        cache = dev.pipelines
-        kernels = plan.kernels
         for name, ops in plan.programs.items():
-            out = []
-            for i, o in enumerate(ops):
-                resources = [{"buffer": weights.params, "offset": weights.param_offsets[name][i], "size": UNIFORM_ALIGN},
-                             {"buffer": step_bufs[o["step"]], "offset": 0, "size": 16}]
-                for b in o["b"]:
-                    buf = bufs[b] if isinstance(b, str) else weights.buffer(b[0], b[1])
-                    resources.append({"buffer": buf, "offset": 0, "size": buf.size})
-
-                def compile_(kidx):
-                    k = kernels[kidx]
-                    pipe = cache.get(k["file"], k.get("entry", "main"), k["defines"], k["constants"])
-                    bg = dev.device.create_bind_group(
-                        layout=pipe.get_bind_group_layout(0),
-                        entries=[{"binding": j, "resource": r} for j, r in enumerate(resources)])
-                    return pipe, bg
-                pipe, bg = compile_(o["k"])
-                op = CompiledOp(o["label"], o["step"], pipe, bg, o["g"])
-                if "k1" in o:
-                    op.pipe1, op.bg1 = compile_(o["k1"])
-                    op.grid1 = o["g1"]
-                out.append(op)
-            self.programs[name] = out
+            if name in BATCH_ONLY:
+                continue
+            self.programs[name] = [compile_op(dev, plan, weights, name, i, o, bufs.__getitem__, step_bufs[o["step"]])
+                                   for i, o in enumerate(ops)]
 
     def record(self, cpass, program: str, n: int) -> None:
         """Dispatch every op of `program` for a step of n rows."""
         last = None
         for op in self.programs[program]:
-            if n == 1 and op.pipe1 is not None:
-                pipe, bg, g = op.pipe1, op.bg1, op.grid1
-            else:
-                pipe, bg, g = op.pipe, op.bg, op.grid
-            if pipe is not last:
-                cpass.set_pipeline(pipe)
-                last = pipe
-            cpass.set_bind_group(0, bg)
-            cpass.dispatch_workgroups(*grid_at(g, n))
+            last = dispatch(cpass, op, n, last)
