@@ -170,12 +170,12 @@ static void key_u(char *k, uint64_t v) {
 }
 
 typedef struct { const char *name; uint32_t v; } Const;
-enum { DEF_F16 = 1, DEF_SUBGROUPS = 2, DEF_GATHER = 4 };
-#define N_DEFINES 3
+enum { DEF_F16 = 1, DEF_SUBGROUPS = 2, DEF_GATHER = 4, DEF_HEADS = 8 };
+#define N_DEFINES 4
 
 /* Index of the kernel (file, defines, constants), listed once. */
 static uint32_t kernel(Plan *P, const char *file, uint32_t defines, const Const *c, int nc) {
-    static const char *DEF[N_DEFINES] = {"F16", "SUBGROUPS", "GATHER"};
+    static const char *DEF[N_DEFINES] = {"F16", "SUBGROUPS", "GATHER", "HEADS"};
     char key[KEY_LEN] = "";
     key_append(key, file);
     key_append(key, "|");
@@ -434,6 +434,20 @@ static void op_rmsnorm(Plan *P, const char *name, const Tensor *w, const char *x
     op(P, name, k, g, NONE, g, p, 4, step, b, gather ? 4 : 3);
 }
 
+/* qwen3: each of n_heads heads (D wide, rows `stride` apart) of buffer x RMS-normed in place
+ * by w: one workgroup per (head, token) */
+static void op_head_norm(Plan *P, const char *name, const Tensor *w, const char *x, uint64_t D, uint32_t n_heads,
+                         uint64_t stride) {
+    if (!w->data) return;
+    uint32_t id = tensor_id(P, w, name);
+    Const c[] = {{"WG", P->software ? 64u : 128u}};
+    uint32_t k = kernel(P, "rmsnorm.wgsl", DEF_HEADS, c, 1);
+    Grid g = {{1, n_heads, 1}, {0, 0, 1}};
+    uint32_t p[] = {(uint32_t)D, fbits(P->m->cfg.rms_eps), (uint32_t)stride, (uint32_t)stride};
+    Bind b[] = {BUF(x), TEN(id, 0)};
+    op(P, name, k, g, NONE, g, p, 4, STEP_BODY, b, 2);
+}
+
 static void op_bias(Plan *P, const char *name, const Tensor *bias, const char *y, uint64_t N) {
     if (!bias->data) return;
     uint32_t id = tensor_id(P, bias, name);
@@ -503,6 +517,10 @@ static void emit_programs(Plan *P) {
         op_bias(P, nm, &L->bk, "k", KVD);
         blk_name(nm, l, "attn_v.bias");
         op_bias(P, nm, &L->bv, "v", KVD);
+        blk_name(nm, l, "attn_q_norm.weight");
+        op_head_norm(P, nm, &L->q_norm, "q", D, c->n_head, QD);
+        blk_name(nm, l, "attn_k_norm.weight");
+        op_head_norm(P, nm, &L->k_norm, "k", D, c->n_head_kv, KVD);
         {   /* RoPE on k; k and v into the cache */
             uint32_t p[] = {(uint32_t)KVD, (uint32_t)D, c->rope_dim, c->rope_type == ROPE_NEOX, (uint32_t)KVD, 0, 0, 0};
             Bind b[] = {BUF("k"), BUF("v"), BUF(kn), BUF(vn), BUF("rope")};
@@ -600,11 +618,6 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
     }
     if (opts->version != REALM_GPU_OPTIONS_VERSION) {
         rt_err("realm_gpu_plan: unknown options version (this core speaks GPU ABI 1)", NULL);
-        return NULL;
-    }
-    if (m->layers[0].q_norm.data) { /* (qwen3's per-head q/k norms have no WGSL op yet) */
-        rt_err_as(REALM_ERR_UNSUPPORTED, "realm_gpu_plan: this model's per-head q/k norms (qwen3) run on the CPU "
-                  "core only for now; use device='cpu'", NULL);
         return NULL;
     }
     Plan *P = rt_calloc(1, sizeof(Plan));

@@ -94,12 +94,14 @@ def test_qwen3_norms_matter_and_are_required(synthetic_model, tmp_path):
         CoreModel(str(out))
 
 
-def test_qwen3_on_the_gpu_is_refused_by_name(synthetic_model):
-    from realm_web import Realm
-    path = synthetic_model(arch="qwen3", **QWEN3[0])
-    try:
-        from realm_web import gpu  # noqa: F401
-    except Exception:                                       # (no wgpu: nothing to refuse)
-        pytest.skip("wgpu-py is not installed")
-    with pytest.raises(RealmError, match="per-head q/k norms"):
-        Realm.load(str(path), device="gpu")
+@pytest.mark.parametrize("shape", QWEN3, ids=["hd64", "hd128"])
+def test_qwen3_on_the_gpu_equals_the_cpu(synthetic_model, shape):
+    """The WGSL plan's per-head norm op (rmsnorm.wgsl HEADS, in place): GPU logits as the
+    CPU core's, teacher-forced (test_gpu_model's rule: within MAX_LOGIT_DIFF, argmax equal
+    unless a near-tie)."""
+    from gpu_helpers import gpu_device
+    gpu_device()                                   # (fails loudly when no adapter: see gpu_helpers)
+    from test_gpu_model import MAX_LOGIT_DIFF, compare
+    worst, steps = compare(synthetic_model(arch="qwen3", qtype="Q8_0", **shape), ["Hello there, friend"], 8,
+                           n_ctx=64)
+    assert steps == 8 and worst <= MAX_LOGIT_DIFF
