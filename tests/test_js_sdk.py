@@ -75,6 +75,15 @@ def test_js_sdk_batch(npm_ready):
 
 
 @pytest.mark.slow
+def test_js_sdk_logprobs(npm_ready):
+    """Node: log-probabilities and n choices. Session.logprobs = the log-softmax of the logits;
+    batched prompts record each one's logprobs as alone; chat.completions n / logprobs /
+    top_logprobs whole, streamed and in worker mode (choice 0 = n=1's, choice i = seed + i,
+    greedy identical); bad values refused. (Against realm serve: test_js_openai_parity.py.)"""
+    _run_suite(npm_ready, "logprobs.test.mjs", 600)
+
+
+@pytest.mark.slow
 def test_js_sdk_browser(npm_ready):
     """Chromium: greedy = the Python host, OPFS / Cache API cache, File/Blob, worker responsiveness."""
     _run_suite(npm_ready, "browser.test.mjs", 1800)

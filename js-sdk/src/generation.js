@@ -282,7 +282,8 @@ export function advanceBatch(model, units, maxChunk = null) {
  * CoreModel every session belongs to) and more than one stream running, a turn is one
  * advanceBatch over all of them; else each runs advance() in turn (one stream; GPU
  * sessions). Yields {index, token, text} as a stream produces (token: the id accept()
- * took, or null) and {index, done: true, finish_reason, stats, error} once per stream
+ * took, or null; a stream with `logprobs: true`, whose session records them, adds
+ * logprobs: [[id, logprob], ...] of that token's sample, the sampled token first) and {index, done: true, finish_reason, stats, error} once per stream
  * when it ends: error is null, or what ended it alone (its own signal's abort reason, a
  * core error about its session, or the `error` it came with: a bad prompt); the others
  * go on. opts.signal (abort) and opts.check() (throws) end every stream: the iterator
@@ -290,6 +291,13 @@ export function advanceBatch(model, units, maxChunk = null) {
  */
 export async function* drive(streams, { model = null, maxChunk = null, signal = null, check = null } = {}) {
   const all = streams.map((s, index) => ({ ...s, index, ended: false }));
+  // a token event; with s.logprobs, the sample's log-probabilities (session.logprobs():
+  // [[id, logprob], ...], the sampled token first) for each token accept() took
+  const produced = (s, text) => {
+    const ev = { index: s.index, token: s.g.token, text };
+    if (s.logprobs && s.g.token != null) ev.logprobs = s.session.logprobs();
+    return ev;
+  };
   const end = (s, error = null) => {
     s.ended = true;
     if (s.g) s.g.close();
@@ -316,7 +324,7 @@ export async function* drive(streams, { model = null, maxChunk = null, signal = 
         }
         for (let k = 0; k < live.length; k++) {
           const s = live[k];
-          if (outs[k] !== null && (s.g.token != null || outs[k])) yield { index: s.index, token: s.g.token, text: outs[k] };
+          if (outs[k] !== null && (s.g.token != null || outs[k])) yield produced(s, outs[k]);
           if (s.g.done) yield end(s);
         }
       } else {
@@ -328,7 +336,7 @@ export async function* drive(streams, { model = null, maxChunk = null, signal = 
             yield end(s, e);
             continue;
           }
-          if (s.g.token != null || out) yield { index: s.index, token: s.g.token, text: out };
+          if (s.g.token != null || out) yield produced(s, out);
           if (s.g.done) yield end(s);
         }
       }

@@ -5,7 +5,7 @@ export { StopFilter } from './stops.js';
 export { Generation, advance, advanceBatch, drive } from './generation.js';
 export { normalizeOptions } from './options.js';
 export { DEFAULT_CTX, EVAL_BATCH } from './abi.js';
-export { SAMPLER_DEFAULTS, LLAMA_CPP_SAMPLING, OPENAI_SAMPLING, fromOpenAI } from './sampling.js';
+export { SAMPLER_DEFAULTS, LLAMA_CPP_SAMPLING, OPENAI_SAMPLING, fromOpenAI, checkOpenAI, choiceOptions, MAX_CHOICES, MAX_TOP_LOGPROBS } from './sampling.js';
 export { RealmRegistry } from './registry.js';
 export { RealmWorker } from './worker-client.js';
 export { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, OutOfMemoryError, WasmCore, setWasmSource, compileCore, relaxedSimdSupported } from './core.js';

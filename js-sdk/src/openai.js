@@ -1,8 +1,8 @@
 // The OpenAI shapes: chat.completions.create over a Realm (chat.completion,
 // chat.completion.chunk, usage, stream_options.include_usage) and the stream object
-// the OpenAI SDK returns. Sampling follows OpenAI's defaults (sampling.js fromOpenAI).
-import { fromOpenAI } from './sampling.js';
-import { newStats } from './generation.js';
+// the OpenAI SDK returns. Sampling follows OpenAI's defaults (sampling.js fromOpenAI);
+// n choices and logprobs as `realm serve` (realm_web/server/completion.py, logprobs.py).
+import { choiceOptions } from './sampling.js';
 
 let seq = 0;
 export function completionId() {
@@ -34,39 +34,108 @@ export function streamResult(iter) {
   return p;
 }
 
+// The OpenAI logprobs of one token event (drive(): [[id, logprob], ...], the sampled
+// token first): {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}, as
+// realm_web/server/logprobs.py chat_content (token: the piece's bytes as UTF-8, invalid
+// bytes replaced).
+const utf8 = new TextDecoder('utf-8');
+function logprobEntry(realm, entries) {
+  const one = ([id, logprob]) => {
+    const bytes = realm.model.piece(id, false);
+    return { token: utf8.decode(bytes), logprob, bytes: Array.from(bytes) };
+  };
+  return { ...one(entries[0]), top_logprobs: entries.slice(1).map(one) };
+}
+
+/** Usage of a request's choices: the prompt once (choice 0's), the completion tokens of every choice. */
+export function usageOfChoices(stats) {
+  const u = usageOf(stats[0]);
+  const gen = stats.reduce((a, s) => a + s.generated_tokens, 0);
+  u.completion_tokens = gen;
+  u.total_tokens = u.prompt_tokens + gen;
+  return u;
+}
+
 /**
- * realm.chat.completions.create(req) for a Realm (chatIds, generate, stream, id):
- * a Promise of a chat.completion, or (stream: true) a streamResult of chunks.
+ * realm.chat.completions.create(req) for a Realm (chatIds, streamBatch, model, id): a
+ * Promise of a chat.completion, or (stream: true) a streamResult of chunks. n choices
+ * (choiceOptions: choice 0 is n = 1's, choice i samples from seed + i) run as one batch
+ * (Realm.streamBatch: one forward pass a step for all of them); logprobs / top_logprobs
+ * give each choice's logprobs.content, as `realm serve`.
  */
 export function createChatCompletion(realm, req = {}) {
   const created = Math.floor(Date.now() / 1000);
   const id = completionId();
   const model = req.model || realm.id;
-  const o = fromOpenAI(req);
   const tplOpts = { chatTemplate: req.chat_template, extra: req.chat_template_kwargs };
+  let opts;
+  try {
+    opts = choiceOptions(req);   // checks the request before anything runs
+  } catch (e) {
+    const p = Promise.reject(e);
+    if (req.stream) p[Symbol.asyncIterator] = () => ({ next: () => p, return: async () => ({ done: true }) });
+    return p;
+  }
+  const n = opts.length;
+  const withLogprobs = opts[0].logprobs != null;
+  const signal = req.signal;
+
+  // the choices' events (streamBatch's), choice 0's stats as realm.lastStats; a choice's error ends the request
+  async function* events(stats) {
+    const ids = await realm.chatIds(req.messages, tplOpts);
+    const prompts = opts.map((o) => {
+      const p = { ...o, prompt: ids };
+      delete p.signal;
+      return p;
+    });
+    for await (const ev of realm.streamBatch(prompts, { signal })) {
+      if (ev.done) {
+        if (ev.error) throw ev.error;
+        stats[ev.index] = ev.stats;
+        if (ev.index === 0 && 'lastStats' in realm) realm.lastStats = ev.stats;
+      }
+      yield ev;
+    }
+  }
+
   if (!req.stream) {
     return (async () => {
-      const ids = await realm.chatIds(req.messages, tplOpts);
-      const stats = newStats();
-      const content = await realm.generate(ids, { ...o, stats });
+      const stats = new Array(n).fill(null);
+      const texts = new Array(n).fill('');
+      const content = Array.from({ length: n }, () => []);
+      const finish = new Array(n).fill(null);
+      for await (const ev of events(stats)) {
+        if (ev.done) finish[ev.index] = ev.finish_reason;
+        else {
+          texts[ev.index] += ev.text;
+          if (ev.logprobs && ev.logprobs.length) content[ev.index].push(logprobEntry(realm, ev.logprobs));
+        }
+      }
       return {
         id, object: 'chat.completion', created, model,
-        choices: [{ index: 0, message: { role: 'assistant', content }, logprobs: null, finish_reason: stats.finish_reason }],
-        usage: usageOf(stats),
+        choices: texts.map((text, i) => ({
+          index: i, message: { role: 'assistant', content: text, refusal: null },
+          logprobs: withLogprobs ? { content: content[i], refusal: null } : null, finish_reason: finish[i],
+        })),
+        usage: usageOfChoices(stats),
       };
     })();
   }
   const includeUsage = !!(req.stream_options && req.stream_options.include_usage);
   async function* chunks() {
-    const ids = await realm.chatIds(req.messages, tplOpts);
-    const stats = newStats();
+    const stats = new Array(n).fill(null);
     const base = { id, object: 'chat.completion.chunk', created, model };
-    yield { ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] };
-    for await (const piece of realm.stream(ids, { ...o, stats })) {
-      yield { ...base, choices: [{ index: 0, delta: { content: piece }, logprobs: null, finish_reason: null }] };
+    const chunk = (index, delta, logprobs, finish) => ({ ...base, choices: [{ index, delta, logprobs, finish_reason: finish }] });
+    for (let i = 0; i < n; i++) yield chunk(i, { role: 'assistant', content: '' }, null, null);
+    for await (const ev of events(stats)) {
+      if (ev.done) {
+        yield chunk(ev.index, {}, null, ev.finish_reason);
+        continue;
+      }
+      const lp = ev.logprobs && ev.logprobs.length ? { content: [logprobEntry(realm, ev.logprobs)], refusal: null } : null;
+      if (ev.text || lp) yield chunk(ev.index, { content: ev.text }, lp, null);
     }
-    yield { ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: stats.finish_reason }] };
-    if (includeUsage) yield { ...base, choices: [], usage: usageOf(stats) };
+    if (includeUsage) yield { ...base, choices: [], usage: usageOfChoices(stats) };
   }
   return streamResult(chunks());
 }

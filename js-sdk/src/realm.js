@@ -14,6 +14,19 @@ import { renderChat } from './chat.js';
 import { modelCache } from './cache.js';
 import { resolveDevice, gpuFailedNote } from './gpu.js';
 
+// A generation's `logprobs` option on its session: null/undefined/false off (also on a
+// session kept from an earlier call), true the sampled token's alone, n (0..20) the top n
+// besides. True when they are on (drive() then reads them with every token).
+function useLogprobs(session, n) {
+  if (n == null || n === false || n === -1) {
+    if (session.setLogprobs) session.setLogprobs(-1);
+    return false;
+  }
+  if (!session.setLogprobs) throw new RealmError('logprobs need the CPU core (device: \'cpu\'); the WebGPU backend does not record them');
+  session.setLogprobs(n === true ? 0 : n);
+  return true;
+}
+
 function baseName(name) {
   const s = String(name).split(/[?#]/)[0];
   return s.slice(s.lastIndexOf('/') + 1) || String(name);
@@ -171,8 +184,9 @@ export class Realm {
       g = new Generation(this.model, ids, this.nCtx, { ...o, text, stats });
       const s = this.session;
       s.setSampler(samplerSettings(o, LLAMA_CPP_SAMPLING));
+      const logprobs = useLogprobs(s, o.logprobs);
       s.truncate(g.reuse(s.tokens()));
-      for await (const ev of drive([{ g, session: s }], { maxChunk: EVAL_BATCH, signal, check: () => this._checkOpen() })) {
+      for await (const ev of drive([{ g, session: s, logprobs }], { maxChunk: EVAL_BATCH, signal, check: () => this._checkOpen() })) {
         if (ev.done) { if (ev.error) throw ev.error; } else yield ev;
       }
     } finally {
@@ -189,7 +203,9 @@ export class Realm {
    * {messages} (rendered with the chat template) with per-prompt options (max_tokens,
    * stop, seed, temperature, ..., signal: aborts that prompt only). opts: the options every
    * prompt starts from, and signal (aborts all). An async iterator of events:
-   *   {index, token, text}                                 a prompt produced (text may be '')
+   *   {index, token, text}                                 a prompt produced (text may be '';
+   *        with the prompt's option logprobs: n (0..20, or true = 0), also logprobs:
+   *        [[id, logprob], ...] of that token's sample: the sampled token, then the top n)
    *   {index, done: true, finish_reason, stats, error}     a prompt ended (error: null, or
    *        what ended it alone: its own abort, a bad prompt, a core error about its session)
    * The others go on when one ends. Stats of every prompt: realm.lastBatchStats.
@@ -242,18 +258,20 @@ export class Realm {
         this.lastBatchStats.push(stats);
         let { error } = items[i];
         let g = null;
+        let logprobs = false;
         const session = sessions[i];
         if (!error) {
           try {
             g = new Generation(this.model, ids, this.nCtx, { ...o, text, stats });
             session.setSampler(samplerSettings(o, LLAMA_CPP_SAMPLING));
+            logprobs = useLogprobs(session, o.logprobs);
             session.truncate(g.reuse(session.tokens()));
           } catch (e) {
             error = e;
           }
         }
         if (error && typeof error === 'object') error.index = i;
-        streams.push({ g, session, signal: own, error, stats });
+        streams.push({ g, session, signal: own, error, stats, logprobs });
       }
       const model = this.model.gpu ? null : this.model; // GPU sessions: one after another
       for await (const ev of drive(streams, { model, maxChunk: EVAL_BATCH, signal, check: () => this._checkOpen() })) {

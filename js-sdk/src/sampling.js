@@ -5,7 +5,7 @@
 //   OPENAI_SAMPLING     chat.completions.create (as OpenAI and `realm serve`)
 
 import { RealmError } from './errors.js';
-import { SAMPLING_DEFAULTS, packStruct } from './abi.js';
+import { SAMPLING_DEFAULTS, MAX_LOGPROBS, packStruct } from './abi.js';
 
 /** llama.cpp's defaults (core/abi.json): the Realm's own API (generate, stream, generateTokens). */
 export const LLAMA_CPP_SAMPLING = SAMPLING_DEFAULTS.llama_cpp;
@@ -39,22 +39,87 @@ export function samplerSettings(o = {}, defaults = LLAMA_CPP_SAMPLING) {
   return s;
 }
 
+/** Most choices (n) one OpenAI request may ask for (as `realm serve`: each choice holds a session). */
+export const MAX_CHOICES = 16;
+
+/** Most top_logprobs an OpenAI chat request may ask for (OpenAI's limit; the core's MAX_LOGPROBS). */
+export const MAX_TOP_LOGPROBS = MAX_LOGPROBS;
+
+function badRequest(message, param) {
+  const e = new RealmError(message);
+  e.param = param;
+  return e;
+}
+
+function typeName(v) {   // as schemas.py _tname
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'number') return Number.isInteger(v) ? 'an integer' : 'a number';
+  return { string: 'a string', boolean: 'a boolean', object: 'an object', bigint: 'an integer' }[typeof v] || typeof v;
+}
+
+// an integer field of an OpenAI request (as realm_web/server/schemas.py, same messages); undefined if absent
+function intField(req, key, lo = null, hi = null) {
+  const v = req[key];
+  if (v == null) return undefined;
+  const ok = typeof v === 'bigint' || (typeof v === 'number' && Number.isInteger(v));
+  if (!ok) throw badRequest(`Invalid type for '${key}': expected an integer, but got ${typeName(v)} instead.`, key);
+  if (lo != null && v < lo) throw badRequest(`Invalid '${key}': ${v} is less than the minimum of ${lo}.`, key);
+  if (hi != null && v > hi) throw badRequest(`Invalid '${key}': ${v} is greater than the maximum of ${hi}.`, key);
+  return v;
+}
+
 /**
- * Generation options (Realm.generate's, snake_case) of an OpenAI request: every sampler
- * field (the request's temperature, top_p, frequency_penalty, presence_penalty and the
- * llama.cpp extensions top_k, min_p, repeat_penalty, repeat_last_n; else OPENAI_SAMPLING),
- * seed, max_tokens (max_completion_tokens, else max_tokens, else until the model stops or
- * the context is full), stop, signal.
+ * The fields of an OpenAI chat request this SDK checks before it runs anything (with
+ * `realm serve`'s messages; a RealmError whose `param` names the field): n (1..16),
+ * logprobs (a boolean), top_logprobs (0..20, and only with logprobs: true), seed (an
+ * integer). Returns {n, logprobs}: logprobs null (off) or the top count (0..20).
+ */
+export function checkOpenAI(req = {}) {
+  const n = intField(req, 'n', 1, MAX_CHOICES) ?? 1;
+  const lp = req.logprobs;
+  if (lp != null && typeof lp !== 'boolean') {
+    throw badRequest(`Invalid type for 'logprobs': expected a boolean, but got ${typeName(lp)} instead.`, 'logprobs');
+  }
+  const top = intField(req, 'top_logprobs', 0, MAX_TOP_LOGPROBS);
+  if (top !== undefined && !lp) throw badRequest("Invalid 'top_logprobs': it needs 'logprobs' set to true.", 'top_logprobs');
+  intField(req, 'seed');
+  return { n: Number(n), logprobs: lp ? Number(top ?? 0) : null };
+}
+
+/**
+ * Generation options (Realm.generate's, snake_case) of an OpenAI request (checked first:
+ * checkOpenAI): every sampler field (the request's temperature, top_p, frequency_penalty,
+ * presence_penalty and the llama.cpp extensions top_k, min_p, repeat_penalty,
+ * repeat_last_n; else OPENAI_SAMPLING), seed, max_tokens (max_completion_tokens, else
+ * max_tokens, else until the model stops or the context is full), stop, signal, and
+ * logprobs (top_logprobs, when logprobs is true). One choice's: n is openai.js's
+ * (choiceOptions).
  */
 export function fromOpenAI(req = {}) {
-  if (req.n != null && req.n !== 1) throw new RealmError('only n = 1 is supported');
+  const { logprobs } = checkOpenAI(req);
   const o = {};
   for (const k of Object.keys(OPENAI_SAMPLING)) o[k] = req[k] ?? OPENAI_SAMPLING[k];
   if (req.seed != null) o.seed = req.seed;
   o.max_tokens = req.max_completion_tokens ?? req.max_tokens ?? -1;
   if (req.stop != null) o.stop = req.stop;
   if (req.signal != null) o.signal = req.signal;
+  if (logprobs != null) o.logprobs = logprobs;
   return o;
+}
+
+/**
+ * The options of each of a request's n choices (as `realm serve`'s _choice_sampling):
+ * choice 0's are fromOpenAI(req), what n = 1 gives; choice i samples from seed + i
+ * (mod 2^64), the seed being the request's or, when it gives none (or a negative one)
+ * and n > 1, one random seed for all of them.
+ */
+export function choiceOptions(req = {}) {
+  const { n } = checkOpenAI(req);
+  const o = fromOpenAI(req);
+  if (n === 1) return [o];
+  const base = o.seed == null || negative(o.seed) ? randomSeed() : BigInt(o.seed);
+  return Array.from({ length: n }, (_, i) => ({ ...o, seed: BigInt.asUintN(64, base + BigInt(i)) }));
 }
 
 /** SamplerParams (core/abi.json) as the core reads it. */

@@ -2,7 +2,7 @@
 // The JS twin of realm_web/core_model.py (Session, SamplerSettings).
 import { RealmError } from './errors.js';
 import { SAMPLER_DEFAULTS, packSampler } from './sampling.js';
-import { EVAL_BATCH, STRUCTS } from './abi.js';
+import { EVAL_BATCH, STRUCTS, MAX_LOGPROBS } from './abi.js';
 
 export { SAMPLER_DEFAULTS, packSampler } from './sampling.js';
 export { EVAL_BATCH } from './abi.js';
@@ -18,6 +18,7 @@ export class Session {
     this._idsCap = EVAL_BATCH;
     this._ids = c.alloc(4 * EVAL_BATCH);
     this._sp = c.alloc(STRUCTS.SamplerParams.size);
+    this._lp = 0; // logprobs() buffer: 1 + MAX_LOGPROBS ids (i32), then as many logprobs (f32)
   }
 
   close() {
@@ -26,6 +27,8 @@ export class Session {
       c.call('realm_session_free', this.handle);
       c.free(this._ids);
       c.free(this._sp);
+      c.free(this._lp);
+      this._lp = 0;
       this.handle = 0;
     }
   }
@@ -89,6 +92,39 @@ export class Session {
     const t = this.core.call('realm_session_sample', this.handle);
     if (t < 0) throw this.core.error();
     return t;
+  }
+
+  /**
+   * Record log-probabilities with every sample from now on (realm_session_set_logprobs):
+   * null or -1 turns them off (the default); n (0..MAX_LOGPROBS = 20) records the sampled
+   * token's and the n most likely tokens', over the distribution the sampler starts from
+   * (after penalties, at temperature 1; OpenAI's logprobs). Also for realm_batch_step.
+   */
+  setLogprobs(n) {
+    this._check();
+    const k = n == null ? -1 : Number(n);
+    if (!Number.isInteger(k) || k < -1 || k > MAX_LOGPROBS) {
+      throw new RealmError(`logprobs: ${n} is not null, -1 or an integer from 0 to ${MAX_LOGPROBS}`);
+    }
+    if (!this.core.call('realm_session_set_logprobs', this.handle, k)) throw this.core.error();
+  }
+
+  /**
+   * The last sample's log-probabilities (natural log) as [[id, logprob], ...]: the sampled
+   * token first, then the most likely tokens, most likely first; [] when logprobs are off.
+   */
+  logprobs() {
+    this._check();
+    const c = this.core;
+    const k = 1 + MAX_LOGPROBS;
+    if (!this._lp) this._lp = c.alloc(8 * k);
+    const n = c.call('realm_session_logprobs', this.handle, this._lp, this._lp + 4 * k, k);
+    if (n < 0) throw c.error();
+    const ids = c.i32(this._lp, n);
+    const lps = c.f32(this._lp + 4 * k, n);
+    const out = [];
+    for (let i = 0; i < n; i++) out.push([ids[i], lps[i]]);
+    return out;
   }
 
   /** Evaluate one token and sample the next, in one call into the core. */

@@ -1,9 +1,12 @@
-// One OpenAI chat request through the SDK's realm.chat.completions.create, for tests that
+// OpenAI chat requests through the SDK's realm.chat.completions.create, for tests that
 // compare it with `realm serve` (tests/test_js_openai_parity.py):
 //   node test/chat_request.mjs MODEL_PATH N_CTX < requests.json
-// requests.json: a list of chat.completions requests. Prints a JSON list of
-// {content, finish_reason, usage, tokens, stream_content} (stream_content: the same
-// request again with stream: true, its deltas joined).
+// requests.json: a list of chat.completions requests. Prints a JSON list, one per request, of
+// {content, finish_reason, usage, tokens, stream_content, choices, stream_choices, stream_usage}
+// (content, finish_reason: choice 0's; tokens: choice 0's ids; choices: every choice's
+// {index, content, finish_reason, logprobs}; stream_*: the same request again with stream:
+// true and include_usage, each choice's deltas joined and its logprobs.content concatenated),
+// or {error: {name, message, param}} for a request the SDK refuses.
 import { Realm } from '../src/index.js';
 
 const [model, nCtx] = process.argv.slice(2);
@@ -15,13 +18,32 @@ const realm = await Realm.load(model, { nCtx: Number(nCtx) || 2048 });
 const out = [];
 try {
   for (const req of requests) {
-    const res = await realm.chat.completions.create({ ...req, stream: false });
+    let res;
+    try {
+      res = await realm.chat.completions.create({ ...req, stream: false });
+    } catch (e) {
+      out.push({ error: { name: e.name, message: e.message, param: e.param ?? null } });
+      continue;
+    }
     const tokens = realm.lastStats.tokens.slice();
-    let streamed = '';
-    for await (const c of realm.chat.completions.create({ ...req, stream: true })) streamed += c.choices[0]?.delta?.content ?? '';
+    const stream = [];
+    let streamUsage = null;
+    let roles = 0;
+    for await (const c of realm.chat.completions.create({ ...req, stream: true, stream_options: { include_usage: true } })) {
+      if (c.usage) streamUsage = c.usage;
+      for (const ch of c.choices) {
+        const s = (stream[ch.index] ??= { index: ch.index, content: '', finish_reason: null, logprobs: null });
+        if (ch.delta.role) roles++;
+        s.content += ch.delta.content ?? '';
+        if (ch.finish_reason) s.finish_reason = ch.finish_reason;
+        if (ch.logprobs) (s.logprobs ??= []).push(...ch.logprobs.content);
+      }
+    }
     out.push({
       content: res.choices[0].message.content, finish_reason: res.choices[0].finish_reason, usage: res.usage,
-      tokens, stream_content: streamed,
+      tokens, stream_content: stream[0].content,
+      choices: res.choices.map((c) => ({ index: c.index, content: c.message.content, finish_reason: c.finish_reason, logprobs: c.logprobs })),
+      stream_choices: stream, stream_usage: streamUsage, stream_roles: roles,
     });
   }
 } finally {

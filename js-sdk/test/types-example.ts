@@ -9,6 +9,11 @@ export async function example(file: Blob): Promise<string> {
   const res: ChatCompletion = await r.chat.completions.create({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 8 });
   const stream = await r.chat.completions.create({ messages: [{ role: 'user', content: 'hi' }], stream: true });
   for await (const c of stream) { const chunk: ChatCompletionChunk = c; console.log(chunk.choices[0]?.delta.content); }
+  const many: ChatCompletion = await r.chat.completions.create({ messages: [{ role: 'user', content: 'hi' }], n: 3, seed: 1, logprobs: true, top_logprobs: 2 });
+  for (const ch of many.choices) for (const t of ch.logprobs?.content ?? []) console.log(ch.index, t.token, t.logprob, t.bytes, t.top_logprobs.map((x) => x.logprob));
+  for await (const ev of r.streamBatch([{ prompt: 'a', logprobs: 2 }])) if (!ev.done && ev.logprobs) console.log(ev.logprobs[0][0], ev.logprobs[0][1]);
+  r.session.setLogprobs(3); const lp: Array<[number, number]> = r.session.logprobs(); r.session.setLogprobs(null);
+  console.log(lp.length);
   const texts: string[] = await r.generateBatch(['a', { prompt: [1, 2], max_tokens: 4, seed: 1 }, { messages: [{ role: 'user', content: 'hi' }], stop: '\n' }], { temperature: 0 });
   for await (const ev of r.streamBatch(['a', 'b'], { signal: AbortSignal.timeout(1000) })) {
     if (ev.done) console.log(ev.index, ev.finish_reason, ev.stats?.generated_tokens, ev.error); else console.log(ev.index, ev.text);

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { REPO } from './helpers.mjs';
 import { StopFilter } from '../src/stops.js';
 import { Generation, advance, chatPromptIds, newStats, plainStats, STATS_FIELDS } from '../src/generation.js';
-import { LLAMA_CPP_SAMPLING, OPENAI_SAMPLING, SAMPLER_DEFAULTS, fromOpenAI, samplerSettings } from '../src/sampling.js';
+import { LLAMA_CPP_SAMPLING, OPENAI_SAMPLING, SAMPLER_DEFAULTS, fromOpenAI, samplerSettings, checkOpenAI, choiceOptions } from '../src/sampling.js';
 import { RealmError, ContextOverflowError } from '../src/errors.js';
 
 const STOP_CASES = JSON.parse(fs.readFileSync(path.join(REPO, 'tests', 'stop_cases.json'), 'utf8')).cases;
@@ -172,8 +172,46 @@ test('fromOpenAI maps a request onto generation options', () => {
   assert.equal(fromOpenAI({ temperature: null, seed: null }).temperature, 1.0);
   assert.equal('seed' in fromOpenAI({ seed: null }), false);
   assert.equal(fromOpenAI({ temperature: 0 }).temperature, 0);
-  assert.throws(() => fromOpenAI({ n: 2 }), RealmError);
+  assert.equal('n' in fromOpenAI({ n: 2 }), false);   // one choice's options (choiceOptions: all n)
+  assert.equal(fromOpenAI({ logprobs: true, top_logprobs: 3 }).logprobs, 3);
+  assert.equal(fromOpenAI({ logprobs: true }).logprobs, 0);
+  assert.equal('logprobs' in fromOpenAI({ logprobs: false }), false);
   // what the sampler then gets: OpenAI's table, not llama.cpp's
   const s = samplerSettings(fromOpenAI({ temperature: 0.9, seed: 5 }), LLAMA_CPP_SAMPLING);
   assert.deepEqual(s, { ...OPENAI_SAMPLING, temperature: 0.9, seed: 5 });
+});
+
+test('checkOpenAI refuses bad n, logprobs and top_logprobs with realm serve\'s messages', () => {
+  assert.deepEqual(checkOpenAI({}), { n: 1, logprobs: null });
+  assert.deepEqual(checkOpenAI({ n: 16, logprobs: true, top_logprobs: 20 }), { n: 16, logprobs: 20 });
+  assert.deepEqual(checkOpenAI({ logprobs: false, top_logprobs: null }), { n: 1, logprobs: null });
+  const bad = [
+    [{ top_logprobs: 2 }, 'top_logprobs', "Invalid 'top_logprobs': it needs 'logprobs' set to true."],
+    [{ logprobs: false, top_logprobs: 0 }, 'top_logprobs', "Invalid 'top_logprobs': it needs 'logprobs' set to true."],
+    [{ logprobs: true, top_logprobs: 21 }, 'top_logprobs', "Invalid 'top_logprobs': 21 is greater than the maximum of 20."],
+    [{ logprobs: true, top_logprobs: -1 }, 'top_logprobs', "Invalid 'top_logprobs': -1 is less than the minimum of 0."],
+    [{ logprobs: true, top_logprobs: 1.5 }, 'top_logprobs', "Invalid type for 'top_logprobs': expected an integer, but got a number instead."],
+    [{ logprobs: 1 }, 'logprobs', "Invalid type for 'logprobs': expected a boolean, but got an integer instead."],
+    [{ n: 0 }, 'n', "Invalid 'n': 0 is less than the minimum of 1."],
+    [{ n: 17 }, 'n', "Invalid 'n': 17 is greater than the maximum of 16."],
+    [{ n: '2' }, 'n', "Invalid type for 'n': expected an integer, but got a string instead."],
+    [{ seed: 1.5 }, 'seed', "Invalid type for 'seed': expected an integer, but got a number instead."],
+  ];
+  for (const [req, param, message] of bad) {
+    assert.throws(() => checkOpenAI(req), (e) => e instanceof RealmError && e.param === param && e.message === message, JSON.stringify(req));
+    assert.throws(() => fromOpenAI(req), RealmError);
+  }
+});
+
+test('choiceOptions: choice 0 is n = 1\'s, choice i samples from seed + i (mod 2^64)', () => {
+  assert.deepEqual(choiceOptions({ seed: 5 }), [fromOpenAI({ seed: 5 })]);
+  const three = choiceOptions({ seed: 5, n: 3, temperature: 0.5 });
+  assert.deepEqual(three.map((o) => o.seed), [5n, 6n, 7n]);
+  for (const o of three) assert.equal(o.temperature, 0.5);
+  assert.deepEqual(choiceOptions({ seed: (1n << 64n) - 1n, n: 2 }).map((o) => o.seed), [(1n << 64n) - 1n, 0n]);
+  const r = choiceOptions({ n: 2 }).map((o) => o.seed);   // no seed: one random seed, then + 1
+  assert.equal(r[1], BigInt.asUintN(64, r[0] + 1n));
+  const neg = choiceOptions({ n: 2, seed: -1 }).map((o) => o.seed);   // negative: random, as the server
+  assert.equal(neg[1], BigInt.asUintN(64, neg[0] + 1n));
+  assert.throws(() => choiceOptions({ n: 17 }), RealmError);
 });
