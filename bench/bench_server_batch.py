@@ -45,6 +45,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import shlex
 import socket
 import statistics
@@ -153,12 +154,18 @@ class Server:
 
 # --------------------------------------------------------------------------- the servers
 
-def realm_supports_batch_tokens(realm_root: Path) -> bool:
+def realm_batch_tokens_flag(realm_root: Path) -> tuple[bool, int | None]:
+    """(whether `realm serve --help` lists --batch-tokens, the default its help states or None)."""
     p = subprocess.run([sys.executable, "-m", "realm_web.server.cli", "serve", "--help"], cwd=realm_root,
                        env=realm_env(realm_root), capture_output=True, text=True, timeout=120)
     if p.returncode != 0:
         raise RuntimeError(f"realm serve --help failed in {realm_root}: {p.stderr.strip()[-400:]}")
-    return "--batch-tokens" in p.stdout
+    if "--batch-tokens" not in p.stdout:
+        return False, None
+    text = " ".join(p.stdout[p.stdout.index("--batch-tokens"):].split())
+    m = re.match(r"--batch-tokens \S+ (.*?)(?= --?[a-z]|$)", text)
+    d = re.search(r"\(default (\d+)", m.group(1)) if m else None
+    return True, int(d.group(1)) if d else None
 
 
 def realm_cmd(args, port: int, threads: int) -> list[str]:
@@ -317,6 +324,13 @@ def report(res: dict) -> str:
              f"per stream, temperature 0, seed {SEED} · realm `{res['realm_root']}` "
              f"({'--batch-tokens ' + str(res['batch_tokens']) if res['realm_batch'] else 'no --batch-tokens: not batching'})",
              ""]
+    las = [r["loadavg_before"] for r in res["rounds"] if r.get("loadavg_before") is not None]
+    if las:
+        cpus = res.get("cpus") or 0
+        busy = cpus and max(las) > cpus - 0.5
+        lines += [f"1-minute load average before the rounds: {min(las):.2f}-{max(las):.2f} on {cpus or '?'} CPUs"
+                  + (" — other work was sharing the CPUs: every figure is depressed, llama.cpp's spinning "
+                     "threads most" if busy else ""), ""]
     for t in res["threads"]:
         pp = res["realm_prompt"].get(str(t), {}).get("pp_tps")
         lines += [f"## threads {t}", "",
@@ -389,8 +403,8 @@ def main(argv=None) -> int:
     ap.add_argument("--realm-root", type=Path, default=ROOT,
                     help="checkout whose realm_web is served (default: this one; it needs a built realm.wasm)")
     ap.add_argument("--batch-tokens", type=int, default=None,
-                    help="value for realm serve --batch-tokens when it has that flag (default: its own default "
-                         "is not known here, so 64 = EVAL_BATCH)")
+                    help="value for realm serve --batch-tokens when it has that flag (default: the default its "
+                         "--help states, else 64, the core's EVAL_BATCH)")
     ap.add_argument("--no-batch-tokens", action="store_true", help="never pass --batch-tokens")
     ap.add_argument("--realm-arg", action="append", default=[], help="extra argument for realm serve (repeatable)")
     ap.add_argument("--llama-server", help="llama-server binary (default: scripts/build_llama_server.sh's)")
@@ -416,9 +430,10 @@ def main(argv=None) -> int:
 
     args.realm_batch = False
     if "realm" in servers:
-        args.realm_batch = not args.no_batch_tokens and realm_supports_batch_tokens(args.realm_root)
-        if args.batch_tokens is None:
-            args.batch_tokens = 64
+        has, default = realm_batch_tokens_flag(args.realm_root)
+        args.realm_batch = has and not args.no_batch_tokens
+        if args.batch_tokens is None:   # pass its default explicitly, so the command line says it
+            args.batch_tokens = default or 64
     build_cmd = None
     if "llama-server" in servers and not args.llama_server:
         build_cmd = f"bash {ROOT / 'scripts' / 'build_llama_server.sh'}"
@@ -436,7 +451,7 @@ def main(argv=None) -> int:
                       f"{platform.python_version()}",
            "command": shlex.join([sys.executable] + sys.argv) if argv is None else shlex.join(argv),
            "model": args.model, "tokens": args.tokens, "threads": args.threads, "streams": args.streams,
-           "servers": servers, "realm_root": str(args.realm_root), "realm_batch": args.realm_batch,
+           "cpus": os.cpu_count(), "servers": servers, "realm_root": str(args.realm_root), "realm_batch": args.realm_batch,
            "batch_tokens": args.batch_tokens if args.realm_batch else None, "eog_token_ids": args.eog,
            "llama_server": args.llama_server, "llama_server_build": build_cmd,
            "realm_prompt": {}, "rounds": []}
