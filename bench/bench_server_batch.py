@@ -162,7 +162,7 @@ def realm_batch_tokens_flag(realm_root: Path) -> tuple[bool, int | None]:
         raise RuntimeError(f"realm serve --help failed in {realm_root}: {p.stderr.strip()[-400:]}")
     if "--batch-tokens" not in p.stdout:
         return False, None
-    text = " ".join(p.stdout[p.stdout.index("--batch-tokens"):].split())
+    text = " ".join(p.stdout[p.stdout.rindex("--batch-tokens"):].split())   # its help, not the usage line
     m = re.match(r"--batch-tokens \S+ (.*?)(?= --?[a-z]|$)", text)
     d = re.search(r"\(default (\d+)", m.group(1)) if m else None
     return True, int(d.group(1)) if d else None
