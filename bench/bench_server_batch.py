@@ -412,6 +412,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-ceiling", action="store_true", help="do not measure realm's prompt tok/s")
     ap.add_argument("--json", help="JSON output path, or - for stdout (default bench/results/server_batch-<time>.json)")
     ap.add_argument("--markdown", help="also write the markdown report here")
+    ap.add_argument("--logs", type=Path, help="keep the servers' logs (stdout+stderr) in this folder")
     args = ap.parse_args(argv)
     args.threads = [int(x) for x in args.threads.split(",") if x]
     args.streams = [int(x) for x in args.streams.split(",") if x]
@@ -459,7 +460,8 @@ def main(argv=None) -> int:
         f"servers {servers}; realm --batch-tokens: {args.batch_tokens if args.realm_batch else 'not supported/off'}")
     t_all = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench_server_batch.") as tmp:
-        logdir = Path(tmp)
+        logdir = args.logs or Path(tmp)
+        logdir.mkdir(parents=True, exist_ok=True)
         for t in args.threads:
             if "realm" in servers and not args.skip_ceiling:
                 pp = realm_prompt_tps(args, t)
