@@ -260,6 +260,8 @@ REALM_EXPORT int32_t realm_session_draft_ngram(Session *s, int32_t last, uint32_
 REALM_EXPORT Grammar *realm_grammar_new(Model *m, const uint8_t *text, uint64_t len, const char *root);
 REALM_EXPORT void realm_grammar_free(Grammar *g);
 REALM_EXPORT uint32_t realm_session_set_grammar(Session *s, const Grammar *g);
+REALM_EXPORT int64_t realm_session_grammar_mask(Session *s, uint32_t *bits, uint32_t words);
+REALM_EXPORT uint32_t realm_session_grammar_accept(Session *s, int32_t id);
 REALM_EXPORT int32_t realm_session_grammar_state(Session *s);
 /* A standalone sampler */
 REALM_EXPORT Sampler *realm_sampler_new(const SamplerParams *p);

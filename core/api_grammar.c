@@ -43,6 +43,29 @@ EXPORT int32_t realm_session_grammar_state(Session *s) {
     return c < 0 ? 3 : c ? 2 : 1;
 }
 
+EXPORT int64_t realm_session_grammar_mask(Session *s, uint32_t *bits, uint32_t words) {
+    rt_err_clear();
+    NEED_SESSION(s, -1);
+    if (!s->grammar) { rt_err("realm_session_grammar_mask: the session has no grammar", NULL); return -1; }
+    uint32_t need = (gstate_n_vocab(s->grammar) + 31) / 32;
+    if (!bits || words < need) {
+        rt_err("realm_session_grammar_mask: needs room for ", NULL), rt_err_append_u64(need), rt_err_append(" u32 words");
+        return -1;
+    }
+    const uint32_t *b;
+    uint32_t count;
+    if (!gstate_bits(s->grammar, &b, &count)) return -1;
+    memcpy(bits, b, (uint64_t)need * 4);
+    return count;
+}
+
+EXPORT uint32_t realm_session_grammar_accept(Session *s, int32_t id) {
+    rt_err_clear();
+    NEED_SESSION(s, 0);
+    if (!s->grammar) { rt_err("realm_session_grammar_accept: the session has no grammar", NULL); return 0; }
+    return gstate_accept(s->grammar, id) ? 1 : 0;
+}
+
 int32_t session_sample(Session *s, float *row, uint32_t n_hist) {
     uint32_t V = s->m->cfg.n_vocab;
     if (s->grammar && !gstate_mask(s->grammar, row, V)) return -1;

@@ -353,8 +353,10 @@ static void sym_name(const GParser *P, uint32_t i) {
     if (s->gen) rt_err_append(" (a group or repetition in it)");
 }
 
-/* Left recursion: a rule that can reach itself before consuming a character
- * (through rules that may match the empty string). llama.cpp refuses these. */
+/* Left recursion, exactly as llama.cpp's llama_grammar_detect_left_recursion finds it: a rule
+ * that reaches itself through leftmost references, stepping past references to rules with an
+ * empty alternative. (Grammars it lets through that still expand forever, through indirectly
+ * empty rules, hit the matcher's expansion limit instead.) */
 static bool check_left_recursion(GParser *P, const uint32_t *start, const GElem *el) {
     uint32_t n = P->n_syms;
     bool *nullable = rt_calloc(n, 1);
@@ -362,18 +364,16 @@ static bool check_left_recursion(GParser *P, const uint32_t *start, const GElem 
     uint32_t *stk = rt_malloc((uint64_t)n * 2 * sizeof(uint32_t));
     bool ok = nullable && color && stk;
     if (!ok) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "grammar: out of memory", NULL); goto done; }
-    for (bool changed = true; changed;) {
-        changed = false;
-        for (uint32_t r = 0; r < n; r++) {
-            if (nullable[r]) continue;
-            const GElem *e = el + start[r];
-            for (;;) { /* one alternative */
-                bool all = true;
-                for (; e->type != GE_END && e->type != GE_ALT; e++)
-                    if (e->type != GE_RULE_REF || !nullable[e->value]) all = false;
-                if (all) { nullable[r] = changed = true; break; }
+    /* "may be empty" as llama.cpp's detector has it: the rule has an empty alternative itself */
+    for (uint32_t r = 0; r < n; r++) {
+        const GElem *e = el + start[r];
+        for (bool at_start = true;; e++) {
+            if (e->type == GE_END || e->type == GE_ALT) {
+                if (at_start) { nullable[r] = true; break; }
                 if (e->type == GE_END) break;
-                e++;
+                at_start = true;
+            } else {
+                at_start = false;
             }
         }
     }
@@ -1083,6 +1083,7 @@ void gstate_free(GrammarState *st) {
 }
 
 uint64_t gstate_serial(const GrammarState *st) { return st->serial; }
+uint32_t gstate_n_vocab(const GrammarState *st) { return st->v->n_vocab; }
 
 GrammarState *gstate_new(const Grammar *g, const GrammarVocab *v) {
     GrammarState *st = rt_calloc(1, sizeof *st);
@@ -1190,7 +1191,7 @@ static void eog_bits(const GrammarState *st, uint32_t s, uint32_t *bits, uint32_
         if (st->v->eog[t]) allow(bits, count, t);
 }
 
-bool gstate_mask(GrammarState *st, float *logits, uint32_t n_logits) {
+bool gstate_bits(GrammarState *st, const uint32_t **out_bits, uint32_t *out_count) {
     if (!maybe_flush(st)) return false;
     const uint32_t W = st->words;
     uint32_t *bits = NULL, count = 0, scratch_idx = UINT32_MAX;
@@ -1229,6 +1230,14 @@ bool gstate_mask(GrammarState *st, float *logits, uint32_t n_logits) {
         }
     }
     (void)scratch_idx;
+    *out_bits = bits, *out_count = count;
+    return true;
+}
+
+bool gstate_mask(GrammarState *st, float *logits, uint32_t n_logits) {
+    const uint32_t W = st->words, *bits;
+    uint32_t count;
+    if (!gstate_bits(st, &bits, &count)) return false;
     if (!count) {
         rt_err("grammar: no token of the vocabulary can continue the text the grammar has matched so far", NULL);
         return false;

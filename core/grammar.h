@@ -66,6 +66,10 @@ uint64_t gstate_serial(const GrammarState *st);
 bool gstate_reset(GrammarState *st);        /* back to the start (caches kept) */
 /* Set disallowed tokens' logits to -inf. False with rt_err (no token allowed, limits). */
 bool gstate_mask(GrammarState *st, float *logits, uint32_t n_logits);
+/* The allowed tokens of the current state as a bitset of n_vocab bits (owned by st, valid until
+ * the next call) and their count. False with rt_err. */
+bool gstate_bits(GrammarState *st, const uint32_t **bits, uint32_t *count);
+uint32_t gstate_n_vocab(const GrammarState *st);
 /* Advance past the sampled token. False with rt_err (a token the grammar refuses). */
 bool gstate_accept(GrammarState *st, int32_t tok);
 /* 1: some stack is complete (end of generation allowed); 0: not; the state has no live stack: -1. */

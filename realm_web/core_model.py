@@ -546,6 +546,30 @@ class Session:
             if not self.core.call("realm_session_set_grammar", self._h(), g.handle if g is not None else 0):
                 raise core_error(self.core)
 
+    def grammar_allowed(self) -> list[int]:
+        """The token ids the grammar allows next, ascending (realm_session_grammar_mask)."""
+        words = (self.model.info.n_vocab + 31) // 32
+        c = self.core
+        with c.lock:
+            h = self._h()
+            p = c.alloc(4 * words)
+            try:
+                n = c.call("realm_session_grammar_mask", h, p, words)
+                if n < 0:
+                    raise core_error(c)
+                raw = int.from_bytes(c.read_bytes(p, 4 * words), "little")
+            finally:
+                c.free(p)
+        out = [t for t in range(self.model.info.n_vocab) if raw >> t & 1]
+        assert len(out) == n
+        return out
+
+    def grammar_accept(self, token: int) -> None:
+        """Advance the grammar past `token` without sampling (realm_session_grammar_accept)."""
+        with self.core.lock:
+            if not self.core.call("realm_session_grammar_accept", self._h(), int(token)):
+                raise core_error(self.core)
+
     def grammar_state(self) -> str | None:
         """None (no grammar), "running", "complete" (end of generation allowed) or "dead"."""
         with self.core.lock:
