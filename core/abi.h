@@ -200,6 +200,7 @@ _Static_assert(sizeof(RealmGpuOptions) == 64, "RealmGpuOptions layout");
 typedef struct Model Model;
 typedef struct Session Session;
 typedef struct Sampler Sampler;
+typedef struct Grammar Grammar;
 
 #define REALM_EXPORT __attribute__((visibility("default")))
 
@@ -255,6 +256,13 @@ REALM_EXPORT uint32_t realm_batch_max_tokens(void);
 /* Speculative decoding */
 REALM_EXPORT int32_t realm_session_verify(Session *s, const int32_t *ids, uint32_t n, int32_t *out);
 REALM_EXPORT int32_t realm_session_draft_ngram(Session *s, int32_t last, uint32_t ngram_min, uint32_t ngram_max, int32_t *out, uint32_t k);
+/* Grammars: constrained decoding (GBNF, llama.cpp's syntax) */
+REALM_EXPORT Grammar *realm_grammar_new(Model *m, const uint8_t *text, uint64_t len, const char *root);
+REALM_EXPORT void realm_grammar_free(Grammar *g);
+REALM_EXPORT uint32_t realm_session_set_grammar(Session *s, const Grammar *g);
+REALM_EXPORT int64_t realm_session_grammar_mask(Session *s, uint32_t *bits, uint32_t words);
+REALM_EXPORT uint32_t realm_session_grammar_accept(Session *s, int32_t id);
+REALM_EXPORT int32_t realm_session_grammar_state(Session *s);
 /* A standalone sampler */
 REALM_EXPORT Sampler *realm_sampler_new(const SamplerParams *p);
 REALM_EXPORT uint32_t realm_sampler_set(Sampler *s, const SamplerParams *p);

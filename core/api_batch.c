@@ -53,8 +53,8 @@ EXPORT uint32_t realm_batch_step(Model *m, Session *const *sessions, uint32_t n,
         out[i] = -1;
         if (!s->logits_rows) continue;
         float *row = s->logits + (uint64_t)(s->logits_rows - 1) * m->cfg.n_vocab;
-        out[i] = sampler_sample(&s->sampler, row, m->cfg.n_vocab, s->tokens, s->n_past);
-        if (out[i] < 0) return 0; /* (the sampler's scratch: out of memory) */
+        out[i] = session_sample(s, row, s->n_past);
+        if (out[i] < 0) { batch_set_failed((int32_t)i); return 0; } /* out of memory, or its grammar refused */
     }
     return 1;
 }

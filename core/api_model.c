@@ -163,7 +163,7 @@ EXPORT int32_t realm_session_sample(Session *s) {
     NEED_SESSION(s, -1);
     if (!s->logits_rows) { rt_err("nothing to sample: evaluate tokens first", NULL); return -1; }
     float *row = s->logits + (uint64_t)(s->logits_rows - 1) * s->m->cfg.n_vocab;
-    return sampler_sample(&s->sampler, row, s->m->cfg.n_vocab, s->tokens, s->n_past);
+    return session_sample(s, row, s->n_past);
 }
 /* Record log-probabilities with each sample: n = -1 off, else the sampled token's and the n
  * (<= 20) most likely tokens'. 1 or 0. */

@@ -13,6 +13,7 @@
 static int32_t failed_seq = -1;
 int32_t batch_failed(void) { return failed_seq; }
 void batch_reset_failed(void) { failed_seq = -1; }
+void batch_set_failed(int32_t i) { failed_seq = i; }
 
 /* ------------------------------------------------------------------ maths */
 static void rmsnorm(float *out, const float *x, const float *w, uint64_t n, float eps) {

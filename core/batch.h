@@ -71,6 +71,7 @@ typedef struct Batch {
 bool batch_eval(Model *m, const BatchSeq *seqs, uint32_t n_seqs);
 int32_t batch_failed(void);
 void batch_reset_failed(void);
+void batch_set_failed(int32_t i);
 
 /* The residual stream of the last step's rows (n_embd floats each, before the
  * final norm), for realm_session_embed. */

@@ -2,6 +2,7 @@
  * RoPE angles. The forward pass is batch.c. */
 #include "model.h"
 #include "batch.h"
+#include "grammar.h"
 #include "quant.h"
 
 /* rope_table computes what it says (no reassociation under -fassociative-math):
@@ -79,6 +80,7 @@ void model_free(Model *m) {
     if (!m) return;
     for (Session *s = m->sessions; s; s = s->next) s->m = NULL; /* freed later: by itself (see session_free) */
     tokenizer_free(m->tok);
+    gvocab_free(m->gvocab);
     batch_free(m->batch);
     rt_free(m->layers);
     rt_free(m->weights);
@@ -403,6 +405,7 @@ void session_free(Session *s) {
     void *ps[] = {s->k_cache, s->v_cache, s->tokens, s->logits};
     for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) rt_free(ps[i]);
     sampler_free(&s->sampler);
+    gstate_free(s->grammar);
     rt_free(s);
 }
 

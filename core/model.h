@@ -35,6 +35,8 @@ typedef struct {
 
 struct Batch;
 struct Session;
+struct GrammarVocab;
+struct GrammarState;
 
 typedef struct Model {
     GGUF gguf;
@@ -48,6 +50,7 @@ typedef struct Model {
     Str arch;
     struct Batch *batch;        /* the forward pass's workspace (batch.h), shared by its sessions */
     struct Session *sessions;   /* the live sessions, newest first */
+    struct GrammarVocab *gvocab; /* the vocabulary as code points for grammars (grammar.h), built on first use */
 } Model;
 
 /* Parse a header (see gguf_parse for buf ownership and *need). NULL on error or need-more. */
@@ -67,6 +70,7 @@ typedef struct Session {
     float *logits;               /* n_vocab * logits_rows */
     uint32_t logits_rows, logits_cap;
     Sampler sampler;
+    struct GrammarState *grammar; /* constrains sampling when set (realm_session_set_grammar), else NULL */
 } Session;
 
 /* out[(p - pos0) * rope_dim + 2i, +1] = (cos, sin) * mscale of RoPE pair i at
@@ -85,5 +89,9 @@ bool model_has_session(const Model *m, const Session *s);
 bool session_eval(Session *s, const int32_t *ids, uint32_t n, bool all_logits);
 /* Forget everything after the first n tokens (prefix reuse, rewinds). */
 void session_truncate(Session *s, uint32_t n);
+/* Sample from row (n_vocab logits, modified) with the session's sampler and the first n_hist
+ * tokens of its history as the penalties' history; with a grammar, disallowed tokens are
+ * masked first and the grammar advances past the sampled token (api_grammar.c). -1 with rt_err. */
+int32_t session_sample(Session *s, float *row, uint32_t n_hist);
 
 #endif

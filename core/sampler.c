@@ -197,6 +197,7 @@ static int32_t pick(Sampler *s, float *logits, uint32_t n_vocab) {
         n = p->top_k;
     }
     sort_desc(idx, val, 0, n);
+    while (n > 1 && val[n - 1] == -__builtin_inff()) n--; /* tokens a grammar masked never win the draw */
     /* probabilities at temperature 1 for top-p and min-p, as llama.cpp orders them */
     double sum = 0;
     float mx = val[0];

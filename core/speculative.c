@@ -44,7 +44,7 @@ int32_t spec_verify(Session *s, const int32_t *ids, uint32_t n, int32_t *out) {
     uint32_t r = 0;
     for (uint32_t i = 0; i < n; i++) {
         float *row = s->logits + (uint64_t)i * V;
-        int32_t t = sampler_sample(&s->sampler, row, V, s->tokens, p0 + i + 1);
+        int32_t t = session_sample(s, row, p0 + i + 1); /* a grammar masks and advances as plain steps do */
         if (t < 0) { session_truncate(s, p0 + i + 1); return -1; }
         out[r++] = t;
         if (i + 1 < n && t == ids[i + 1] && !tokenizer_is_eog(s->m->tok, t)) continue;

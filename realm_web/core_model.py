@@ -159,6 +159,8 @@ class CoreModel:
         self.info = read_model_info(c, self.handle)
 
     def close(self) -> None:
+        for g in list(getattr(self, "_grammars", {}).values()):
+            g.close()
         if self.handle:
             with self.core.lock:
                 self.core.call("realm_model_free", self.handle)
@@ -294,6 +296,23 @@ class CoreModel:
         with self.core.lock:
             return bool(self.core.call("realm_token_is_eog", self.handle, int(token)))
 
+    # -------------------------------------------------------------- grammars
+    GRAMMAR_CACHE = 8  # compiled grammars kept per model (a session given the same one again keeps its caches)
+
+    def grammar(self, text: str | bytes, root: str = "root") -> "Grammar":
+        """The compiled GBNF grammar (llama.cpp's syntax) for text; the last few are kept, so
+        repeated generations with one grammar reuse its handle. Raises RealmError naming the
+        line, column and problem for a bad grammar."""
+        cache = self.__dict__.setdefault("_grammars", {})
+        key = (text if isinstance(text, str) else bytes(text), root)
+        g = cache.pop(key, None)
+        if g is None or g.closed:
+            g = Grammar(self, text, root)
+        cache[key] = g  # most recent last
+        while len(cache) > self.GRAMMAR_CACHE:
+            cache.pop(next(iter(cache))).close()
+        return g
+
     # --------------------------------------------------------------- batches
     BATCH_ALL_LOGITS, BATCH_NO_LOGITS = 1, 2  # realm_batch_eval's flags (core/batch.h)
 
@@ -376,6 +395,45 @@ def _gpu_batch(sessions) -> bool:
     """A batch whose first session is a GPU session (realm_web/gpu/session.py) goes to the GPU backend."""
     sessions = list(sessions) if not isinstance(sessions, list) else sessions
     return bool(sessions) and getattr(sessions[0], "gmodel", None) is not None
+
+
+class Grammar:
+    """A GBNF grammar compiled inside a CoreModel's instance (realm_grammar_new). Sessions
+    copy it when it is set, so closing it never affects a session."""
+
+    def __init__(self, model: CoreModel, text: str | bytes, root: str = "root") -> None:
+        self.model = model
+        self.text = text
+        self.root = root
+        self.handle = 0
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        rb = root.encode("utf-8") + b"\0"
+        c = self.core = model.core
+        with c.lock:
+            p = c.alloc(len(data) + len(rb) + 1)
+            try:
+                c.write(p, data + b"\0" + rb)
+                self.handle = c.call("realm_grammar_new", model.handle, p, len(data), p + len(data) + 1)
+                if not self.handle:
+                    raise core_error(c)
+            finally:
+                c.free(p)
+
+    @property
+    def closed(self) -> bool:
+        return not self.handle
+
+    def close(self) -> None:
+        if self.handle:
+            with self.core.lock:
+                self.core.call("realm_grammar_free", self.handle)
+            self.handle = 0
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 class Session:
@@ -488,6 +546,54 @@ class Session:
             if t < 0:
                 raise core_error(self.core)
             return t
+
+    # -------------------------------------------------------------- grammar
+    GRAMMAR_STATES = {0: None, 1: "running", 2: "complete", 3: "dead"}
+
+    def set_grammar(self, grammar: "str | bytes | Grammar | None", root: str = "root") -> None:
+        """Constrain every later sample to a GBNF grammar (text, or a model.grammar() handle),
+        from its start; None removes it (realm_session_set_grammar). Setting the same grammar
+        again rewinds it and keeps its caches."""
+        g = None
+        if grammar is not None:
+            g = grammar if isinstance(grammar, Grammar) else self.model.grammar(grammar, root)
+            if g.model is not self.model:
+                raise RealmError("the grammar was compiled for another model")
+        with self.core.lock:
+            if not self.core.call("realm_session_set_grammar", self._h(), g.handle if g is not None else 0):
+                raise core_error(self.core)
+
+    def grammar_allowed(self) -> list[int]:
+        """The token ids the grammar allows next, ascending (realm_session_grammar_mask)."""
+        words = (self.model.info.n_vocab + 31) // 32
+        c = self.core
+        with c.lock:
+            h = self._h()
+            p = c.alloc(4 * words)
+            try:
+                n = c.call("realm_session_grammar_mask", h, p, words)
+                if n < 0:
+                    raise core_error(c)
+                raw = int.from_bytes(c.read_bytes(p, 4 * words), "little")
+            finally:
+                c.free(p)
+        out = [t for t in range(self.model.info.n_vocab) if raw >> t & 1]
+        assert len(out) == n
+        return out
+
+    def grammar_accept(self, token: int) -> None:
+        """Advance the grammar past `token` without sampling (realm_session_grammar_accept)."""
+        with self.core.lock:
+            if not self.core.call("realm_session_grammar_accept", self._h(), int(token)):
+                raise core_error(self.core)
+
+    def grammar_state(self) -> str | None:
+        """None (no grammar), "running", "complete" (end of generation allowed) or "dead"."""
+        with self.core.lock:
+            v = self.core.call("realm_session_grammar_state", self._h())
+            if v < 0:
+                raise core_error(self.core)
+            return self.GRAMMAR_STATES[v]
 
     # -------------------------------------------------------------- logprobs
     def set_logprobs(self, n: int | None) -> None:

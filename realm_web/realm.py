@@ -122,12 +122,16 @@ class Realm:
 
     # ------------------------------------------------------------ generation
     def _start(self, prompt: str | Sequence[int], max_tokens: int | None, stop, ignore_eos: bool, add_special: bool,
-               text: bool, seed: int | None = None, logprobs: int | None = None, **sampling) -> Generation:
-        """A Generation of `prompt` on this session, its sampler set and its cached prefix kept."""
+               text: bool, seed: int | None = None, logprobs: int | None = None, grammar=None,
+               **sampling) -> Generation:
+        """A Generation of `prompt` on this session, its sampler (and grammar) set and its cached
+        prefix kept."""
         if self._closed:
             raise RealmError("session is closed (this Realm was closed)")
         if logprobs is not None and self.device != "cpu":
             raise RealmError("logprobs are recorded by the CPU core's sampler (device='cpu')")
+        if grammar is not None and self.device != "cpu":
+            raise RealmError("grammars run on the CPU core (device='cpu'); the GPU sampler has no grammar yet")
         ids = list(prompt) if not isinstance(prompt, str) else self.tokenize(prompt, add_special, parse_special=True)
         if len(ids) == 0:
             raise RealmError("the prompt is empty (no tokens)")
@@ -143,6 +147,7 @@ class Realm:
         self.session.set_sampler(SamplerSettings.of(_D, seed=seed, **sampling))
         if self.device == "cpu":
             self.session.set_logprobs(logprobs)
+            self.session.set_grammar(grammar)  # None clears the last generation's
         self._logprobs = logprobs
         self.session.truncate(gen.reuse(self.session.tokens()))
         return gen
@@ -165,12 +170,13 @@ class Realm:
                         repeat_last_n: int = _D["repeat_last_n"], frequency_penalty: float = _D["frequency_penalty"],
                         presence_penalty: float = _D["presence_penalty"], seed: int | None = None,
                         add_special: bool = True, ignore_eos: bool = False,
-                        logprobs: int | None = None) -> Iterator[int]:
+                        logprobs: int | None = None, grammar=None) -> Iterator[int]:
         """Yield generated token ids; stats land in self.last_stats. logprobs: None, or k (0..20):
         last_stats.logprobs gets each token's (id, logprob, the k most likely [(id, logprob)]), the
-        log-softmax of the logits the sampler starts from (after penalties, temperature 1)."""
+        log-softmax of the logits the sampler starts from (after penalties, temperature 1).
+        grammar: GBNF text (llama.cpp's syntax) every sampled token must follow, or None."""
         gen = self._start(prompt, max_tokens, None, ignore_eos, add_special, text=False, seed=seed,
-                          logprobs=logprobs,
+                          logprobs=logprobs, grammar=grammar,
                           temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                           repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
                           frequency_penalty=frequency_penalty, presence_penalty=presence_penalty)
@@ -187,8 +193,8 @@ class Realm:
 
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 128, stop: Sequence[str] | str | None = None,
                ignore_eos: bool = False, add_special: bool = True, **sampling) -> Iterator[str]:
-        """Yield text pieces as they are generated (whole UTF-8 characters only); sampling and
-        logprobs: generate_tokens' settings."""
+        """Yield text pieces as they are generated (whole UTF-8 characters only); sampling,
+        logprobs and grammar: generate_tokens' settings."""
         gen = self._start(prompt, max_tokens, stop, ignore_eos, add_special, text=True, **sampling)
         try:
             while not gen.done:
@@ -233,10 +239,13 @@ class Realm:
                     raise ContextOverflowError(f"batch prompt {i} has {len(ids)} tokens; the context holds "
                                                f"{self.n_ctx} (leave room to generate)")
                 opts = GenerationOptions(sp.pop("max_tokens"), stop_list(sp.pop("stop")), sp.pop("ignore_eos"))
+                grammar = sp.pop("grammar", None)
                 settings = SamplerSettings.of(_D, **sp)
                 session = Session(self.model, self.n_ctx)
                 items.append((Generation(self._vocab, ids, self.n_ctx, opts), session))
                 session.set_sampler(settings)
+                if grammar is not None:
+                    session.set_grammar(grammar)
             self.last_batch_stats = [g.stats for g, _ in items]
             budget = self.model.batch_max_tokens()
             order = collections.deque(range(len(items)))
