@@ -620,6 +620,11 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
         rt_err("realm_gpu_plan: unknown options version (this core speaks GPU ABI 1)", NULL);
         return NULL;
     }
+    if (m->cfg.ffn_gelu || m->cfg.n_swa || m->cfg.embd_scale != 0 || m->layers[0].attn_post_norm.data) {
+        rt_err_as(REALM_ERR_UNSUPPORTED, "realm_gpu_plan: gemma3 (GeGLU, post-norms, sliding-window layers) runs "
+                  "on the CPU core only for now; use device='cpu'", NULL);
+        return NULL;
+    }
     Plan *P = rt_calloc(1, sizeof(Plan));
     if (!P) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory", NULL); return NULL; }
     const ModelConfig *c = &m->cfg;

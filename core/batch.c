@@ -50,6 +50,32 @@ static uint64_t act_layout(uint32_t n, const Tensor *const *ws, uint64_t T, uint
     return need;
 }
 
+/* gemma3: each of T rows of a branch's output RMS-normed in place (no weight: nothing) */
+static void post_norm(float *y, const Tensor *w, uint32_t T, uint64_t E, float eps) {
+    if (!w->data) return;
+    for (uint32_t t = 0; t < T; t++) rmsnorm(y + t * E, y + t * E, (const float *)w->data, E, eps);
+}
+
+/* g[i] = gelu(g[i]) * u[i] (GeGLU) as ggml computes it on the CPU: gelu's tanh form read
+ * from a table over f16 inputs (GGML_GELU_FP16), 0 below -10, the identity above 10. */
+static uint16_t gelu_f16[1 << 16];
+static bool gelu_ready;
+static void geglu(float *g, const float *u, uint64_t n) {
+    if (!gelu_ready) {
+        for (uint32_t i = 0; i < 1u << 16; i++) {
+            float x = rt_f16_to_f32((uint16_t)i);
+            float y = 0.5f * x * (1.0f + rt_tanhf(0.79788456080286535588f * x * (1.0f + 0.044715f * x * x)));
+            gelu_f16[i] = rt_f32_to_f16(y);
+        }
+        gelu_ready = true;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        float x = g[i];
+        float y = x <= -10.0f ? 0.0f : x >= 10.0f ? x : rt_f16_to_f32(gelu_f16[rt_f32_to_f16(x)]);
+        g[i] = y * u[i];
+    }
+}
+
 /* y_i = x W_i^T for n (<= 3) weights that read the same activations x (T
  * rows), as one threaded job. b->xq holds T rows (batch_reserve). */
 static void matmuls(Batch *b, uint32_t n, const Tensor *const *ws, float *const *ys, const float *x, uint64_t T) {
@@ -126,6 +152,11 @@ void attention_head(const Batch *b, uint32_t l, uint32_t r, uint32_t h, uint32_t
     float *scores = b->scores + (uint64_t)tid * b->scores_len;
     float scale = 1.0f / rt_sqrtf((float)D);
     uint32_t n = b->rows[r].pos + 1; /* positions this row sees */
+    if (s->m->layers[l].swa && n > c->n_swa) { /* a sliding-window layer sees the last n_swa of them */
+        kc += (uint64_t)(n - c->n_swa) * kvd;
+        vc += (uint64_t)(n - c->n_swa) * kvd;
+        n = c->n_swa;
+    }
     const float *q = b->q + (uint64_t)r * H * D + (uint64_t)h * D;
     float *out = b->att + (uint64_t)r * H * D + (uint64_t)h * D;
     uint64_t koff = (uint64_t)(h / G) * D;
@@ -164,7 +195,8 @@ void attention_head(const Batch *b, uint32_t l, uint32_t r, uint32_t h, uint32_t
 /* -------------------------------------------------------------- workspace */
 void batch_free(Batch *b) {
     if (!b) return;
-    void *ps[] = {b->rows, b->x, b->xb, b->q, b->k, b->v, b->att, b->hb, b->hb2, b->rope_cs, b->scores, b->xq, b->logits};
+    void *ps[] = {b->rows, b->x, b->xb, b->q, b->k, b->v, b->att, b->hb, b->hb2, b->rope_cs, b->rope_cs_swa, b->scores,
+                  b->xq, b->logits};
     for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) rt_free(ps[i]);
     rt_free(b);
 }
@@ -200,20 +232,23 @@ static Batch *batch_reserve(Model *m, uint32_t T, uint32_t max_ctx, uint32_t n_l
         /* all or nothing: a failed grow leaves a smaller, consistent workspace */
         Batch nb = *b;
         void **ps[] = {(void **)&nb.rows, (void **)&nb.x, (void **)&nb.xb, (void **)&nb.q, (void **)&nb.k, (void **)&nb.v,
-                       (void **)&nb.att, (void **)&nb.hb, (void **)&nb.hb2, (void **)&nb.rope_cs};
+                       (void **)&nb.att, (void **)&nb.hb, (void **)&nb.hb2, (void **)&nb.rope_cs, (void **)&nb.rope_cs_swa};
         uint64_t sz[] = {B * sizeof(BatchRow), B * E * 4, B * wide * 4, B * qd * 4, B * kvd * 4, B * kvd * 4,
-                         B * qd * 4, B * c->n_ff * 4, B * c->n_ff * 4, B * RT_MAX(c->rope_dim, 2u) * 4};
+                         B * qd * 4, B * c->n_ff * 4, B * c->n_ff * 4, B * RT_MAX(c->rope_dim, 2u) * 4,
+                         c->n_swa ? B * RT_MAX(c->rope_dim, 2u) * 4 : 0};
+        const size_t n_ps = c->n_swa ? sizeof ps / sizeof *ps : sizeof ps / sizeof *ps - 1;
+        nb.rope_cs_swa = NULL;
         bool ok = true;
-        for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) {
+        for (size_t i = 0; i < n_ps; i++) {
             *ps[i] = ok ? rt_malloc(sz[i]) : NULL;
             ok = ok && *ps[i];
         }
         if (!ok) {
-            for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) rt_free(*ps[i]);
+            for (size_t i = 0; i < n_ps; i++) rt_free(*ps[i]);
             oom("activations");
             return NULL;
         }
-        void *old[] = {b->rows, b->x, b->xb, b->q, b->k, b->v, b->att, b->hb, b->hb2, b->rope_cs};
+        void *old[] = {b->rows, b->x, b->xb, b->q, b->k, b->v, b->att, b->hb, b->hb2, b->rope_cs, b->rope_cs_swa};
         for (size_t i = 0; i < sizeof old / sizeof *old; i++) rt_free(old[i]);
         nb.cap = T;
         *b = nb;
@@ -261,12 +296,15 @@ static void forward(Model *m, Batch *b) {
     const BatchRow *rows = b->rows;
     for (uint32_t t = 0; t < T; t++)
         quant_dequant_row(m->tok_embd.type, m->tok_embd.data + (uint64_t)rows[t].id * m->tok_embd.row_bytes, b->x + t * E, E);
+    if (c->embd_scale != 0) /* gemma3 */
+        for (uint64_t i = 0; i < T * E; i++) b->x[i] *= c->embd_scale;
     /* RoPE angles once for every layer: one table per run of consecutive positions of a session */
     const float *freqs = m->rope_freqs.data ? (const float *)m->rope_freqs.data : NULL;
     for (uint32_t t = 0; t < T;) {
         uint32_t e = t + 1;
         while (e < T && rows[e].s == rows[t].s && rows[e].pos == rows[e - 1].pos + 1) e++;
         rope_table(m, rows[t].pos, e - t, freqs, b->rope_cs + (uint64_t)t * c->rope_dim);
+        if (b->rope_cs_swa) rope_table_layer(m, true, rows[t].pos, e - t, freqs, b->rope_cs_swa + (uint64_t)t * c->rope_dim);
         t = e;
     }
     for (uint32_t l = 0; l < c->n_layer; l++) {
@@ -289,11 +327,12 @@ static void forward(Model *m, Batch *b) {
                     rmsnorm(k, k, (const float *)L->k_norm.data, D, c->rms_eps);
                 }
             }
+        const float *cs = L->swa ? b->rope_cs_swa : b->rope_cs;
         for (uint32_t t = 0; t < T; t++) {
             const Session *s = rows[t].s;
             uint64_t at = ((uint64_t)l * s->n_ctx + rows[t].pos) * KVD;
-            rope(c, b->q + t * QD, c->n_head, b->rope_cs + (uint64_t)t * c->rope_dim);
-            rope(c, b->k + t * KVD, c->n_head_kv, b->rope_cs + (uint64_t)t * c->rope_dim);
+            rope(c, b->q + t * QD, c->n_head, cs + (uint64_t)t * c->rope_dim);
+            rope(c, b->k + t * KVD, c->n_head_kv, cs + (uint64_t)t * c->rope_dim);
             for (uint64_t i = 0; i < KVD; i++) {
                 s->k_cache[at + i] = rt_f32_to_f16(b->k[t * KVD + i]);
                 s->v_cache[at + i] = rt_f32_to_f16(b->v[t * KVD + i]);
@@ -301,13 +340,16 @@ static void forward(Model *m, Batch *b) {
         }
         threads_attention(b, l, T, c->n_head);
         matmul(b, &L->wo, b->att, T, b->xb);
+        post_norm(b->xb, &L->attn_post_norm, T, E, c->rms_eps);
         for (uint64_t i = 0; i < T * E; i++) b->x[i] += b->xb[i];
         for (uint32_t t = 0; t < T; t++) rmsnorm(b->xb + t * E, b->x + t * E, (const float *)L->ffn_norm.data, E, c->rms_eps);
         const Tensor *gate_up[] = {&L->w_gate, &L->w_up};
         float *gate_up_out[] = {b->hb, b->hb2};
         matmuls(b, 2, gate_up, gate_up_out, b->xb, T);
-        swiglu(b->hb, b->hb2, T * F);
+        if (c->ffn_gelu) geglu(b->hb, b->hb2, T * F);
+        else swiglu(b->hb, b->hb2, T * F);
         matmul(b, &L->w_down, b->hb, T, b->xb);
+        post_norm(b->xb, &L->ffn_post_norm, T, E, c->rms_eps);
         for (uint64_t i = 0; i < T * E; i++) b->x[i] += b->xb[i];
     }
     /* logits of the rows that want them, in one matmul (the output matrix read once) */

@@ -52,6 +52,7 @@ typedef struct Batch {
     uint32_t n, cap;                 /* rows of the current step; rows the buffers hold */
     BatchRow *rows;
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *rope_cs;
+    float *rope_cs_swa;              /* sliding-window layers' RoPE table (gemma3), else NULL */
     float *scores;                   /* scores_rows rows of scores_len: one per thread */
     uint64_t scores_len;
     uint32_t scores_rows;

@@ -227,11 +227,11 @@ static bool read_config(Model *m) {
     size_t al = m->arch.len;
     bool neox;
     if (rt_str_eq(a, al, "llama") || rt_str_eq(a, al, "mistral") || rt_str_eq(a, al, "granite-small")) neox = false;
-    else if (rt_str_eq(a, al, "qwen2") || rt_str_eq(a, al, "qwen3")) neox = true;
+    else if (rt_str_eq(a, al, "qwen2") || rt_str_eq(a, al, "qwen3") || rt_str_eq(a, al, "gemma3")) neox = true;
     else {
         rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported architecture '", NULL);
         rt_err_append_n(a, RT_MIN(al, 64));
-        rt_err_append("' (this core runs llama, mistral, qwen2 and qwen3)");
+        rt_err_append("' (this core runs llama, mistral, qwen2, qwen3 and gemma3)");
         return false;
     }
     if (gguf_tensor(g, "blk.0.ffn_gate_exps.weight") || gguf_tensor(g, "blk.0.ffn_gate_inp.weight")) {
@@ -265,6 +265,18 @@ static bool read_config(Model *m) {
     }
     c->rms_eps = 1e-5f;
     get_f32(m, "attention.layer_norm_rms_epsilon", &c->rms_eps);
+    c->embd_scale = 0, c->ffn_gelu = false, c->n_swa = 0, c->rope_base_swa = c->rope_base;
+    if (rt_str_eq(a, al, "gemma3")) { /* as llama.cpp's gemma3: sqrt(n_embd) embeddings, GeGLU, 5 of 6 layers local */
+        c->embd_scale = rt_sqrtf((float)c->n_embd);
+        c->ffn_gelu = true;
+        c->rope_base_swa = 10000.0f;
+        c->n_swa = 0;
+        if (!get_u32(m, "attention.sliding_window", &c->n_swa, true)) return false;
+        if (c->n_swa == 0) {
+            rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: gemma3.attention.sliding_window is 0", NULL);
+            return false;
+        }
+    }
     c->rope_base = 10000.0f;
     get_f32(m, "rope.freq_base", &c->rope_base);
     /* RoPE scaling: none, linear, or YaRN (llama.cpp's parameters and defaults) */
@@ -334,7 +346,8 @@ bool model_load(Model *m, bool vocab_only) {
         !bind(m, &m->rope_freqs, "rope_freqs.weight", c->rope_dim / 2, 0, false))
         return false;
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
-    const bool qk_norm = rt_str_eq((const char *)m->arch.ptr, m->arch.len, "qwen3"); /* its per-head norms */
+    const bool gemma3 = rt_str_eq((const char *)m->arch.ptr, m->arch.len, "gemma3");
+    const bool qk_norm = gemma3 || rt_str_eq((const char *)m->arch.ptr, m->arch.len, "qwen3"); /* per-head norms */
     m->layers = rt_calloc(c->n_layer, sizeof(Layer));
     if (!m->layers) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory", NULL); return false; }
     for (uint32_t l = 0; l < c->n_layer; l++) {
@@ -349,11 +362,14 @@ bool model_load(Model *m, bool vocab_only) {
             !blk_bind(m, &L->bv, l, "attn_v.bias", KVD, 0, false) ||
             !blk_bind(m, &L->q_norm, l, "attn_q_norm.weight", D, 0, qk_norm) ||
             !blk_bind(m, &L->k_norm, l, "attn_k_norm.weight", D, 0, qk_norm) ||
+            !blk_bind(m, &L->attn_post_norm, l, "post_attention_norm.weight", E, 0, gemma3) ||
+            !blk_bind(m, &L->ffn_post_norm, l, "post_ffw_norm.weight", E, 0, gemma3) ||
             !blk_bind(m, &L->ffn_norm, l, "ffn_norm.weight", E, 0, true) ||
             !blk_bind(m, &L->w_gate, l, "ffn_gate.weight", E, c->n_ff, true) ||
             !blk_bind(m, &L->w_up, l, "ffn_up.weight", E, c->n_ff, true) ||
             !blk_bind(m, &L->w_down, l, "ffn_down.weight", c->n_ff, E, true))
             return false;
+        L->swa = c->n_swa && l % 6 < 5; /* gemma3's pattern: every sixth layer is global */
     }
     return true;
 }
@@ -425,14 +441,27 @@ static float yarn_ramp(float low, float high, int i0) {
     return 1 - RT_MIN(1.0f, RT_MAX(0.0f, y));
 }
 
+static void rope_table_base(const Model *m, float base, float freq_scale, uint32_t pos0, uint32_t n,
+                            const float *freqs, float *out);
+
 void rope_table(const Model *m, uint32_t pos0, uint32_t n, const float *freqs, float *out) {
+    rope_table_base(m, m->cfg.rope_base, m->cfg.rope_freq_scale, pos0, n, freqs, out);
+}
+
+void rope_table_layer(const Model *m, bool swa, uint32_t pos0, uint32_t n, const float *freqs, float *out) {
+    if (swa) rope_table_base(m, m->cfg.rope_base_swa, 1.0f, pos0, n, freqs, out);
+    else rope_table(m, pos0, n, freqs, out);
+}
+
+static void rope_table_base(const Model *m, float base, float freq_scale, uint32_t pos0, uint32_t n,
+                            const float *freqs, float *out) {
     const ModelConfig *c = &m->cfg;
     uint32_t nd = c->rope_dim;
-    float theta_scale = rt_powf(c->rope_base, -2.0f / (float)nd);
+    float theta_scale = rt_powf(base, -2.0f / (float)nd);
     float corr0 = 0, corr1 = 0;
     if (c->yarn_ext_factor != 0) {
         const float two_pi = 6.28318530717958647692f;
-        float lb = 2 * rt_logf(c->rope_base);
+        float lb = 2 * rt_logf(base);
         corr0 = rt_floorf(nd * rt_logf((float)c->yarn_n_ctx_orig / (c->yarn_beta_fast * two_pi)) / lb);
         corr1 = __builtin_ceilf(nd * rt_logf((float)c->yarn_n_ctx_orig / (c->yarn_beta_slow * two_pi)) / lb);
         corr0 = RT_MAX(0.0f, corr0);
@@ -443,11 +472,11 @@ void rope_table(const Model *m, uint32_t pos0, uint32_t n, const float *freqs, f
         float *o = out + (uint64_t)p * nd;
         for (uint32_t i0 = 0; i0 < nd; i0 += 2) {
             float theta_extrap = theta_base / (freqs ? freqs[i0 / 2] : 1.0f);
-            float theta = c->rope_freq_scale * theta_extrap, mscale = c->yarn_attn_factor;
+            float theta = freq_scale * theta_extrap, mscale = c->yarn_attn_factor;
             if (c->yarn_ext_factor != 0) {
                 float mix = yarn_ramp(corr0, corr1, (int)i0) * c->yarn_ext_factor;
                 theta = theta * (1 - mix) + theta_extrap * mix;
-                mscale *= 1.0f + 0.1f * rt_logf(1.0f / c->rope_freq_scale);
+                mscale *= 1.0f + 0.1f * rt_logf(1.0f / freq_scale);
             }
             o[i0] = rt_cosf(theta) * mscale;
             o[i0 + 1] = rt_sinf(theta) * mscale;

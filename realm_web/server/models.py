@@ -32,6 +32,7 @@ class Models:
     def load(self) -> None:
         """Load every configured model (blocking; run off the event loop). Sets load_error on failure."""
         from ..default_model import default_model_path
+        from ..default_model import resolve as resolve_model
         cfg = self.config
         try:
             specs = list(cfg.models)
@@ -40,6 +41,7 @@ class Models:
                 specs = [(default_model_id(p), p)]
             by_file: dict[tuple, ModelWorker] = {}
             for mid, path in specs:
+                path = str(resolve_model(path))   # a built-in model's name (gemma3-270m, ...)
                 if mid in self.workers:
                     raise ValueError(f"model id {mid!r} is given twice")
                 st = os.stat(path)
