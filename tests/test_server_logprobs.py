@@ -140,3 +140,47 @@ def test_bad_values_are_400s_naming_the_field(client, endpoint, extra, param):
         else:
             client.completions.create(model="smol", prompt="Hi", max_tokens=2, **extra)
     assert e.value.body["param"] == param
+
+
+# ------------------------------------------------------------ constrained output (issue 14)
+def test_response_format_json_object_always_parses(client):
+    import json
+    for seed in (1, 2, 3):
+        r = client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "Describe a cat as JSON."}],
+                                           max_tokens=60, temperature=0.9, seed=seed,
+                                           response_format={"type": "json_object"})
+        c = r.choices[0]
+        if c.finish_reason == "stop":                  # complete: it parses, and is an object
+            assert isinstance(json.loads(c.message.content), dict)
+        else:                                          # cut by max_tokens: a prefix of an object
+            assert c.message.content.lstrip().startswith("{")
+
+
+def test_grammar_field_constrains_completions_and_streams(client):
+    g = 'root ::= ("yes" | "no") "."'
+    for seed in range(4):
+        r = client.completions.create(model="smol", prompt="Is water wet? Answer:", max_tokens=8, temperature=1.0,
+                                      seed=seed, extra_body={"grammar": g})
+        assert r.choices[0].text in ("yes.", "no.") and r.choices[0].finish_reason == "stop"
+    streamed = "".join(ch.choices[0].text for ch in client.completions.create(
+        model="smol", prompt="Is water wet? Answer:", max_tokens=8, temperature=0, stream=True,
+        extra_body={"grammar": g}) if ch.choices)
+    assert streamed in ("yes.", "no.")
+    # a pooled session that had a grammar runs free again for the next request
+    free = client.completions.create(model="smol", prompt="Is water wet? Answer:", max_tokens=8, temperature=0)
+    assert free.choices[0].text not in ("yes.", "no.")
+
+
+@pytest.mark.parametrize("extra,param,words", [
+    ({"grammar": "root ::= undefined-rule"}, "grammar", "undefined"),
+    ({"grammar": "root ::= (\"a\""}, "grammar", "line 1"),
+    ({"grammar": 5}, "grammar", "string"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+     "response_format.type", "json_schema"),
+    ({"response_format": {"type": "json_object"}, "grammar": "root ::= \"a\""}, "grammar", "either"),
+])
+def test_bad_grammars_are_400s(client, extra, param, words):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "Hi"}], max_tokens=4,
+                                       extra_body=extra)
+    assert e.value.body["param"] == param and words in e.value.body["message"]

@@ -78,6 +78,7 @@ class Job:
         # progress
         self.entry: _Entry | None = None
         self.gen: Generation | None = None   # a generate job's state machine, from admission on
+        self.grammar = None                  # its compiled grammar (CoreModel.grammar), if any
         self.t_first: float | None = None
         self.embed_ids: list[list[int]] = []
         self.embed_k = 0
@@ -416,6 +417,12 @@ class ModelWorker:
                     job.ids = chat_mod.prompt_ids(self.model, job.text) if job.chat else \
                         self.model.tokenize(job.text, add_special=True, parse_special=True)
                 self._check_ids(job.ids, job.param)
+                sp = job.sampling
+                if sp is not None and sp.grammar:
+                    try:   # compiled here (the scheduler thread), once per text: a bad grammar is the client's 400
+                        job.grammar = self.model.grammar(sp.grammar)
+                    except RealmError as e:
+                        raise bad_request(f"Invalid '{sp.grammar_param}': {e}", param=sp.grammar_param) from None
                 if len(job.ids) >= self.n_ctx:
                     raise APIError(400, f"This model's maximum context length is {self.n_ctx} tokens, but the prompt "
                                    f"has {len(job.ids)} tokens (at least one must be left to generate). Shorten "
@@ -469,6 +476,7 @@ class ModelWorker:
                     sp = job.sampling
                     s.set_sampler(sp.settings)
                     s.set_logprobs(sp.logprobs)   # (also turns them off on a pooled session)
+                    s.set_grammar(job.grammar)    # (None removes a pooled session's)
                     job.gen = Generation(self.vocab, job.ids, self.n_ctx, sp.options)
                     s.truncate(job.gen.reuse(entry.tokens))
                 else:

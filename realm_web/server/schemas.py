@@ -116,6 +116,8 @@ class Sampling:
     max_tokens_param: str = "max_tokens"
     n: int = 1                      # independent choices
     logprobs: int | None = None     # None: off; else the top this many besides the sampled token's
+    grammar: str | None = None      # GBNF every sampled token must follow (`grammar`, response_format)
+    grammar_param: str = "grammar"  # the field it came from, for errors
 
     @property
     def max_tokens(self) -> int | None:   # None: until end of generation or a full context
@@ -179,11 +181,12 @@ def _sampling(f: _Fields, default_max: int | None, max_key: str = "max_tokens") 
     elif stop is not None and not isinstance(stop, str):
         raise _bad_type("stop", "a string or an array of strings", stop)
     n = f.int("n", 1, lo=1, hi=MAX_CHOICES)
+    grammar = f.str("grammar")      # llama-server's field: GBNF text
     bias = f.b.get("logit_bias")
     if bias not in (None, {}):
         raise bad_request("'logit_bias' is not supported by this server.", param="logit_bias")
     settings, options = from_openai(f.b, max_key, default_max)
-    return Sampling(settings, options, key, n=n)
+    return Sampling(settings, options, key, n=n, grammar=grammar or None)
 
 
 def _stream_opts(f: _Fields) -> tuple[bool, bool]:
@@ -255,15 +258,26 @@ def parse_chat(body: dict) -> ChatRequest:
     if top is not None and not want_lp:
         raise bad_request("Invalid 'top_logprobs': it needs 'logprobs' set to true.", param="top_logprobs")
     rf = body.get("response_format")
+    json_object = False
     if rf is not None:
         if not isinstance(rf, dict):
             raise _bad_type("response_format", "an object", rf)
-        if rf.get("type") not in (None, "text"):
-            raise bad_request(f"Invalid 'response_format.type': only 'text' is supported, got {rf.get('type')!r}.",
+        if rf.get("type") == "json_schema":
+            raise bad_request("Invalid 'response_format.type': 'json_schema' is not supported yet (JSON Schema to "
+                              "grammar is not built); use 'json_object' or a GBNF 'grammar'.",
                               param="response_format.type")
+        if rf.get("type") not in (None, "text", "json_object"):
+            raise bad_request(f"Invalid 'response_format.type': expected 'text' or 'json_object', got "
+                              f"{rf.get('type')!r}.", param="response_format.type")
+        json_object = rf.get("type") == "json_object"
     stream, include = _stream_opts(f)
     sampling = _sampling(f, None, "max_completion_tokens")
     sampling.logprobs = (top or 0) if want_lp else None
+    if json_object:
+        if sampling.grammar:
+            raise bad_request("Give either 'grammar' or 'response_format' json_object, not both.", param="grammar")
+        from ..grammars import JSON
+        sampling.grammar, sampling.grammar_param = JSON, "response_format"
     return ChatRequest(model=model, messages=out, sampling=sampling,
                        stream=stream, include_usage=include, user=f.str("user"))
 
