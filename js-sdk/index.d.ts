@@ -91,6 +91,8 @@ export interface GenerateOptions {
    * Default off.
    */
   logprobs?: number | boolean | null;
+  /** GBNF grammar (llama.cpp's syntax) every sampled token must follow (CPU only). */
+  grammar?: string | null;
 }
 
 export interface GenerationStats {
@@ -171,6 +173,10 @@ export interface ChatCompletionRequest {
   logprobs?: boolean | null;
   /** 0..20 most likely tokens per position besides the sampled one; needs logprobs: true. */
   top_logprobs?: number | null;
+  /** {type: 'json_object'}: the reply is constrained to a JSON object (the core's JSON grammar); 'json_schema' is refused. */
+  response_format?: { type: 'text' | 'json_object' } | null;
+  /** llama-server's field: GBNF text every sampled token must follow. */
+  grammar?: string | null;
   signal?: AbortSignal;
   /** Override the model's template (tokenizer.chat_template). */
   chat_template?: string;

@@ -29,6 +29,14 @@ SAMPLING_DEFAULTS = {'openai': {'temperature': 1.0,
                'repeat_last_n': 64,
                'frequency_penalty': 0.0,
                'presence_penalty': 0.0}}
+GRAMMARS = {'json': 'root    ::= object\n'
+         'value   ::= object | array | string | number | ("true" | "false" | "null") ws\n'
+         'object  ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws\n'
+         'array   ::= "[" ws ( value ("," ws value)* )? "]" ws\n'
+         'string  ::= "\\"" ( [^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\bfnrt] | "u" [0-9a-fA-F]{4}) )* "\\"" '
+         'ws\n'
+         'number  ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws\n'
+         'ws      ::= | " " | "\\n" [ \\t]{0,20}\n'}
 GGML_TYPES = {0: {'name': 'F32', 'block': 1, 'bytes': 4, 'runs': True},
  1: {'name': 'F16', 'block': 1, 'bytes': 2, 'runs': True},
  2: {'name': 'Q4_0', 'block': 32, 'bytes': 18, 'runs': True},

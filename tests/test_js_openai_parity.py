@@ -49,6 +49,9 @@ LOGPROB_REQUESTS = [
     {"messages": MSGS, "temperature": 0.7, "seed": 21, "max_tokens": 10, "frequency_penalty": 1.0,
      "presence_penalty": 0.5, "logprobs": True, "top_logprobs": 20},
     {"messages": MSGS, "temperature": 1.1, "seed": 40, "max_tokens": 8, "n": 4},   # n without logprobs
+    # constrained output: the JSON grammar both take from core/abi.json, with n and logprobs
+    {"messages": [{"role": "user", "content": "A cat, as JSON."}], "temperature": 0.9, "seed": 8, "max_tokens": 40,
+     "n": 2, "response_format": {"type": "json_object"}, "logprobs": True, "top_logprobs": 2},
 ]
 BAD_REQUESTS = [
     {"messages": MSGS, "top_logprobs": 2},
@@ -58,6 +61,8 @@ BAD_REQUESTS = [
     {"messages": MSGS, "logprobs": 1},
     {"messages": MSGS, "n": 0},
     {"messages": MSGS, "n": 17},
+    {"messages": MSGS, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+    {"messages": MSGS, "response_format": {"type": "xml"}},
 ]
 LP_TOL = 1e-5
 
@@ -175,6 +180,12 @@ def test_js_n_choices_and_logprobs_equal_realm_serve(server, default_model_path)
                 assert g["logprobs"] is None and w["logprobs"] is None, what
         assert got["usage"]["prompt_tokens"] == py["usage"]["prompt_tokens"], req
         assert got["usage"]["completion_tokens"] == py["usage"]["completion_tokens"], req
+        if req.get("response_format", {}).get("type") == "json_object":   # every choice is JSON so far
+            for c in got["choices"]:
+                if c["finish_reason"] == "stop":
+                    assert isinstance(json.loads(c["content"]), dict), req
+                else:
+                    assert c["content"].lstrip().startswith("{"), req
         # choice 0 is what n = 1 gives; the others differ when sampled and equal it when greedy
         if n > 1:
             one = client.chat.completions.create(model="smol", **{**req, "n": 1}).choices[0].message.content

@@ -170,6 +170,7 @@ CONSTANTS = {r(d["constants"])}
 ERROR_KINDS = {r(d["error_kinds"])}
 ERR = {{v: k for k, v in ERROR_KINDS.items()}}
 SAMPLING_DEFAULTS = {r(d["sampling_defaults"])}
+GRAMMARS = {r({k: v for k, v in abi["grammars"].items() if k != "//"})}
 GGML_TYPES = {r(d["ggml_types"])}
 STRUCTS = {r(structs)}
 EXPORTS = {r(exports)}
@@ -221,6 +222,7 @@ export const CONSTANTS = Object.freeze({j(d["constants"])});
 {js_names}
 export const ERROR_KINDS = Object.freeze({j({str(k): v for k, v in d["error_kinds"].items()})});
 export const SAMPLING_DEFAULTS = Object.freeze({j(d["sampling_defaults"])});
+export const GRAMMARS = Object.freeze({j({k: v for k, v in abi["grammars"].items() if k != "//"})});
 export const GGML_TYPES = Object.freeze({j({str(k): v for k, v in d["ggml_types"].items()})});
 export const STRUCTS = Object.freeze({j(structs)});
 export const EXPORTS = Object.freeze({j(exports)});

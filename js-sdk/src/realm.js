@@ -27,6 +27,16 @@ function useLogprobs(session, n) {
   return true;
 }
 
+// A generation's `grammar` option (GBNF text) on its session; none clears a kept session's.
+function useGrammar(session, text) {
+  if (text == null) {
+    if (session.setGrammar) session.setGrammar(null);
+    return;
+  }
+  if (!session.setGrammar) throw new RealmError('grammars need the CPU core (device: \'cpu\'); the WebGPU backend has none');
+  session.setGrammar(text);
+}
+
 function baseName(name) {
   const s = String(name).split(/[?#]/)[0];
   return s.slice(s.lastIndexOf('/') + 1) || String(name);
@@ -185,6 +195,7 @@ export class Realm {
       const s = this.session;
       s.setSampler(samplerSettings(o, LLAMA_CPP_SAMPLING));
       const logprobs = useLogprobs(s, o.logprobs);
+      useGrammar(s, o.grammar);
       s.truncate(g.reuse(s.tokens()));
       for await (const ev of drive([{ g, session: s, logprobs }], { maxChunk: EVAL_BATCH, signal, check: () => this._checkOpen() })) {
         if (ev.done) { if (ev.error) throw ev.error; } else yield ev;
@@ -265,6 +276,7 @@ export class Realm {
             g = new Generation(this.model, ids, this.nCtx, { ...o, text, stats });
             session.setSampler(samplerSettings(o, LLAMA_CPP_SAMPLING));
             logprobs = useLogprobs(session, o.logprobs);
+            useGrammar(session, o.grammar);
             session.truncate(g.reuse(session.tokens()));
           } catch (e) {
             error = e;

@@ -5,7 +5,7 @@
 //   OPENAI_SAMPLING     chat.completions.create (as OpenAI and `realm serve`)
 
 import { RealmError } from './errors.js';
-import { SAMPLING_DEFAULTS, MAX_LOGPROBS, packStruct } from './abi.js';
+import { SAMPLING_DEFAULTS, MAX_LOGPROBS, GRAMMARS, packStruct } from './abi.js';
 
 /** llama.cpp's defaults (core/abi.json): the Realm's own API (generate, stream, generateTokens). */
 export const LLAMA_CPP_SAMPLING = SAMPLING_DEFAULTS.llama_cpp;
@@ -84,7 +84,28 @@ export function checkOpenAI(req = {}) {
   const top = intField(req, 'top_logprobs', 0, MAX_TOP_LOGPROBS);
   if (top !== undefined && !lp) throw badRequest("Invalid 'top_logprobs': it needs 'logprobs' set to true.", 'top_logprobs');
   intField(req, 'seed');
-  return { n: Number(n), logprobs: lp ? Number(top ?? 0) : null };
+  let grammar = req.grammar ?? null;   // llama-server's field: GBNF text
+  if (grammar != null && typeof grammar !== 'string') {
+    throw badRequest(`Invalid type for 'grammar': expected a string, but got ${typeName(grammar)} instead.`, 'grammar');
+  }
+  const rf = req.response_format;
+  if (rf != null) {
+    if (typeof rf !== 'object' || Array.isArray(rf)) {
+      throw badRequest(`Invalid type for 'response_format': expected an object, but got ${typeName(rf)} instead.`, 'response_format');
+    }
+    if (rf.type === 'json_schema') {
+      throw badRequest("Invalid 'response_format.type': 'json_schema' is not supported yet (JSON Schema to grammar is " +
+        "not built); use 'json_object' or a GBNF 'grammar'.", 'response_format.type');
+    }
+    if (rf.type != null && rf.type !== 'text' && rf.type !== 'json_object') {
+      throw badRequest(`Invalid 'response_format.type': expected 'text' or 'json_object', got '${rf.type}'.`, 'response_format.type');
+    }
+    if (rf.type === 'json_object') {
+      if (grammar) throw badRequest("Give either 'grammar' or 'response_format' json_object, not both.", 'grammar');
+      grammar = GRAMMARS.json;
+    }
+  }
+  return { n: Number(n), logprobs: lp ? Number(top ?? 0) : null, grammar: grammar || null };
 }
 
 /**
@@ -97,7 +118,7 @@ export function checkOpenAI(req = {}) {
  * (choiceOptions).
  */
 export function fromOpenAI(req = {}) {
-  const { logprobs } = checkOpenAI(req);
+  const { logprobs, grammar } = checkOpenAI(req);
   const o = {};
   for (const k of Object.keys(OPENAI_SAMPLING)) o[k] = req[k] ?? OPENAI_SAMPLING[k];
   if (req.seed != null) o.seed = req.seed;
@@ -105,6 +126,7 @@ export function fromOpenAI(req = {}) {
   if (req.stop != null) o.stop = req.stop;
   if (req.signal != null) o.signal = req.signal;
   if (logprobs != null) o.logprobs = logprobs;
+  if (grammar != null) o.grammar = grammar;
   return o;
 }
 

@@ -110,6 +110,34 @@ export class Session {
   }
 
   /**
+   * Constrain every later sample to a GBNF grammar (llama.cpp's syntax; the core's
+   * realm_grammar_new + realm_session_set_grammar: tokens the grammar refuses are masked
+   * before sampling, end-of-generation only where it is complete), from its start; null
+   * removes it. A bad grammar throws a RealmError naming its line and column.
+   */
+  setGrammar(text, root = 'root') {
+    this._check();
+    const c = this.core;
+    if (text == null) {
+      if (!c.call('realm_session_set_grammar', this.handle, 0)) throw c.error();
+      return;
+    }
+    if (typeof text !== 'string') throw new RealmError(`grammar: expected GBNF text (a string), got ${typeof text}`);
+    const [tp, tl] = c.allocString(text);
+    const [rp] = c.allocString(String(root));
+    let g = 0;
+    try {
+      g = c.call('realm_grammar_new', this.model.handle, tp, tl, rp);
+      if (!g) throw c.error();
+      if (!c.call('realm_session_set_grammar', this.handle, g)) throw c.error();
+    } finally {
+      if (g) c.call('realm_grammar_free', g); // the session keeps its own copy
+      c.free(tp);
+      c.free(rp);
+    }
+  }
+
+  /**
    * The last sample's log-probabilities (natural log) as [[id, logprob], ...]: the sampled
    * token first, then the most likely tokens, most likely first; [] when logprobs are off.
    */

@@ -11,6 +11,7 @@ import { StopFilter } from '../src/stops.js';
 import { Generation, advance, chatPromptIds, newStats, plainStats, STATS_FIELDS } from '../src/generation.js';
 import { LLAMA_CPP_SAMPLING, OPENAI_SAMPLING, SAMPLER_DEFAULTS, fromOpenAI, samplerSettings, checkOpenAI, choiceOptions } from '../src/sampling.js';
 import { RealmError, ContextOverflowError } from '../src/errors.js';
+import { GRAMMARS } from '../src/abi.js';
 
 const STOP_CASES = JSON.parse(fs.readFileSync(path.join(REPO, 'tests', 'stop_cases.json'), 'utf8')).cases;
 
@@ -182,9 +183,11 @@ test('fromOpenAI maps a request onto generation options', () => {
 });
 
 test('checkOpenAI refuses bad n, logprobs and top_logprobs with realm serve\'s messages', () => {
-  assert.deepEqual(checkOpenAI({}), { n: 1, logprobs: null });
-  assert.deepEqual(checkOpenAI({ n: 16, logprobs: true, top_logprobs: 20 }), { n: 16, logprobs: 20 });
-  assert.deepEqual(checkOpenAI({ logprobs: false, top_logprobs: null }), { n: 1, logprobs: null });
+  assert.deepEqual(checkOpenAI({}), { n: 1, logprobs: null, grammar: null });
+  assert.deepEqual(checkOpenAI({ n: 16, logprobs: true, top_logprobs: 20 }), { n: 16, logprobs: 20, grammar: null });
+  assert.deepEqual(checkOpenAI({ response_format: { type: 'json_object' } }), { n: 1, logprobs: null, grammar: GRAMMARS.json });
+  assert.deepEqual(checkOpenAI({ grammar: 'root ::= "a"' }).grammar, 'root ::= "a"');
+  assert.deepEqual(checkOpenAI({ logprobs: false, top_logprobs: null }), { n: 1, logprobs: null, grammar: null });
   const bad = [
     [{ top_logprobs: 2 }, 'top_logprobs', "Invalid 'top_logprobs': it needs 'logprobs' set to true."],
     [{ logprobs: false, top_logprobs: 0 }, 'top_logprobs', "Invalid 'top_logprobs': it needs 'logprobs' set to true."],
@@ -196,6 +199,9 @@ test('checkOpenAI refuses bad n, logprobs and top_logprobs with realm serve\'s m
     [{ n: 17 }, 'n', "Invalid 'n': 17 is greater than the maximum of 16."],
     [{ n: '2' }, 'n', "Invalid type for 'n': expected an integer, but got a string instead."],
     [{ seed: 1.5 }, 'seed', "Invalid type for 'seed': expected an integer, but got a number instead."],
+    [{ grammar: 5 }, 'grammar', "Invalid type for 'grammar': expected a string, but got an integer instead."],
+    [{ response_format: { type: 'json_object' }, grammar: 'root ::= "a"' }, 'grammar',
+      "Give either 'grammar' or 'response_format' json_object, not both."],
   ];
   for (const [req, param, message] of bad) {
     assert.throws(() => checkOpenAI(req), (e) => e instanceof RealmError && e.param === param && e.message === message, JSON.stringify(req));
