@@ -1,4 +1,4 @@
-/* model.h: a LLaMA-family model (llama, mistral, qwen2 and their kin) and its
+/* model.h: a LLaMA-family model (llama, mistral, qwen2, qwen3, gemma3 and their kin) and its
  * sessions. One Model holds one copy of the weights; every Session holds its
  * own KV cache, token history, sampler state and scratch, and nothing else. */
 #ifndef REALM_MODEL_H
