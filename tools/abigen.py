@@ -140,6 +140,7 @@ def _data(abi: dict) -> dict:
         "constants": {c["name"]: c["value"] for c in abi["constants"]},
         "error_kinds": {k["code"]: k["name"] for k in abi["error_kinds"]},
         "sampling_defaults": {k: v for k, v in abi["sampling_defaults"].items() if not k.startswith("//")},
+        "grammars": {k: v for k, v in abi["grammars"].items() if not k.startswith("//")},
         "structs": {s["name"]: s for s in map(struct_layout, abi["structs"])},
         "ggml_types": {t["id"]: {"name": t["name"], "block": t["block"], "bytes": t["bytes"], "runs": t["runs"]}
                        for t in abi["ggml_types"]["types"]},
@@ -170,7 +171,7 @@ CONSTANTS = {r(d["constants"])}
 ERROR_KINDS = {r(d["error_kinds"])}
 ERR = {{v: k for k, v in ERROR_KINDS.items()}}
 SAMPLING_DEFAULTS = {r(d["sampling_defaults"])}
-GRAMMARS = {r({k: v for k, v in abi["grammars"].items() if k != "//"})}
+GRAMMARS = {r(d["grammars"])}
 GGML_TYPES = {r(d["ggml_types"])}
 STRUCTS = {r(structs)}
 EXPORTS = {r(exports)}
@@ -222,7 +223,7 @@ export const CONSTANTS = Object.freeze({j(d["constants"])});
 {js_names}
 export const ERROR_KINDS = Object.freeze({j({str(k): v for k, v in d["error_kinds"].items()})});
 export const SAMPLING_DEFAULTS = Object.freeze({j(d["sampling_defaults"])});
-export const GRAMMARS = Object.freeze({j({k: v for k, v in abi["grammars"].items() if k != "//"})});
+export const GRAMMARS = Object.freeze({j(d["grammars"])});
 export const GGML_TYPES = Object.freeze({j({str(k): v for k, v in d["ggml_types"].items()})});
 export const STRUCTS = Object.freeze({j(structs)});
 export const EXPORTS = Object.freeze({j(exports)});
