@@ -11,7 +11,7 @@ from .. import __version__
 from .auth import Auth, reserve
 from .context import Ctx
 from .errors import bad_request, unavailable
-from .logprobs import CompletionLogprobs, chat_content, merge_completion
+from .logprobs import CompletionLogprobs, chat_content
 from .scheduler import Job, ModelWorker
 from .schemas import PARSERS, ChatRequest
 
@@ -133,10 +133,7 @@ class Completion:
         choices = []
         for i in range(len(self.jobs)):
             text = "".join(texts[i])
-            lp = None
-            if self.logprobs:
-                lp = {"content": chat_content(entries[i]), "refusal": None} if self.chat else \
-                    merge_completion([self._lp[i].part(entries[i])])
+            lp = self._logprobs(i, entries[i])   # (None without logprobs)
             if self.chat:
                 choices.append({"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
                                 "logprobs": lp, "finish_reason": self.finishes[i]})

@@ -36,11 +36,3 @@ class CompletionLogprobs:
             out["text_offset"].append(self.offset)
             self.offset += len(t)
         return out
-
-
-def merge_completion(parts: list[dict]) -> dict:
-    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-    for p in parts:
-        for k in out:
-            out[k] += p[k]
-    return out
