@@ -8,7 +8,7 @@ never waits behind someone's long prompt, and prompts fill what is left, a
 chunk each. Within each kind the order interleaves tenants (one row of every
 tenant before a second row of any), so a tenant with many streams cannot
 starve one with few when the budget is short; the caller rotates served jobs
-to the back of its queue, so those left out go first next step.
+to the back of its queue (served_last), so those left out go first next step.
 
 plan_step is a pure function over Want tuples; step_rows runs one planned step
 of realm_web.generation state machines in one core call.
@@ -69,6 +69,13 @@ def plan_step(wants: Iterable[Want], budget: int, chunk: int) -> list[tuple[obje
         rows.append((w.job, n))
         left -= n
     return rows
+
+
+def served_last(items: Sequence[J], served: Iterable[J], key: Callable[[J], Hashable] = id) -> list[J]:
+    """items with those served this step moved to the end, each group in its order: a stream
+    left out of a step (more streams than the budget) goes first in the next."""
+    done = {key(x) for x in served}
+    return [x for x in items if key(x) not in done] + [x for x in items if key(x) in done]
 
 
 def step_rows(model, rows: Sequence[tuple[Generation, object, int]]) -> list[str]:

@@ -8,14 +8,13 @@
 """
 from __future__ import annotations
 
-import collections
 from typing import Iterator, Sequence
 
 from . import chat as chat_mod
 from . import store
 from .core_model import CoreModel, Session
 from .default_model import default_model_path
-from .batching import Want, plan_step, step_rows
+from .batching import Want, plan_step, served_last, step_rows
 from .errors import ContextOverflowError, RealmError
 from .generation import DECODE, Generation, GenerationStats, Vocab, advance
 from .limits import DEFAULT_CTX, default_ctx  # noqa: F401  (DEFAULT_CTX: re-exported)
@@ -248,18 +247,17 @@ class Realm:
                     session.set_grammar(grammar)
             self.last_batch_stats = [g.stats for g, _ in items]
             budget = self.model.batch_max_tokens()
-            order = collections.deque(range(len(items)))
+            order = list(range(len(items)))
             while order:
                 wants = [Want(i, 0, items[i][0].phase == DECODE, len(items[i][0].ids) - items[i][0].pos)
                          for i in order]
                 rows = plan_step(wants, budget, budget)
                 texts = step_rows(self.model, [(items[i][0], items[i][1], n) for i, n in rows])
-                served = {i for i, _ in rows}
-                order = collections.deque([i for i in order if i not in served] + [i for i, _ in rows])
+                order = served_last(order, [i for i, _ in rows], key=int)
                 for (i, _), text in zip(rows, texts):
                     if text:
                         yield i, text
-                order = collections.deque(i for i in order if not items[i][0].done)
+                order = [i for i in order if not items[i][0].done]
         finally:
             for g, s in items:
                 g.close()

@@ -46,6 +46,13 @@ def test_plan_a_tenant_with_many_streams_does_not_starve_another():
     assert [j for j, _ in plan_step(prompts, budget=64, chunk=32)] == ["a0", "b0"]
 
 
+def test_served_last_rotates_who_was_left_out_to_the_front():
+    from realm_web.batching import served_last
+    jobs = ["a", "b", "c", "d"]
+    assert served_last(jobs, ["b", "d"], key=str) == ["a", "c", "b", "d"]
+    assert served_last(jobs, [], key=str) == jobs and served_last(jobs, jobs, key=str) == jobs
+
+
 # ------------------------------------------------------------------ server
 @pytest.fixture(scope="module")
 def keys_file(tmp_path_factory):

@@ -38,7 +38,7 @@ from .. import chat as chat_mod
 from .. import store
 from ..core_model import CoreModel, Session
 from ..errors import RealmError
-from ..batching import Want, plan_step, step_rows
+from ..batching import Want, plan_step, served_last, step_rows
 from ..generation import DECODE, Generation, Vocab, advance, common_prefix
 from ..speculative import make_speculator
 from ..limits import EVAL_BATCH, default_ctx
@@ -325,9 +325,7 @@ class ModelWorker:
                 decode = gen.phase == DECODE
                 wants.append(Want(job, job.tenant, decode, 0 if decode else len(gen.ids) - gen.pos))
         rows = plan_step(wants, self.batch_tokens, self.chunk) if wants else []
-        served = {id(j) for j, _ in rows} | {id(j) for j in solo}
-        # those left out of this step (a budget shorter than the streams) go first next step
-        self._rr = collections.deque([j for j in live if id(j) not in served] + [j for j in live if id(j) in served])
+        self._rr = collections.deque(served_last(live, [j for j, _ in rows] + solo))
         if rows:
             self._batch(rows)
         for job in solo:
