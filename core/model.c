@@ -265,12 +265,11 @@ static bool read_config(Model *m) {
     }
     c->rms_eps = 1e-5f;
     get_f32(m, "attention.layer_norm_rms_epsilon", &c->rms_eps);
-    c->embd_scale = 0, c->ffn_gelu = false, c->n_swa = 0, c->rope_base_swa = c->rope_base;
+    c->embd_scale = 0, c->ffn_gelu = false, c->n_swa = 0, c->rope_base_swa = 0; /* (read only where n_swa) */
     if (rt_str_eq(a, al, "gemma3")) { /* as llama.cpp's gemma3: sqrt(n_embd) embeddings, GeGLU, 5 of 6 layers local */
         c->embd_scale = rt_sqrtf((float)c->n_embd);
         c->ffn_gelu = true;
         c->rope_base_swa = 10000.0f;
-        c->n_swa = 0;
         if (!get_u32(m, "attention.sliding_window", &c->n_swa, true)) return false;
         if (c->n_swa == 0) {
             rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: gemma3.attention.sliding_window is 0", NULL);
