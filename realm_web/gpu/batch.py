@@ -98,12 +98,7 @@ class GpuBatch:
         return ops
 
     def staging(self, nbytes: int):
-        if self._staging is None or self._staging.size < nbytes:
-            if self._staging is not None:
-                self._staging.destroy()
-            U = B.usage()
-            self._staging = self.dev.device.create_buffer(label="batch readback", size=max(256, (nbytes + 255) & ~255),
-                                                          usage=U.MAP_READ | U.COPY_DST)
+        self._staging = B.readback(self.dev, self._staging, nbytes, "batch readback")
         return self._staging
 
 

@@ -35,6 +35,17 @@ def uniform(dev, words, label: str = ""):
     return buf
 
 
+def readback(dev, buf, nbytes: int, label: str = "readback"):
+    """A mappable buffer of at least nbytes for copies back to the host: `buf` when it is big
+    enough, else a new one (256-byte multiple) and `buf` destroyed. Keep the result."""
+    if buf is not None and buf.size >= nbytes:
+        return buf
+    if buf is not None:
+        buf.destroy()
+    U = usage()
+    return dev.device.create_buffer(label=label, size=max(256, (nbytes + 255) & ~255), usage=U.MAP_READ | U.COPY_DST)
+
+
 def read(dev, buf, dtype=np.float32, count: int | None = None, offset: int = 0) -> np.ndarray:
     """Copy a buffer (or a part) back to the host."""
     dt = np.dtype(dtype)

@@ -140,12 +140,7 @@ class GpuSession:
             self._rope_filled = p0 + n
 
     def _staging(self, nbytes: int):
-        if self._readback is None or self._readback.size < nbytes:
-            if self._readback is not None:
-                self._readback.destroy()
-            U = B.usage()
-            self._readback = self.dev.device.create_buffer(label="readback", size=max(256, (nbytes + 255) & ~255),
-                                                           usage=U.MAP_READ | U.COPY_DST)
+        self._readback = B.readback(self.dev, self._readback, nbytes)
         return self._readback
 
     def _write_step(self, which: int, words) -> None:
