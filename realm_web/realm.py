@@ -120,6 +120,16 @@ class Realm:
         return self.model.detokenize(ids, special=special).decode("utf-8", "replace")
 
     # ------------------------------------------------------------ generation
+    def _prompt_ids(self, prompt: str | Sequence[int], add_special: bool, name: str = "the prompt") -> list[int]:
+        """A prompt's ids (text is tokenized), refused when empty or with no room left to generate."""
+        ids = list(prompt) if not isinstance(prompt, str) else self.tokenize(prompt, add_special, parse_special=True)
+        if len(ids) == 0:
+            raise RealmError(f"{name} is empty (no tokens)")
+        if len(ids) >= self.n_ctx:
+            raise ContextOverflowError(
+                f"{name} has {len(ids)} tokens; the context holds {self.n_ctx} (leave room to generate)")
+        return ids
+
     def _start(self, prompt: str | Sequence[int], max_tokens: int | None, stop, ignore_eos: bool, add_special: bool,
                text: bool, seed: int | None = None, logprobs: int | None = None, grammar=None,
                **sampling) -> Generation:
@@ -131,12 +141,7 @@ class Realm:
             raise RealmError("logprobs are recorded by the CPU core's sampler (device='cpu')")
         if grammar is not None and self.device != "cpu":
             raise RealmError("grammars run on the CPU core (device='cpu'); the GPU sampler has no grammar yet")
-        ids = list(prompt) if not isinstance(prompt, str) else self.tokenize(prompt, add_special, parse_special=True)
-        if len(ids) == 0:
-            raise RealmError("the prompt is empty (no tokens)")
-        if len(ids) >= self.n_ctx:
-            raise ContextOverflowError(
-                f"the prompt has {len(ids)} tokens; the context holds {self.n_ctx} (leave room to generate)")
+        ids = self._prompt_ids(prompt, add_special)
         gen = Generation(self._vocab, ids, self.n_ctx, GenerationOptions(max_tokens, stop_list(stop), ignore_eos),
                          text=text)
         self.last_stats = gen.stats
@@ -229,14 +234,7 @@ class Realm:
                 prompt = sp.pop("prompt", None)
                 if prompt is None:
                     raise RealmError(f"batch prompt {i} has no 'prompt'")
-                ids = list(prompt) if not isinstance(prompt, str) else \
-                    self.tokenize(prompt, sp.pop("add_special"), parse_special=True)
-                sp.pop("add_special", None)
-                if not ids:
-                    raise RealmError(f"batch prompt {i} is empty (no tokens)")
-                if len(ids) >= self.n_ctx:
-                    raise ContextOverflowError(f"batch prompt {i} has {len(ids)} tokens; the context holds "
-                                               f"{self.n_ctx} (leave room to generate)")
+                ids = self._prompt_ids(prompt, sp.pop("add_special"), f"batch prompt {i}")
                 opts = GenerationOptions(sp.pop("max_tokens"), stop_list(sp.pop("stop")), sp.pop("ignore_eos"))
                 grammar = sp.pop("grammar", None)
                 settings = SamplerSettings.of(_D, **sp)
