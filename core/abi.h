@@ -262,6 +262,7 @@ REALM_EXPORT void realm_grammar_free(Grammar *g);
 REALM_EXPORT uint32_t realm_session_set_grammar(Session *s, const Grammar *g);
 REALM_EXPORT int64_t realm_session_grammar_mask(Session *s, uint32_t *bits, uint32_t words);
 REALM_EXPORT uint32_t realm_session_grammar_accept(Session *s, int32_t id);
+REALM_EXPORT char *realm_json_schema_gbnf(const uint8_t *json, uint64_t len, const char *prefix, uint64_t *out_len);
 REALM_EXPORT int32_t realm_session_grammar_state(Session *s);
 /* A standalone sampler */
 REALM_EXPORT Sampler *realm_sampler_new(const SamplerParams *p);

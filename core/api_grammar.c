@@ -4,6 +4,7 @@
 #include "api.h"
 #include "model.h"
 #include "grammar.h"
+#include "json_schema.h"
 
 EXPORT Grammar *realm_grammar_new(Model *m, const uint8_t *text, uint64_t len, const char *root) {
     rt_err_clear();
@@ -72,4 +73,10 @@ int32_t session_sample(Session *s, float *row, uint32_t n_hist) {
     int32_t t = sampler_sample(&s->sampler, row, V, s->tokens, n_hist);
     if (t >= 0 && s->grammar && !gstate_accept(s->grammar, t)) return -1;
     return t;
+}
+
+EXPORT char *realm_json_schema_gbnf(const uint8_t *json, uint64_t len, const char *prefix, uint64_t *out_len) {
+    rt_err_clear();
+    if (!out_len || (len && !json)) { rt_err("realm_json_schema_gbnf: null json or out_len", NULL); return NULL; }
+    return json_schema_to_gbnf(json, len, prefix, out_len);
 }

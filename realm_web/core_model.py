@@ -313,6 +313,31 @@ class CoreModel:
             cache.pop(next(iter(cache))).close()
         return g
 
+    def json_schema_gbnf(self, schema, prefix: str = "") -> str:
+        """GBNF for a JSON Schema (a dict, or its JSON text), converted by the core
+        (realm_json_schema_gbnf; llama.cpp's json-schema-to-grammar semantics). Rule names
+        start with prefix, the start rule is prefix + "root". Raises RealmError naming the
+        schema path and the problem."""
+        import json
+        data = schema if isinstance(schema, (bytes, bytearray)) else \
+            (schema if isinstance(schema, str) else json.dumps(schema)).encode("utf-8")
+        pb = prefix.encode("utf-8") + b"\0"
+        c = self.core
+        with c.lock:
+            p = c.alloc(len(data) + len(pb) + 8)
+            try:
+                c.write(p, bytes(data) + pb)
+                lp = p + len(data) + len(pb)
+                out = c.call("realm_json_schema_gbnf", p, len(data), p + len(data), lp)
+                if not out:
+                    raise core_error(c)
+                n = struct.unpack("<Q", c.read_bytes(lp, 8))[0]
+                text = c.read_bytes(out, n).decode("utf-8")
+                c.free(out)
+            finally:
+                c.free(p)
+        return text
+
     # --------------------------------------------------------------- batches
     BATCH_ALL_LOGITS, BATCH_NO_LOGITS = 1, 2  # realm_batch_eval's flags (core/batch.h)
 
