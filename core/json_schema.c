@@ -767,7 +767,7 @@ static void number_body(Conv *C, const JsonVal *S, Buf *o, bool integer) {
     int64_t lo, hi;
     if (!int_bounds(C, S, &hl, &lo, &hh, &hi)) return;
     if (!hl && !hh) { prim(C, o, integer ? P_INTEGER : P_NUMBER); return; }
-    if (hl && hh && lo > hi) { cerr(C, integer ? "the bounds leave no integer" : "the bounds leave no whole number (bounded numbers are written as whole numbers, plus fractions below the upper bound)", NULL, NULL); return; }
+    if (hl && hh && lo > hi) { cerr(C, integer ? "the bounds leave no integer (minimum above maximum)" : "the bounds leave no whole number (bounded numbers are written as whole numbers, plus fractions below the upper bound)", NULL, NULL); return; }
     puts_(C, o, "(");
     if (integer) int_range(C, o, hl, lo, hh, hi);
     else {

@@ -17,6 +17,7 @@ from .default_model import default_model_path
 from .batching import Want, plan_step, served_last, step_rows
 from .errors import ContextOverflowError, RealmError
 from .generation import DECODE, Generation, GenerationStats, Vocab, advance
+from .grammars import response_format_grammar
 from .limits import DEFAULT_CTX, default_ctx  # noqa: F401  (DEFAULT_CTX: re-exported)
 from .sampling import LLAMA_CPP, GenerationOptions, SamplerSettings, stop_list
 from .speculative import make_speculator
@@ -132,13 +133,18 @@ class Realm:
 
     def _start(self, prompt: str | Sequence[int], max_tokens: int | None, stop, ignore_eos: bool, add_special: bool,
                text: bool, seed: int | None = None, logprobs: int | None = None, grammar=None,
-               **sampling) -> Generation:
+               response_format=None, **sampling) -> Generation:
         """A Generation of `prompt` on this session, its sampler (and grammar) set and its cached
         prefix kept."""
         if self._closed:
             raise RealmError("session is closed (this Realm was closed)")
         if logprobs is not None and self.device != "cpu":
             raise RealmError("logprobs are recorded by the CPU core's sampler (device='cpu')")
+        if response_format is not None:
+            rf_grammar = response_format_grammar(self.model, response_format)
+            if rf_grammar is not None and grammar is not None:
+                raise RealmError("give either grammar or a JSON response_format, not both")
+            grammar = rf_grammar if rf_grammar is not None else grammar
         if grammar is not None and self.device != "cpu":
             raise RealmError("grammars run on the CPU core (device='cpu'); the GPU sampler has no grammar yet")
         ids = self._prompt_ids(prompt, add_special)
@@ -174,13 +180,15 @@ class Realm:
                         repeat_last_n: int = _D["repeat_last_n"], frequency_penalty: float = _D["frequency_penalty"],
                         presence_penalty: float = _D["presence_penalty"], seed: int | None = None,
                         add_special: bool = True, ignore_eos: bool = False,
-                        logprobs: int | None = None, grammar=None) -> Iterator[int]:
+                        logprobs: int | None = None, grammar=None, response_format=None) -> Iterator[int]:
         """Yield generated token ids; stats land in self.last_stats. logprobs: None, or k (0..20):
         last_stats.logprobs gets each token's (id, logprob, the k most likely [(id, logprob)]), the
         log-softmax of the logits the sampler starts from (after penalties, temperature 1).
-        grammar: GBNF text (llama.cpp's syntax) every sampled token must follow, or None."""
+        grammar: GBNF text (llama.cpp's syntax) every sampled token must follow, or None.
+        response_format: OpenAI's ({"type": "json_object"} or {"type": "json_schema", "json_schema":
+        {"name", "schema", "strict"}}): the output then always parses (and validates)."""
         gen = self._start(prompt, max_tokens, None, ignore_eos, add_special, text=False, seed=seed,
-                          logprobs=logprobs, grammar=grammar,
+                          logprobs=logprobs, grammar=grammar, response_format=response_format,
                           temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                           repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n,
                           frequency_penalty=frequency_penalty, presence_penalty=presence_penalty)
@@ -237,6 +245,9 @@ class Realm:
                 ids = self._prompt_ids(prompt, sp.pop("add_special"), f"batch prompt {i}")
                 opts = GenerationOptions(sp.pop("max_tokens"), stop_list(sp.pop("stop")), sp.pop("ignore_eos"))
                 grammar = sp.pop("grammar", None)
+                rf = sp.pop("response_format", None)
+                if rf is not None:
+                    grammar = response_format_grammar(self.model, rf) or grammar
                 settings = SamplerSettings.of(_D, **sp)
                 session = Session(self.model, self.n_ctx)
                 items.append((Generation(self._vocab, ids, self.n_ctx, opts), session))

@@ -245,6 +245,17 @@ def llama_greedy(path, prompt_ids: Sequence[int], n_tokens: int, n_ctx: int | No
     return out
 
 
+def llama_grammar_allowed(llama_cpp, smpl, n_vocab: int) -> list[int]:
+    """The token ids llama.cpp's grammar sampler `smpl` (llama_sampler_init_grammar) allows now, ascending."""
+    arr = (llama_cpp.llama_token_data * n_vocab)()
+    for i in range(n_vocab):
+        arr[i].id, arr[i].logit, arr[i].p = i, 0.0, 0.0
+    cur = llama_cpp.llama_token_data_array(data=arr, size=n_vocab, selected=-1, sorted=False)
+    llama_cpp.llama_sampler_apply(smpl, ctypes.byref(cur))
+    logits = np.frombuffer(arr, dtype=np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
+    return sorted(int(t) for t in logits["id"][np.isfinite(logits["logit"])])
+
+
 def llama_cpp_available() -> bool:
     try:
         _llama_cpp()
@@ -254,4 +265,4 @@ def llama_cpp_available() -> bool:
 
 
 __all__ = ["llama_tokenize", "llama_token_piece", "llama_detokenize", "llama_n_vocab", "llama_logits", "llama_greedy",
-           "llama_close", "llama_cpp_available", "close_all"]
+           "llama_close", "llama_cpp_available", "close_all", "llama_grammar_allowed"]

@@ -15,6 +15,7 @@ import pytest
 
 from realm_web import Realm
 from realm_web.errors import RealmError
+from reference import llama_grammar_allowed
 
 YESNO = 'root ::= "yes" | "no"'
 ARITH = r'''
@@ -188,17 +189,6 @@ def test_fixed_choice_ends(realm):
 
 
 # --------------------------------------------------- llama.cpp's own sampler
-def _llama_allowed(llama_cpp, smpl, n_vocab):
-    import numpy as np
-    arr = (llama_cpp.llama_token_data * n_vocab)()
-    for i in range(n_vocab):
-        arr[i].id, arr[i].logit, arr[i].p = i, 0.0, 0.0
-    cur = llama_cpp.llama_token_data_array(data=arr, size=n_vocab, selected=-1, sorted=False)
-    llama_cpp.llama_sampler_apply(smpl, llama_cpp.ctypes.byref(cur))
-    logits = np.frombuffer(arr, dtype=np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
-    return sorted(int(t) for t in logits["id"][np.isfinite(logits["logit"])])
-
-
 @pytest.mark.needs_llama_cpp
 @pytest.mark.parametrize("name,text", [
     ("json", '{"name": "Tom", "age": 3, "tags": ["cat", "\\u00e9t\\u00e9"], "ok": true}'),
@@ -221,7 +211,7 @@ def test_allowed_tokens_equal_llama_cpp(realm, default_model_path, llama_ref, na
         n_vocab = realm.info.n_vocab
         for t in ids + [None]:
             ours = realm.session.grammar_allowed()
-            theirs = _llama_allowed(llama_cpp, smpl, n_vocab)
+            theirs = llama_grammar_allowed(llama_cpp, smpl, n_vocab)
             assert ours == theirs, (name, t, len(ours), len(theirs), sorted(set(ours) ^ set(theirs))[:10])
             if t is None:
                 break

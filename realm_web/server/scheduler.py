@@ -416,9 +416,10 @@ class ModelWorker:
                         self.model.tokenize(job.text, add_special=True, parse_special=True)
                 self._check_ids(job.ids, job.param)
                 sp = job.sampling
-                if sp is not None and sp.grammar:
+                if sp is not None and (sp.grammar or sp.json_schema is not None):
                     try:   # compiled here (the scheduler thread), once per text: a bad grammar is the client's 400
-                        job.grammar = self.model.grammar(sp.grammar)
+                        text = sp.grammar or self.model.json_schema_gbnf(sp.json_schema)
+                        job.grammar = self.model.grammar(text)
                     except RealmError as e:
                         raise bad_request(f"Invalid '{sp.grammar_param}': {e}", param=sp.grammar_param) from None
                 if len(job.ids) >= self.n_ctx:

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..grammars import JSON, FormatError, response_format_schema
 from ..sampling import GenerationOptions, SamplerSettings, from_openai
 from .errors import APIError, bad_request
 
@@ -118,6 +119,7 @@ class Sampling:
     logprobs: int | None = None     # None: off; else the top this many besides the sampled token's
     grammar: str | None = None      # GBNF every sampled token must follow (`grammar`, response_format)
     grammar_param: str = "grammar"  # the field it came from, for errors
+    json_schema: Any = None         # a JSON Schema the grammar comes from (response_format json_schema)
 
     @property
     def max_tokens(self) -> int | None:   # None: until end of generation or a full context
@@ -257,27 +259,20 @@ def parse_chat(body: dict) -> ChatRequest:
     top = f.int("top_logprobs", None, lo=0, hi=20)
     if top is not None and not want_lp:
         raise bad_request("Invalid 'top_logprobs': it needs 'logprobs' set to true.", param="top_logprobs")
-    rf = body.get("response_format")
-    json_object = False
-    if rf is not None:
-        if not isinstance(rf, dict):
-            raise _bad_type("response_format", "an object", rf)
-        if rf.get("type") == "json_schema":
-            raise bad_request("Invalid 'response_format.type': 'json_schema' is not supported yet (JSON Schema to "
-                              "grammar is not built); use 'json_object' or a GBNF 'grammar'.",
-                              param="response_format.type")
-        if rf.get("type") not in (None, "text", "json_object"):
-            raise bad_request(f"Invalid 'response_format.type': expected 'text' or 'json_object', got "
-                              f"{rf.get('type')!r}.", param="response_format.type")
-        json_object = rf.get("type") == "json_object"
+    try:
+        rf_kind, rf_schema = response_format_schema(body.get("response_format"))
+    except FormatError as e:
+        raise bad_request(str(e), param=e.param) from None
     stream, include = _stream_opts(f)
     sampling = _sampling(f, None, "max_completion_tokens")
     sampling.logprobs = (top or 0) if want_lp else None
-    if json_object:
+    if rf_kind != "text":
         if sampling.grammar:
-            raise bad_request("Give either 'grammar' or 'response_format' json_object, not both.", param="grammar")
-        from ..grammars import JSON
-        sampling.grammar, sampling.grammar_param = JSON, "response_format"
+            raise bad_request(f"Give either 'grammar' or 'response_format' {rf_kind}, not both.", param="grammar")
+        if rf_kind == "json_object":
+            sampling.grammar, sampling.grammar_param = JSON, "response_format"
+        else:   # converted on the scheduler thread, where the model's core is (a bad schema is a 400 there)
+            sampling.json_schema, sampling.grammar_param = rf_schema, "response_format.json_schema.schema"
     return ChatRequest(model=model, messages=out, sampling=sampling,
                        stream=stream, include_usage=include, user=f.str("user"))
 
