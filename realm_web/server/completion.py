@@ -9,6 +9,7 @@ from typing import AsyncIterator
 
 from .. import __version__
 from .auth import Auth, reserve
+from . import tool_calls
 from .context import Ctx
 from .errors import bad_request, unavailable
 from .logprobs import CompletionLogprobs, chat_content
@@ -25,6 +26,7 @@ class Completion:
         self.ctx, self.req, self.worker, self.jobs = ctx, req, worker, jobs
         self.reservation = reservation
         self.chat = isinstance(req, ChatRequest)
+        self.tools = self.chat and req.tool_choice is not None   # answers are JSON, turned into tool_calls
         self.logprobs = req.sampling.logprobs is not None
         self.id = ("chatcmpl-" if self.chat else "cmpl-") + ctx.request_id.removeprefix("req_")
         self.created = int(time.time())
@@ -112,9 +114,19 @@ class Completion:
         if self.chat:
             for i in range(len(self.jobs)):
                 yield self._chunk(i, role=True)
+        held = [[] for _ in self.jobs]   # tool answers: whole before they become deltas
         async for i, ev in self.events():
-            if ev[0] == "text":
+            if ev[0] == "text" and self.tools:
+                held[i].append(ev[1])
+            elif ev[0] == "text":
                 yield self._chunk(i, text=ev[1], entries=ev[2])
+            elif self.tools:
+                deltas, called = tool_calls.deltas("".join(held[i]))
+                for d in deltas:
+                    c = self._chunk(i)
+                    c["choices"][0]["delta"] = d
+                    yield c
+                yield self._chunk(i, finish=self._finish(ev[1], called))
             else:
                 yield self._chunk(i, finish=ev[1], text=None if self.chat else "")
         if include_usage:
@@ -134,7 +146,11 @@ class Completion:
         for i in range(len(self.jobs)):
             text = "".join(texts[i])
             lp = self._logprobs(i, entries[i])   # (None without logprobs)
-            if self.chat:
+            if self.tools:
+                msg, called = tool_calls.message(text)
+                choices.append({"index": i, "message": msg, "logprobs": lp,
+                                "finish_reason": self._finish(self.finishes[i], called)})
+            elif self.chat:
                 choices.append({"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
                                 "logprobs": lp, "finish_reason": self.finishes[i]})
             else:
@@ -142,6 +158,10 @@ class Completion:
         return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
                 "created": self.created, "model": self.ctx.model, "system_fingerprint": FINGERPRINT,
                 "choices": choices, "usage": self.usage}
+
+    def _finish(self, reason: str | None, called: bool) -> str | None:
+        """A finished answer that calls tools ends with "tool_calls" (as OpenAI's)."""
+        return "tool_calls" if called and reason == "stop" else reason
 
     def cancel(self, reason: str = "client") -> None:
         for j in self.jobs:
@@ -177,7 +197,8 @@ async def start(srv, ctx: Ctx, auth: Auth, endpoint: str, body: dict) -> Complet
         raise bad_request(f"Invalid '{sp.max_tokens_param}': {sp.max_tokens} is more than this model's context "
                           f"of {worker.n_ctx} tokens.", param=sp.max_tokens_param)
     if isinstance(req, ChatRequest):
-        kw = dict(text=worker.render_chat(req.messages), chat=True, param="messages")
+        messages, extra = tool_calls.render_args(req, worker.template_args.get("template"))
+        kw = dict(text=worker.render_chat(messages, **extra), chat=True, param="messages")
     elif isinstance(req.prompt, str):
         kw = dict(text=req.prompt)
     else:

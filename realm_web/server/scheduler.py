@@ -227,10 +227,11 @@ class ModelWorker:
         self._gauges(force=True)
 
     # ------------------------------------------------------------ the loop side
-    def render_chat(self, messages: list[dict]) -> str:
-        """The prompt text of a chat, from the model's own template (a 400 if the template refuses)."""
+    def render_chat(self, messages: list[dict], **extra) -> str:
+        """The prompt text of a chat, from the model's own template (a 400 if the template refuses);
+        extra: more template arguments (tools)."""
         try:
-            return chat_mod.render(messages=messages, add_generation_prompt=True, **self.template_args)
+            return chat_mod.render(messages=messages, add_generation_prompt=True, **self.template_args, **extra)
         except RealmError as e:
             raise bad_request(str(e), param="messages") from None
 
@@ -417,6 +418,11 @@ class ModelWorker:
                 self._check_ids(job.ids, job.param)
                 sp = job.sampling
                 if sp is not None and (sp.grammar or sp.json_schema is not None):
+                    for schema, param in sp.schema_checks:   # each tool's schema alone: a bad one is named
+                        try:
+                            self.model.json_schema_gbnf(schema)
+                        except RealmError as e:
+                            raise bad_request(f"Invalid '{param}': {e}", param=param) from None
                     try:   # compiled here (the scheduler thread), once per text: a bad grammar is the client's 400
                         text = sp.grammar or self.model.json_schema_gbnf(sp.json_schema)
                         job.grammar = self.model.grammar(text)

@@ -10,12 +10,13 @@ are refused rather than silently dropped.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..grammars import JSON, FormatError, response_format_schema
 from ..sampling import GenerationOptions, SamplerSettings, from_openai
 from .errors import APIError, bad_request
+from .tool_calls import apply_tools, tool_message_fields
 
 MAX_TOKENS_CEILING = 1 << 20   # anything above is "huge" whatever the model
 MAX_STOP = 4
@@ -119,7 +120,8 @@ class Sampling:
     logprobs: int | None = None     # None: off; else the top this many besides the sampled token's
     grammar: str | None = None      # GBNF every sampled token must follow (`grammar`, response_format)
     grammar_param: str = "grammar"  # the field it came from, for errors
-    json_schema: Any = None         # a JSON Schema the grammar comes from (response_format json_schema)
+    json_schema: Any = None         # a JSON Schema the grammar comes from (response_format json_schema, tools)
+    schema_checks: list = field(default_factory=list)   # (schema, param): converted first, so a bad one is named
 
     @property
     def max_tokens(self) -> int | None:   # None: until end of generation or a full context
@@ -135,6 +137,8 @@ class ChatRequest:
     include_usage: bool = False
     user: str | None = None
     kind: str = "chat.completion"
+    tools: list = field(default_factory=list)   # realm_web.tools.parse_tools's
+    tool_choice: str | None = None              # None: no tool calls; else "auto", "required" or a tool's name
 
 
 @dataclass
@@ -251,10 +255,10 @@ def parse_chat(body: dict) -> ChatRequest:
         msg = {"role": "system" if role == "developer" else role, "content": _message_text(i, m.get("content"))}
         if isinstance(m.get("name"), str):
             msg["name"] = m["name"]
+        msg.update(tool_message_fields(i, m))
         out.append(msg)
-    for key in ("tools", "functions"):
-        if body.get(key):
-            raise bad_request(f"'{key}' (function calling) is not supported by this server.", param=key)
+    if body.get("functions"):
+        raise bad_request("'functions' (deprecated) is not supported by this server; use 'tools'.", param="functions")
     want_lp = f.bool("logprobs", False)
     top = f.int("top_logprobs", None, lo=0, hi=20)
     if top is not None and not want_lp:
@@ -273,8 +277,10 @@ def parse_chat(body: dict) -> ChatRequest:
             sampling.grammar, sampling.grammar_param = JSON, "response_format"
         else:   # converted on the scheduler thread, where the model's core is (a bad schema is a 400 there)
             sampling.json_schema, sampling.grammar_param = rf_schema, "response_format.json_schema.schema"
-    return ChatRequest(model=model, messages=out, sampling=sampling,
-                       stream=stream, include_usage=include, user=f.str("user"))
+    req = ChatRequest(model=model, messages=out, sampling=sampling,
+                      stream=stream, include_usage=include, user=f.str("user"))
+    apply_tools(req, body, rf_kind, rf_schema)
+    return req
 
 
 def _token_list(key: str, v: list) -> list[int]:
