@@ -1,0 +1,206 @@
+"""Structured output on the server through the real openai clients (Python and npm; issue 14):
+response_format json_schema (outputs validate with jsonschema; bad schemas are 400s naming the
+field), and tools + tool_choice (two tools, every tool_choice, streamed and not: the arguments
+validate against each tool's parameters; tool messages round-trip through the chat template)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import jsonschema
+import openai
+import pytest
+
+from server_helpers import start_thread_server
+from test_server_clients import JS_DIR, _npm_install
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 24},
+                                            "unit": {"enum": ["celsius", "fahrenheit"]}},
+           "required": ["city", "unit"], "additionalProperties": False}
+ADD = {"type": "object", "properties": {"a": {"type": "integer", "minimum": -1000, "maximum": 1000},
+                                        "b": {"type": "integer", "minimum": -1000, "maximum": 1000}},
+       "required": ["a", "b"], "additionalProperties": False}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+                                           "parameters": WEATHER}},
+         {"type": "function", "function": {"name": "add", "description": "Add two integers", "parameters": ADD}}]
+PARAMS = {"get_weather": WEATHER, "add": ADD}
+ASK = [{"role": "user", "content": "What is the weather in Paris, in celsius?"}]
+FORECAST = {"type": "object", "properties": {
+    "city": {"type": "string", "maxLength": 20},
+    "days": {"type": "array", "minItems": 1, "maxItems": 3, "items": {
+        "type": "object", "properties": {"day": {"enum": ["mon", "tue", "wed", "thu", "fri"]},
+                                         "high": {"type": "integer", "minimum": -40, "maximum": 50},
+                                         "sky": {"enum": ["sun", "rain", "cloud"]}},
+        "required": ["day", "high", "sky"], "additionalProperties": False}}},
+    "required": ["city", "days"], "additionalProperties": False}
+
+
+@pytest.fixture(scope="module")
+def server(default_model_path):
+    srv = start_thread_server(no_auth=True, models=[("smol", str(default_model_path))])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=120)
+
+
+def _rf(schema):
+    return {"type": "json_schema", "json_schema": {"name": "forecast", "schema": schema, "strict": True}}
+
+
+def test_json_schema_outputs_validate(client):
+    finished = 0
+    for kw in [dict(temperature=0), dict(temperature=0.8, seed=1), dict(temperature=1.2, seed=2)]:
+        r = client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "A 3-day forecast."}],
+                                           response_format=_rf(FORECAST), max_tokens=200, **kw)
+        if r.choices[0].finish_reason == "stop":
+            jsonschema.validate(json.loads(r.choices[0].message.content), FORECAST)
+            finished += 1
+    assert finished >= 2
+    s = client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "A 3-day forecast."}],
+                                       response_format=_rf(FORECAST), max_tokens=200, temperature=0, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in s if c.choices)
+    jsonschema.validate(json.loads(text), FORECAST)
+
+
+@pytest.mark.parametrize("body,param,msg", [
+    ({"response_format": _rf({"type": "strin"})}, "response_format.json_schema.schema", "unknown type 'strin'"),
+    ({"response_format": _rf({"type": "object", "properties": {"a": {"not": {}}}})},
+     "response_format.json_schema.schema", "/properties/a: 'not' is not supported"),
+    ({"response_format": {"type": "json_schema"}}, "response_format.json_schema", "expected an object"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "bad name!", "schema": {}}}},
+     "response_format.json_schema.name", "letters, digits"),
+    ({"response_format": {"type": "yaml"}}, "response_format.type", "'yaml'"),
+    ({"response_format": _rf({"enum": list(range(2000))})}, "response_format.json_schema.schema", "more than 1024"),
+    ({"response_format": _rf({"type": "string", "pattern": "a" * 5000})}, "response_format.json_schema.schema",
+     "longer than 4096"),
+    ({"tools": [{"type": "function", "function": {"name": "x", "parameters": {"type": "frob"}}}]},
+     "tools[0].function.parameters", "unknown type 'frob'"),
+    ({"tools": [{"type": "function", "function": {"name": "x y"}}]}, "tools[0].function.name", "letters"),
+    ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+     "tool_choice.function.name", "no tool is named 'nope'"),
+    ({"tools": TOOLS, "tool_choice": "sometimes"}, "tool_choice", "expected 'none'"),
+    ({"tool_choice": "required"}, "tool_choice", "needs 'tools'"),
+])
+def test_bad_schemas_and_tools_are_400s(client, body, param, msg):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="smol", messages=ASK, max_tokens=8, **body)
+    assert e.value.body["param"] == param and msg in e.value.body["message"], e.value.body
+
+
+def _check_calls(calls, only=None):
+    assert calls
+    for c in calls:
+        assert c.type == "function" and c.id.startswith("call_")
+        assert c.function.name in PARAMS and (only is None or c.function.name == only)
+        jsonschema.validate(json.loads(c.function.arguments), PARAMS[c.function.name])
+
+
+def _streamed(client, **kw):
+    """An OpenAI-style accumulation of a streamed answer: (content, {index: call}, finish_reason)."""
+    content, calls, finish = "", {}, None
+    for ch in client.chat.completions.create(model="smol", stream=True, **kw):
+        if not ch.choices:
+            continue
+        d = ch.choices[0].delta
+        finish = ch.choices[0].finish_reason or finish
+        content += d.content or ""
+        for t in d.tool_calls or []:
+            c = calls.setdefault(t.index, {"id": None, "name": "", "arguments": ""})
+            c["id"] = t.id or c["id"]
+            c["name"] += t.function.name or "" if t.function else ""
+            c["arguments"] += t.function.arguments or "" if t.function else ""
+    return content, calls, finish
+
+
+@pytest.mark.parametrize("choice", ["required", "named", "auto", "none"])
+def test_tool_choice(client, choice):
+    tc = {"type": "function", "function": {"name": "add"}} if choice == "named" else choice
+    kw = dict(messages=ASK, tools=TOOLS, tool_choice=tc, max_tokens=100, temperature=0)
+    r = client.chat.completions.create(model="smol", **kw)
+    ch = r.choices[0]
+    content, calls, finish = _streamed(client, **kw)
+    if choice in ("required", "named"):
+        assert ch.finish_reason == "tool_calls" and ch.message.content is None
+        _check_calls(ch.message.tool_calls, "add" if choice == "named" else None)
+        if choice == "named":
+            assert len(ch.message.tool_calls) == 1
+    elif choice == "none":
+        assert ch.message.tool_calls is None and ch.message.content
+    else:   # auto: the model chooses; either way the answer is well formed
+        if ch.message.tool_calls:
+            assert ch.finish_reason == "tool_calls"
+            _check_calls(ch.message.tool_calls)
+        else:
+            assert ch.message.content is not None
+    # streamed: the same answer, as deltas (greedy)
+    assert finish == ch.finish_reason
+    if ch.message.tool_calls:
+        assert [(c["name"], c["arguments"]) for _, c in sorted(calls.items())] == \
+               [(c.function.name, c.function.arguments) for c in ch.message.tool_calls]
+        assert all(c["id"].startswith("call_") for c in calls.values()) and not content
+    else:
+        assert not calls and content == ch.message.content
+
+
+def test_sampled_tool_calls_validate(client):
+    for seed in (1, 2, 3):
+        r = client.chat.completions.create(model="smol", messages=ASK, tools=TOOLS, tool_choice="required",
+                                           max_tokens=100, temperature=1.0, seed=seed)
+        if r.choices[0].finish_reason == "tool_calls":
+            _check_calls(r.choices[0].message.tool_calls)
+
+
+def test_tool_messages_round_trip(client, server, default_model_path):
+    """An assistant's tool_calls and the tool's answer go back through the model's template
+    (ChatML here: the calls written as the model writes them), and the model then answers."""
+    from realm_web import chat as chat_mod
+    from realm_web.core_model import CoreModel
+    from realm_web.tools import parse_tools, prompt_messages
+    first = client.chat.completions.create(model="smol", messages=ASK, tools=TOOLS, tool_choice="required",
+                                           max_tokens=100, temperature=0)
+    call = first.choices[0].message.tool_calls[0]
+    history = ASK + [{"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+                     {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21}'}]
+    r = client.chat.completions.create(model="smol", messages=history, tools=TOOLS, max_tokens=40, temperature=0)
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    m = CoreModel(str(default_model_path), vocab_only=True)
+    try:
+        args = chat_mod.template_args(m)
+        tools, choice = parse_tools(TOOLS, "auto")
+        msgs, extra = prompt_messages([dict(x, content=x["content"] or "") for x in history], tools, choice,
+                                      args["template"])
+        text = chat_mod.render(messages=msgs, **args, **extra)
+    finally:
+        m.close()
+    assert json.dumps({"tool_calls": [{"name": call.function.name, "arguments": json.loads(call.function.arguments)}]}) \
+        in text
+    assert '<|im_start|>tool\n{"temperature": 21}<|im_end|>' in text and '"name": "add"' in text
+
+
+def test_openai_npm_client_tools(server):
+    node = shutil.which("node")
+    if not node:
+        pytest.skip("node is not installed")
+    why = _npm_install()
+    if why:
+        pytest.skip(why)
+    r = subprocess.run([node, str(JS_DIR / "openai_tools.mjs"), server.base_url, "smol", json.dumps(TOOLS)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("required", "named", "stream"):
+        assert out[key]["finish"] == "tool_calls", out[key]
+        for c in out[key]["calls"]:
+            assert c["type"] == "function" and c["id"].startswith("call_")
+            jsonschema.validate(json.loads(c["function"]["arguments"]), PARAMS[c["function"]["name"]])
+    assert [c["function"]["name"] for c in out["named"]["calls"]] == ["add"]
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in out["stream"]["calls"]] == \
+           [(c["function"]["name"], c["function"]["arguments"]) for c in out["required"]["calls"]]
+    js = out["json_schema"]
+    assert js["finish"] == "stop"
+    jsonschema.validate(json.loads(js["content"]), js["schema"])
