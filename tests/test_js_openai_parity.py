@@ -52,6 +52,12 @@ LOGPROB_REQUESTS = [
     # constrained output: the JSON grammar both take from core/abi.json, with n and logprobs
     {"messages": [{"role": "user", "content": "A cat, as JSON."}], "temperature": 0.9, "seed": 8, "max_tokens": 40,
      "n": 2, "response_format": {"type": "json_object"}, "logprobs": True, "top_logprobs": 2},
+    # a JSON Schema, converted by the core on both (realm_json_schema_gbnf)
+    {"messages": [{"role": "user", "content": "A cat, as JSON."}], "temperature": 0.9, "seed": 9, "max_tokens": 40,
+     "n": 2, "response_format": {"type": "json_schema", "json_schema": {"name": "cat", "schema": {
+         "type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+                                          "age": {"type": "integer", "minimum": 0, "maximum": 30}},
+         "required": ["name", "age"]}}}, "logprobs": True, "top_logprobs": 2},
 ]
 BAD_REQUESTS = [
     {"messages": MSGS, "top_logprobs": 2},
@@ -61,7 +67,9 @@ BAD_REQUESTS = [
     {"messages": MSGS, "logprobs": 1},
     {"messages": MSGS, "n": 0},
     {"messages": MSGS, "n": 17},
-    {"messages": MSGS, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+    {"messages": MSGS, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}},
+    {"messages": MSGS, "response_format": {"type": "json_schema", "json_schema": {"name": "x y", "schema": {}}}},
+    {"messages": MSGS, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}}},
     {"messages": MSGS, "response_format": {"type": "xml"}},
 ]
 LP_TOL = 1e-5

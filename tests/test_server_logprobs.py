@@ -175,8 +175,8 @@ def test_grammar_field_constrains_completions_and_streams(client):
     ({"grammar": "root ::= undefined-rule"}, "grammar", "undefined"),
     ({"grammar": "root ::= (\"a\""}, "grammar", "line 1"),
     ({"grammar": 5}, "grammar", "string"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
-     "response_format.type", "json_schema"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}},
+     "response_format.json_schema.schema", "unknown type 'strin'"),
     ({"response_format": {"type": "json_object"}, "grammar": "root ::= \"a\""}, "grammar", "either"),
 ])
 def test_bad_grammars_are_400s(client, extra, param, words):

@@ -205,6 +205,31 @@ export class CoreModel {
     this.info = null;
   }
 
+  /**
+   * GBNF for a JSON Schema (an object or its JSON text), converted by the core
+   * (realm_json_schema_gbnf, llama.cpp's json-schema-to-grammar semantics); rule names start
+   * with prefix, the start rule is prefix + "root". A bad schema throws a RealmError naming
+   * the schema path and the problem.
+   */
+  jsonSchemaGbnf(schema, prefix = '') {
+    const c = this.core;
+    const [sp, sl] = c.allocString(typeof schema === 'string' ? schema : JSON.stringify(schema));
+    const [pp] = c.allocString(String(prefix));
+    const lp = c.alloc(8);
+    try {
+      const out = c.call('realm_json_schema_gbnf', sp, sl, pp, lp);
+      if (!out) throw c.error();
+      const n = Number(c.dv(lp, 8).getBigUint64(0, true));
+      const text = c.readString(out, n);
+      c.free(out);
+      return text;
+    } finally {
+      c.free(sp);
+      c.free(pp);
+      c.free(lp);
+    }
+  }
+
   get freed() { return !this.core; }
 
   _check() { if (!this.core || !this.handle) throw new RealmError('this model has been unloaded'); }

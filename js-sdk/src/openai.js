@@ -3,6 +3,7 @@
 // the OpenAI SDK returns. Sampling follows OpenAI's defaults (sampling.js fromOpenAI);
 // n choices and logprobs as `realm serve` (realm_web/server/completion.py, logprobs.py).
 import { choiceOptions } from './sampling.js';
+import { RealmError } from './errors.js';
 
 let seq = 0;
 export function completionId() {
@@ -44,7 +45,8 @@ function logprobEntry(realm, entries) {
     const bytes = realm.model.piece(id, false);
     return { token: utf8.decode(bytes), logprob, bytes: Array.from(bytes) };
   };
-  return { ...one(entries[0]), top_logprobs: entries.slice(1).map(one) };
+  // a token the grammar refused (-Infinity) at OpenAI's floor, -9999, as in logprobs.py
+  return { ...one(entries[0]), top_logprobs: entries.slice(1).map(([id, lp]) => one([id, lp === -Infinity ? -9999 : lp])) };
 }
 
 /** Usage of a request's choices: the prompt once (choice 0's), the completion tokens of every choice. */
@@ -71,6 +73,18 @@ export function createChatCompletion(realm, req = {}) {
   let opts;
   try {
     opts = choiceOptions(req);   // checks the request before anything runs
+    if (opts[0].json_schema != null) {   // the core's JSON Schema -> GBNF (realm_json_schema_gbnf), as realm serve
+      const param = 'response_format.json_schema.schema';
+      let grammar;
+      try {
+        grammar = realm.model.jsonSchemaGbnf(opts[0].json_schema);
+      } catch (e) {
+        const err = new RealmError(`Invalid '${param}': ${e.message}`);
+        err.param = param;
+        throw err;
+      }
+      opts = opts.map((o) => { const c = { ...o, grammar }; delete c.json_schema; return c; });
+    }
   } catch (e) {
     const p = Promise.reject(e);
     if (req.stream) p[Symbol.asyncIterator] = () => ({ next: () => p, return: async () => ({ done: true }) });

@@ -69,6 +69,24 @@ function intField(req, key, lo = null, hi = null) {
   return v;
 }
 
+// response_format.json_schema, checked as realm_web/grammars.py checks it: its schema
+function checkJsonSchema(js) {
+  if (js == null || typeof js !== 'object' || Array.isArray(js)) {
+    throw badRequest("Invalid 'response_format.json_schema': expected an object with 'name' and 'schema'.", 'response_format.json_schema');
+  }
+  if (js.name != null && !(typeof js.name === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(js.name))) {
+    throw badRequest("Invalid 'response_format.json_schema.name': 1-64 letters, digits, '_' or '-'.", 'response_format.json_schema.name');
+  }
+  if (js.strict != null && typeof js.strict !== 'boolean') {
+    throw badRequest("Invalid 'response_format.json_schema.strict': expected a boolean.", 'response_format.json_schema.strict');
+  }
+  const schema = 'schema' in js ? js.schema : { type: 'object' };   // OpenAI: no schema means any JSON object
+  if (schema === null || (typeof schema !== 'object' && typeof schema !== 'boolean') || Array.isArray(schema)) {
+    throw badRequest("Invalid 'response_format.json_schema.schema': expected a JSON Schema object.", 'response_format.json_schema.schema');
+  }
+  return schema;
+}
+
 /**
  * The fields of an OpenAI chat request this SDK checks before it runs anything (with
  * `realm serve`'s messages; a RealmError whose `param` names the field): n (1..16),
@@ -85,6 +103,7 @@ export function checkOpenAI(req = {}) {
   if (top !== undefined && !lp) throw badRequest("Invalid 'top_logprobs': it needs 'logprobs' set to true.", 'top_logprobs');
   intField(req, 'seed');
   let grammar = req.grammar ?? null;   // llama-server's field: GBNF text
+  let jsonSchema = null;               // response_format json_schema's (openai.js has the core convert it)
   if (grammar != null && typeof grammar !== 'string') {
     throw badRequest(`Invalid type for 'grammar': expected a string, but got ${typeName(grammar)} instead.`, 'grammar');
   }
@@ -93,19 +112,16 @@ export function checkOpenAI(req = {}) {
     if (typeof rf !== 'object' || Array.isArray(rf)) {
       throw badRequest(`Invalid type for 'response_format': expected an object, but got ${typeName(rf)} instead.`, 'response_format');
     }
-    if (rf.type === 'json_schema') {
-      throw badRequest("Invalid 'response_format.type': 'json_schema' is not supported yet (JSON Schema to grammar is " +
-        "not built); use 'json_object' or a GBNF 'grammar'.", 'response_format.type');
+    if (rf.type != null && rf.type !== 'text' && rf.type !== 'json_object' && rf.type !== 'json_schema') {
+      throw badRequest(`Invalid 'response_format.type': expected 'text', 'json_object' or 'json_schema', got '${rf.type}'.`, 'response_format.type');
     }
-    if (rf.type != null && rf.type !== 'text' && rf.type !== 'json_object') {
-      throw badRequest(`Invalid 'response_format.type': expected 'text' or 'json_object', got '${rf.type}'.`, 'response_format.type');
-    }
-    if (rf.type === 'json_object') {
-      if (grammar) throw badRequest("Give either 'grammar' or 'response_format' json_object, not both.", 'grammar');
-      grammar = GRAMMARS.json;
+    if (rf.type === 'json_object' || rf.type === 'json_schema') {
+      if (grammar) throw badRequest(`Give either 'grammar' or 'response_format' ${rf.type}, not both.`, 'grammar');
+      if (rf.type === 'json_object') grammar = GRAMMARS.json;
+      else jsonSchema = checkJsonSchema(rf.json_schema);
     }
   }
-  return { n: Number(n), logprobs: lp ? Number(top ?? 0) : null, grammar: grammar || null };
+  return { n: Number(n), logprobs: lp ? Number(top ?? 0) : null, grammar: grammar || null, jsonSchema };
 }
 
 /**
@@ -118,7 +134,7 @@ export function checkOpenAI(req = {}) {
  * (choiceOptions).
  */
 export function fromOpenAI(req = {}) {
-  const { logprobs, grammar } = checkOpenAI(req);
+  const { logprobs, grammar, jsonSchema } = checkOpenAI(req);
   const o = {};
   for (const k of Object.keys(OPENAI_SAMPLING)) o[k] = req[k] ?? OPENAI_SAMPLING[k];
   if (req.seed != null) o.seed = req.seed;
@@ -127,6 +143,7 @@ export function fromOpenAI(req = {}) {
   if (req.signal != null) o.signal = req.signal;
   if (logprobs != null) o.logprobs = logprobs;
   if (grammar != null) o.grammar = grammar;
+  if (jsonSchema != null) o.json_schema = jsonSchema;   // GBNF once the core converts it (openai.js)
   return o;
 }
 

@@ -13,9 +13,17 @@ def _text(b: bytes) -> str:
     return b.decode("utf-8", "replace")
 
 
+FLOOR = -9999.0   # OpenAI's logprob for a token that cannot come (JSON has no -Infinity)
+
+
+def _candidates(top):
+    """The top entries, a token the grammar refused (-inf) at OpenAI's floor."""
+    return [(tb, tlp if tlp != float("-inf") else FLOOR) for tb, tlp in top]
+
+
 def chat_content(entries) -> list[dict]:
     return [{"token": _text(b), "logprob": lp, "bytes": list(b),
-             "top_logprobs": [{"token": _text(tb), "logprob": tlp, "bytes": list(tb)} for tb, tlp in top]}
+             "top_logprobs": [{"token": _text(tb), "logprob": tlp, "bytes": list(tb)} for tb, tlp in _candidates(top)]}
             for b, lp, top in entries]
 
 
@@ -32,7 +40,7 @@ class CompletionLogprobs:
             t = _text(b)
             out["tokens"].append(t)
             out["token_logprobs"].append(lp)
-            out["top_logprobs"].append({_text(tb): tlp for tb, tlp in top})
+            out["top_logprobs"].append({_text(tb): tlp for tb, tlp in _candidates(top)})
             out["text_offset"].append(self.offset)
             self.offset += len(t)
         return out
