@@ -91,7 +91,7 @@ BAD = [
     (CHAT, {"model": "smol", "messages": M, "n": "two"}, 400, "n"),
     (CHAT, {"model": "smol", "messages": M, "seed": "x"}, 400, "seed"),
     (CHAT, {"model": "smol", "messages": M, "stream": "yes"}, 400, "stream"),
-    (CHAT, {"model": "smol", "messages": M, "tools": [{"type": "function"}]}, 400, "tools"),
+    (CHAT, {"model": "smol", "messages": M, "tools": [{"type": "function"}]}, 400, "tools[0]"),
     (CHAT, {"model": "gpt-4o", "messages": M}, 404, "model"),
     (CHAT, {"model": "smol", "messages": [{"role": "user", "content": "word " * 400}]}, 400, "messages"),
     (COMP, {"model": "smol"}, 400, "prompt"),
