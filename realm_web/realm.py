@@ -17,7 +17,8 @@ from .default_model import default_model_path
 from .batching import Want, plan_step, served_last, step_rows
 from .errors import ContextOverflowError, RealmError
 from .generation import DECODE, Generation, GenerationStats, Vocab, advance
-from .grammars import response_format_grammar
+from . import tools as tools_mod
+from .grammars import response_format_grammar, response_format_schema, schema_grammar
 from .limits import DEFAULT_CTX, default_ctx  # noqa: F401  (DEFAULT_CTX: re-exported)
 from .sampling import LLAMA_CPP, GenerationOptions, SamplerSettings, stop_list
 from .speculative import make_speculator
@@ -290,3 +291,28 @@ class Realm:
 
     def chat(self, messages: list[dict], max_tokens: int = 256, **kw) -> str:
         return "".join(self.chat_stream(messages, max_tokens=max_tokens, **kw))
+
+    def chat_message(self, messages: list[dict], max_tokens: int = 256, tools=None, tool_choice=None,
+                     response_format=None, **kw) -> dict:
+        """The assistant's reply as OpenAI's message ({"role", "content", "tool_calls"?}), with
+        OpenAI's tools + tool_choice (realm_web/tools.py: the model answers in llama.cpp's generic
+        JSON format, constrained so every call names a tool and its arguments validate) and
+        response_format; messages may hold assistant tool_calls and tool results."""
+        tool_list, choice = tools_mod.parse_tools(tools, tool_choice)
+        if choice is None:
+            return {"role": "assistant", "content": self.chat(messages, max_tokens, response_format=response_format, **kw)}
+        kind, schema = response_format_schema(response_format)
+        if kind != "text" and choice != "auto":
+            raise RealmError("response_format goes with tool_choice 'auto' (it shapes the reply when no tool is called)")
+        tools_mod.check_schemas(tool_list, lambda sch, param: schema_grammar(self.model, sch, param))
+        envelope = tools_mod.envelope_schema(tool_list, choice, {"type": "object"} if kind == "json_object" else schema)
+        args = chat_mod.template_args(self.model)
+        msgs, extra = tools_mod.prompt_messages(messages, tool_list, choice, args["template"])
+        text = chat_mod.render(messages=msgs, add_generation_prompt=True, **args, **extra)
+        ids = chat_mod.prompt_ids(self.model, text)
+        out = self.generate(ids, max_tokens=max_tokens, grammar=schema_grammar(self.model, envelope, "tools"), **kw)
+        content, calls = tools_mod.parse_answer(out)
+        msg = {"role": "assistant", "content": content}
+        if calls:
+            msg["tool_calls"] = calls
+        return msg

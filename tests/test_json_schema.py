@@ -250,3 +250,20 @@ def test_hostile_schemas_are_refused_or_bounded(realm):
     assert "left recursion" in _bounded(lambda: realm.model.grammar(left))
     # the instance still works after all of it
     assert realm.generate("Hi", max_tokens=8, temperature=0, response_format=_rf({"type": "boolean"})).strip() in ("true", "false")
+
+
+def test_realm_chat_message_tools(realm):
+    """Realm.chat_message: the Python API's tool calls (the server's format and checks)."""
+    params = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+              "required": ["city"], "additionalProperties": False}
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": params}},
+             {"type": "function", "function": {"name": "noop"}}]
+    ask = [{"role": "user", "content": "Weather in Rome?"}]
+    msg = realm.chat_message(ask, tools=tools, tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                             max_tokens=60, temperature=0)
+    assert msg["content"] is None and [c["function"]["name"] for c in msg["tool_calls"]] == ["get_weather"]
+    jsonschema.validate(json.loads(msg["tool_calls"][0]["function"]["arguments"]), params)
+    assert "tool_calls" not in realm.chat_message(ask, tools=tools, tool_choice="none", max_tokens=8, temperature=0)
+    with pytest.raises(RealmError, match=r"tools\[1\].function.parameters"):
+        realm.chat_message(ask, tools=[tools[0], {"type": "function", "function": {"name": "x",
+                                                                                 "parameters": {"type": "frob"}}}])

@@ -204,3 +204,22 @@ def test_openai_npm_client_tools(server):
     js = out["json_schema"]
     assert js["finish"] == "stop"
     jsonschema.validate(json.loads(js["content"]), js["schema"])
+
+
+def test_templates_that_render_tools_get_them():
+    """A template that renders tools and tool_calls itself (Qwen2.5 / Llama 3.x style) gets
+    them as fields, the calls' arguments as objects (as llama.cpp passes them)."""
+    from realm_web import chat as chat_mod
+    from realm_web.tools import parse_tools, prompt_messages
+    tpl = ("{% if tools %}<tools>{% for t in tools %}{{ t.function.name }};{% endfor %}</tools>{% endif %}"
+           "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% for c in m.tool_calls or [] %}<tool_call>"
+           "{{ c.function.name }} {{ c.function.arguments | tojson }}</tool_call>{% endfor %}{% endfor %}")
+    tools, choice = parse_tools(TOOLS, "auto")
+    history = ASK + [{"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "3"}]
+    msgs, extra = prompt_messages(history, tools, choice, tpl)
+    text = chat_mod.render(tpl, msgs, **extra)
+    assert "<tools>get_weather;add;</tools>" in text
+    assert '<tool_call>add {"a": 1, "b": 2}</tool_call>' in text and "<tool>3" in text
+    assert "You can call these tools" not in text and "Respond in JSON format" in text
