@@ -173,8 +173,8 @@ export interface ChatCompletionRequest {
   logprobs?: boolean | null;
   /** 0..20 most likely tokens per position besides the sampled one; needs logprobs: true. */
   top_logprobs?: number | null;
-  /** {type: 'json_object'}: the reply is constrained to a JSON object (the core's JSON grammar); 'json_schema' is refused. */
-  response_format?: { type: 'text' | 'json_object' } | null;
+  /** {type: 'json_object'}: the reply is constrained to a JSON object (the core's JSON grammar); {type: 'json_schema'}: to the schema (the core converts it to a grammar). */
+  response_format?: { type: 'text' | 'json_object' } | { type: 'json_schema'; json_schema: { name?: string; schema?: object | boolean; strict?: boolean | null } } | null;
   /** llama-server's field: GBNF text every sampled token must follow. */
   grammar?: string | null;
   signal?: AbortSignal;
@@ -461,6 +461,8 @@ export class CoreModel {
   tensors(): Array<{ name: string; type: number; shape: number[]; offset: number; nbytes: number }>;
   tokenize(text: string | Uint8Array, addSpecial?: boolean, parseSpecial?: boolean): number[];
   piece(token: number, special?: boolean): Uint8Array;
+  /** GBNF for a JSON Schema (realm_json_schema_gbnf); rules start with prefix, the start rule is prefix + 'root'. */
+  jsonSchemaGbnf(schema: object | boolean | string, prefix?: string): string;
   detokenize(ids: Iterable<number>, special?: boolean): Uint8Array;
   isEog(token: number): boolean;
   tokenText(id: number): string;

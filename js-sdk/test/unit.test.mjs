@@ -183,11 +183,14 @@ test('fromOpenAI maps a request onto generation options', () => {
 });
 
 test('checkOpenAI refuses bad n, logprobs and top_logprobs with realm serve\'s messages', () => {
-  assert.deepEqual(checkOpenAI({}), { n: 1, logprobs: null, grammar: null });
-  assert.deepEqual(checkOpenAI({ n: 16, logprobs: true, top_logprobs: 20 }), { n: 16, logprobs: 20, grammar: null });
-  assert.deepEqual(checkOpenAI({ response_format: { type: 'json_object' } }), { n: 1, logprobs: null, grammar: GRAMMARS.json });
+  assert.deepEqual(checkOpenAI({}), { n: 1, logprobs: null, grammar: null, jsonSchema: null });
+  assert.deepEqual(checkOpenAI({ n: 16, logprobs: true, top_logprobs: 20 }), { n: 16, logprobs: 20, grammar: null, jsonSchema: null });
+  assert.deepEqual(checkOpenAI({ response_format: { type: 'json_object' } }), { n: 1, logprobs: null, grammar: GRAMMARS.json, jsonSchema: null });
+  const schema = { type: 'object', properties: { a: { type: 'integer' } } };
+  assert.deepEqual(checkOpenAI({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } }).jsonSchema, schema);
+  assert.deepEqual(fromOpenAI({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } }).json_schema, schema);
   assert.deepEqual(checkOpenAI({ grammar: 'root ::= "a"' }).grammar, 'root ::= "a"');
-  assert.deepEqual(checkOpenAI({ logprobs: false, top_logprobs: null }), { n: 1, logprobs: null, grammar: null });
+  assert.deepEqual(checkOpenAI({ logprobs: false, top_logprobs: null }), { n: 1, logprobs: null, grammar: null, jsonSchema: null });
   const bad = [
     [{ top_logprobs: 2 }, 'top_logprobs', "Invalid 'top_logprobs': it needs 'logprobs' set to true."],
     [{ logprobs: false, top_logprobs: 0 }, 'top_logprobs', "Invalid 'top_logprobs': it needs 'logprobs' set to true."],
@@ -202,6 +205,10 @@ test('checkOpenAI refuses bad n, logprobs and top_logprobs with realm serve\'s m
     [{ grammar: 5 }, 'grammar', "Invalid type for 'grammar': expected a string, but got an integer instead."],
     [{ response_format: { type: 'json_object' }, grammar: 'root ::= "a"' }, 'grammar',
       "Give either 'grammar' or 'response_format' json_object, not both."],
+    [{ response_format: { type: 'json_schema' } }, 'response_format.json_schema',
+      "Invalid 'response_format.json_schema': expected an object with 'name' and 'schema'."],
+    [{ response_format: { type: 'json_schema', json_schema: { name: 'a b', schema: {} } } }, 'response_format.json_schema.name',
+      "Invalid 'response_format.json_schema.name': 1-64 letters, digits, '_' or '-'."],
   ];
   for (const [req, param, message] of bad) {
     assert.throws(() => checkOpenAI(req), (e) => e instanceof RealmError && e.param === param && e.message === message, JSON.stringify(req));
