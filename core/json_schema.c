@@ -594,6 +594,7 @@ static void object_body(Conv *C, const JsonVal *S, Buf *o) {
     if (add && add->type != JSON_TRUE && add->type != JSON_FALSE && add->type != JSON_OBJ) {
         cerr(C, "'additionalProperties' must be a boolean or a schema", NULL, NULL); return;
     }
+    if (!props && !req && (!add || add->type == JSON_TRUE)) { prim(C, o, P_OBJECT); return; }   /* any object, as llama.cpp */
     uint32_t np = props ? props->n : 0;
     if (np > JSCHEMA_MAX_PROPS) { cerr(C, "more than 256 properties (the limit)", NULL, NULL); return; }
     if (req && req->n > JSCHEMA_MAX_PROPS) { cerr(C, "more than 256 required properties (the limit)", NULL, NULL); return; }

@@ -4,7 +4,8 @@
  *
  * Covered: type (one or a list), const, enum, anyOf/oneOf, allOf of one schema, $ref to
  * #, #/$defs/..., #/definitions/... (recursion allowed), objects (properties, required,
- * additionalProperties false / true / a schema; absent means false, as llama.cpp), arrays
+ * additionalProperties false / true / a schema; absent means false where properties are
+ * given, as llama.cpp; an object schema with neither is any object), arrays
  * (items, prefixItems or an items list, minItems/maxItems), strings (minLength/maxLength,
  * format date, time, date-time, uuid, pattern: a regex subset, always fully matched),
  * integers (minimum/maximum, exclusive ones: exact digit ranges), numbers (bounds: whole

@@ -305,13 +305,16 @@ class Realm:
         if kind != "text" and choice != "auto":
             raise RealmError("response_format goes with tool_choice 'auto' (it shapes the reply when no tool is called)")
         tools_mod.check_schemas(tool_list, lambda sch, param: schema_grammar(self.model, sch, param))
-        envelope = tools_mod.envelope_schema(tool_list, choice, {"type": "object"} if kind == "json_object" else schema)
+        response = {"type": "object"} if kind == "json_object" else schema
         args = chat_mod.template_args(self.model)
+        fmt = tools_mod.tool_format(args["template"])
+        grammar = tools_mod.hermes_grammar(self.model, tool_list, choice, response) if fmt == "hermes" else \
+            schema_grammar(self.model, tools_mod.envelope_schema(tool_list, choice, response), "tools")
         msgs, extra = tools_mod.prompt_messages(messages, tool_list, choice, args["template"])
         text = chat_mod.render(messages=msgs, add_generation_prompt=True, **args, **extra)
         ids = chat_mod.prompt_ids(self.model, text)
-        out = self.generate(ids, max_tokens=max_tokens, grammar=schema_grammar(self.model, envelope, "tools"), **kw)
-        content, calls = tools_mod.parse_answer(out)
+        out = self.generate(ids, max_tokens=max_tokens, grammar=grammar, **kw)
+        content, calls = tools_mod.parse_answer(out, fmt)
         msg = {"role": "assistant", "content": content}
         if calls:
             msg["tool_calls"] = calls

@@ -8,10 +8,16 @@ a named function that one only, "none" no tools at all.
 Messages round-trip through the model's own chat template: a template that renders tools and
 `tool_calls` itself (it mentions them) gets them as fields; for one that does not, the tools are
 described in a system message and an assistant's calls are written into its content in the
-same JSON the model produces, as llama.cpp's polyfills do."""
+same JSON the model produces, as llama.cpp's polyfills do.
+
+A template that writes Hermes-style `<tool_call>` tags (Qwen2.5, Hermes 2/3; llama.cpp's
+common/chat.cpp "Hermes 2 Pro" handler) gets that format instead: the model writes
+`<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>` blocks, one grammar rule per
+call (the same schema), and with "auto" free text as the grammar's other alternative."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 from .grammars import FormatError
@@ -94,6 +100,29 @@ def envelope_schema(tools: list[dict], choice: str, response_schema=None) -> dic
     return {"anyOf": [with_calls, reply]}
 
 
+def tool_format(template: str | None) -> str:
+    """"hermes" for templates that write <tool_call> tags, else "generic"."""
+    return "hermes" if template and "<tool_call>" in template else "generic"
+
+
+def hermes_grammar(model, tools: list[dict], choice: str, response_schema=None) -> str:
+    """GBNF of a Hermes-format answer: <tool_call> blocks (each call's JSON from the tools'
+    schemas, converted by the core with the rule prefix "call-"), or with "auto" plain text
+    that does not open with a tag (or, given a response_format, a reply of that schema)."""
+    from .grammars import schema_grammar
+    one = envelope_schema(tools, choice if choice != "auto" else "required")["properties"]["tool_calls"]["items"]
+    rules = schema_grammar(model, one, "tools", prefix="call-")
+    block = '"<tool_call>\\n" call-root "</tool_call>"'
+    calls = block if choice not in ("auto", "required") else f'{block} ("\\n" {block})*'
+    if choice != "auto":
+        return f"root ::= {calls}\n{rules}"
+    if response_schema is None:
+        text = 'text ::= [^<\\x00] [^\\x00]*\n'
+    else:
+        text = "text ::= reply-root\n" + schema_grammar(model, response_schema, "response_format", prefix="reply-")
+    return f"root ::= {calls} | text\n{text}{rules}"
+
+
 def check_schemas(tools: list[dict], convert) -> None:
     """Convert each tool's parameters alone first, so a bad one is named by its own field."""
     for i, t in enumerate(tools):
@@ -123,6 +152,10 @@ def prompt_messages(messages: list[dict], tools: list[dict], choice: str | None,
     extra = {}
     if choice is None:
         return out, extra
+    if tool_format(template) == "hermes":   # the template describes the tools and the format itself
+        extra["tools"] = [{"type": "function", "function": {"name": t["name"], "description": t["description"],
+                                                            "parameters": t["parameters"]}} for t in tools]
+        return out, extra
     if _renders(template, "tools"):
         extra["tools"] = [{"type": "function", "function": {"name": t["name"], "description": t["description"],
                                                             "parameters": t["parameters"]}} for t in tools]
@@ -149,17 +182,33 @@ def _arguments(a):
     return a if a is not None else {}
 
 
-def parse_answer(text: str) -> tuple[str | None, list[dict] | None]:
-    """(content, tool_calls) from the model's JSON answer; a text that is not one (cut short by
-    max_tokens) is returned as content."""
+_HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
+
+
+def _call(name, arguments) -> dict:
+    return {"id": "call_" + uuid.uuid4().hex[:24], "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}
+
+
+def parse_answer(text: str, fmt: str = "generic") -> tuple[str | None, list[dict] | None]:
+    """(content, tool_calls) from the model's answer in format fmt; a text that is not one (cut
+    short by max_tokens) is returned as content."""
+    if fmt == "hermes":
+        calls = []
+        for body in _HERMES_CALL.findall(text):
+            try:
+                v = json.loads(body)
+                calls.append(_call(v["name"], v["arguments"]))
+            except (ValueError, KeyError, TypeError):
+                return text, None
+        rest = _HERMES_CALL.sub("", text).strip()
+        return (rest or None) if calls else text, calls or None
     try:
         v = json.loads(text)
     except ValueError:
         return text, None
     if isinstance(v, dict) and isinstance(v.get("tool_calls"), list):
-        return None, [{"id": "call_" + uuid.uuid4().hex[:24], "type": "function",
-                       "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}}
-                      for c in v["tool_calls"]]
+        return None, [_call(c["name"], c["arguments"]) for c in v["tool_calls"]]
     if isinstance(v, dict) and "response" in v:
         r = v["response"]
         return (r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)), None

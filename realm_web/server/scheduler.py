@@ -417,14 +417,15 @@ class ModelWorker:
                         self.model.tokenize(job.text, add_special=True, parse_special=True)
                 self._check_ids(job.ids, job.param)
                 sp = job.sampling
-                if sp is not None and (sp.grammar or sp.json_schema is not None):
+                if sp is not None and (sp.grammar or sp.json_schema is not None or sp.grammar_builder is not None):
                     for schema, param in sp.schema_checks:   # each tool's schema alone: a bad one is named
                         try:
                             self.model.json_schema_gbnf(schema)
                         except RealmError as e:
                             raise bad_request(f"Invalid '{param}': {e}", param=param) from None
                     try:   # compiled here (the scheduler thread), once per text: a bad grammar is the client's 400
-                        text = sp.grammar or self.model.json_schema_gbnf(sp.json_schema)
+                        text = sp.grammar or (sp.grammar_builder(self.model) if sp.grammar_builder is not None
+                                              else self.model.json_schema_gbnf(sp.json_schema))
                         job.grammar = self.model.grammar(text)
                     except RealmError as e:
                         raise bad_request(f"Invalid '{sp.grammar_param}': {e}", param=sp.grammar_param) from None

@@ -122,6 +122,7 @@ class Sampling:
     grammar_param: str = "grammar"  # the field it came from, for errors
     json_schema: Any = None         # a JSON Schema the grammar comes from (response_format json_schema, tools)
     schema_checks: list = field(default_factory=list)   # (schema, param): converted first, so a bad one is named
+    grammar_builder: Any = None     # model -> GBNF, run on the scheduler thread (tool-call formats)
 
     @property
     def max_tokens(self) -> int | None:   # None: until end of generation or a full context
@@ -139,6 +140,8 @@ class ChatRequest:
     kind: str = "chat.completion"
     tools: list = field(default_factory=list)   # realm_web.tools.parse_tools's
     tool_choice: str | None = None              # None: no tool calls; else "auto", "required" or a tool's name
+    tool_response: Any = None                   # the reply's schema with "auto" (from response_format)
+    tool_format: str = "generic"                # realm_web.tools.tool_format of the model's template
 
 
 @dataclass

@@ -3,9 +3,11 @@
 (message.tool_calls, streamed delta.tool_calls, finish_reason "tool_calls")."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from .. import tools as tools_mod
+from ..errors import RealmError
 from ..grammars import FormatError
 from .errors import bad_request
 
@@ -49,6 +51,7 @@ def apply_tools(req, body: dict, rf_kind: str, rf_schema) -> None:
         raise bad_request("'response_format' goes with tool_choice 'auto' (it shapes the reply when no tool is "
                           "called).", param="response_format")
     response = {"type": "object"} if rf_kind == "json_object" else rf_schema
+    req.tool_response = response
     sp.grammar = None
     sp.json_schema = tools_mod.envelope_schema(tools, choice, response)
     sp.grammar_param = "tools"
@@ -58,23 +61,36 @@ def apply_tools(req, body: dict, rf_kind: str, rf_schema) -> None:
 
 
 def render_args(req, template: str | None) -> tuple[list[dict], dict]:
-    """The messages and extra template arguments to render (tools described, calls written)."""
+    """The messages and extra template arguments to render (tools described, calls written);
+    a template with its own <tool_call> format switches the request's grammar to it."""
+    if req.tool_choice is not None and tools_mod.tool_format(template) == "hermes":
+        req.tool_format = "hermes"
+        sp = req.sampling
+        sp.json_schema = None
+        sp.grammar_builder = partial(_hermes, tools=req.tools, choice=req.tool_choice, response=req.tool_response)
     return tools_mod.prompt_messages(req.messages, req.tools, req.tool_choice, template)
 
 
-def message(text: str) -> tuple[dict, bool]:
+def _hermes(model, tools, choice, response) -> str:
+    try:
+        return tools_mod.hermes_grammar(model, tools, choice, response)
+    except FormatError as e:   # (each schema was checked alone first; this names the combination)
+        raise RealmError(str(e)) from None
+
+
+def message(text: str, fmt: str = "generic") -> tuple[dict, bool]:
     """(the assistant message, whether it calls tools) for a tool-enabled request's answer."""
-    content, calls = tools_mod.parse_answer(text)
+    content, calls = tools_mod.parse_answer(text, fmt)
     msg = {"role": "assistant", "content": content, "refusal": None}
     if calls:
         msg["tool_calls"] = calls
     return msg, bool(calls)
 
 
-def deltas(text: str) -> tuple[list[dict], bool]:
+def deltas(text: str, fmt: str = "generic") -> tuple[list[dict], bool]:
     """The streamed deltas of a tool-enabled answer (as OpenAI streams them: each call's id, type
     and name first, then its arguments), and whether it calls tools."""
-    content, calls = tools_mod.parse_answer(text)
+    content, calls = tools_mod.parse_answer(text, fmt)
     if not calls:
         return ([{"content": content}] if content else []), False
     out = []
