@@ -119,6 +119,7 @@ CASES = [   # (schema, texts the grammar takes, texts it refuses): jsonschema mu
     ({"type": "object", "properties": {"a": {"type": "boolean"}, "b": {"const": "k"}}, "required": ["b"],
       "additionalProperties": False}, ['{"b": "k"}', '{"b": "k", "a": true}'],
      ['{"a": true}', '{"b": "k", "c": 1}', '{"b": "j"}']),   # (required keys come first, as llama.cpp orders them)
+    ({"type": "object"}, ['{}', '{"x": [1, {"y": null}]}'], ['[]', '"{}"']),   # any object, as llama.cpp
     ({"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": {"type": "string"}},
      ['{}', '{"a": 1}', '{"a": 1, "zz": "q"}', '{"zz": "q", "yy": "r"}'], ['{"zz": 3}']),
     (RECURSIVE, ['{"v": 1}', '{"v": 1, "kids": [{"v": 2, "kids": [{"v": 3}, {"v": 4, "kids": []}]}]}'],
