@@ -81,7 +81,7 @@ def parameters_param(tools: list[dict], name: str) -> str:
     return f"tools[{[t['name'] for t in tools].index(name)}].function.parameters"
 
 
-def envelope_schema(tools: list[dict], choice: str, response_schema=None) -> dict:
+def envelope_schema(tools: list[dict], choice: str, response_schema=None, parallel: bool = True) -> dict:
     """The JSON Schema of the model's answer (llama.cpp's generic format); the tools' parameter
     schemas keep their own $defs by being inlined under each call's "arguments"."""
     chosen = [t for t in tools if choice in ("auto", "required") or t["name"] == choice]
@@ -89,7 +89,7 @@ def envelope_schema(tools: list[dict], choice: str, response_schema=None) -> dic
               "required": ["name", "arguments"], "additionalProperties": False} for t in chosen]
     call = calls[0] if len(calls) == 1 else {"anyOf": calls}
     items = {"type": "array", "items": call, "minItems": 1}
-    if choice not in ("auto", "required"):
+    if choice not in ("auto", "required") or not parallel:   # (OpenAI's parallel_tool_calls: false)
         items["maxItems"] = 1
     with_calls = {"type": "object", "properties": {"tool_calls": items}, "required": ["tool_calls"],
                   "additionalProperties": False}
@@ -105,7 +105,7 @@ def tool_format(template: str | None) -> str:
     return "hermes" if template and "<tool_call>" in template else "generic"
 
 
-def hermes_grammar(model, tools: list[dict], choice: str, response_schema=None) -> str:
+def hermes_grammar(model, tools: list[dict], choice: str, response_schema=None, parallel: bool = True) -> str:
     """GBNF of a Hermes-format answer: <tool_call> blocks (each call's JSON from the tools'
     schemas, converted by the core with the rule prefix "call-"), or with "auto" plain text
     that does not open with a tag (or, given a response_format, a reply of that schema)."""
@@ -113,7 +113,7 @@ def hermes_grammar(model, tools: list[dict], choice: str, response_schema=None) 
     one = envelope_schema(tools, choice if choice != "auto" else "required")["properties"]["tool_calls"]["items"]
     rules = schema_grammar(model, one, "tools", prefix="call-")
     block = '"<tool_call>\\n" call-root "</tool_call>"'
-    calls = block if choice not in ("auto", "required") else f'{block} ("\\n" {block})*'
+    calls = block if choice not in ("auto", "required") or not parallel else f'{block} ("\\n" {block})*'
     if choice != "auto":
         return f"root ::= {calls}\n{rules}"
     if response_schema is None:

@@ -329,3 +329,16 @@ def test_hermes_format_through_the_server(qwen_server):
     got = [t for ch in s if ch.choices for t in (ch.choices[0].delta.tool_calls or [])]
     assert [t.function.name for t in got if t.function and t.function.name] == \
            [x.function.name for x in r.choices[0].message.tool_calls]
+
+
+def test_parallel_tool_calls_false_gives_one_call(client, realm):
+    from realm_web.tools import hermes_grammar, parse_tools
+    r = client.chat.completions.create(model="smol", messages=ASK, tools=TOOLS, tool_choice="required",
+                                       parallel_tool_calls=False, max_tokens=100, temperature=0)
+    assert r.choices[0].finish_reason == "tool_calls" and len(r.choices[0].message.tool_calls) == 1
+    g = hermes_grammar(realm.model, *parse_tools(TOOLS, "required"), parallel=False)
+    call = '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>'
+    assert _accepts(realm, g, call) and not _accepts(realm, g, call + "\n" + call)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="smol", messages=ASK, tools=TOOLS, parallel_tool_calls="no", max_tokens=4)
+    assert e.value.body["param"] == "parallel_tool_calls"

@@ -142,6 +142,7 @@ class ChatRequest:
     tool_choice: str | None = None              # None: no tool calls; else "auto", "required" or a tool's name
     tool_response: Any = None                   # the reply's schema with "auto" (from response_format)
     tool_format: str = "generic"                # realm_web.tools.tool_format of the model's template
+    parallel_tool_calls: bool = True            # False: at most one call
 
 
 @dataclass

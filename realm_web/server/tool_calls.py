@@ -44,6 +44,10 @@ def apply_tools(req, body: dict, rf_kind: str, rf_schema) -> None:
     req.tools, req.tool_choice = tools, choice
     if choice is None:
         return
+    parallel = body.get("parallel_tool_calls", True)
+    if not isinstance(parallel, bool):
+        raise bad_request("Invalid type for 'parallel_tool_calls': expected a boolean.", param="parallel_tool_calls")
+    req.parallel_tool_calls = parallel
     sp = req.sampling
     if sp.grammar and sp.json_schema is None and rf_kind == "text":
         raise bad_request("Give either 'grammar' or 'tools', not both.", param="grammar")
@@ -53,7 +57,7 @@ def apply_tools(req, body: dict, rf_kind: str, rf_schema) -> None:
     response = {"type": "object"} if rf_kind == "json_object" else rf_schema
     req.tool_response = response
     sp.grammar = None
-    sp.json_schema = tools_mod.envelope_schema(tools, choice, response)
+    sp.json_schema = tools_mod.envelope_schema(tools, choice, response, parallel)
     sp.grammar_param = "tools"
     sp.schema_checks = [(t["parameters"], f"tools[{i}].function.parameters") for i, t in enumerate(tools)]
     if rf_kind == "json_schema":
@@ -67,13 +71,14 @@ def render_args(req, template: str | None) -> tuple[list[dict], dict]:
         req.tool_format = "hermes"
         sp = req.sampling
         sp.json_schema = None
-        sp.grammar_builder = partial(_hermes, tools=req.tools, choice=req.tool_choice, response=req.tool_response)
+        sp.grammar_builder = partial(_hermes, tools=req.tools, choice=req.tool_choice, response=req.tool_response,
+                                     parallel=req.parallel_tool_calls)
     return tools_mod.prompt_messages(req.messages, req.tools, req.tool_choice, template)
 
 
-def _hermes(model, tools, choice, response) -> str:
+def _hermes(model, tools, choice, response, parallel) -> str:
     try:
-        return tools_mod.hermes_grammar(model, tools, choice, response)
+        return tools_mod.hermes_grammar(model, tools, choice, response, parallel)
     except FormatError as e:   # (each schema was checked alone first; this names the combination)
         raise RealmError(str(e)) from None
 
