@@ -177,10 +177,36 @@ export interface ChatCompletionRequest {
   response_format?: { type: 'text' | 'json_object' } | { type: 'json_schema'; json_schema: { name?: string; schema?: object | boolean; strict?: boolean | null } } | null;
   /** llama-server's field: GBNF text every sampled token must follow. */
   grammar?: string | null;
+  /** Functions the model may call (OpenAI's): the answer is constrained to calls whose arguments follow each one's parameters schema. */
+  tools?: ChatCompletionTool[] | null;
+  /** Default 'auto' (a reply or calls); 'required': calls only; a named function: that one; 'none': no calls. */
+  tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } } | null;
+  /** false: at most one call. Default true. */
+  parallel_tool_calls?: boolean | null;
   signal?: AbortSignal;
   /** Override the model's template (tokenizer.chat_template). */
   chat_template?: string;
   chat_template_kwargs?: Record<string, unknown>;
+}
+
+export interface ChatCompletionTool {
+  type: 'function';
+  function: { name: string; description?: string; parameters?: object };
+}
+
+/** A tool call in an assistant message (arguments: JSON text). */
+export interface ChatCompletionMessageToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
+}
+
+/** A streamed piece of a tool call: id, type and name first, then its arguments. */
+export interface ChatCompletionChunkToolCall {
+  index: number;
+  id?: string;
+  type?: 'function';
+  function?: { name?: string; arguments?: string };
 }
 
 export interface CompletionUsage {
@@ -204,7 +230,7 @@ export interface ChatCompletion {
   object: 'chat.completion';
   created: number;
   model: string;
-  choices: Array<{ index: number; message: { role: 'assistant'; content: string; refusal: null }; logprobs: ChatCompletionLogprobs | null; finish_reason: 'stop' | 'length' }>;
+  choices: Array<{ index: number; message: { role: 'assistant'; content: string | null; refusal: null; tool_calls?: ChatCompletionMessageToolCall[] }; logprobs: ChatCompletionLogprobs | null; finish_reason: 'stop' | 'length' | 'tool_calls' }>;
   usage: CompletionUsage;
 }
 
@@ -214,7 +240,7 @@ export interface ChatCompletionChunk {
   created: number;
   model: string;
   /** One choice per chunk (index: which); with n > 1 the choices' chunks interleave. */
-  choices: Array<{ index: number; delta: { role?: 'assistant'; content?: string }; logprobs: ChatCompletionLogprobs | null; finish_reason: 'stop' | 'length' | null }>;
+  choices: Array<{ index: number; delta: { role?: 'assistant'; content?: string; tool_calls?: ChatCompletionChunkToolCall[] }; logprobs: ChatCompletionLogprobs | null; finish_reason: 'stop' | 'length' | 'tool_calls' | null }>;
   usage?: CompletionUsage;
 }
 

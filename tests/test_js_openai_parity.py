@@ -14,10 +14,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from conftest import missing
 from server_helpers import make_keys, start_thread_server
+from test_server_tools import ASK, PARAMS, TOOLS
 
 ROOT = Path(__file__).resolve().parents[1]
 SDK = ROOT / "js-sdk"
@@ -230,5 +232,107 @@ def test_js_refuses_bad_n_and_logprobs_as_realm_serve(server, default_model_path
         body = ei.value.body
         err = body.get("error", body) if isinstance(body, dict) else {}
         assert got["error"]["name"] == "RealmError", req
+        assert got["error"]["message"] == err.get("message"), (req, got, err)
+        assert got["error"]["param"] == err.get("param"), req
+
+
+# tools (issue 14): the JS SDK's port of realm_web/tools.py (js-sdk/src/tools.js) gives the server's
+# prompt (same prompt_tokens), grammar and tool_calls for the same request and seed, whole and streamed
+def _tool_requests():
+    back = ASK + [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": json.dumps({"a": 2, "b": 3})}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "5"}]
+    base = {"tools": TOOLS, "max_tokens": 60}
+    return [
+        {**base, "messages": ASK, "temperature": 0},
+        {**base, "messages": ASK, "temperature": 0.9, "seed": 3, "tool_choice": "required", "n": 2},
+        {**base, "messages": ASK, "temperature": 0, "tool_choice": {"type": "function", "function": {"name": "add"}}},
+        {**base, "messages": ASK, "temperature": 0.8, "seed": 5, "tool_choice": "required", "parallel_tool_calls": False},
+        {**base, "messages": ASK, "temperature": 0, "tool_choice": "none", "max_tokens": 12},
+        {**base, "messages": back, "temperature": 0},   # a tool message round-trips through the template
+        {**base, "messages": ASK, "temperature": 0.7, "seed": 9, "response_format": {"type": "json_object"}},
+    ]
+
+
+BAD_TOOL_REQUESTS = [
+    {"messages": MSGS, "tools": [{"type": "function", "function": {"name": "a b"}}]},
+    {"messages": MSGS, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "strin"}}}]},
+    {"messages": MSGS, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"},
+    {"messages": MSGS, "tools": [{"type": "function", "function": {"name": "f"}}],
+     "tool_choice": {"type": "function", "function": {"name": "g"}}},
+    {"messages": MSGS, "tool_choice": "required"},
+    {"messages": MSGS, "tools": [{"type": "function", "function": {"name": "f"}}], "parallel_tool_calls": 1},
+    {"messages": MSGS, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required",
+     "response_format": {"type": "json_object"}},
+    {"messages": [{"role": "user", "content": "x", "tool_calls": []}]},
+]
+
+
+def _calls(calls: list | None) -> list | None:
+    """tool_calls without their (random) ids: [(name, arguments)]."""
+    if calls is None:
+        return None
+    return [(c["function"]["name"], c["function"]["arguments"]) if "function" in c else (c["name"], c["arguments"])
+            for c in calls]
+
+
+@pytest.mark.slow
+def test_js_tool_calls_equal_realm_serve(server, default_model_path):
+    client = _client(server)
+    requests = _tool_requests()
+    js = _js(requests, default_model_path)
+    called = 0
+    for req, got in zip(requests, js):
+        assert "error" not in got, (req, got)
+        py = client.chat.completions.create(model="smol", **req).model_dump()
+        assert (got["usage"]["prompt_tokens"], got["usage"]["completion_tokens"]) == \
+            (py["usage"]["prompt_tokens"], py["usage"]["completion_tokens"]), req   # the same prompt, the same answer
+        sp = {}
+        for c in client.chat.completions.create(model="smol", stream=True, **req):
+            for ch in c.choices:
+                s = sp.setdefault(ch.index, {"content": "", "finish_reason": None, "calls": None})
+                s["content"] += ch.delta.content or ""
+                s["finish_reason"] = ch.finish_reason or s["finish_reason"]
+                for t in ch.delta.tool_calls or []:
+                    s["calls"] = s["calls"] or []
+                    while len(s["calls"]) <= t.index:
+                        s["calls"].append({"name": "", "arguments": "", "id": None})
+                    s["calls"][t.index]["id"] = t.id or s["calls"][t.index]["id"]
+                    s["calls"][t.index]["name"] += (t.function.name or "") if t.function else ""
+                    s["calls"][t.index]["arguments"] += (t.function.arguments or "") if t.function else ""
+        assert len(got["choices"]) == len(py["choices"]) == len(sp) == req.get("n", 1), req
+        for g, w, gs in zip(got["choices"], py["choices"], got["stream_choices"]):
+            what = (req, w["index"])
+            assert g["finish_reason"] == w["finish_reason"] == gs["finish_reason"] == sp[w["index"]]["finish_reason"], what
+            assert g["content"] == w["message"]["content"], what
+            assert _calls(g["tool_calls"]) == _calls(w["message"]["tool_calls"]), what
+            assert _calls(gs.get("tool_calls")) == _calls(sp[w["index"]]["calls"]) == _calls(g["tool_calls"]), what
+            if g["tool_calls"]:
+                called += 1
+                assert g["finish_reason"] == "tool_calls" and g["content"] is None, what
+                assert all(c["id"].startswith("call_") and c["type"] == "function" for c in g["tool_calls"]), what
+                assert all(c["id"] and c["type"] == "function" for c in gs["tool_calls"]), what
+                for name, args in _calls(g["tool_calls"]):
+                    jsonschema.validate(json.loads(args), PARAMS[name])
+            if req.get("tool_choice") == "none":
+                assert g["tool_calls"] is None, what
+            if req.get("parallel_tool_calls") is False or isinstance(req.get("tool_choice"), dict):
+                assert len(g["tool_calls"]) == 1, what
+            if isinstance(req.get("tool_choice"), dict):
+                assert g["tool_calls"][0]["function"]["name"] == "add", what
+    assert called >= 3   # required (n=2) and the named one at least
+
+
+@pytest.mark.slow
+def test_js_refuses_bad_tools_as_realm_serve(server, default_model_path):
+    openai = pytest.importorskip("openai")
+    client = _client(server)
+    js = _js(BAD_TOOL_REQUESTS, default_model_path)
+    for req, got in zip(BAD_TOOL_REQUESTS, js):
+        assert "error" in got, req
+        with pytest.raises(openai.BadRequestError) as ei:
+            client.chat.completions.create(model="smol", **req)
+        body = ei.value.body
+        err = body.get("error", body) if isinstance(body, dict) else {}
         assert got["error"]["message"] == err.get("message"), (req, got, err)
         assert got["error"]["param"] == err.get("param"), req

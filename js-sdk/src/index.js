@@ -13,6 +13,7 @@ export { CoreModel } from './model.js';
 export { Session } from './session.js';
 export { modelCache } from './cache.js';
 export { setJinja, renderChat, CHATML } from './chat.js';
+export { parseTools, envelopeSchema, toolFormat, toolGrammar, promptMessages, parseAnswer } from './tools.js';
 export { loadedModels, memoryBytes } from './store.js';
 export { asSource } from './sources.js';
 export { setWgslBase, GPUUnavailable } from './webgpu.js';

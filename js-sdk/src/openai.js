@@ -4,6 +4,7 @@
 // n choices and logprobs as `realm serve` (realm_web/server/completion.py, logprobs.py).
 import { choiceOptions } from './sampling.js';
 import { RealmError } from './errors.js';
+import { parseTools, checkToolMessages, toolFormat, toolGrammar, promptMessages, toolMessage, toolDeltas } from './tools.js';
 
 let seq = 0;
 export function completionId() {
@@ -71,9 +72,14 @@ export function createChatCompletion(realm, req = {}) {
   const model = req.model || realm.id;
   const tplOpts = { chatTemplate: req.chat_template, extra: req.chat_template_kwargs };
   let opts;
+  let tooling = null;   // {fmt, tools, choice} when the answer is tool calls (tools.js)
   try {
     opts = choiceOptions(req);   // checks the request before anything runs
-    if (opts[0].json_schema != null) {   // the core's JSON Schema -> GBNF (realm_json_schema_gbnf), as realm serve
+    tooling = toolSettings(realm, req, opts[0]);
+    if (tooling && tooling.grammar) {
+      const grammar = tooling.grammar;
+      opts = opts.map((o) => { const c = { ...o, grammar }; delete c.json_schema; return c; });
+    } else if (opts[0].json_schema != null) {   // the core's JSON Schema -> GBNF (realm_json_schema_gbnf), as realm serve
       const param = 'response_format.json_schema.schema';
       let grammar;
       try {
@@ -91,12 +97,15 @@ export function createChatCompletion(realm, req = {}) {
     return p;
   }
   const n = opts.length;
+  const answersTools = !!(tooling && tooling.choice != null);
   const withLogprobs = opts[0].logprobs != null;
   const signal = req.signal;
 
   // the choices' events (streamBatch's), choice 0's stats as realm.lastStats; a choice's error ends the request
   async function* events(stats) {
-    const ids = await realm.chatIds(req.messages, tplOpts);
+    const messages = tooling ? promptMessages(req.messages, tooling.tools, tooling.choice, tooling.template) : null;
+    const ids = messages ? await realm.chatIds(messages.messages, { ...tplOpts, extra: { ...tplOpts.extra, ...messages.extra } })
+      : await realm.chatIds(req.messages, tplOpts);
     const prompts = opts.map((o) => {
       const p = { ...o, prompt: ids };
       delete p.signal;
@@ -127,10 +136,12 @@ export function createChatCompletion(realm, req = {}) {
       }
       return {
         id, object: 'chat.completion', created, model,
-        choices: texts.map((text, i) => ({
-          index: i, message: { role: 'assistant', content: text, refusal: null },
-          logprobs: withLogprobs ? { content: content[i], refusal: null } : null, finish_reason: finish[i],
-        })),
+        choices: texts.map((text, i) => {
+          const logprobs = withLogprobs ? { content: content[i], refusal: null } : null;
+          if (!answersTools) return { index: i, message: { role: 'assistant', content: text, refusal: null }, logprobs, finish_reason: finish[i] };
+          const { message, called } = toolMessage(text, tooling.fmt);
+          return { index: i, message, logprobs, finish_reason: finishOf(finish[i], called) };
+        }),
         usage: usageOfChoices(stats),
       };
     })();
@@ -141,9 +152,20 @@ export function createChatCompletion(realm, req = {}) {
     const base = { id, object: 'chat.completion.chunk', created, model };
     const chunk = (index, delta, logprobs, finish) => ({ ...base, choices: [{ index, delta, logprobs, finish_reason: finish }] });
     for (let i = 0; i < n; i++) yield chunk(i, { role: 'assistant', content: '' }, null, null);
+    const held = Array.from({ length: n }, () => []);   // tool answers: whole before they become deltas
     for await (const ev of events(stats)) {
+      if (ev.done && answersTools) {
+        const { deltas, called } = toolDeltas(held[ev.index].join(''), tooling.fmt);
+        for (const d of deltas) yield chunk(ev.index, d, null, null);
+        yield chunk(ev.index, {}, null, finishOf(ev.finish_reason, called));
+        continue;
+      }
       if (ev.done) {
         yield chunk(ev.index, {}, null, ev.finish_reason);
+        continue;
+      }
+      if (answersTools) {
+        held[ev.index].push(ev.text);
         continue;
       }
       const lp = ev.logprobs && ev.logprobs.length ? { content: [logprobEntry(realm, ev.logprobs)], refusal: null } : null;
@@ -152,4 +174,32 @@ export function createChatCompletion(realm, req = {}) {
     if (includeUsage) yield { ...base, choices: [], usage: usageOfChoices(stats) };
   }
   return streamResult(chunks());
+}
+
+// A finished answer that calls tools ends with "tool_calls" (as OpenAI's).
+function finishOf(reason, called) { return called && reason === 'stop' ? 'tool_calls' : reason; }
+
+// tools + tool_choice + parallel_tool_calls, checked as `realm serve` (server/tool_calls.py
+// apply_tools): null without tools, else {fmt, tools, choice, template, grammar} (grammar:
+// the answer's GBNF, none with tool_choice 'none'). Messages' tool_calls are checked here too.
+function toolSettings(realm, req, opt) {
+  checkToolMessages(req.messages);
+  const { tools, choice } = parseTools(req.tools, req.tool_choice);
+  const template = req.chat_template ?? realm.model.meta('tokenizer.chat_template') ?? null;
+  if (!tools.length && choice == null) return null;
+  const fmt = toolFormat(template);
+  if (choice == null) return { fmt, tools, choice, template, grammar: null };
+  const parallel = req.parallel_tool_calls ?? true;
+  const bad = (message, param) => { const e = new RealmError(message); e.param = param; return e; };
+  if (typeof parallel !== 'boolean') throw bad("Invalid type for 'parallel_tool_calls': expected a boolean.", 'parallel_tool_calls');
+  const rf = req.response_format && req.response_format.type;
+  const rfKind = rf === 'json_object' || rf === 'json_schema' ? rf : 'text';
+  if (req.grammar && rfKind === 'text') throw bad("Give either 'grammar' or 'tools', not both.", 'grammar');
+  if (rfKind !== 'text' && choice !== 'auto') {
+    throw bad("'response_format' goes with tool_choice 'auto' (it shapes the reply when no tool is called).", 'response_format');
+  }
+  const response = rfKind === 'json_object' ? { type: 'object' } : rfKind === 'json_schema' ? opt.json_schema : null;
+  const grammar = toolGrammar(realm.model, fmt, tools, choice, response, parallel,
+    rfKind === 'json_schema' ? 'response_format.json_schema.schema' : null);
+  return { fmt, tools, choice, template, grammar };
 }

@@ -4,8 +4,9 @@
 // requests.json: a list of chat.completions requests. Prints a JSON list, one per request, of
 // {content, finish_reason, usage, tokens, stream_content, choices, stream_choices, stream_usage}
 // (content, finish_reason: choice 0's; tokens: choice 0's ids; choices: every choice's
-// {index, content, finish_reason, logprobs}; stream_*: the same request again with stream:
-// true and include_usage, each choice's deltas joined and its logprobs.content concatenated),
+// {index, content, finish_reason, logprobs, tool_calls}; stream_*: the same request again with stream:
+// true and include_usage, each choice's deltas joined, its logprobs.content concatenated and its
+// streamed tool_calls joined into {id, type, name, arguments}),
 // or {error: {name, message, param}} for a request the SDK refuses.
 import { Realm } from '../src/index.js';
 
@@ -35,6 +36,13 @@ try {
         const s = (stream[ch.index] ??= { index: ch.index, content: '', finish_reason: null, logprobs: null });
         if (ch.delta.role) roles++;
         s.content += ch.delta.content ?? '';
+        for (const t of ch.delta.tool_calls ?? []) {   // streamed calls: id, type, name first, then arguments
+          const call = ((s.tool_calls ??= [])[t.index] ??= { id: null, type: null, name: '', arguments: '' });
+          if (t.id) call.id = t.id;
+          if (t.type) call.type = t.type;
+          call.name += t.function?.name ?? '';
+          call.arguments += t.function?.arguments ?? '';
+        }
         if (ch.finish_reason) s.finish_reason = ch.finish_reason;
         if (ch.logprobs) (s.logprobs ??= []).push(...ch.logprobs.content);
       }
@@ -42,7 +50,8 @@ try {
     out.push({
       content: res.choices[0].message.content, finish_reason: res.choices[0].finish_reason, usage: res.usage,
       tokens, stream_content: stream[0].content,
-      choices: res.choices.map((c) => ({ index: c.index, content: c.message.content, finish_reason: c.finish_reason, logprobs: c.logprobs })),
+      choices: res.choices.map((c) => ({ index: c.index, content: c.message.content, finish_reason: c.finish_reason, logprobs: c.logprobs,
+        tool_calls: c.message.tool_calls ?? null })),
       stream_choices: stream, stream_usage: streamUsage, stream_roles: roles,
     });
   }

@@ -38,3 +38,12 @@ export async function example(file: Blob): Promise<string> {
   try { await r.generate('x'); } catch (e) { if (e instanceof ContextOverflowError) console.log('full'); }
   return text + res.choices[0].message.content + back + wi.length;
 }
+
+export async function toolsExample(r: Realm): Promise<string> {
+  const res: ChatCompletion = await r.chat.completions.create({
+    messages: [{ role: 'user', content: 'Weather in Paris?' }], tool_choice: 'auto', parallel_tool_calls: false,
+    tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }],
+  });
+  const call = res.choices[0].message.tool_calls?.[0];
+  return (call ? call.function.name + call.function.arguments : res.choices[0].message.content ?? '') + res.choices[0].finish_reason;
+}
