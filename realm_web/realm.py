@@ -308,8 +308,7 @@ class Realm:
         response = {"type": "object"} if kind == "json_object" else schema
         args = chat_mod.template_args(self.model)
         fmt = tools_mod.tool_format(args["template"])
-        grammar = tools_mod.hermes_grammar(self.model, tool_list, choice, response) if fmt == "hermes" else \
-            schema_grammar(self.model, tools_mod.envelope_schema(tool_list, choice, response), "tools")
+        grammar = tools_mod.format_grammar(self.model, fmt, tool_list, choice, response)
         msgs, extra = tools_mod.prompt_messages(messages, tool_list, choice, args["template"])
         text = chat_mod.render(messages=msgs, add_generation_prompt=True, **args, **extra)
         ids = chat_mod.prompt_ids(self.model, text)

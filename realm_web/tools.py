@@ -13,7 +13,12 @@ same JSON the model produces, as llama.cpp's polyfills do.
 A template that writes Hermes-style `<tool_call>` tags (Qwen2.5, Hermes 2/3; llama.cpp's
 common/chat.cpp "Hermes 2 Pro" handler) gets that format instead: the model writes
 `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>` blocks, one grammar rule per
-call (the same schema), and with "auto" free text as the grammar's other alternative."""
+call (the same schema), and with "auto" free text as the grammar's other alternative.
+
+A Llama 3.1+ tool template (it renders an `ipython` role; llama.cpp's "Llama 3.x" handler) gets
+that model's format: the template lists the tools itself, and the model answers one bare JSON
+call `{"name": ..., "parameters": {...}}` (optionally after `<|python_tag|>`); Llama 3.x writes
+one call per turn, so parallel calls are not offered. Built-in tools (brave_search, ...) are not."""
 from __future__ import annotations
 
 import json
@@ -100,9 +105,46 @@ def envelope_schema(tools: list[dict], choice: str, response_schema=None, parall
     return {"anyOf": [with_calls, reply]}
 
 
+LLAMA3_MARK = "<|start_header_id|>ipython<|end_header_id|>"   # how llama.cpp's chat.cpp spots a Llama 3.x tool template
+PYTHON_TAG = "<|python_tag|>"
+
+
 def tool_format(template: str | None) -> str:
-    """"hermes" for templates that write <tool_call> tags, else "generic"."""
-    return "hermes" if template and "<tool_call>" in template else "generic"
+    """"hermes" for templates that write <tool_call> tags, "llama3" for Llama 3.1+ tool
+    templates (an ipython role), else "generic"."""
+    if template and "<tool_call>" in template:
+        return "hermes"
+    if template and LLAMA3_MARK in template:
+        return "llama3"
+    return "generic"
+
+
+def format_grammar(model, fmt: str, tools: list[dict], choice: str, response_schema=None, parallel: bool = True) -> str:
+    """GBNF of an answer in format fmt (FormatError naming "tools" on a bad combination)."""
+    from .grammars import schema_grammar
+    if fmt == "hermes":
+        return hermes_grammar(model, tools, choice, response_schema, parallel)
+    if fmt == "llama3":
+        return llama3_grammar(model, tools, choice, response_schema)
+    return schema_grammar(model, envelope_schema(tools, choice, response_schema, parallel), "tools")
+
+
+def llama3_grammar(model, tools: list[dict], choice: str, response_schema=None) -> str:
+    """GBNF of a Llama 3.x answer: one bare JSON call {"name", "parameters"} (the tools'
+    schemas, converted by the core with the rule prefix "call-"), or with "auto" plain text
+    that does not open with "{" (or, given a response_format, a reply of that schema)."""
+    from .grammars import schema_grammar
+    chosen = [t for t in tools if choice in ("auto", "required") or t["name"] == choice]
+    calls = [{"type": "object", "properties": {"name": {"const": t["name"]}, "parameters": t["parameters"]},
+              "required": ["name", "parameters"], "additionalProperties": False} for t in chosen]
+    rules = schema_grammar(model, calls[0] if len(calls) == 1 else {"anyOf": calls}, "tools", prefix="call-")
+    if choice != "auto":
+        return f"root ::= call-root\n{rules}"
+    if response_schema is None:
+        text = 'text ::= [^{\\x00] [^\\x00]*\n'
+    else:
+        text = "text ::= reply-root\n" + schema_grammar(model, response_schema, "response_format", prefix="reply-")
+    return f"root ::= call-root | text\n{text}{rules}"
 
 
 def hermes_grammar(model, tools: list[dict], choice: str, response_schema=None, parallel: bool = True) -> str:
@@ -152,7 +194,7 @@ def prompt_messages(messages: list[dict], tools: list[dict], choice: str | None,
     extra = {}
     if choice is None:
         return out, extra
-    if tool_format(template) == "hermes":   # the template describes the tools and the format itself
+    if tool_format(template) in ("hermes", "llama3"):   # the template describes the tools and the format itself
         extra["tools"] = [{"type": "function", "function": {"name": t["name"], "description": t["description"],
                                                             "parameters": t["parameters"]}} for t in tools]
         return out, extra
@@ -193,6 +235,17 @@ def _call(name, arguments) -> dict:
 def parse_answer(text: str, fmt: str = "generic") -> tuple[str | None, list[dict] | None]:
     """(content, tool_calls) from the model's answer in format fmt; a text that is not one (cut
     short by max_tokens) is returned as content."""
+    if fmt == "llama3":
+        body = text.strip()
+        body = body[len(PYTHON_TAG):].lstrip() if body.startswith(PYTHON_TAG) else body
+        try:
+            v = json.loads(body)
+        except ValueError:
+            return text, None
+        if isinstance(v, dict) and isinstance(v.get("name"), str) and "parameters" in v and \
+                set(v) <= {"type", "name", "parameters"}:
+            return None, [_call(v["name"], v["parameters"])]
+        return text, None
     if fmt == "hermes":
         calls = []
         for body in _HERMES_CALL.findall(text):

@@ -336,3 +336,52 @@ def test_js_refuses_bad_tools_as_realm_serve(server, default_model_path):
         err = body.get("error", body) if isinstance(body, dict) else {}
         assert got["error"]["message"] == err.get("message"), (req, got, err)
         assert got["error"]["param"] == err.get("param"), req
+
+
+def test_js_tool_grammars_and_parsing_equal_python(default_model_path):
+    """js-sdk/src/tools.js builds the same grammar as realm_web/tools.py for every format and
+    tool_choice (the core converts the same schemas) and parses answers the same."""
+    from test_server_tools import LLAMA31_TOOLS, QWEN_TOOLS
+    from realm_web import Realm
+    from realm_web import tools as tools_mod
+    cases = [(fmt, tc, par) for fmt in ("generic", "hermes", "llama3")
+             for tc in ("auto", "required", {"type": "function", "function": {"name": "add"}}) for par in (True, False)]
+    answers = ['{"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}]}', '{"response": "hi"}',
+               '<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>', "<|python_tag|>"
+               '{"name": "add", "parameters": {"a": 1, "b": 2}}', '{"name": "add"}', "plain", '{"tool_calls": [']
+    script = """
+import { CoreModel } from './src/model.js';
+import { parseTools, toolGrammar, parseAnswer, toolFormat } from './src/tools.js';
+import fs from 'node:fs';
+const [cases, answers, tpls] = JSON.parse(fs.readFileSync(0, 'utf8'));
+const model = await CoreModel.load(process.argv[1]);
+const out = { grammars: [], parsed: [], formats: tpls.map(toolFormat) };
+for (const [fmt, tc, par] of cases) {
+  const { tools, choice } = parseTools(TOOLS, tc);
+  out.grammars.push(toolGrammar(model, fmt, tools, choice, null, par));
+}
+for (const fmt of ['generic', 'hermes', 'llama3']) for (const a of answers) {
+  const { content, calls } = parseAnswer(a, fmt);
+  out.parsed.push([content, calls && calls.map((c) => [c.function.name, c.function.arguments])]);
+}
+process.stdout.write(JSON.stringify(out));
+""".replace("TOOLS", json.dumps(TOOLS))
+    r = subprocess.run([_node(), "--input-type=module", "-e", script, str(default_model_path)],
+                       input=json.dumps([cases, answers, [None, "x", QWEN_TOOLS, LLAMA31_TOOLS]]),
+                       capture_output=True, text=True, timeout=300, cwd=SDK, env={**os.environ, "REALM_SKIP_WEBGPU": "1"})
+    assert r.returncode == 0, r.stderr[-4000:]
+    js = json.loads(r.stdout)
+    assert js["formats"] == ["generic", "generic", "hermes", "llama3"]
+    realm = Realm.load(default_model_path, n_ctx=256)
+    try:
+        for (fmt, tc, par), g in zip(cases, js["grammars"]):
+            tools, choice = tools_mod.parse_tools(TOOLS, tc)
+            assert g == tools_mod.format_grammar(realm.model, fmt, tools, choice, None, par), (fmt, tc, par)
+    finally:
+        realm.close()
+    py = []
+    for fmt in ("generic", "hermes", "llama3"):
+        for a in answers:
+            content, calls = tools_mod.parse_answer(a, fmt)
+            py.append([content, calls and [[c["function"]["name"], c["function"]["arguments"]] for c in calls]])
+    assert js["parsed"] == py

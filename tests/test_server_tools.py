@@ -342,3 +342,89 @@ def test_parallel_tool_calls_false_gives_one_call(client, realm):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="smol", messages=ASK, tools=TOOLS, parallel_tool_calls="no", max_tokens=4)
     assert e.value.body["param"] == "parallel_tool_calls"
+
+
+# A Llama 3.1-style tool template (the structure of Meta's: "Environment: ipython", the tools
+# listed as JSON in the first user message, an assistant call as bare {"name", "parameters"} JSON,
+# tool results in the ipython role), attached to the default model (llama.cpp's Llama 3.x handler)
+LLAMA31_TOOLS = """{{- bos_token }}{%- if not tools is defined %}{%- set tools = none %}{%- endif %}
+{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content'] | trim %}{%- set messages = messages[1:] %}
+{%- else %}{%- set system_message = "" %}{%- endif %}
+{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}{%- if tools is not none %}{{- "Environment: ipython\\n" }}{%- endif %}
+{{- system_message }}{{- "<|eot_id|>" }}
+{%- if tools is not none and messages | length > 0 %}{%- set first_user_message = messages[0]['content'] | trim %}{%- set messages = messages[1:] %}
+{{- '<|start_header_id|>user<|end_header_id|>\\n\\n' }}{{- "Given the following functions, please respond with a JSON for a function call with its proper arguments that best answers the given prompt.\\n\\n" }}
+{{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}. Do not use variables.\\n\\n' }}
+{%- for t in tools %}{{- t | tojson }}{{- "\\n\\n" }}{%- endfor %}{{- first_user_message + "<|eot_id|>" }}{%- endif %}
+{%- for message in messages %}
+{%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}
+{%- elif 'tool_calls' in message %}{%- set tool_call = message.tool_calls[0].function %}
+{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{{- '{"name": "' + tool_call.name + '", "parameters": ' }}{{- tool_call.arguments | tojson }}{{- "}<|eot_id|>" }}
+{%- else %}{{- "<|start_header_id|>ipython<|end_header_id|>\\n\\n" }}{{- message.content }}{{- "<|eot_id|>" }}{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"""
+
+
+@pytest.mark.parametrize("choice", ["required", "named", "auto"])
+def test_llama3_tool_calls(realm, choice):
+    """A Llama 3.1+ tool template gets that format: the template lists the tools, the model answers one
+    bare {"name", "parameters"} call whose parameters validate, free text only with "auto"."""
+    from realm_web import chat as chat_mod
+    from realm_web.tools import llama3_grammar, parse_answer, parse_tools, prompt_messages, tool_format
+    tc = {"type": "function", "function": {"name": "add"}} if choice == "named" else choice
+    tools, ch = parse_tools(TOOLS, tc)
+    assert tool_format(LLAMA31_TOOLS) == "llama3"
+    msgs, extra = prompt_messages(ASK, tools, ch, LLAMA31_TOOLS)
+    prompt = chat_mod.render(LLAMA31_TOOLS, msgs, **extra)
+    assert "Environment: ipython" in prompt and '"name": "get_weather"' in prompt and '"name": "add"' in prompt
+    assert "Respond in JSON format" not in prompt   # (the generic format's instruction)
+    g = llama3_grammar(realm.model, tools, ch)
+    call = '{"name": "add", "parameters": {"a": 1, "b": 2}}'
+    assert _accepts(realm, g, call)
+    assert _accepts(realm, g, '{"name": "get_weather", "parameters": {"city": "Oslo", "unit": "celsius"}}') == \
+        (choice != "named")
+    assert not _accepts(realm, g, call + " " + call)   # one call a turn
+    assert _accepts(realm, g, "It is sunny.") == (choice == "auto")
+    assert not _accepts(realm, g, '{"name": "add", "parameters": {"a": "x", "b": 2}}')
+    assert parse_answer("<|python_tag|>" + call, "llama3")[1][0]["function"]["arguments"] == '{"a": 1, "b": 2}'
+    assert parse_answer('{"name": "add"}', "llama3") == ('{"name": "add"}', None)   # not a call: content
+    out = realm.generate(chat_mod.prompt_ids(realm.model, prompt), max_tokens=100, temperature=0, grammar=g)
+    content, calls = parse_answer(out, "llama3")
+    if choice != "auto" or calls:
+        assert realm.last_stats.finish_reason == "stop" and len(calls) == 1, out
+        jsonschema.validate(json.loads(calls[0]["function"]["arguments"]), PARAMS[calls[0]["function"]["name"]])
+        if choice == "named":
+            assert calls[0]["function"]["name"] == "add"
+    else:
+        assert content and not content.startswith("{")
+
+
+@pytest.fixture(scope="module")
+def llama3_server(default_model_path):
+    import refmodels
+    path = refmodels.with_chat_template(LLAMA31_TOOLS, default_model_path)
+    srv = start_thread_server(no_auth=True, models=[("llamaish", str(path))])
+    yield srv
+    srv.stop()
+
+
+def test_llama3_format_through_the_server(llama3_server):
+    """The server prompts and constrains in the Llama 3.x format and answers OpenAI's tool_calls,
+    streamed and not; a call and its ipython result round-trip through the template."""
+    c = openai.OpenAI(base_url=llama3_server.base_url, api_key="none", max_retries=0, timeout=120)
+    kw = dict(model="llamaish", tools=TOOLS, tool_choice="required", max_tokens=100, temperature=0)
+    r = c.chat.completions.create(messages=ASK, **kw)
+    assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.content is None
+    _check_calls(r.choices[0].message.tool_calls)
+    assert len(r.choices[0].message.tool_calls) == 1
+    s = c.chat.completions.create(messages=ASK, stream=True, **kw)
+    got = [t for ch in s if ch.choices for t in (ch.choices[0].delta.tool_calls or [])]
+    call = r.choices[0].message.tool_calls[0]
+    assert [t.function.name for t in got if t.function and t.function.name] == [call.function.name]
+    assert "".join(t.function.arguments or "" for t in got if t.function) == call.function.arguments
+    back = ASK + [r.choices[0].message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id,
+                                                                       "content": "18"}]
+    r2 = c.chat.completions.create(messages=back, **{**kw, "tool_choice": "auto", "max_tokens": 30})
+    assert r2.usage.prompt_tokens > r.usage.prompt_tokens
+    assert r2.choices[0].finish_reason in ("stop", "length", "tool_calls")

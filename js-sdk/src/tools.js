@@ -3,7 +3,8 @@
 // the same grammar and the same tool_calls for the same request and seed. Two formats, as
 // llama.cpp's common/chat.cpp: "generic" (one JSON object, {"tool_calls": [{name,
 // arguments}]} or {"response": ...}, constrained by a JSON Schema built from the tools'
-// parameters) and "hermes" (<tool_call> blocks) for templates that write those tags.
+// parameters), "hermes" (<tool_call> blocks) for templates that write those tags and "llama3"
+// (one bare {"name", "parameters"} call) for Llama 3.1+ tool templates.
 import { RealmError } from './errors.js';
 
 export const INSTRUCTION = 'Respond in JSON format, either with `tool_calls` (a request to call tools) or with `response` ' +
@@ -121,9 +122,14 @@ export function envelopeSchema(tools, choice, responseSchema = null, parallel = 
   return { anyOf: [withCalls, reply] };
 }
 
-/** 'hermes' for templates that write <tool_call> tags, else 'generic'. */
+const LLAMA3_MARK = '<|start_header_id|>ipython<|end_header_id|>';   // how llama.cpp spots a Llama 3.x tool template
+const PYTHON_TAG = '<|python_tag|>';
+
+/** 'hermes' for templates that write <tool_call> tags, 'llama3' for Llama 3.1+ tool templates (an ipython role), else 'generic'. */
 export function toolFormat(template) {
-  return template && template.includes('<tool_call>') ? 'hermes' : 'generic';
+  if (template && template.includes('<tool_call>')) return 'hermes';
+  if (template && template.includes(LLAMA3_MARK)) return 'llama3';
+  return 'generic';
 }
 
 /** GBNF of an answer in format fmt (tools.py hermes_grammar; the generic one is the envelope's), by the core's
@@ -138,6 +144,17 @@ export function toolGrammar(model, fmt, tools, choice, responseSchema = null, pa
   };
   tools.forEach((t, i) => convert(t.parameters, `tools[${i}].function.parameters`));   // a bad one named alone
   if (responseParam) convert(responseSchema, responseParam);
+  if (fmt === 'llama3') {   // one bare {"name", "parameters"} call a turn (tools.py llama3_grammar)
+    const calls = tools.filter((t) => choice === 'auto' || choice === 'required' || t.name === choice).map((t) => ({
+      type: 'object', properties: { name: { const: t.name }, parameters: t.parameters },
+      required: ['name', 'parameters'], additionalProperties: false,
+    }));
+    const rules = convert(calls.length === 1 ? calls[0] : { anyOf: calls }, 'tools', 'call-');
+    if (choice !== 'auto') return `root ::= call-root\n${rules}`;
+    const text = responseSchema == null ? 'text ::= [^{\\x00] [^\\x00]*\n'
+      : 'text ::= reply-root\n' + convert(responseSchema, 'response_format.json_schema.schema', 'reply-');
+    return `root ::= call-root | text\n${text}${rules}`;
+  }
   if (fmt !== 'hermes') return convert(envelopeSchema(tools, choice, responseSchema, parallel), 'tools');
   const one = envelopeSchema(tools, choice !== 'auto' ? choice : 'required').properties.tool_calls.items;
   const rules = convert(one, 'tools', 'call-');
@@ -174,7 +191,7 @@ export function promptMessages(messages, tools, choice, template) {
   });
   const extra = {};
   if (choice == null) return { messages: out, extra };
-  if (toolFormat(template) === 'hermes') {   // the template describes the tools and the format itself
+  if (toolFormat(template) !== 'generic') {   // the template describes the tools and the format itself
     extra.tools = asTools(tools);
     return { messages: out, extra };
   }
@@ -204,6 +221,15 @@ const HERMES_CALL = /<tool_call>\s*([\s\S]*?)\s*<\/tool_call>/g;
 
 /** {content, calls} from an answer in format fmt (tools.py parse_answer); text that is not one (cut short) is content. */
 export function parseAnswer(text, fmt = 'generic') {
+  if (fmt === 'llama3') {
+    let body = text.trim();
+    if (body.startsWith(PYTHON_TAG)) body = body.slice(PYTHON_TAG.length).trimStart();
+    let v;
+    try { v = JSON.parse(body); } catch { return { content: text, calls: null }; }
+    const keysOk = isObject(v) && Object.keys(v).every((k) => k === 'type' || k === 'name' || k === 'parameters');
+    if (keysOk && typeof v.name === 'string' && 'parameters' in v) return { content: null, calls: [call(v.name, v.parameters)] };
+    return { content: text, calls: null };
+  }
   if (fmt === 'hermes') {
     const calls = [];
     for (const [, body] of text.matchAll(HERMES_CALL)) {

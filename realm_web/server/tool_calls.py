@@ -66,19 +66,21 @@ def apply_tools(req, body: dict, rf_kind: str, rf_schema) -> None:
 
 def render_args(req, template: str | None) -> tuple[list[dict], dict]:
     """The messages and extra template arguments to render (tools described, calls written);
-    a template with its own <tool_call> format switches the request's grammar to it."""
-    if req.tool_choice is not None and tools_mod.tool_format(template) == "hermes":
-        req.tool_format = "hermes"
+    a template with its own tool-call format (Hermes <tool_call> tags, Llama 3.x) switches the
+    request's grammar to it."""
+    fmt = tools_mod.tool_format(template)
+    if req.tool_choice is not None and fmt != "generic":
+        req.tool_format = fmt
         sp = req.sampling
         sp.json_schema = None
-        sp.grammar_builder = partial(_hermes, tools=req.tools, choice=req.tool_choice, response=req.tool_response,
-                                     parallel=req.parallel_tool_calls)
+        sp.grammar_builder = partial(_format_grammar, fmt=fmt, tools=req.tools, choice=req.tool_choice,
+                                     response=req.tool_response, parallel=req.parallel_tool_calls)
     return tools_mod.prompt_messages(req.messages, req.tools, req.tool_choice, template)
 
 
-def _hermes(model, tools, choice, response, parallel) -> str:
+def _format_grammar(model, fmt, tools, choice, response, parallel) -> str:
     try:
-        return tools_mod.hermes_grammar(model, tools, choice, response, parallel)
+        return tools_mod.format_grammar(model, fmt, tools, choice, response, parallel)
     except FormatError as e:   # (each schema was checked alone first; this names the combination)
         raise RealmError(str(e)) from None
 
