@@ -428,3 +428,29 @@ def test_llama3_format_through_the_server(llama3_server):
     r2 = c.chat.completions.create(messages=back, **{**kw, "tool_choice": "auto", "max_tokens": 30})
     assert r2.usage.prompt_tokens > r.usage.prompt_tokens
     assert r2.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+def test_completions_response_format(client, realm):
+    """/v1/completions takes response_format too (as llama-server): json_schema outputs validate, whole
+    and streamed, and are what Realm.generate(response_format=...) gives; json_object parses; bad is a 400."""
+    prompt = "A 3-day weather forecast as JSON:"
+    rf = _rf(FORECAST)
+    r = client.completions.create(model="smol", prompt=prompt, max_tokens=200, temperature=0, extra_body={"response_format": rf})
+    assert r.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(r.choices[0].text), FORECAST)
+    s = client.completions.create(model="smol", prompt=prompt, max_tokens=200, temperature=0, stream=True,
+                                  extra_body={"response_format": rf})
+    assert "".join(c.choices[0].text for c in s if c.choices) == r.choices[0].text
+    assert realm.generate(prompt, max_tokens=200, temperature=0, response_format=rf) == r.choices[0].text
+    o = client.completions.create(model="smol", prompt="A cat as JSON:", max_tokens=60, temperature=0.8, seed=4,
+                                  extra_body={"response_format": {"type": "json_object"}})
+    if o.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(o.choices[0].text), dict)
+    else:
+        assert o.choices[0].text.lstrip().startswith("{")
+    for body, param in [({"response_format": _rf({"type": "strin"})}, "response_format.json_schema.schema"),
+                        ({"response_format": {"type": "yaml"}}, "response_format.type"),
+                        ({"response_format": {"type": "json_object"}, "grammar": 'root ::= "a"'}, "grammar")]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.completions.create(model="smol", prompt=prompt, max_tokens=4, extra_body=body)
+        assert e.value.body["param"] == param

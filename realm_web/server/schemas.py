@@ -235,6 +235,26 @@ def _message_text(i: int, content: Any) -> str:
     raise _bad_type(key, "a string or an array of content parts", content)
 
 
+def _response_format(body: dict) -> tuple[str, Any]:
+    try:
+        return response_format_schema(body.get("response_format"))
+    except FormatError as e:
+        raise bad_request(str(e), param=e.param) from None
+
+
+def _apply_response_format(sampling: "Sampling", rf: tuple[str, Any]) -> tuple[str, Any]:
+    """response_format (chat and completions) -> the sampling's grammar or JSON Schema."""
+    rf_kind, rf_schema = rf
+    if rf_kind != "text":
+        if sampling.grammar:
+            raise bad_request(f"Give either 'grammar' or 'response_format' {rf_kind}, not both.", param="grammar")
+        if rf_kind == "json_object":
+            sampling.grammar, sampling.grammar_param = JSON, "response_format"
+        else:   # converted on the scheduler thread, where the model's core is (a bad schema is a 400 there)
+            sampling.json_schema, sampling.grammar_param = rf_schema, "response_format.json_schema.schema"
+    return rf_kind, rf_schema
+
+
 def parse_chat(body: dict) -> ChatRequest:
     f = _Fields(body)
     model = f.str("model", required=True)
@@ -267,20 +287,11 @@ def parse_chat(body: dict) -> ChatRequest:
     top = f.int("top_logprobs", None, lo=0, hi=20)
     if top is not None and not want_lp:
         raise bad_request("Invalid 'top_logprobs': it needs 'logprobs' set to true.", param="top_logprobs")
-    try:
-        rf_kind, rf_schema = response_format_schema(body.get("response_format"))
-    except FormatError as e:
-        raise bad_request(str(e), param=e.param) from None
+    rf = _response_format(body)
     stream, include = _stream_opts(f)
     sampling = _sampling(f, None, "max_completion_tokens")
     sampling.logprobs = (top or 0) if want_lp else None
-    if rf_kind != "text":
-        if sampling.grammar:
-            raise bad_request(f"Give either 'grammar' or 'response_format' {rf_kind}, not both.", param="grammar")
-        if rf_kind == "json_object":
-            sampling.grammar, sampling.grammar_param = JSON, "response_format"
-        else:   # converted on the scheduler thread, where the model's core is (a bad schema is a 400 there)
-            sampling.json_schema, sampling.grammar_param = rf_schema, "response_format.json_schema.schema"
+    rf_kind, rf_schema = _apply_response_format(sampling, rf)
     req = ChatRequest(model=model, messages=out, sampling=sampling,
                       stream=stream, include_usage=include, user=f.str("user"))
     apply_tools(req, body, rf_kind, rf_schema)
@@ -320,8 +331,10 @@ def parse_completion(body: dict) -> CompletionRequest:
     if body.get("suffix"):
         raise bad_request("'suffix' (insertion) is not supported by this server.", param="suffix")
     lp = f.int("logprobs", None, lo=0, hi=MAX_COMPLETION_LOGPROBS)
+    rf = _response_format(body)   # (llama-server's /v1/completions takes it too)
     # OpenAI's default for /v1/completions is 16 tokens
     sampling = _sampling(f, 16)
+    _apply_response_format(sampling, rf)
     best_of = f.int("best_of", None, lo=1, hi=MAX_CHOICES)
     if best_of not in (None, sampling.n):
         raise bad_request(f"Invalid 'best_of': only best_of = n ({sampling.n}) is supported (every choice is "
