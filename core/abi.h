@@ -270,6 +270,8 @@ REALM_EXPORT uint32_t realm_sampler_set(Sampler *s, const SamplerParams *p);
 REALM_EXPORT int32_t realm_sampler_sample(Sampler *s, float *logits, uint32_t n_vocab, const int32_t *hist, uint32_t n_hist);
 REALM_EXPORT uint32_t realm_sampler_need(Sampler *s, uint32_t n_vocab, uint32_t n_hist);
 REALM_EXPORT int32_t realm_sampler_sample_top(Sampler *s, uint32_t *cand, uint32_t n);
+REALM_EXPORT uint32_t realm_sampler_set_logprobs(Sampler *s, int32_t n);
+REALM_EXPORT int32_t realm_sampler_logprobs(Sampler *s, int32_t *ids, float *logprobs, uint32_t cap);
 REALM_EXPORT void realm_sampler_free(Sampler *s);
 /* The GPU plan (docs/GPU.md) */
 REALM_EXPORT uint32_t realm_gpu_prepare(Model *m);

@@ -33,10 +33,11 @@ EXPORT int32_t realm_sampler_sample(Sampler *s, float *logits, uint32_t n_vocab,
 /* What the sampler needs from the GPU for the next token:
  *   1   the largest logit only (greedy, or top_k = 1; no penalties),
  *   k   the k largest logits (top-k sampling, 2 <= k <= REALM_MAX_TOPK, no penalties),
- *   0   the whole row (penalties with history, no top-k, or k over the limit). */
+ *   0   the whole row (penalties with history, no top-k, k over the limit, or logprobs). */
 EXPORT uint32_t realm_sampler_need(Sampler *s, uint32_t n_vocab, uint32_t n_hist) {
     NEED_SAMPLER(s, 0);
     const SamplerParams *p = &s->p;
+    if (s->lp_want >= 0) return 0; /* logprobs are a log-softmax over the whole row */
     bool penalise = (p->repeat_penalty != 1.0f || p->frequency_penalty != 0 || p->presence_penalty != 0) &&
                     p->repeat_last_n != 0 && n_hist > 0;
     if (penalise) return 0;
@@ -76,4 +77,22 @@ EXPORT int32_t realm_sampler_sample_top(Sampler *s, uint32_t *cand, uint32_t n) 
     int32_t r = sampler_sample(s, vals, n, NULL, 0);
     rt_free(vals);
     return r < 0 ? -1 : (int32_t)cand[2 * r];
+}
+
+/* Logprobs of every later sample from a whole row (realm_session_set_logprobs' meaning):
+ * n = -1 off, else the sampled token's and the n most likely tokens'. 1 or 0. */
+EXPORT uint32_t realm_sampler_set_logprobs(Sampler *s, int32_t n) {
+    rt_err_clear();
+    NEED_SAMPLER(s, 0);
+    return sampler_want_logprobs(s, n) ? 1 : 0;
+}
+/* The last sample's log-probabilities, as realm_session_logprobs. The count, 0 when none, -1 on error. */
+EXPORT int32_t realm_sampler_logprobs(Sampler *s, int32_t *ids, float *logprobs, uint32_t cap) {
+    rt_err_clear();
+    NEED_SAMPLER(s, -1);
+    if (!ids || !logprobs) { rt_err("realm_sampler_logprobs: null output arrays", NULL); return -1; }
+    if (s->lp_want < 0 || s->lp_n < 0) return 0;
+    uint32_t n = RT_MIN((uint32_t)s->lp_n + 1, cap);
+    for (uint32_t i = 0; i < n; i++) ids[i] = s->lp_ids[i], logprobs[i] = s->lp_vals[i];
+    return (int32_t)n;
 }

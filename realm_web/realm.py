@@ -139,8 +139,6 @@ class Realm:
         prefix kept."""
         if self._closed:
             raise RealmError("session is closed (this Realm was closed)")
-        if logprobs is not None and self.device != "cpu":
-            raise RealmError("logprobs are recorded by the CPU core's sampler (device='cpu')")
         if response_format is not None:
             rf_grammar = response_format_grammar(self.model, response_format)
             if rf_grammar is not None and grammar is not None:
@@ -156,8 +154,8 @@ class Realm:
             self.speculator.reset_stats()
             gen.stats.speculative = self.speculator.stats  # filled in as it runs
         self.session.set_sampler(SamplerSettings.of(_D, seed=seed, **sampling))
+        self.session.set_logprobs(logprobs)   # (on the GPU, by the core's sampler from the whole row)
         if self.device == "cpu":
-            self.session.set_logprobs(logprobs)
             self.session.set_grammar(grammar)  # None clears the last generation's
         self._logprobs = logprobs
         self.session.truncate(gen.reuse(self.session.tokens()))

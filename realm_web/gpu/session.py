@@ -18,6 +18,7 @@ import threading
 
 import numpy as np
 
+from ..abi import MAX_LOGPROBS
 from ..errors import ContextOverflowError, RealmError, core_error
 from . import buffers as B
 from .runner import Runner
@@ -242,6 +243,29 @@ class GpuSession:
         with self.core.lock:
             self.core.write(self._sp, s.pack())
             self.core.call("realm_sampler_set", self._sampler, self._sp)
+
+    def set_logprobs(self, n: int | None) -> None:
+        """As Session.set_logprobs: the core's sampler records them (realm_sampler_set_logprobs),
+        from the whole logits row read back (realm_sampler_need then asks for it)."""
+        with self.core.lock:
+            if not self.core.call("realm_sampler_set_logprobs", self._sampler, -1 if n is None else int(n)):
+                raise core_error(self.core)
+
+    def logprobs(self) -> list[tuple[int, float]]:
+        """As Session.logprobs: the last sample's (id, logprob), the sampled token first."""
+        k = 1 + MAX_LOGPROBS
+        c = self.core
+        with c.lock:
+            p = c.alloc(8 * k)
+            try:
+                n = c.call("realm_sampler_logprobs", self._sampler, p, p + 4 * k, k)
+                if n < 0:
+                    raise core_error(c)
+                ids = c.view(p, np.int32, n).tolist() if n else []
+                lps = c.view(p + 4 * k, np.float32, n).tolist() if n else []
+            finally:
+                c.free(p)
+        return list(zip(ids, lps))
 
     def _need(self, n_hist: int) -> int:
         with self.core.lock:
