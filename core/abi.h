@@ -201,6 +201,7 @@ typedef struct Model Model;
 typedef struct Session Session;
 typedef struct Sampler Sampler;
 typedef struct Grammar Grammar;
+typedef struct GrammarState GrammarState;
 
 #define REALM_EXPORT __attribute__((visibility("default")))
 
@@ -259,6 +260,9 @@ REALM_EXPORT int32_t realm_session_draft_ngram(Session *s, int32_t last, uint32_
 /* Grammars: constrained decoding (GBNF, llama.cpp's syntax) */
 REALM_EXPORT Grammar *realm_grammar_new(Model *m, const uint8_t *text, uint64_t len, const char *root);
 REALM_EXPORT void realm_grammar_free(Grammar *g);
+REALM_EXPORT GrammarState *realm_grammar_state_new(Model *m, const Grammar *g);
+REALM_EXPORT void realm_grammar_state_free(GrammarState *st);
+REALM_EXPORT int32_t realm_sampler_sample_grammar(Sampler *s, GrammarState *st, float *logits, uint32_t n_vocab, const int32_t *hist, uint32_t n_hist);
 REALM_EXPORT uint32_t realm_session_set_grammar(Session *s, const Grammar *g);
 REALM_EXPORT int64_t realm_session_grammar_mask(Session *s, uint32_t *bits, uint32_t words);
 REALM_EXPORT uint32_t realm_session_grammar_accept(Session *s, int32_t id);

@@ -67,6 +67,30 @@ EXPORT uint32_t realm_session_grammar_accept(Session *s, int32_t id) {
     return gstate_accept(s->grammar, id) ? 1 : 0;
 }
 
+/* A grammar's matcher state for a standalone sampler (the GPU backend: its logits come
+ * from elsewhere, its sampler is realm_sampler_new's); the state copies what it needs of g. */
+EXPORT GrammarState *realm_grammar_state_new(Model *m, const Grammar *g) {
+    rt_err_clear();
+    NEED_MODEL(m, NULL);
+    if (!g) { rt_err("realm_grammar_state_new: null grammar", NULL); return NULL; }
+    if (g->owner != m) { rt_err("realm_grammar_state_new: the grammar was made for another model", NULL); return NULL; }
+    if (!m->gvocab && !(m->gvocab = gvocab_build(m->tok))) return NULL;
+    return gstate_new(g, m->gvocab);
+}
+EXPORT void realm_grammar_state_free(GrammarState *st) { gstate_free(st); }
+
+/* realm_sampler_sample under a grammar: tokens it refuses are masked first, the drawn one
+ * advances it (as a session's sample does). The id, or -1 (a dead grammar, an error). */
+EXPORT int32_t realm_sampler_sample_grammar(Sampler *sm, GrammarState *st, float *logits, uint32_t n_vocab,
+                                            const int32_t *hist, uint32_t n_hist) {
+    rt_err_clear();
+    if (!sm || !st || !logits) { rt_err("realm_sampler_sample_grammar: null sampler, grammar state or logits", NULL); return -1; }
+    if (!gstate_mask(st, logits, n_vocab)) return -1;
+    int32_t t = sampler_sample(sm, logits, n_vocab, hist, n_hist);
+    if (t >= 0 && !gstate_accept(st, t)) return -1;
+    return t;
+}
+
 int32_t session_sample(Session *s, float *row, uint32_t n_hist) {
     uint32_t V = s->m->cfg.n_vocab;
     if (s->grammar && !gstate_mask(s->grammar, row, V)) return -1;

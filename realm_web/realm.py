@@ -144,8 +144,6 @@ class Realm:
             if rf_grammar is not None and grammar is not None:
                 raise RealmError("give either grammar or a JSON response_format, not both")
             grammar = rf_grammar if rf_grammar is not None else grammar
-        if grammar is not None and self.device != "cpu":
-            raise RealmError("grammars run on the CPU core (device='cpu'); the GPU sampler has no grammar yet")
         ids = self._prompt_ids(prompt, add_special)
         gen = Generation(self._vocab, ids, self.n_ctx, GenerationOptions(max_tokens, stop_list(stop), ignore_eos),
                          text=text)
@@ -155,8 +153,7 @@ class Realm:
             gen.stats.speculative = self.speculator.stats  # filled in as it runs
         self.session.set_sampler(SamplerSettings.of(_D, seed=seed, **sampling))
         self.session.set_logprobs(logprobs)   # (on the GPU, by the core's sampler from the whole row)
-        if self.device == "cpu":
-            self.session.set_grammar(grammar)  # None clears the last generation's
+        self.session.set_grammar(grammar)     # None clears the last generation's
         self._logprobs = logprobs
         self.session.truncate(gen.reuse(self.session.tokens()))
         return gen

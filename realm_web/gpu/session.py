@@ -32,6 +32,7 @@ class GpuSession:
         """Takes over one reference to gmodel (released by close, or here on failure)."""
         self._bufs: dict = {}
         self._sampler = self._hist = self._cand = self._sp = self._freqs_ptr = self._rope_tmp = 0
+        self._gstate = 0   # the core's matcher state of the grammar set (realm_grammar_state_new), or 0
         self._hist_cap = 0
         self._readback = None
         self.gmodel = gmodel
@@ -92,6 +93,9 @@ class GpuSession:
         with self.core.lock:
             if self._sampler:
                 self.core.call("realm_sampler_free", self._sampler)
+            if self._gstate:
+                self.core.call("realm_grammar_state_free", self._gstate)
+                self._gstate = 0
             for p in ("_hist", "_cand", "_sp", "_freqs_ptr", "_rope_tmp"):
                 self.core.free(getattr(self, p))
                 setattr(self, p, 0)
@@ -244,6 +248,27 @@ class GpuSession:
             self.core.write(self._sp, s.pack())
             self.core.call("realm_sampler_set", self._sampler, self._sp)
 
+    def set_grammar(self, grammar, root: str = "root") -> None:
+        """As Session.set_grammar: every later sample follows the GBNF grammar (text or a
+        model.grammar() handle), from its start; None removes it. The core masks the whole
+        logits row (read back while a grammar is set) and advances the grammar
+        (realm_sampler_sample_grammar)."""
+        from ..core_model import Grammar
+        g = None
+        if grammar is not None:
+            g = grammar if isinstance(grammar, Grammar) else self.model.grammar(grammar, root)
+            if g.model is not self.model:
+                raise RealmError("the grammar was compiled for another model")
+        with self.core.lock:
+            st = 0
+            if g is not None:
+                st = self.core.call("realm_grammar_state_new", self.model.handle, g.handle)
+                if not st:
+                    raise core_error(self.core)
+            if self._gstate:
+                self.core.call("realm_grammar_state_free", self._gstate)
+            self._gstate = st
+
     def set_logprobs(self, n: int | None) -> None:
         """As Session.set_logprobs: the core's sampler records them (realm_sampler_set_logprobs),
         from the whole logits row read back (realm_sampler_need then asks for it)."""
@@ -269,6 +294,8 @@ class GpuSession:
 
     def _need(self, n_hist: int) -> int:
         with self.core.lock:
+            if self._gstate:   # the grammar masks the whole row
+                return 0
             return self.core.call("realm_sampler_need", self._sampler, self.n_vocab, n_hist)
 
     def _sample_candidates(self, words: np.ndarray, n: int) -> int:
@@ -292,7 +319,11 @@ class GpuSession:
                     self._hist = c.alloc(4 * self._hist_cap)
                 if n:
                     c.view(self._hist, np.int32, n)[:] = self._tokens
-                t = c.call("realm_sampler_sample", self._sampler, lp, self.n_vocab, self._hist or 0, n)
+                if self._gstate:
+                    t = c.call("realm_sampler_sample_grammar", self._sampler, self._gstate, lp, self.n_vocab,
+                               self._hist or 0, n)
+                else:
+                    t = c.call("realm_sampler_sample", self._sampler, lp, self.n_vocab, self._hist or 0, n)
             finally:
                 c.free(lp)
             if t < 0:
