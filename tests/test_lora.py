@@ -304,3 +304,17 @@ def test_cli_lora_spec():
     assert lora.parse_spec("C:/x/a.gguf") == ("C:/x/a.gguf", 1.0)
     with pytest.raises(RealmError, match="finite"):
         lora.parse_spec("a.gguf:nan")
+
+
+def test_cli_run_with_lora(syn, capsys):
+    from realm_web import cli
+    ad = refmodels.lora_adapter(syn, rank=8, qtype="F32", seed=1)
+    args = ["run", str(syn), "-p", "Hello", "-n", "8", "--temp", "0", "-q"]
+    outs = []
+    for extra in ([], ["--lora", f"{ad}:0"], ["--lora", str(ad)], ["--lora", f"{ad}:0.5", "--lora", f"{syn}"]):
+        rc = cli.main(args + extra)
+        cap = capsys.readouterr()
+        outs.append((rc, cap.out, cap.err))
+    assert outs[0][0] == 0 and outs[1] == outs[0]            # scale 0: the base model's text
+    assert outs[2][0] == 0 and outs[2][1] != outs[0][1]      # the adapter changes it
+    assert outs[3][0] != 0 and "general.type is not 'adapter'" in outs[3][2] and "Traceback" not in outs[3][2]
