@@ -575,10 +575,11 @@ class Session:
             return t
 
     # ------------------------------------------------------------------ LoRA
-    def set_lora(self, adapters) -> None:
+    def set_lora(self, adapters) -> bool:
         """Apply [(LoraAdapter, scale), ...] (realm_web.lora; [] removes them) from the next
         eval (realm_session_set_lora). A change of adapters or scales empties the cache, whose
-        keys and values the old ones computed. The session holds its adapters alive."""
+        keys and values the old ones computed (returns True then).  The caller keeps the
+        adapters alive (realm_web.lora.acquire / retain) while the session uses them."""
         from .lora import MAX_PER_SESSION, check_scale
         pairs = [(a, check_scale(sc)) for a, sc in adapters]
         if len(pairs) > MAX_PER_SESSION:
@@ -600,10 +601,12 @@ class Session:
                     raise core_error(c)
             finally:
                 c.free(p)
-            if key != getattr(self, "_lora_key", []):
+            changed = key != getattr(self, "_lora_key", [])
+            if changed:
                 c.call("realm_session_truncate", h, 0)
         self._lora = pairs
         self._lora_key = key
+        return changed
 
     @property
     def lora(self) -> list:

@@ -79,6 +79,16 @@ def acquire(model, path) -> LoraAdapter:
         return a
 
 
+def retain(adapter: LoraAdapter) -> LoraAdapter:
+    """One more reference to an adapter already held (a request that uses it keeps it alive)."""
+    with _lock:
+        for entry in adapter.model.__dict__.get("_loras", {}).values():
+            if entry[0] is adapter:
+                entry[1] += 1
+                return adapter
+    raise RealmError(f"LoRA adapter {adapter.path} was unloaded")
+
+
 def release(adapter: LoraAdapter) -> None:
     """Drop one reference; the last one frees the adapter."""
     with _lock:
