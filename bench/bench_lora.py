@@ -67,11 +67,12 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=48)
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--qtype", default="F16", help="the adapters' tensor type: F32, F16 or Q8_0 (ranks multiples of 32)")
     ap.add_argument("--no-llama", action="store_true")
     a = ap.parse_args()
     base = Path(a.file) if a.file else refmodels.default_model_path()
     ranks = [int(r) for r in a.ranks.split(",")]
-    adapters = {r: refmodels.lora_adapter(base, rank=r, qtype="F16", strength=0.05) for r in ranks}
+    adapters = {r: refmodels.lora_adapter(base, rank=r, qtype=a.qtype, strength=0.05) for r in ranks}
     prompt = [1000 + 7 * k for k in range(a.prompt_tokens)]
     model = CoreModel(str(base), threads=1)
     print(f"# {base.name}, decode {a.steps} tokens after {a.prompt_tokens}, 1 thread, best of {a.repeat}; "
@@ -89,7 +90,7 @@ def main() -> int:
     print("| adapter | realm tok/s | realm overhead | llama.cpp tok/s | llama.cpp overhead |")
     print("|---|---|---|---|---|")
     for r, tr, tl in rows:
-        name = "base" if r is None else f"rank {r} (all attn + FFN, F16)"
+        name = "base" if r is None else f"rank {r} (all attn + FFN, {a.qtype})"
         ov_r = "" if r is None else f"{100 * (1 - tr / r0):.1f}%"
         ov_l = "" if r is None or tl is None else f"{100 * (1 - tl / l0):.1f}%"
         print(f"| {name} | {tr:.1f} | {ov_r} | {'-' if tl is None else f'{tl:.1f}'} | {ov_l} |")

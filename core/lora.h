@@ -17,7 +17,12 @@
 /* The weights an adapter may adapt: seven per layer, then the output head. */
 enum { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA_PER_LAYER };
 
-typedef struct { Tensor a, b; } LoraPair; /* a.data == NULL: this weight is not adapted */
+typedef struct {
+    Tensor a, b;    /* a.data == NULL: this weight is not adapted */
+    float *own[2];  /* F16 halves widened to F32 at load (the core's F16 kernel converts every
+                       value on every token; small rows of rank values make that the cost);
+                       their activations are still rounded to f16 first, as llama.cpp's are */
+} LoraPair;
 
 typedef struct Lora {
     Model *m;
