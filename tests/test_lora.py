@@ -318,3 +318,18 @@ def test_cli_run_with_lora(syn, capsys):
     assert outs[0][0] == 0 and outs[1] == outs[0]            # scale 0: the base model's text
     assert outs[2][0] == 0 and outs[2][1] != outs[0][1]      # the adapter changes it
     assert outs[3][0] != 0 and "general.type is not 'adapter'" in outs[3][2] and "Traceback" not in outs[3][2]
+
+
+def test_adapters_are_bit_identical_across_thread_counts(syn):
+    """The adapters' matmuls split rows across wasm threads like the weights' (realm-mt.wasm)."""
+    ad = refmodels.lora_adapter(syn, rank=16, qtype="F16", seed=2)
+    ids = _ids(20, SYN["n_vocab"], seed=9)
+    outs = []
+    for n in (1, 2):
+        m = CoreModel(str(syn), threads=n)
+        try:
+            assert m.threads == n
+            outs.append(_realm_logits(m, ids, [(ad, 1.0)]))
+        finally:
+            m.close()
+    assert np.array_equal(outs[0], outs[1])
