@@ -291,9 +291,20 @@ oom:
     return false;
 }
 
+/* x rounded to the nearest f16 (ties to even), as an f32: in f16's normal range [2^-14, 65504)
+ * that is dropping 13 mantissa bits with round-to-nearest-even on the bits; elsewhere
+ * (subnormal, overflow, inf, NaN) the full conversion. */
+static inline float f16_round(float x) {
+    union { float f; uint32_t u; } v = { .f = x };
+    uint32_t a = v.u & 0x7fffffffu;
+    if (a < 0x38800000u || a >= 0x477fe000u) return rt_f16_to_f32(rt_f32_to_f16(x));
+    v.u = (v.u + 0x0fffu + ((v.u >> 13) & 1u)) & 0xffffe000u;
+    return v.f;
+}
+
 static void mm(LoraWork *w, const Tensor *t, bool f16_act, const float *x, uint64_t T, float *y) {
     if (f16_act) { /* what the F16 kernel would see: activations rounded to f16 */
-        for (uint64_t i = 0; i < T * t->ne0; i++) w->xr[i] = rt_f16_to_f32(rt_f32_to_f16(x[i]));
+        for (uint64_t i = 0; i < T * t->ne0; i++) w->xr[i] = f16_round(x[i]);
         x = w->xr;
     }
     quant_act_quantize(t->type, x, t->ne0, T, w->xq);
