@@ -134,3 +134,13 @@ def test_api_key_lora_cli(tmp_path, capsys):
     assert main(["api-key", "lora", "--tenant", "t", "--clear", "--keys", str(path)]) == 0
     assert ks.tenant_lora("t") is None
     ks.close()
+
+
+def test_embeddings_are_the_base_models(server, keys):
+    """A pooled session that last ran with the tenant's adapter embeds with the base model."""
+    k = keys[1]
+    c = lambda t: openai.OpenAI(base_url=server.base_url, api_key=k[t], max_retries=0, timeout=120)  # noqa: E731
+    e2 = c("t2").embeddings.create(model="syn", input="Hello").data[0].embedding
+    _complete(server, k["t1"])                                   # t1's session now holds adapter a
+    e1 = c("t1").embeddings.create(model="syn", input="Hello").data[0].embedding
+    assert e1 == e2

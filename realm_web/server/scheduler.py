@@ -532,6 +532,8 @@ class ModelWorker:
                     job.gen = Generation(self.vocab, job.ids, self.n_ctx, sp.options)
                     s.truncate(job.gen.reuse(entry.tokens))
                 else:
+                    if s.set_lora([]):            # embeddings are the base model's (no adapters)
+                        entry.tokens = []
                     s.embed_begin()
             job.state = RUNNING
             self._rr.append(job)
