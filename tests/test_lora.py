@@ -226,8 +226,10 @@ def test_hostile_adapters_are_refused_by_name(syn, syn_model, default_model_path
     before = np.array(keep.logits())
 
     def expect(path, pattern):
+        heap = syn_model.core.call("realm_heap_bytes")
         with pytest.raises(RealmError, match=pattern):
             lora.acquire(syn_model, path)
+        assert syn_model.core.call("realm_heap_bytes") == heap      # a refused file leaves nothing behind
 
     data = good.read_bytes()
     (tmp_path / "trunc.gguf").write_bytes(data[: len(data) - 1000])
