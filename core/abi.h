@@ -4,7 +4,7 @@
 #define REALM_ABI_H
 #include <stdint.h>
 
-#define REALM_ABI_VERSION 3
+#define REALM_ABI_VERSION 4
 
 #define REALM_EVAL_BATCH 64 /* prompt tokens per forward pass (matrix-matrix kernels); longer evals run in batches of this many */
 #define REALM_DEFAULT_CTX 4096 /* context a host gives a new session when the caller names none (at most the model's n_ctx_train) */
@@ -202,6 +202,7 @@ typedef struct Session Session;
 typedef struct Sampler Sampler;
 typedef struct Grammar Grammar;
 typedef struct GrammarState GrammarState;
+typedef struct Lora Lora;
 
 #define REALM_EXPORT __attribute__((visibility("default")))
 
@@ -257,6 +258,11 @@ REALM_EXPORT uint32_t realm_batch_max_tokens(void);
 /* Speculative decoding */
 REALM_EXPORT int32_t realm_session_verify(Session *s, const int32_t *ids, uint32_t n, int32_t *out);
 REALM_EXPORT int32_t realm_session_draft_ngram(Session *s, int32_t last, uint32_t ngram_min, uint32_t ngram_max, int32_t *out, uint32_t k);
+/* LoRA adapters (llama.cpp's GGUF format), merge-free */
+REALM_EXPORT Lora *realm_lora_load(Model *m, uint8_t *buf, uint64_t len);
+REALM_EXPORT void realm_lora_free(Lora *a);
+REALM_EXPORT uint32_t realm_lora_info(Lora *a, uint32_t *out);
+REALM_EXPORT uint32_t realm_session_set_lora(Session *s, Lora *const *adapters, const float *scales, uint32_t n);
 /* Grammars: constrained decoding (GBNF, llama.cpp's syntax) */
 REALM_EXPORT Grammar *realm_grammar_new(Model *m, const uint8_t *text, uint64_t len, const char *root);
 REALM_EXPORT void realm_grammar_free(Grammar *g);

@@ -1,6 +1,7 @@
 /* batch.c: the forward pass, over the rows of one or more sessions (batch.h),
  * and session_eval, its one-session case. */
 #include "batch.h"
+#include "lora.h"
 #include "quant.h"
 #include "threads.h"
 
@@ -294,6 +295,9 @@ static void forward(Model *m, Batch *b) {
     const uint32_t T = b->n;
     uint64_t E = c->n_embd, D = c->head_dim, QD = (uint64_t)c->n_head * D, KVD = (uint64_t)c->n_head_kv * D, F = c->n_ff;
     const BatchRow *rows = b->rows;
+    Session *rs[BATCH_MAX_TOKENS]; /* each row's session, for its LoRA adapters (lora.h) */
+    for (uint32_t t = 0; t < T; t++) rs[t] = rows[t].s;
+#define LORA(which, x, K, y, N) lora_apply(m, rs, l * LORA_PER_LAYER + (which), x, K, y, N, T)
     for (uint32_t t = 0; t < T; t++)
         quant_dequant_row(m->tok_embd.type, m->tok_embd.data + (uint64_t)rows[t].id * m->tok_embd.row_bytes, b->x + t * E, E);
     if (c->embd_scale != 0) /* gemma3 */
@@ -313,6 +317,9 @@ static void forward(Model *m, Batch *b) {
         const Tensor *qkv[] = {&L->wq, &L->wk, &L->wv};
         float *qkv_out[] = {b->q, b->k, b->v};
         matmuls(b, 3, qkv, qkv_out, b->xb, T);
+        LORA(LORA_Q, b->xb, E, b->q, QD);
+        LORA(LORA_K, b->xb, E, b->k, KVD);
+        LORA(LORA_V, b->xb, E, b->v, KVD);
         add_bias(b->q, &L->bq, T);
         add_bias(b->k, &L->bk, T);
         add_bias(b->v, &L->bv, T);
@@ -340,15 +347,19 @@ static void forward(Model *m, Batch *b) {
         }
         threads_attention(b, l, T, c->n_head);
         matmul(b, &L->wo, b->att, T, b->xb);
+        LORA(LORA_O, b->att, QD, b->xb, E);
         post_norm(b->xb, &L->attn_post_norm, T, E, c->rms_eps);
         for (uint64_t i = 0; i < T * E; i++) b->x[i] += b->xb[i];
         for (uint32_t t = 0; t < T; t++) rmsnorm(b->xb + t * E, b->x + t * E, (const float *)L->ffn_norm.data, E, c->rms_eps);
         const Tensor *gate_up[] = {&L->w_gate, &L->w_up};
         float *gate_up_out[] = {b->hb, b->hb2};
         matmuls(b, 2, gate_up, gate_up_out, b->xb, T);
+        LORA(LORA_GATE, b->xb, E, b->hb, F);
+        LORA(LORA_UP, b->xb, E, b->hb2, F);
         if (c->ffn_gelu) geglu(b->hb, b->hb2, T * F);
         else swiglu(b->hb, b->hb2, T * F);
         matmul(b, &L->w_down, b->hb, T, b->xb);
+        LORA(LORA_DOWN, b->hb, F, b->xb, E);
         post_norm(b->xb, &L->ffn_post_norm, T, E, c->rms_eps);
         for (uint64_t i = 0; i < T * E; i++) b->x[i] += b->xb[i];
     }
@@ -361,15 +372,19 @@ static void forward(Model *m, Batch *b) {
         if (!first) first = &rows[t];
         else if (rows[t].s != first->s || rows[t].logits_row != first->logits_row + (int32_t)nl) direct = false;
         rmsnorm(b->xb + (uint64_t)nl * E, b->x + t * E, (const float *)m->output_norm.data, E, c->rms_eps);
-        nl++;
+        rs[nl++] = rows[t].s;
     }
+#undef LORA
     if (!nl) return;
     uint64_t V = c->n_vocab;
     if (direct) {
-        matmul(b, &m->output, b->xb, nl, first->s->logits + (uint64_t)first->logits_row * V);
+        float *y = first->s->logits + (uint64_t)first->logits_row * V;
+        matmul(b, &m->output, b->xb, nl, y);
+        lora_apply(m, rs, lora_output_slot(m), b->xb, E, y, V, nl);
         return;
     }
     matmul(b, &m->output, b->xb, nl, b->logits);
+    lora_apply(m, rs, lora_output_slot(m), b->xb, E, b->logits, V, nl);
     for (uint32_t t = 0, i = 0; t < T; t++)
         if (rows[t].logits_row >= 0)
             memcpy(rows[t].s->logits + (uint64_t)rows[t].logits_row * V, b->logits + (uint64_t)i++ * V, V * 4);
@@ -392,7 +407,7 @@ static bool run(Model *m, const Step *st, uint32_t n_steps) {
         with_logits += k > 0;
     }
     Batch *b = batch_reserve(m, T, max_ctx, with_logits > 1 ? n_logits : 0);
-    if (!b) return false;
+    if (!b || !lora_reserve(m, T)) return false;
     b->n = T;
     for (uint32_t i = 0, r = 0; i < n_steps; i++) {
         Session *s = st[i].s;

@@ -3,6 +3,7 @@
 #include "model.h"
 #include "batch.h"
 #include "grammar.h"
+#include "lora.h"
 #include "quant.h"
 
 /* rope_table computes what it says (no reassociation under -fassociative-math):
@@ -78,6 +79,7 @@ uint8_t *model_weights(Model *m) {
 
 void model_free(Model *m) {
     if (!m) return;
+    lora_free_all(m);
     for (Session *s = m->sessions; s; s = s->next) s->m = NULL; /* freed later: by itself (see session_free) */
     tokenizer_free(m->tok);
     gvocab_free(m->gvocab);

@@ -46,6 +46,10 @@ struct Batch;
 struct Session;
 struct GrammarVocab;
 struct GrammarState;
+struct Lora;
+struct LoraWork;
+
+#define SESSION_MAX_LORA 8 /* adapters one session may apply at once (lora.h) */
 
 typedef struct Model {
     GGUF gguf;
@@ -60,6 +64,8 @@ typedef struct Model {
     struct Batch *batch;        /* the forward pass's workspace (batch.h), shared by its sessions */
     struct Session *sessions;   /* the live sessions, newest first */
     struct GrammarVocab *gvocab; /* the vocabulary as code points for grammars (grammar.h), built on first use */
+    struct Lora *loras;          /* its LoRA adapters (lora.h), newest first */
+    struct LoraWork *lora_work;  /* their matmuls' scratch */
 } Model;
 
 /* Parse a header (see gguf_parse for buf ownership and *need). NULL on error or need-more. */
@@ -80,6 +86,9 @@ typedef struct Session {
     uint32_t logits_rows, logits_cap;
     Sampler sampler;
     struct GrammarState *grammar; /* constrains sampling when set (realm_session_set_grammar), else NULL */
+    struct Lora *lora[SESSION_MAX_LORA]; /* the adapters its forward passes apply (realm_session_set_lora) */
+    float lora_scale[SESSION_MAX_LORA];
+    uint32_t n_lora;
 } Session;
 
 /* out[(p - pos0) * rope_dim + 2i, +1] = (cos, sin) * mscale of RoPE pair i at

@@ -35,6 +35,8 @@ export interface LoadOptions {
    * SIMD, else SIMD128), 'relaxed' (error without it) or 'simd128'. Same results either way.
    */
   simd?: 'auto' | 'relaxed' | 'simd128';
+  /** LoRA adapters (llama.cpp GGUF) with their scales, applied to this session (CPU core). */
+  lora?: LoraSpec;
   n_ctx?: number;
   /** Keep models fetched from URLs (default true: OPFS in browsers, files in Node). */
   cache?: CacheMode;
@@ -323,6 +325,9 @@ export interface RealmLike {
 }
 
 /** One session (KV cache) on a model whose weights are shared by every Realm of the same source. */
+/** [[source, scale], ...], {path|source, scale} objects, or bare sources (scale 1). */
+export type LoraSpec = Array<[ModelSource, number] | { path?: ModelSource; source?: ModelSource; scale?: number } | ModelSource>;
+
 export class Realm implements RealmLike {
   /** Load a model (URL, File/Blob, ArrayBuffer/Uint8Array, or a path in Node). With {worker: true}: a RealmWorker. */
   static load(source: ModelSource, options: LoadOptions & { worker: true | Worker | object }): Promise<RealmWorker>;
@@ -350,6 +355,10 @@ export class Realm implements RealmLike {
   readonly chat: { completions: ChatCompletions };
   readonly model: CoreModel;
   readonly session: Session;
+  /** Apply LoRA adapters from the next generation ([] removes them; scale 0 = the base model). */
+  setLora(spec: LoraSpec): Promise<void>;
+  /** [[name, scale], ...] of the adapters this session applies. */
+  readonly lora: Array<[string, number]>;
   generate(prompt: string | number[], opts?: GenerateOptions): Promise<string>;
   stream(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<string, void, undefined>;
   generateTokens(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<number, void, undefined>;

@@ -4,7 +4,7 @@ STRUCTS: name -> struct format, size, field names; EXPORTS: name -> (C parameter
 types, C result type); pointer params are wasm64 i64 here (wasm_signature)."""
 import struct as _struct
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 CONSTANTS = {'EVAL_BATCH': 64, 'DEFAULT_CTX': 4096, 'GPU_OPTIONS_VERSION': 1, 'MAX_TOPK': 256, 'MAX_LOGPROBS': 20}
 EVAL_BATCH = CONSTANTS["EVAL_BATCH"]
 DEFAULT_CTX = CONSTANTS["DEFAULT_CTX"]
@@ -207,6 +207,10 @@ EXPORTS = {'realm_alloc': (('uint64_t',), 'void *'),
  'realm_session_verify': (('Session *', 'const int32_t *', 'uint32_t', 'int32_t *'), 'int32_t'),
  'realm_session_draft_ngram': (('Session *', 'int32_t', 'uint32_t', 'uint32_t', 'int32_t *', 'uint32_t'),
                                'int32_t'),
+ 'realm_lora_load': (('Model *', 'uint8_t *', 'uint64_t'), 'Lora *'),
+ 'realm_lora_free': (('Lora *',), 'void'),
+ 'realm_lora_info': (('Lora *', 'uint32_t *'), 'uint32_t'),
+ 'realm_session_set_lora': (('Session *', 'Lora *const *', 'const float *', 'uint32_t'), 'uint32_t'),
  'realm_grammar_new': (('Model *', 'const uint8_t *', 'uint64_t', 'const char *'), 'Grammar *'),
  'realm_grammar_free': (('Grammar *',), 'void'),
  'realm_grammar_state_new': (('Model *', 'const Grammar *'), 'GrammarState *'),

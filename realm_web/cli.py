@@ -6,6 +6,7 @@ import sys
 
 from .errors import RealmError
 from .limits import DEFAULT_CTX
+from .lora import parse_spec as lora_spec
 from .sampling import LLAMA_CPP
 
 
@@ -31,7 +32,8 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
 def cmd_run(args) -> int:
     from .realm import Realm
     r = Realm.load(args.model, n_ctx=args.ctx or None, device=args.device, threads=args.threads or None,
-                   speculative=args.speculative, draft_model=args.draft_model, draft_tokens=args.draft_tokens)
+                   speculative=args.speculative, draft_model=args.draft_model, draft_tokens=args.draft_tokens,
+                   lora=[lora_spec(x) for x in args.lora or []])
     kw = dict(max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
               min_p=args.min_p, repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
               frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty, seed=args.seed)
@@ -117,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="exact speculative decoding: ngram (prompt lookup) or draft (--draft-model); same text, faster")
     run.add_argument("--draft-model", default=None, help="a smaller GGUF with the same vocabulary (implies --speculative draft)")
     run.add_argument("--draft-tokens", type=int, default=8, help="at most this many drafts per step (default 8)")
+    run.add_argument("--lora", action="append", metavar="PATH[:SCALE]",
+                     help="a LoRA adapter (llama.cpp's GGUF format) with its scale (default 1); repeatable")
     _add_sampling(run)
     run.set_defaults(fn=cmd_run)
 

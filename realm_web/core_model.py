@@ -161,6 +161,8 @@ class CoreModel:
     def close(self) -> None:
         for g in list(getattr(self, "_grammars", {}).values()):
             g.close()
+        from . import lora
+        lora.close_all(self)  # the core frees them with the model
         if self.handle:
             with self.core.lock:
                 self.core.call("realm_model_free", self.handle)
@@ -571,6 +573,45 @@ class Session:
             if t < 0:
                 raise core_error(self.core)
             return t
+
+    # ------------------------------------------------------------------ LoRA
+    def set_lora(self, adapters) -> bool:
+        """Apply [(LoraAdapter, scale), ...] (realm_web.lora; [] removes them) from the next
+        eval (realm_session_set_lora). A change of adapters or scales empties the cache, whose
+        keys and values the old ones computed (returns True then).  The caller keeps the
+        adapters alive (realm_web.lora.acquire / retain) while the session uses them."""
+        from .lora import MAX_PER_SESSION, check_scale
+        pairs = [(a, check_scale(sc)) for a, sc in adapters]
+        if len(pairs) > MAX_PER_SESSION:
+            raise RealmError(f"at most {MAX_PER_SESSION} LoRA adapters per session, got {len(pairs)}")
+        for a, _ in pairs:
+            if a.model is not self.model:
+                raise RealmError(f"LoRA adapter {a.path} was loaded for another model")
+            if a.closed:
+                raise RealmError(f"LoRA adapter {a.path} was unloaded")
+        key = [(a.handle, sc) for a, sc in pairs]
+        c = self.core
+        with c.lock:
+            h = self._h()
+            p = c.alloc(12 * max(len(pairs), 1))
+            try:
+                c.write(p, b"".join(struct.pack("<Q", a.handle) for a, _ in pairs)
+                        + b"".join(struct.pack("<f", sc) for _, sc in pairs))
+                if not c.call("realm_session_set_lora", h, p, p + 8 * len(pairs), len(pairs)):
+                    raise core_error(c)
+            finally:
+                c.free(p)
+            changed = key != getattr(self, "_lora_key", [])
+            if changed:
+                c.call("realm_session_truncate", h, 0)
+        self._lora = pairs
+        self._lora_key = key
+        return changed
+
+    @property
+    def lora(self) -> list:
+        """[(LoraAdapter, scale), ...] this session applies."""
+        return [(a, sc) for a, sc in getattr(self, "_lora", []) if not a.closed]
 
     # -------------------------------------------------------------- grammar
     GRAMMAR_STATES = {0: None, 1: "running", 2: "complete", 3: "dead"}

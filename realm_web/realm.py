@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Iterator, Sequence
 
 from . import chat as chat_mod
+from . import lora as lora_mod
 from . import store
 from .core_model import CoreModel, Session
 from .default_model import default_model_path
@@ -30,8 +31,9 @@ class Realm:
     """One session of a GGUF model; weights are shared with every other Realm of the same file."""
 
     def __init__(self, model: CoreModel, n_ctx: int | None = None, device: str = "cpu", speculative: str | None = None,
-                 draft_model=None, draft_tokens: int = 8, threads: int | None = None) -> None:
+                 draft_model=None, draft_tokens: int = 8, threads: int | None = None, lora=None) -> None:
         self.model = model
+        self._adapters: list = []  # [(LoraAdapter, scale)], each acquired once by this Realm
         self.device = device
         self.n_ctx = int(n_ctx or default_ctx(model.info.n_ctx_train))
         self.speculator = None
@@ -46,7 +48,12 @@ class Realm:
         try:
             self.speculator = make_speculator(speculative, model, self.n_ctx, draft_model=draft_model,
                                               draft_tokens=draft_tokens, threads=threads)
+            if lora:
+                self.set_lora(lora)
         except BaseException:
+            self._release_adapters(self._adapters)
+            if self.speculator is not None:
+                self.speculator.close()
             self.session.close()
             raise
         self.last_stats = GenerationStats()
@@ -57,7 +64,7 @@ class Realm:
     # ------------------------------------------------------------- lifecycle
     @classmethod
     def load(cls, path=None, n_ctx: int | None = None, device: str = "cpu", threads: int | None = None,
-             speculative: str | None = None, draft_model=None, draft_tokens: int = 8) -> "Realm":
+             speculative: str | None = None, draft_model=None, draft_tokens: int = 8, lora=None) -> "Realm":
         """Open a GGUF (a path or a source; the default model when None) and start a session on it.
 
         device: "cpu" (realm.wasm), "gpu" (WebGPU through wgpu-py), or "auto" (a real
@@ -67,7 +74,9 @@ class Realm:
         speculative: "ngram" (prompt-lookup drafts) or "draft" (draft_model: a smaller
         GGUF with the same vocabulary); at most draft_tokens drafts per step. The text
         is the same as without (realm_web/speculative.py); last_stats.speculative says
-        how many drafts were accepted."""
+        how many drafts were accepted.
+        lora: LoRA adapters (llama.cpp's GGUF format) as [(path, scale), ...] (or paths, scale
+        1): loaded once per model and process, shared, applied merge-free (see set_lora)."""
         if device not in ("cpu", "gpu", "auto"):
             raise RealmError(f"unknown device {device!r} (use 'cpu', 'gpu' or 'auto')")
         src = default_model_path() if path is None else path
@@ -82,7 +91,7 @@ class Realm:
             model = store.acquire(src, threads=threads)
         try:
             return cls(model, n_ctx, device=dev, speculative=speculative, draft_model=draft_model,
-                       draft_tokens=draft_tokens, threads=threads)
+                       draft_tokens=draft_tokens, threads=threads, lora=lora)
         except BaseException:
             store.release(model)
             raise
@@ -93,6 +102,8 @@ class Realm:
             if self.speculator is not None:
                 self.speculator.close()
             self.session.close()
+            self._release_adapters(self._adapters)
+            self._adapters = []
             store.release(self.model)
 
     def __enter__(self):
@@ -106,6 +117,51 @@ class Realm:
             self.close()
         except Exception:
             pass
+
+    # ------------------------------------------------------------------ LoRA
+    def _acquire_adapters(self, spec) -> list:
+        """[(path, scale) | path | (LoraAdapter, scale)] -> [(LoraAdapter, scale)], each acquired."""
+        out = []
+        try:
+            for item in spec or []:
+                path, scale = (item, 1.0) if isinstance(item, (str, bytes)) or not isinstance(item, (tuple, list)) else item
+                scale = lora_mod.check_scale(scale)
+                if isinstance(path, lora_mod.LoraAdapter):
+                    out.append((lora_mod.acquire(self.model, path.path), scale))
+                else:
+                    out.append((lora_mod.acquire(self.model, path), scale))
+        except BaseException:
+            self._release_adapters(out)
+            raise
+        return out
+
+    @staticmethod
+    def _release_adapters(pairs) -> None:
+        for a, _ in pairs:
+            lora_mod.release(a)
+
+    def set_lora(self, adapters) -> None:
+        """Apply LoRA adapters to this session from its next generation: [(path, scale), ...]
+        (a bare path means scale 1; [] removes them). output = W x + scale * (alpha / rank) * B (A x)
+        on every adapted weight, as llama.cpp; scale 0 is the base model exactly. Files are
+        validated against the model (architecture, shapes, rank) and refused with a clear error;
+        the session then keeps its previous adapters."""
+        if self.device != "cpu" and adapters:
+            raise RealmError("LoRA adapters run on the CPU core (device='cpu'); the GPU path does not apply them yet")
+        new = self._acquire_adapters(adapters)
+        try:
+            if self.device == "cpu":
+                self.session.set_lora(new)
+        except BaseException:
+            self._release_adapters(new)
+            raise
+        old, self._adapters = self._adapters, new
+        self._release_adapters(old)
+
+    @property
+    def lora(self) -> list[tuple[str, float]]:
+        """[(path, scale), ...] of the adapters this session applies."""
+        return [(a.path, sc) for a, sc in self._adapters]
 
     # ---------------------------------------------------------------- tokens
     @property
@@ -232,6 +288,7 @@ class Realm:
         shared = dict(max_tokens=max_tokens, stop=stop, ignore_eos=ignore_eos, add_special=add_special, **sampling)
         specs = [dict(shared, **p) if isinstance(p, dict) else dict(shared, prompt=p) for p in prompts]
         items: list[tuple[Generation, Session]] = []
+        batch_adapters: list = []  # adapters acquired for single prompts ("lora" in a prompt dict)
         try:
             for i, sp in enumerate(specs):
                 sp = dict(sp)
@@ -244,8 +301,21 @@ class Realm:
                 rf = sp.pop("response_format", None)
                 if rf is not None:
                     grammar = response_format_grammar(self.model, rf) or grammar
+                own = "lora" in sp
+                adapters = self._acquire_adapters(sp.pop("lora")) if own else self._adapters
                 settings = SamplerSettings.of(_D, **sp)
-                session = Session(self.model, self.n_ctx)
+                session = None
+                try:
+                    session = Session(self.model, self.n_ctx)
+                    session.set_lora(adapters)
+                except BaseException:
+                    if session is not None:
+                        session.close()
+                    if own:
+                        self._release_adapters(adapters)
+                    raise
+                if own:
+                    batch_adapters.append(adapters)
                 items.append((Generation(self._vocab, ids, self.n_ctx, opts), session))
                 session.set_sampler(settings)
                 if grammar is not None:
@@ -267,6 +337,8 @@ class Realm:
             for g, s in items:
                 g.close()
                 s.close()
+            for adapters in batch_adapters:
+                self._release_adapters(adapters)
 
     def generate_batch(self, prompts: Sequence, max_tokens: int = 128, **kw) -> list[str]:
         """stream_batch's whole completions, one string per prompt, in order."""

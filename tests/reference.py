@@ -256,6 +256,37 @@ def llama_grammar_allowed(llama_cpp, smpl, n_vocab: int) -> list[int]:
     return sorted(int(t) for t in logits["id"][np.isfinite(logits["logit"])])
 
 
+def llama_lora_logits(path, ids: Sequence[int], adapters: Sequence[tuple], n_batch: int = 512) -> np.ndarray:
+    """Logits after every prefix of `ids` with LoRA adapters [(adapter path, scale), ...] set
+    through llama.cpp's adapter API (llama_adapter_lora_init, llama_set_adapters_lora; the
+    same path Llama(lora_path=, lora_scale=) takes, for several adapters). n_batch 1: its
+    token-by-token path. A fresh model each call (adapters belong to one model)."""
+    llama_cpp = _llama_cpp()
+    llm = llama_cpp.Llama(model_path=str(Path(path).resolve()), n_ctx=max(len(ids) + 8, 8), n_batch=n_batch,
+                          n_ubatch=n_batch, n_threads=1, n_threads_batch=1, n_gpu_layers=0, use_mmap=False,
+                          logits_all=True, seed=0, verbose=False)
+    handles = []
+    try:
+        for ap, _ in adapters:
+            h = llama_cpp.llama_adapter_lora_init(llm._model.model, str(Path(ap).resolve()).encode())
+            if not h:
+                raise ValueError(f"llama.cpp refuses the LoRA adapter {ap}")
+            handles.append(h)
+        arr = (llama_cpp.llama_adapter_lora_p_ctypes * len(handles))(*handles)
+        scales = (ctypes.c_float * len(handles))(*[float(sc) for _, sc in adapters])
+        if llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, arr, len(handles), scales):
+            raise ValueError("llama_set_adapters_lora failed")
+        ids = _check_ids(llm, ids)
+        llm.reset()
+        llm.eval(ids)
+        return np.array(llm.scores[:len(ids)], dtype=np.float32, copy=True)
+    finally:
+        llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
+        for h in handles:
+            llama_cpp.llama_adapter_lora_free(h)
+        llm.close()
+
+
 def llama_cpp_available() -> bool:
     try:
         _llama_cpp()
@@ -264,5 +295,5 @@ def llama_cpp_available() -> bool:
         return False
 
 
-__all__ = ["llama_tokenize", "llama_token_piece", "llama_detokenize", "llama_n_vocab", "llama_logits", "llama_greedy",
+__all__ = ["llama_lora_logits", "llama_tokenize", "llama_token_piece", "llama_detokenize", "llama_n_vocab", "llama_logits", "llama_greedy",
            "llama_close", "llama_cpp_available", "close_all", "llama_grammar_allowed"]

@@ -542,3 +542,65 @@ def llama_quantize(src: str | os.PathLike, ftype: str, *, nthread: int | None = 
 def default_llama_quant(ftype: str) -> Path:
     """The default model quantized by llama.cpp into `ftype`, from its exact F32 dequantization."""
     return llama_quantize(requantize(None, "F32"), ftype)
+
+
+# --------------------------------------------------------------------------- LoRA adapters
+
+ATTN_FFN = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+def lora_adapter(base: str | os.PathLike | None = None, *, rank: int = 8, qtype: str = "F32",
+                 tensors: Iterable[str] = ATTN_FFN, layers: Iterable[int] | None = None,
+                 alpha: float | None = None, strength: float = 0.5, seed: int = 0,
+                 out_dir: str | os.PathLike | None = None) -> Path:
+    """A LoRA adapter for `base` (default: the default model) in llama.cpp's GGUF layout, as
+    convert_lora_to_gguf.py writes it: general.type = adapter, adapter.type = lora,
+    adapter.lora.alpha, and per adapted weight `<name>.lora_a` (ggml ne [in, rank]) and
+    `<name>.lora_b` (ne [rank, out]) in `qtype` (F32, F16, Q8_0: rank a multiple of 32).
+
+    tensors: short names of each layer's weights ("attn_q", ...) or full names
+    ("output.weight"); layers: which blocks (default all). A and B are seeded random, sized
+    so that scale * (alpha / rank) * B A has a std of `strength` times the base weight's:
+    the adapter visibly changes the model without drowning it."""
+    base = Path(base) if base is not None else default_model_path()
+    tensors, alpha = tuple(tensors), float(rank if alpha is None else alpha)
+    layer_list = None if layers is None else tuple(int(i) for i in layers)
+    key = {"kind": "lora", "base": file_digest(base), "rank": rank, "qtype": qtype, "tensors": tensors,
+           "layers": layer_list, "alpha": alpha, "strength": strength, "seed": seed}
+
+    def make(out: Path) -> None:
+        r = reader(base)
+        kvs = read_kv(r)
+        arch = kv_value(kvs["general.architecture"])
+        n_layer = int(kv_value(kvs[f"{arch}.block_count"]))
+        names = []
+        for t in tensors:
+            if t.endswith(".weight"):
+                names.append(t)
+            else:
+                names += [f"blk.{i}.{t}.weight" for i in (layer_list if layer_list is not None else range(n_layer))]
+        by_name = {t.name: t for t in r.tensors}
+        w = gguf.GGUFWriter(str(out), arch)
+        w.add_string("general.type", "adapter")
+        w.add_string("adapter.type", "lora")
+        w.add_float32("adapter.lora.alpha", alpha)
+        q = _qtype(qtype)
+        for name in names:
+            t = by_name[name]
+            n_in, n_out = int(t.shape[0]), int(t.shape[1])
+            w_std = float(np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32).std())
+            rng = np.random.default_rng(np.random.SeedSequence([seed, *hashlib.sha256(name.encode()).digest()[:8]]))
+            a = rng.standard_normal((rank, n_in), dtype=np.float32)
+            b = rng.standard_normal((n_out, rank), dtype=np.float32)
+            b *= np.float32(strength * w_std / np.sqrt(rank) / (alpha / rank))
+            for suffix, m in ((".lora_a", a), (".lora_b", b)):
+                if q in (QT.F32, QT.F16):
+                    w.add_tensor(name + suffix, m.astype(np.float16 if q == QT.F16 else np.float32))
+                else:
+                    w.add_tensor(name + suffix, _quantize(m, q), raw_dtype=q)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+
+    return _cached(f"lora-{qtype}-r{rank}", key, make, out_dir)

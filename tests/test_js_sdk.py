@@ -83,6 +83,12 @@ def test_js_sdk_logprobs(npm_ready):
     _run_suite(npm_ready, "logprobs.test.mjs", 600)
 
 
+def test_js_sdk_lora(npm_ready):
+    """Node: Realm.load({lora}) and setLora give the Python host's greedy text for the same
+    adapters (a synthetic model; ~2 s); scale 0 = base; a base model's file is refused."""
+    _run_suite(npm_ready, "lora.test.mjs", 300)
+
+
 @pytest.mark.slow
 def test_js_sdk_browser(npm_ready):
     """Chromium: greedy = the Python host, OPFS / Cache API cache, File/Blob, worker responsiveness."""

@@ -119,7 +119,7 @@ def gen_c(abi: dict) -> str:
         L.append(f"}} {s['c']};")
         L.append(f"_Static_assert(sizeof({s['c']}) == {s['size']}, \"{s['c']} layout\");")
         L.append("")
-    L += ["typedef struct Model Model;", "typedef struct Session Session;", "typedef struct Sampler Sampler;", "typedef struct Grammar Grammar;", "typedef struct GrammarState GrammarState;", "",
+    L += ["typedef struct Model Model;", "typedef struct Session Session;", "typedef struct Sampler Sampler;", "typedef struct Grammar Grammar;", "typedef struct GrammarState GrammarState;", "typedef struct Lora Lora;", "",
           "#define REALM_EXPORT __attribute__((visibility(\"default\")))", ""]
     group = None
     for e in abi["exports"]:

@@ -1,6 +1,7 @@
 // `Realm`: the public API. A Realm is one session (KV cache) on a shared model;
 // every Realm of the same source shares one copy of the weights (store.js).
 // The JS twin of realm_web/realm.py.
+import { acquireLora, releaseLora, normalizeSpec } from './lora.js';
 import { RealmError, ModelFormatError } from './errors.js';
 import * as store from './store.js';
 import { Session } from './session.js';
@@ -50,7 +51,8 @@ export class Realm {
    *            cache: true|false|'opfs'|'cache-api', worker: boolean, id,
    *            threads: CPU threads for the model (default: the CPUs, at most 8; 1 where
    *            the page is not cross-origin isolated). Per model: every Realm of it shares them.
-   *            simd: 'auto' (relaxed SIMD where the engine has it) | 'relaxed' | 'simd128'. }
+   *            simd: 'auto' (relaxed SIMD where the engine has it) | 'relaxed' | 'simd128',
+   *            lora: LoRA adapters (llama.cpp GGUF) as [[source, scale], ...] (see setLora). }
    */
   static async load(source, options = {}) {
     if (options.worker) {
@@ -82,9 +84,14 @@ export class Realm {
       } else {
         session = new Session(model, nCtx);
       }
-      return new Realm(model, session, { ...options, device: dev.device, deviceNote: dev.note });
+      const realm = new Realm(model, session, { ...options, device: dev.device, deviceNote: dev.note });
+      if (options.lora && options.lora.length) {
+        try { await realm.setLora(options.lora); } catch (e) { await realm.unload(); throw e; }
+      }
+      return realm;
     } catch (e) {
-      if (session) session.close();
+      if (session && session.handle) { session.close(); store.release(model); throw e; }
+      if (session) throw e; // (unload released the model)
       store.release(model);
       throw e;
     }
@@ -114,6 +121,8 @@ export class Realm {
   async unload() {
     if (this._closed) return;
     this._closed = true;
+    for (const [e] of this._lora || []) releaseLora(e);
+    this._lora = [];
     // Safe at once: wasm calls are synchronous, so no call is in flight; a generation
     // suspended between tokens finds the Realm closed when it resumes and ends with an error.
     this.session.close();
@@ -123,6 +132,33 @@ export class Realm {
   }
 
   get closed() { return this._closed; }
+
+  /**
+   * Apply LoRA adapters from the next generation: [[source, scale], ...] (a path, URL, Blob or
+   * bytes; a bare source means scale 1; [] removes them). Merge-free, as llama.cpp:
+   * W x + scale * (alpha / rank) * B (A x); scale 0 is the base model exactly. Each file is
+   * loaded once per model and shared; a file that does not fit the model is refused with the
+   * core's message, and the session keeps its previous adapters.
+   */
+  async setLora(spec) {
+    this._checkOpen();
+    const want = normalizeSpec(spec);
+    if (this.model.gpu && want.length) throw new RealmError('LoRA adapters run on the CPU core (device: \'cpu\'); the WebGPU backend does not apply them yet');
+    const got = [];
+    try {
+      for (const [src, sc] of want) got.push([await acquireLora(this.model, src), sc]);
+      if (!this.model.gpu) this.session.setLora(got);
+    } catch (e) {
+      for (const [en] of got) releaseLora(en);
+      throw e;
+    }
+    const old = this._lora || [];
+    this._lora = got;
+    for (const [en] of old) releaseLora(en);
+  }
+
+  /** [[name, scale], ...] of the adapters this session applies. */
+  get lora() { return (this._lora || []).map(([e, sc]) => [e.name, sc]); }
 
   _checkOpen() { if (this._closed) throw new RealmError('this Realm has been unloaded'); }
 

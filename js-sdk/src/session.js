@@ -110,6 +110,35 @@ export class Session {
   }
 
   /**
+   * Apply LoRA adapters [[entry, scale], ...] (entries from lora.js acquireLora; [] removes
+   * them) from the next eval (realm_session_set_lora). A change empties the cache, whose
+   * keys and values the old adapters computed; returns whether it changed.
+   */
+  setLora(pairs) {
+    this._check();
+    const c = this.core;
+    const n = pairs.length;
+    const p = c.alloc(12 * Math.max(n, 1));
+    try {
+      const dv = c.dv(p, 12 * Math.max(n, 1));
+      pairs.forEach(([e, sc], i) => {
+        if (!e.handle) throw new RealmError(`LoRA adapter ${e.name} was unloaded`);
+        if (e.model !== this.model) throw new RealmError(`LoRA adapter ${e.name} was loaded for another model`);
+        dv.setBigUint64(8 * i, BigInt(e.handle), true);
+        dv.setFloat32(8 * n + 4 * i, sc, true);
+      });
+      if (!c.call('realm_session_set_lora', this.handle, p, p + 8 * n, n)) throw c.error();
+    } finally {
+      c.free(p);
+    }
+    const key = pairs.map(([e, sc]) => `${e.handle}:${sc}`).join(',');
+    const changed = key !== (this._loraKey || '');
+    if (changed) c.call('realm_session_truncate', this.handle, 0);
+    this._loraKey = key;
+    return changed;
+  }
+
+  /**
    * Constrain every later sample to a GBNF grammar (llama.cpp's syntax; the core's
    * realm_grammar_new + realm_session_set_grammar: tokens the grammar refuses are masked
    * before sampling, end-of-generation only where it is complete), from its start; null

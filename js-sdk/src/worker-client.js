@@ -239,6 +239,7 @@ function portable(opts = {}) {
 export class RealmWorker {
   static async load(source, options = {}) {
     if (source == null) throw new RealmError('Realm.load needs a model source (URL, File/Blob, ArrayBuffer or path)');
+    if (options.lora && options.lora.length) throw new RealmError('LoRA adapters are not supported in worker mode yet; load without {worker} to use them');
     const conn = await connect(options.worker === true ? null : options.worker);
     const { source: s, identity, transfer } = await portableSource(source, options);
     conn.retain();

@@ -2,7 +2,8 @@
 
     echo '{"model": PATH, "n_ctx": 512, "cases": [...]}' | python test/py_expect.py
 
-cases: {"kind": "generate", "prompt": str | [ids], "max_tokens": n, "stop": [...]}
+cases (each may carry "lora": [[adapter path, scale], ...], kept for later cases):
+       {"kind": "generate", "prompt": str | [ids], "max_tokens": n, "stop": [...]}
        {"kind": "chat", "messages": [...], "max_tokens": n}
        {"kind": "tokenize", "text": str, "add_special": bool, "parse_special": bool}
        {"kind": "template", "messages": [...]}
@@ -24,6 +25,8 @@ def main() -> None:
     out = []
     for c in req["cases"]:
         k = c["kind"]
+        if "lora" in c:   # [[adapter path, scale], ...] for this case and the ones after it
+            r.set_lora([tuple(x) for x in c["lora"]])
         if k == "generate":
             text = r.generate(c["prompt"], max_tokens=c.get("max_tokens", 32), temperature=0, stop=c.get("stop"))
             s = r.last_stats

@@ -119,6 +119,8 @@ class RealmServer:
             Route("/v1/models", r.list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", r.get_model, methods=["GET"]),
             WebSocketRoute("/v1/stream", ws),
+            Route("/lora-adapters", r.list_lora, methods=["GET"]),
+            Route("/lora-adapters", r.post_lora, methods=["POST"]),
             Route("/health", r.health, methods=["GET"]),
             Route("/ready", r.ready, methods=["GET"]),
             Route("/metrics", r.metrics, methods=["GET"]),

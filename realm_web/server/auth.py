@@ -16,6 +16,7 @@ class Auth:
     scope: str
     limits: Limits
     key_id: str | None = None
+    lora: list[tuple[str, float]] | None = None   # the tenant's default LoRA adapters (key store)
 
 
 def authenticate(keys: KeyStore | None, headers, query=None) -> Auth:
@@ -40,8 +41,9 @@ def authenticate(keys: KeyStore | None, headers, query=None) -> Auth:
     if rec.rpm is not None or rec.tpm is not None:
         lim = Limits(rec.rpm, rec.tpm)
         tlim = Limits(*keys.tenant_limits(rec.tenant))
-        return Auth(rec.tenant, "key:" + rec.id, lim.merged(tlim), rec.id)
-    return Auth(rec.tenant, "tenant:" + rec.tenant, Limits(*keys.tenant_limits(rec.tenant)), rec.id)
+        return Auth(rec.tenant, "key:" + rec.id, lim.merged(tlim), rec.id, keys.tenant_lora(rec.tenant))
+    return Auth(rec.tenant, "tenant:" + rec.tenant, Limits(*keys.tenant_limits(rec.tenant)), rec.id,
+                keys.tenant_lora(rec.tenant))
 
 
 def reserve(limiter, metrics, auth: Auth, max_tokens: int):

@@ -28,6 +28,16 @@ def _model_spec(s: str) -> tuple[str, str]:
     return (mid or default_model_id(path), os.path.abspath(path))
 
 
+def _lora_spec(s: str) -> tuple[str, str]:
+    """ID=PATH -> (id, absolute path)."""
+    aid, sep, path = s.partition("=")
+    if not sep or not aid or not path:
+        raise argparse.ArgumentTypeError(f"expected ID=PATH, got {s!r}")
+    if not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f"no such LoRA adapter file: {path}")
+    return (aid, os.path.abspath(path))
+
+
 def _limit(s: str) -> int:
     v = int(s)
     if v < 0:
@@ -50,7 +60,7 @@ def cmd_serve(args) -> int:
                        speculative=args.speculative or ("draft" if args.draft_model else None),
                        draft_model=args.draft_model, draft_tokens=args.draft_tokens, rpm=args.rpm or None, tpm=args.tpm or None,
                        max_body=args.max_body, grace=args.grace, log_format=args.log_format,
-                       log_level=args.log_level)
+                       log_level=args.log_level, lora=args.lora or [], admin_tenants=args.admin_tenant or [])
     return run(cfg)
 
 
@@ -120,6 +130,19 @@ def cmd_key_state(args) -> int:
     return 0
 
 
+def cmd_key_lora(args) -> int:
+    from ..lora import parse_spec
+    ks = _store(args)
+    if args.clear:
+        ks.set_tenant_lora(args.tenant, None)
+        print(f"tenant {args.tenant}: no default LoRA adapter")
+        return 0
+    pairs = [parse_spec(x) for x in args.adapter]
+    ks.set_tenant_lora(args.tenant, pairs)
+    print(f"tenant {args.tenant}: default LoRA " + ", ".join(f"{a} (scale {sc:g})" for a, sc in pairs))
+    return 0
+
+
 def cmd_key_limits(args) -> int:
     ks = _store(args)
     sel = _which(args)
@@ -171,6 +194,11 @@ def register(sub) -> None:
                    help="on SIGTERM, seconds in-flight requests get to finish (default 30)")
     s.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one JSON object per line")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.add_argument("--lora", action="append", type=_lora_spec, metavar="ID=PATH",
+                   help="preload a LoRA adapter (llama.cpp GGUF) under an id for requests' 'lora' field; repeatable")
+    s.add_argument("--admin-tenant", action="append", metavar="TENANT",
+                   help="a tenant whose keys may load/unload adapters (POST /lora-adapters); repeatable "
+                        "(with --no-auth: 'anonymous')")
     s.set_defaults(fn=cmd_serve)
 
     k = sub.add_parser("api-key", help="manage the server's API keys and tenants",
@@ -201,6 +229,12 @@ def register(sub) -> None:
         p.add_argument("--keys", default=None, help=keys_help)
         p.set_defaults(fn=cmd_key_state, action=action)
 
+    lo = ksub.add_parser("lora", help="a tenant's default LoRA adapters (ids the server loaded), for requests naming none")
+    lo.add_argument("--tenant", required=True)
+    lo.add_argument("adapter", nargs="*", metavar="ID[:SCALE]")
+    lo.add_argument("--clear", action="store_true", help="remove the tenant's default")
+    lo.add_argument("--keys", default=None, help=keys_help)
+    lo.set_defaults(fn=cmd_key_lora)
     lim = ksub.add_parser("limits", help="set rate limits of a key or a tenant")
     lim.add_argument("id", nargs="?", help="key id (per-key limits)")
     lim.add_argument("--tenant", help="the tenant's limits (for its keys without their own)")

@@ -205,6 +205,8 @@ async def start(srv, ctx: Ctx, auth: Auth, endpoint: str, body: dict) -> Complet
         kw = dict(ids=req.prompt)
     jobs = [Job("generate", auth.tenant, endpoint, sampling=_choice_sampling(sp, i), t_arrival=ctx.t0, **kw)
             for i in range(sp.n)]
+    for j in jobs:   # the request's adapters, else its tenant's default (the key store), else none
+        j.lora = sp.lora if sp.lora is not None else (auth.lora or [])
     reservation = reserve(srv.limiter, srv.metrics, auth, (sp.max_tokens or worker.n_ctx) * sp.n)
     try:
         for j in jobs:

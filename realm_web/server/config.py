@@ -28,3 +28,5 @@ class ServerConfig:
     grace: float = 30.0                 # SIGTERM: seconds to let in-flight requests finish
     log_format: str = "text"
     log_level: str = "info"
+    lora: list[tuple[str, str]] = field(default_factory=list)   # (adapter id, path) loaded at start (--lora ID=PATH)
+    admin_tenants: list[str] = field(default_factory=list)      # tenants that may POST /lora-adapters (--admin-tenant)

@@ -17,6 +17,7 @@ import hashlib
 import os
 import secrets
 import sqlite3
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ CREATE TABLE IF NOT EXISTS tenants (
     name TEXT PRIMARY KEY,
     rpm  INTEGER,
     tpm  INTEGER
+);
+CREATE TABLE IF NOT EXISTS tenant_lora (
+    tenant   TEXT PRIMARY KEY,
+    adapters TEXT NOT NULL
 );
 """
 
@@ -196,6 +201,19 @@ class KeyStore:
     def tenant_limits(self, tenant: str) -> tuple[int | None, int | None]:
         rows = self._q("SELECT rpm, tpm FROM tenants WHERE name = ?", (tenant,))
         return (rows[0][0], rows[0][1]) if rows else (None, None)
+
+    def set_tenant_lora(self, tenant: str, adapters: list[tuple[str, float]] | None) -> None:
+        """A tenant's default LoRA adapters [(id, scale)] for requests that name none; None clears."""
+        if adapters is None:
+            self._x("DELETE FROM tenant_lora WHERE tenant = ?", (tenant,))
+            return
+        blob = json.dumps([{"id": str(a), "scale": float(sc)} for a, sc in adapters])
+        self._x("INSERT INTO tenant_lora (tenant, adapters) VALUES (?,?) "
+                "ON CONFLICT(tenant) DO UPDATE SET adapters = excluded.adapters", (tenant, blob))
+
+    def tenant_lora(self, tenant: str) -> list[tuple[str, float]] | None:
+        rows = self._q("SELECT adapters FROM tenant_lora WHERE tenant = ?", (tenant,))
+        return [(x["id"], float(x["scale"])) for x in json.loads(rows[0][0])] if rows else None
 
     # ------------------------------------------------------------ the server
     def authenticate(self, key: str) -> KeyRecord | None:

@@ -59,10 +59,28 @@ class Models:
                                                     "max_sessions": cfg.max_sessions,
                                                     "seconds": round(time.perf_counter() - t, 2)})
                 self.workers[mid] = w
+            for aid, path in cfg.lora:
+                self.load_lora(aid, path)
             self.loaded = True
         except Exception as e:
             self.load_error = f"{type(e).__name__}: {e}"
             log.error("loading the models failed: %s", self.load_error)
+
+    def load_lora(self, aid: str, path: str) -> list[str]:
+        """Load an adapter onto every served model it fits (validated by the core against each);
+        the ids of those models. ValueError naming each model's refusal when it fits none."""
+        from ..errors import RealmError
+        fits, why = [], []
+        for w in self.unique():
+            try:
+                w.load_lora(aid, path)
+                fits.append(w.id)
+            except (RealmError, OSError) as e:
+                why.append(f"{w.id}: {e}")
+        if not fits:
+            raise ValueError(f"LoRA adapter {aid!r} ({path}) fits no served model: " + "; ".join(why))
+        log.info("LoRA adapter loaded", extra={"adapter": aid, "path": path, "models": fits})
+        return fits
 
     def unique(self) -> list[ModelWorker]:
         seen, out = set(), []

@@ -120,6 +120,47 @@ class Routes:
             return json_response(self._model_obj(mid), ctx.request_id)
         return await self._api(request, "models", run)
 
+    # -------------------------------------------------------- LoRA adapters
+    def _adapters(self) -> list[dict]:
+        out = []
+        for w in self.srv.models.unique():
+            for a in w.lora_adapters():
+                out.append(dict(a, model=w.id))
+        return out
+
+    async def list_lora(self, request: Request) -> Response:
+        async def run(ctx, auth):
+            return json_response({"object": "list", "data": self._adapters()}, ctx.request_id)
+        return await self._api(request, "lora-adapters", run)
+
+    async def post_lora(self, request: Request) -> Response:
+        """{"id", "path"}: load (on every model it fits); {"id", "unload": true}: unload. Admin tenants only."""
+        import asyncio
+
+        async def run(ctx, auth):
+            if auth.tenant not in self.srv.config.admin_tenants:
+                raise APIError(403, f"Tenant '{auth.tenant}' may not load or unload LoRA adapters (the server "
+                               f"names its admin tenants with --admin-tenant).", code="forbidden")
+            body = await self._read_body(request)
+            aid = body.get("id")
+            if not isinstance(aid, (str, int)) or isinstance(aid, bool) or aid == "":
+                raise bad_request("Invalid 'id': a LoRA adapter id (string) is required.", param="id")
+            aid = str(aid)
+            if body.get("unload"):
+                gone = [w.id for w in self.srv.models.unique() if w.unload_lora(aid)]
+                if not gone:
+                    raise APIError(404, f"No LoRA adapter '{aid}' is loaded.", param="id", code="not_found")
+                return json_response({"id": aid, "unloaded": gone}, ctx.request_id)
+            path = body.get("path")
+            if not isinstance(path, str) or not path:
+                raise bad_request("Invalid 'path': the adapter's GGUF file on the server is required.", param="path")
+            try:
+                fits = await asyncio.to_thread(self.srv.models.load_lora, aid, path)
+            except ValueError as e:
+                raise bad_request(str(e), param="path") from None
+            return json_response({"id": aid, "path": path, "models": fits}, ctx.request_id)
+        return await self._api(request, "lora-adapters", run)
+
     async def health(self, request: Request) -> Response:
         return json_response({"status": "ok"})
 

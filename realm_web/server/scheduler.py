@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import chat as chat_mod
+from .. import lora as lora_mod
 from .. import store
 from ..core_model import CoreModel, Session
 from ..errors import RealmError
@@ -79,6 +80,8 @@ class Job:
         self.entry: _Entry | None = None
         self.gen: Generation | None = None   # a generate job's state machine, from admission on
         self.grammar = None                  # its compiled grammar (CoreModel.grammar), if any
+        self.lora: list[tuple[str, float]] = []   # [(adapter id, scale)] asked for
+        self.adapters: list = []             # [(LoraAdapter, scale)] it holds (retained) while it runs
         self.t_first: float | None = None
         self.embed_ids: list[list[int]] = []
         self.embed_k = 0
@@ -214,6 +217,8 @@ class ModelWorker:
             store.release(self.model)
             raise
         self.vocab = Vocab(self.model)
+        self._adapters: dict[str, object] = {}   # LoRA adapter id -> LoraAdapter (realm_web.lora)
+        self._adapters_lock = threading.Lock()
         self._cv = threading.Condition()
         self._inbox: list[Job] = []
         self._waiting: collections.deque[Job] = collections.deque()
@@ -374,7 +379,45 @@ class ModelWorker:
                 self._guarded(job, self._progress, job, before, text)
             return
 
+    # ------------------------------------------------------------ LoRA adapters
+    def load_lora(self, aid: str, path: str):
+        """Load (once per model and file) and register an adapter under an id; RealmError if it
+        does not fit this model. Replacing an id's file keeps requests already running on the old one."""
+        a = lora_mod.acquire(self.model, path)
+        with self._adapters_lock:
+            old = self._adapters.get(aid)
+            self._adapters[aid] = a
+        if old is not None:
+            lora_mod.release(old)
+        return a
+
+    def unload_lora(self, aid: str) -> bool:
+        """Forget an id; the adapter is freed once no running request holds it."""
+        with self._adapters_lock:
+            a = self._adapters.pop(aid, None)
+        if a is not None:
+            lora_mod.release(a)
+        return a is not None
+
+    def lora_adapters(self) -> list[dict]:
+        with self._adapters_lock:
+            return [{"id": aid, "path": a.path, "rank": a.rank, "alpha": a.alpha, "tensors": a.n_tensors}
+                    for aid, a in self._adapters.items()]
+
+    def _take_adapters(self, job: Job) -> None:
+        """Resolve the job's adapter ids and hold them for its lifetime (a 400 for an unknown id)."""
+        with self._adapters_lock:
+            missing = [aid for aid, _ in job.lora if aid not in self._adapters]
+            if missing:
+                known = ", ".join(sorted(self._adapters)) or "none"
+                raise bad_request(f"Invalid 'lora': unknown adapter id '{missing[0]}' for model '{self.id}' "
+                                  f"(loaded: {known}; see GET /lora-adapters).", param="lora")
+            job.adapters = [(lora_mod.retain(self._adapters[aid]), sc) for aid, sc in job.lora]
+
     def _retire(self, job: Job) -> None:
+        for a, _ in job.adapters:
+            lora_mod.release(a)
+        job.adapters = []
         job.state = DONE
         with self._cv:
             self._live.discard(job)
@@ -416,6 +459,7 @@ class ModelWorker:
                     job.ids = chat_mod.prompt_ids(self.model, job.text) if job.chat else \
                         self.model.tokenize(job.text, add_special=True, parse_special=True)
                 self._check_ids(job.ids, job.param)
+                self._take_adapters(job)
                 sp = job.sampling
                 if sp is not None and (sp.grammar or sp.json_schema is not None or sp.grammar_builder is not None):
                     for schema, param in sp.schema_checks:   # each tool's schema alone: a bad one is named
@@ -483,9 +527,13 @@ class ModelWorker:
                     s.set_sampler(sp.settings)
                     s.set_logprobs(sp.logprobs)   # (also turns them off on a pooled session)
                     s.set_grammar(job.grammar)    # (None removes a pooled session's)
+                    if s.set_lora(job.adapters):  # (also [] : a pooled session never keeps another request's)
+                        entry.tokens = []         # its cache was computed with other adapters: emptied
                     job.gen = Generation(self.vocab, job.ids, self.n_ctx, sp.options)
                     s.truncate(job.gen.reuse(entry.tokens))
                 else:
+                    if s.set_lora([]):            # embeddings are the base model's (no adapters)
+                        entry.tokens = []
                     s.embed_begin()
             job.state = RUNNING
             self._rr.append(job)

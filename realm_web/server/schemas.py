@@ -123,6 +123,7 @@ class Sampling:
     json_schema: Any = None         # a JSON Schema the grammar comes from (response_format json_schema, tools)
     schema_checks: list = field(default_factory=list)   # (schema, param): converted first, so a bad one is named
     grammar_builder: Any = None     # model -> GBNF, run on the scheduler thread (tool-call formats)
+    lora: list[tuple[str, float]] | None = None   # [(adapter id, scale)]; None: the tenant's default
 
     @property
     def max_tokens(self) -> int | None:   # None: until end of generation or a full context
@@ -196,7 +197,33 @@ def _sampling(f: _Fields, default_max: int | None, max_key: str = "max_tokens") 
     if bias not in (None, {}):
         raise bad_request("'logit_bias' is not supported by this server.", param="logit_bias")
     settings, options = from_openai(f.b, max_key, default_max)
-    return Sampling(settings, options, key, n=n, grammar=grammar or None)
+    return Sampling(settings, options, key, n=n, grammar=grammar or None, lora=parse_lora(f.b.get("lora")))
+
+
+MAX_LORA = 8   # adapters per request (the core's per-session limit)
+
+
+def parse_lora(v: Any, param: str = "lora") -> list[tuple[str, float]] | None:
+    """llama-server's per-request `lora`: [{"id": ..., "scale": ...}, ...] (scale default 1);
+    [] means none (not even the tenant's default)."""
+    if v is None:
+        return None
+    if not isinstance(v, list):
+        raise _bad_type(param, 'an array of {"id": ..., "scale": ...} objects', v)
+    if len(v) > MAX_LORA:
+        raise bad_request(f"Invalid '{param}': at most {MAX_LORA} adapters, got {len(v)}.", param=param)
+    out: list[tuple[str, float]] = []
+    for i, x in enumerate(v):
+        if not isinstance(x, dict) or not isinstance(x.get("id"), (str, int)) or isinstance(x.get("id"), bool):
+            raise _bad_type(f"{param}[{i}]", 'an object with an "id" (string or integer)', x)
+        sc = x.get("scale", 1.0)
+        if isinstance(sc, bool) or not isinstance(sc, (int, float)) or sc != sc or sc in (float("inf"), float("-inf")):
+            raise bad_request(f"Invalid '{param}[{i}].scale': must be a finite number.", param=param)
+        aid = str(x["id"])
+        if any(a == aid for a, _ in out):
+            raise bad_request(f"Invalid '{param}': adapter '{aid}' is named twice.", param=param)
+        out.append((aid, float(sc)))
+    return out
 
 
 def _stream_opts(f: _Fields) -> tuple[bool, bool]:
