@@ -135,6 +135,14 @@ static void rope(const ModelConfig *c, float *x, uint32_t n_heads, const float *
     }
 }
 
+/* gemma2: cap * tanh(x / cap), in ggml's order (scale by 1 / cap, tanh, scale by cap) */
+static inline float softcap(float x, float cap) { return rt_tanhf(x * (1.0f / cap)) * cap; }
+
+static void softcap_rows(float *y, uint64_t n, float cap) {
+    if (cap > 0)
+        for (uint64_t i = 0; i < n; i++) y[i] = softcap(y[i], cap);
+}
+
 static inline float f16r(float x) { return rt_f16_to_f32(rt_f32_to_f16(x)); }
 
 /* Attention of row r of the step (its session's position rows[r].pos) in head
@@ -150,7 +158,7 @@ void attention_head(const Batch *b, uint32_t l, uint32_t r, uint32_t h, uint32_t
     uint64_t kvd = (uint64_t)c->n_head_kv * D;
     const uint16_t *kc = s->k_cache + (uint64_t)l * s->n_ctx * kvd, *vc = s->v_cache + (uint64_t)l * s->n_ctx * kvd;
     float *scores = b->scores + (uint64_t)tid * b->scores_len;
-    float scale = 1.0f / rt_sqrtf((float)D);
+    float scale = c->q_prescale ? 1.0f : c->attn_scale, cap = c->attn_softcap;
     uint32_t n = b->rows[r].pos + 1; /* positions this row sees */
     if (s->m->layers[l].swa && n > c->n_swa) { /* a sliding-window layer sees the last n_swa of them */
         kc += (uint64_t)(n - c->n_swa) * kvd;
@@ -161,7 +169,7 @@ void attention_head(const Batch *b, uint32_t l, uint32_t r, uint32_t h, uint32_t
     float *out = b->att + (uint64_t)r * H * D + (uint64_t)h * D;
     uint64_t koff = (uint64_t)(h / G) * D;
     if (D % 8 == 0) { /* every real model (read_config caps D at 1024): SIMD, quant_attn.c */
-        quant_attn_head_f16(q, kc + koff, vc + koff, kvd, n, D, scale, scores, out);
+        quant_attn_head_f16(q, kc + koff, vc + koff, kvd, n, D, scale, cap, scores, out);
         return;
     }
     /* an even head_dim that is not a multiple of 8 (tiny test models): scalar */
@@ -173,6 +181,7 @@ void attention_head(const Batch *b, uint32_t l, uint32_t r, uint32_t h, uint32_t
         float dot = 0;
         for (uint32_t d = 0; d < D; d++) dot += qh[d] * rt_f16_to_f32(k[d]);
         dot *= scale;
+        if (cap > 0) dot = softcap(dot, cap);
         scores[j] = dot;
         if (dot > mx) mx = dot;
     }
@@ -299,8 +308,8 @@ static void forward(Model *m, Batch *b) {
     if (c->embd_scale != 0) /* gemma3 */
         for (uint64_t i = 0; i < T * E; i++) b->x[i] *= c->embd_scale;
     /* RoPE angles once for every layer: one table per run of consecutive positions of a session */
-    const float *freqs = m->rope_freqs.data ? (const float *)m->rope_freqs.data : NULL;
     for (uint32_t t = 0; t < T;) {
+        const float *freqs = model_rope_factors(m, rows[t].s->n_ctx); /* (phi3: by the session's context) */
         uint32_t e = t + 1;
         while (e < T && rows[e].s == rows[t].s && rows[e].pos == rows[e - 1].pos + 1) e++;
         rope_table(m, rows[t].pos, e - t, freqs, b->rope_cs + (uint64_t)t * c->rope_dim);
@@ -333,6 +342,8 @@ static void forward(Model *m, Batch *b) {
             uint64_t at = ((uint64_t)l * s->n_ctx + rows[t].pos) * KVD;
             rope(c, b->q + t * QD, c->n_head, cs + (uint64_t)t * c->rope_dim);
             rope(c, b->k + t * KVD, c->n_head_kv, cs + (uint64_t)t * c->rope_dim);
+            if (c->q_prescale) /* gemma2, phi3: the attention scale goes into q (attention_head) */
+                for (uint64_t i = 0; i < QD; i++) b->q[t * QD + i] *= c->attn_scale;
             for (uint64_t i = 0; i < KVD; i++) {
                 s->k_cache[at + i] = rt_f32_to_f16(b->k[t * KVD + i]);
                 s->v_cache[at + i] = rt_f32_to_f16(b->v[t * KVD + i]);
@@ -367,9 +378,11 @@ static void forward(Model *m, Batch *b) {
     uint64_t V = c->n_vocab;
     if (direct) {
         matmul(b, &m->output, b->xb, nl, first->s->logits + (uint64_t)first->logits_row * V);
+        softcap_rows(first->s->logits + (uint64_t)first->logits_row * V, nl * V, c->final_softcap);
         return;
     }
     matmul(b, &m->output, b->xb, nl, b->logits);
+    softcap_rows(b->logits, nl * V, c->final_softcap);
     for (uint32_t t = 0, i = 0; t < T; t++)
         if (rows[t].logits_row >= 0)
             memcpy(rows[t].s->logits + (uint64_t)rows[t].logits_row * V, b->logits + (uint64_t)i++ * V, V * 4);

@@ -24,7 +24,16 @@ typedef struct {
     float embd_scale;
     bool ffn_gelu;
     uint32_t n_swa;
-    float rope_base_swa;
+    uint32_t swa_pattern;     /* layer l slides when l % swa_pattern < swa_pattern - 1 (llama.cpp's set_swa_pattern) */
+    float rope_base_swa, rope_freq_scale_swa;
+    /* gemma2, phi3: q times attn_scale after RoPE (before it meets the f16 cache) and the
+     * scores unscaled, as their llama.cpp graphs do; otherwise scores times 1/sqrt(head_dim) */
+    bool q_prescale;
+    float attn_scale;
+    /* gemma2: scores and logits soft-capped, cap * tanh(x / cap) (0: not) */
+    float attn_softcap, final_softcap;
+    /* phi3 (LongRoPE): contexts longer than this use rope_long's factors, others rope_short's */
+    uint32_t rope_n_ctx_orig;
 } ModelConfig;
 
 /* A weight matrix in its stored type: ne0 = input width (K), ne1 = rows. */
@@ -54,6 +63,7 @@ typedef struct Model {
     uint64_t weights_size;
     ModelConfig cfg;
     Tensor tok_embd, output_norm, output, rope_freqs;
+    Tensor rope_short, rope_long;   /* phi3 LongRoPE frequency factors (rope_dim/2 f32 each), or none */
     Layer *layers;
     Tokenizer *tok;
     Str arch;
@@ -89,6 +99,10 @@ typedef struct Session {
 void rope_table(const Model *m, uint32_t pos0, uint32_t n, const float *freqs, float *out);
 /* The same for a layer: sliding-window layers (gemma3) use their own base, unscaled. */
 void rope_table_layer(const Model *m, bool swa, uint32_t pos0, uint32_t n, const float *freqs, float *out);
+
+/* The RoPE frequency factors a session of context n_ctx uses (llama.cpp's get_rope_factors:
+ * rope_freqs, else phi3's long factors past rope_n_ctx_orig, else its short ones), or NULL. */
+const float *model_rope_factors(const Model *m, uint32_t n_ctx);
 
 Session *session_new(Model *m, uint32_t n_ctx);
 void session_free(Session *s);
