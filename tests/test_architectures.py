@@ -3,7 +3,10 @@ each architecture's own metadata and tensor names (as llama.cpp's converter writ
 teacher-forced against llama.cpp through llama-cpp-python.
 
 qwen3: per-head RMSNorm of q and k before RoPE (attn_q_norm / attn_k_norm), NEOX RoPE, and a
-head dimension that need not be n_embd / n_head (attention.key_length)."""
+head dimension that need not be n_embd / n_head (attention.key_length). gemma3 and gemma2
+(soft-capping, sliding window on every other layer), phi3 (fused attn_qkv and gate/up, partial
+rotary, LongRoPE short/long factors, rope.scaling.attn_factor), llama with rope_freqs.weight
+(Llama 3.1/3.2); every new arch batched == alone."""
 from __future__ import annotations
 
 import numpy as np
@@ -144,11 +147,135 @@ def test_gemma3_window_changes_the_logits(synthetic_model):
     assert refmodels.tensor_types(narrow)["blk.5.post_ffw_norm.weight"] == "F32"
 
 
-def test_gemma3_on_the_gpu_is_refused_by_name(synthetic_model):
+def _compare(ref, mine, qtype, f32_max=0.02):
+    """test_qwen3's rule: F32 within f32_max and every argmax equal; a quant's KL tiny and the
+    argmax equal wherever the reference's top-2 gap is clear."""
+    assert mine.shape == ref.shape
+    assert ref.std(axis=1).min() > 0.5                      # the model says something
+    kl = _kl(ref, mine)
+    top1 = (mine.argmax(1) == ref.argmax(1)).mean()
+    if qtype == "F32":
+        assert np.abs(mine - ref).max() < f32_max and top1 == 1.0, (np.abs(mine - ref).max(), top1)
+    else:
+        srt = np.sort(ref, axis=1)
+        clear = srt[:, -1] - srt[:, -2] > 0.05
+        assert kl.mean() < 1e-3 and (mine.argmax(1) == ref.argmax(1))[clear].all(), (kl.mean(), top1)
+        assert top1 >= 0.9
+
+
+def _vs_llama_cpp(llama_ref, path, n_vocab):
+    ids = _teacher(n_vocab)
+    ref = llama_ref.llama_logits(path, ids, all_steps=True).astype(np.float64)
+    llama_ref.llama_close(path)
+    return ref, _realm_logits(path, ids)
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "gemma2", "phi3"])
+def test_cpu_only_archs_on_the_gpu_are_refused_by_name(synthetic_model, arch):
+    shape = {"gemma3": GEMMA3, "gemma2": GEMMA2, "phi3": PHI3}[arch]
     from realm_web import Realm
     try:
         from realm_web import gpu  # noqa: F401
     except Exception:
         pytest.skip("wgpu-py is not installed")
-    with pytest.raises(RealmError, match="gemma3 .* runs on the CPU core only"):
-        Realm.load(str(synthetic_model(arch="gemma3", **GEMMA3)), device="gpu")
+    with pytest.raises(RealmError, match=f"{arch} .* runs on the CPU core only"):
+        Realm.load(str(synthetic_model(arch=arch, **shape)), device="gpu")
+
+
+# ------------------------------------------------------------------ gemma2
+# four layers: 0 and 2 slide (window 16), 1 and 3 are global; caps low enough to bite
+GEMMA2 = dict(n_layer=4, n_embd=256, n_ff=512, n_head=4, n_head_kv=2, n_vocab=8192, head_dim=64,
+              sliding_window=16, softcaps=(20.0, 10.0))
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+def test_gemma2_matches_llama_cpp_past_the_window(synthetic_model, llama_ref, qtype):
+    """sqrt(n_embd) embeddings, GeGLU, pre/post norms, q scaled by 1/sqrt(head_dim), attention
+    and final logit soft-capping, sliding window on every other layer: 96 tokens, six windows."""
+    path = synthetic_model(arch="gemma2", qtype=qtype, **GEMMA2)
+    _compare(*_vs_llama_cpp(llama_ref, path, GEMMA2["n_vocab"]), qtype)
+
+
+def test_gemma2_soft_caps_and_window_are_real(synthetic_model):
+    """llama.cpp's defaults (50 / 30) when the file says nothing; a final cap of 3 bounds every
+    logit by 3; the window changes logits only past it."""
+    ids = _teacher(GEMMA2["n_vocab"])[:40]
+    unset = _realm_logits(synthetic_model(arch="gemma2", **dict(GEMMA2, softcaps=None)), ids)
+    default = _realm_logits(synthetic_model(arch="gemma2", **dict(GEMMA2, softcaps=(50.0, 30.0))), ids)
+    tight = _realm_logits(synthetic_model(arch="gemma2", **dict(GEMMA2, softcaps=(50.0, 3.0))), ids)
+    assert np.array_equal(unset, default)
+    assert np.abs(tight).max() <= 3.0 and np.abs(default).max() > 3.5
+    wide = _realm_logits(synthetic_model(arch="gemma2", **dict(GEMMA2, sliding_window=4096)), ids)
+    narrow = _realm_logits(synthetic_model(arch="gemma2", **GEMMA2), ids)
+    assert np.array_equal(wide[:16], narrow[:16]) and np.abs(wide[16:] - narrow[16:]).max() > 1e-3
+
+
+# ------------------------------------------------------------------ phi3
+# fused attn_qkv and ffn_up (gate, up), rotary on 32 of 64 dimensions, LongRoPE factors and
+# attn_factor as Phi-3.5/4-mini's converter writes them
+PHI3 = dict(n_layer=2, n_embd=256, n_ff=512, n_head=4, n_head_kv=4, n_vocab=8192, rope_dim=32,
+            rope_factors=True, attn_factor=1.19)
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+@pytest.mark.parametrize("orig", [None, 64], ids=["short", "long"])
+def test_phi3_matches_llama_cpp(synthetic_model, llama_ref, qtype, orig):
+    """short: contexts within rope.scaling.original_context_length (4096 here) use
+    rope_factors_short; long: an original context of 64, below both engines' contexts (Realm's
+    104, llama.cpp's 512), so rope_factors_long (llama.cpp's get_rope_factors)."""
+    path = synthetic_model(arch="phi3", qtype=qtype, n_ctx_orig=orig, **PHI3)
+    _compare(*_vs_llama_cpp(llama_ref, path, PHI3["n_vocab"]), qtype)
+
+
+def test_phi3_long_and_short_factors_differ_per_session(synthetic_model):
+    """One file, original context 64: a session of 64 tokens uses the short factors, one of 65
+    the long ones; each gives the same logits in a batch with the other as alone."""
+    path = synthetic_model(arch="phi3", qtype="Q8_0", n_ctx_orig=64, **PHI3)
+    ids = _teacher(PHI3["n_vocab"])[:24]
+    m = CoreModel(str(path))
+    try:
+        short, long_ = Session(m, 64), Session(m, 65)
+        alone = []
+        for s in (short, long_):
+            s.eval(ids, all_logits=True)
+            alone.append(np.array(s.logits(), copy=True))
+        assert np.abs(alone[0][4:] - alone[1][4:]).max() > 1e-2     # other angles past the first tokens
+        for s in (short, long_):
+            s.truncate(0)
+        m.eval_batch([short, long_], [ids[:16], ids[:16]])
+        m.eval_batch([short, long_], [ids[16:17], ids[16:17]])
+        for s, ref in zip((short, long_), alone):
+            assert np.array_equal(np.asarray(s.logits()[-1]), ref[16])
+        short.close(), long_.close()
+    finally:
+        m.close()
+
+
+# ------------------------------------------------------------------ llama + rope_freqs
+LLAMA_ROPEF = dict(n_layer=2, n_embd=256, n_ff=512, n_head=4, n_head_kv=2, n_vocab=8192, rope_factors=True)
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+def test_llama_rope_freqs_match_llama_cpp(synthetic_model, llama_ref, qtype):
+    """Llama 3.1/3.2's rope_freqs.weight: each pair's angle divided by its factor (ggml_rope_ext)."""
+    path = synthetic_model(arch="llama", qtype=qtype, **LLAMA_ROPEF)
+    _compare(*_vs_llama_cpp(llama_ref, path, LLAMA_ROPEF["n_vocab"]), qtype)
+
+
+# ------------------------------------------------------------------ batched
+@pytest.mark.parametrize("arch, shape", [("gemma2", GEMMA2), ("gemma3", GEMMA3), ("phi3", dict(PHI3, n_ctx_orig=64)),
+                                         ("llama", LLAMA_ROPEF)], ids=["gemma2", "gemma3", "phi3", "llama-ropef"])
+def test_new_archs_batched_equal_alone(synthetic_model, arch, shape):
+    """test_batch's streams (1..5 sessions a step, prefill chunks beside decode tokens, past
+    the sliding windows) give each session the bits it gets alone."""
+    from test_batch import N_GEN, PROMPTS, alone, batched, same_bits
+    model = CoreModel(str(synthetic_model(arch=arch, qtype="Q8_0", **shape)), threads=1)
+    try:
+        ref = [alone(model, p, g) for p, g in zip(PROMPTS, N_GEN)]
+        rows, ids, sizes = batched(model)
+    finally:
+        model.close()
+    assert sizes == {1, 2, 3, 4, 5}
+    for i, (ref_rows, ref_ids) in enumerate(ref):
+        assert ids[i] == ref_ids and len(rows[i]) == len(ref_rows)
+        assert all(same_bits(a, b) for a, b in zip(rows[i], ref_rows)), f"{arch}: stream {i}"
