@@ -107,6 +107,19 @@ static uint64_t act_per_row(const Model *m) {
                      *dn[] = {&L->w_down};
         most = RT_MAX(most, act_layout(3, qkv, 1, off, same));
         most = RT_MAX(most, act_layout(1, wo, 1, off, same));
+        if (m->cfg.n_expert) { /* MoE: router, experts, shared expert and its gate */
+            const Tensor *r[] = {&L->gate_inp}, *egu[] = {&L->gate_exps, &L->up_exps}, *ed[] = {&L->down_exps};
+            const Tensor *sg[] = {&L->gate_inp_shexp}, *sgu[] = {&L->gate_shexp, &L->up_shexp}, *sd[] = {&L->down_shexp};
+            most = RT_MAX(most, act_layout(1, r, 1, off, same));
+            most = RT_MAX(most, act_layout(2, egu, 1, off, same));
+            most = RT_MAX(most, act_layout(1, ed, 1, off, same));
+            if (L->gate_shexp.data) {
+                most = RT_MAX(most, act_layout(1, sg, 1, off, same));
+                most = RT_MAX(most, act_layout(2, sgu, 1, off, same));
+                most = RT_MAX(most, act_layout(1, sd, 1, off, same));
+            }
+            continue;
+        }
         most = RT_MAX(most, act_layout(2, gu, 1, off, same));
         most = RT_MAX(most, act_layout(1, dn, 1, off, same));
     }
@@ -205,7 +218,7 @@ void attention_head(const Batch *b, uint32_t l, uint32_t r, uint32_t h, uint32_t
 void batch_free(Batch *b) {
     if (!b) return;
     void *ps[] = {b->rows, b->x, b->xb, b->q, b->k, b->v, b->att, b->hb, b->hb2, b->rope_cs, b->rope_cs_swa, b->scores,
-                  b->xq, b->logits};
+                  b->xq, b->logits, b->moe};
     for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) rt_free(ps[i]);
     rt_free(b);
 }
@@ -237,13 +250,14 @@ static Batch *batch_reserve(Model *m, uint32_t T, uint32_t max_ctx, uint32_t n_l
     const ModelConfig *c = &m->cfg;
     if (T > b->cap) {
         uint64_t B = T, E = c->n_embd, qd = (uint64_t)c->n_head * c->head_dim, kvd = (uint64_t)c->n_head_kv * c->head_dim;
-        uint64_t wide = RT_MAX(RT_MAX(E, qd), (uint64_t)c->n_ff);
+        uint64_t ffw = RT_MAX(c->n_ff, RT_MAX(c->n_ff_exp, c->n_ff_shexp)); /* the widest FFN (MoE: experts') */
+        uint64_t wide = RT_MAX(RT_MAX(E, qd), ffw);
         /* all or nothing: a failed grow leaves a smaller, consistent workspace */
         Batch nb = *b;
         void **ps[] = {(void **)&nb.rows, (void **)&nb.x, (void **)&nb.xb, (void **)&nb.q, (void **)&nb.k, (void **)&nb.v,
                        (void **)&nb.att, (void **)&nb.hb, (void **)&nb.hb2, (void **)&nb.rope_cs, (void **)&nb.rope_cs_swa};
         uint64_t sz[] = {B * sizeof(BatchRow), B * E * 4, B * wide * 4, B * qd * 4, B * kvd * 4, B * kvd * 4,
-                         B * qd * 4, B * c->n_ff * 4, B * c->n_ff * 4, B * RT_MAX(c->rope_dim, 2u) * 4,
+                         B * qd * 4, B * ffw * 4, B * ffw * 4, B * RT_MAX(c->rope_dim, 2u) * 4,
                          c->n_swa ? B * RT_MAX(c->rope_dim, 2u) * 4 : 0};
         const size_t n_ps = c->n_swa ? sizeof ps / sizeof *ps : sizeof ps / sizeof *ps - 1;
         nb.rope_cs_swa = NULL;
@@ -261,6 +275,15 @@ static Batch *batch_reserve(Model *m, uint32_t T, uint32_t max_ctx, uint32_t n_l
         for (size_t i = 0; i < sizeof old / sizeof *old; i++) rt_free(old[i]);
         nb.cap = T;
         *b = nb;
+    }
+    if (c->n_expert && T > b->moe_cap) {
+        uint64_t B = T, E = c->n_embd, K = c->n_expert_used;
+        uint64_t floats = B * c->n_expert + B * K + B * K * E + 2 * B * E, n = floats + 2 * B * K;
+        if (!regrow(&b->moe, n * 4)) { oom("expert scratch"); return NULL; }
+        b->moe_router = b->moe, b->moe_w = b->moe_router + B * c->n_expert, b->moe_acc = b->moe_w + B * K;
+        b->moe_x = b->moe_acc + B * K * E, b->moe_y = b->moe_x + B * E;
+        b->moe_sel = (uint32_t *)(b->moe_y + B * E), b->moe_slot = b->moe_sel + B * K;
+        b->moe_cap = T;
     }
     uint64_t xq = b->xq_per_row * T;
     if (xq > b->xq_cap) {
@@ -293,6 +316,93 @@ static bool ensure_logits(Session *s, uint32_t rows) {
     s->logits = nl;
     s->logits_cap = rows;
     return true;
+}
+
+/* ------------------------------------------------------------ mixture of experts */
+/* Expert e's matrix of a 3-D expert tensor (rows rows each). */
+static Tensor expert(const Tensor *t, uint32_t e, uint64_t rows) {
+    Tensor v = *t;
+    v.data += (uint64_t)e * rows * t->row_bytes;
+    v.ne1 = rows;
+    return v;
+}
+
+/* The MoE FFN of T rows of b->xb, into b->xb, as llama.cpp's build_moe_ffn (softmax gating):
+ * router softmax; the n_expert_used most probable experts (the first of equals); their
+ * probabilities as weights (qwen3moe: divided by their sum); each chosen expert's SwiGLU
+ * times its weight, summed in rank order; qwen2moe then adds the shared expert times
+ * sigmoid(its gate). Each expert runs once over the rows that chose it (row by row the same
+ * sums as alone: batch.h). */
+static void moe_ffn(Model *m, Batch *b, const Layer *L, uint32_t T) {
+    const ModelConfig *c = &m->cfg;
+    const uint64_t E = c->n_embd, NE = c->n_expert, K = c->n_expert_used, Fe = c->n_ff_exp, Fs = c->n_ff_shexp;
+    matmul(b, &L->gate_inp, b->xb, T, b->moe_router);
+    for (uint32_t t = 0; t < T; t++) {
+        float *p = b->moe_router + t * NE, mx = -__builtin_inff();
+        for (uint64_t e = 0; e < NE; e++) mx = p[e] > mx ? p[e] : mx;
+        double sum = 0;
+        for (uint64_t e = 0; e < NE; e++) sum += (p[e] = rt_expf(p[e] - mx));
+        const float inv = (float)(1.0 / sum);
+        for (uint64_t e = 0; e < NE; e++) p[e] *= inv;
+        uint32_t *sel = b->moe_sel + t * K;
+        float *w = b->moe_w + t * K;
+        for (uint64_t j = 0; j < K; j++) { /* top-K by repeated first-largest */
+            int64_t best = -1;
+            for (uint64_t e = 0; e < NE; e++) {
+                bool taken = false;
+                for (uint64_t i = 0; i < j; i++) taken |= sel[i] == e;
+                if (!taken && (best < 0 || p[e] > p[best])) best = (int64_t)e;
+            }
+            sel[j] = (uint32_t)best, w[j] = p[best];
+        }
+        if (c->moe_norm_w) {
+            double ws = 0;
+            for (uint64_t j = 0; j < K; j++) ws += w[j];
+            const float s = RT_MAX((float)ws, 6.103515625e-5f); /* ggml_clamp's floor */
+            for (uint64_t j = 0; j < K; j++) w[j] /= s;
+        }
+    }
+    for (uint32_t e = 0; e < NE; e++) {
+        uint32_t n = 0;
+        for (uint32_t t = 0; t < T; t++)
+            for (uint32_t j = 0; j < K; j++)
+                if (b->moe_sel[t * K + j] == e) {
+                    memcpy(b->moe_x + (uint64_t)n * E, b->xb + (uint64_t)t * E, E * 4);
+                    b->moe_slot[n++] = t * (uint32_t)K + j;
+                }
+        if (!n) continue;
+        const Tensor g = expert(&L->gate_exps, e, Fe), u = expert(&L->up_exps, e, Fe), d = expert(&L->down_exps, e, E);
+        const Tensor *gu[] = {&g, &u};
+        float *gu_out[] = {b->hb, b->hb2};
+        matmuls(b, 2, gu, gu_out, b->moe_x, n);
+        swiglu(b->hb, b->hb2, n * Fe);
+        matmul(b, &d, b->hb, n, b->moe_y);
+        for (uint32_t i = 0; i < n; i++) {
+            float *o = b->moe_acc + (uint64_t)b->moe_slot[i] * E;
+            const float *y = b->moe_y + (uint64_t)i * E, wi = b->moe_w[b->moe_slot[i]];
+            for (uint64_t k = 0; k < E; k++) o[k] = y[k] * wi;
+        }
+    }
+    const bool shared = L->gate_shexp.data != NULL;
+    if (shared) { /* the shared expert (into moe_y) and its gate (into moe_router) */
+        matmul(b, &L->gate_inp_shexp, b->xb, T, b->moe_router);
+        const Tensor *gu[] = {&L->gate_shexp, &L->up_shexp};
+        float *gu_out[] = {b->hb, b->hb2};
+        matmuls(b, 2, gu, gu_out, b->xb, T);
+        swiglu(b->hb, b->hb2, T * Fs);
+        matmul(b, &L->down_shexp, b->hb, T, b->moe_y);
+    }
+    for (uint32_t t = 0; t < T; t++) {
+        float *out = b->xb + (uint64_t)t * E;
+        const float *a = b->moe_acc + (uint64_t)t * K * E;
+        for (uint64_t k = 0; k < E; k++) out[k] = a[k];
+        for (uint64_t j = 1; j < K; j++)
+            for (uint64_t k = 0; k < E; k++) out[k] += a[j * E + k];
+        if (shared) {
+            const float gate = 1.0f / (1.0f + rt_expf(-b->moe_router[t])), *y = b->moe_y + (uint64_t)t * E;
+            for (uint64_t k = 0; k < E; k++) out[k] += y[k] * gate;
+        }
+    }
 }
 
 /* ------------------------------------------------------------ the forward pass */
@@ -354,12 +464,15 @@ static void forward(Model *m, Batch *b) {
         post_norm(b->xb, &L->attn_post_norm, T, E, c->rms_eps);
         for (uint64_t i = 0; i < T * E; i++) b->x[i] += b->xb[i];
         for (uint32_t t = 0; t < T; t++) rmsnorm(b->xb + t * E, b->x + t * E, (const float *)L->ffn_norm.data, E, c->rms_eps);
-        const Tensor *gate_up[] = {&L->w_gate, &L->w_up};
-        float *gate_up_out[] = {b->hb, b->hb2};
-        matmuls(b, 2, gate_up, gate_up_out, b->xb, T);
-        if (c->ffn_gelu) geglu(b->hb, b->hb2, T * F);
-        else swiglu(b->hb, b->hb2, T * F);
-        matmul(b, &L->w_down, b->hb, T, b->xb);
+        if (c->n_expert) moe_ffn(m, b, L, T);
+        else {
+            const Tensor *gate_up[] = {&L->w_gate, &L->w_up};
+            float *gate_up_out[] = {b->hb, b->hb2};
+            matmuls(b, 2, gate_up, gate_up_out, b->xb, T);
+            if (c->ffn_gelu) geglu(b->hb, b->hb2, T * F);
+            else swiglu(b->hb, b->hb2, T * F);
+            matmul(b, &L->w_down, b->hb, T, b->xb);
+        }
         post_norm(b->xb, &L->ffn_post_norm, T, E, c->rms_eps);
         for (uint64_t i = 0; i < T * E; i++) b->x[i] += b->xb[i];
     }

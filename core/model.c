@@ -239,6 +239,61 @@ static bool bind_qkv(Model *m, Layer *L, uint32_t l, uint64_t E, uint64_t QD, ui
            blk_bind(m, &L->wv, l, "attn_v.weight", E, KVD, true);
 }
 
+/* An expert tensor blk.l.<what> of shape [ne0, ne1, n_expert], as a matrix of ne1 * n_expert rows. */
+static bool bind_experts(Model *m, Tensor *t, uint32_t l, const char *what, uint64_t ne0, uint64_t ne1) {
+    char name[96] = "blk.";
+    size_t p = 4;
+    char num[16];
+    int n = 0;
+    uint32_t v = l;
+    do { num[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (n) name[p++] = num[--n];
+    name[p++] = '.';
+    memcpy(name + p, what, strlen(what) + 1);
+    const GGUFTensor *gt = gguf_tensor(&m->gguf, name);
+    if (!gt) {
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: tensor '", name, "' is missing", NULL);
+        return false;
+    }
+    if (gt->ne[0] != ne0 || gt->ne[1] != ne1 || gt->ne[2] != m->cfg.n_expert || gt->ne[3] != 1) {
+        rt_err("tensor '", name, "' has shape [", NULL);
+        for (uint32_t d = 0; d < gt->n_dims; d++) {
+            if (d) rt_err_append(", ");
+            rt_err_append_u64(gt->ne[d]);
+        }
+        rt_err_append("], expected [");
+        rt_err_append_u64(ne0);
+        rt_err_append(", ");
+        rt_err_append_u64(ne1);
+        rt_err_append(", ");
+        rt_err_append_u64(m->cfg.n_expert);
+        rt_err_append("] (expert_count)");
+        return false;
+    }
+    const QuantType *qt = quant_type(gt->type);
+    if (!qt->can_run) {
+        rt_err_as(REALM_ERR_UNSUPPORTED, "tensor '", name, "' has type ", qt->name, ", which this core cannot run yet", NULL);
+        return false;
+    }
+    *t = (Tensor){ .type = gt->type, .data = m->weights + gt->offset, .ne0 = ne0, .ne1 = ne1 * m->cfg.n_expert,
+                   .row_bytes = quant_row_bytes(gt->type, ne0) };
+    return true;
+}
+
+/* The FFN of a MoE layer: router, experts, and (qwen2moe) the shared expert with its gate. */
+static bool bind_moe(Model *m, Layer *L, uint32_t l, uint64_t E) {
+    const ModelConfig *c = &m->cfg;
+    const bool shared = rt_str_eq((const char *)m->arch.ptr, m->arch.len, "qwen2moe");
+    return blk_bind(m, &L->gate_inp, l, "ffn_gate_inp.weight", E, c->n_expert, true) &&
+           bind_experts(m, &L->gate_exps, l, "ffn_gate_exps.weight", E, c->n_ff_exp) &&
+           bind_experts(m, &L->up_exps, l, "ffn_up_exps.weight", E, c->n_ff_exp) &&
+           bind_experts(m, &L->down_exps, l, "ffn_down_exps.weight", c->n_ff_exp, E) &&
+           (!shared || (blk_bind(m, &L->gate_inp_shexp, l, "ffn_gate_inp_shexp.weight", E, 0, true) &&
+                        blk_bind(m, &L->gate_shexp, l, "ffn_gate_shexp.weight", E, c->n_ff_shexp, true) &&
+                        blk_bind(m, &L->up_shexp, l, "ffn_up_shexp.weight", E, c->n_ff_shexp, true) &&
+                        blk_bind(m, &L->down_shexp, l, "ffn_down_shexp.weight", c->n_ff_shexp, E, true)));
+}
+
 /* gate and up: ffn_gate and ffn_up, or (phi3) one ffn_up of 2 n_ff rows, gate first (ggml_swiglu's halves). */
 static bool bind_gate_up(Model *m, Layer *L, uint32_t l, uint64_t E, uint64_t F, bool fused) {
     if (fused) {
@@ -261,16 +316,20 @@ static bool read_config(Model *m) {
     size_t al = m->arch.len;
     bool neox;
     if (rt_str_eq(a, al, "llama") || rt_str_eq(a, al, "mistral") || rt_str_eq(a, al, "granite-small")) neox = false;
+    const bool moe = rt_str_eq(a, al, "qwen2moe") || rt_str_eq(a, al, "qwen3moe");
+    if (rt_str_eq(a, al, "llama") || rt_str_eq(a, al, "mistral") || rt_str_eq(a, al, "granite-small")) neox = false;
     else if (rt_str_eq(a, al, "qwen2") || rt_str_eq(a, al, "qwen3") || rt_str_eq(a, al, "gemma2") ||
-             rt_str_eq(a, al, "gemma3") || rt_str_eq(a, al, "phi3")) neox = true;
+             rt_str_eq(a, al, "gemma3") || rt_str_eq(a, al, "phi3") || moe) neox = true;
     else {
         rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported architecture '", NULL);
         rt_err_append_n(a, RT_MIN(al, 64));
-        rt_err_append("' (this core runs llama, mistral, qwen2, qwen3, gemma2, gemma3 and phi3)");
+        rt_err_append("' (this core runs llama, mistral, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3 and phi3)");
         return false;
     }
-    if (gguf_tensor(g, "blk.0.ffn_gate_exps.weight") || gguf_tensor(g, "blk.0.ffn_gate_inp.weight")) {
-        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: mixture-of-experts layers (ffn_*_exps) are not supported", NULL);
+    if (!moe && (gguf_tensor(g, "blk.0.ffn_gate_exps.weight") || gguf_tensor(g, "blk.0.ffn_gate_inp.weight"))) {
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: mixture-of-experts layers (ffn_*_exps) in a '", NULL);
+        rt_err_append_n(a, RT_MIN(al, 64));
+        rt_err_append("' model (this core runs experts in qwen2moe and qwen3moe)");
         return false;
     }
     c->rope_type = neox ? ROPE_NEOX : ROPE_NORM;
@@ -285,6 +344,21 @@ static bool read_config(Model *m) {
         c->n_head_kv == 0 || c->n_head % c->n_head_kv || c->n_ff == 0 || c->n_ff > 1 << 20) {
         rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: inconsistent hyperparameters (layers, width, heads)", NULL);
         return false;
+    }
+    c->n_expert = c->n_expert_used = c->n_ff_exp = c->n_ff_shexp = 0, c->moe_norm_w = false;
+    if (moe) { /* llama.cpp: qwen3moe renormalises the chosen experts' weights, qwen2moe not */
+        c->n_ff_exp = c->n_ff, c->n_ff_shexp = c->n_ff;
+        if (!get_u32(m, "expert_count", &c->n_expert, true) || !get_u32(m, "expert_used_count", &c->n_expert_used, true) ||
+            !get_u32(m, "expert_feed_forward_length", &c->n_ff_exp, false) ||
+            !get_u32(m, "expert_shared_feed_forward_length", &c->n_ff_shexp, false))
+            return false;
+        if (c->n_expert == 0 || c->n_expert > 512 || c->n_expert_used == 0 || c->n_expert_used > c->n_expert ||
+            c->n_ff_exp == 0 || c->n_ff_exp > 1 << 20 || c->n_ff_shexp == 0 || c->n_ff_shexp > 1 << 20) {
+            rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: inconsistent expert counts or widths "
+                      "(expert_count 1..512, expert_used_count 1..expert_count)", NULL);
+            return false;
+        }
+        c->moe_norm_w = rt_str_eq(a, al, "qwen3moe");
     }
     c->head_dim = c->n_embd / c->n_head;
     if (!get_u32(m, "attention.key_length", &c->head_dim, false)) return false;
@@ -414,7 +488,7 @@ bool model_load(Model *m, bool vocab_only) {
     const size_t al = m->arch.len;
     const bool gemma3 = rt_str_eq(a, al, "gemma3"), gemma = gemma3 || rt_str_eq(a, al, "gemma2");
     const bool phi3 = rt_str_eq(a, al, "phi3");
-    const bool qk_norm = gemma3 || rt_str_eq(a, al, "qwen3"); /* per-head norms */
+    const bool qk_norm = gemma3 || rt_str_eq(a, al, "qwen3") || rt_str_eq(a, al, "qwen3moe"); /* per-head norms */
     m->layers = rt_calloc(c->n_layer, sizeof(Layer));
     if (!m->layers) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory", NULL); return false; }
     for (uint32_t l = 0; l < c->n_layer; l++) {
@@ -428,8 +502,10 @@ bool model_load(Model *m, bool vocab_only) {
             !blk_bind(m, &L->k_norm, l, "attn_k_norm.weight", D, 0, qk_norm) ||
             !blk_bind(m, &L->attn_post_norm, l, "post_attention_norm.weight", E, 0, gemma) ||
             !blk_bind(m, &L->ffn_post_norm, l, "post_ffw_norm.weight", E, 0, gemma) ||
-            !blk_bind(m, &L->ffn_norm, l, "ffn_norm.weight", E, 0, true) || !bind_gate_up(m, L, l, E, c->n_ff, phi3) ||
-            !blk_bind(m, &L->w_down, l, "ffn_down.weight", c->n_ff, E, true))
+            !blk_bind(m, &L->ffn_norm, l, "ffn_norm.weight", E, 0, true))
+            return false;
+        if (c->n_expert ? !bind_moe(m, L, l, E)
+                        : !bind_gate_up(m, L, l, E, c->n_ff, phi3) || !blk_bind(m, &L->w_down, l, "ffn_down.weight", c->n_ff, E, true))
             return false;
         L->swa = c->n_swa && l % c->swa_pattern < c->swa_pattern - 1; /* llama.cpp's set_swa_pattern */
     }

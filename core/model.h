@@ -34,6 +34,12 @@ typedef struct {
     float attn_softcap, final_softcap;
     /* phi3 (LongRoPE): contexts longer than this use rope_long's factors, others rope_short's */
     uint32_t rope_n_ctx_orig;
+    /* qwen2moe, qwen3moe: each row's FFN is the weighted sum of the n_expert_used experts (of
+     * n_expert, n_ff_exp wide) its router ranks highest (weights: the router's softmax, renormed
+     * over the chosen when moe_norm_w); qwen2moe adds a shared expert (n_ff_shexp wide) times
+     * sigmoid(its gate). n_expert 0: a dense FFN. */
+    uint32_t n_expert, n_expert_used, n_ff_exp, n_ff_shexp;
+    bool moe_norm_w;
 } ModelConfig;
 
 /* A weight matrix in its stored type: ne0 = input width (K), ne1 = rows. */
@@ -49,6 +55,10 @@ typedef struct {
     Tensor attn_post_norm, ffn_post_norm;   /* gemma3: RMSNorm of each branch's output before the residual */
     bool swa;                /* gemma3: a sliding-window layer */
     Tensor ffn_norm, w_gate, w_up, w_down;
+    /* MoE: router [n_embd -> n_expert]; the experts' matrices, expert e's rows at
+     * [e * rows_per_expert, ..) (one 3-D tensor per kind); the shared expert and its gate */
+    Tensor gate_inp, gate_exps, up_exps, down_exps;
+    Tensor gate_inp_shexp, gate_shexp, up_shexp, down_shexp;
 } Layer;
 
 struct Batch;

