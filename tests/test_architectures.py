@@ -170,9 +170,9 @@ def _vs_llama_cpp(llama_ref, path, n_vocab):
     return ref, _realm_logits(path, ids)
 
 
-@pytest.mark.parametrize("arch", ["gemma3", "gemma2", "phi3"])
+@pytest.mark.parametrize("arch", ["gemma3", "gemma2", "phi3", "qwen3moe"])
 def test_cpu_only_archs_on_the_gpu_are_refused_by_name(synthetic_model, arch):
-    shape = {"gemma3": GEMMA3, "gemma2": GEMMA2, "phi3": PHI3}[arch]
+    shape = {"gemma3": GEMMA3, "gemma2": GEMMA2, "phi3": PHI3, "qwen3moe": MOE}[arch]
     from realm_web import Realm
     try:
         from realm_web import gpu  # noqa: F401
@@ -262,9 +262,101 @@ def test_llama_rope_freqs_match_llama_cpp(synthetic_model, llama_ref, qtype):
     _compare(*_vs_llama_cpp(llama_ref, path, LLAMA_ROPEF["n_vocab"]), qtype)
 
 
+# ------------------------------------------------------------------ mixture of experts
+# 8 experts of 256, 2 per token; qwen2moe adds a 512-wide shared expert and q/k/v biases
+MOE = dict(n_layer=2, n_embd=256, n_ff=512, n_head=4, n_head_kv=2, n_vocab=8192, n_expert=8, n_expert_used=2)
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+@pytest.mark.parametrize("arch", ["qwen3moe", "qwen2moe"])
+def test_moe_matches_llama_cpp(synthetic_model, llama_ref, arch, qtype):
+    """Router softmax, top-2 of 8 experts (qwen3moe: weights renormalised over the two),
+    experts from one 3-D tensor per kind; qwen2moe's shared expert times sigmoid(its gate)."""
+    path = synthetic_model(arch=arch, qtype=qtype, **MOE)
+    _compare(*_vs_llama_cpp(llama_ref, path, MOE["n_vocab"]), qtype)
+
+
+def test_moe_k_quant_experts_match_llama_cpp(synthetic_model, llama_quantized, llama_ref):
+    """Experts quantized by llama.cpp itself (Q4_K_M: Q4_K / Q6_K expert tensors)."""
+    import refmodels
+    path = llama_quantized(synthetic_model(arch="qwen3moe", **MOE), "Q4_K_M")
+    types = refmodels.tensor_types(path)
+    assert types["blk.0.ffn_gate_exps.weight"] in ("Q4_K", "Q5_K", "Q6_K"), types
+    _compare(*_vs_llama_cpp(llama_ref, path, MOE["n_vocab"]), "Q4_K_M")
+
+
+def test_moe_routing_uses_every_expert_and_refuses_bad_counts(synthetic_model, tmp_path):
+    """Each expert is chosen somewhere (zeroing one expert's down matrix changes some logits but
+    not all); an expert_used_count above expert_count is refused by name."""
+    import gguf
+    import refmodels
+    path = synthetic_model(arch="qwen3moe", **MOE)
+    ids = _teacher(MOE["n_vocab"])[:48]
+    base = _realm_logits(path, ids)
+    r = refmodels.reader(path)
+
+    def rewrite(out, kv_edit=None, tensor_edit=None):
+        kvs = refmodels.read_kv(path)
+        if kv_edit:
+            kv_edit(kvs)
+        w = gguf.GGUFWriter(str(out), "qwen3moe")
+        w.kv_data[0].clear()
+        for k, kv in kvs.items():
+            w.kv_data[0][k] = gguf.GGUFValue(value=kv.value, type=kv.vtype, sub_type=kv.sub_type)
+        for t in r.tensors:
+            data = np.array(t.data)
+            if tensor_edit:
+                data = tensor_edit(t.name, data)
+            w.add_tensor(t.name, data, raw_shape=list(reversed([int(x) for x in t.shape])), raw_dtype=t.tensor_type)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        return out
+
+    def zero_expert(name, data, e=3):
+        if name == "blk.1.ffn_down_exps.weight":
+            data = data.copy()
+            data[e] = 0
+        return data
+    changed = _realm_logits(rewrite(tmp_path / "zero.gguf", tensor_edit=zero_expert), ids)
+    rows = np.abs(changed - base).max(axis=1) > 1e-4
+    assert 0 < rows.sum() < len(ids), rows.sum()           # expert 3 is used by some tokens, not all
+
+    def too_many(kvs):
+        kvs["qwen3moe.expert_used_count"] = refmodels.KV(gguf.GGUFValueType.UINT32, None, 9)
+    with pytest.raises(RealmError, match="expert_used_count"):
+        CoreModel(str(rewrite(tmp_path / "bad.gguf", kv_edit=too_many)))
+
+
+def test_experts_in_other_archs_are_refused_by_name(synthetic_model, tmp_path):
+    """A llama file with expert tensors (Mixtral style) is refused, naming what runs experts."""
+    import gguf
+    import refmodels
+    src = synthetic_model(arch="qwen3moe", **MOE)
+    kvs = refmodels.read_kv(src)
+    out = tmp_path / "llama-experts.gguf"
+    w = gguf.GGUFWriter(str(out), "llama")
+    w.kv_data[0].clear()
+    for k, kv in kvs.items():
+        k = k.replace("qwen3moe.", "llama.")
+        value = b"llama" if k == "general.architecture" else kv.value
+        w.kv_data[0][k] = gguf.GGUFValue(value=value, type=kv.vtype, sub_type=kv.sub_type)
+    for t in refmodels.reader(src).tensors:
+        w.add_tensor(t.name, np.array(t.data), raw_shape=list(reversed([int(x) for x in t.shape])),
+                     raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(RealmError, match="experts in qwen2moe and qwen3moe"):
+        CoreModel(str(out))
+
+
 # ------------------------------------------------------------------ batched
 @pytest.mark.parametrize("arch, shape", [("gemma2", GEMMA2), ("gemma3", GEMMA3), ("phi3", dict(PHI3, n_ctx_orig=64)),
-                                         ("llama", LLAMA_ROPEF)], ids=["gemma2", "gemma3", "phi3", "llama-ropef"])
+                                         ("llama", LLAMA_ROPEF), ("qwen3moe", MOE), ("qwen2moe", MOE)],
+                         ids=["gemma2", "gemma3", "phi3", "llama-ropef", "qwen3moe", "qwen2moe"])
 def test_new_archs_batched_equal_alone(synthetic_model, arch, shape):
     """test_batch's streams (1..5 sessions a step, prefill chunks beside decode tokens, past
     the sliding windows) give each session the bits it gets alone."""
