@@ -620,9 +620,13 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
         rt_err("realm_gpu_plan: unknown options version (this core speaks GPU ABI 1)", NULL);
         return NULL;
     }
-    if (m->cfg.ffn_gelu || m->cfg.n_swa || m->cfg.embd_scale != 0 || m->layers[0].attn_post_norm.data) {
-        rt_err_as(REALM_ERR_UNSUPPORTED, "realm_gpu_plan: gemma3 (GeGLU, post-norms, sliding-window layers) runs "
-                  "on the CPU core only for now; use device='cpu'", NULL);
+    if (m->cfg.ffn_gelu || m->cfg.n_swa || m->cfg.embd_scale != 0 || m->layers[0].attn_post_norm.data ||
+        m->cfg.q_prescale || m->cfg.attn_softcap != 0 || m->cfg.final_softcap != 0 || m->cfg.n_expert || m->rope_short.data ||
+        m->rope_long.data) {
+        rt_err_as(REALM_ERR_UNSUPPORTED, "realm_gpu_plan: ", NULL);
+        rt_err_append_n((const char *)m->arch.ptr, RT_MIN(m->arch.len, 64));
+        rt_err_append(" (GeGLU, post-norms, sliding-window layers, soft-capping, pre-scaled queries, experts or LongRoPE "
+                      "factors) runs on the CPU core only for now; use device='cpu'");
         return NULL;
     }
     Plan *P = rt_calloc(1, sizeof(Plan));

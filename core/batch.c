@@ -108,6 +108,19 @@ static uint64_t act_per_row(const Model *m) {
                      *dn[] = {&L->w_down};
         most = RT_MAX(most, act_layout(3, qkv, 1, off, same));
         most = RT_MAX(most, act_layout(1, wo, 1, off, same));
+        if (m->cfg.n_expert) { /* MoE: router, experts, shared expert and its gate */
+            const Tensor *r[] = {&L->gate_inp}, *egu[] = {&L->gate_exps, &L->up_exps}, *ed[] = {&L->down_exps};
+            const Tensor *sg[] = {&L->gate_inp_shexp}, *sgu[] = {&L->gate_shexp, &L->up_shexp}, *sd[] = {&L->down_shexp};
+            most = RT_MAX(most, act_layout(1, r, 1, off, same));
+            most = RT_MAX(most, act_layout(2, egu, 1, off, same));
+            most = RT_MAX(most, act_layout(1, ed, 1, off, same));
+            if (L->gate_shexp.data) {
+                most = RT_MAX(most, act_layout(1, sg, 1, off, same));
+                most = RT_MAX(most, act_layout(2, sgu, 1, off, same));
+                most = RT_MAX(most, act_layout(1, sd, 1, off, same));
+            }
+            continue;
+        }
         most = RT_MAX(most, act_layout(2, gu, 1, off, same));
         most = RT_MAX(most, act_layout(1, dn, 1, off, same));
     }
@@ -136,6 +149,14 @@ static void rope(const ModelConfig *c, float *x, uint32_t n_heads, const float *
     }
 }
 
+/* gemma2: cap * tanh(x / cap), in ggml's order (scale by 1 / cap, tanh, scale by cap) */
+static inline float softcap(float x, float cap) { return rt_tanhf(x * (1.0f / cap)) * cap; }
+
+static void softcap_rows(float *y, uint64_t n, float cap) {
+    if (cap > 0)
+        for (uint64_t i = 0; i < n; i++) y[i] = softcap(y[i], cap);
+}
+
 static inline float f16r(float x) { return rt_f16_to_f32(rt_f32_to_f16(x)); }
 
 /* Attention of row r of the step (its session's position rows[r].pos) in head
@@ -151,7 +172,7 @@ void attention_head(const Batch *b, uint32_t l, uint32_t r, uint32_t h, uint32_t
     uint64_t kvd = (uint64_t)c->n_head_kv * D;
     const uint16_t *kc = s->k_cache + (uint64_t)l * s->n_ctx * kvd, *vc = s->v_cache + (uint64_t)l * s->n_ctx * kvd;
     float *scores = b->scores + (uint64_t)tid * b->scores_len;
-    float scale = 1.0f / rt_sqrtf((float)D);
+    float scale = c->q_prescale ? 1.0f : c->attn_scale, cap = c->attn_softcap;
     uint32_t n = b->rows[r].pos + 1; /* positions this row sees */
     if (s->m->layers[l].swa && n > c->n_swa) { /* a sliding-window layer sees the last n_swa of them */
         kc += (uint64_t)(n - c->n_swa) * kvd;
@@ -162,7 +183,7 @@ void attention_head(const Batch *b, uint32_t l, uint32_t r, uint32_t h, uint32_t
     float *out = b->att + (uint64_t)r * H * D + (uint64_t)h * D;
     uint64_t koff = (uint64_t)(h / G) * D;
     if (D % 8 == 0) { /* every real model (read_config caps D at 1024): SIMD, quant_attn.c */
-        quant_attn_head_f16(q, kc + koff, vc + koff, kvd, n, D, scale, scores, out);
+        quant_attn_head_f16(q, kc + koff, vc + koff, kvd, n, D, scale, cap, scores, out);
         return;
     }
     /* an even head_dim that is not a multiple of 8 (tiny test models): scalar */
@@ -174,6 +195,7 @@ void attention_head(const Batch *b, uint32_t l, uint32_t r, uint32_t h, uint32_t
         float dot = 0;
         for (uint32_t d = 0; d < D; d++) dot += qh[d] * rt_f16_to_f32(k[d]);
         dot *= scale;
+        if (cap > 0) dot = softcap(dot, cap);
         scores[j] = dot;
         if (dot > mx) mx = dot;
     }
@@ -197,7 +219,7 @@ void attention_head(const Batch *b, uint32_t l, uint32_t r, uint32_t h, uint32_t
 void batch_free(Batch *b) {
     if (!b) return;
     void *ps[] = {b->rows, b->x, b->xb, b->q, b->k, b->v, b->att, b->hb, b->hb2, b->rope_cs, b->rope_cs_swa, b->scores,
-                  b->xq, b->logits};
+                  b->xq, b->logits, b->moe};
     for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) rt_free(ps[i]);
     rt_free(b);
 }
@@ -229,13 +251,14 @@ static Batch *batch_reserve(Model *m, uint32_t T, uint32_t max_ctx, uint32_t n_l
     const ModelConfig *c = &m->cfg;
     if (T > b->cap) {
         uint64_t B = T, E = c->n_embd, qd = (uint64_t)c->n_head * c->head_dim, kvd = (uint64_t)c->n_head_kv * c->head_dim;
-        uint64_t wide = RT_MAX(RT_MAX(E, qd), (uint64_t)c->n_ff);
+        uint64_t ffw = RT_MAX(c->n_ff, RT_MAX(c->n_ff_exp, c->n_ff_shexp)); /* the widest FFN (MoE: experts') */
+        uint64_t wide = RT_MAX(RT_MAX(E, qd), ffw);
         /* all or nothing: a failed grow leaves a smaller, consistent workspace */
         Batch nb = *b;
         void **ps[] = {(void **)&nb.rows, (void **)&nb.x, (void **)&nb.xb, (void **)&nb.q, (void **)&nb.k, (void **)&nb.v,
                        (void **)&nb.att, (void **)&nb.hb, (void **)&nb.hb2, (void **)&nb.rope_cs, (void **)&nb.rope_cs_swa};
         uint64_t sz[] = {B * sizeof(BatchRow), B * E * 4, B * wide * 4, B * qd * 4, B * kvd * 4, B * kvd * 4,
-                         B * qd * 4, B * c->n_ff * 4, B * c->n_ff * 4, B * RT_MAX(c->rope_dim, 2u) * 4,
+                         B * qd * 4, B * ffw * 4, B * ffw * 4, B * RT_MAX(c->rope_dim, 2u) * 4,
                          c->n_swa ? B * RT_MAX(c->rope_dim, 2u) * 4 : 0};
         const size_t n_ps = c->n_swa ? sizeof ps / sizeof *ps : sizeof ps / sizeof *ps - 1;
         nb.rope_cs_swa = NULL;
@@ -253,6 +276,15 @@ static Batch *batch_reserve(Model *m, uint32_t T, uint32_t max_ctx, uint32_t n_l
         for (size_t i = 0; i < sizeof old / sizeof *old; i++) rt_free(old[i]);
         nb.cap = T;
         *b = nb;
+    }
+    if (c->n_expert && T > b->moe_cap) {
+        uint64_t B = T, E = c->n_embd, K = c->n_expert_used;
+        uint64_t floats = B * c->n_expert + B * K + B * K * E + 2 * B * E, n = floats + 2 * B * K;
+        if (!regrow(&b->moe, n * 4)) { oom("expert scratch"); return NULL; }
+        b->moe_router = b->moe, b->moe_w = b->moe_router + B * c->n_expert, b->moe_acc = b->moe_w + B * K;
+        b->moe_x = b->moe_acc + B * K * E, b->moe_y = b->moe_x + B * E;
+        b->moe_sel = (uint32_t *)(b->moe_y + B * E), b->moe_slot = b->moe_sel + B * K;
+        b->moe_cap = T;
     }
     uint64_t xq = b->xq_per_row * T;
     if (xq > b->xq_cap) {
@@ -287,6 +319,93 @@ static bool ensure_logits(Session *s, uint32_t rows) {
     return true;
 }
 
+/* ------------------------------------------------------------ mixture of experts */
+/* Expert e's matrix of a 3-D expert tensor (rows rows each). */
+static Tensor expert(const Tensor *t, uint32_t e, uint64_t rows) {
+    Tensor v = *t;
+    v.data += (uint64_t)e * rows * t->row_bytes;
+    v.ne1 = rows;
+    return v;
+}
+
+/* The MoE FFN of T rows of b->xb, into b->xb, as llama.cpp's build_moe_ffn (softmax gating):
+ * router softmax; the n_expert_used most probable experts (the first of equals); their
+ * probabilities as weights (qwen3moe: divided by their sum); each chosen expert's SwiGLU
+ * times its weight, summed in rank order; qwen2moe then adds the shared expert times
+ * sigmoid(its gate). Each expert runs once over the rows that chose it (row by row the same
+ * sums as alone: batch.h). */
+static void moe_ffn(Model *m, Batch *b, const Layer *L, uint32_t T) {
+    const ModelConfig *c = &m->cfg;
+    const uint64_t E = c->n_embd, NE = c->n_expert, K = c->n_expert_used, Fe = c->n_ff_exp, Fs = c->n_ff_shexp;
+    matmul(b, &L->gate_inp, b->xb, T, b->moe_router);
+    for (uint32_t t = 0; t < T; t++) {
+        float *p = b->moe_router + t * NE, mx = -__builtin_inff();
+        for (uint64_t e = 0; e < NE; e++) mx = p[e] > mx ? p[e] : mx;
+        double sum = 0;
+        for (uint64_t e = 0; e < NE; e++) sum += (p[e] = rt_expf(p[e] - mx));
+        const float inv = (float)(1.0 / sum);
+        for (uint64_t e = 0; e < NE; e++) p[e] *= inv;
+        uint32_t *sel = b->moe_sel + t * K;
+        float *w = b->moe_w + t * K;
+        for (uint64_t j = 0; j < K; j++) { /* top-K by repeated first-largest */
+            int64_t best = -1;
+            for (uint64_t e = 0; e < NE; e++) {
+                bool taken = false;
+                for (uint64_t i = 0; i < j; i++) taken |= sel[i] == e;
+                if (!taken && (best < 0 || p[e] > p[best])) best = (int64_t)e;
+            }
+            sel[j] = (uint32_t)best, w[j] = p[best];
+        }
+        if (c->moe_norm_w) {
+            double ws = 0;
+            for (uint64_t j = 0; j < K; j++) ws += w[j];
+            const float s = RT_MAX((float)ws, 6.103515625e-5f); /* ggml_clamp's floor */
+            for (uint64_t j = 0; j < K; j++) w[j] /= s;
+        }
+    }
+    for (uint32_t e = 0; e < NE; e++) {
+        uint32_t n = 0;
+        for (uint32_t t = 0; t < T; t++)
+            for (uint32_t j = 0; j < K; j++)
+                if (b->moe_sel[t * K + j] == e) {
+                    memcpy(b->moe_x + (uint64_t)n * E, b->xb + (uint64_t)t * E, E * 4);
+                    b->moe_slot[n++] = t * (uint32_t)K + j;
+                }
+        if (!n) continue;
+        const Tensor g = expert(&L->gate_exps, e, Fe), u = expert(&L->up_exps, e, Fe), d = expert(&L->down_exps, e, E);
+        const Tensor *gu[] = {&g, &u};
+        float *gu_out[] = {b->hb, b->hb2};
+        matmuls(b, 2, gu, gu_out, b->moe_x, n);
+        swiglu(b->hb, b->hb2, n * Fe);
+        matmul(b, &d, b->hb, n, b->moe_y);
+        for (uint32_t i = 0; i < n; i++) {
+            float *o = b->moe_acc + (uint64_t)b->moe_slot[i] * E;
+            const float *y = b->moe_y + (uint64_t)i * E, wi = b->moe_w[b->moe_slot[i]];
+            for (uint64_t k = 0; k < E; k++) o[k] = y[k] * wi;
+        }
+    }
+    const bool shared = L->gate_shexp.data != NULL;
+    if (shared) { /* the shared expert (into moe_y) and its gate (into moe_router) */
+        matmul(b, &L->gate_inp_shexp, b->xb, T, b->moe_router);
+        const Tensor *gu[] = {&L->gate_shexp, &L->up_shexp};
+        float *gu_out[] = {b->hb, b->hb2};
+        matmuls(b, 2, gu, gu_out, b->xb, T);
+        swiglu(b->hb, b->hb2, T * Fs);
+        matmul(b, &L->down_shexp, b->hb, T, b->moe_y);
+    }
+    for (uint32_t t = 0; t < T; t++) {
+        float *out = b->xb + (uint64_t)t * E;
+        const float *a = b->moe_acc + (uint64_t)t * K * E;
+        for (uint64_t k = 0; k < E; k++) out[k] = a[k];
+        for (uint64_t j = 1; j < K; j++)
+            for (uint64_t k = 0; k < E; k++) out[k] += a[j * E + k];
+        if (shared) {
+            const float gate = 1.0f / (1.0f + rt_expf(-b->moe_router[t])), *y = b->moe_y + (uint64_t)t * E;
+            for (uint64_t k = 0; k < E; k++) out[k] += y[k] * gate;
+        }
+    }
+}
+
 /* ------------------------------------------------------------ the forward pass */
 /* The step in b->rows[0..b->n): every value of a row computed as if it ran
  * alone (batch.h). Cannot fail: batch_reserve made the room. */
@@ -303,8 +422,8 @@ static void forward(Model *m, Batch *b) {
     if (c->embd_scale != 0) /* gemma3 */
         for (uint64_t i = 0; i < T * E; i++) b->x[i] *= c->embd_scale;
     /* RoPE angles once for every layer: one table per run of consecutive positions of a session */
-    const float *freqs = m->rope_freqs.data ? (const float *)m->rope_freqs.data : NULL;
     for (uint32_t t = 0; t < T;) {
+        const float *freqs = model_rope_factors(m, rows[t].s->n_ctx); /* (phi3: by the session's context) */
         uint32_t e = t + 1;
         while (e < T && rows[e].s == rows[t].s && rows[e].pos == rows[e - 1].pos + 1) e++;
         rope_table(m, rows[t].pos, e - t, freqs, b->rope_cs + (uint64_t)t * c->rope_dim);
@@ -340,6 +459,8 @@ static void forward(Model *m, Batch *b) {
             uint64_t at = ((uint64_t)l * s->n_ctx + rows[t].pos) * KVD;
             rope(c, b->q + t * QD, c->n_head, cs + (uint64_t)t * c->rope_dim);
             rope(c, b->k + t * KVD, c->n_head_kv, cs + (uint64_t)t * c->rope_dim);
+            if (c->q_prescale) /* gemma2, phi3: the attention scale goes into q (attention_head) */
+                for (uint64_t i = 0; i < QD; i++) b->q[t * QD + i] *= c->attn_scale;
             for (uint64_t i = 0; i < KVD; i++) {
                 s->k_cache[at + i] = rt_f32_to_f16(b->k[t * KVD + i]);
                 s->v_cache[at + i] = rt_f32_to_f16(b->v[t * KVD + i]);
@@ -351,15 +472,18 @@ static void forward(Model *m, Batch *b) {
         post_norm(b->xb, &L->attn_post_norm, T, E, c->rms_eps);
         for (uint64_t i = 0; i < T * E; i++) b->x[i] += b->xb[i];
         for (uint32_t t = 0; t < T; t++) rmsnorm(b->xb + t * E, b->x + t * E, (const float *)L->ffn_norm.data, E, c->rms_eps);
-        const Tensor *gate_up[] = {&L->w_gate, &L->w_up};
-        float *gate_up_out[] = {b->hb, b->hb2};
-        matmuls(b, 2, gate_up, gate_up_out, b->xb, T);
-        LORA(LORA_GATE, b->xb, E, b->hb, F);
-        LORA(LORA_UP, b->xb, E, b->hb2, F);
-        if (c->ffn_gelu) geglu(b->hb, b->hb2, T * F);
-        else swiglu(b->hb, b->hb2, T * F);
-        matmul(b, &L->w_down, b->hb, T, b->xb);
-        LORA(LORA_DOWN, b->hb, F, b->xb, E);
+        if (c->n_expert) moe_ffn(m, b, L, T);   /* adapters never name expert tensors (lora.c checks) */
+        else {
+            const Tensor *gate_up[] = {&L->w_gate, &L->w_up};
+            float *gate_up_out[] = {b->hb, b->hb2};
+            matmuls(b, 2, gate_up, gate_up_out, b->xb, T);
+            LORA(LORA_GATE, b->xb, E, b->hb, F);
+            LORA(LORA_UP, b->xb, E, b->hb2, F);
+            if (c->ffn_gelu) geglu(b->hb, b->hb2, T * F);
+            else swiglu(b->hb, b->hb2, T * F);
+            matmul(b, &L->w_down, b->hb, T, b->xb);
+            LORA(LORA_DOWN, b->hb, F, b->xb, E);
+        }
         post_norm(b->xb, &L->ffn_post_norm, T, E, c->rms_eps);
         for (uint64_t i = 0; i < T * E; i++) b->x[i] += b->xb[i];
     }
@@ -381,10 +505,12 @@ static void forward(Model *m, Batch *b) {
         float *y = first->s->logits + (uint64_t)first->logits_row * V;
         matmul(b, &m->output, b->xb, nl, y);
         lora_apply(m, rs, lora_output_slot(m), b->xb, E, y, V, nl);
+        softcap_rows(y, nl * V, c->final_softcap);
         return;
     }
     matmul(b, &m->output, b->xb, nl, b->logits);
     lora_apply(m, rs, lora_output_slot(m), b->xb, E, b->logits, V, nl);
+    softcap_rows(b->logits, nl * V, c->final_softcap);
     for (uint32_t t = 0, i = 0; t < T; t++)
         if (rows[t].logits_row >= 0)
             memcpy(rows[t].s->logits + (uint64_t)rows[t].logits_row * V, b->logits + (uint64_t)i++ * V, V * 4);

@@ -60,6 +60,10 @@ typedef struct Batch {
     uint64_t xq_cap, xq_per_row;     /* bytes; the most any matmul needs per row */
     float *logits;                   /* logits rows of several sessions, before they are copied out */
     uint32_t logits_cap;
+    /* MoE layers (moe_cap rows, one block at moe): router probabilities, each row's chosen
+     * experts and weights, their outputs by (row, slot), an expert's gathered rows in and out */
+    float *moe, *moe_router, *moe_w, *moe_acc, *moe_x, *moe_y;
+    uint32_t *moe_sel, *moe_slot, moe_cap;
 } Batch;
 
 /* Evaluate a step of n_seqs sequences of model m (at most BATCH_MAX_TOKENS

@@ -218,6 +218,95 @@ static bool blk_bind(Model *m, Tensor *t, uint32_t l, const char *what, uint64_t
     return bind(m, t, name, ne0, ne1, req);
 }
 
+/* Rows [r0, r0 + n) of a bound matrix as a matrix of their own (a fused tensor's part). */
+static Tensor rows_of(const Tensor *t, uint64_t r0, uint64_t n) {
+    Tensor v = *t;
+    v.data += r0 * t->row_bytes;
+    v.ne1 = n;
+    return v;
+}
+
+/* q, k and v: attn_q/k/v, or (phi3) their rows of one fused attn_qkv, q then k then v, as
+ * llama.cpp's build_qkv views them. */
+static bool bind_qkv(Model *m, Layer *L, uint32_t l, uint64_t E, uint64_t QD, uint64_t KVD, bool may_fuse) {
+    if (may_fuse) {
+        Tensor qkv;
+        if (!blk_bind(m, &qkv, l, "attn_qkv.weight", E, QD + 2 * KVD, false)) return false;
+        if (qkv.data) {
+            L->wq = rows_of(&qkv, 0, QD), L->wk = rows_of(&qkv, QD, KVD), L->wv = rows_of(&qkv, QD + KVD, KVD);
+            return true;
+        }
+    }
+    return blk_bind(m, &L->wq, l, "attn_q.weight", E, QD, true) && blk_bind(m, &L->wk, l, "attn_k.weight", E, KVD, true) &&
+           blk_bind(m, &L->wv, l, "attn_v.weight", E, KVD, true);
+}
+
+/* An expert tensor blk.l.<what> of shape [ne0, ne1, n_expert], as a matrix of ne1 * n_expert rows. */
+static bool bind_experts(Model *m, Tensor *t, uint32_t l, const char *what, uint64_t ne0, uint64_t ne1) {
+    char name[96] = "blk.";
+    size_t p = 4;
+    char num[16];
+    int n = 0;
+    uint32_t v = l;
+    do { num[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (n) name[p++] = num[--n];
+    name[p++] = '.';
+    memcpy(name + p, what, strlen(what) + 1);
+    const GGUFTensor *gt = gguf_tensor(&m->gguf, name);
+    if (!gt) {
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: tensor '", name, "' is missing", NULL);
+        return false;
+    }
+    if (gt->ne[0] != ne0 || gt->ne[1] != ne1 || gt->ne[2] != m->cfg.n_expert || gt->ne[3] != 1) {
+        rt_err("tensor '", name, "' has shape [", NULL);
+        for (uint32_t d = 0; d < gt->n_dims; d++) {
+            if (d) rt_err_append(", ");
+            rt_err_append_u64(gt->ne[d]);
+        }
+        rt_err_append("], expected [");
+        rt_err_append_u64(ne0);
+        rt_err_append(", ");
+        rt_err_append_u64(ne1);
+        rt_err_append(", ");
+        rt_err_append_u64(m->cfg.n_expert);
+        rt_err_append("] (expert_count)");
+        return false;
+    }
+    const QuantType *qt = quant_type(gt->type);
+    if (!qt->can_run) {
+        rt_err_as(REALM_ERR_UNSUPPORTED, "tensor '", name, "' has type ", qt->name, ", which this core cannot run yet", NULL);
+        return false;
+    }
+    *t = (Tensor){ .type = gt->type, .data = m->weights + gt->offset, .ne0 = ne0, .ne1 = ne1 * m->cfg.n_expert,
+                   .row_bytes = quant_row_bytes(gt->type, ne0) };
+    return true;
+}
+
+/* The FFN of a MoE layer: router, experts, and (qwen2moe) the shared expert with its gate. */
+static bool bind_moe(Model *m, Layer *L, uint32_t l, uint64_t E) {
+    const ModelConfig *c = &m->cfg;
+    const bool shared = rt_str_eq((const char *)m->arch.ptr, m->arch.len, "qwen2moe");
+    return blk_bind(m, &L->gate_inp, l, "ffn_gate_inp.weight", E, c->n_expert, true) &&
+           bind_experts(m, &L->gate_exps, l, "ffn_gate_exps.weight", E, c->n_ff_exp) &&
+           bind_experts(m, &L->up_exps, l, "ffn_up_exps.weight", E, c->n_ff_exp) &&
+           bind_experts(m, &L->down_exps, l, "ffn_down_exps.weight", c->n_ff_exp, E) &&
+           (!shared || (blk_bind(m, &L->gate_inp_shexp, l, "ffn_gate_inp_shexp.weight", E, 0, true) &&
+                        blk_bind(m, &L->gate_shexp, l, "ffn_gate_shexp.weight", E, c->n_ff_shexp, true) &&
+                        blk_bind(m, &L->up_shexp, l, "ffn_up_shexp.weight", E, c->n_ff_shexp, true) &&
+                        blk_bind(m, &L->down_shexp, l, "ffn_down_shexp.weight", c->n_ff_shexp, E, true)));
+}
+
+/* gate and up: ffn_gate and ffn_up, or (phi3) one ffn_up of 2 n_ff rows, gate first (ggml_swiglu's halves). */
+static bool bind_gate_up(Model *m, Layer *L, uint32_t l, uint64_t E, uint64_t F, bool fused) {
+    if (fused) {
+        Tensor gu;
+        if (!blk_bind(m, &gu, l, "ffn_up.weight", E, 2 * F, true)) return false;
+        L->w_gate = rows_of(&gu, 0, F), L->w_up = rows_of(&gu, F, F);
+        return true;
+    }
+    return blk_bind(m, &L->w_gate, l, "ffn_gate.weight", E, F, true) && blk_bind(m, &L->w_up, l, "ffn_up.weight", E, F, true);
+}
+
 static bool read_config(Model *m) {
     ModelConfig *c = &m->cfg;
     const GGUF *g = &m->gguf;
@@ -229,15 +318,20 @@ static bool read_config(Model *m) {
     size_t al = m->arch.len;
     bool neox;
     if (rt_str_eq(a, al, "llama") || rt_str_eq(a, al, "mistral") || rt_str_eq(a, al, "granite-small")) neox = false;
-    else if (rt_str_eq(a, al, "qwen2") || rt_str_eq(a, al, "qwen3") || rt_str_eq(a, al, "gemma3")) neox = true;
+    const bool moe = rt_str_eq(a, al, "qwen2moe") || rt_str_eq(a, al, "qwen3moe");
+    if (rt_str_eq(a, al, "llama") || rt_str_eq(a, al, "mistral") || rt_str_eq(a, al, "granite-small")) neox = false;
+    else if (rt_str_eq(a, al, "qwen2") || rt_str_eq(a, al, "qwen3") || rt_str_eq(a, al, "gemma2") ||
+             rt_str_eq(a, al, "gemma3") || rt_str_eq(a, al, "phi3") || moe) neox = true;
     else {
         rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported architecture '", NULL);
         rt_err_append_n(a, RT_MIN(al, 64));
-        rt_err_append("' (this core runs llama, mistral, qwen2, qwen3 and gemma3)");
+        rt_err_append("' (this core runs llama, mistral, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3 and phi3)");
         return false;
     }
-    if (gguf_tensor(g, "blk.0.ffn_gate_exps.weight") || gguf_tensor(g, "blk.0.ffn_gate_inp.weight")) {
-        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: mixture-of-experts layers (ffn_*_exps) are not supported", NULL);
+    if (!moe && (gguf_tensor(g, "blk.0.ffn_gate_exps.weight") || gguf_tensor(g, "blk.0.ffn_gate_inp.weight"))) {
+        rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: mixture-of-experts layers (ffn_*_exps) in a '", NULL);
+        rt_err_append_n(a, RT_MIN(al, 64));
+        rt_err_append("' model (this core runs experts in qwen2moe and qwen3moe)");
         return false;
     }
     c->rope_type = neox ? ROPE_NEOX : ROPE_NORM;
@@ -253,6 +347,21 @@ static bool read_config(Model *m) {
         rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: inconsistent hyperparameters (layers, width, heads)", NULL);
         return false;
     }
+    c->n_expert = c->n_expert_used = c->n_ff_exp = c->n_ff_shexp = 0, c->moe_norm_w = false;
+    if (moe) { /* llama.cpp: qwen3moe renormalises the chosen experts' weights, qwen2moe not */
+        c->n_ff_exp = c->n_ff, c->n_ff_shexp = c->n_ff;
+        if (!get_u32(m, "expert_count", &c->n_expert, true) || !get_u32(m, "expert_used_count", &c->n_expert_used, true) ||
+            !get_u32(m, "expert_feed_forward_length", &c->n_ff_exp, false) ||
+            !get_u32(m, "expert_shared_feed_forward_length", &c->n_ff_shexp, false))
+            return false;
+        if (c->n_expert == 0 || c->n_expert > 512 || c->n_expert_used == 0 || c->n_expert_used > c->n_expert ||
+            c->n_ff_exp == 0 || c->n_ff_exp > 1 << 20 || c->n_ff_shexp == 0 || c->n_ff_shexp > 1 << 20) {
+            rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: inconsistent expert counts or widths "
+                      "(expert_count 1..512, expert_used_count 1..expert_count)", NULL);
+            return false;
+        }
+        c->moe_norm_w = rt_str_eq(a, al, "qwen3moe");
+    }
     c->head_dim = c->n_embd / c->n_head;
     if (!get_u32(m, "attention.key_length", &c->head_dim, false)) return false;
     if (c->head_dim == 0 || c->head_dim > 1024 || c->head_dim % 2) {
@@ -267,19 +376,43 @@ static bool read_config(Model *m) {
     }
     c->rms_eps = 1e-5f;
     get_f32(m, "attention.layer_norm_rms_epsilon", &c->rms_eps);
-    c->embd_scale = 0, c->ffn_gelu = false, c->n_swa = 0, c->rope_base_swa = 0; /* (read only where n_swa) */
-    if (rt_str_eq(a, al, "gemma3")) { /* as llama.cpp's gemma3: sqrt(n_embd) embeddings, GeGLU, 5 of 6 layers local */
+    c->embd_scale = 0, c->ffn_gelu = false, c->n_swa = 0, c->swa_pattern = 0;
+    c->rope_base_swa = 0, c->rope_freq_scale_swa = 1; /* (read only where n_swa) */
+    c->q_prescale = false, c->attn_scale = 1.0f / rt_sqrtf((float)c->head_dim);
+    c->attn_softcap = 0, c->final_softcap = 0;
+    c->rope_base = 10000.0f;
+    get_f32(m, "rope.freq_base", &c->rope_base);
+    const bool gemma2 = rt_str_eq(a, al, "gemma2"), gemma3 = rt_str_eq(a, al, "gemma3");
+    if (gemma2 || gemma3) { /* as llama.cpp's gemma2/3: sqrt(n_embd) embeddings, GeGLU, sliding-window layers */
         c->embd_scale = rt_sqrtf((float)c->n_embd);
         c->ffn_gelu = true;
-        c->rope_base_swa = 10000.0f;
-        if (!get_u32(m, "attention.sliding_window", &c->n_swa, true)) return false;
+        c->n_swa = 4096; /* gemma2's default */
+        if (!get_u32(m, "attention.sliding_window", &c->n_swa, gemma3)) return false;
         if (c->n_swa == 0) {
-            rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: gemma3.attention.sliding_window is 0", NULL);
+            rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: attention.sliding_window is 0", NULL);
+            return false;
+        }
+        c->swa_pattern = gemma3 ? 6 : 2; /* gemma3: 5 of 6 layers local; gemma2: every other one */
+        if (!get_u32(m, "attention.sliding_window_pattern", &c->swa_pattern, false)) return false;
+        if (c->swa_pattern == 0) {
+            rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: attention.sliding_window_pattern is 0", NULL);
             return false;
         }
     }
-    c->rope_base = 10000.0f;
-    get_f32(m, "rope.freq_base", &c->rope_base);
+    if (gemma3) c->rope_base_swa = 10000.0f; /* unscaled (rope_table_layer) */
+    if (gemma2) { /* q scaled by 1/sqrt(head_dim) (the 27B's n_embd/n_head rule is by size: not ours), capped scores */
+        c->rope_base_swa = c->rope_base;
+        get_f32(m, "rope.freq_base_swa", &c->rope_base_swa);
+        c->q_prescale = true;
+        c->attn_softcap = 50.0f, c->final_softcap = 30.0f; /* llama.cpp's defaults */
+        get_f32(m, "attn_logit_softcapping", &c->attn_softcap);
+        get_f32(m, "final_logit_softcapping", &c->final_softcap);
+        if (!(c->attn_softcap > 0) || !(c->final_softcap > 0)) {
+            rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: gemma2's soft-capping values must be positive", NULL);
+            return false;
+        }
+    }
+    if (rt_str_eq(a, al, "phi3")) c->q_prescale = true; /* (llama.cpp ignores phi3's sliding_window: so do we) */
     /* RoPE scaling: none, linear, or YaRN (llama.cpp's parameters and defaults) */
     float factor = 0;
     get_f32(m, "rope.scale_linear", &factor);
@@ -298,7 +431,6 @@ static bool read_config(Model *m) {
         get_u32(m, "rope.scaling.original_context_length", &c->yarn_n_ctx_orig, false);
         get_f32(m, "rope.scaling.yarn_beta_fast", &c->yarn_beta_fast);
         get_f32(m, "rope.scaling.yarn_beta_slow", &c->yarn_beta_slow);
-        get_f32(m, "rope.scaling.attn_factor", &c->yarn_attn_factor);
     } else if (stype.len && !rt_str_eq((const char *)stype.ptr, stype.len, "linear") &&
                !rt_str_eq((const char *)stype.ptr, stype.len, "none")) {
         rt_err_as(REALM_ERR_UNSUPPORTED, "unsupported model: rope.scaling.type '", NULL);
@@ -306,6 +438,11 @@ static bool read_config(Model *m) {
         rt_err_append("' (supported: none, linear, yarn)");
         return false;
     }
+    /* llama.cpp multiplies RoPE's mscale by rope.scaling.attn_factor whatever the scaling (phi3's LongRoPE) */
+    get_f32(m, "rope.scaling.attn_factor", &c->yarn_attn_factor);
+    c->rope_freq_scale_swa = gemma2 ? c->rope_freq_scale : 1.0f;
+    c->rope_n_ctx_orig = c->yarn_n_ctx_orig;
+    get_u32(m, "rope.scaling.original_context_length", &c->rope_n_ctx_orig, false);
     return true;
 }
 
@@ -344,33 +481,35 @@ bool model_load(Model *m, bool vocab_only) {
     if (!bind(m, &m->tok_embd, "token_embd.weight", E, c->n_vocab, true) ||
         !bind(m, &m->output_norm, "output_norm.weight", E, 0, true) ||
         !bind(m, &m->output, "output.weight", E, c->n_vocab, false) ||
-        !bind(m, &m->rope_freqs, "rope_freqs.weight", c->rope_dim / 2, 0, false))
+        !bind(m, &m->rope_freqs, "rope_freqs.weight", c->rope_dim / 2, 0, false) ||
+        !bind(m, &m->rope_short, "rope_factors_short.weight", c->rope_dim / 2, 0, false) ||
+        !bind(m, &m->rope_long, "rope_factors_long.weight", c->rope_dim / 2, 0, false))
         return false;
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
-    const bool gemma3 = rt_str_eq((const char *)m->arch.ptr, m->arch.len, "gemma3");
-    const bool qk_norm = gemma3 || rt_str_eq((const char *)m->arch.ptr, m->arch.len, "qwen3"); /* per-head norms */
+    const char *a = (const char *)m->arch.ptr;
+    const size_t al = m->arch.len;
+    const bool gemma3 = rt_str_eq(a, al, "gemma3"), gemma = gemma3 || rt_str_eq(a, al, "gemma2");
+    const bool phi3 = rt_str_eq(a, al, "phi3");
+    const bool qk_norm = gemma3 || rt_str_eq(a, al, "qwen3") || rt_str_eq(a, al, "qwen3moe"); /* per-head norms */
     m->layers = rt_calloc(c->n_layer, sizeof(Layer));
     if (!m->layers) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory", NULL); return false; }
     for (uint32_t l = 0; l < c->n_layer; l++) {
         Layer *L = &m->layers[l];
-        if (!blk_bind(m, &L->attn_norm, l, "attn_norm.weight", E, 0, true) ||
-            !blk_bind(m, &L->wq, l, "attn_q.weight", E, QD, true) ||
-            !blk_bind(m, &L->wk, l, "attn_k.weight", E, KVD, true) ||
-            !blk_bind(m, &L->wv, l, "attn_v.weight", E, KVD, true) ||
+        if (!blk_bind(m, &L->attn_norm, l, "attn_norm.weight", E, 0, true) || !bind_qkv(m, L, l, E, QD, KVD, phi3) ||
             !blk_bind(m, &L->wo, l, "attn_output.weight", QD, E, true) ||
             !blk_bind(m, &L->bq, l, "attn_q.bias", QD, 0, false) ||
             !blk_bind(m, &L->bk, l, "attn_k.bias", KVD, 0, false) ||
             !blk_bind(m, &L->bv, l, "attn_v.bias", KVD, 0, false) ||
             !blk_bind(m, &L->q_norm, l, "attn_q_norm.weight", D, 0, qk_norm) ||
             !blk_bind(m, &L->k_norm, l, "attn_k_norm.weight", D, 0, qk_norm) ||
-            !blk_bind(m, &L->attn_post_norm, l, "post_attention_norm.weight", E, 0, gemma3) ||
-            !blk_bind(m, &L->ffn_post_norm, l, "post_ffw_norm.weight", E, 0, gemma3) ||
-            !blk_bind(m, &L->ffn_norm, l, "ffn_norm.weight", E, 0, true) ||
-            !blk_bind(m, &L->w_gate, l, "ffn_gate.weight", E, c->n_ff, true) ||
-            !blk_bind(m, &L->w_up, l, "ffn_up.weight", E, c->n_ff, true) ||
-            !blk_bind(m, &L->w_down, l, "ffn_down.weight", c->n_ff, E, true))
+            !blk_bind(m, &L->attn_post_norm, l, "post_attention_norm.weight", E, 0, gemma) ||
+            !blk_bind(m, &L->ffn_post_norm, l, "post_ffw_norm.weight", E, 0, gemma) ||
+            !blk_bind(m, &L->ffn_norm, l, "ffn_norm.weight", E, 0, true))
             return false;
-        L->swa = c->n_swa && l % 6 < 5; /* gemma3's pattern: every sixth layer is global */
+        if (c->n_expert ? !bind_moe(m, L, l, E)
+                        : !bind_gate_up(m, L, l, E, c->n_ff, phi3) || !blk_bind(m, &L->w_down, l, "ffn_down.weight", c->n_ff, E, true))
+            return false;
+        L->swa = c->n_swa && l % c->swa_pattern < c->swa_pattern - 1; /* llama.cpp's set_swa_pattern */
     }
     return true;
 }
@@ -449,8 +588,14 @@ void rope_table(const Model *m, uint32_t pos0, uint32_t n, const float *freqs, f
     rope_table_base(m, m->cfg.rope_base, m->cfg.rope_freq_scale, pos0, n, freqs, out);
 }
 
+const float *model_rope_factors(const Model *m, uint32_t n_ctx) {
+    if (m->rope_freqs.data) return (const float *)m->rope_freqs.data;
+    const Tensor *t = n_ctx > m->cfg.rope_n_ctx_orig ? &m->rope_long : &m->rope_short;
+    return t->data ? (const float *)t->data : NULL;
+}
+
 void rope_table_layer(const Model *m, bool swa, uint32_t pos0, uint32_t n, const float *freqs, float *out) {
-    if (swa) rope_table_base(m, m->cfg.rope_base_swa, 1.0f, pos0, n, freqs, out);
+    if (swa) rope_table_base(m, m->cfg.rope_base_swa, m->cfg.rope_freq_scale_swa, pos0, n, freqs, out);
     else rope_table(m, pos0, n, freqs, out);
 }
 

@@ -24,7 +24,22 @@ typedef struct {
     float embd_scale;
     bool ffn_gelu;
     uint32_t n_swa;
-    float rope_base_swa;
+    uint32_t swa_pattern;     /* layer l slides when l % swa_pattern < swa_pattern - 1 (llama.cpp's set_swa_pattern) */
+    float rope_base_swa, rope_freq_scale_swa;
+    /* gemma2, phi3: q times attn_scale after RoPE (before it meets the f16 cache) and the
+     * scores unscaled, as their llama.cpp graphs do; otherwise scores times 1/sqrt(head_dim) */
+    bool q_prescale;
+    float attn_scale;
+    /* gemma2: scores and logits soft-capped, cap * tanh(x / cap) (0: not) */
+    float attn_softcap, final_softcap;
+    /* phi3 (LongRoPE): contexts longer than this use rope_long's factors, others rope_short's */
+    uint32_t rope_n_ctx_orig;
+    /* qwen2moe, qwen3moe: each row's FFN is the weighted sum of the n_expert_used experts (of
+     * n_expert, n_ff_exp wide) its router ranks highest (weights: the router's softmax, renormed
+     * over the chosen when moe_norm_w); qwen2moe adds a shared expert (n_ff_shexp wide) times
+     * sigmoid(its gate). n_expert 0: a dense FFN. */
+    uint32_t n_expert, n_expert_used, n_ff_exp, n_ff_shexp;
+    bool moe_norm_w;
 } ModelConfig;
 
 /* A weight matrix in its stored type: ne0 = input width (K), ne1 = rows. */
@@ -40,6 +55,10 @@ typedef struct {
     Tensor attn_post_norm, ffn_post_norm;   /* gemma3: RMSNorm of each branch's output before the residual */
     bool swa;                /* gemma3: a sliding-window layer */
     Tensor ffn_norm, w_gate, w_up, w_down;
+    /* MoE: router [n_embd -> n_expert]; the experts' matrices, expert e's rows at
+     * [e * rows_per_expert, ..) (one 3-D tensor per kind); the shared expert and its gate */
+    Tensor gate_inp, gate_exps, up_exps, down_exps;
+    Tensor gate_inp_shexp, gate_shexp, up_shexp, down_shexp;
 } Layer;
 
 struct Batch;
@@ -58,6 +77,7 @@ typedef struct Model {
     uint64_t weights_size;
     ModelConfig cfg;
     Tensor tok_embd, output_norm, output, rope_freqs;
+    Tensor rope_short, rope_long;   /* phi3 LongRoPE frequency factors (rope_dim/2 f32 each), or none */
     Layer *layers;
     Tokenizer *tok;
     Str arch;
@@ -98,6 +118,10 @@ typedef struct Session {
 void rope_table(const Model *m, uint32_t pos0, uint32_t n, const float *freqs, float *out);
 /* The same for a layer: sliding-window layers (gemma3) use their own base, unscaled. */
 void rope_table_layer(const Model *m, bool swa, uint32_t pos0, uint32_t n, const float *freqs, float *out);
+
+/* The RoPE frequency factors a session of context n_ctx uses (llama.cpp's get_rope_factors:
+ * rope_freqs, else phi3's long factors past rope_n_ctx_orig, else its short ones), or NULL. */
+const float *model_rope_factors(const Model *m, uint32_t n_ctx);
 
 Session *session_new(Model *m, uint32_t n_ctx);
 void session_free(Session *s);

@@ -54,8 +54,9 @@ bool quant_matmul(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_
  * query q (D f32), cache rows k and v of the head's KV head (row j at
  * k + j * kv_stride, v + j * kv_stride), n positions, scores: n f32 of
  * scratch, out: D f32. D a multiple of 8, at most 1024 (the formula, sum by
- * sum, is in quant_attn.c). */
+ * sum, is in quant_attn.c). cap > 0 (gemma2): each score s becomes
+ * tanh(s * (1 / cap)) * cap before the softmax. */
 void quant_attn_head_f16(const float *q, const uint16_t *k, const uint16_t *v, uint64_t kv_stride, uint32_t n,
-                         uint32_t D, float scale, float *scores, float *out);
+                         uint32_t D, float scale, float cap, float *scores, float *out);
 
 #endif

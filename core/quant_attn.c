@@ -111,7 +111,7 @@ QI_INLINE void pv(const float *ps, const uint16_t *v, uint64_t st, uint32_t n, u
 }
 
 QI_INLINE void attn_head(const float *q, const uint16_t *k, const uint16_t *v, uint64_t st, uint32_t n,
-                         const uint32_t D, const bool unrolled, float scale, float *scores, float *out) {
+                         const uint32_t D, const bool unrolled, float scale, float cap, float *scores, float *out) {
     float qh[1024] __attribute__((aligned(16)));
     uint32_t d = 0;
     for (; d + 4 <= D; d += 4) wasm_v128_store(qh + d, f16r_x4_scaled(wasm_v128_load(q + d)));
@@ -131,6 +131,13 @@ QI_INLINE void attn_head(const float *q, const uint16_t *k, const uint16_t *v, u
         const float dot = dot1(qh, k + j * st, D) * scale;
         scores[j] = dot;
         if (dot > mx) mx = dot;
+    }
+    if (cap > 0) { /* soft-capping (gemma2): the scores again, capped, and their maximum */
+        mx = -__builtin_inff();
+        for (j = 0; j < n; j++) {
+            scores[j] = rt_tanhf(scores[j] * (1.0f / cap)) * cap;
+            if (scores[j] > mx) mx = scores[j];
+        }
     }
     /* softmax: e_j = rt_expf(s_j - mx) four at a time (simd_exp.h: the same
      * bits), the sum in double in order j = 0, 1, .. */
@@ -155,8 +162,8 @@ QI_INLINE void attn_head(const float *q, const uint16_t *k, const uint16_t *v, u
 }
 
 void quant_attn_head_f16(const float *q, const uint16_t *k, const uint16_t *v, uint64_t kv_stride, uint32_t n,
-                         uint32_t D, float scale, float *scores, float *out) {
-    if (D == 64) attn_head(q, k, v, kv_stride, n, 64, true, scale, scores, out);
-    else if (D == 128) attn_head(q, k, v, kv_stride, n, 128, true, scale, scores, out);
-    else attn_head(q, k, v, kv_stride, n, D, false, scale, scores, out);
+                         uint32_t D, float scale, float cap, float *scores, float *out) {
+    if (D == 64) attn_head(q, k, v, kv_stride, n, 64, true, scale, cap, scores, out);
+    else if (D == 128) attn_head(q, k, v, kv_stride, n, 128, true, scale, cap, scores, out);
+    else attn_head(q, k, v, kv_stride, n, D, false, scale, cap, scores, out);
 }

