@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return args.fn(args)
-    except RealmError as e:
+    except (RealmError, ValueError, OSError) as e:   # OSError: also the key store unreachable (db.StoreUnavailable)
         print(f"realm: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,7 +1,7 @@
 """`realm serve`'s ASGI application (Starlette, run by uvicorn): the server's state and its routes, assembled.
 
     POST /v1/chat/completions   POST /v1/completions   POST /v1/embeddings
-    GET  /v1/models             GET  /v1/models/{id}
+    GET  /v1/models             GET  /v1/models/{id}     GET /v1/usage (admin key)
     WS   /v1/stream             (the same requests, several per connection, cancellable)
     GET  /health   GET /ready   GET /metrics
 
@@ -33,6 +33,7 @@ from .metrics import Metrics
 from .models import Models, default_model_id
 from .ratelimit import Limits, RateLimiter
 from .routes import Routes
+from .usage import Prices
 from .ws import stream_ws
 
 __all__ = ["RealmServer", "ServerConfig", "default_model_id"]
@@ -46,10 +47,15 @@ class RealmServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.limiter = RateLimiter(Limits(config.rpm, config.tpm))
+        defaults = Limits(config.rpm, config.tpm)
+        if config.redis_url:
+            from .ratelimit_redis import RedisRateLimiter
+            self.limiter = RedisRateLimiter(config.redis_url, defaults)
+        else:
+            self.limiter = RateLimiter(defaults)
         self.keys: KeyStore | None = None if config.no_auth else KeyStore(config.keys_path)
         self.models = Models(config, self.metrics)
-        self.requests = Requests(self.metrics)
+        self.requests = Requests(self.metrics, self.keys.db if self.keys else None, Prices.load(config.prices_path))
         self.draining = False
         self.app = self._build_app()
 
@@ -77,6 +83,9 @@ class RealmServer:
         self.models.shutdown()
         if self.keys:
             self.keys.close()
+        close = getattr(self.limiter, "close", None)
+        if close:
+            close()
 
     def begin_drain(self) -> None:
         """Stop taking requests (503); in-flight ones go on. The runner decides when to exit."""
@@ -118,6 +127,7 @@ class RealmServer:
             Route("/v1/embeddings", r.embeddings, methods=["POST"]),
             Route("/v1/models", r.list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", r.get_model, methods=["GET"]),
+            Route("/v1/usage", r.usage, methods=["GET"]),
             WebSocketRoute("/v1/stream", ws),
             Route("/health", r.health, methods=["GET"]),
             Route("/ready", r.ready, methods=["GET"]),

@@ -84,6 +84,7 @@ class Completion:
         self.finish_reason = self.finishes[0]
         self.ctx.finish_reason = self.finish_reason
         self.ctx.completion_tokens = gen
+        self.ctx.cached_tokens = self.usage["prompt_tokens_details"].get("cached_tokens", 0)
         firsts = [j.t_first for j in self.jobs if j.t_first is not None]
         if firsts:
             self.ctx.ttft = min(firsts) - self.ctx.t0

@@ -42,7 +42,7 @@ class Routes:
                 raise too_large(limit)
         return parse_json(bytes(buf))
 
-    async def _api(self, request: Request, endpoint: str, run) -> Response:
+    async def _api(self, request: Request, endpoint: str, run, admin: bool = False) -> Response:
         """Common frame of every /v1 route: request id, drain check, auth, errors, logs, metrics."""
         srv = self.srv
         ctx = Ctx(new_request_id(request.headers.get("x-request-id")), endpoint, request.method, request.url.path)
@@ -51,8 +51,8 @@ class Routes:
         try:
             if srv.draining:
                 raise unavailable("the server is shutting down and takes no new requests")
-            auth = authenticate(srv.keys, request.headers)
-            ctx.tenant = auth.tenant
+            auth = authenticate(srv.keys, request.headers, admin=admin)
+            ctx.tenant, ctx.key_id = auth.tenant, auth.key_id
             resp = await run(ctx, auth)
             if isinstance(resp, SSEResponse):
                 streaming = True   # the response ends the request (and calls requests.end)
@@ -136,4 +136,23 @@ class Routes:
     async def metrics(self, request: Request) -> Response:
         # gauges are kept current by the scheduler threads (touching a model here could block the loop)
         m = self.srv.metrics
+        if self.srv.config.metrics_auth:
+            try:
+                authenticate(self.srv.keys, request.headers, admin=True)
+            except APIError as e:
+                return error_response(e)
         return Response(m.render(), media_type=m.content_type)
+
+    async def usage(self, request: Request) -> Response:
+        """GET /v1/usage?tenant=T&since=D (admin key): totals per tenant, key and model, with cost."""
+        from .usage import parse_since, summary
+
+        async def run(ctx, auth):
+            q = request.query_params
+            try:
+                since = parse_since(q.get("since"))
+            except ValueError as e:
+                raise bad_request(str(e), param="since") from None
+            rows = summary(self.srv.keys.db, self.srv.requests.prices, since, q.get("tenant"))
+            return json_response({"object": "list", "since": since, "data": rows}, ctx.request_id)
+        return await self._api(request, "usage", run, admin=True)
