@@ -58,10 +58,14 @@ class Postgres:
     """A throwaway PostgreSQL cluster in `root` on 127.0.0.1:port (trust auth, fsync off: for tests and demos)."""
 
     def __init__(self, root: Path, port: int | None = None, db: str = "realm") -> None:
-        self.data = Path(root) / "pg"
         self.port = port or free_port()
         self.db = db
         self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        # as root, the postgres user must reach its folder: a /tmp folder of its own (root's may be 0700)
+        self._own = Path(tempfile.mkdtemp(prefix="realm-pg-")) if self._as else None
+        if self._own:
+            self._own.chmod(0o711)
+        self.data = (self._own or Path(root)) / "pg"
         self.data.mkdir(parents=True, exist_ok=True)
         if self._as:
             shutil.chown(self.data, "postgres", "postgres")
@@ -89,6 +93,12 @@ class Postgres:
         """A "fast" shutdown: open sessions are ended, then the server exits."""
         if (self.data / "postmaster.pid").exists():
             self._ctl("-m", "fast", "stop")
+
+    def remove(self) -> None:
+        """Stop, and delete the data if it lives in a folder of its own."""
+        self.stop()
+        if self._own:
+            shutil.rmtree(self._own, ignore_errors=True)
 
 
 class Redis:
@@ -214,7 +224,7 @@ class Cluster:
     def stop(self) -> None:
         for part in reversed(self.parts):
             try:
-                part.stop()
+                getattr(part, "remove", part.stop)()
             except Exception as e:   # stop the rest anyway
                 print(f"stopping {type(part).__name__}: {e}", file=sys.stderr)
         self.parts.clear()

@@ -58,6 +58,16 @@ class Database:
 
     def migrate(self) -> int:
         """Apply the migrations not applied yet; returns the schema version."""
+        self._lock_schema(True)
+        try:
+            return self._migrate()
+        finally:
+            self._lock_schema(False)
+
+    def _lock_schema(self, take: bool) -> None:
+        """Keep other processes from migrating at the same time (SQLite: its write lock does)."""
+
+    def _migrate(self) -> int:
         self.x("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied DOUBLE PRECISION)")
         def applied() -> set:
             return {r[0] for r in self.q("SELECT version FROM schema_version")}
@@ -173,6 +183,12 @@ class PostgresDatabase(Database):
                 if attempt:
                     raise StoreUnavailable(f"the key store ({self.name}) failed: "
                                            f"{str(e).strip().splitlines()[0]}") from None
+
+    _SCHEMA_LOCK = 0x7265616C6D   # any constant: the advisory lock replicas take while migrating
+
+    def _lock_schema(self, take: bool) -> None:
+        # session-level advisory lock on our one connection: a second replica starting waits here
+        self.q(f"SELECT pg_advisory_{'lock' if take else 'unlock'}({self._SCHEMA_LOCK})")
 
     @staticmethod
     def _sql(sql: str) -> str:
