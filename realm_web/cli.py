@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--no-node", action="store_true", help="skip realm.wasm under Node")
     bench.set_defaults(fn=cmd_bench)
 
+    from .hub_cli import register as register_hub
+    register_hub(sub)  # pull, models
     from .server.cli import register as register_server
     register_server(sub)  # serve, api-key
     from .web import register as register_web

@@ -21,8 +21,10 @@ def _model_spec(s: str) -> tuple[str, str]:
     path, mid = s, None
     if not os.path.isfile(s) and ":" in s:
         head, _, tail = s.rpartition(":")
-        if head and tail and "/" not in tail:
+        if head and tail and "/" not in tail and head != "hf":
             path, mid = head, tail
+    if path.startswith("hf:"):   # pulled in cmd_serve (first use), then served from the model directory
+        return (mid or default_model_id(path.rsplit("/", 1)[-1]), path)
     if not os.path.isfile(path):
         raise argparse.ArgumentTypeError(f"no such model file: {path}")
     return (mid or default_model_id(path), os.path.abspath(path))
@@ -43,7 +45,13 @@ def cmd_serve(args) -> int:
         print(f"realm serve: {e}; install the server's dependencies:  pip install 'realm-web[server]'",
               file=sys.stderr)
         return 1
-    cfg = ServerConfig(models=args.model or [], host=args.host, port=args.port, keys_path=args.keys,
+    from ..hub import HubError, resolve
+    try:
+        models = [(mid, resolve(path)) for mid, path in args.model or []]
+    except HubError as e:
+        print(f"realm serve: {e}", file=sys.stderr)
+        return 1
+    cfg = ServerConfig(models=models, host=args.host, port=args.port, keys_path=args.keys,
                        no_auth=args.no_auth, n_ctx=args.ctx or None, max_sessions=args.max_sessions,
                        idle_ttl=args.idle_ttl, prefill_chunk=args.prefill_chunk,
                        batch_tokens=args.batch_tokens or None, threads=args.threads or None,
@@ -170,7 +178,8 @@ def register(sub) -> None:
                        description="Serve models over an OpenAI-compatible API (see docs/SERVER.md).")
     s.add_argument("--model", "-m", action="append", type=_model_spec, metavar="PATH[:ID]",
                    help="a GGUF to serve, with an optional model id (default id: the file name without "
-                        ".gguf); repeat for several; default: the built-in SmolLM2-135M-Instruct")
+                        ".gguf); hf:OWNER/NAME/FILE pulls it from the Hub on first use (`realm pull`); "
+                        "repeat for several; default: the built-in SmolLM2-135M-Instruct")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--db", "--keys", dest="keys", default=None, help=keys_help)
