@@ -126,3 +126,15 @@ def test_old_keys_file_adopts_the_versioned_schema(tmp_path):
     assert [v for (v,) in ks.db.q("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
     ks.close()
     assert KeyStore(f).db.migrate() == 2   # a second open changes nothing
+
+
+def test_grafana_dashboard_queries_metrics_the_server_exports(setup):
+    import re
+    srv, tenant, admin, d = setup
+    text = httpx.get(srv.url + "/metrics", headers={"authorization": f"Bearer {admin}"}).text
+    exported = set(re.findall(r"^# TYPE (\w+) ", text, re.M))
+    dash = json.loads((ROOT / "examples" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = {re.sub(r"_(bucket|sum|count)$", "", n) for e in exprs for n in re.findall(r"\brealm_\w+", e)}
+    family = {n.removesuffix("_total") for n in exported} | exported
+    assert used and not {n.removesuffix("_total") for n in used} - family, used - family
