@@ -137,6 +137,19 @@ def test_postgres_restart_fails_clearly_then_recovers(cluster):
         assert _complete(r.url, key).usage.completion_tokens == 4
 
 
+def test_redis_restart_fails_clearly_then_recovers(cluster):
+    key = _key(cluster, "--tenant", "redis-t", "--rpm", "100")
+    assert _complete(cluster.lb.url, key).usage.completion_tokens == 4
+    cluster.redis.stop()
+    try:
+        with pytest.raises(openai.InternalServerError) as e:
+            _complete(cluster.replicas[0].url, key)
+        assert e.value.status_code == 503 and "Redis" in e.value.message
+    finally:
+        cluster.redis.start()
+    assert _complete(cluster.replicas[0].url, key).usage.completion_tokens == 4
+
+
 def test_replica_killed_mid_stream(cluster):
     key = _key(cluster, "--tenant", "kill-t")
     r0, r1 = cluster.replicas

@@ -105,10 +105,15 @@ class Redis:
     """redis-server on 127.0.0.1:port, nothing persisted."""
 
     def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = Path(root)
         self.port = port or free_port()
-        log = open(Path(root) / "redis.log", "ab")
+        self.start()
+
+    def start(self) -> None:
+        log = open(self.root / "redis.log", "ab")
         self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", str(root)], stdout=log, stderr=log)
+                                      "--save", "", "--appendonly", "no", "--dir", str(self.root)],
+                                     stdout=log, stderr=log)
         _wait(lambda: _port_open(self.port), 30, "redis-server", self.proc)
 
     @property

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +27,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from .config import ServerConfig
 from .context import Requests
+from .db import is_url
 from .encoding import error_response
 from .errors import APIError, server_error
 from .keys import KeyStore
@@ -56,6 +59,8 @@ class RealmServer:
         self.keys: KeyStore | None = None if config.no_auth else KeyStore(config.keys_path)
         self.models = Models(config, self.metrics)
         self.requests = Requests(self.metrics, self.keys.db if self.keys else None, Prices.load(config.prices_path))
+        # a store or limiter over the network may stall (up to its connect timeout): keep that off the event loop
+        self._remote = bool(config.redis_url) or bool(self.keys and is_url(config.keys_path or os.environ.get("REALM_DB")))
         self.draining = False
         self.app = self._build_app()
 
@@ -92,6 +97,12 @@ class RealmServer:
         if not self.draining:
             self.draining = True
             log.info("draining: no new requests; waiting for %d in flight", self.in_flight)
+
+    async def offload(self, fn, *args):
+        """fn(*args): in a worker thread when it may wait on PostgreSQL or Redis, else inline (SQLite is local)."""
+        if self._remote:
+            return await run_in_threadpool(fn, *args)
+        return fn(*args)
 
     def cancel_all(self) -> None:
         self.models.cancel_all()

@@ -206,7 +206,7 @@ async def start(srv, ctx: Ctx, auth: Auth, endpoint: str, body: dict) -> Complet
         kw = dict(ids=req.prompt)
     jobs = [Job("generate", auth.tenant, endpoint, sampling=_choice_sampling(sp, i), t_arrival=ctx.t0, **kw)
             for i in range(sp.n)]
-    reservation = reserve(srv.limiter, srv.metrics, auth, (sp.max_tokens or worker.n_ctx) * sp.n)
+    reservation = await srv.offload(reserve, srv.limiter, srv.metrics, auth, (sp.max_tokens or worker.n_ctx) * sp.n)
     try:
         for j in jobs:
             worker.submit(j)

@@ -51,7 +51,7 @@ class Routes:
         try:
             if srv.draining:
                 raise unavailable("the server is shutting down and takes no new requests")
-            auth = authenticate(srv.keys, request.headers, admin=admin)
+            auth = await srv.offload(authenticate, srv.keys, request.headers, None, admin)
             ctx.tenant, ctx.key_id = auth.tenant, auth.key_id
             resp = await run(ctx, auth)
             if isinstance(resp, SSEResponse):
@@ -138,7 +138,7 @@ class Routes:
         m = self.srv.metrics
         if self.srv.config.metrics_auth:
             try:
-                authenticate(self.srv.keys, request.headers, admin=True)
+                await self.srv.offload(authenticate, self.srv.keys, request.headers, None, True)
             except APIError as e:
                 return error_response(e)
         return Response(m.render(), media_type=m.content_type)
@@ -153,6 +153,6 @@ class Routes:
                 since = parse_since(q.get("since"))
             except ValueError as e:
                 raise bad_request(str(e), param="since") from None
-            rows = summary(self.srv.keys.db, self.srv.requests.prices, since, q.get("tenant"))
+            rows = await self.srv.offload(summary, self.srv.keys.db, self.srv.requests.prices, since, q.get("tenant"))
             return json_response({"object": "list", "since": since, "data": rows}, ctx.request_id)
         return await self._api(request, "usage", run, admin=True)

@@ -39,7 +39,7 @@ async def stream_ws(srv, ws: WebSocket) -> None:
             await ws.send_text(dumps(obj))
 
     try:
-        auth = authenticate(srv.keys, ws.headers, ws.query_params)
+        auth = await srv.offload(authenticate, srv.keys, ws.headers, ws.query_params)
     except APIError as e:
         await send(_error(None, e))
         await ws.close(code=1008, reason="unauthorized")
