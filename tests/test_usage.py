@@ -138,3 +138,23 @@ def test_grafana_dashboard_queries_metrics_the_server_exports(setup):
     used = {re.sub(r"_(bucket|sum|count)$", "", n) for e in exprs for n in re.findall(r"\brealm_\w+", e)}
     family = {n.removesuffix("_total") for n in exported} | exported
     assert used and not {n.removesuffix("_total") for n in used} - family, used - family
+
+
+def test_admin_loads_and_unloads_models(setup, tiny, tmp_path):
+    srv, tenant, admin, d = setup
+    adm = {"authorization": f"Bearer {admin}"}
+    body = {"id": "tiny2", "model": str(tiny)}
+    assert httpx.post(srv.url + "/admin/models", json=body, headers={"authorization": f"Bearer {tenant}"}).status_code == 403
+    r = httpx.post(srv.url + "/admin/models", json=body, headers=adm, timeout=60)
+    assert r.status_code == 200 and r.json()["id"] == "tiny2"
+    c = openai.OpenAI(base_url=srv.base_url, api_key=tenant, max_retries=0, timeout=60)
+    assert c.completions.create(model="tiny2", prompt="Hi", max_tokens=2).usage.completion_tokens == 2
+    again = httpx.post(srv.url + "/admin/models", json=body, headers=adm)
+    assert again.status_code == 400 and "already served" in again.json()["error"]["message"]
+    bad = httpx.post(srv.url + "/admin/models", json={"id": "x", "model": str(tmp_path / "none.gguf")}, headers=adm)
+    assert bad.status_code == 400 and "none.gguf" in bad.json()["error"]["message"]
+    assert httpx.delete(srv.url + "/admin/models/tiny2", headers=adm, timeout=60).json()["deleted"] is True
+    with pytest.raises(openai.NotFoundError):
+        c.completions.create(model="tiny2", prompt="Hi", max_tokens=2)
+    assert c.completions.create(model="tiny", prompt="Hi", max_tokens=2).usage.completion_tokens == 2
+    assert httpx.delete(srv.url + "/admin/models/tiny2", headers=adm).status_code == 404

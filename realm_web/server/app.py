@@ -1,7 +1,8 @@
 """`realm serve`'s ASGI application (Starlette, run by uvicorn): the server's state and its routes, assembled.
 
     POST /v1/chat/completions   POST /v1/completions   POST /v1/embeddings
-    GET  /v1/models             GET  /v1/models/{id}     GET /v1/usage (admin key)
+    GET  /v1/models             GET  /v1/models/{id}
+    GET  /v1/usage   POST /admin/models   DELETE /admin/models/{id}   (admin key)
     WS   /v1/stream             (the same requests, several per connection, cancellable)
     GET  /health   GET /ready   GET /metrics
 
@@ -139,6 +140,8 @@ class RealmServer:
             Route("/v1/models", r.list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", r.get_model, methods=["GET"]),
             Route("/v1/usage", r.usage, methods=["GET"]),
+            Route("/admin/models", r.load_model, methods=["POST"]),
+            Route("/admin/models/{model:path}", r.unload_model, methods=["DELETE"]),
             WebSocketRoute("/v1/stream", ws),
             Route("/health", r.health, methods=["GET"]),
             Route("/ready", r.ready, methods=["GET"]),

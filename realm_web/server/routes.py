@@ -143,6 +143,37 @@ class Routes:
                 return error_response(e)
         return Response(m.render(), media_type=m.content_type)
 
+    async def load_model(self, request: Request) -> Response:
+        """POST /admin/models {"id": ID, "model": PATH | hf:OWNER/NAME/FILE | built-in name} (admin key)."""
+        from starlette.concurrency import run_in_threadpool
+
+        from ..hub import HubError
+
+        async def run(ctx, auth):
+            body = await self._read_body(request)
+            mid, spec = body.get("id"), body.get("model")
+            for name, v in (("id", mid), ("model", spec)):
+                if not isinstance(v, str) or not v.strip():
+                    raise bad_request(f"Missing or invalid '{name}': a non-empty string.", param=name)
+            try:
+                await run_in_threadpool(self.srv.models.add, mid, spec)
+            except (ValueError, OSError, HubError) as e:
+                raise bad_request(f"Could not load '{spec}' as '{mid}': {e}", param="model") from None
+            return json_response(self._model_obj(mid), ctx.request_id)
+        return await self._api(request, "admin.models", run, admin=True)
+
+    async def unload_model(self, request: Request) -> Response:
+        """DELETE /admin/models/{id} (admin key): its running requests end with 503."""
+        from starlette.concurrency import run_in_threadpool
+
+        async def run(ctx, auth):
+            mid = request.path_params["model"]
+            if mid not in self.srv.models.workers:
+                raise model_not_found(mid, list(self.srv.models.workers))
+            await run_in_threadpool(self.srv.models.remove, mid)
+            return json_response({"id": mid, "object": "model", "deleted": True}, ctx.request_id)
+        return await self._api(request, "admin.models", run, admin=True)
+
     async def usage(self, request: Request) -> Response:
         """GET /v1/usage?tenant=T&since=D (admin key): totals per tenant, key and model, with cost."""
         from .usage import parse_since, summary
