@@ -127,9 +127,10 @@ class Redis:
 
 
 class Replica:
-    """One `realm serve` process sharing the store and the limiter."""
+    """One `realm serve` process sharing the store (db: a URL or SQLite path) and the limiter (redis: None = its own)."""
 
-    def __init__(self, root: Path, index: int, db: str, redis: str, args: list[str], port: int | None = None) -> None:
+    def __init__(self, root: Path, index: int, db: str, redis: str | None, args: list[str],
+                 port: int | None = None) -> None:
         self.index = index
         self.port = port or free_port()
         self.log_path = Path(root) / f"replica{index}.log"
@@ -137,7 +138,8 @@ class Replica:
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "realm_web.server.cli", "serve", "--port", str(self.port),
-                                      "--db", db, "--redis", redis, "--log-format", "json", *args],
+                                      "--db", db, *(["--redis", redis] if redis else []), "--log-format", "json",
+                                      *args],
                                      cwd=str(ROOT), env=env, stdout=log, stderr=log)
 
     @property
