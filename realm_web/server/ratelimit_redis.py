@@ -8,7 +8,8 @@ Redis's own clock (TIME), so replicas' clocks need not agree. A bucket idle
 for two minutes expires (a missing bucket is a full one).
 
 Nothing else is shared through Redis. When Redis cannot be reached, requests
-fail with a 503 that names it (a limit that cannot be checked is not waived).
+that have a limit fail with a 503 that names it (a limit that cannot be checked
+is not waived); requests without limits never call Redis.
 """
 from __future__ import annotations
 
@@ -70,6 +71,14 @@ class LimiterUnavailable(Exception):
     """Redis cannot be reached."""
 
 
+class _Unlimited:
+    def _give_back(self, scope: str, n: float) -> None:
+        pass
+
+
+_UNLIMITED = _Unlimited()
+
+
 class RedisRateLimiter:
     """RateLimiter's interface (acquire -> Reservation, RateLimited), with the buckets in Redis."""
 
@@ -96,6 +105,8 @@ class RedisRateLimiter:
 
     def acquire(self, scope: str, limits: Limits, max_tokens: int) -> Reservation:
         lim = limits.merged(self.defaults)
+        if not (lim.rpm and lim.rpm > 0) and not (lim.tpm and lim.tpm > 0):
+            return Reservation(_UNLIMITED, scope, 0.0)   # nothing to check: no round trip
         keys = [self.prefix + scope + ":requests", self.prefix + scope + ":tokens"]
         res = self._call(self._acquire, keys=keys, args=[lim.rpm or 0, lim.tpm or 0, int(max_tokens)])
         if int(res[0]) == 0:
@@ -104,7 +115,7 @@ class RedisRateLimiter:
         return Reservation(self, scope, float(res[1]))
 
     def _give_back(self, scope: str, n: float) -> None:
-        if n:
+        if n:   # (a request admitted without a token bucket gives back to a missing key: a no-op in the script)
             try:
                 self._call(self._give, keys=[self.prefix + scope + ":tokens"], args=[n])
             except LimiterUnavailable:
