@@ -28,6 +28,7 @@ from .db import Conflict, Database, StoreUnavailable, open_database
 PREFIX = "sk-realm-"
 ADMIN_TENANT = "(admin)"   # the tenant column of admin keys (they belong to no tenant)
 
+
 def default_keys_path() -> Path:
     """$REALM_KEYS, else <user data dir>/realm-web/keys.sqlite
     (user data dir: $XDG_DATA_HOME, else ~/.local/share; %APPDATA% on Windows)."""
@@ -72,11 +73,16 @@ class KeyRecord:
                 "role": self.role}
 
 
-_COLS = "id, tenant, name, created, last_used, disabled, revoked, rpm, tpm, role"
+# KeyRecord's fields are the keys table's columns: a new column is a migration (migrations.py), a field above
+# (with a default) and its name here
+_FIELDS = ("id", "tenant", "name", "created", "last_used", "disabled", "revoked", "rpm", "tpm", "role")
+_COLS = ", ".join(_FIELDS)
 
 
 def _rec(row) -> KeyRecord:
-    return KeyRecord(row[0], row[1], row[2], row[3], row[4], bool(row[5]), bool(row[6]), row[7], row[8], row[9])
+    d = dict(zip(_FIELDS, row))
+    d["disabled"], d["revoked"] = bool(d["disabled"]), bool(d["revoked"])
+    return KeyRecord(**d)
 
 
 class KeyStore:

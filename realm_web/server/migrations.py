@@ -1,6 +1,9 @@
 """The key store's schema, as numbered migrations (db.Database.migrate applies the missing ones, in order).
 
-To change the schema, append a version; never edit one that has shipped.
+To change the schema, append a version; never edit one that has shipped. A
+new column of `keys` also needs its KeyRecord field and its name in
+keys._FIELDS (e.g. a per-key default adapter: `ALTER TABLE keys ADD COLUMN
+adapter TEXT`, `adapter: str | None = None`).
 Each is a list of statements in the SQL both SQLite and PostgreSQL accept
 (TEXT, BIGINT, DOUBLE PRECISION, IF NOT EXISTS; no AUTOINCREMENT/SERIAL).
 Version 1 is the schema from before versioning, so older SQLite files adopt it
