@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -28,7 +27,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from .config import ServerConfig
 from .context import Requests
-from .db import is_url
+from .db import PostgresDatabase
 from .encoding import error_response
 from .errors import APIError, server_error
 from .keys import KeyStore
@@ -61,7 +60,7 @@ class RealmServer:
         self.models = Models(config, self.metrics)
         self.requests = Requests(self.metrics, self.keys.db if self.keys else None, Prices.load(config.prices_path))
         # a store or limiter over the network may stall (up to its connect timeout): keep that off the event loop
-        self._remote = bool(config.redis_url) or bool(self.keys and is_url(config.keys_path or os.environ.get("REALM_DB")))
+        self._remote = bool(config.redis_url) or isinstance(getattr(self.keys, "db", None), PostgresDatabase)
         self.draining = False
         self.app = self._build_app()
 

@@ -67,7 +67,7 @@ return 1
 """
 
 
-class LimiterUnavailable(Exception):
+class LimiterUnavailable(ConnectionError):
     """Redis cannot be reached."""
 
 
