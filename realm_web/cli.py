@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--no-node", action="store_true", help="skip realm.wasm under Node")
     bench.set_defaults(fn=cmd_bench)
 
+    from .hub_cli import register as register_hub
+    register_hub(sub)  # pull, models
     from .server.cli import register as register_server
     register_server(sub)  # serve, api-key
     from .web import register as register_web
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return args.fn(args)
-    except RealmError as e:
+    except (RealmError, ValueError, OSError) as e:   # OSError: also the key store unreachable (db.StoreUnavailable)
         print(f"realm: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

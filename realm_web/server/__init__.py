@@ -9,9 +9,11 @@ See docs/SERVER.md. Modules: app (assembly), config (ServerConfig), routes
 admission), models (model loading), completion and embeddings (requests ->
 scheduler jobs -> OpenAI objects), sse, encoding (bytes on the wire),
 disconnect, context (per-request logs and metrics), schemas (validation),
-scheduler (sessions, round-robin decoding), keys (SQLite key store), ratelimit
-(token buckets), metrics (Prometheus), logs (structured logging), serve
-(runners), cli (`realm serve`, `realm api-key`).
+scheduler (sessions, round-robin decoding), keys (the key store) over db
+(SQLite or PostgreSQL) and migrations (its schema), usage (metering, cost),
+ratelimit and ratelimit_redis (token buckets, per process or in Redis), metrics
+(Prometheus), logs (structured logging), serve (runners), cli (`realm serve`,
+`realm api-key`, `realm usage`).
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
     POST /v1/chat/completions   POST /v1/completions   POST /v1/embeddings
     GET  /v1/models             GET  /v1/models/{id}
+    GET  /v1/usage   POST /admin/models   DELETE /admin/models/{id}   (admin key)
     WS   /v1/stream             (the same requests, several per connection, cancellable)
     GET  /health   GET /ready   GET /metrics
 
@@ -18,6 +19,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +27,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from .config import ServerConfig
 from .context import Requests
+from .db import PostgresDatabase
 from .encoding import error_response
 from .errors import APIError, server_error
 from .keys import KeyStore
@@ -33,6 +36,7 @@ from .metrics import Metrics
 from .models import Models, default_model_id
 from .ratelimit import Limits, RateLimiter
 from .routes import Routes
+from .usage import Prices
 from .ws import stream_ws
 
 __all__ = ["RealmServer", "ServerConfig", "default_model_id"]
@@ -46,10 +50,17 @@ class RealmServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.limiter = RateLimiter(Limits(config.rpm, config.tpm))
+        defaults = Limits(config.rpm, config.tpm)
+        if config.redis_url:
+            from .ratelimit_redis import RedisRateLimiter
+            self.limiter = RedisRateLimiter(config.redis_url, defaults)
+        else:
+            self.limiter = RateLimiter(defaults)
         self.keys: KeyStore | None = None if config.no_auth else KeyStore(config.keys_path)
         self.models = Models(config, self.metrics)
-        self.requests = Requests(self.metrics)
+        self.requests = Requests(self.metrics, self.keys.db if self.keys else None, Prices.load(config.prices_path))
+        # a store or limiter over the network may stall (up to its connect timeout): keep that off the event loop
+        self._remote = bool(config.redis_url) or isinstance(getattr(self.keys, "db", None), PostgresDatabase)
         self.draining = False
         self.app = self._build_app()
 
@@ -77,12 +88,21 @@ class RealmServer:
         self.models.shutdown()
         if self.keys:
             self.keys.close()
+        close = getattr(self.limiter, "close", None)
+        if close:
+            close()
 
     def begin_drain(self) -> None:
         """Stop taking requests (503); in-flight ones go on. The runner decides when to exit."""
         if not self.draining:
             self.draining = True
             log.info("draining: no new requests; waiting for %d in flight", self.in_flight)
+
+    async def offload(self, fn, *args):
+        """fn(*args): in a worker thread when it may wait on PostgreSQL or Redis, else inline (SQLite is local)."""
+        if self._remote:
+            return await run_in_threadpool(fn, *args)
+        return fn(*args)
 
     def cancel_all(self) -> None:
         self.models.cancel_all()
@@ -118,6 +138,9 @@ class RealmServer:
             Route("/v1/embeddings", r.embeddings, methods=["POST"]),
             Route("/v1/models", r.list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", r.get_model, methods=["GET"]),
+            Route("/v1/usage", r.usage, methods=["GET"]),
+            Route("/admin/models", r.load_model, methods=["POST"]),
+            Route("/admin/models/{model:path}", r.unload_model, methods=["DELETE"]),
             WebSocketRoute("/v1/stream", ws),
             Route("/lora-adapters", r.list_lora, methods=["GET"]),
             Route("/lora-adapters", r.post_lora, methods=["POST"]),

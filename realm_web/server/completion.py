@@ -84,6 +84,7 @@ class Completion:
         self.finish_reason = self.finishes[0]
         self.ctx.finish_reason = self.finish_reason
         self.ctx.completion_tokens = gen
+        self.ctx.cached_tokens = self.usage["prompt_tokens_details"].get("cached_tokens", 0)
         firsts = [j.t_first for j in self.jobs if j.t_first is not None]
         if firsts:
             self.ctx.ttft = min(firsts) - self.ctx.t0
@@ -207,7 +208,7 @@ async def start(srv, ctx: Ctx, auth: Auth, endpoint: str, body: dict) -> Complet
             for i in range(sp.n)]
     for j in jobs:   # the request's adapters, else its tenant's default (the key store), else none
         j.lora = sp.lora if sp.lora is not None else (auth.lora or [])
-    reservation = reserve(srv.limiter, srv.metrics, auth, (sp.max_tokens or worker.n_ctx) * sp.n)
+    reservation = await srv.offload(reserve, srv.limiter, srv.metrics, auth, (sp.max_tokens or worker.n_ctx) * sp.n)
     try:
         for j in jobs:
             worker.submit(j)

@@ -11,7 +11,10 @@ class ServerConfig:
     models: list[tuple[str, str]] = field(default_factory=list)  # (id, path); empty: the default model
     host: str = "127.0.0.1"
     port: int = 8080
-    keys_path: str | None = None        # None: keys.default_keys_path()
+    keys_path: str | None = None        # the key store: a SQLite path or a postgresql:// URL (None: $REALM_DB / default file)
+    redis_url: str | None = None        # redis://...: rate limits shared by every replica (None: per process)
+    prices_path: str | None = None      # JSON price table for usage cost (None: $REALM_PRICES, else no prices)
+    metrics_auth: bool = False          # GET /metrics needs an admin key
     no_auth: bool = False
     n_ctx: int | None = None            # per session; None: limits.default_ctx (DEFAULT_CTX, at most the trained context)
     max_sessions: int = 32              # KV caches per model (busy + idle)

@@ -18,7 +18,7 @@ async def embed(srv, ctx: Ctx, auth: Auth, body: dict) -> dict:
     if req.dimensions is not None and req.dimensions != worker.n_embd:
         raise bad_request(f"Invalid 'dimensions': this model's embeddings have {worker.n_embd} dimensions "
                           f"(got {req.dimensions}).", param="dimensions")
-    reservation = reserve(srv.limiter, srv.metrics, auth, 0)
+    reservation = await srv.offload(reserve, srv.limiter, srv.metrics, auth, 0)
     job = Job("embed", auth.tenant, "embeddings", inputs=req.inputs, param="input", t_arrival=ctx.t0)
     vecs: dict[int, Any] = {}
     try:

@@ -1,4 +1,4 @@
-"""API keys and tenants, in one SQLite file.
+"""API keys and tenants, in a SQLite file (default) or PostgreSQL (`--db postgresql://...`).
 
 A key belongs to one tenant. Only a key's SHA-256 is stored (keys carry 192
 random bits, so a fast hash is enough; nothing reversible is kept): the plain
@@ -8,47 +8,26 @@ its 8-hex-digit id names it in `list`, `disable`, `enable` and `revoke`.
 Rate limits (requests/min, generated tokens/min) can be set per key or per
 tenant; unset values fall back to the tenant's, then to the server's defaults.
 
-The server reads the file on every request (a primary-key lookup), so
-`disable`/`revoke` take effect at once, without a restart.
+The server reads the store on every request (a primary-key lookup), so
+`disable`/`revoke` take effect at once, without a restart, on every replica
+that shares the store. Admin keys (role 'admin', `generate --admin`) open the
+admin endpoints (GET /v1/usage, /metrics with --metrics-auth) and only those.
+The schema lives in migrations.py; the engines in db.py.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import secrets
-import sqlite3
 import json
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PREFIX = "sk-realm-"
+from .db import Conflict, Database, StoreUnavailable, open_database
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS keys (
-    id        TEXT PRIMARY KEY,
-    tenant    TEXT NOT NULL,
-    hash      TEXT NOT NULL UNIQUE,
-    name      TEXT,
-    created   REAL NOT NULL,
-    last_used REAL,
-    disabled  INTEGER NOT NULL DEFAULT 0,
-    revoked   INTEGER NOT NULL DEFAULT 0,
-    rpm       INTEGER,
-    tpm       INTEGER
-);
-CREATE INDEX IF NOT EXISTS keys_tenant ON keys (tenant);
-CREATE TABLE IF NOT EXISTS tenants (
-    name TEXT PRIMARY KEY,
-    rpm  INTEGER,
-    tpm  INTEGER
-);
-CREATE TABLE IF NOT EXISTS tenant_lora (
-    tenant   TEXT PRIMARY KEY,
-    adapters TEXT NOT NULL
-);
-"""
+PREFIX = "sk-realm-"
+ADMIN_TENANT = "(admin)"   # the tenant column of admin keys (they belong to no tenant)
 
 
 def default_keys_path() -> Path:
@@ -79,6 +58,11 @@ class KeyRecord:
     revoked: bool
     rpm: int | None
     tpm: int | None
+    role: str = "tenant"
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
 
     @property
     def status(self) -> str:
@@ -86,66 +70,60 @@ class KeyRecord:
 
     def as_dict(self) -> dict:
         return {"id": self.id, "tenant": self.tenant, "name": self.name, "status": self.status,
-                "created": self.created, "last_used": self.last_used, "rpm": self.rpm, "tpm": self.tpm}
+                "created": self.created, "last_used": self.last_used, "rpm": self.rpm, "tpm": self.tpm,
+                "role": self.role}
 
 
-_COLS = "id, tenant, name, created, last_used, disabled, revoked, rpm, tpm"
+# KeyRecord's fields are the keys table's columns: a new column is a migration (migrations.py), a field above
+# (with a default) and its name here
+_FIELDS = ("id", "tenant", "name", "created", "last_used", "disabled", "revoked", "rpm", "tpm", "role")
+_COLS = ", ".join(_FIELDS)
 
 
 def _rec(row) -> KeyRecord:
-    return KeyRecord(row[0], row[1], row[2], row[3], row[4], bool(row[5]), bool(row[6]), row[7], row[8])
+    d = dict(zip(_FIELDS, row))
+    d["disabled"], d["revoked"] = bool(d["disabled"]), bool(d["revoked"])
+    return KeyRecord(**d)
 
 
 class KeyStore:
-    """The keys file. Thread-safe; several processes may use one file."""
+    """The key store. Thread-safe; several processes (replicas) may share one file or database.
 
-    def __init__(self, path: str | os.PathLike | None = None) -> None:
-        self.path = Path(path).expanduser() if path else default_keys_path()
-        new = not self.path.exists()
-        if new:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), timeout=10, check_same_thread=False, isolation_level=None)
-        if new:
-            try:
-                os.chmod(self.path, 0o600)
-            except OSError:
-                pass
-        with self._lock:
-            self._db.execute("PRAGMA busy_timeout = 10000")
-            try:
-                self._db.execute("PRAGMA journal_mode = WAL")
-            except sqlite3.OperationalError:
-                pass
-            self._db.executescript(_SCHEMA)
+    spec: a SQLite path, a postgresql:// URL, or None ($REALM_DB, else $REALM_KEYS / the default file)."""
+
+    def __init__(self, spec: str | os.PathLike | None = None) -> None:
+        spec = spec or os.environ.get("REALM_DB") or default_keys_path()
+        self.db: Database = open_database(spec)
+        self.path = self.db.path if hasattr(self.db, "path") else None
+        self.name = self.db.name
+        self.db.migrate()
         self._touched: dict[str, float] = {}
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.db.close()
 
     def _q(self, sql: str, args: tuple = ()) -> list:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        return self.db.q(sql, args)
 
     def _x(self, sql: str, args: tuple = ()) -> int:
-        with self._lock:
-            return self._db.execute(sql, args).rowcount
+        return self.db.x(sql, args)
 
     # ------------------------------------------------------------------ keys
-    def generate(self, tenant: str, name: str | None = None, rpm: int | None = None,
-                 tpm: int | None = None) -> tuple[KeyRecord, str]:
-        """A new key for `tenant`: (its record, the plain key, never stored)."""
-        tenant = tenant.strip()
+    def generate(self, tenant: str | None, name: str | None = None, rpm: int | None = None,
+                 tpm: int | None = None, admin: bool = False) -> tuple[KeyRecord, str]:
+        """A new key for `tenant` (or an admin key): (its record, the plain key, never stored)."""
+        tenant = ADMIN_TENANT if admin else (tenant or "").strip()
         if not tenant:
             raise ValueError("the tenant name is empty")
+        if not admin and tenant == ADMIN_TENANT:
+            raise ValueError(f"'{ADMIN_TENANT}' is reserved for admin keys")
         for _ in range(8):
             kid = secrets.token_hex(4)
             key = f"{PREFIX}{kid}-{secrets.token_hex(24)}"
             try:
-                self._x("INSERT INTO keys (id, tenant, hash, name, created, rpm, tpm) VALUES (?,?,?,?,?,?,?)",
-                        (kid, tenant, hash_key(key), name, time.time(), rpm, tpm))
-            except sqlite3.IntegrityError:
+                self._x("INSERT INTO keys (id, tenant, hash, name, created, rpm, tpm, role) VALUES (?,?,?,?,?,?,?,?)",
+                        (kid, tenant, hash_key(key), name, time.time(), rpm, tpm, "admin" if admin else "tenant"))
+            except Conflict:
                 continue  # id collision: draw again
             return self.get(kid), key
         raise RuntimeError("could not draw a unique key id")
@@ -167,7 +145,7 @@ class KeyStore:
         return [_rec(r) for r in self._q(sql + " ORDER BY tenant, created", tuple(args))]
 
     def tenants(self) -> list[str]:
-        return [r[0] for r in self._q("SELECT DISTINCT tenant FROM keys ORDER BY tenant")]
+        return [r[0] for r in self._q("SELECT DISTINCT tenant FROM keys WHERE role = 'tenant' ORDER BY tenant")]
 
     def _select(self, kid: str | None, tenant: str | None) -> tuple[str, tuple]:
         if bool(kid) == bool(tenant):
@@ -217,7 +195,8 @@ class KeyStore:
 
     # ------------------------------------------------------------ the server
     def authenticate(self, key: str) -> KeyRecord | None:
-        """The record of an active key, or None (unknown, disabled or revoked)."""
+        """The record of an active key, or None (unknown, disabled or revoked).
+        StoreUnavailable when the store cannot be read."""
         if not key or not key.startswith(PREFIX) or len(key) > 200:
             return None
         rows = self._q(f"SELECT {_COLS} FROM keys WHERE hash = ?", (hash_key(key),))
@@ -231,6 +210,6 @@ class KeyStore:
             self._touched[rec.id] = now
             try:
                 self._x("UPDATE keys SET last_used = ? WHERE id = ?", (now, rec.id))
-            except sqlite3.OperationalError:
-                pass  # a busy file must not fail the request
+            except StoreUnavailable:
+                pass  # a busy store must not fail the request
         return rec

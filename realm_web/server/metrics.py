@@ -61,6 +61,10 @@ class Metrics:
         self.batch_steps = Counter("realm_batch_steps", "Forward passes run by the scheduler", ["model"], registry=r)
         self.queue_wait = Histogram("realm_queue_wait_seconds", "Time from a request's arrival to getting a session",
                                     ["model"], buckets=WAIT_BUCKETS, registry=r)
+        self.cost = Counter("realm_cost_usd", "Cost of the tokens served, from the price table (USD)",
+                            ["tenant", "model"], registry=r)
+        self.usage_errors = Counter("realm_usage_write_errors", "Finished requests whose usage row could not be written",
+                                    registry=r)
         self.ws_connections = Gauge("realm_websocket_connections", "Open /v1/stream connections", registry=r)
 
     def render(self) -> bytes:

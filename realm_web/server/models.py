@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 
 from .config import ServerConfig
@@ -28,6 +29,7 @@ class Models:
         self.workers: dict[str, ModelWorker] = {}
         self.loaded = False
         self.load_error: str | None = None
+        self._admin = threading.Lock()   # one load/unload at a time
 
     def load(self) -> None:
         """Load every configured model (blocking; run off the event loop). Sets load_error on failure."""
@@ -48,16 +50,7 @@ class Models:
                 fkey = (st.st_dev, st.st_ino)     # one worker per file, however it is spelled
                 w = by_file.get(fkey)
                 if w is None:
-                    t = time.perf_counter()
-                    w = ModelWorker(mid, path, n_ctx=cfg.n_ctx, max_sessions=cfg.max_sessions,
-                                    idle_ttl=cfg.idle_ttl, metrics=self.metrics,
-                                    prefill_chunk=cfg.prefill_chunk, threads=cfg.threads,
-                                    speculative=cfg.speculative, draft_model=cfg.draft_model,
-                                    draft_tokens=cfg.draft_tokens, batch_tokens=cfg.batch_tokens)
-                    by_file[fkey] = w
-                    log.info("model loaded", extra={"model": mid, "path": path, "n_ctx": w.n_ctx,
-                                                    "max_sessions": cfg.max_sessions,
-                                                    "seconds": round(time.perf_counter() - t, 2)})
+                    w = by_file[fkey] = self._worker(mid, path)
                 self.workers[mid] = w
             for aid, path in cfg.lora:
                 self.load_lora(aid, path)
@@ -81,6 +74,43 @@ class Models:
             raise ValueError(f"LoRA adapter {aid!r} ({path}) fits no served model: " + "; ".join(why))
         log.info("LoRA adapter loaded", extra={"adapter": aid, "path": path, "models": fits})
         return fits
+
+    def _worker(self, mid: str, path: str) -> ModelWorker:
+        cfg = self.config
+        t = time.perf_counter()
+        w = ModelWorker(mid, path, n_ctx=cfg.n_ctx, max_sessions=cfg.max_sessions,
+                        idle_ttl=cfg.idle_ttl, metrics=self.metrics,
+                        prefill_chunk=cfg.prefill_chunk, threads=cfg.threads,
+                        speculative=cfg.speculative, draft_model=cfg.draft_model,
+                        draft_tokens=cfg.draft_tokens, batch_tokens=cfg.batch_tokens)
+        log.info("model loaded", extra={"model": mid, "path": path, "n_ctx": w.n_ctx,
+                                        "max_sessions": cfg.max_sessions,
+                                        "seconds": round(time.perf_counter() - t, 2)})
+        return w
+
+    def add(self, mid: str, path: str) -> ModelWorker:
+        """Load one more model while serving (POST /admin/models; blocking: run off the event loop)."""
+        from ..default_model import resolve as resolve_model
+        from ..hub import resolve as pull_if_hub
+        with self._admin:
+            if mid in self.workers:
+                raise ValueError(f"model id {mid!r} is already served")
+            path = str(resolve_model(pull_if_hub(path)))
+            if not os.path.isfile(path):
+                raise ValueError(f"no such model file: {path}")
+            w = self._worker(mid, path)
+            self.workers = {**self.workers, mid: w}   # a new dict: readers on the event loop never see it half-built
+            return w
+
+    def remove(self, mid: str) -> None:
+        """Stop serving `mid` (DELETE /admin/models/{id}): its requests are cancelled; the worker stops when
+        no other id shares it (blocking)."""
+        with self._admin:
+            w = self.workers[mid]
+            self.workers = {k: v for k, v in self.workers.items() if k != mid}
+            if not any(v is w for v in self.workers.values()):
+                w.cancel_all("shutdown")
+                w.stop()
 
     def unique(self) -> list[ModelWorker]:
         seen, out = set(), []

@@ -42,7 +42,7 @@ class Routes:
                 raise too_large(limit)
         return parse_json(bytes(buf))
 
-    async def _api(self, request: Request, endpoint: str, run) -> Response:
+    async def _api(self, request: Request, endpoint: str, run, admin: bool = False) -> Response:
         """Common frame of every /v1 route: request id, drain check, auth, errors, logs, metrics."""
         srv = self.srv
         ctx = Ctx(new_request_id(request.headers.get("x-request-id")), endpoint, request.method, request.url.path)
@@ -51,8 +51,8 @@ class Routes:
         try:
             if srv.draining:
                 raise unavailable("the server is shutting down and takes no new requests")
-            auth = authenticate(srv.keys, request.headers)
-            ctx.tenant = auth.tenant
+            auth = await srv.offload(authenticate, srv.keys, request.headers, None, admin)
+            ctx.tenant, ctx.key_id = auth.tenant, auth.key_id
             resp = await run(ctx, auth)
             if isinstance(resp, SSEResponse):
                 streaming = True   # the response ends the request (and calls requests.end)
@@ -177,4 +177,54 @@ class Routes:
     async def metrics(self, request: Request) -> Response:
         # gauges are kept current by the scheduler threads (touching a model here could block the loop)
         m = self.srv.metrics
+        if self.srv.config.metrics_auth:
+            try:
+                await self.srv.offload(authenticate, self.srv.keys, request.headers, None, True)
+            except APIError as e:
+                return error_response(e)
         return Response(m.render(), media_type=m.content_type)
+
+    async def load_model(self, request: Request) -> Response:
+        """POST /admin/models {"id": ID, "model": PATH | hf:OWNER/NAME/FILE | built-in name} (admin key)."""
+        from starlette.concurrency import run_in_threadpool
+
+        from ..hub import HubError
+
+        async def run(ctx, auth):
+            body = await self._read_body(request)
+            mid, spec = body.get("id"), body.get("model")
+            for name, v in (("id", mid), ("model", spec)):
+                if not isinstance(v, str) or not v.strip():
+                    raise bad_request(f"Missing or invalid '{name}': a non-empty string.", param=name)
+            try:
+                await run_in_threadpool(self.srv.models.add, mid, spec)
+            except (ValueError, OSError, HubError) as e:
+                raise bad_request(f"Could not load '{spec}' as '{mid}': {e}", param="model") from None
+            return json_response(self._model_obj(mid), ctx.request_id)
+        return await self._api(request, "admin.models", run, admin=True)
+
+    async def unload_model(self, request: Request) -> Response:
+        """DELETE /admin/models/{id} (admin key): its running requests end with 503."""
+        from starlette.concurrency import run_in_threadpool
+
+        async def run(ctx, auth):
+            mid = request.path_params["model"]
+            if mid not in self.srv.models.workers:
+                raise model_not_found(mid, list(self.srv.models.workers))
+            await run_in_threadpool(self.srv.models.remove, mid)
+            return json_response({"id": mid, "object": "model", "deleted": True}, ctx.request_id)
+        return await self._api(request, "admin.models", run, admin=True)
+
+    async def usage(self, request: Request) -> Response:
+        """GET /v1/usage?tenant=T&since=D (admin key): totals per tenant, key and model, with cost."""
+        from .usage import parse_since, summary
+
+        async def run(ctx, auth):
+            q = request.query_params
+            try:
+                since = parse_since(q.get("since"))
+            except ValueError as e:
+                raise bad_request(str(e), param="since") from None
+            rows = await self.srv.offload(summary, self.srv.keys.db, self.srv.requests.prices, since, q.get("tenant"))
+            return json_response({"object": "list", "since": since, "data": rows}, ctx.request_id)
+        return await self._api(request, "usage", run, admin=True)

@@ -90,7 +90,7 @@ def run(cfg: ServerConfig) -> int:
                      bar):
             log.warning(line)
     else:
-        log.info("API keys from %s", realm.keys.path)
+        log.info("API keys from %s", realm.keys.name)
     server = _Uvicorn(_uv_config(realm, cfg), realm, cfg.grace)
     log.info("listening on http://%s:%d (OpenAI base URL: http://%s:%d/v1)", cfg.host, cfg.port, cfg.host, cfg.port)
     server.run()

@@ -39,7 +39,7 @@ async def stream_ws(srv, ws: WebSocket) -> None:
             await ws.send_text(dumps(obj))
 
     try:
-        auth = authenticate(srv.keys, ws.headers, ws.query_params)
+        auth = await srv.offload(authenticate, srv.keys, ws.headers, ws.query_params)
     except APIError as e:
         await send(_error(None, e))
         await ws.close(code=1008, reason="unauthorized")
@@ -112,7 +112,7 @@ async def _request(srv, send, auth: Auth, rid: str, msg: dict, holder: list) -> 
     """One request of a connection; `holder` gets its Completion (for cancel)."""
     endpoint = ENDPOINTS.get(msg.get("endpoint", "chat.completions"))
     ctx = Ctx(new_request_id(), endpoint or "unknown", "WS", "/v1/stream", transport="websocket")
-    ctx.tenant = auth.tenant
+    ctx.tenant, ctx.key_id = auth.tenant, auth.key_id
     srv.requests.begin(ctx)
     gen = None
     try:
