@@ -354,7 +354,7 @@ class CoreModel:
         if len(chunks) != n or len(flags) != n:
             raise ValueError(f"{n} sessions need {n} chunks and flags (got {len(chunks)}, {len(flags)})")
         ids = [t for ch in chunks for t in ch]
-        head = struct.pack(f"<{n}Q{n}I{n}I", *(s.handle if s is not None else 0 for s in sessions),
+        head = struct.pack(f"<{n}{getattr(self.core, 'ptr_format', 'Q')}{n}I{n}I", *(s.handle if s is not None else 0 for s in sessions),
                            *(len(ch) for ch in chunks), *flags)
         need = len(head) + 4 * n + 4 * len(ids) + 8
         c = self.core
