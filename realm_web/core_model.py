@@ -365,8 +365,9 @@ class CoreModel:
                 self._bcap = max(need, 4096)
                 self._bbuf = c.alloc(self._bcap)
             p = self._bbuf
-            pc, pf = p + 8 * n, p + 12 * n
-            po, pi = p + 16 * n, p + 20 * n
+            w = struct.calcsize(getattr(c, "ptr_format", "Q"))  # a handle's bytes: 8 (wasm64) or 4 (wasm32)
+            pc, pf = p + w * n, p + (w + 4) * n
+            po, pi = p + (w + 8) * n, p + (w + 12) * n
             c.write(p, head)
             if ids:
                 c.write_i32(pi, ids)

@@ -29,7 +29,7 @@ WIDTHS = ("auto", "wasm64", "wasm32")
 
 # A module with one memory64 memory: validates only where Memory64 is enabled
 # (the feature probe the JS hosts use too).
-MEMORY64_PROBE = bytes.fromhex("0061736d01000000050301040100")
+MEMORY64_PROBE = bytes.fromhex("0061736d010000000503010401")
 
 
 # a module path set by code (benchmarks) instead of REALM_WASM
