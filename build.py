@@ -47,11 +47,16 @@ MT_LDFLAGS = ["-Wl,--shared-memory", "-Wl,--import-memory", "-Wl,--export-memory
 # there). The wasmtime host raises it to its 64 GiB reservation when it loads
 # the module (realm_web/wasm_binary.py).
 MT_MAX_PAGES = 1 << 18
+# wasm32: 4 GiB, the most a 32-bit memory can address (V8 and WebKit accept it)
+MT32_MAX_PAGES = 1 << 16
 RELAXED_FLAGS = ["-mrelaxed-simd"]
 OUT_WGSL = PKG / "wgsl"
 STAMP = PKG / "wasm" / ".build-stamp.json"
 
 TARGET = "wasm64-freestanding"
+# the wasm32 builds, for engines without Memory64 (Safari, Node 20, older
+# Chromium and Firefox): 4 GiB of memory at most, same results bit for bit
+TARGET32 = "wasm32-freestanding"
 CFLAGS = [
     "-std=c11", "-ffreestanding", "-nostdlib", "-msimd128", "-mbulk-memory",
     "-mnontrapping-fptoint", "-msign-ext",
@@ -100,15 +105,17 @@ def copy_wgsl() -> int:
 
 
 def variants(opt: list[str]) -> list[tuple[Path, Path, list[str]]]:
-    """(module, its stamp, its flags) for the four builds."""
+    """(module, its stamp, its flags) for the eight builds: four Memory64 (realm*),
+    four wasm32 (realm32*, the same with 32-bit pointers)."""
     out = []
-    for mt in (False, True):
-        for relaxed in (False, True):
-            name = "realm" + ("-mt" if mt else "") + ("-relaxed" if relaxed else "")
-            flags = CFLAGS + (MT_CFLAGS if mt else []) + (RELAXED_FLAGS if relaxed else []) + opt + LDFLAGS + (
-                MT_LDFLAGS if mt else [])
-            stamp = STAMP if name == "realm" else PKG / "wasm" / f".build-stamp{name[5:]}.json"
-            out.append((PKG / "wasm" / f"{name}.wasm", stamp, flags))
+    for base, target in (("realm", TARGET), ("realm32", TARGET32)):
+        for mt in (False, True):
+            for relaxed in (False, True):
+                name = base + ("-mt" if mt else "") + ("-relaxed" if relaxed else "")
+                flags = [f"--target={target}"] + CFLAGS + (MT_CFLAGS if mt else []) + (RELAXED_FLAGS if relaxed else []) \
+                    + opt + LDFLAGS + (MT_LDFLAGS if mt else [])
+                stamp = STAMP if name == "realm" else PKG / "wasm" / f".build-stamp{name[5:]}.json"
+                out.append((PKG / "wasm" / f"{name}.wasm", stamp, flags))
     return out
 
 
@@ -149,19 +156,20 @@ def build(force: bool = False, debug: bool = False, quiet: bool = False) -> Path
 
 def _start_compile(out: Path, flags: list[str]) -> subprocess.Popen:
     tmp = out.with_suffix(".wasm.tmp")
-    cmd = compiler_cmd() + [f"--target={TARGET}"] + flags + ["-o", str(tmp)] + [str(s) for s in sources()]
+    cmd = compiler_cmd() + flags + ["-o", str(tmp)] + [str(s) for s in sources()]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _finish(out: Path, stamp: Path, flags: list[str], digest: str, quiet: bool) -> None:
     tmp = out.with_suffix(".wasm.tmp")
     if "-Wl,--shared-memory" in flags:
-        tmp.write_bytes(set_imported_memory_max(tmp.read_bytes(), MT_MAX_PAGES))
+        wasm32 = f"--target={TARGET32}" in flags
+        tmp.write_bytes(set_imported_memory_max(tmp.read_bytes(), MT32_MAX_PAGES if wasm32 else MT_MAX_PAGES))
     tmp.replace(out)
     stamp.write_text(json.dumps({"digest": digest, "flags": flags}))
     if not quiet:
         print(f"build.py: built {out.relative_to(ROOT)} ({out.stat().st_size:,} bytes, {len(sources())} C files, "
-              f"{TARGET}, {'debug' if '-g' in flags else 'release'}"
+              f"{flags[0].split('=')[1]}, {'debug' if '-g' in flags else 'release'}"
               f"{', relaxed SIMD' if RELAXED_FLAGS[0] in flags else ''}"
               f"{', threads' if MT_CFLAGS[0] in flags else ''})")
 

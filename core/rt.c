@@ -42,8 +42,9 @@ typedef struct Block {
     uint64_t size;      /* whole block, header included; bit 0 = in use */
     uint64_t prev_size; /* size of the block just below, 0 for the first */
     struct Block *next_free, *prev_free;
-    uint64_t pad[4];
+    uint8_t pad[64 - 16 - 2 * sizeof(void *)]; /* 64 bytes with 4- or 8-byte pointers (wasm32, wasm64) */
 } Block;
+_Static_assert(sizeof(Block) == 64, "Block header keeps payloads 64-byte aligned");
 
 #define HDR ((uint64_t)sizeof(Block))
 #define NBINS 64
@@ -81,6 +82,7 @@ static int heap_grow(uint64_t need) {
     if (!heap_lo) heap_lo = heap_hi = (uint8_t *)RT_ALIGN_UP((uintptr_t)&__heap_base, 64);
     uint64_t have = (uint64_t)__builtin_wasm_memory_size(0) * 65536ull;
     uint64_t want = (uint64_t)(uintptr_t)heap_hi + need;
+    if (want - 1 > (uint64_t)UINTPTR_MAX) return 0; /* wasm32: past the 4 GiB address space */
     if (want > have) {
         uint64_t pages = (want - have + 65535) / 65536;
         if ((intptr_t)__builtin_wasm_memory_grow(0, pages) < 0) return 0;
@@ -101,7 +103,7 @@ static int heap_grow(uint64_t need) {
 }
 #endif
 
-void *rt_malloc(size_t n) {
+void *rt_malloc(uint64_t n) {
     if (n > (1ull << 46)) return NULL;
     uint64_t need = RT_ALIGN_UP((uint64_t)n, 64) + HDR;
     if (need < 2 * HDR) need = 2 * HDR;
@@ -169,14 +171,14 @@ void rt_free(void *p) {
     bin_insert(b);
 }
 
-void *rt_calloc(size_t count, size_t size) {
-    if (size && count > ((size_t)-1) / size) return NULL;
+void *rt_calloc(uint64_t count, uint64_t size) {
+    if (size && count > UINT64_MAX / size) return NULL;
     void *p = rt_malloc(count * size);
     if (p) memset(p, 0, count * size);
     return p;
 }
 
-void *rt_realloc(void *p, size_t n) {
+void *rt_realloc(void *p, uint64_t n) {
     if (!p) return rt_malloc(n);
     Block *b = (Block *)((uint8_t *)p - HDR);
     uint64_t cap = BSIZE(b) - HDR;

@@ -26,9 +26,9 @@ int memcmp(const void *a, const void *b, size_t n);
 size_t strlen(const char *s);
 
 /* ---- allocator: 64-byte aligned blocks; returns NULL when memory cannot grow ---- */
-void *rt_malloc(size_t n);
-void *rt_calloc(size_t count, size_t size);       /* NULL on overflow too */
-void *rt_realloc(void *p, size_t n);
+void *rt_malloc(uint64_t n);                    /* u64: a wasm32 build refuses sizes past its 4 GiB, never truncates them */
+void *rt_calloc(uint64_t count, uint64_t size);       /* NULL on overflow too */
+void *rt_realloc(void *p, uint64_t n);
 void rt_free(void *p);
 uint64_t rt_heap_bytes(void);                     /* bytes currently handed out */
 

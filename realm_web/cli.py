@@ -78,7 +78,7 @@ def cmd_info(args) -> int:
     print(f"  tokenizer {meta.get('tokenizer.ggml.model')} (pre {meta.get('tokenizer.ggml.pre', '-')}), "
           f"bos {i.bos}, eos {i.eos}, add_bos {i.add_bos}")
     print(f"  chat template: {'yes' if meta.get('tokenizer.chat_template') else 'no (ChatML fallback)'}")
-    print(f"CPU core: {getattr(m.core, 'path', None) and m.core.path.name}, {m.simd} kernels, {m.threads} thread(s)")
+    print(f"CPU core: {getattr(m.core, 'path', None) and m.core.path.name} ({getattr(m.core, 'width', 'wasm64')}), {m.simd} kernels, {m.threads} thread(s)")
     store.release(m)
     try:
         from .gpu.info import adapters_report

@@ -356,7 +356,7 @@ class CoreModel:
         if len(chunks) != n or len(flags) != n:
             raise ValueError(f"{n} sessions need {n} chunks and flags (got {len(chunks)}, {len(flags)})")
         ids = [t for ch in chunks for t in ch]
-        head = struct.pack(f"<{n}Q{n}I{n}I", *(s.handle if s is not None else 0 for s in sessions),
+        head = struct.pack(f"<{n}{getattr(self.core, 'ptr_format', 'Q')}{n}I{n}I", *(s.handle if s is not None else 0 for s in sessions),
                            *(len(ch) for ch in chunks), *flags)
         need = len(head) + 4 * n + 4 * len(ids) + 8
         c = self.core
@@ -367,8 +367,9 @@ class CoreModel:
                 self._bcap = max(need, 4096)
                 self._bbuf = c.alloc(self._bcap)
             p = self._bbuf
-            pc, pf = p + 8 * n, p + 12 * n
-            po, pi = p + 16 * n, p + 20 * n
+            w = struct.calcsize(getattr(c, "ptr_format", "Q"))  # a handle's bytes: 8 (wasm64) or 4 (wasm32)
+            pc, pf = p + w * n, p + (w + 4) * n
+            po, pi = p + (w + 8) * n, p + (w + 12) * n
             c.write(p, head)
             if ids:
                 c.write_i32(pi, ids)

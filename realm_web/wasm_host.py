@@ -21,9 +21,25 @@ from .wasm_binary import set_imported_memory_max
 _WASM_DIR = Path(__file__).resolve().parent / "wasm"
 # Which of build.py's four modules this host loads, when none is named: threads
 # (realm-mt*) when built, relaxed SIMD (*-relaxed) when the engine has it and
-# REALM_SIMD is not "simd128". All four compute the same bits. REALM_WASM names
-# another build (a debug build, say) for development.
-WASM_PATH: Path | None = Path(os.environ["REALM_WASM"]) if os.environ.get("REALM_WASM") else None
+# REALM_SIMD is not "simd128". All of them compute the same bits. REALM_WASM is
+# "wasm64" (Memory64, realm*.wasm, the default where the engine has Memory64),
+# "wasm32" (realm32*.wasm: 4 GiB at most; forced for tests and benchmarks) or
+# the path of another build (a debug build, say) for development.
+WIDTHS = ("auto", "wasm64", "wasm32")
+
+# A module with one memory64 memory: validates only where Memory64 is enabled
+# (the feature probe the JS hosts use too).
+MEMORY64_PROBE = bytes.fromhex("0061736d010000000503010401")
+
+
+# a module path set by code (benchmarks) instead of REALM_WASM
+WASM_PATH: Path | None = None
+
+
+def _env_wasm() -> str:
+    if WASM_PATH is not None:
+        return str(WASM_PATH)
+    return os.environ.get("REALM_WASM", "") or "auto"
 
 # i16x8.relaxed_dot_i8x16_i7x16_s in a function body: a module that validates
 # only where relaxed SIMD is enabled (the probe JS hosts use too).
@@ -84,14 +100,38 @@ def relaxed_simd() -> bool:
         return False
 
 
+def memory64() -> bool:
+    """Whether this engine runs Memory64 modules (feature detection, as the JS hosts)."""
+    try:
+        wasmtime.Module.validate(engine(), MEMORY64_PROBE)
+        return True
+    except wasmtime.WasmtimeError:
+        return False
+
+
+def pointer_width() -> str:
+    """"wasm64" or "wasm32": REALM_WASM when it names one, else wasm64 where the engine has Memory64."""
+    mode = _env_wasm().lower()
+    if mode not in WIDTHS:
+        return "wasm64"  # a path: its own module says (WasmCore.width)
+    if mode == "auto":
+        return "wasm64" if memory64() else "wasm32"
+    if mode == "wasm64" and not memory64():
+        raise RealmError("REALM_WASM=wasm64, but this wasmtime does not run Memory64; use wasm32")
+    return mode
+
+
 def default_wasm_path() -> Path:
-    """REALM_WASM, else the best of build.py's modules that exists (see WASM_PATH)."""
-    if WASM_PATH is not None:
-        return WASM_PATH
+    """REALM_WASM's path, else the best of build.py's modules that exists for
+    pointer_width() (threads, then relaxed SIMD where the engine has it)."""
+    env = _env_wasm()
+    if env.lower() not in WIDTHS:
+        return Path(env)
+    prefix = "realm32" if pointer_width() == "wasm32" else "realm"
     relaxed = relaxed_simd()
-    names = [f"{base}{suffix}.wasm" for base in ("realm-mt", "realm")
+    names = [f"{base}{suffix}.wasm" for base in (f"{prefix}-mt", prefix)
              for suffix in (("-relaxed", "") if relaxed else ("",))]
-    return next((p for p in (_WASM_DIR / n for n in names) if p.exists()), _WASM_DIR / "realm.wasm")
+    return next((p for p in (_WASM_DIR / n for n in names) if p.exists()), _WASM_DIR / f"{prefix}.wasm")
 
 
 def module(path: str | os.PathLike | None = None) -> wasmtime.Module:
@@ -105,10 +145,12 @@ def module(path: str | os.PathLike | None = None) -> wasmtime.Module:
                 raise RealmError(f"{path} is missing: run `python build.py` first")
             data = path.read_bytes()
             try:  # realm-mt.wasm declares V8's 16 GiB; here the reservation is the limit
-                data = set_imported_memory_max(data, MEMORY_RESERVATION >> 16)
+                mod = wasmtime.Module(eng, set_imported_memory_max(data, MEMORY_RESERVATION >> 16))
             except ValueError:  # no memory import: realm.wasm
-                pass
-            mod = _modules[path] = wasmtime.Module(eng, data)
+                mod = wasmtime.Module(eng, data)
+            except wasmtime.WasmtimeError:  # realm32-mt.wasm: a 32-bit memory keeps its 4 GiB maximum
+                mod = wasmtime.Module(eng, data)
+            _modules[path] = mod
         return mod
 
 
@@ -147,6 +189,13 @@ class WasmCore:
         self.instance = wasmtime.Instance(self.store, self.module, imports)
         ex = self.instance.exports(self.store)
         self.memory = None if self.shared else ex["memory"]
+        mem_type = self.shared.type() if self.shared else self.memory.type(self.store)
+        # "wasm64" (Memory64: i64 pointers) or "wasm32" (i32 pointers: the only
+        # difference; handles and pointers are unsigned Python ints either way)
+        self.width = "wasm64" if mem_type.is_64 else "wasm32"
+        self.ptr_format = "Q" if self.width == "wasm64" else "I"  # struct char of one pointer in memory
+        # the most linear memory this instance can have: wasm32's 4 GiB, else the reservation
+        self.memory_limit = (1 << 32) if self.width == "wasm32" else MEMORY_RESERVATION
         self._exports = ex
         self._funcs: dict[str, wasmtime.Func] = {}
         check_abi(self, self.path)
@@ -160,7 +209,7 @@ class WasmCore:
             # maximum is the reservation, so it never moves (see MEMORY_RESERVATION).
             pages = min(ty.limits.max or MEMORY_RESERVATION >> 16, MEMORY_RESERVATION >> 16)
             self.shared = _SharedMemory(engine(), wasmtime.MemoryType(
-                wasmtime.Limits(ty.limits.min, pages), is_64=True, shared=True))
+                wasmtime.Limits(ty.limits.min, pages), is_64=ty.is_64, shared=True))
             return self.shared
         if mod == "env" and name == "host_log":
             def host_log(ptr: int, n: int) -> None:
@@ -215,13 +264,15 @@ class WasmCore:
             self._stop_workers()
 
     # ---------------------------------------------------------------- exports
-    def fn(self, name: str) -> wasmtime.Func:
+    def fn(self, name: str):
         f = self._funcs.get(name)
         if f is None:
             try:
                 f = self._exports[name]
             except KeyError:
                 raise RealmError(f"realm.wasm has no export {name!r} (rebuild with `python build.py`)") from None
+            if self.width == "wasm32":
+                f = _unsigned_pointers(f, name)
             self._funcs[name] = f
         return f
 
@@ -305,6 +356,30 @@ class WasmCore:
 
 
 
+def _signed32(v: int) -> int:
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def _unsigned_pointers(f: wasmtime.Func, name: str):
+    """wasm32: wasmtime reads and writes i32 as signed; pointers above 2 GiB are
+    unsigned addresses, so pointer arguments go in as signed i32 and pointer
+    results come back unsigned."""
+    from .abi import EXPORTS
+    ctypes_, ret = EXPORTS.get(name, ((), ""))
+    ptr_args = tuple(i for i, t in enumerate(ctypes_) if "*" in t)
+    ptr_ret = "*" in ret
+
+    def call(store, *args):
+        if ptr_args:
+            args = list(args)
+            for i in ptr_args:
+                if i < len(args) and args[i] >= 1 << 31:
+                    args[i] -= 1 << 32
+        r = f(store, *args)
+        return r & 0xFFFFFFFF if ptr_ret and r is not None else r
+    return call
+
+
 def _worker_main(mod: wasmtime.Module, shared: _SharedMemory, stack_top: int, index: int) -> None:
     """A worker thread: its own store and instance over the shared memory, its
     own stack, then realm_thread_run until realm_threads_stop."""
@@ -313,7 +388,9 @@ def _worker_main(mod: wasmtime.Module, shared: _SharedMemory, stack_top: int, in
         imports = [shared if imp.name == "memory" else _no_import(store, imp) for imp in mod.imports]
         inst = wasmtime.Instance(store, mod, imports)
         ex = inst.exports(store)
-        ex["__stack_pointer"].set_value(store, wasmtime.Val.i64(stack_top & ~15))
+        sp = ex["__stack_pointer"]
+        top = stack_top & ~15
+        sp.set_value(store, wasmtime.Val.i64(top) if str(sp.type(store).content) == "i64" else wasmtime.Val.i32(_signed32(top)))
         ex["realm_thread_run"](store, index)
     except Exception as e:  # a trap here is a core bug: say so loudly
         sys.stderr.write(f"realm.wasm worker {index} failed: {e}\n")

@@ -89,9 +89,9 @@ def wasm_path(name: str = "realm.wasm") -> Path | None:
     build when $REALM_WASM names another realm.wasm but no relaxed twin (the page then
     falls back to the plain build, which is the one asked for)."""
     env = os.environ.get(WASM_FILES[name])
-    if env:
+    if env and env.lower() not in ("auto", "wasm32", "wasm64"):  # those pick a width (wasm_host), not a file
         return Path(env)
-    if "relaxed" in name and os.environ.get("REALM_WASM"):
+    if "relaxed" in name and os.environ.get("REALM_WASM", "").lower() not in ("", "auto", "wasm32", "wasm64"):
         return None
     return PKG / "wasm" / name
 

@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 from tools import abigen  # noqa: E402
 
 WASM = ROOT / "realm_web" / "wasm"
-BUILDS = ["realm.wasm", "realm-mt.wasm", "realm-relaxed.wasm", "realm-mt-relaxed.wasm"]
+BUILDS = ["realm.wasm", "realm-mt.wasm", "realm-relaxed.wasm", "realm-mt-relaxed.wasm",
+          "realm32.wasm", "realm32-mt.wasm", "realm32-relaxed.wasm", "realm32-mt-relaxed.wasm"]
 HANDLES = ("Model *", "Session *", "Sampler *")
 
 
@@ -45,7 +46,7 @@ def test_module_exports_match_the_description(build):
     assert sorted(n for n in funcs if n.startswith("realm_")) == sorted(described), \
         "exports of the module and of core/abi.json differ"
     for name in described:
-        params, results = abi.wasm_signature(name)  # wasm64: pointers are i64
+        params, results = abi.wasm_signature(name, ptr="i32" if build.startswith("realm32") else "i64")
         ft = funcs[name]
         assert [str(p) for p in ft.params] == [_valtype(p) for p in params], name
         assert [str(r) for r in ft.results] == [_valtype(r) for r in results], name
