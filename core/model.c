@@ -72,6 +72,10 @@ uint8_t *model_weights(Model *m) {
             rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory: the model's weights need ", NULL);
             rt_err_append_u64(m->weights_size);
             rt_err_append(" bytes of wasm memory");
+            if (sizeof(void *) == 4) /* the wasm32 build: say the limit and the way out */
+                rt_err_append(", and this wasm32 build addresses at most 4294967296 bytes (4 GiB) for weights, "
+                              "KV cache and scratch together: use a smaller quant of the model, or an engine "
+                              "with Memory64 (Node >= 22, Chromium >= 133, Firefox >= 134), which runs realm.wasm");
         }
     }
     return m->weights;
@@ -546,6 +550,9 @@ Session *session_new(Model *m, uint32_t n_ctx) {
         rt_err_append(" tokens needs ");
         rt_err_append_u64(cache * 4 >> 20);
         rt_err_append(" MiB of KV cache");
+        if (sizeof(void *) == 4)
+            rt_err_append(" (this wasm32 build has 4 GiB for weights, KV cache and scratch together: "
+                          "use a smaller context, or an engine with Memory64, which runs realm.wasm)");
         return NULL;
     }
     s->next = m->sessions;

@@ -81,7 +81,9 @@ SECURITY_HEADERS = {
 
 # build.py's four modules, and the variable that points each at another build
 WASM_FILES = {"realm.wasm": "REALM_WASM", "realm-mt.wasm": "REALM_WASM_MT",
-              "realm-relaxed.wasm": "REALM_WASM_RELAXED", "realm-mt-relaxed.wasm": "REALM_WASM_MT_RELAXED"}
+              "realm-relaxed.wasm": "REALM_WASM_RELAXED", "realm-mt-relaxed.wasm": "REALM_WASM_MT_RELAXED",
+              # the wasm32 builds, for engines without Memory64 (the JS SDK picks them by detection)
+              "realm32.wasm": "REALM_WASM32", "realm32-relaxed.wasm": "REALM_WASM32_RELAXED"}
 
 
 def wasm_path(name: str = "realm.wasm") -> Path | None:

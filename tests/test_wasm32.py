@@ -85,3 +85,42 @@ def test_wasm32_refuses_sizes_past_4_gib():
     c.free(q), c.free(p)
     with pytest.raises(RealmError):
         c.alloc(5 << 30)
+
+
+def _sparse_big_gguf(path, nbytes: int = 4_700_000_000):
+    """A GGUF header whose one tensor claims nbytes of F32 data; the file is sparse (the data
+    is a hole), so it costs no disk: the refusal must come before any of it is read."""
+    import gguf
+    n_embd = 4096
+    n_vocab = nbytes // (4 * n_embd)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    w.add_embedding_length(n_embd)
+    w.add_tensor_info("token_embd.weight", (n_vocab, n_embd), np.dtype(np.float32), n_vocab * n_embd * 4)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    w.close()
+    with open(path, "r+b") as f:
+        f.seek(0, 2)
+        f.truncate(f.tell() + n_vocab * n_embd * 4 + 64)
+    return path
+
+
+def test_model_over_4_gib_refused_by_name_before_its_weights_are_copied(tmp_path, default_model_path):
+    from realm_web.errors import OutOfMemoryError
+    big = _sparse_big_gguf(tmp_path / "big.gguf")
+    core = WasmCore(path=WASM / "realm32.wasm")
+    try:
+        with pytest.raises(OutOfMemoryError) as e:
+            CoreModel(str(big), core=core)
+        msg = str(e.value)   # the size, the limit and the fix
+        assert "weights need" in msg and "4 GiB" in msg and "Memory64" in msg and "smaller quant" in msg, msg
+        assert core.memory_bytes() < 1 << 30      # nothing was copied
+        m = CoreModel(str(default_model_path), core=core)   # the same instance loads the next model
+        try:
+            assert m.tokenize("Paris", add_special=False)
+        finally:
+            m.close()
+    finally:
+        core.close()

@@ -1,4 +1,4 @@
-// `npm pack` / `npm publish`: ship realm.wasm, realm-mt.wasm (threads), their relaxed-SIMD builds and the WGSL
+// `npm pack` / `npm publish`: ship realm.wasm, realm-mt.wasm (threads), realm32.wasm (no Memory64), their relaxed-SIMD builds and the WGSL
 // kernels inside the package (js-sdk/wasm/, js-sdk/wgsl/*.wgsl), copied from the
 // repository's build (realm_web/wasm/, made by `python build.py`) and wgsl/.
 // `--clean` (postpack) removes the copies again, so the repository never holds stale ones:
@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const SDK = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const FILES = ['realm.wasm', 'realm-mt.wasm', 'realm-relaxed.wasm', 'realm-mt-relaxed.wasm'];
+const FILES = ['realm.wasm', 'realm-mt.wasm', 'realm-relaxed.wasm', 'realm-mt-relaxed.wasm', 'realm32.wasm', 'realm32-relaxed.wasm'];
 const srcDir = path.join(SDK, '..', 'realm_web', 'wasm');
 const dst = path.join(SDK, 'wasm', 'realm.wasm');
 const wgslSrc = path.join(SDK, '..', 'wgsl');

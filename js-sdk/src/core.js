@@ -10,7 +10,7 @@
 // Views over memory are made per access (memory.buffer is replaced whenever the
 // memory grows; an old view would be detached).
 
-import { ABI_VERSION, ERROR_KINDS } from './abi.js';
+import { ABI_VERSION, ERROR_KINDS, EXPORTS } from './abi.js';
 import { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, OutOfMemoryError } from './errors.js';
 import { isNode } from './env.js';
 
@@ -25,15 +25,45 @@ export { isNode } from './env.js';
 
 // ------------------------------------------------------------------ the module
 
-// Four builds of the same core (build.py), same ABI, same results bit for bit:
-// realm.wasm (one thread, its own memory), realm-mt.wasm (wasm threads over an
-// imported shared memory; see threads.js), and each with relaxed SIMD
-// (realm-relaxed.wasm, realm-mt-relaxed.wasm), used where the engine has it.
-let wasmOverride = null;   // {st, mt, 'st-relaxed', 'mt-relaxed'}: sources; null: the defaults
+// Six builds of the same core (build.py), same ABI, same results bit for bit:
+// realm.wasm (Memory64, one thread, its own memory), realm-mt.wasm (wasm threads
+// over an imported shared memory; see threads.js), realm32.wasm (32-bit
+// pointers, 4 GiB, one thread: for engines without Memory64, e.g. Safari, Node 20),
+// and each with relaxed SIMD (realm-relaxed.wasm, ...), used where the engine has it.
+let wasmOverride = null;   // {st, mt, 'st-relaxed', 'mt-relaxed', w32, 'w32-relaxed'}: sources; null: the defaults
 const compiled = {};       // Promise<{module, sigs, where}> per build
 
-const wasmFile = (mt, relaxed) => `realm${mt ? '-mt' : ''}${relaxed ? '-relaxed' : ''}.wasm`;
-const buildKey = (mt, relaxed) => `${mt ? 'mt' : 'st'}${relaxed ? '-relaxed' : ''}`;
+const wasmFile = (mt, relaxed, w32 = false) => `realm${w32 ? '32' : ''}${mt ? '-mt' : ''}${relaxed ? '-relaxed' : ''}.wasm`;
+const buildKey = (mt, relaxed, w32 = false) => `${w32 ? 'w32' : (mt ? 'mt' : 'st')}${relaxed ? '-relaxed' : ''}`;
+
+// A module with one Memory64 memory (limits flag 0x04): validates only where the
+// engine has Memory64 (V8 >= 13.3: Node >= 22 without a flag... see PLATFORM.md).
+const MEMORY64_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 5, 3, 1, 4, 1]);
+
+/** Whether this engine runs Memory64 modules (realm.wasm); else realm32.wasm is used. */
+export function memory64Supported() {
+  try {
+    return WebAssembly.validate(MEMORY64_PROBE);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Which build to run: options.wasm (or $REALM_WASM = wasm32|wasm64|auto in Node) is
+ * 'auto' (default: Memory64 where the engine has it, else wasm32), 'wasm64' or 'wasm32'.
+ * Returns 'wasm64' or 'wasm32'.
+ */
+export function chooseWasmArch(wasm) {
+  const env = isNode ? String(process.env.REALM_WASM || '').toLowerCase() : '';
+  const mode = String(wasm ?? (['wasm32', 'wasm64', 'auto'].includes(env) ? env : null) ?? 'auto').toLowerCase();
+  if (!['auto', 'wasm32', 'wasm64'].includes(mode)) throw new RealmError(`wasm: '${mode}'; use 'auto', 'wasm64' or 'wasm32'`);
+  const has64 = memory64Supported();
+  if (mode === 'wasm64' && !has64) {
+    throw new RealmError("wasm: 'wasm64', but this JavaScript engine has no Memory64 (Node >= 22 or a current browser has it); use 'auto' or 'wasm32'");
+  }
+  return mode === 'wasm32' || (mode === 'auto' && !has64) ? 'wasm32' : 'wasm64';
+}
 
 /**
  * Where realm.wasm comes from: a URL (string or URL), a file path (Node), or its bytes.
@@ -43,10 +73,10 @@ const buildKey = (mt, relaxed) => `${mt ? 'mt' : 'st'}${relaxed ? '-relaxed' : '
  * loads reuse the compiled modules.
  */
 export function setWasmSource(src, options = {}) {
-  const beside = (mt, relaxed) => (src instanceof URL || typeof src === 'string'
-    ? String(src).replace(/realm(-[a-z]+)*\.wasm($|[?#])/, `${wasmFile(mt, relaxed)}$2`) : null);
-  const pick = (given, mt, relaxed) => {
-    const v = given ?? beside(mt, relaxed);
+  const beside = (mt, relaxed, w32) => (src instanceof URL || typeof src === 'string'
+    ? String(src).replace(/realm(32)?(-[a-z]+)*\.wasm($|[?#])/, `${wasmFile(mt, relaxed, w32)}$3`) : null);
+  const pick = (given, mt, relaxed, w32 = false) => {
+    const v = given ?? beside(mt, relaxed, w32);
     return v === String(src) ? null : v;
   };
   wasmOverride = {
@@ -54,6 +84,8 @@ export function setWasmSource(src, options = {}) {
     mt: pick(options.threads, true, false),
     'st-relaxed': pick(options.relaxed, false, true),
     'mt-relaxed': pick(options.threadsRelaxed, true, true),
+    w32: pick(options.wasm32, false, false, true),
+    'w32-relaxed': pick(options.wasm32Relaxed, false, true, true),
   };
   for (const k of Object.keys(compiled)) delete compiled[k];
 }
@@ -104,16 +136,25 @@ async function readWasmBytes(src) {
   return res.arrayBuffer();
 }
 
-const ENV_WASM = { st: 'REALM_WASM', mt: 'REALM_WASM_MT', 'st-relaxed': 'REALM_WASM_RELAXED', 'mt-relaxed': 'REALM_WASM_MT_RELAXED' };
+const ENV_WASM = {
+  st: 'REALM_WASM', mt: 'REALM_WASM_MT', 'st-relaxed': 'REALM_WASM_RELAXED', 'mt-relaxed': 'REALM_WASM_MT_RELAXED',
+  w32: 'REALM_WASM32', 'w32-relaxed': 'REALM_WASM32_RELAXED',
+};
+// $REALM_WASM* name a module file, except these words (chooseWasmArch reads them)
+const envWasmFile = (name) => {
+  const v = isNode ? process.env[name] : null;
+  return v && !['wasm32', 'wasm64', 'auto'].includes(v.toLowerCase()) ? v : null;
+};
 
 // The compiled build, or null when it has no source (a relaxed build that
 // setWasmSource / $REALM_WASM did not name: the caller uses the plain one).
-async function compileOnce(mt, relaxed) {
-  const file = wasmFile(mt, relaxed);
-  const key = buildKey(mt, relaxed);
+async function compileOnce(mt, relaxed, w32 = false) {
+  const file = wasmFile(mt, relaxed, w32);
+  const key = buildKey(mt, relaxed, w32);
   let src = wasmOverride ? wasmOverride[key] : null;
-  if (src == null && isNode && process.env[ENV_WASM[key]]) src = process.env[ENV_WASM[key]];
-  if (src == null && relaxed && (wasmOverride != null || (isNode && !!process.env.REALM_WASM))) return null;
+  if (src == null) src = envWasmFile(ENV_WASM[key]);
+  if (src == null && relaxed && (wasmOverride != null || !!envWasmFile(w32 ? 'REALM_WASM32' : 'REALM_WASM'))) return null;
+  if (src == null && w32 && wasmOverride != null) throw new RealmError('setWasmSource: no realm32.wasm given (options.wasm32)');
   if (src == null && mt && wasmOverride != null) throw new RealmError('setWasmSource: no realm-mt.wasm given (options.threads)');
   if (src instanceof WebAssembly.Module) {
     throw new RealmError('setWasmSource: pass realm.wasm as a URL, a path or its bytes (the host reads its export signatures from the binary)');
@@ -144,15 +185,15 @@ async function compileOnce(mt, relaxed) {
   try {
     module = await WebAssembly.compile(u8);
   } catch (e) {
-    if (/memory64|memory limits flags|table.*limits/i.test(String(e && e.message))) {
-      throw new RealmError('this JavaScript engine cannot run realm.wasm (Memory64): use Node >= 22 (Node 20: --experimental-wasm-memory64) ' +
-        `or a current Chromium; ${e.message}`, { cause: e });
+    if (!w32 && /memory64|memory limits flags|table.*limits/i.test(String(e && e.message))) {
+      throw new RealmError('this JavaScript engine cannot run realm.wasm (Memory64): use wasm: "auto" or "wasm32" ' +
+        `(realm32.wasm, models up to 4 GiB), Node >= 22 or a current Chromium; ${e.message}`, { cause: e });
     }
     throw e;
   }
   const sigs = parseSignatures(u8);
   if (!sigs) throw new RealmError(`${where}: could not read the export signatures of realm.wasm`);
-  return { module, sigs, where, relaxed };
+  return { module, sigs, where, relaxed, arch: w32 ? 'wasm32' : 'wasm64', file };
 }
 
 /**
@@ -160,13 +201,14 @@ async function compileOnce(mt, relaxed) {
  * build (each compiled once per JS realm). A relaxed build that is missing or does not
  * compile falls back to the plain one (result.relaxed false, result.note why).
  */
-export function compileCore({ threads = false, relaxed = false } = {}) {
-  const k = buildKey(threads, relaxed);
+export function compileCore({ threads = false, relaxed = false, wasm32 = false } = {}) {
+  if (wasm32 && threads) throw new RealmError('there is no wasm32 build with threads (realm32.wasm runs on one thread)');
+  const k = buildKey(threads, relaxed, wasm32);
   if (!compiled[k]) {
     const p = compiled[k] = relaxed
-      ? compileOnce(threads, true).then((c) => c || compileCore({ threads }),
-        (e) => compileCore({ threads }).then((c) => ({ ...c, note: `${wasmFile(threads, true)}: ${e.message}` })))
-      : compileOnce(threads, false);
+      ? compileOnce(threads, true, wasm32).then((c) => c || compileCore({ threads, wasm32 }),
+        (e) => compileCore({ threads, wasm32 }).then((c) => ({ ...c, note: `${wasmFile(threads, true, wasm32)}: ${e.message}` })))
+      : compileOnce(threads, false, wasm32);
     p.catch(() => { if (compiled[k] === p) delete compiled[k]; });
   }
   return compiled[k];
@@ -239,6 +281,8 @@ function wrapExport(name, f, sig) {
   if (!sig) throw new RealmError(`realm.wasm: no signature found for export ${name}`);
   const p64 = sig.params.map((t) => t === 'i64');
   const r64 = sig.results[0] === 'i64';
+  // wasm32: a pointer result is an i32, which JS reads as signed; keep it unsigned
+  const rPtr32 = sig.results[0] === 'i32' && EXPORTS[name] && EXPORTS[name][1] === 'ptr';
   const n = p64.length;
   const conv = (args) => {
     for (let i = 0; i < n; i++) {
@@ -259,7 +303,7 @@ function wrapExport(name, f, sig) {
       }
       throw e;
     }
-    return r64 ? Number(r) : r;
+    return r64 ? Number(r) : (rPtr32 ? r >>> 0 : r);
   };
 }
 
@@ -274,8 +318,9 @@ export class WasmCore {
   static async create(options = {}) {
     const threads = await import('./threads.js');
     const relaxed = wantRelaxedSimd(options.simd);
+    const wasm32 = chooseWasmArch(options.wasm) === 'wasm32';
     const want = Math.max(1, Math.floor(Number(options.threads ?? threads.defaultThreads())));
-    let note = want > 1 ? threads.unavailable() : null;
+    let note = want > 1 ? (wasm32 ? 'the wasm32 build runs on one thread' : threads.unavailable()) : null;
     if (want > 1 && !note) {
       try {
         const core = await WasmCore._instantiate(await compileCore({ threads: true, relaxed }), true);
@@ -290,12 +335,12 @@ export class WasmCore {
         note = `wasm threads failed (${e.message}); running on one thread`;
       }
     }
-    const core = await WasmCore._instantiate(await compileCore({ relaxed }), false);
+    const core = await WasmCore._instantiate(await compileCore({ relaxed, wasm32 }), false);
     core.threadsNote = note;
     return core;
   }
 
-  static async _instantiate({ module, sigs, relaxed, note }, mt) {
+  static async _instantiate({ module, sigs, relaxed, note, arch, file }, mt) {
     let core = null;
     let memory = null;
     const imports = { env: {} };
@@ -315,6 +360,8 @@ export class WasmCore {
     core = new WasmCore(instance, sigs, memory, module);
     core.simd = relaxed ? 'relaxed' : 'simd128';
     core.simdNote = note || null;
+    core.arch = arch || 'wasm64';   // 'wasm64' (Memory64) or 'wasm32'
+    core.file = file || null;        // which of build.py's modules runs
     return core;
   }
 

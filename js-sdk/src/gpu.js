@@ -5,7 +5,7 @@
 // otherwise it falls back to the CPU and says why in realm.deviceNote (and once on
 // the console). 'auto' takes the GPU only when the adapter is real hardware: a
 // software adapter (SwiftShader, lavapipe) is much slower than the wasm SIMD core.
-import { compileCore } from './core.js';
+import { compileCore, chooseWasmArch } from './core.js';
 import { isNode } from './env.js';
 
 export const GPU_EXPORT = 'realm_gpu_plan'; // the export whose presence turns the GPU path on
@@ -32,7 +32,7 @@ export async function resolveDevice(requested = 'auto') {
   if (isNode || typeof navigator === 'undefined' || !navigator.gpu) {
     return cpu(`WebGPU is not available here${isNode ? ' (Node has none)' : ' (no navigator.gpu)'}; running on the CPU (wasm SIMD)`);
   }
-  const { sigs } = await compileCore();
+  const { sigs } = await compileCore({ wasm32: chooseWasmArch() === 'wasm32' });
   if (!sigs[GPU_EXPORT]) return cpu('this build of realm.wasm has no GPU plan export; running on the CPU (wasm SIMD)');
   let dev;
   try {

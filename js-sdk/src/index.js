@@ -8,7 +8,7 @@ export { DEFAULT_CTX, EVAL_BATCH } from './abi.js';
 export { SAMPLER_DEFAULTS, LLAMA_CPP_SAMPLING, OPENAI_SAMPLING, fromOpenAI, checkOpenAI, choiceOptions, MAX_CHOICES, MAX_TOP_LOGPROBS } from './sampling.js';
 export { RealmRegistry } from './registry.js';
 export { RealmWorker } from './worker-client.js';
-export { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, OutOfMemoryError, WasmCore, setWasmSource, compileCore, relaxedSimdSupported } from './core.js';
+export { RealmError, ModelFormatError, UnsupportedModelError, ContextOverflowError, OutOfMemoryError, WasmCore, setWasmSource, compileCore, relaxedSimdSupported, memory64Supported, chooseWasmArch } from './core.js';
 export { CoreModel } from './model.js';
 export { Session } from './session.js';
 export { modelCache } from './cache.js';

@@ -72,7 +72,7 @@ export class CoreModel {
     const src = await asSource(source, opts);
     // threads: only where this core computes (not for tokenizers, nor weights on the GPU)
     const cpuWork = !(opts.vocabOnly || opts.headerOnly || opts.gpuDevice);
-    const core = await WasmCore.create({ threads: cpuWork ? opts.threads : 1, simd: opts.simd });
+    const core = await WasmCore.create({ threads: cpuWork ? opts.threads : 1, simd: opts.simd, wasm: opts.wasm });
     const m = new CoreModel(core, src, opts);
     try {
       await m._open(opts);

@@ -52,7 +52,9 @@ export class Realm {
    *            threads: CPU threads for the model (default: the CPUs, at most 8; 1 where
    *            the page is not cross-origin isolated). Per model: every Realm of it shares them.
    *            simd: 'auto' (relaxed SIMD where the engine has it) | 'relaxed' | 'simd128',
-   *            lora: LoRA adapters (llama.cpp GGUF) as [[source, scale], ...] (see setLora). }
+   *            lora: LoRA adapters (llama.cpp GGUF) as [[source, scale], ...] (see setLora),
+   *            wasm: 'auto' (Memory64 where the engine has it, else the wasm32 build: models
+   *            up to 4 GiB, one thread) | 'wasm64' | 'wasm32'. Per model, like threads. }
    */
   static async load(source, options = {}) {
     if (options.worker) {
@@ -63,7 +65,7 @@ export class Realm {
     let dev = await resolveDevice(options.device);
     const acquireOpts = {
       onProgress: options.onProgress, signal: options.signal, cache: options.cache, identity: options.identity,
-      fetchOptions: options.fetchOptions, threads: options.threads, simd: options.simd,
+      fetchOptions: options.fetchOptions, threads: options.threads, simd: options.simd, wasm: options.wasm,
     };
     let model;
     if (dev.dev) {
@@ -195,6 +197,12 @@ export class Realm {
 
   /** The CPU kernels' instruction set: 'relaxed' (relaxed SIMD) or 'simd128'. */
   get simd() { return (this.model.core && this.model.core.simd) || 'simd128'; }
+
+  /** Which build of the core runs: {arch: 'wasm64' (Memory64) | 'wasm32', file: e.g. 'realm32.wasm'}. */
+  get wasm() {
+    const c = this.model.core;
+    return { arch: (c && c.arch) || 'wasm64', file: (c && c.file) || null };
+  }
 
   metadata() { this._checkOpen(); return this.model.metadata(); }
 

@@ -264,6 +264,7 @@ export class RealmWorker {
     this.threads = d.threads ?? 1;
     this.threadsNote = d.threadsNote ?? null;
     this.simd = d.simd ?? 'simd128';
+    this.wasm = d.wasm ?? { arch: 'wasm64', file: null };
     this.id = d.id;
     this.source = d.source;
     this.fromCache = d.fromCache;

@@ -35,7 +35,7 @@ function realmOf(h) {
 }
 
 function describe(h, r) {
-  return { handle: h, info: r.info, nCtx: r.nCtx, device: r.device, deviceNote: r.deviceNote, threads: r.threads, threadsNote: r.threadsNote, simd: r.simd, id: r.id, source: r.source, fromCache: r.fromCache };
+  return { handle: h, info: r.info, nCtx: r.nCtx, device: r.device, deviceNote: r.deviceNote, threads: r.threads, threadsNote: r.threadsNote, simd: r.simd, wasm: r.wasm, id: r.id, source: r.source, fromCache: r.fromCache };
 }
 
 const ops = {

@@ -9,16 +9,17 @@ const [sdk, wasmDir] = process.argv.slice(2);
 const abi = await import(pathToFileURL(`${sdk}/src/abi.js`));
 const core = await import(pathToFileURL(`${sdk}/src/core.js`));
 
-const builds = ['realm.wasm', 'realm-mt.wasm', 'realm-relaxed.wasm', 'realm-mt-relaxed.wasm'];
+const builds = ['realm.wasm', 'realm-mt.wasm', 'realm-relaxed.wasm', 'realm-mt-relaxed.wasm', 'realm32.wasm', 'realm32-mt.wasm', 'realm32-relaxed.wasm', 'realm32-mt-relaxed.wasm'];
 for (const b of builds) {
+  const ptr = b.startsWith('realm32') ? 'i32' : 'i64';   // only pointers narrow in the wasm32 builds (realm32*)
   const bytes = readFileSync(`${wasmDir}/${b}`);
   const sigs = core.parseSignatures(new Uint8Array(bytes));
   const names = Object.keys(sigs).filter((n) => n.startsWith('realm_')).sort();
   assert.deepEqual(names, Object.keys(abi.EXPORTS).sort(), `${b}: exports differ from core/abi.json`);
   for (const [n, [params, ret]] of Object.entries(abi.EXPORTS)) {
-    const want = params.map((t) => (t === 'ptr' ? 'i64' : t));
+    const want = params.map((t) => (t === 'ptr' ? ptr : t));
     assert.deepEqual(sigs[n].params, want, `${b}: ${n} params`);
-    assert.deepEqual(sigs[n].results, ret ? [ret === 'ptr' ? 'i64' : ret] : [], `${b}: ${n} result`);
+    assert.deepEqual(sigs[n].results, ret ? [ret === 'ptr' ? ptr : ret] : [], `${b}: ${n} result`);
   }
 }
 
