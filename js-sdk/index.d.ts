@@ -35,6 +35,11 @@ export interface LoadOptions {
    * SIMD, else SIMD128), 'relaxed' (error without it) or 'simd128'. Same results either way.
    */
   simd?: 'auto' | 'relaxed' | 'simd128';
+  /**
+   * Which build of the core: 'auto' (default: Memory64 where the engine has it, else the wasm32
+   * build, models up to 4 GiB, one thread), 'wasm64' (error without Memory64) or 'wasm32'.
+   */
+  wasm?: 'auto' | 'wasm64' | 'wasm32';
   /** LoRA adapters (llama.cpp GGUF) with their scales, applied to this session (CPU core). */
   lora?: LoraSpec;
   n_ctx?: number;
@@ -295,6 +300,8 @@ export interface RealmLike {
   readonly threadsNote: string | null;
   /** The CPU kernels' instruction set: 'relaxed' (relaxed SIMD) or 'simd128'. */
   readonly simd: 'relaxed' | 'simd128';
+  /** Which build of the core runs: Memory64 ('wasm64') or 'wasm32', and its file. */
+  readonly wasm: { arch: 'wasm64' | 'wasm32'; file: string | null };
   readonly id: string;
   readonly source: string;
   /** The model came from the URL cache, not the network. */
@@ -347,6 +354,8 @@ export class Realm implements RealmLike {
   readonly threadsNote: string | null;
   /** The CPU kernels' instruction set: 'relaxed' (relaxed SIMD) or 'simd128'. */
   readonly simd: 'relaxed' | 'simd128';
+  /** Which build of the core runs: Memory64 ('wasm64') or 'wasm32', and its file. */
+  readonly wasm: { arch: 'wasm64' | 'wasm32'; file: string | null };
   readonly id: string;
   readonly source: string;
   readonly fromCache: boolean;
@@ -394,6 +403,8 @@ export class RealmWorker implements RealmLike {
   readonly threadsNote: string | null;
   /** The CPU kernels' instruction set: 'relaxed' (relaxed SIMD) or 'simd128'. */
   readonly simd: 'relaxed' | 'simd128';
+  /** Which build of the core runs: Memory64 ('wasm64') or 'wasm32', and its file. */
+  readonly wasm: { arch: 'wasm64' | 'wasm32'; file: string | null };
   readonly id: string;
   readonly source: string;
   readonly fromCache: boolean;
@@ -571,6 +582,10 @@ export function setWasmSource(src: string | URL | ArrayBuffer | ArrayBufferView,
 export function compileCore(options?: { threads?: boolean; relaxed?: boolean }): Promise<{ module: WebAssembly.Module; sigs: object | null; where: string; relaxed: boolean; note?: string }>;
 /** Whether this JavaScript engine runs relaxed SIMD (a one-instruction probe module). */
 export function relaxedSimdSupported(): boolean;
+/** Whether this engine runs Memory64 modules (else the SDK runs realm32*.wasm). */
+export function memory64Supported(): boolean;
+/** The build Realm.load would pick for an options.wasm value. */
+export function chooseWasmArch(wasm?: 'auto' | 'wasm64' | 'wasm32'): 'wasm64' | 'wasm32';
 /** Where the WGSL kernels are fetched from (default: ../wgsl/ in the package, or the repository's wgsl/). */
 export function setWgslBase(url: string | URL): void;
 export class GPUUnavailable extends RealmError {}
