@@ -122,6 +122,14 @@ def test_lora_adapters_endpoint(server, keys, files, expected):
         _complete(server, k["t2"], lora=[{"id": "c"}])
     assert httpx.post(url, headers=auth("boss"), json={"id": "c", "unload": True}).status_code == 404
     assert sorted(x["id"] for x in httpx.get(url, headers=auth("t2")).json()["data"]) == ["a", "b"]
+    # an admin key (issue 17's admin endpoints) may load and unload too
+    ks = KeyStore(keys[0])
+    _, admin_key = ks.generate(None, admin=True)
+    ks.close()
+    r = httpx.post(url, headers={"authorization": f"Bearer {admin_key}"}, json={"id": "c", "path": str(files["c"])})
+    assert r.status_code == 200 and r.json()["models"] == ["syn"]
+    r = httpx.post(url, headers={"authorization": f"Bearer {admin_key}"}, json={"id": "c", "unload": True})
+    assert r.status_code == 200
 
 
 def test_api_key_lora_cli(tmp_path, capsys):

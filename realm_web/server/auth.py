@@ -26,11 +26,12 @@ def forbidden(message: str) -> APIError:
     return APIError(403, message, type="permission_error", code="forbidden")
 
 
-def authenticate(keys: KeyStore | None, headers, query=None, admin: bool = False) -> Auth:
+def authenticate(keys: KeyStore | None, headers, query=None, admin: bool | None = False) -> Auth:
     """The caller of a request (headers, and the query for WebSockets); keys None: --no-auth.
 
     admin: the route is an admin endpoint (only admin keys, even under --no-auth);
-    otherwise admin keys are refused (they belong to no tenant)."""
+    otherwise admin keys are refused (they belong to no tenant); None: either kind (the route
+    checks auth.admin itself, e.g. POST /lora-adapters)."""
     if keys is None:
         if admin:
             raise forbidden("Admin endpoints need the key store: this server runs with --no-auth.")
@@ -56,7 +57,7 @@ def authenticate(keys: KeyStore | None, headers, query=None, admin: bool = False
     if rec is None:
         shown = key[:13] + "..." + key[-4:] if len(key) > 20 else "***"
         raise unauthorized(f"Incorrect API key provided: {shown}. The key is unknown, disabled or revoked.")
-    if rec.admin != admin:
+    if admin is not None and rec.admin != admin:   # None: a route both kinds of key may use
         raise forbidden("This endpoint needs an admin key (`realm api-key generate --admin`)." if admin else
                         "Admin keys open only the admin endpoints; use a tenant's key for this request.")
     if rec.admin:

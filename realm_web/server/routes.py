@@ -42,7 +42,7 @@ class Routes:
                 raise too_large(limit)
         return parse_json(bytes(buf))
 
-    async def _api(self, request: Request, endpoint: str, run, admin: bool = False) -> Response:
+    async def _api(self, request: Request, endpoint: str, run, admin: bool | None = False) -> Response:
         """Common frame of every /v1 route: request id, drain check, auth, errors, logs, metrics."""
         srv = self.srv
         ctx = Ctx(new_request_id(request.headers.get("x-request-id")), endpoint, request.method, request.url.path)
@@ -134,13 +134,14 @@ class Routes:
         return await self._api(request, "lora-adapters", run)
 
     async def post_lora(self, request: Request) -> Response:
-        """{"id", "path"}: load (on every model it fits); {"id", "unload": true}: unload. Admin tenants only."""
+        """{"id", "path"}: load (on every model it fits); {"id", "unload": true}: unload. Admin keys
+        (`realm api-key generate --admin`) and the keys of --admin-tenant tenants only."""
         import asyncio
 
         async def run(ctx, auth):
-            if auth.tenant not in self.srv.config.admin_tenants:
-                raise APIError(403, f"Tenant '{auth.tenant}' may not load or unload LoRA adapters (the server "
-                               f"names its admin tenants with --admin-tenant).", code="forbidden")
+            if not auth.admin and auth.tenant not in self.srv.config.admin_tenants:
+                raise APIError(403, f"Tenant '{auth.tenant}' may not load or unload LoRA adapters (use an admin "
+                               f"key, or a tenant the server names with --admin-tenant).", code="forbidden")
             body = await self._read_body(request)
             aid = body.get("id")
             if not isinstance(aid, (str, int)) or isinstance(aid, bool) or aid == "":
@@ -159,7 +160,7 @@ class Routes:
             except ValueError as e:
                 raise bad_request(str(e), param="path") from None
             return json_response({"id": aid, "path": path, "models": fits}, ctx.request_id)
-        return await self._api(request, "lora-adapters", run)
+        return await self._api(request, "lora-adapters", run, admin=None)
 
     async def health(self, request: Request) -> Response:
         return json_response({"status": "ok"})
