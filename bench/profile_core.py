@@ -89,7 +89,7 @@ def patch_forward_c(src: str) -> tuple[str, list[str]]:
     each matmul call site (one weight, or several sharing their activations,
     e.g. q/k/v) through its own wrapper mm_<name>, so samples name the weights."""
     notes = []
-    src, n = re.subn(r"^(static )?(void|bool|float) (rmsnorm|rope|attention|attention_head|add_bias|matmul|matmuls)\(",
+    src, n = re.subn(r"^(static )?(void|bool|float) (rmsnorm|rope|attention|attention_heads|add_bias|matmul|matmuls)\(",
                      r"\1__attribute__((noinline)) \2 \3(", src, flags=re.M)
     notes.append(f"{n} helpers made noinline")
     # several weights at once: matmuls(s, 3, qkv, ...) -> mm_qkv

@@ -305,6 +305,7 @@ REALM_EXPORT int32_t realm_quant_act_export(uint32_t type, const void *xq, uint6
 REALM_EXPORT int32_t realm_quant_matmul_q(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_t r1, const void *xq, uint64_t T, float *y, uint64_t y_stride);
 REALM_EXPORT int32_t realm_quant_matmul(uint32_t type, const void *W, uint64_t K, uint64_t rows, const float *x, uint64_t T, float *y);
 REALM_EXPORT int32_t realm_quant_matmul_rows(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_t r1, const float *x, uint64_t T, float *y, uint64_t y_stride);
+REALM_EXPORT int32_t realm_quant_attn_f16(const float *q, uint32_t nh, const uint16_t *k, const uint16_t *v, uint64_t kv_stride, uint32_t n, uint32_t D, float scale, float cap, float *scores, uint64_t scores_stride, float *out);
 REALM_EXPORT int32_t realm_quant_bench(uint32_t type, const void *W, uint64_t K, uint64_t rows, const void *xq, uint64_t T, float *y, uint32_t reps);
 
 #endif

@@ -99,3 +99,19 @@ EXPORT int32_t realm_quant_bench(uint32_t type, const void *W, uint64_t K, uint6
     for (uint32_t i = 0; i < reps; i++) quant_matmul_q(type, W, K, 0, rows, xq, T, y, rows);
     return 1;
 }
+
+/* One row's attention in nh query heads that share a KV head, over an f16
+ * cache (quant_attn_heads_f16; nh = 1 is quant_attn_head_f16): for tests.
+ * scores: nh rows of n f32 at stride scores_stride (scratch). 1, or 0 (rt_err)
+ * for a head_dim that is not a multiple of 8 or over 1024, or no heads. */
+EXPORT int32_t realm_quant_attn_f16(const float *q, uint32_t nh, const uint16_t *k, const uint16_t *v,
+                                    uint64_t kv_stride, uint32_t n, uint32_t D, float scale, float cap,
+                                    float *scores, uint64_t scores_stride, float *out) {
+    if (D == 0 || D % 8 || D > 1024 || nh == 0 || n == 0 || scores_stride < n) {
+        rt_err("realm_quant_attn_f16: head_dim must be a multiple of 8 up to 1024, nh and n at least 1, "
+               "scores_stride at least n", NULL);
+        return 0;
+    }
+    quant_attn_heads_f16(q, nh, k, v, kv_stride, n, D, scale, cap, scores, scores_stride, out);
+    return 1;
+}

@@ -159,39 +159,135 @@ static void softcap_rows(float *y, uint64_t n, float cap) {
 
 static inline float f16r(float x) { return rt_f16_to_f32(rt_f32_to_f16(x)); }
 
-/* Attention of row r of the step (its session's position rows[r].pos) in head
- * h over its session's cache of layer l, into b->att; thread `tid` uses its
- * own row of b->scores (threads.c runs every (row, head) pair, on whichever
- * thread claims it).
- * As llama.cpp does without flash attention: q and the softmax weights are rounded
- * to f16 before meeting the f16 cache; sums run in f32. */
-void attention_head(const Batch *b, uint32_t l, uint32_t r, uint32_t h, uint32_t tid) {
+static void attention_scalar(const float *q, const uint16_t *kc, const uint16_t *vc, uint64_t kvd, uint32_t n,
+                             uint32_t D, float scale, float cap, float *scores, float *out);
+static bool regrow(void *p, uint64_t n);
+
+#define ATTN_GROUP_MAX 4   /* query heads per item: quant_attn.c's widest group */
+#define ATTN_SPLIT_MIN 512 /* positions from which a few rows' attention is split by positions and dimensions */
+#define ATTN_QK_CHUNK 256  /* positions per q.k item when split */
+#define ATTN_PV_CHUNK 32   /* dimensions per p.v item when split: one 64-byte line of the f16 cache */
+enum { ATT_ROWS, ATT_QK, ATT_SOFTMAX, ATT_PV };
+
+/* Row r's view of layer l's cache (all KV heads): the first position it sees
+ * and how many (a sliding-window layer sees the last n_swa). */
+static uint32_t row_cache(const Batch *b, uint32_t l, uint32_t r, const uint16_t **kc, const uint16_t **vc) {
     const Session *s = b->rows[r].s;
     const ModelConfig *c = &s->m->cfg;
+    const uint64_t kvd = (uint64_t)c->n_head_kv * c->head_dim;
+    uint32_t n = b->rows[r].pos + 1, first = 0;
+    if (s->m->layers[l].swa && n > c->n_swa) first = n - c->n_swa, n = c->n_swa;
+    if (kc) {
+        *kc = s->k_cache + ((uint64_t)l * s->n_ctx + first) * kvd;
+        *vc = s->v_cache + ((uint64_t)l * s->n_ctx + first) * kvd;
+    }
+    return n;
+}
+
+/* Attention of row r of the step (its session's position rows[r].pos) in heads
+ * [h0, h0 + nh) (all of one KV head's group) over its session's cache of layer
+ * l, into b->att; thread `tid` uses its own ATTN_GROUP_MAX rows of b->scores.
+ * As llama.cpp does without flash attention: q and the softmax weights are rounded
+ * to f16 before meeting the f16 cache; sums run in f32. */
+static void attention_heads(const Batch *b, uint32_t l, uint32_t r, uint32_t h0, uint32_t nh, uint32_t tid) {
+    const ModelConfig *c = &b->rows[r].s->m->cfg;
     uint32_t D = c->head_dim, H = c->n_head, G = c->n_head / c->n_head_kv;
     uint64_t kvd = (uint64_t)c->n_head_kv * D;
-    const uint16_t *kc = s->k_cache + (uint64_t)l * s->n_ctx * kvd, *vc = s->v_cache + (uint64_t)l * s->n_ctx * kvd;
-    float *scores = b->scores + (uint64_t)tid * b->scores_len;
+    const uint16_t *kc, *vc;
+    uint32_t n = row_cache(b, l, r, &kc, &vc);
+    float *scores = b->scores + (uint64_t)tid * ATTN_GROUP_MAX * b->scores_len;
     float scale = c->q_prescale ? 1.0f : c->attn_scale, cap = c->attn_softcap;
-    uint32_t n = b->rows[r].pos + 1; /* positions this row sees */
-    if (s->m->layers[l].swa && n > c->n_swa) { /* a sliding-window layer sees the last n_swa of them */
-        kc += (uint64_t)(n - c->n_swa) * kvd;
-        vc += (uint64_t)(n - c->n_swa) * kvd;
-        n = c->n_swa;
-    }
-    const float *q = b->q + (uint64_t)r * H * D + (uint64_t)h * D;
-    float *out = b->att + (uint64_t)r * H * D + (uint64_t)h * D;
-    uint64_t koff = (uint64_t)(h / G) * D;
+    const float *q = b->q + (uint64_t)r * H * D + (uint64_t)h0 * D;
+    float *out = b->att + (uint64_t)r * H * D + (uint64_t)h0 * D;
+    uint64_t koff = (uint64_t)(h0 / G) * D;
     if (D % 8 == 0) { /* every real model (read_config caps D at 1024): SIMD, quant_attn.c */
-        quant_attn_head_f16(q, kc + koff, vc + koff, kvd, n, D, scale, cap, scores, out);
+        quant_attn_heads_f16(q, nh, kc + koff, vc + koff, kvd, n, D, scale, cap, scores, b->scores_len, out);
         return;
     }
-    /* an even head_dim that is not a multiple of 8 (tiny test models): scalar */
+    for (uint32_t i = 0; i < nh; i++, q += D, out += D)
+        attention_scalar(q, kc + koff, vc + koff, kvd, n, D, scale, cap, scores, out);
+}
+
+/* One item of layer l's attention (threads.c calls it for every item of a
+ * phase). ATT_ROWS: (row, KV head, run of att_S of its heads). Split, for a
+ * few long rows that would leave threads idle: ATT_QK (row, KV head, chunk of
+ * positions): scores of all the group's heads; ATT_SOFTMAX (row, head);
+ * ATT_PV (row, KV head, chunk of dimensions). Each value is computed by the
+ * same operations either way (quant_attn.c), so the plan never changes bits. */
+void attention_item(const Batch *b, uint32_t l, uint32_t phase, uint64_t item, uint32_t tid) {
+    const ModelConfig *c = &b->rows[0].s->m->cfg;
+    const uint32_t D = c->head_dim, H = c->n_head, n_kv = c->n_head_kv, G = H / n_kv;
+    if (phase == ATT_ROWS) {
+        const uint64_t per_row = (uint64_t)n_kv * b->att_sub;
+        const uint32_t r = (uint32_t)(item / per_row), it = (uint32_t)(item % per_row);
+        const uint32_t kvh = it / b->att_sub, h0 = kvh * G + it % b->att_sub * b->att_S;
+        attention_heads(b, l, r, h0, RT_MIN(b->att_S, (kvh + 1) * G - h0), tid);
+        return;
+    }
+    const uint64_t kvd = (uint64_t)n_kv * D, ss = b->att_max_n;
+    const float scale = c->q_prescale ? 1.0f : c->attn_scale;
+    if (phase == ATT_SOFTMAX) {
+        const uint32_t r = (uint32_t)(item / H);
+        quant_attn_softmax_f16(b->split_scores + item * ss, row_cache(b, l, r, NULL, NULL), c->attn_softcap);
+        return;
+    }
+    const uint32_t chunks = phase == ATT_QK ? b->att_qk_chunks : b->att_pv_chunks;
+    const uint64_t per_row = (uint64_t)n_kv * chunks;
+    const uint32_t r = (uint32_t)(item / per_row), kvh = (uint32_t)(item % per_row / chunks);
+    const uint32_t chunk = (uint32_t)(item % chunks);
+    const uint16_t *kc, *vc;
+    const uint32_t n = row_cache(b, l, r, &kc, &vc);
+    const uint64_t h0 = (uint64_t)kvh * G, koff = (uint64_t)kvh * D;
+    float *scores = b->split_scores + ((uint64_t)r * H + h0) * ss;
+    if (phase == ATT_QK) {
+        const uint32_t j0 = chunk * ATTN_QK_CHUNK;
+        if (j0 < n)
+            quant_attn_qk_f16(b->q + ((uint64_t)r * H + h0) * D, G, kc + koff, kvd, j0,
+                              RT_MIN(n, j0 + ATTN_QK_CHUNK), D, scale, scores, ss);
+    } else {
+        const uint32_t d0 = chunk * ATTN_PV_CHUNK;
+        quant_attn_pv_f16(scores, ss, G, vc + koff, kvd, n, d0, RT_MIN(D, d0 + ATTN_PV_CHUNK), D,
+                          b->att + ((uint64_t)r * H + h0) * D);
+    }
+}
+
+/* Layer l's attention for the step's T rows, on every thread. Items are runs
+ * of a KV head's query heads (each cache value read and converted once for
+ * all of them), as many heads per item as still gives every thread work; a
+ * few rows over a long context (decoding) would still leave threads idle, so
+ * they are split by positions and dimensions instead. */
+static void attention_layer(Batch *b, const ModelConfig *c, uint32_t l, uint32_t T) {
+    const uint32_t H = c->n_head, n_kv = c->n_head_kv, G = H / n_kv;
+    const uint64_t n_threads = threads_count() + 1;
+    uint32_t max_n = 0;
+    for (uint32_t r = 0; r < T; r++) max_n = RT_MAX(max_n, row_cache(b, l, r, NULL, NULL));
+    if (n_threads > 1 && c->head_dim % 8 == 0 && max_n >= ATTN_SPLIT_MIN && (uint64_t)T * n_kv < 2 * n_threads) {
+        const uint64_t need = (uint64_t)T * H * max_n;
+        if (need <= b->split_cap || regrow(&b->split_scores, need * 4 + 64)) { /* else: the other plan */
+            b->split_cap = RT_MAX(b->split_cap, need);
+            b->att_max_n = max_n;
+            b->att_qk_chunks = (max_n + ATTN_QK_CHUNK - 1) / ATTN_QK_CHUNK;
+            b->att_pv_chunks = (c->head_dim + ATTN_PV_CHUNK - 1) / ATTN_PV_CHUNK;
+            threads_attention(b, l, ATT_QK, (uint64_t)T * n_kv * b->att_qk_chunks);
+            threads_attention(b, l, ATT_SOFTMAX, (uint64_t)T * H);
+            threads_attention(b, l, ATT_PV, (uint64_t)T * n_kv * b->att_pv_chunks);
+            return;
+        }
+    }
+    uint32_t S = RT_MIN(G, ATTN_GROUP_MAX);
+    while (S > 1 && (uint64_t)T * n_kv * ((G + S - 1) / S) < n_threads) S = (S + 1) / 2;
+    b->att_S = S, b->att_sub = (G + S - 1) / S;
+    threads_attention(b, l, ATT_ROWS, (uint64_t)T * n_kv * b->att_sub);
+}
+
+/* An even head_dim that is not a multiple of 8 (tiny test models): scalar. */
+static void attention_scalar(const float *q, const uint16_t *kc, const uint16_t *vc, uint64_t kvd, uint32_t n,
+                             uint32_t D, float scale, float cap, float *scores, float *out) {
     float qh[1024], acc[1024];
     for (uint32_t d = 0; d < D; d++) qh[d] = f16r(q[d]);
     float mx = -__builtin_inff();
     for (uint32_t j = 0; j < n; j++) {
-        const uint16_t *k = kc + (uint64_t)j * kvd + koff;
+        const uint16_t *k = kc + (uint64_t)j * kvd;
         float dot = 0;
         for (uint32_t d = 0; d < D; d++) dot += qh[d] * rt_f16_to_f32(k[d]);
         dot *= scale;
@@ -209,7 +305,7 @@ void attention_head(const Batch *b, uint32_t l, uint32_t r, uint32_t h, uint32_t
     for (uint32_t d = 0; d < D; d++) acc[d] = 0;
     for (uint32_t j = 0; j < n; j++) {
         float p = f16r(scores[j] * inv);
-        const uint16_t *v = vc + (uint64_t)j * kvd + koff;
+        const uint16_t *v = vc + (uint64_t)j * kvd;
         for (uint32_t d = 0; d < D; d++) acc[d] += p * rt_f16_to_f32(v[d]);
     }
     memcpy(out, acc, D * 4);
@@ -219,7 +315,7 @@ void attention_head(const Batch *b, uint32_t l, uint32_t r, uint32_t h, uint32_t
 void batch_free(Batch *b) {
     if (!b) return;
     void *ps[] = {b->rows, b->x, b->xb, b->q, b->k, b->v, b->att, b->hb, b->hb2, b->rope_cs, b->rope_cs_swa, b->scores,
-                  b->xq, b->logits, b->moe};
+                  b->xq, b->logits, b->moe, b->split_scores};
     for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) rt_free(ps[i]);
     rt_free(b);
 }
@@ -295,7 +391,7 @@ static Batch *batch_reserve(Model *m, uint32_t T, uint32_t max_ctx, uint32_t n_l
     if (srows > b->scores_rows || max_ctx > b->scores_len) {
         uint64_t len = RT_MAX((uint64_t)max_ctx, b->scores_len);
         uint32_t rows = RT_MAX(srows, b->scores_rows);
-        if (!regrow(&b->scores, rows * len * 4 + 64)) { oom("attention scores"); return NULL; }
+        if (!regrow(&b->scores, rows * ATTN_GROUP_MAX * len * 4 + 64)) { oom("attention scores"); return NULL; }
         b->scores_rows = rows, b->scores_len = len;
     }
     if (n_logits > b->logits_cap) {
@@ -466,7 +562,7 @@ static void forward(Model *m, Batch *b) {
                 s->v_cache[at + i] = rt_f32_to_f16(b->v[t * KVD + i]);
             }
         }
-        threads_attention(b, l, T, c->n_head);
+        attention_layer(b, c, l, T);
         matmul(b, &L->wo, b->att, T, b->xb);
         LORA(LORA_O, b->att, QD, b->xb, E);
         post_norm(b->xb, &L->attn_post_norm, T, E, c->rms_eps);

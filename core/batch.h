@@ -56,6 +56,13 @@ typedef struct Batch {
     float *scores;                   /* scores_rows rows of scores_len: one per thread */
     uint64_t scores_len;
     uint32_t scores_rows;
+    /* the current layer's attention plan (attention_layer in batch.c): items of S
+     * heads of one KV head; split: every (row, head) has its own scores row in
+     * split_scores, and the work goes in three phases (q.k by chunks of
+     * positions, softmax by head, p.v by chunks of dimensions) */
+    uint32_t att_S, att_sub, att_split, att_qk_chunks, att_pv_chunks, att_max_n;
+    float *split_scores;
+    uint64_t split_cap;              /* floats split_scores holds */
     uint8_t *xq;                     /* quantized activations */
     uint64_t xq_cap, xq_per_row;     /* bytes; the most any matmul needs per row */
     float *logits;                   /* logits rows of several sessions, before they are copied out */

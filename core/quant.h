@@ -59,4 +59,22 @@ bool quant_matmul(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_
 void quant_attn_head_f16(const float *q, const uint16_t *k, const uint16_t *v, uint64_t kv_stride, uint32_t n,
                          uint32_t D, float scale, float cap, float *scores, float *out);
 
+/* nh query heads that share one KV head (GQA), each exactly as
+ * quant_attn_head_f16 computes it, but every cache value read and converted
+ * once for up to four of them: queries q + g * D, outputs out + g * D, head g's
+ * scores (n f32 of scratch) at scores + g * scores_stride. */
+void quant_attn_heads_f16(const float *q, uint32_t nh, const uint16_t *k, const uint16_t *v, uint64_t kv_stride,
+                          uint32_t n, uint32_t D, float scale, float cap, float *scores, uint64_t scores_stride,
+                          float *out);
+
+/* The same in three parts a caller may split across threads (same bits):
+ * scores[g * ss + j] = scale * q_g . k_j for positions [j0, j1); the softmax
+ * of one head's n scores (capped when cap > 0), in place, into the f16-rounded
+ * weights pv reads; out[g * D + d] for dimensions [d0, d1) (multiples of 8). */
+void quant_attn_qk_f16(const float *q, uint32_t nh, const uint16_t *k, uint64_t kv_stride, uint32_t j0, uint32_t j1,
+                       uint32_t D, float scale, float *scores, uint64_t scores_stride);
+void quant_attn_softmax_f16(float *scores, uint32_t n, float cap);
+void quant_attn_pv_f16(const float *p, uint64_t scores_stride, uint32_t nh, const uint16_t *v, uint64_t kv_stride,
+                       uint32_t n, uint32_t d0, uint32_t d1, uint32_t D, float *out);
+
 #endif

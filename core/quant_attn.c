@@ -161,6 +161,178 @@ QI_INLINE void attn_head(const float *q, const uint16_t *k, const uint16_t *v, u
     for (; d < D; d += 8) pv(scores, v, st, n, d, 2, out);
 }
 
+/* ------------------------------------------------------------------ grouped heads
+ * GQA: the S query heads that share a KV head (S <= 4 at a time) read each
+ * cache value once and convert it once, for all S of them, in both passes.
+ * Per head every value is computed exactly as attn_head computes it (the same
+ * f32 and f64 operations in the same order: a0 / a1 over eight dimensions,
+ * hsum4, the softmax of each head in its own row of scores, p . v in order of
+ * j), so the bits do not depend on how heads are grouped. */
+
+/* Lanes l of the result: hsum4 of v[l] (v[0..4)), by the transpose of dot4. */
+QI_INLINE v128_t hsum4x4(v128_t v0, v128_t v1, v128_t v2, v128_t v3) {
+    const v128_t u0 = wasm_i32x4_shuffle(v0, v1, 0, 4, 1, 5), u1 = wasm_i32x4_shuffle(v2, v3, 0, 4, 1, 5);
+    const v128_t u2 = wasm_i32x4_shuffle(v0, v1, 2, 6, 3, 7), u3 = wasm_i32x4_shuffle(v2, v3, 2, 6, 3, 7);
+    const v128_t t0 = wasm_i32x4_shuffle(u0, u1, 0, 1, 4, 5), t1 = wasm_i32x4_shuffle(u0, u1, 2, 3, 6, 7);
+    const v128_t t2 = wasm_i32x4_shuffle(u2, u3, 0, 1, 4, 5), t3 = wasm_i32x4_shuffle(u2, u3, 2, 3, 6, 7);
+    return wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(t0, t1), t2), t3);
+}
+
+/* q.k of cache rows k and k + st (NR = 2) or k alone (NR = 1) for S heads
+ * (queries qh + g * D, scaled by 2^112): sc[g * ss + i] = dot * scale. */
+#define GDOT_STEP(d)                                                                      \
+    do {                                                                                  \
+        v128_t lo[2], hi[2];                                                              \
+        QI_UNROLL for (int i = 0; i < NR; i++) {                                          \
+            const v128_t h = wasm_v128_load(k + i * st + (d));                            \
+            lo[i] = h2f_lo(h), hi[i] = h2f_hi(h);                                         \
+        }                                                                                 \
+        QI_UNROLL for (int g = 0; g < S; g++) {                                           \
+            const v128_t q0 = wasm_v128_load(qh + g * D + (d)), q1 = wasm_v128_load(qh + g * D + (d) + 4); \
+            QI_UNROLL for (int i = 0; i < NR; i++) {                                      \
+                a0[g * NR + i] = wasm_f32x4_add(a0[g * NR + i], wasm_f32x4_mul(q0, lo[i])); \
+                a1[g * NR + i] = wasm_f32x4_add(a1[g * NR + i], wasm_f32x4_mul(q1, hi[i])); \
+            }                                                                             \
+        }                                                                                 \
+    } while (0)
+QI_INLINE void gdot(const float *qh, const int S, const uint16_t *k, uint64_t st, const int NR, const uint32_t D,
+                    const bool unrolled, float scale, float *sc, uint64_t ss) {
+    v128_t a0[8], a1[8], v[8];
+    QI_UNROLL for (int i = 0; i < 8; i++) a0[i] = a1[i] = wasm_f32x4_splat(0);
+    if (unrolled) {
+        QI_UNROLL for (uint32_t d = 0; d < D; d += 8) GDOT_STEP(d);
+    } else {
+        for (uint32_t d = 0; d < D; d += 8) GDOT_STEP(d);
+    }
+    const int n = S * NR;
+    QI_UNROLL for (int i = 0; i < 8; i++) v[i] = i < n ? wasm_f32x4_add(a0[i], a1[i]) : v[0];
+    float s[8];
+    wasm_v128_store(s, wasm_f32x4_mul(hsum4x4(v[0], v[1], v[2], v[3]), wasm_f32x4_splat(scale)));
+    if (n > 4) wasm_v128_store(s + 4, wasm_f32x4_mul(hsum4x4(v[4], v[5], v[6], v[7]), wasm_f32x4_splat(scale)));
+    QI_UNROLL for (int g = 0; g < S; g++)
+        QI_UNROLL for (int i = 0; i < NR; i++) sc[g * ss + i] = s[g * NR + i];
+}
+
+/* out[g * D + d0 .. + 8W) = sum over j of p_gj v_j[d0 ..] for S heads (p_gj at
+ * ps[g * ss + j], times 2^112), accumulated in order j = 0, 1, .. */
+QI_INLINE void gpv(const float *ps, uint64_t ss, const int S, const uint16_t *v, uint64_t st, uint32_t n, uint32_t d0,
+                   const int W, const uint32_t D, float *out) {
+    v128_t acc[4][4];
+    QI_UNROLL for (int g = 0; g < 4; g++) QI_UNROLL for (int i = 0; i < 4; i++) acc[g][i] = wasm_f32x4_splat(0);
+    for (uint32_t j = 0; j < n; j++) {
+        const uint16_t *vr = v + j * st + d0;
+        v128_t x[4];
+        QI_UNROLL for (int i = 0; i < W; i += 2) {
+            const v128_t h = wasm_v128_load(vr + 4 * i);
+            x[i] = h2f_lo(h), x[i + 1] = h2f_hi(h);
+        }
+        QI_UNROLL for (int g = 0; g < S; g++) {
+            const v128_t p = wasm_v128_load32_splat(ps + g * ss + j);
+            QI_UNROLL for (int i = 0; i < W; i++) acc[g][i] = wasm_f32x4_add(acc[g][i], wasm_f32x4_mul(p, x[i]));
+        }
+    }
+    QI_UNROLL for (int g = 0; g < S; g++)
+        QI_UNROLL for (int i = 0; i < W; i++) wasm_v128_store(out + g * D + d0 + 4 * i, acc[g][i]);
+}
+
+/* The softmax of one head's scores, as attn_head: capped, e_j, the sum in
+ * double in order, p_j = f16r(e_j * inv) times 2^112, in place. */
+QI_INLINE void softmax_f16r(float *scores, uint32_t n, float cap) {
+    float mx = -__builtin_inff();
+    uint32_t j;
+    for (j = 0; j < n; j++)
+        if (scores[j] > mx) mx = scores[j];
+    if (cap > 0) {
+        mx = -__builtin_inff();
+        for (j = 0; j < n; j++) {
+            scores[j] = rt_tanhf(scores[j] * (1.0f / cap)) * cap;
+            if (scores[j] > mx) mx = scores[j];
+        }
+    }
+    const v128_t vmx = wasm_f32x4_splat(mx);
+    for (j = 0; j + 4 <= n; j += 4)
+        wasm_v128_store(scores + j, rt_expf_x4(wasm_f32x4_sub(wasm_v128_load(scores + j), vmx)));
+    for (; j < n; j++) scores[j] = rt_expf(scores[j] - mx);
+    double sum = 0;
+    for (j = 0; j < n; j++) sum += scores[j];
+    const float inv = (float)(1.0 / sum);
+    const v128_t vi = wasm_f32x4_splat(inv);
+    for (j = 0; j + 4 <= n; j += 4)
+        wasm_v128_store(scores + j, f16r_x4_scaled(wasm_f32x4_mul(wasm_v128_load(scores + j), vi)));
+    for (; j < n; j++) {
+        const v128_t x = f16r_x4_scaled(wasm_f32x4_splat(scores[j] * inv));
+        scores[j] = wasm_f32x4_extract_lane(x, 0);
+    }
+}
+
+/* q . k for positions [j0, j1) of S heads (queries q + g * D, not yet rounded) */
+QI_INLINE void attn_qk(const float *q, const int S, const uint16_t *k, uint64_t st, uint32_t j0, uint32_t j1,
+                       const uint32_t D, const bool unrolled, float scale, float *scores, uint64_t ss) {
+    float qh[4 * 1024] __attribute__((aligned(16)));
+    for (uint32_t i = 0; i + 4 <= (uint32_t)S * D; i += 4) wasm_v128_store(qh + i, f16r_x4_scaled(wasm_v128_load(q + i)));
+    uint32_t j = j0;
+    if (S <= 2) /* two cache rows at a time while the accumulators fit in registers */
+        for (; j + 2 <= j1; j += 2) gdot(qh, S, k + j * st, st, 2, D, unrolled, scale, scores + j, ss);
+    for (; j < j1; j++) gdot(qh, S, k + j * st, st, 1, D, unrolled, scale, scores + j, ss);
+}
+
+/* p . v for dimensions [d0, d1) (multiples of 8) of S heads */
+QI_INLINE void attn_pv(const float *scores, uint64_t ss, const int S, const uint16_t *v, uint64_t st, uint32_t n,
+                       uint32_t d0, uint32_t d1, const uint32_t D, float *out) {
+    uint32_t d = d0;
+    if (S <= 2)
+        for (; d + 16 <= d1; d += 16) gpv(scores, ss, S, v, st, n, d, 4, D, out);
+    for (; d < d1; d += 8) gpv(scores, ss, S, v, st, n, d, 2, D, out);
+}
+
+/* S (1..4) and D (64, 128 or any multiple of 8) as compile-time constants where they help */
+#define ATTN_DISPATCH(CALL)                                    \
+    do {                                                       \
+        switch (nh) {                                          \
+        case 1: ATTN_D(CALL, 1); break;                        \
+        case 2: ATTN_D(CALL, 2); break;                        \
+        case 3: ATTN_D(CALL, 3); break;                        \
+        default: ATTN_D(CALL, 4); break;                       \
+        }                                                      \
+    } while (0)
+#define ATTN_D(CALL, S)                                        \
+    do {                                                       \
+        if (D == 64) CALL(S, 64, true);                        \
+        else if (D == 128) CALL(S, 128, true);                 \
+        else CALL(S, D, false);                                \
+    } while (0)
+
+void quant_attn_qk_f16(const float *q, uint32_t nh, const uint16_t *k, uint64_t kv_stride, uint32_t j0, uint32_t j1,
+                       uint32_t D, float scale, float *scores, uint64_t ss) {
+    for (; nh > 4; nh -= 4, q += 4 * D, scores += 4 * ss) quant_attn_qk_f16(q, 4, k, kv_stride, j0, j1, D, scale, scores, ss);
+#define QK(S, DD, U) attn_qk(q, S, k, kv_stride, j0, j1, DD, U, scale, scores, ss)
+    ATTN_DISPATCH(QK);
+#undef QK
+}
+
+void quant_attn_softmax_f16(float *scores, uint32_t n, float cap) { softmax_f16r(scores, n, cap); }
+
+void quant_attn_pv_f16(const float *p, uint64_t ss, uint32_t nh, const uint16_t *v, uint64_t kv_stride, uint32_t n,
+                       uint32_t d0, uint32_t d1, uint32_t D, float *out) {
+    for (; nh > 4; nh -= 4, p += 4 * ss, out += 4 * D) quant_attn_pv_f16(p, ss, 4, v, kv_stride, n, d0, d1, D, out);
+#define PV(S, DD, U) attn_pv(p, ss, S, v, kv_stride, n, d0, d1, DD, out)
+    ATTN_DISPATCH(PV);
+#undef PV
+}
+
+void quant_attn_heads_f16(const float *q, uint32_t nh, const uint16_t *k, const uint16_t *v, uint64_t kv_stride,
+                          uint32_t n, uint32_t D, float scale, float cap, float *scores, uint64_t ss, float *out) {
+    if (nh == 1) { /* one head: four cache rows at a time (attn_head) */
+        quant_attn_head_f16(q, k, v, kv_stride, n, D, scale, cap, scores, out);
+        return;
+    }
+    for (; nh > 4; nh -= 4, q += 4 * D, out += 4 * D) /* scores rows reused */
+        quant_attn_heads_f16(q, 4, k, v, kv_stride, n, D, scale, cap, scores, ss, out);
+    quant_attn_qk_f16(q, nh, k, kv_stride, 0, n, D, scale, scores, ss);
+    for (uint32_t g = 0; g < nh; g++) softmax_f16r(scores + g * ss, n, cap);
+    quant_attn_pv_f16(scores, ss, nh, v, kv_stride, n, 0, D, D, out);
+}
+
 void quant_attn_head_f16(const float *q, const uint16_t *k, const uint16_t *v, uint64_t kv_stride, uint32_t n,
                          uint32_t D, float scale, float cap, float *scores, float *out) {
     if (D == 64) attn_head(q, k, v, kv_stride, n, 64, true, scale, cap, scores, out);

@@ -26,9 +26,9 @@ typedef struct {
     uint64_t first[THREADS_MAX_MATMULS + 1];
     uint64_t chunk_rows, T;
     uint32_t n_mm;
-    /* JOB_ATTENTION: chunk c is (row c / H, head c % H) of step b */
+    /* JOB_ATTENTION: chunk c is attention item c of layer l, phase `phase`, of step b */
     const struct Batch *b;
-    uint32_t l, H;
+    uint32_t l, phase;
 } Job;
 
 static uint32_t n_use;
@@ -41,7 +41,7 @@ static void run_chunk(const Job *j, uint64_t c, uint32_t tid) {
         uint64_t r0 = (c - j->first[i]) * j->chunk_rows, r1 = RT_MIN(m->rows, r0 + j->chunk_rows);
         quant_matmul_q(m->type, m->W, m->K, r0, r1, m->xq, j->T, m->y, m->y_stride);
     } else {
-        attention_head(j->b, j->l, (uint32_t)(c / j->H), (uint32_t)(c % j->H), tid);
+        attention_item(j->b, j->l, j->phase, c, tid);
     }
 }
 
@@ -179,10 +179,10 @@ void threads_matmul(const MatmulSpec *m, uint32_t n, uint64_t T) {
     dispatch(&j);
 }
 
-void threads_attention(const struct Batch *b, uint32_t l, uint32_t n_rows, uint32_t H) {
+void threads_attention(const struct Batch *b, uint32_t l, uint32_t phase, uint64_t n_items) {
     Job j = {0};
     j.kind = JOB_ATTENTION;
-    j.b = b, j.l = l, j.H = H;
-    j.n_chunks = (uint64_t)n_rows * H;
+    j.b = b, j.l = l, j.phase = phase;
+    j.n_chunks = n_items;
     dispatch(&j);
 }

@@ -32,10 +32,10 @@ typedef struct {
  * and V; gate and up): one wake-up and one wait for all of them. */
 void threads_matmul(const MatmulSpec *m, uint32_t n, uint64_t T);
 
-/* Causal attention of layer l for rows [0, n_rows) of a forward-pass step,
- * H heads each: attention_head (below) for every (row, head) pair. The
- * step's scores hold one row per thread: threads_count() + 1 rows. */
-void threads_attention(const struct Batch *b, uint32_t l, uint32_t n_rows, uint32_t H);
+/* Attention items [0, n_items) of layer l in phase `phase` of a forward-pass
+ * step: attention_item (below) for each, on whichever thread claims it (what
+ * an item is, is batch.c's business). */
+void threads_attention(const struct Batch *b, uint32_t l, uint32_t phase, uint64_t n_items);
 
 /* Workers the main thread currently splits work with (0 in realm.wasm). */
 uint32_t threads_count(void);
@@ -43,7 +43,8 @@ uint32_t threads_count(void);
 /* What the pool calls back, defined by the forward pass (batch.c; a direct
  * call: a function pointer would add a 64-bit table, see PLATFORM.md). This
  * header only names the step's type, so threads.c needs none of model.h or
- * batch.h: one (row, head) pair of attention, with thread `tid`'s scores row. */
-void attention_head(const struct Batch *b, uint32_t l, uint32_t row, uint32_t h, uint32_t tid);
+ * batch.h: item `item` of layer l's attention in phase `phase`, with thread
+ * `tid`'s own scratch. */
+void attention_item(const struct Batch *b, uint32_t l, uint32_t phase, uint64_t item, uint32_t tid);
 
 #endif

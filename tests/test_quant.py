@@ -744,3 +744,55 @@ def test_matmul_vs_llama_vec_dot(core: Core, ggml: Ggml, name: str) -> None:
     tol = 2 * (K // 8 + 16) * U * (np.abs(xv) @ Wabs.T) + 1e-30
     err = np.abs(y.astype(np.float64) - yl)
     assert (err <= tol).all(), f"{name}: max |realm - llama.cpp| / tol = {(err / tol).max():.3g}"
+
+
+# ------------------------------------------------------------------ attention over the f16 cache
+
+def attn_reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, cap: float) -> np.ndarray:
+    """What llama.cpp computes without flash attention (and realm's kernel by the formula in
+    core/quant_attn.c), in float64: q and the softmax weights rounded to f16 before they meet
+    the f16 cache. q: (nh, D); k, v: (n, D) float16. Returns (nh, D)."""
+    qh = q.astype(np.float16).astype(np.float64)
+    s = qh @ k.astype(np.float64).T * scale
+    if cap > 0:
+        s = np.tanh(s / cap) * cap
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    p = (e / e.sum(axis=1, keepdims=True)).astype(np.float16).astype(np.float64)
+    return p @ v.astype(np.float64)
+
+
+@pytest.mark.parametrize("D,n,cap", [(64, 1, 0.0), (64, 7, 0.0), (64, 300, 0.0), (128, 129, 0.0),
+                                     (40, 33, 0.0), (64, 50, 30.0)])
+def test_attention_grouped_heads_are_each_head_alone(core: Core, D: int, n: int, cap: float) -> None:
+    """The GQA kernel (several query heads per cache read) gives every head the very bits the
+    one-head kernel gives it, for groups of 1..6 heads, and both match the float64 formula."""
+    rng = np.random.default_rng(D * 1000 + n)
+    n_kv, kvh = 3, 1                         # the cache holds 3 KV heads; the heads read the second
+    stride = n_kv * D
+    cache_k = (rng.standard_normal((n, stride)) * 2).astype(np.float16)
+    cache_v = rng.standard_normal((n, stride)).astype(np.float16)
+    scale = 1 / np.sqrt(D)
+    for nh in range(1, 7):
+        q = (rng.standard_normal((nh, D)) * 3).astype(np.float32)
+        pk, pv = core.put(cache_k), core.put(cache_v)
+        pq, pout, psc = core.put(q), core.c.alloc(nh * D * 4), core.c.alloc(4 * n * 4 + 64)
+        koff = kvh * D * 2
+        assert core.call("realm_quant_attn_f16", pq, nh, pk + koff, pv + koff, stride, n, D, scale, cap,
+                         psc, n, pout) == 1
+        grouped = core.get(pout, np.float32, nh * D).reshape(nh, D)
+        alone = np.empty_like(grouped)
+        for h in range(nh):
+            assert core.call("realm_quant_attn_f16", pq + h * D * 4, 1, pk + koff, pv + koff, stride, n, D,
+                             scale, cap, psc, n, pout) == 1
+            alone[h] = core.get(pout, np.float32, D)
+        _assert_bits_equal(grouped.reshape(-1), alone, f"D={D} n={n} nh={nh}")
+        ref = attn_reference(q, cache_k[:, kvh * D:(kvh + 1) * D], cache_v[:, kvh * D:(kvh + 1) * D], scale, cap)
+        np.testing.assert_allclose(grouped, ref, rtol=2e-3, atol=2e-3 * np.abs(ref).max(),
+                                   err_msg=f"D={D} n={n} nh={nh}")
+        for p in (pk, pv, pq, pout, psc):
+            core.c.free(p)
+
+
+def test_attention_kernel_refuses_bad_shapes(core: Core) -> None:
+    assert core.call("realm_quant_attn_f16", 0, 1, 0, 0, 64, 4, 60, 1.0, 0.0, 0, 4, 0) == 0
+    assert "multiple of 8" in core.c.last_error()

@@ -171,3 +171,35 @@ def test_two_models_on_two_host_threads(default_model_path, requantized):
         t.join(600)
     assert not errors, errors
     assert got == want
+
+
+LONG_PROMPT = [int(x) for x in np.random.default_rng(5).integers(200, 20000, 600)]
+
+
+def run_long(path, module_path, threads: int, n_decode: int = 4) -> np.ndarray:
+    """Decode logits after a 600-token prompt: past batch.c's ATTN_SPLIT_MIN, where one row's
+    attention on several threads is split by positions and dimensions instead of by heads."""
+    core = WasmCore(path=module_path)
+    model = CoreModel(path, core=core, threads=threads)
+    s = Session(model, 640)
+    try:
+        s.eval(LONG_PROMPT)
+        tok, steps = int(np.asarray(s.logits()[-1]).argmax()), []
+        for _ in range(n_decode):
+            s.eval([tok])
+            row = np.array(s.logits()[-1], dtype=np.float32, copy=True)
+            steps.append(row)
+            tok = int(row.argmax())
+        return np.stack(steps)
+    finally:
+        s.close()
+        model.close()
+        core.close()
+
+
+def test_long_context_split_attention_keeps_the_bits(default_model_path):
+    ref = run_long(default_model_path, ST, 1)
+    assert np.isfinite(ref).all() and ref.std() > 0.1
+    for module_path, threads in ((MT, 2), (MT, 3), (MT_RELAXED, 2)):
+        got = run_long(default_model_path, module_path, threads)
+        assert same_bits(got, ref), f"{module_path.name} on {threads} thread(s): decode logits at 600+ differ"
