@@ -5,7 +5,9 @@
 // its own), made synchronously because Python asks for them synchronously.
 // The export signatures come from the binary (parseSignatures of the JS SDK's
 // js-sdk/src/core.js). Python calls the raw exports itself (i64 as BigInt) and
-// reads memory through fresh views; it needs only {exports, memory, sigs}.
+// reads memory through fresh views; it needs only {exports, memory, sigs, arch}.
+// arch: "wasm64" (realm.wasm, Memory64) or "wasm32" (realm32.wasm, where the engine
+// has no Memory64); the only difference Python sees is the pointer width.
 //
 // Model bytes never pass through Python. Two kinds of source:
 //  * with JSPI (Chromium): the SDK's own sources (fetch streaming, the model
@@ -24,12 +26,16 @@ const sdkURL = (base, file) => new URL(file, new URL(base, globalThis.location?.
 
 /**
  * Compile realm.wasm once (streaming from a URL, or from bytes) and return a factory of
- * fresh cores. From a URL .../realm.wasm, where the engine has relaxed SIMD, the
- * relaxed build beside it (realm-relaxed.wasm, same results) is tried first; the
- * factory's simd says which one runs ("relaxed" or "simd128"), simdNote why not relaxed.
+ * fresh cores. From a URL .../realm.wasm the build is picked by feature detection, as the
+ * JS SDK does (js-sdk/src/core.js chooseWasmArch; `arch`: "auto" (default), "wasm64" or
+ * "wasm32"): realm32.wasm beside it where the engine has no Memory64 (Safari, Node 20);
+ * and where the engine has relaxed SIMD, that build's relaxed twin (realm-relaxed.wasm,
+ * realm32-relaxed.wasm: same results) is tried first. The factory's simd says which SIMD
+ * runs ("relaxed" or "simd128"), simdNote why not relaxed, arch the pointer width of the
+ * module compiled ("wasm64" or "wasm32", read from the module itself).
  */
-export async function coreFactory(wasm, sdkBase = "/js-sdk/src/") {
-  const { parseSignatures, relaxedSimdSupported } = await import(sdkURL(sdkBase, "core.js"));
+export async function coreFactory(wasm, sdkBase = "/js-sdk/src/", { arch: wantArch } = {}) {
+  const { parseSignatures, relaxedSimdSupported, chooseWasmArch } = await import(sdkURL(sdkBase, "core.js"));
   const compileUrl = async (url) => {
     const resp = await fetch(url);
     if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
@@ -40,9 +46,13 @@ export async function coreFactory(wasm, sdkBase = "/js-sdk/src/") {
     bytes = wasm;
     module = await WebAssembly.compile(bytes);
   } else {
-    const url = new URL(wasm, globalThis.location?.href);
-    const relaxedUrl = /\/realm\.wasm$/.test(url.pathname) && relaxedSimdSupported()
-      ? new URL(url.pathname.replace(/realm\.wasm$/, "realm-relaxed.wasm") + url.search, url) : null;
+    let url = new URL(wasm, globalThis.location?.href);
+    const named = /\/realm\.wasm$/.test(url.pathname);   // the default name: pick its siblings
+    if (named && chooseWasmArch(wantArch) === "wasm32") {
+      url = new URL(url.pathname.replace(/realm\.wasm$/, "realm32.wasm") + url.search, url);
+    }
+    const relaxedUrl = named && relaxedSimdSupported()
+      ? new URL(url.pathname.replace(/\.wasm$/, "-relaxed.wasm") + url.search, url) : null;
     if (relaxedUrl) {
       try {
         [module, bytes] = await compileUrl(relaxedUrl);
@@ -56,7 +66,8 @@ export async function coreFactory(wasm, sdkBase = "/js-sdk/src/") {
   const u8 = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes.buffer ?? bytes, bytes.byteOffset ?? 0, bytes.byteLength);
   const sigs = parseSignatures(u8);
   if (!sigs || !sigs.realm_alloc) throw new Error("could not read realm.wasm's export signatures");
-  return Object.assign(() => Object.assign(newCore(module, sigs), { simd }), { simd, simdNote });
+  const arch = sigs.realm_free?.params[0] === "i32" ? "wasm32" : "wasm64";   // realm_free(void *): the pointer width
+  return Object.assign(() => Object.assign(newCore(module, sigs), { simd, arch }), { simd, simdNote, arch });
 }
 
 /** One instance: {instance, exports, memory, sigs, u8(ptr, n)}. */

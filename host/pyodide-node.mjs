@@ -1,7 +1,8 @@
-// The Pyodide host in Node (22+): realm_web's Python API over realm.wasm, no browser.
+// The Pyodide host in Node: realm_web's Python API over realm.wasm (Node 22+), or over
+// realm32.wasm where Node has no Memory64 (Node 20 without a flag), no browser.
 //
 //   node host/pyodide-node.mjs --wheels DIR --model FILE.gguf [--prompt TEXT] [--max-tokens N]
-//        [--temperature T] [--seed S] [--chat] [--wasm realm.wasm]
+//        [--temperature T] [--seed S] [--chat] [--wasm realm.wasm]   (REALM_WASM=wasm32 forces realm32.wasm)
 //
 // DIR holds the wheels Pyodide installs (realm_web, jinja2, markupsafe; `realm web`
 // serves the same ones at /py/, and realm_web.web.write_wheels(DIR) writes them).
@@ -17,8 +18,16 @@ const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args
 const wheelsDir = opt("--wheels");
 const model = opt("--model");
 if (!wheelsDir || !model) { console.error("usage: pyodide-node.mjs --wheels DIR --model FILE.gguf [...]"); process.exit(2); }
-const wasmPath = opt("--wasm", process.env.REALM_WASM || path.join(here, "..", "realm_web", "wasm", "realm.wasm"));
 const sdkBase = pathToFileURL(path.join(here, "..", "js-sdk", "src") + "/").href;
+// --wasm FILE, or REALM_WASM: a file, or a width (auto | wasm64 | wasm32) as for the JS SDK;
+// by default realm.wasm where this Node has Memory64, else realm32.wasm (Node 20 without a flag)
+const WIDTHS = ["auto", "wasm64", "wasm32"];
+const env = process.env.REALM_WASM || "";
+let wasmPath = opt("--wasm", WIDTHS.includes(env.toLowerCase()) ? null : env || null);
+if (!wasmPath) {
+  const { chooseWasmArch } = await import(sdkBase + "core.js");
+  wasmPath = path.join(here, "..", "realm_web", "wasm", chooseWasmArch() === "wasm32" ? "realm32.wasm" : "realm.wasm");
+}
 
 const t0 = performance.now();
 const { loadPyodide } = await import(pathToFileURL(path.join(here, "node_modules", "pyodide", "pyodide.mjs")).href);
@@ -49,4 +58,5 @@ const numpy = pyodide.runPython("import sys; 'numpy' in sys.modules or 'wasmtime
 console.log(JSON.stringify({
   text, tokens: stats.tokens, stats, numpy_or_wasmtime_loaded: numpy,
   boot_seconds: (t1 - t0) / 1000, load_seconds: (t2 - t1) / 1000, node: process.version,
+  wasm: { arch: newCore.arch, file: path.basename(wasmPath) },
 }));

@@ -1,6 +1,7 @@
 // Module worker: Pyodide running realm_web's Python API over realm.wasm.
 //
-// Messages in:  {id, cmd: "boot", pyodideURL, wasmURL, wheelsURL}
+// Messages in:  {id, cmd: "boot", pyodideURL, wasmURL, wheelsURL, wasm}  wasm: "auto" (realm32.wasm
+//                                                      where the engine has no Memory64) | "wasm32" | "wasm64"
 //               {id, cmd: "load", url | file, n_ctx, sync}  sync: the non-JSPI sources
 //               {id, cmd: "generate", prompt, opts}   prompt: text or [ids]
 //               {id, cmd: "chat", messages, opts}
@@ -35,7 +36,7 @@ const yieldToEvents = () => new Promise((r) => { wake = r; channel.port2.postMes
 
 let sdkBase = "/js-sdk/src/";
 
-async function boot({ pyodideURL = "/pyodide/", wasmURL = "/realm.wasm", wheelsURL = "/py/wheels.json", sdkURL }) {
+async function boot({ pyodideURL = "/pyodide/", wasmURL = "/realm.wasm", wheelsURL = "/py/wheels.json", sdkURL, wasm }) {
   if (sdkURL) sdkBase = sdkURL;
   const t0 = performance.now();
   const { loadPyodide } = await import(new URL("pyodide.mjs", new URL(pyodideURL, self.location.href)).href);
@@ -45,7 +46,7 @@ async function boot({ pyodideURL = "/pyodide/", wasmURL = "/realm.wasm", wheelsU
       stdout: (text) => post({ type: "log", text }),
       stderr: (text) => post({ type: "log", text }),
     }),
-    coreFactory(new URL(wasmURL, self.location.href), sdkBase),
+    coreFactory(new URL(wasmURL, self.location.href), sdkBase, { arch: wasm }),  // wasm: "auto" | "wasm32" | "wasm64"
   ]);
   pyodide = py;
   const t1 = performance.now();
@@ -57,7 +58,7 @@ async function boot({ pyodideURL = "/pyodide/", wasmURL = "/realm.wasm", wheelsU
   return {
     python: sys.version, pyodide: pyodide.version, wheels,
     pyodideSeconds: (t1 - t0) / 1000, totalSeconds: (performance.now() - t0) / 1000, numpyLoaded, jspi: hasJSPI,
-    simd: newCore.simd, simdNote: newCore.simdNote,
+    simd: newCore.simd, simdNote: newCore.simdNote, arch: newCore.arch,
   };
 }
 

@@ -6,7 +6,9 @@ drives it through Pyodide's JS bridge:
 
 * `JsCore` implements the core interface `CoreModel` uses (call, alloc, free,
   write, read_bytes, read_cstr, read_i32, write_i32, read_f32_rows, last_error,
-  check, lock) over a JS object that owns one WebAssembly instance. i64
+  check, lock) over a JS object that owns one WebAssembly instance: realm.wasm
+  (Memory64) or, where the engine has no Memory64, realm32.wasm (the JS side picks
+  by feature detection; `width` says which). i64
   arguments go across as `BigInt`s; memory is read through a fresh typed-array
   view per call (memory.buffer changes whenever the memory grows).
 * `JsSource` is a model source whose bytes come from JS. Python hands JS a
@@ -19,7 +21,8 @@ The JS side (host/pyodide-worker.js) calls `install(new_core)` once, then
 
 The JS objects this module expects:
 
-    core   = {exports, memory, sigs}   // host/py-bridge.js newCore(); sigs as js-sdk/src/core.js parseSignatures:
+    core   = {exports, memory, sigs,    // host/py-bridge.js newCore(); sigs as js-sdk/src/core.js parseSignatures:
+              arch}                    // arch: "wasm64" | "wasm32" (optional: else read from sigs)
                                        // sigs[name] = {params: ["i64", "i32"], results: ["i64"]}
     source = {name, size, identity,    // identity: a string that changes when the bytes do
               read(offset, n)          // -> Uint8Array (or a Promise of one, with JSPI)
@@ -32,6 +35,7 @@ import sys
 import threading
 
 from . import core_model, store
+from .abi import EXPORTS
 from .errors import OutOfMemoryError, RealmError, check_abi, core_error
 from .sampling import KNOBS, LLAMA_CPP
 
@@ -72,6 +76,12 @@ class JsCore:
         self._u8 = js.Uint8Array
         self._bigint = js.BigInt
         self._fns: dict[str, tuple] = {}
+        # "wasm64" (realm.wasm: i64 pointers) or "wasm32" (realm32.wasm, for engines
+        # without Memory64): as wasm_host.WasmCore, the pointer width is the only difference
+        free = getattr(self._sigs, "realm_free", None)   # realm_free(void *): i32 only in wasm32
+        narrow = free is not None and str(free.params[0]) == "i32"
+        self.width = str(getattr(jscore, "arch", None) or ("wasm32" if narrow else "wasm64"))
+        self.ptr_format = "Q" if self.width == "wasm64" else "I"  # struct char of one pointer in memory
         check_abi(self, "the JS-owned realm.wasm")
 
     # ---------------------------------------------------------------- exports
@@ -83,7 +93,10 @@ class JsCore:
         params = [str(t) for t in sig.params]
         results = [str(t) for t in sig.results]
         wide = tuple(i for i, t in enumerate(params) if t == "i64")
-        entry = self._fns[name] = (fn, wide, len(params), results[0] if results else "")
+        result = results[0] if results else ""
+        if self.width == "wasm32" and "*" in EXPORTS.get(name, ((), ""))[1]:
+            result = "ptr32"  # JS reads i32 as signed; a pointer above 2 GiB is unsigned
+        entry = self._fns[name] = (fn, wide, len(params), result)
         return entry
 
     def call(self, name: str, *args):
@@ -102,6 +115,8 @@ class JsCore:
             raise RealmError(f"realm.wasm trapped in {name}: {e}") from None
         if not result:
             return None
+        if result == "ptr32":
+            return int(r) & 0xFFFFFFFF
         return float(r) if result[0] == "f" else int(r)
 
     def last_error(self) -> str:

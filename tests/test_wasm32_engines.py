@@ -4,7 +4,8 @@ flag: wasm32), Node 24 (Memory64; wasm32 when asked), Chromium (Memory64; Chromi
 no switch that turns it off, so wasm32 is forced there), WebKit through WebKitWebDriver
 (no Memory64: wasm32) and Firefox ESR over WebDriver BiDi (Memory64). In each: the default
 model loads, streams, says Paris, and gives the Python host's greedy text.
-Also the chat page (`realm web`) in WebKit, on the wasm32 build."""
+Also the chat page (`realm web`) in WebKit, on the wasm32 build, and the Pyodide host
+(host/pyodide.html) in WebKit, which picks realm32.wasm the same way."""
 from __future__ import annotations
 
 import glob
@@ -178,6 +179,36 @@ def test_webkit_chat_page_on_wasm32(web, display):
         d.quit()
 
 
+def test_webkit_pyodide_host_on_wasm32(web, display, default_model_path):
+    """The Pyodide host (host/pyodide.html: realm_web's Python API in Pyodide, in a module
+    worker) in WebKit: no Memory64, so the worker compiles realm32.wasm by detection; no
+    JSPI, so the weights come through synchronous ranged XHR. Same tokens as the native host."""
+    from realm_web import Realm
+    r = Realm.load(str(default_model_path), n_ctx=128)
+    try:
+        want = r.generate(PROMPT, max_tokens=12, temperature=0)
+        want_ids = list(r.last_stats.tokens)
+    finally:
+        r.close()
+    d = _webkit_driver(display)
+    try:
+        d.set_script_timeout(300)
+        d.get(f"{web.url.rstrip('/')}/pyodide.html")
+        out = d.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "(async () => { const py = window.realmPy; const boot = await py.ready;"
+            "  const info = await py.load('/models/default.gguf', {sync: true});"
+            f"  const g = await py.generate({json.dumps(PROMPT)}, {{max_tokens: 12, temperature: 0}});"
+            "  return {boot, source: info.source, text: g.text, tokens: g.stats.tokens}; })()"
+            ".then(done, (e) => done({error: String(e && e.stack || e)}));")
+        assert "error" not in out, out["error"]
+        assert out["boot"]["arch"] == "wasm32" and out["boot"]["jspi"] is False, out["boot"]
+        assert out["source"] == "sync"
+        assert out["tokens"] == want_ids and out["text"] == want, (out["text"], want)
+    finally:
+        d.quit()
+
+
 def _wait(d, script: str, timeout: float) -> None:
     t_end = time.time() + timeout
     while time.time() < t_end:
@@ -187,12 +218,18 @@ def _wait(d, script: str, timeout: float) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for: {script}")
 
 
-def test_firefox_over_webdriver_bidi(web, expected):
-    firefox = os.environ.get("FIREFOX", "/usr/bin/firefox-esr")
-    if not Path(firefox).exists():
-        missing(f"{firefox} is missing (apt-get install firefox-esr)")
+@pytest.fixture(scope="module")
+def firefox():
+    """Debian's Firefox ESR, driven over WebDriver BiDi by puppeteer-core (js-sdk/test/engine_check.mjs)."""
+    path = os.environ.get("FIREFOX", "/usr/bin/firefox-esr")
+    if not Path(path).exists():
+        missing(f"{path} is missing (apt-get install firefox-esr)")
     if not (SDK / "node_modules" / "puppeteer-core").is_dir():
         missing("js-sdk/node_modules/puppeteer-core is missing (scripts/setup.sh runs npm ci in js-sdk)")
+    return path
+
+
+def test_firefox_over_webdriver_bidi(web, expected, firefox):
     base = web.url.rstrip("/")
     out = _node(NODE24, "--firefox", base, "auto", env={"FIREFOX": firefox})
     assert not out["errors"], out["errors"]
@@ -200,3 +237,17 @@ def test_firefox_over_webdriver_bidi(web, expected):
     _check(out, expected, "wasm64", True)        # Firefox >= 134 has Memory64
     out = _node(NODE24, "--firefox", base, "wasm32", env={"FIREFOX": firefox})
     _check(out, expected, "wasm32", True)
+
+
+def test_firefox_chat_page(web, firefox):
+    """The chat page (host/index.html) in Firefox ESR over WebDriver BiDi: load the default
+    model (Memory64: Firefox has it), ask, get a 12-token reply."""
+    r = subprocess.run([str(NODE24), "test/engine_check.mjs", "--firefox-chat", web.url], cwd=SDK,
+                       capture_output=True, text=True, timeout=420, env={**os.environ, "FIREFOX": firefox})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not out["errors"], out["errors"]
+    assert out["status"].startswith("ready"), out
+    assert out["device"].startswith("cpu") or out["device"].startswith("gpu"), out
+    assert out["finish"] == "length" and out["reply"].strip(), out
+    assert out["arch"] == "wasm64", out
