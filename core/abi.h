@@ -4,7 +4,7 @@
 #define REALM_ABI_H
 #include <stdint.h>
 
-#define REALM_ABI_VERSION 4
+#define REALM_ABI_VERSION 5
 
 #define REALM_EVAL_BATCH 64 /* prompt tokens per forward pass (matrix-matrix kernels); longer evals run in batches of this many */
 #define REALM_DEFAULT_CTX 4096 /* context a host gives a new session when the caller names none (at most the model's n_ctx_train) */
@@ -234,6 +234,7 @@ REALM_EXPORT int64_t realm_token_piece(Model *m, int32_t id, uint32_t special, u
 REALM_EXPORT uint32_t realm_token_is_eog(Model *m, int32_t id);
 /* Sessions */
 REALM_EXPORT Session *realm_session_new(Model *m, uint32_t n_ctx);
+REALM_EXPORT Session *realm_session_new_kv(Model *m, uint32_t n_ctx, uint32_t type_k, uint32_t type_v);
 REALM_EXPORT void realm_session_free(Session *s);
 REALM_EXPORT uint32_t realm_session_eval(Session *s, const int32_t *ids, uint32_t n, uint32_t all_logits);
 REALM_EXPORT float *realm_session_logits(Session *s);

@@ -120,7 +120,12 @@ EXPORT uint32_t realm_token_is_eog(Model *m, int32_t id) { NEED_MODEL(m, 0); ret
 EXPORT Session *realm_session_new(Model *m, uint32_t n_ctx) {
     rt_err_clear();
     NEED_MODEL(m, NULL);
-    return session_new(m, n_ctx);
+    return session_new(m, n_ctx, GGML_TYPE_F16, GGML_TYPE_F16);
+}
+EXPORT Session *realm_session_new_kv(Model *m, uint32_t n_ctx, uint32_t type_k, uint32_t type_v) {
+    rt_err_clear();
+    NEED_MODEL(m, NULL);
+    return session_new(m, n_ctx, type_k, type_v);
 }
 EXPORT void realm_session_free(Session *s) { if (s) session_free(s); }
 EXPORT uint32_t realm_session_n_past(Session *s) { NEED_SESSION(s, 0); return s->n_past; }
@@ -134,12 +139,11 @@ EXPORT uint32_t realm_session_truncate(Session *s, uint32_t n) {
 /* Where the session's K (which=0) or V (which=1) cache starts, and its bytes (for diagnostics). */
 EXPORT const uint16_t *realm_session_kv(Session *s, uint32_t which) {
     NEED_SESSION(s, NULL);
-    return which ? s->v_cache : s->k_cache;
+    return (const uint16_t *)(which ? s->v_cache : s->k_cache);
 }
 EXPORT uint64_t realm_session_kv_bytes(Session *s) {
     NEED_SESSION(s, 0);
-    const ModelConfig *c = &s->m->cfg;
-    return 2ull * 2 * c->n_layer * s->n_ctx * c->n_head_kv * c->head_dim;
+    return session_kv_bytes(s);
 }
 /* Evaluate n token ids at ids; all_logits=1 keeps logits for every one. 1 or 0. */
 EXPORT uint32_t realm_session_eval(Session *s, const int32_t *ids, uint32_t n, uint32_t all_logits) {

@@ -169,19 +169,35 @@ static bool regrow(void *p, uint64_t n);
 #define ATTN_PV_CHUNK 32   /* dimensions per p.v item when split: one 64-byte line of the f16 cache */
 enum { ATT_ROWS, ATT_QK, ATT_SOFTMAX, ATT_PV };
 
-/* Row r's view of layer l's cache (all KV heads): the first position it sees
- * and how many (a sliding-window layer sees the last n_swa). */
-static uint32_t row_cache(const Batch *b, uint32_t l, uint32_t r, const uint16_t **kc, const uint16_t **vc) {
+/* Row r's view of layer l's cache in KV head kvh: how many positions it sees
+ * (a sliding-window layer sees the last n_swa) and where the first of them
+ * starts in its session's K and V caches (session_kv_row). */
+static uint32_t row_cache(const Batch *b, uint32_t l, uint32_t r, uint32_t kvh, const uint8_t **kc, const uint8_t **vc) {
     const Session *s = b->rows[r].s;
     const ModelConfig *c = &s->m->cfg;
-    const uint64_t kvd = (uint64_t)c->n_head_kv * c->head_dim;
     uint32_t n = b->rows[r].pos + 1, first = 0;
     if (s->m->layers[l].swa && n > c->n_swa) first = n - c->n_swa, n = c->n_swa;
     if (kc) {
-        *kc = s->k_cache + ((uint64_t)l * s->n_ctx + first) * kvd;
-        *vc = s->v_cache + ((uint64_t)l * s->n_ctx + first) * kvd;
+        *kc = session_kv_row(s, 0, l, kvh, first);
+        *vc = session_kv_row(s, 1, l, kvh, first);
     }
     return n;
+}
+
+/* Attention of nh heads (q, out: nh x D) over n cache rows where K or V or both
+ * are Q8_0 (quant_attn_q8.c); the parts of an f16 K or V as quant_attn.c computes them. */
+static void attention_heads_mixed(const Session *s, const float *q, uint32_t nh, const uint8_t *kc, const uint8_t *vc,
+                                  uint32_t n, float scale, float cap, float *scores, uint64_t ss, float *out) {
+    const uint32_t D = s->m->cfg.head_dim;
+    const uint64_t kvd = (uint64_t)s->m->cfg.n_head_kv * D;
+    if (s->type_k == GGML_TYPE_Q8_0) quant_attn_qk_q8(q, nh, kc, 0, n, D, scale, scores, ss);
+    else quant_attn_qk_f16(q, nh, (const uint16_t *)kc, kvd, 0, n, D, scale, scores, ss);
+    for (uint32_t g = 0; g < nh; g++) {
+        if (s->type_v == GGML_TYPE_Q8_0) quant_attn_softmax_f32(scores + g * ss, n, cap);
+        else quant_attn_softmax_f16(scores + g * ss, n, cap);
+    }
+    if (s->type_v == GGML_TYPE_Q8_0) quant_attn_pv_q8(scores, ss, nh, vc, n, 0, D, D, out);
+    else quant_attn_pv_f16(scores, ss, nh, (const uint16_t *)vc, kvd, n, 0, D, D, out);
 }
 
 /* Attention of row r of the step (its session's position rows[r].pos) in heads
@@ -190,22 +206,27 @@ static uint32_t row_cache(const Batch *b, uint32_t l, uint32_t r, const uint16_t
  * As llama.cpp does without flash attention: q and the softmax weights are rounded
  * to f16 before meeting the f16 cache; sums run in f32. */
 static void attention_heads(const Batch *b, uint32_t l, uint32_t r, uint32_t h0, uint32_t nh, uint32_t tid) {
-    const ModelConfig *c = &b->rows[r].s->m->cfg;
+    const Session *s = b->rows[r].s;
+    const ModelConfig *c = &s->m->cfg;
     uint32_t D = c->head_dim, H = c->n_head, G = c->n_head / c->n_head_kv;
     uint64_t kvd = (uint64_t)c->n_head_kv * D;
-    const uint16_t *kc, *vc;
-    uint32_t n = row_cache(b, l, r, &kc, &vc);
+    const uint8_t *kc, *vc;
+    uint32_t n = row_cache(b, l, r, h0 / G, &kc, &vc);
     float *scores = b->scores + (uint64_t)tid * ATTN_GROUP_MAX * b->scores_len;
     float scale = c->q_prescale ? 1.0f : c->attn_scale, cap = c->attn_softcap;
     const float *q = b->q + (uint64_t)r * H * D + (uint64_t)h0 * D;
     float *out = b->att + (uint64_t)r * H * D + (uint64_t)h0 * D;
-    uint64_t koff = (uint64_t)(h0 / G) * D;
+    if (s->type_k != GGML_TYPE_F16 || s->type_v != GGML_TYPE_F16) { /* a Q8_0 cache (D % 32 == 0) */
+        attention_heads_mixed(s, q, nh, kc, vc, n, scale, cap, scores, b->scores_len, out);
+        return;
+    }
+    const uint16_t *k16 = (const uint16_t *)kc, *v16 = (const uint16_t *)vc;
     if (D % 8 == 0) { /* every real model (read_config caps D at 1024): SIMD, quant_attn.c */
-        quant_attn_heads_f16(q, nh, kc + koff, vc + koff, kvd, n, D, scale, cap, scores, b->scores_len, out);
+        quant_attn_heads_f16(q, nh, k16, v16, kvd, n, D, scale, cap, scores, b->scores_len, out);
         return;
     }
     for (uint32_t i = 0; i < nh; i++, q += D, out += D)
-        attention_scalar(q, kc + koff, vc + koff, kvd, n, D, scale, cap, scores, out);
+        attention_scalar(q, k16, v16, kvd, n, D, scale, cap, scores, out);
 }
 
 /* One item of layer l's attention (threads.c calls it for every item of a
@@ -228,26 +249,31 @@ void attention_item(const Batch *b, uint32_t l, uint32_t phase, uint64_t item, u
     const float scale = c->q_prescale ? 1.0f : c->attn_scale;
     if (phase == ATT_SOFTMAX) {
         const uint32_t r = (uint32_t)(item / H);
-        quant_attn_softmax_f16(b->split_scores + item * ss, row_cache(b, l, r, NULL, NULL), c->attn_softcap);
+        const uint32_t n = row_cache(b, l, r, 0, NULL, NULL);
+        if (b->rows[r].s->type_v == GGML_TYPE_Q8_0) quant_attn_softmax_f32(b->split_scores + item * ss, n, c->attn_softcap);
+        else quant_attn_softmax_f16(b->split_scores + item * ss, n, c->attn_softcap);
         return;
     }
     const uint32_t chunks = phase == ATT_QK ? b->att_qk_chunks : b->att_pv_chunks;
     const uint64_t per_row = (uint64_t)n_kv * chunks;
     const uint32_t r = (uint32_t)(item / per_row), kvh = (uint32_t)(item % per_row / chunks);
     const uint32_t chunk = (uint32_t)(item % chunks);
-    const uint16_t *kc, *vc;
-    const uint32_t n = row_cache(b, l, r, &kc, &vc);
-    const uint64_t h0 = (uint64_t)kvh * G, koff = (uint64_t)kvh * D;
+    const Session *s = b->rows[r].s;
+    const uint8_t *kc, *vc;
+    const uint32_t n = row_cache(b, l, r, kvh, &kc, &vc);
+    const uint64_t h0 = (uint64_t)kvh * G;
     float *scores = b->split_scores + ((uint64_t)r * H + h0) * ss;
     if (phase == ATT_QK) {
-        const uint32_t j0 = chunk * ATTN_QK_CHUNK;
-        if (j0 < n)
-            quant_attn_qk_f16(b->q + ((uint64_t)r * H + h0) * D, G, kc + koff, kvd, j0,
-                              RT_MIN(n, j0 + ATTN_QK_CHUNK), D, scale, scores, ss);
+        const uint32_t j0 = chunk * ATTN_QK_CHUNK, j1 = RT_MIN(n, j0 + ATTN_QK_CHUNK);
+        const float *q = b->q + ((uint64_t)r * H + h0) * D;
+        if (j0 >= n) return;
+        if (s->type_k == GGML_TYPE_Q8_0) quant_attn_qk_q8(q, G, kc, j0, j1, D, scale, scores, ss);
+        else quant_attn_qk_f16(q, G, (const uint16_t *)kc, kvd, j0, j1, D, scale, scores, ss);
     } else {
-        const uint32_t d0 = chunk * ATTN_PV_CHUNK;
-        quant_attn_pv_f16(scores, ss, G, vc + koff, kvd, n, d0, RT_MIN(D, d0 + ATTN_PV_CHUNK), D,
-                          b->att + ((uint64_t)r * H + h0) * D);
+        const uint32_t d0 = chunk * ATTN_PV_CHUNK, d1 = RT_MIN(D, d0 + ATTN_PV_CHUNK);
+        float *out = b->att + ((uint64_t)r * H + h0) * D;
+        if (s->type_v == GGML_TYPE_Q8_0) quant_attn_pv_q8(scores, ss, G, vc, n, d0, d1, D, out);
+        else quant_attn_pv_f16(scores, ss, G, (const uint16_t *)vc, kvd, n, d0, d1, D, out);
     }
 }
 
@@ -260,7 +286,7 @@ static void attention_layer(Batch *b, const ModelConfig *c, uint32_t l, uint32_t
     const uint32_t H = c->n_head, n_kv = c->n_head_kv, G = H / n_kv;
     const uint64_t n_threads = threads_count() + 1;
     uint32_t max_n = 0;
-    for (uint32_t r = 0; r < T; r++) max_n = RT_MAX(max_n, row_cache(b, l, r, NULL, NULL));
+    for (uint32_t r = 0; r < T; r++) max_n = RT_MAX(max_n, row_cache(b, l, r, 0, NULL, NULL));
     if (n_threads > 1 && c->head_dim % 8 == 0 && max_n >= ATTN_SPLIT_MIN && (uint64_t)T * n_kv < 2 * n_threads) {
         const uint64_t need = (uint64_t)T * H * max_n;
         if (need <= b->split_cap || regrow(&b->split_scores, need * 4 + 64)) { /* else: the other plan */
@@ -502,6 +528,18 @@ static void moe_ffn(Model *m, Batch *b, const Layer *L, uint32_t T) {
     }
 }
 
+/* Store one position's K (which = 0) or V (1) values of every KV head in s's cache of layer l,
+ * in the cache's type: f16 (round to nearest even) or Q8_0 (as llama.cpp's CPU backend). */
+static void cache_row(const Session *s, int which, uint32_t l, uint32_t pos, const float *x) {
+    const uint32_t D = s->m->cfg.head_dim, n_kv = s->m->cfg.n_head_kv;
+    if ((which ? s->type_v : s->type_k) == GGML_TYPE_Q8_0) {
+        for (uint32_t h = 0; h < n_kv; h++) quant_q8_0_row(x + (uint64_t)h * D, D, session_kv_row(s, which, l, h, pos));
+        return;
+    }
+    uint16_t *dst = (uint16_t *)session_kv_row(s, which, l, 0, pos);
+    for (uint64_t i = 0; i < (uint64_t)n_kv * D; i++) dst[i] = rt_f32_to_f16(x[i]);
+}
+
 /* ------------------------------------------------------------ the forward pass */
 /* The step in b->rows[0..b->n): every value of a row computed as if it ran
  * alone (batch.h). Cannot fail: batch_reserve made the room. */
@@ -551,16 +589,12 @@ static void forward(Model *m, Batch *b) {
             }
         const float *cs = L->swa ? b->rope_cs_swa : b->rope_cs;
         for (uint32_t t = 0; t < T; t++) {
-            const Session *s = rows[t].s;
-            uint64_t at = ((uint64_t)l * s->n_ctx + rows[t].pos) * KVD;
             rope(c, b->q + t * QD, c->n_head, cs + (uint64_t)t * c->rope_dim);
             rope(c, b->k + t * KVD, c->n_head_kv, cs + (uint64_t)t * c->rope_dim);
             if (c->q_prescale) /* gemma2, phi3: the attention scale goes into q (attention_head) */
                 for (uint64_t i = 0; i < QD; i++) b->q[t * QD + i] *= c->attn_scale;
-            for (uint64_t i = 0; i < KVD; i++) {
-                s->k_cache[at + i] = rt_f32_to_f16(b->k[t * KVD + i]);
-                s->v_cache[at + i] = rt_f32_to_f16(b->v[t * KVD + i]);
-            }
+            cache_row(rows[t].s, 0, l, rows[t].pos, b->k + t * KVD);
+            cache_row(rows[t].s, 1, l, rows[t].pos, b->v + t * KVD);
         }
         attention_layer(b, c, l, T);
         matmul(b, &L->wo, b->att, T, b->xb);

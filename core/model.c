@@ -519,7 +519,31 @@ bool model_load(Model *m, bool vocab_only) {
 }
 
 /* --------------------------------------------------------------- sessions */
-Session *session_new(Model *m, uint32_t n_ctx) {
+/* Bytes of one layer's K or V cache of type `type` for n_ctx positions. */
+static uint64_t kv_layer_bytes(const ModelConfig *c, uint32_t type, uint32_t n_ctx) {
+    const uint64_t values = (uint64_t)n_ctx * c->n_head_kv * c->head_dim;
+    return type == GGML_TYPE_Q8_0 ? values / 32 * 34 : values * 2;
+}
+
+uint64_t session_kv_bytes(const Session *s) {
+    const ModelConfig *c = &s->m->cfg;
+    return c->n_layer * (kv_layer_bytes(c, s->type_k, s->n_ctx) + kv_layer_bytes(c, s->type_v, s->n_ctx));
+}
+
+static bool kv_type_ok(const ModelConfig *c, uint32_t type, const char *which) {
+    if (type == GGML_TYPE_F16 || (type == GGML_TYPE_Q8_0 && c->head_dim % 32 == 0)) return true;
+    rt_err("the ", NULL);
+    rt_err_append(which);
+    rt_err_append(" cache type must be f16 (1) or q8_0 (8), got ");
+    rt_err_append_u64(type);
+    if (type == GGML_TYPE_Q8_0) {
+        rt_err_append(": q8_0 needs a head size that is a multiple of 32, and this model's is ");
+        rt_err_append_u64(c->head_dim);
+    }
+    return false;
+}
+
+Session *session_new(Model *m, uint32_t n_ctx, uint32_t type_k, uint32_t type_v) {
     if (m->vocab_only) {
         rt_err("this model was loaded vocab-only: it has no weights to run", NULL);
         return NULL;
@@ -530,25 +554,26 @@ Session *session_new(Model *m, uint32_t n_ctx) {
         rt_err_append_u64(n_ctx);
         return NULL;
     }
+    if (!kv_type_ok(c, type_k, "K") || !kv_type_ok(c, type_v, "V")) return NULL;
     Session *s = rt_calloc(1, sizeof(Session));
     if (!s) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory", NULL); return NULL; }
     s->m = m;
     s->n_ctx = n_ctx;
     s->n_batch = RT_MIN(n_ctx, (uint32_t)REALM_EVAL_BATCH);
-    uint64_t kvd = (uint64_t)c->n_head_kv * c->head_dim;
-    uint64_t cache = (uint64_t)c->n_layer * n_ctx * kvd;
-    s->k_cache = rt_malloc(cache * 2);
-    s->v_cache = rt_malloc(cache * 2);
+    s->type_k = type_k, s->type_v = type_v;
+    s->k_cache = rt_malloc(c->n_layer * kv_layer_bytes(c, type_k, n_ctx));
+    s->v_cache = rt_malloc(c->n_layer * kv_layer_bytes(c, type_v, n_ctx));
     s->tokens = rt_malloc((uint64_t)n_ctx * 4);
     s->logits_cap = 1;
     s->logits = rt_malloc((uint64_t)c->n_vocab * 4);
     sampler_init(&s->sampler);
     if (!s->k_cache || !s->v_cache || !s->tokens || !s->logits) {
+        const uint64_t kv_bytes = session_kv_bytes(s);
         session_free(s);
         rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory: a session with a context of ", NULL);
         rt_err_append_u64(n_ctx);
         rt_err_append(" tokens needs ");
-        rt_err_append_u64(cache * 4 >> 20);
+        rt_err_append_u64(kv_bytes >> 20);
         rt_err_append(" MiB of KV cache");
         if (sizeof(void *) == 4)
             rt_err_append(" (this wasm32 build has 4 GiB for weights, KV cache and scratch together: "

@@ -100,7 +100,13 @@ typedef struct Session {
     Model *m;
     struct Session *next;        /* in m->sessions */
     uint32_t n_ctx, n_past, n_batch; /* n_batch: tokens per forward pass of session_eval */
-    uint16_t *k_cache, *v_cache; /* f16 [n_layer][n_ctx][n_head_kv * head_dim] */
+    /* The KV cache, K and V each of its own type (llama.cpp's -ctk / -ctv):
+     * GGML_TYPE_F16 (default): [n_layer][n_ctx][n_head_kv * head_dim] halves;
+     * GGML_TYPE_Q8_0 (34 bytes per 32 values, 53 %): [n_layer][n_head_kv][n_ctx] rows of head_dim
+     * values in ggml's block_q8_0, each KV head's rows together, so that one head's K is an
+     * ordinary Q8_0 matrix for the matmul kernels (quant_attn_q8.c). session_kv_row finds a row. */
+    uint32_t type_k, type_v;
+    void *k_cache, *v_cache;
     int32_t *tokens;             /* the n_past tokens in the cache */
     float *logits;               /* n_vocab * logits_rows */
     uint32_t logits_rows, logits_cap;
@@ -123,7 +129,18 @@ void rope_table_layer(const Model *m, bool swa, uint32_t pos0, uint32_t n, const
  * rope_freqs, else phi3's long factors past rope_n_ctx_orig, else its short ones), or NULL. */
 const float *model_rope_factors(const Model *m, uint32_t n_ctx);
 
-Session *session_new(Model *m, uint32_t n_ctx);
+/* type_k, type_v: GGML_TYPE_F16 or GGML_TYPE_Q8_0 (head_dim a multiple of 32), else rt_err names them. */
+Session *session_new(Model *m, uint32_t n_ctx, uint32_t type_k, uint32_t type_v);
+/* Bytes of s's K and V caches together. */
+uint64_t session_kv_bytes(const Session *s);
+/* Where KV head h's values at position pos of layer l start in s's K (which = 0) or V (1) cache. */
+static inline uint8_t *session_kv_row(const Session *s, int which, uint32_t l, uint32_t h, uint32_t pos) {
+    const ModelConfig *c = &s->m->cfg;
+    uint8_t *cache = (uint8_t *)(which ? s->v_cache : s->k_cache);
+    if ((which ? s->type_v : s->type_k) == GGML_TYPE_Q8_0)
+        return cache + (((uint64_t)l * c->n_head_kv + h) * s->n_ctx + pos) * (c->head_dim / 32 * 34);
+    return cache + (((uint64_t)l * s->n_ctx + pos) * c->n_head_kv + h) * c->head_dim * 2;
+}
 void session_free(Session *s);
 /* s is one of m's live sessions (compares pointers only: s may be anything). */
 bool model_has_session(const Model *m, const Session *s);

@@ -77,4 +77,17 @@ void quant_attn_softmax_f16(float *scores, uint32_t n, float cap);
 void quant_attn_pv_f16(const float *p, uint64_t scores_stride, uint32_t nh, const uint16_t *v, uint64_t kv_stride,
                        uint32_t n, uint32_t d0, uint32_t d1, uint32_t D, float *out);
 
+/* A Q8_0 KV cache (quant_attn_q8.c; rows in ggml's block_q8_0, D a multiple of 32, at most 1024):
+ * quant_q8_0_row writes D values as llama.cpp's CPU backend quantizes a K or V row into such a
+ * cache; quant_attn_qk_q8: scores[g * ss + j] = scale * q_g . k_j for positions [j0, j1) of one KV
+ * head (row j at k + j * (D / 32 * 34)), q_g quantized to Q8_0; quant_attn_softmax_f32: one
+ * head's softmax (capped when cap > 0), f32 weights, in place; quant_attn_pv_q8: out[g * D + d]
+ * for d in [d0, d1) (multiples of 32) = sum over j of p_gj v_j[d], in order of j. */
+void quant_q8_0_row(const float *x, uint32_t D, uint8_t *out);
+void quant_attn_qk_q8(const float *q, uint32_t nh, const uint8_t *k, uint32_t j0, uint32_t j1, uint32_t D, float scale,
+                      float *scores, uint64_t scores_stride);
+void quant_attn_softmax_f32(float *scores, uint32_t n, float cap);
+void quant_attn_pv_q8(const float *p, uint64_t scores_stride, uint32_t nh, const uint8_t *v, uint32_t n, uint32_t d0,
+                      uint32_t d1, uint32_t D, float *out);
+
 #endif

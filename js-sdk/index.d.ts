@@ -42,6 +42,9 @@ export interface LoadOptions {
   wasm?: 'auto' | 'wasm64' | 'wasm32';
   /** LoRA adapters (llama.cpp GGUF) with their scales, applied to this session (CPU core). */
   lora?: LoraSpec;
+  /** KV cache types (llama.cpp's -ctk / -ctv): 'f16' (default) or 'q8_0' (about half the memory; CPU core only). */
+  cacheTypeK?: KvCacheType;
+  cacheTypeV?: KvCacheType;
   n_ctx?: number;
   /** Keep models fetched from URLs (default true: OPFS in browsers, files in Node). */
   cache?: CacheMode;
@@ -525,8 +528,12 @@ export class CoreModel {
 }
 
 /** One KV cache in a model's instance. After close() every method throws RealmError('session is closed'). */
+export type KvCacheType = 'f16' | 'q8_0';
+
 export class Session {
-  constructor(model: CoreModel, nCtx: number);
+  constructor(model: CoreModel, nCtx: number, cacheTypes?: { k?: KvCacheType | 1 | 8; v?: KvCacheType | 1 | 8 });
+  /** [K, V] as ggml type ids: 1 = F16, 8 = Q8_0. */
+  readonly cacheTypes: [number, number];
   readonly nPast: number;
   tokens(): number[];
   truncate(n: number): void;

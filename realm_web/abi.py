@@ -4,7 +4,7 @@ STRUCTS: name -> struct format, size, field names; EXPORTS: name -> (C parameter
 types, C result type); pointer params are wasm64 i64 here (wasm_signature)."""
 import struct as _struct
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 CONSTANTS = {'EVAL_BATCH': 64, 'DEFAULT_CTX': 4096, 'GPU_OPTIONS_VERSION': 1, 'MAX_TOPK': 256, 'MAX_LOGPROBS': 20}
 EVAL_BATCH = CONSTANTS["EVAL_BATCH"]
 DEFAULT_CTX = CONSTANTS["DEFAULT_CTX"]
@@ -171,6 +171,7 @@ EXPORTS = {'realm_alloc': (('uint64_t',), 'void *'),
  'realm_token_piece': (('Model *', 'int32_t', 'uint32_t', 'uint8_t *', 'int64_t'), 'int64_t'),
  'realm_token_is_eog': (('Model *', 'int32_t'), 'uint32_t'),
  'realm_session_new': (('Model *', 'uint32_t'), 'Session *'),
+ 'realm_session_new_kv': (('Model *', 'uint32_t', 'uint32_t', 'uint32_t'), 'Session *'),
  'realm_session_free': (('Session *',), 'void'),
  'realm_session_eval': (('Session *', 'const int32_t *', 'uint32_t', 'uint32_t'), 'uint32_t'),
  'realm_session_logits': (('Session *',), 'float *'),

@@ -29,11 +29,19 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
                    help="CPU threads (default: the CPUs available, at most 8; $REALM_THREADS)")
 
 
+def add_cache_types(p: argparse.ArgumentParser) -> None:
+    """-ctk/--cache-type-k and -ctv/--cache-type-v, llama.cpp's names (realm run and realm serve)."""
+    for flag, short, what in (("--cache-type-k", "-ctk", "K"), ("--cache-type-v", "-ctv", "V")):
+        p.add_argument(short, flag, default="f16", choices=["f16", "q8_0"],
+                       help=f"KV cache type for {what} (default f16; q8_0 takes about half the memory; CPU only)")
+
+
 def cmd_run(args) -> int:
     from .realm import Realm
     r = Realm.load(args.model, n_ctx=args.ctx or None, device=args.device, threads=args.threads or None,
                    speculative=args.speculative, draft_model=args.draft_model, draft_tokens=args.draft_tokens,
-                   lora=[lora_spec(x) for x in args.lora or []])
+                   lora=[lora_spec(x) for x in args.lora or []], cache_type_k=args.cache_type_k,
+                   cache_type_v=args.cache_type_v)
     kw = dict(max_tokens=args.n_predict, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
               min_p=args.min_p, repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
               frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty, seed=args.seed)
@@ -121,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--draft-tokens", type=int, default=8, help="at most this many drafts per step (default 8)")
     run.add_argument("--lora", action="append", metavar="PATH[:SCALE]",
                      help="a LoRA adapter (llama.cpp's GGUF format) with its scale (default 1); repeatable")
+    add_cache_types(run)
     _add_sampling(run)
     run.set_defaults(fn=cmd_run)
 

@@ -464,27 +464,49 @@ class Grammar:
             pass
 
 
+# KV cache types (llama.cpp's --cache-type-k / --cache-type-v names) -> ggml type ids
+KV_CACHE_TYPES = {"f16": 1, "q8_0": 8}
+
+
+def kv_cache_type(name) -> int:
+    """A KV cache type by name ('f16', 'q8_0') or ggml id (1, 8); anything else is refused by name."""
+    if isinstance(name, str) and name.lower() in KV_CACHE_TYPES:
+        return KV_CACHE_TYPES[name.lower()]
+    if isinstance(name, int) and not isinstance(name, bool) and name in KV_CACHE_TYPES.values():
+        return name
+    raise RealmError(f"KV cache type {name!r}: use one of {', '.join(KV_CACHE_TYPES)}")
+
+
 class Session:
     """A KV cache and sampler inside a CoreModel's instance.
 
-    Every method but close() refuses a closed session (the core would get handle 0)."""
+    cache_type_k / cache_type_v: 'f16' (default) or 'q8_0' (llama.cpp's -ctk / -ctv q8_0: 53 %
+    of the f16 cache's memory). Every method but close() refuses a closed session (the core
+    would get handle 0)."""
 
-    def __init__(self, model: CoreModel, n_ctx: int) -> None:
+    def __init__(self, model: CoreModel, n_ctx: int, cache_type_k="f16", cache_type_v="f16") -> None:
         if model.vocab_only:
             raise RealmError("a vocab-only model cannot run sessions")
         self.model = model
         self.handle = 0
+        type_k, type_v = kv_cache_type(cache_type_k), kv_cache_type(cache_type_v)
         c = self.core = model.core
         with c.lock:
-            self.handle = c.call("realm_session_new", model.handle, int(n_ctx))
+            self.handle = c.call("realm_session_new_kv", model.handle, int(n_ctx), type_k, type_v)
             if not self.handle:
                 raise core_error(c, "could not create a session")
             self.n_ctx = n_ctx
+            self.cache_types = (type_k, type_v)
             self._ids = c.alloc(4 * EVAL_BATCH)
             self._ids_cap = EVAL_BATCH
             self._sp = c.alloc(abi.STRUCTS["SamplerParams"]["size"])
             self._acc = 0        # embed_begin's n_embd f32 sums, allocated on first use
             self._acc_n = 0      # tokens summed into it
+
+    def kv_bytes(self) -> int:
+        """Bytes of this session's K and V caches together."""
+        with self.core.lock:
+            return self.core.call("realm_session_kv_bytes", self._h())
 
     def close(self) -> None:
         if self.handle:

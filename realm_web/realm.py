@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 from . import chat as chat_mod
 from . import lora as lora_mod
 from . import store
-from .core_model import CoreModel, Session
+from .core_model import KV_CACHE_TYPES, CoreModel, Session, kv_cache_type
 from .default_model import default_model_path
 from .batching import Want, plan_step, served_last, step_rows
 from .errors import ContextOverflowError, RealmError
@@ -31,20 +31,24 @@ class Realm:
     """One session of a GGUF model; weights are shared with every other Realm of the same file."""
 
     def __init__(self, model: CoreModel, n_ctx: int | None = None, device: str = "cpu", speculative: str | None = None,
-                 draft_model=None, draft_tokens: int = 8, threads: int | None = None, lora=None) -> None:
+                 draft_model=None, draft_tokens: int = 8, threads: int | None = None, lora=None,
+                 cache_type_k="f16", cache_type_v="f16") -> None:
         self.model = model
         self._adapters: list = []  # [(LoraAdapter, scale)], each acquired once by this Realm
         self.device = device
         self.n_ctx = int(n_ctx or default_ctx(model.info.n_ctx_train))
         self.speculator = None
         self._closed = True
+        self._cache_types = (kv_cache_type(cache_type_k), kv_cache_type(cache_type_v))
         if device == "gpu":
             if speculative or draft_model:
                 raise RealmError("speculative decoding runs on the CPU core (device='cpu'); the GPU path has no verify pass yet")
+            if self._cache_types != (KV_CACHE_TYPES["f16"],) * 2:
+                raise RealmError("a q8_0 KV cache runs on the CPU core (device='cpu'); the GPU plan keeps an f16 cache")
             from . import gpu  # the same session interface, on WebGPU (docs/GPU.md)
             self.session = gpu.open_gpu_session(model, self.n_ctx)
         else:
-            self.session = Session(model, self.n_ctx)
+            self.session = Session(model, self.n_ctx, *self._cache_types)
         try:
             self.speculator = make_speculator(speculative, model, self.n_ctx, draft_model=draft_model,
                                               draft_tokens=draft_tokens, threads=threads)
@@ -64,7 +68,8 @@ class Realm:
     # ------------------------------------------------------------- lifecycle
     @classmethod
     def load(cls, path=None, n_ctx: int | None = None, device: str = "cpu", threads: int | None = None,
-             speculative: str | None = None, draft_model=None, draft_tokens: int = 8, lora=None) -> "Realm":
+             speculative: str | None = None, draft_model=None, draft_tokens: int = 8, lora=None,
+             cache_type_k="f16", cache_type_v="f16") -> "Realm":
         """Open a GGUF (a path or a source; the default model when None) and start a session on it.
 
         device: "cpu" (realm.wasm), "gpu" (WebGPU through wgpu-py), or "auto" (a real
@@ -76,7 +81,9 @@ class Realm:
         is the same as without (realm_web/speculative.py); last_stats.speculative says
         how many drafts were accepted.
         lora: LoRA adapters (llama.cpp's GGUF format) as [(path, scale), ...] (or paths, scale
-        1): loaded once per model and process, shared, applied merge-free (see set_lora)."""
+        1): loaded once per model and process, shared, applied merge-free (see set_lora).
+        cache_type_k, cache_type_v: the KV cache's types, 'f16' (default) or 'q8_0' (llama.cpp's
+        -ctk / -ctv q8_0: about half the memory; CPU only)."""
         if device not in ("cpu", "gpu", "auto"):
             raise RealmError(f"unknown device {device!r} (use 'cpu', 'gpu' or 'auto')")
         src = default_model_path() if path is None else path
@@ -91,7 +98,8 @@ class Realm:
             model = store.acquire(src, threads=threads)
         try:
             return cls(model, n_ctx, device=dev, speculative=speculative, draft_model=draft_model,
-                       draft_tokens=draft_tokens, threads=threads, lora=lora)
+                       draft_tokens=draft_tokens, threads=threads, lora=lora,
+                       cache_type_k=cache_type_k, cache_type_v=cache_type_v)
         except BaseException:
             store.release(model)
             raise
@@ -306,7 +314,7 @@ class Realm:
                 settings = SamplerSettings.of(_D, **sp)
                 session = None
                 try:
-                    session = Session(self.model, self.n_ctx)
+                    session = Session(self.model, self.n_ctx, *self._cache_types)
                     session.set_lora(adapters)
                 except BaseException:
                     if session is not None:

@@ -256,6 +256,23 @@ def llama_grammar_allowed(llama_cpp, smpl, n_vocab: int) -> list[int]:
     return sorted(int(t) for t in logits["id"][np.isfinite(logits["logit"])])
 
 
+def llama_kv_logits(path, ids: Sequence[int], type_k: int, type_v: int, n_batch: int = 512) -> np.ndarray:
+    """Logits after every prefix of `ids` with llama.cpp's KV cache of ggml types type_k and
+    type_v (its -ctk / -ctv; 8 = Q8_0) and flash attention, which llama.cpp needs for a
+    quantized V. A fresh context each call."""
+    llama_cpp = _llama_cpp()
+    llm = llama_cpp.Llama(model_path=str(Path(path).resolve()), n_ctx=max(len(ids) + 8, 8), n_batch=n_batch,
+                          n_ubatch=n_batch, n_threads=1, n_threads_batch=1, n_gpu_layers=0, use_mmap=False,
+                          logits_all=True, seed=0, verbose=False, type_k=type_k, type_v=type_v, flash_attn=True)
+    try:
+        ids = _check_ids(llm, ids)
+        llm.reset()
+        llm.eval(ids)
+        return np.array(llm.scores[:len(ids)], dtype=np.float32, copy=True)
+    finally:
+        llm.close()
+
+
 def llama_lora_logits(path, ids: Sequence[int], adapters: Sequence[tuple], n_batch: int = 512) -> np.ndarray:
     """Logits after every prefix of `ids` with LoRA adapters [(adapter path, scale), ...] set
     through llama.cpp's adapter API (llama_adapter_lora_init, llama_set_adapters_lora; the

@@ -90,6 +90,12 @@ def test_js_sdk_lora(npm_ready):
 
 
 @pytest.mark.slow
+def test_js_sdk_kv_cache(npm_ready):
+    """js-sdk/test/kv_cache.test.mjs: a Q8_0 KV cache (cacheTypeK / cacheTypeV) gives the Python host's tokens."""
+    _run_suite(npm_ready, "kv_cache.test.mjs", 300)
+
+
+@pytest.mark.slow
 def test_js_sdk_browser(npm_ready):
     """Chromium: greedy = the Python host, OPFS / Cache API cache, File/Blob, worker responsiveness."""
     _run_suite(npm_ready, "browser.test.mjs", 1800)

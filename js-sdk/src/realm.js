@@ -4,7 +4,7 @@
 import { acquireLora, releaseLora, normalizeSpec } from './lora.js';
 import { RealmError, ModelFormatError } from './errors.js';
 import * as store from './store.js';
-import { Session } from './session.js';
+import { KV_CACHE_TYPES, Session, kvCacheType } from './session.js';
 import { DEFAULT_CTX, EVAL_BATCH } from './abi.js';
 import { normalizeOptions } from './options.js';
 import { abortReason, throwIfAborted } from './abort.js';
@@ -54,7 +54,9 @@ export class Realm {
    *            simd: 'auto' (relaxed SIMD where the engine has it) | 'relaxed' | 'simd128',
    *            lora: LoRA adapters (llama.cpp GGUF) as [[source, scale], ...] (see setLora),
    *            wasm: 'auto' (Memory64 where the engine has it, else the wasm32 build: models
-   *            up to 4 GiB, one thread) | 'wasm64' | 'wasm32'. Per model, like threads. }
+   *            up to 4 GiB, one thread) | 'wasm64' | 'wasm32'. Per model, like threads.
+   *            cacheTypeK, cacheTypeV: the KV cache's types, 'f16' (default) or 'q8_0' (llama.cpp's
+   *            -ctk / -ctv q8_0: about half the memory; the CPU core only). }
    */
   static async load(source, options = {}) {
     if (options.worker) {
@@ -80,11 +82,15 @@ export class Realm {
     let session;
     try {
       const nCtx = Number(options.nCtx ?? options.n_ctx ?? Math.min(DEFAULT_CTX, model.info.n_ctx_train || DEFAULT_CTX));
+      const cacheTypes = { k: options.cacheTypeK, v: options.cacheTypeV };
       if (model.gpu) {
+        if (kvCacheType(cacheTypes.k) !== KV_CACHE_TYPES.f16 || kvCacheType(cacheTypes.v) !== KV_CACHE_TYPES.f16) {
+          throw new RealmError("a q8_0 KV cache runs on the CPU core (device: 'cpu'); WebGPU keeps an f16 cache");
+        }
         const { GpuSession } = await import('./webgpu.js');
         session = await GpuSession.create(model, nCtx);
       } else {
-        session = new Session(model, nCtx);
+        session = new Session(model, nCtx, cacheTypes);
       }
       const realm = new Realm(model, session, { ...options, device: dev.device, deviceNote: dev.note });
       if (options.lora && options.lora.length) {
@@ -355,7 +361,8 @@ export class Realm {
         const { GpuSession } = await import('./webgpu.js');
         this._batchSessions.push(await GpuSession.create(this.model, this.nCtx));
       } else {
-        this._batchSessions.push(new Session(this.model, this.nCtx));
+        const [k, v] = this.session.cacheTypes;   // the same cache types as this Realm's own session
+        this._batchSessions.push(new Session(this.model, this.nCtx, { k, v }));
       }
     }
     const free = [this.session, ...this._batchSessions];

@@ -7,12 +7,25 @@ import { EVAL_BATCH, STRUCTS, MAX_LOGPROBS } from './abi.js';
 export { SAMPLER_DEFAULTS, packSampler } from './sampling.js';
 export { EVAL_BATCH } from './abi.js';
 
+// KV cache types (llama.cpp's -ctk / -ctv names) -> ggml type ids
+export const KV_CACHE_TYPES = Object.freeze({ f16: 1, q8_0: 8 });
+
+/** A KV cache type by name ('f16', 'q8_0'; default f16) or ggml id (1, 8); anything else is refused by name. */
+export function kvCacheType(name) {
+  if (typeof name === 'number' && Object.values(KV_CACHE_TYPES).includes(name)) return name;
+  const id = KV_CACHE_TYPES[String(name ?? 'f16').toLowerCase()];
+  if (id === undefined) throw new RealmError(`KV cache type '${name}': use one of ${Object.keys(KV_CACHE_TYPES).join(', ')}`);
+  return id;
+}
+
 export class Session {
-  constructor(model, nCtx) {
+  /** cacheTypes: {k, v}: 'f16' (default) or 'q8_0' (about half the memory; the CPU core only). */
+  constructor(model, nCtx, cacheTypes = {}) {
     if (model.vocabOnly) throw new RealmError('a vocab-only model cannot run sessions');
     this.model = model;
     const c = this.core = model.core;
-    this.handle = c.call('realm_session_new', model.handle, nCtx);
+    this.cacheTypes = [kvCacheType(cacheTypes.k), kvCacheType(cacheTypes.v)];
+    this.handle = c.call('realm_session_new_kv', model.handle, nCtx, this.cacheTypes[0], this.cacheTypes[1]);
     if (!this.handle) throw c.error(`could not create a session of ${nCtx} positions`);
     this.nCtx = nCtx;
     this._idsCap = EVAL_BATCH;

@@ -33,9 +33,10 @@ export function requireOrSkip(t, ok, why) {
 }
 
 /** The native Python host's answers (test/py_expect.py). */
-export function pyExpect(model, cases, { nCtx = 512 } = {}) {
+export function pyExpect(model, cases, { nCtx = 512, cacheTypeK = 'f16', cacheTypeV = 'f16' } = {}) {
   const r = spawnSync(PYTHON, [path.join(SDK, 'test', 'py_expect.py')], {
-    input: JSON.stringify({ model, n_ctx: nCtx, cases }), encoding: 'utf8', maxBuffer: 64 << 20,
+    input: JSON.stringify({ model, n_ctx: nCtx, cache_type_k: cacheTypeK, cache_type_v: cacheTypeV, cases }),
+    encoding: 'utf8', maxBuffer: 64 << 20,
   });
   if (r.status !== 0) throw new Error(`py_expect.py failed: ${r.stderr}`);
   return JSON.parse(r.stdout);

@@ -1,6 +1,7 @@
 """The native Python host's answers for the JS tests (greedy ids, chat ids, tokens).
 
     echo '{"model": PATH, "n_ctx": 512, "cases": [...]}' | python test/py_expect.py
+    (optional: "cache_type_k" / "cache_type_v": "f16" or "q8_0")
 
 cases (each may carry "lora": [[adapter path, scale], ...], kept for later cases):
        {"kind": "generate", "prompt": str | [ids], "max_tokens": n, "stop": [...]}
@@ -21,7 +22,8 @@ from realm_web.realm import Realm  # noqa: E402
 
 def main() -> None:
     req = json.load(sys.stdin)
-    r = Realm.load(req.get("model"), n_ctx=req.get("n_ctx"))
+    r = Realm.load(req.get("model"), n_ctx=req.get("n_ctx"), cache_type_k=req.get("cache_type_k", "f16"),
+                   cache_type_v=req.get("cache_type_v", "f16"))
     out = []
     for c in req["cases"]:
         k = c["kind"]

@@ -63,6 +63,7 @@ def cmd_serve(args) -> int:
         return 1
     cfg = ServerConfig(models=models, host=args.host, port=args.port, keys_path=args.keys,
                        no_auth=args.no_auth, n_ctx=args.ctx or None, max_sessions=args.max_sessions,
+                       cache_type_k=args.cache_type_k, cache_type_v=args.cache_type_v,
                        idle_ttl=args.idle_ttl, prefill_chunk=args.prefill_chunk,
                        batch_tokens=args.batch_tokens or None, threads=args.threads or None,
                        speculative=args.speculative or ("draft" if args.draft_model else None),
@@ -214,6 +215,8 @@ def register(sub) -> None:
     s.add_argument("--metrics-auth", action="store_true", help="GET /metrics needs an admin key")
     s.add_argument("-c", "--ctx", type=int, default=0,
                    help=f"context per session in tokens (default min({DEFAULT_CTX}, the model's trained context))")
+    from ..cli import add_cache_types
+    add_cache_types(s)
     s.add_argument("--max-sessions", type=int, default=32,
                    help="KV caches per model, busy and idle (default 32); more requests queue")
     s.add_argument("--speculative", choices=["ngram", "draft"], default=None,

@@ -17,6 +17,8 @@ class ServerConfig:
     metrics_auth: bool = False          # GET /metrics needs an admin key
     no_auth: bool = False
     n_ctx: int | None = None            # per session; None: limits.default_ctx (DEFAULT_CTX, at most the trained context)
+    cache_type_k: str = "f16"           # KV cache types of every session (--cache-type-k/-v): "f16" or "q8_0"
+    cache_type_v: str = "f16"
     max_sessions: int = 32              # KV caches per model (busy + idle)
     prefill_chunk: int = PREFILL_CHUNK  # prompt tokens per stream and step (<= limits.EVAL_BATCH)
     batch_tokens: int | None = None     # tokens per batched forward pass, all streams (None: the core's most)

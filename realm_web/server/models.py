@@ -79,6 +79,7 @@ class Models:
         cfg = self.config
         t = time.perf_counter()
         w = ModelWorker(mid, path, n_ctx=cfg.n_ctx, max_sessions=cfg.max_sessions,
+                        cache_types=(cfg.cache_type_k, cfg.cache_type_v),
                         idle_ttl=cfg.idle_ttl, metrics=self.metrics,
                         prefill_chunk=cfg.prefill_chunk, threads=cfg.threads,
                         speculative=cfg.speculative, draft_model=cfg.draft_model,

@@ -125,9 +125,10 @@ class _Entry:
 class SessionPool:
     """Sessions of one model, each owned by one tenant for its whole life."""
 
-    def __init__(self, model: CoreModel, n_ctx: int, max_sessions: int) -> None:
+    def __init__(self, model: CoreModel, n_ctx: int, max_sessions: int, cache_types=("f16", "f16")) -> None:
         self.model = model
         self.n_ctx = n_ctx
+        self.cache_types = tuple(cache_types)   # (K, V): "f16" or "q8_0"
         self.max_sessions = max(1, max_sessions)
         self.entries: list[_Entry] = []
 
@@ -142,14 +143,14 @@ class SessionPool:
         if mine:
             e = max(mine, key=lambda e: (common_prefix(e.tokens, ids), e.last_used))
         elif len(self.entries) < self.max_sessions:
-            e = _Entry(Session(self.model, self.n_ctx), tenant)
+            e = _Entry(Session(self.model, self.n_ctx, *self.cache_types), tenant)
             self.entries.append(e)
         else:
             others = [e for e in self.entries if not e.busy]
             if not others:
                 return None
             self._evict(min(others, key=lambda e: e.last_used))
-            e = _Entry(Session(self.model, self.n_ctx), tenant)
+            e = _Entry(Session(self.model, self.n_ctx, *self.cache_types), tenant)
             self.entries.append(e)
         e.busy = True
         return e
@@ -188,7 +189,7 @@ class ModelWorker:
     def __init__(self, model_id: str, path: str, n_ctx: int | None = None, max_sessions: int = 32,
                  idle_ttl: float = 600.0, metrics=None, prefill_chunk: int = PREFILL_CHUNK,
                  threads: int | None = None, speculative: str | None = None, draft_model: str | None = None,
-                 draft_tokens: int = 8, batch_tokens: int | None = None) -> None:
+                 draft_tokens: int = 8, batch_tokens: int | None = None, cache_types=("f16", "f16")) -> None:
         self.id = model_id
         self.path = str(path)
         self.chunk = max(1, min(EVAL_BATCH, int(prefill_chunk)))
@@ -207,7 +208,8 @@ class ModelWorker:
             self.created = int(time.time())
             self.template_args = chat_mod.template_args(self.model)   # read here: render_chat runs on the loop
             self.weights_bytes = sum(t.nbytes for t in self.model.tensors())
-            self.pool = SessionPool(self.model, self.n_ctx, max_sessions)
+            self.pool = SessionPool(self.model, self.n_ctx, max_sessions, cache_types)
+            Session(self.model, 1, *cache_types).close()   # a bad cache type fails at start-up, not per request
             self.threads = threads
             self.speculative = (speculative, draft_model, draft_tokens)
             if speculative or draft_model:   # refuse a bad mode or draft model at start-up, not per request
