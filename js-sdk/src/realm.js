@@ -145,11 +145,10 @@ export class Realm {
   async setLora(spec) {
     this._checkOpen();
     const want = normalizeSpec(spec);
-    if (this.model.gpu && want.length) throw new RealmError('LoRA adapters run on the CPU core (device: \'cpu\'); the WebGPU backend does not apply them yet');
     const got = [];
     try {
       for (const [src, sc] of want) got.push([await acquireLora(this.model, src), sc]);
-      if (!this.model.gpu) this.session.setLora(got);
+      await this.session.setLora(got); // a Session, or a GpuSession (the core's LoRA plan)
     } catch (e) {
       for (const [en] of got) releaseLora(en);
       throw e;
