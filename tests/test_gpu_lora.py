@@ -60,10 +60,11 @@ def gm(syn, dev):
     store.release(m)
 
 
-def _logits(model, ids, adapters=(), gpu_session=False, steps=0):
+def _logits(model, ids, adapters=(), gpu_session=False, steps=0, **plan_options):
     """All logits of ids with adapters [(path, scale)], then the last logits after each of
     `steps` single-token evals (decode: the matrix-vector kernels)."""
-    s = gpu.open_gpu_session(model, len(ids) + steps + 8) if gpu_session else Session(model, len(ids) + steps + 8)
+    n_ctx = len(ids) + steps + 8
+    s = gpu.open_gpu_session(model, n_ctx, **plan_options) if gpu_session else Session(model, n_ctx)
     held = [(lora.acquire(model, p), sc) for p, sc in adapters]
     try:
         s.set_lora(held)
@@ -143,6 +144,17 @@ def test_adapter_equals_cpu_and_llama_cpp(syn, cm, gm, llama_ref, case):
     assert _kl(ref, base).mean() > 0.05                              # the adapter changes the model
     tol = 1e-3 if case["qtype"] == "Q8_0" else 1e-5                  # test_lora.py's bounds
     assert _kl(ref, mine[:len(ids)].astype(np.float64)).mean() < tol
+
+
+@pytest.mark.parametrize("opts", [dict(software=False, subgroups=False), dict(software=False, force_tpr=4)],
+                         ids=["gpu-tpr16", "gpu-tpr4"])
+def test_gpu_kernel_variants(syn, cm, gm, opts):
+    """The plan for real GPUs (matrix-vector kernels with several invocations per row, the
+    adapters' rank-wide rows included) gives the same bits."""
+    pairs = [(refmodels.lora_adapter(syn, rank=4, qtype="F32", alpha=16.0, tensors=("attn_k", "attn_output")), 0.7),
+             (refmodels.lora_adapter(syn, rank=32, qtype="Q8_0", tensors=("ffn_gate", "ffn_down", "output.weight")), -0.6)]
+    ids = _ids(10, SYN["n_vocab"], seed=8)
+    assert np.array_equal(_logits(gm, ids, pairs, gpu_session=True, steps=2, **opts), _logits(cm, ids, pairs, steps=2))
 
 
 def test_two_adapters_with_own_scales(syn, cm, gm, llama_ref):
