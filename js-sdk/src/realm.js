@@ -316,6 +316,7 @@ export class Realm {
         const session = sessions[i];
         if (!error) {
           try {
+            await session.setLora(this._lora || []); // the Realm's adapters on every batch session
             g = new Generation(this.model, ids, this.nCtx, { ...o, text, stats });
             session.setSampler(samplerSettings(o, LLAMA_CPP_SAMPLING));
             logprobs = useLogprobs(session, o.logprobs);

@@ -605,6 +605,8 @@ export class GpuSession {
   async setLora(pairs) {
     this._check();
     if (pairs.length > 8) throw new RealmError(`at most 8 LoRA adapters per session, got ${pairs.length}`);
+    const same = pairs.map(([e, sc]) => `${e.handle}:${sc}`).join(',') === (this._loraKey || '');
+    if (same && pairs.every(([e]) => e.handle) && (this._loraPairs || []).every(([e], i) => e === pairs[i][0])) return false;
     const ops = pairs.length ? await loraOps(this, pairs) : null;
     if (this._loraOps) this._loraOps.destroy();
     this._loraOps = ops;
@@ -612,6 +614,7 @@ export class GpuSession {
     const key = pairs.map(([e, sc]) => `${e.handle}:${sc}`).join(',');
     const changed = key !== (this._loraKey || '');
     this._loraKey = key;
+    this._loraPairs = pairs.slice();
     if (changed) {
       this.truncate(0);
       this._headValid = false;
