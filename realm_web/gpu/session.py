@@ -251,6 +251,8 @@ class GpuSession:
                 raise RealmError(f"LoRA adapter {a.path} was unloaded")
         key = [(a.handle, sc) for a, sc in pairs]
         with self._lock:
+            if key == self._lora_key and all(a is b for (a, _), (b, _) in zip(pairs, self._lora)):
+                return False  # the same adapters and scales: keep the ops (and the cache)
             new = LoraOps(self.gmodel, self.model, pairs) if pairs else None
             if new is not None and new.empty:
                 new.destroy()
