@@ -287,6 +287,7 @@ REALM_EXPORT void realm_sampler_free(Sampler *s);
 /* The GPU plan (docs/GPU.md) */
 REALM_EXPORT uint32_t realm_gpu_prepare(Model *m);
 REALM_EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len);
+REALM_EXPORT char *realm_gpu_lora_plan(Model *m, const RealmGpuOptions *opts, Lora *const *adapters, const float *scales, uint32_t n, uint64_t *len);
 REALM_EXPORT uint32_t realm_gpu_rope_table(Model *m, uint32_t pos0, uint32_t n, const float *freqs, float *out);
 /* Threads (realm-mt.wasm; no-ops in realm.wasm) */
 REALM_EXPORT uint32_t realm_thread_run(uint32_t index);

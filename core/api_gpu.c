@@ -26,6 +26,7 @@
  * (realm_gpu_prepare), the RoPE table, and sampling from the GPU's argmax or
  * top-k candidates with the core's own sampler. */
 #include "api.h"
+#include "lora.h"
 #include "model.h"
 #include "quant.h"
 
@@ -148,6 +149,10 @@ typedef struct {
     uint32_t wg;         /* workgroup size of the simple kernels */
     uint64_t part_limit; /* largest part of a weight tensor (bytes, before padding) */
     bool session_op;     /* the next op reads a session's own state (see op_session) */
+    uint32_t hook;       /* the next op ends the matmul of LoRA slot `hook` (lora.h), or NONE */
+    uint32_t lora_slot;  /* a LoRA plan (realm_gpu_lora_plan): the slot of the next op, or NONE */
+    uint64_t logit_rows; /* rows the logits buffer holds */
+    bool too_big;        /* a LoRA tensor larger than one binding */
 } Plan;
 
 static bool str_eq0(const char *a, const char *b) {
@@ -254,7 +259,7 @@ typedef struct { uint32_t c[3], div[3]; } Grid; /* dim i = c[i] * (div[i] ? ceil
 typedef struct { const char *buf; uint32_t tensor, part; } Bind;
 #define BUF(name) ((Bind){name, NONE, 0})
 #define TEN(id, p) ((Bind){NULL, id, p})
-enum { STEP_BODY = 0, STEP_HEAD = 1 };
+enum { STEP_BODY = 0, STEP_HEAD = 1, STEP_LORA_HEAD = 2 };
 
 static Grid grid_rows(const Plan *P, uint64_t groups, uint32_t zdiv) {
     Grid g = {{1, 1, 1}, {0, 0, zdiv}};
@@ -298,6 +303,9 @@ static void op(Plan *P, const char *label, uint32_t k, Grid g, uint32_t k1, Grid
     jb_kv(b, ",\"step", (uint64_t)step);
     if (P->session_op) jb_s(b, ",\"s\":1");
     P->session_op = false;
+    if (P->hook != NONE) jb_kv(b, ",\"hook", P->hook);
+    P->hook = NONE;
+    if (P->lora_slot != NONE) jb_kv(b, ",\"slot", P->lora_slot);
     jb_s(b, ",\"p\":[");
     for (int i = 0; i < np; i++) { if (i) jb_s(b, ","); jb_u(b, params[i]); }
     jb_s(b, "],\"b\":[");
@@ -355,27 +363,29 @@ static uint64_t act_words(uint32_t kind, uint64_t K) {
 static const char *ACT_NAME[] = {"f32", "f16", "bf16", "q8_0", "q8_1", "q8_K"};
 
 /* quantize op: `in` (n rows of K floats, stride xs) -> "xq" in kind's layout */
-static void op_quantize(Plan *P, const char *label, const char *in, uint64_t K, uint64_t xs, uint32_t kind, int step) {
+static void op_quantize_to(Plan *P, const char *label, const char *in, const char *out, uint64_t K, uint64_t xs,
+                           uint32_t kind, int step) {
     uint32_t wg = P->wg;
     Const c[] = {{"KIND", kind}, {"WG", wg}};
     uint32_t k = kernel(P, "quantize.wgsl", 0, c, 2);
     uint64_t units = kind <= ACT_BF16_ ? ceil_div(K, 32) : kind == ACT_Q8_K_ ? K / 256 : K / 32;
     Grid g = grid_rows(P, ceil_div(units, wg), 1);
     uint32_t p[] = {(uint32_t)K, (uint32_t)xs, (uint32_t)act_words(kind, K), 0};
-    Bind b[] = {BUF(in), BUF("xq")};
-    char l[96] = "";
+    Bind b[] = {BUF(in), BUF(out)};
+    char l[KEY_LEN] = "";
     key_append(l, label);
     key_append(l, ":quantize_");
     key_append(l, ACT_NAME[kind]);
     op(P, l, k, g, NONE, g, p, 4, step, b, 2);
 }
+static void op_quantize(Plan *P, const char *label, const char *in, uint64_t K, uint64_t xs, uint32_t kind, int step) {
+    op_quantize_to(P, label, in, "xq", K, xs, kind, step);
+}
 
-/* matmul ops of weight t (every part): y[.., y_off + r] (+)= W x */
-static void op_matmul(Plan *P, const char *name, const Tensor *t, const char *x, uint64_t xs, const char *y,
-                      uint64_t ys, bool accum, int step) {
-    uint32_t id = tensor_id(P, t, name);
-    uint32_t np_ = n_parts(P, id, t);
-    uint64_t rpp = P->trefs[id].rows_per_part;
+/* matmul ops of weight t (tensor id, np_ parts of rpp rows): y[.., y_off + r] (+)= W x;
+ * hook: the LoRA slot whose adapters' ops follow the last part (NONE: none) */
+static void op_matmul_id(Plan *P, const char *name, const Tensor *t, uint32_t id, uint32_t np_, uint64_t rpp,
+                         const char *x, uint64_t xs, const char *y, uint64_t ys, bool accum, int step, uint32_t hook) {
     /* decode (one token): on GPUs TPR invocations share a row (exact order: matmul.wgsl);
      * on CPU adapters one invocation per row. batch: one invocation per row and TT tokens. */
     uint32_t wg1 = 64, tpr1 = 1, wgB = 64, tprB = 1, ttB = 8;
@@ -394,13 +404,20 @@ static void op_matmul(Plan *P, const char *name, const Tensor *t, const char *x,
         uint32_t p[] = {(uint32_t)t->ne0, (uint32_t)rows, (uint32_t)t->row_bytes, (uint32_t)xs, (uint32_t)ys,
                         (uint32_t)r0, accum ? 1u : 0u, 0};
         Bind b[] = {TEN(id, pi), BUF(x), BUF(y)};
+        if (pi + 1 == np_) P->hook = hook;
         op(P, name, kB, gB, k1, g1, p, 8, step, b, 3);
     }
 }
 
+static void op_matmul(Plan *P, const char *name, const Tensor *t, const char *x, uint64_t xs, const char *y,
+                      uint64_t ys, bool accum, int step, uint32_t hook) {
+    uint32_t id = tensor_id(P, t, name);
+    op_matmul_id(P, name, t, id, n_parts(P, id, t), P->trefs[id].rows_per_part, x, xs, y, ys, accum, step, hook);
+}
+
 /* Several weights reading the same input (q/k/v, gate/up): the input is
  * quantized once per activation kind, as the CPU does per matmul. */
-typedef struct { const char *name; const Tensor *t; const char *y; uint64_t ys; bool accum; } MM;
+typedef struct { const char *name; const Tensor *t; const char *y; uint64_t ys; bool accum; uint32_t slot; } MM;
 static void mm_group(Plan *P, const char *label, const char *in, uint64_t K, uint64_t xs, const MM *mm, int n, int step) {
     bool done[8] = {0};
     for (int i = 0; i < n; i++) {
@@ -415,7 +432,7 @@ static void mm_group(Plan *P, const char *label, const char *in, uint64_t K, uin
         }
         for (int j = i; j < n; j++)
             if (!done[j] && act_kind(mm[j].t->type) == kind) {
-                op_matmul(P, mm[j].name, mm[j].t, x, xstride, mm[j].y, mm[j].ys, mm[j].accum, step);
+                op_matmul(P, mm[j].name, mm[j].t, x, xstride, mm[j].y, mm[j].ys, mm[j].accum, step, mm[j].slot);
                 done[j] = true;
             }
     }
@@ -456,6 +473,16 @@ static void op_bias(Plan *P, const char *name, const Tensor *bias, const char *y
     Grid g = grid_rows(P, ceil_div(N, P->wg), 1);
     uint32_t p[] = {(uint32_t)N, (uint32_t)N, 0, 0};
     Bind b[] = {BUF(y), TEN(id, 0)};
+    op(P, name, k, g, NONE, g, p, 4, STEP_BODY, b, 2);
+}
+
+/* residual add: y += x (T rows of N) */
+static void op_residual(Plan *P, const char *name, const char *y, const char *x, uint64_t N) {
+    Const c[] = {{"WG", P->wg}, {"BIAS", 0}};
+    uint32_t k = kernel(P, "add.wgsl", 0, c, 2);
+    Grid g = grid_rows(P, ceil_div(N, P->wg), 1);
+    uint32_t p[] = {(uint32_t)N, (uint32_t)N, (uint32_t)N, 0};
+    Bind b[] = {BUF(y), BUF(x)};
     op(P, name, k, g, NONE, g, p, 4, STEP_BODY, b, 2);
 }
 
@@ -508,7 +535,9 @@ static void emit_programs(Plan *P) {
         blk_name(qn, l, "attn_q.weight");
         blk_name(kkn, l, "attn_k.weight");
         blk_name(vvn, l, "attn_v.weight");
-        MM qkv[] = {{qn, &L->wq, "q", QD, false}, {kkn, &L->wk, "k", KVD, false}, {vvn, &L->wv, "v", KVD, false}};
+        uint32_t ls = l * LORA_PER_LAYER;
+        MM qkv[] = {{qn, &L->wq, "q", QD, false, ls + LORA_Q}, {kkn, &L->wk, "k", KVD, false, ls + LORA_K},
+                    {vvn, &L->wv, "v", KVD, false, ls + LORA_V}};
         blk_name(nm, l, "attn_qkv");
         mm_group(P, nm, "xb", E, E, qkv, 3, STEP_BODY);
         blk_name(nm, l, "attn_q.bias");
@@ -538,16 +567,19 @@ static void emit_programs(Plan *P) {
         }
         char on[KEY_LEN];
         blk_name(on, l, "attn_output.weight");
-        MM o[] = {{on, &L->wo, "x", E, true}}; /* the residual add is fused: x += Wo att */
+        /* xb = Wo att, (LoRA adapters: xb += their terms,) x += xb: the CPU's order */
+        MM o[] = {{on, &L->wo, "xb", E, false, ls + LORA_O}};
         blk_name(nm, l, "attn_output");
         mm_group(P, nm, "att", QD, QD, o, 1, STEP_BODY);
+        blk_name(nm, l, "attn_residual");
+        op_residual(P, nm, "x", "xb", E);
         blk_name(nm, l, "ffn_norm.weight");
         op_rmsnorm(P, nm, &L->ffn_norm, "x", "xb", E, STEP_BODY, false);
         char gn[KEY_LEN], un[KEY_LEN], dn[KEY_LEN];
         blk_name(gn, l, "ffn_gate.weight");
         blk_name(un, l, "ffn_up.weight");
         blk_name(dn, l, "ffn_down.weight");
-        MM gu[] = {{gn, &L->w_gate, "hb", F, false}, {un, &L->w_up, "hb2", F, false}};
+        MM gu[] = {{gn, &L->w_gate, "hb", F, false, ls + LORA_GATE}, {un, &L->w_up, "hb2", F, false, ls + LORA_UP}};
         blk_name(nm, l, "ffn_gate_up");
         mm_group(P, nm, "xb", E, E, gu, 2, STEP_BODY);
         {
@@ -557,13 +589,15 @@ static void emit_programs(Plan *P) {
             blk_name(nm, l, "swiglu");
             op(P, nm, k_swi, g, NONE, g, p, 4, STEP_BODY, b, 2);
         }
-        MM dw[] = {{dn, &L->w_down, "x", E, true}};
+        MM dw[] = {{dn, &L->w_down, "xb", E, false, ls + LORA_DOWN}};
         blk_name(nm, l, "ffn_down");
         mm_group(P, nm, "hb", F, F, dw, 1, STEP_BODY);
+        blk_name(nm, l, "ffn_residual");
+        op_residual(P, nm, "x", "xb", E);
     }
 
     MM out[] = {{m->output.data == m->tok_embd.data ? "token_embd.weight" : "output.weight", &m->output, "logits",
-                 c->n_vocab, false}};
+                 c->n_vocab, false, lora_output_slot(m)}};
     begin_program(P, "head");
     op_rmsnorm(P, "output_norm.weight", &m->output_norm, "x", "xb", E, STEP_HEAD, false);
     mm_group(P, "output", "xb", E, E, out, 1, STEP_HEAD);
@@ -602,6 +636,43 @@ static void jb_buffer(JB *b, const char *name, uint64_t bytes, uint64_t per_ctx,
     jb_s(b, per_session ? ",\"per_session\":true}" : ",\"per_session\":false}");
 }
 
+/* Words per token of the quantized-activation buffer "xq". */
+static uint64_t xq_words(const ModelConfig *c) {
+    uint64_t QD = (uint64_t)c->n_head * c->head_dim, xqw = 0;
+    const uint64_t Ks[3] = {c->n_embd, QD, c->n_ff};
+    for (int i = 0; i < 3; i++)
+        for (uint32_t kind = 0; kind <= ACT_Q8_K_; kind++) xqw = RT_MAX(xqw, act_words(kind, Ks[i]));
+    return xqw;
+}
+
+/* A Plan for m and the adapter opts describes (trefs: room for that many tensors);
+ * the batch and the logits rows decided. NULL: out of memory. */
+static Plan *plan_new(Model *m, const RealmGpuOptions *opts, uint32_t trefs) {
+    Plan *P = rt_calloc(1, sizeof(Plan));
+    if (!P) return NULL;
+    const ModelConfig *c = &m->cfg;
+    P->m = m;
+    P->o = read_opts(opts);
+    P->software = (P->o.flags & OPT_SOFTWARE) != 0;
+    P->f16 = (P->o.flags & OPT_F16) != 0;
+    P->subgroups = (P->o.flags & OPT_SUBGROUPS) != 0;
+    P->wg = 64;
+    P->hook = P->lora_slot = NONE;
+    P->trefs_cap = trefs;
+    P->trefs = rt_calloc(P->trefs_cap, sizeof(TRef));
+    uint64_t lim = RT_MIN(P->o.max_binding, P->o.max_buffer);
+    P->part_limit = (lim & ~(uint64_t)255) - 256; /* room for padding after the last row */
+    uint64_t QD = (uint64_t)c->n_head * c->head_dim;
+    /* the batch: every per-token buffer must fit one binding */
+    uint64_t wide = RT_MAX(RT_MAX((uint64_t)c->n_embd, QD), (uint64_t)c->n_ff);
+    uint64_t per_tok = RT_MAX(wide, xq_words(c)) * 4;
+    uint32_t B = P->o.max_batch;
+    while (B > 1 && (uint64_t)B * per_tok > lim) B /= 2;
+    P->B = B;
+    P->logit_rows = RT_MIN((uint64_t)B, RT_MAX((uint64_t)1, lim / ((uint64_t)c->n_vocab * 4)));
+    return P;
+}
+
 /* The plan of `m` for an adapter described by 16 u32 words at opts (docs/GPU.md):
  * a NUL-terminated JSON text the caller frees (realm_free); its length at *len.
  * 0 on failure (a model not prepared, memory). */
@@ -629,32 +700,15 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
                       "factors) runs on the CPU core only for now; use device='cpu'");
         return NULL;
     }
-    Plan *P = rt_calloc(1, sizeof(Plan));
+    Plan *P = plan_new(m, opts, 16 * m->cfg.n_layer + 16);
     if (!P) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory", NULL); return NULL; }
     const ModelConfig *c = &m->cfg;
-    P->m = m;
-    P->o = read_opts(opts);
-    P->software = (P->o.flags & OPT_SOFTWARE) != 0;
-    P->f16 = (P->o.flags & OPT_F16) != 0;
-    P->subgroups = (P->o.flags & OPT_SUBGROUPS) != 0;
-    P->wg = 64;
-    P->trefs_cap = 16 * c->n_layer + 16;
-    P->trefs = rt_calloc(P->trefs_cap, sizeof(TRef));
     uint64_t lim = RT_MIN(P->o.max_binding, P->o.max_buffer);
-    P->part_limit = (lim & ~(uint64_t)255) - 256; /* room for padding after the last row */
     uint64_t E = c->n_embd, D = c->head_dim, QD = (uint64_t)c->n_head * D, KVD = (uint64_t)c->n_head_kv * D, F = c->n_ff;
     uint64_t V = c->n_vocab;
-    /* the batch: every per-token buffer must fit one binding */
-    uint64_t wide = RT_MAX(RT_MAX(E, QD), F);
-    uint64_t xqw = 0;
-    const uint64_t Ks[3] = {E, QD, F};
-    for (int i = 0; i < 3; i++)
-        for (uint32_t kind = 0; kind <= ACT_Q8_K_; kind++) xqw = RT_MAX(xqw, act_words(kind, Ks[i]));
-    uint64_t per_tok = RT_MAX(wide, xqw) * 4;
-    uint32_t B = P->o.max_batch;
-    while (B > 1 && (uint64_t)B * per_tok > lim) B /= 2;
-    P->B = B;
-    uint64_t logit_rows = RT_MIN((uint64_t)B, RT_MAX((uint64_t)1, lim / (V * 4)));
+    uint64_t wide = RT_MAX(RT_MAX(E, QD), F), xqw = xq_words(c);
+    uint32_t B = P->B;
+    uint64_t logit_rows = P->logit_rows;
     uint64_t kv_pos = KVD * 2, rope_pos = (uint64_t)c->rope_dim / 2 * 8;
     uint64_t max_ctx = lim / RT_MAX(kv_pos, rope_pos);
     if (!P->trefs || D > 1024 || D / 2 > 16 * 64) {
@@ -734,6 +788,227 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
     if (oom) {
         rt_free(res);
         rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory writing the GPU plan", NULL);
+        return NULL;
+    }
+    return res;
+}
+
+/* ------------------------------------------------------------ LoRA adapters */
+/* The plan's ops that apply a session's adapters (lora.h) after the base matmuls they
+ * adapt: the base plan marks the last op of each adaptable matmul with "hook": slot (the
+ * slot numbering of lora.h: layer * 7 + q,k,v,o,gate,up,down; n_layer * 7 the output head);
+ * this plan's ops carry "slot" and run right after that op, in order. Per adapter (in the
+ * session's order) and adapted slot, as core/lora.c's lora_apply:
+ *   gather   the step's rows of the matmul's input into "lora_x" (rows 0..; F16 halves:
+ *            rounded to f16, as lora.c rounds them for its widened F32 copies)
+ *   quantize "lora_x" -> "lora_q" when A is Q8_0
+ *   matmul   A -> "lora_t" (rank values per row)
+ *   quantize "lora_t" -> "lora_q" when B is Q8_0 (Q8_0 activations) or F16 (f16-rounded)
+ *   matmul   B -> "lora_y"
+ *   add      y[t0 + t] += s * lora_y[t], s = scale * alpha / rank (alpha 0: scale)
+ * Scale 0 emits nothing (the base model exactly). Body ops read the body step (its t0: the
+ * session's first row in a batch); the output head's read step 2, {R, 0, r0, 0}: logits
+ * rows r0.. of the head (a session alone: {R, 0, 0, 0}). */
+
+/* A LoRA half in the plan's "tensors": the bytes the core holds (F16 halves widened to
+ * F32 at load) at wasm address ptr; listed once. */
+static uint32_t lora_tensor_id(Plan *P, const Tensor *t, uint32_t adapter, const char *name) {
+    for (uint32_t i = 0; i < P->n_tensors; i++)
+        if (P->trefs[i].data == t->data) return i;
+    uint64_t nbytes = t->row_bytes * t->ne1;
+    if (nbytes > P->part_limit) { P->too_big = true; return 0; }
+    if (P->n_tensors >= P->trefs_cap) { P->out.oom = true; return 0; }
+    uint32_t id = P->n_tensors++;
+    P->trefs[id] = (TRef){t->data, t->ne1};
+    JB *b = &P->out;
+    if (id) jb_s(b, ",");
+    jb_kv(b, "\n  {\"id", id);
+    jb_kv(b, ",\"adapter", adapter);
+    jb_s(b, ",\"name\":");
+    jb_str(b, name, strlen(name));
+    jb_kv(b, ",\"type", t->type);
+    jb_kv(b, ",\"ne0", t->ne0);
+    jb_kv(b, ",\"ne1", t->ne1);
+    jb_kv(b, ",\"row_bytes", t->row_bytes);
+    jb_kv(b, ",\"ptr", (uint64_t)(uintptr_t)t->data);
+    jb_kv(b, ",\"nbytes", nbytes);
+    jb_s(b, "}");
+    return id;
+}
+
+/* Where slot's matmul reads and writes in the base plan: input buffer, K, its row stride,
+ * output buffer, N, its row stride. */
+typedef struct { const char *x; uint64_t K, xs; const char *y; uint64_t N, ys; int step; } LoraSite;
+static LoraSite lora_site(const Model *m, uint32_t slot) {
+    const ModelConfig *c = &m->cfg;
+    uint64_t E = c->n_embd, QD = (uint64_t)c->n_head * c->head_dim, KVD = (uint64_t)c->n_head_kv * c->head_dim, F = c->n_ff;
+    if (slot == lora_output_slot(m)) return (LoraSite){"xb", E, E, "logits", c->n_vocab, c->n_vocab, STEP_LORA_HEAD};
+    switch (slot % LORA_PER_LAYER) {
+    case LORA_Q: return (LoraSite){"xb", E, E, "q", QD, QD, STEP_BODY};
+    case LORA_K: return (LoraSite){"xb", E, E, "k", KVD, KVD, STEP_BODY};
+    case LORA_V: return (LoraSite){"xb", E, E, "v", KVD, KVD, STEP_BODY};
+    case LORA_O: return (LoraSite){"att", QD, QD, "xb", E, E, STEP_BODY};
+    case LORA_GATE: return (LoraSite){"xb", E, E, "hb", F, F, STEP_BODY};
+    case LORA_UP: return (LoraSite){"xb", E, E, "hb2", F, F, STEP_BODY};
+    default: return (LoraSite){"hb", F, F, "xb", E, E, STEP_BODY};
+    }
+}
+
+static void lora_name(char *out, const Model *m, uint32_t slot, const char *what) {
+    static const char *const names[LORA_PER_LAYER] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    out[0] = 0;
+    if (slot == lora_output_slot(m)) key_append(out, "output");
+    else {
+        key_append(out, "blk.");
+        key_u(out, slot / LORA_PER_LAYER);
+        key_append(out, ".");
+        key_append(out, names[slot % LORA_PER_LAYER]);
+    }
+    key_append(out, ".weight.");
+    key_append(out, what);
+}
+
+/* lora.wgsl: MODE 0 gather, 1 gather rounded to f16, 2 scaled add */
+static void op_lora_kernel(Plan *P, const char *label, uint32_t mode, uint64_t N, const uint32_t *p, int step,
+                           const char *a, const char *b) {
+    Const c[] = {{"MODE", mode}, {"WG", P->wg}};
+    uint32_t k = kernel(P, "lora.wgsl", 0, c, 2);
+    Grid g = grid_rows(P, ceil_div(N, P->wg), 1);
+    Bind bs[] = {BUF(a), BUF(b)};
+    op(P, label, k, g, NONE, g, p, 4, step, bs, 2);
+}
+
+static void emit_lora_slot(Plan *P, uint32_t ai, const Lora *a, float scale, uint32_t slot) {
+    const LoraPair *pr = &a->pairs[slot];
+    LoraSite st = lora_site(P->m, slot);
+    uint64_t rank = pr->a.ne1;
+    float sc = a->alpha != 0 ? scale * a->alpha / (float)rank : scale; /* as lora_apply */
+    char nm[KEY_LEN], an[KEY_LEN], bn[KEY_LEN];
+    lora_name(an, P->m, slot, "lora_a");
+    lora_name(bn, P->m, slot, "lora_b");
+    uint32_t ida = lora_tensor_id(P, &pr->a, ai, an), idb = lora_tensor_id(P, &pr->b, ai, bn);
+    P->lora_slot = slot;
+    {   /* the step's rows of the input, from row t0 */
+        uint32_t p[] = {(uint32_t)st.K, (uint32_t)st.xs, (uint32_t)st.K, 0};
+        lora_name(nm, P->m, slot, "lora_gather");
+        op_lora_kernel(P, nm, pr->own[0] ? 1 : 0, st.K, p, st.step, st.x, "lora_x");
+    }
+    const char *x = "lora_x";
+    uint64_t xs = st.K;
+    if (pr->a.type == GGML_TYPE_Q8_0) {
+        lora_name(nm, P->m, slot, "lora_a");
+        op_quantize_to(P, nm, "lora_x", "lora_q", st.K, st.K, ACT_Q8_0_, st.step);
+        x = "lora_q", xs = act_words(ACT_Q8_0_, st.K);
+    }
+    op_matmul_id(P, an, &pr->a, ida, 1, pr->a.ne1, x, xs, "lora_t", rank, false, st.step, NONE);
+    x = "lora_t", xs = rank;
+    uint32_t kind = pr->own[1] ? ACT_F16_ : pr->b.type == GGML_TYPE_Q8_0 ? ACT_Q8_0_ : ACT_F32_;
+    if (kind != ACT_F32_) {
+        lora_name(nm, P->m, slot, "lora_b");
+        op_quantize_to(P, nm, "lora_t", "lora_q", rank, rank, kind, st.step);
+        x = "lora_q", xs = act_words(kind, rank);
+    }
+    op_matmul_id(P, bn, &pr->b, idb, 1, pr->b.ne1, x, xs, "lora_y", st.N, false, st.step, NONE);
+    {
+        uint32_t p[] = {(uint32_t)st.N, (uint32_t)st.ys, fbits(sc), 0};
+        lora_name(nm, P->m, slot, "lora_add");
+        op_lora_kernel(P, nm, 2, st.N, p, st.step, st.y, "lora_y");
+    }
+    P->lora_slot = NONE;
+}
+
+/* The ops and tensors that apply adapters[0..n) with scales[0..n) (a session's set, as
+ * realm_session_set_lora takes them) on top of m's plan for the same opts: JSON (docs/GPU.md,
+ * "LoRA adapters"), NUL-terminated, *len bytes, the caller frees it; 0 on failure. */
+EXPORT char *realm_gpu_lora_plan(Model *m, const RealmGpuOptions *opts, Lora *const *adapters, const float *scales,
+                                 uint32_t n, uint64_t *len) {
+    rt_err_clear();
+    NEED_MODEL(m, NULL);
+    if (!opts || !len || (n && (!adapters || !scales))) {
+        rt_err("realm_gpu_lora_plan: null options, adapters, scales or length pointer", NULL);
+        return NULL;
+    }
+    if (!m->layers) {
+        rt_err("realm_gpu_lora_plan: the model is not loaded (realm_model_load or realm_gpu_prepare first)", NULL);
+        return NULL;
+    }
+    if (opts->version != REALM_GPU_OPTIONS_VERSION) {
+        rt_err("realm_gpu_lora_plan: unknown options version (this core speaks GPU ABI 1)", NULL);
+        return NULL;
+    }
+    if (n > SESSION_MAX_LORA) {
+        rt_err("LoRA: at most 8 adapters per session, got ", NULL);
+        rt_err_append_u64(n);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (!adapters[i] || !model_has_lora(m, adapters[i])) {
+            rt_err("LoRA: adapter ", NULL);
+            rt_err_append_u64(i);
+            rt_err_append(" is not a live adapter of this model (freed, or loaded for another model)");
+            return NULL;
+        }
+        if (!rt_isfinite(scales[i])) {
+            rt_err("LoRA: the scale of adapter ", NULL);
+            rt_err_append_u64(i);
+            rt_err_append(" is not a finite number (NaN or infinite)");
+            return NULL;
+        }
+        for (uint32_t j = 0; j < i; j++)
+            if (adapters[j] == adapters[i]) { rt_err("LoRA: the same adapter is named twice", NULL); return NULL; }
+    }
+    uint32_t n_slots = m->cfg.n_layer * LORA_PER_LAYER + 1, n_pairs = 0;
+    for (uint32_t i = 0; i < n; i++) n_pairs += adapters[i]->n_pairs;
+    Plan *P = plan_new(m, opts, 2 * n_pairs + 2);
+    if (!P || !P->trefs) {
+        if (P) rt_free(P);
+        rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory", NULL);
+        return NULL;
+    }
+    /* scratch sizes: the widest input, rank and output of the adapted slots */
+    uint64_t max_k = 1, max_q = 1, max_r = 1, max_y = 1;
+    JB *b = &P->out;
+    jb_s(b, "{\"abi\":1,\n \"tensors\":[");
+    begin_program(P, "ops");
+    for (uint32_t i = 0; i < n; i++) {
+        if (scales[i] == 0) continue; /* scale 0 is the base, exactly */
+        const Lora *a = adapters[i];
+        for (uint32_t slot = 0; slot < n_slots; slot++) {
+            const LoraPair *pr = &a->pairs[slot];
+            if (!pr->a.data) continue;
+            LoraSite st = lora_site(m, slot);
+            uint64_t rows = st.step == STEP_LORA_HEAD ? P->logit_rows : P->B, rank = pr->a.ne1;
+            max_k = RT_MAX(max_k, rows * st.K);
+            max_q = RT_MAX(max_q, rows * RT_MAX(act_words(ACT_Q8_0_, st.K), rank));
+            max_r = RT_MAX(max_r, rows * rank);
+            max_y = RT_MAX(max_y, rows * st.N);
+            emit_lora_slot(P, i, a, scales[i], slot);
+        }
+    }
+    jb_s(&P->prog, "]");
+    bool too_big = P->too_big;
+    jb_s(b, "],\n \"buffers\":[");
+    bool first = true;
+    jb_buffer(b, "lora_x", max_k * 4, 0, false, &first);
+    jb_buffer(b, "lora_q", max_q * 4, 0, false, &first);
+    jb_buffer(b, "lora_t", max_r * 4, 0, false, &first);
+    jb_buffer(b, "lora_y", max_y * 4, 0, false, &first);
+    jb_s(b, "],\n \"kernels\":[\n  ");
+    jb_raw(b, P->kernels.p ? P->kernels.p : "", P->kernels.n);
+    jb_s(b, "],\n ");
+    jb_raw(b, P->prog.p ? P->prog.p : "", P->prog.n);
+    jb_s(b, "}\n");
+    bool oom = b->oom || P->kernels.oom || P->prog.oom || too_big;
+    char *res = b->p;
+    *len = b->n;
+    rt_free(P->kernels.p);
+    rt_free(P->prog.p);
+    rt_free(P->trefs);
+    rt_free(P);
+    if (oom) {
+        rt_free(res);
+        if (too_big) rt_err_as(REALM_ERR_UNSUPPORTED, "realm_gpu_lora_plan: an adapter tensor is larger than the adapter's largest storage binding", NULL);
+        else rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory writing the GPU LoRA plan", NULL);
         return NULL;
     }
     return res;

@@ -4,6 +4,11 @@
 #include "quant.h"
 #include "threads.h"
 
+/* y += s * t is a multiply, then an add: never contracted into a multiply-add (the relaxed-SIMD
+ * build would emit f32x4.relaxed_madd, fused on some engines and not on others) nor
+ * reassociated, so every build, engine and the GPU (wgsl/lora.wgsl) get the same bits. */
+#pragma clang fp contract(off) reassociate(off)
+
 #define LORA_MAX_RANK 4096u /* past any real adapter; bounds the scratch a hostile file can ask for */
 
 static const char *const slot_names[LORA_PER_LAYER] = {
@@ -158,9 +163,9 @@ static void free_pairs(Lora *a) {
 
 Lora *lora_load(Model *m, uint8_t *buf, uint64_t len) {
     rt_err_clear();
-    if (m->vocab_only || !m->layers) {
-        rt_err_as(REALM_ERR_UNSUPPORTED, "LoRA adapters run on the CPU forward pass; this model was loaded without "
-                  "weights in wasm memory (vocab-only or GPU)", NULL);
+    if (!m->layers) { /* loaded with weights, or prepared for the GPU (realm_gpu_prepare: realm_gpu_lora_plan) */
+        rt_err_as(REALM_ERR_UNSUPPORTED, "LoRA adapters need the model's weights or its GPU preparation; this model "
+                  "was loaded vocab-only", NULL);
         return NULL;
     }
     Lora *a = rt_calloc(1, sizeof(Lora));

@@ -45,8 +45,11 @@
  * its intrinsics (wasm_f32x4_mul, ...) are functions whose float operations
  * take the flags in force where they are defined; included first, they kept
  * "reassoc", and LLVM rewrote a * (b * c) as (a * b) * c in some kernels but
- * not others. (No .c file of the quant module includes the header itself.) */
-#pragma clang fp reassociate(off)
+ * not others. (No .c file of the quant module includes the header itself.)
+ * contract(off): no a * b + c becomes a multiply-add; the relaxed-SIMD build otherwise
+ * turned the float kernels' scalar tails (K not a multiple of 8: LoRA ranks such as 4)
+ * into f32x4.relaxed_madd, other bits than the SIMD128 build and the GPU. */
+#pragma clang fp reassociate(off) contract(off)
 #include <wasm_simd128.h>
 
 #define QI_INLINE static inline __attribute__((always_inline))

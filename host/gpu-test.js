@@ -129,4 +129,31 @@ async function generate({ url, promptIds, nGen, nCtx = 256 }) {
   return { device: r.device, note: r.deviceNote, tokens, seconds: (performance.now() - t0) / 1000 };
 }
 
-window.gpuTest = { ready: describe(), run, generate, describe };
+// A model with LoRA adapters on WebGPU through the JS SDK: the logits of every prompt id,
+// then of each of `steps` single-token evals (decode), as base64 f32 rows.
+async function loraLogits({ url, lora, promptIds, steps = [], nCtx = 64 }) {
+  const { Realm } = await import('/js-sdk/src/index.js');
+  const r = await Realm.load(url, { nCtx, cache: false, device: 'webgpu', lora });
+  try {
+    const s = r.session;
+    await s.eval(promptIds, true);
+    const rows = [await s.logits()];
+    for (const t of steps) {
+      await s.eval([t]);
+      const l = await s.logits();
+      rows.push(l.subarray(l.length - s.nVocab));
+    }
+    const n = rows.reduce((m, x) => m + x.length, 0);
+    const all = new Float32Array(n);
+    let at = 0;
+    for (const x of rows) { all.set(x, at); at += x.length; }
+    let bin = '';
+    const u8 = new Uint8Array(all.buffer);
+    for (let i = 0; i < u8.length; i += 0x8000) bin += String.fromCharCode.apply(null, u8.subarray(i, i + 0x8000));
+    return { device: r.device, note: r.deviceNote, lora: r.lora, logits: btoa(bin), n };
+  } finally {
+    if (r.close) await r.close();
+  }
+}
+
+window.gpuTest = { ready: describe(), run, generate, describe, loraLogits };

@@ -45,6 +45,11 @@ class LoraAdapter:
             n, rank, alpha = struct.unpack("<IIf", c.read_bytes(out, 12))
             c.free(out)
         self.n_tensors, self.rank, self.alpha = n, rank, alpha
+        self._on_close: list = []
+
+    def on_close(self, fn) -> None:
+        """fn(adapter) when it is freed (the GPU backend drops its uploaded copies)."""
+        self._on_close.append(fn)
 
     @property
     def closed(self) -> bool:
@@ -56,6 +61,8 @@ class LoraAdapter:
             with self.model.core.lock:
                 self.model.core.call("realm_lora_free", self.handle)
         self.handle = 0
+        for fn in self.__dict__.pop("_on_close", []):
+            fn(self)
 
     def __repr__(self) -> str:
         return f"LoraAdapter({self.path!r}, tensors={self.n_tensors}, rank={self.rank}, alpha={self.alpha})"

@@ -126,6 +126,13 @@ class Realm:
         except Exception:
             pass
 
+    def _new_session(self):
+        """Another session of this Realm's model on its device (batched generation)."""
+        if self.device == "gpu":
+            from . import gpu
+            return gpu.open_gpu_session(self.model, self.n_ctx)
+        return Session(self.model, self.n_ctx, *self._cache_types)
+
     # ------------------------------------------------------------------ LoRA
     def _acquire_adapters(self, spec) -> list:
         """[(path, scale) | path | (LoraAdapter, scale)] -> [(LoraAdapter, scale)], each acquired."""
@@ -154,12 +161,9 @@ class Realm:
         on every adapted weight, as llama.cpp; scale 0 is the base model exactly. Files are
         validated against the model (architecture, shapes, rank) and refused with a clear error;
         the session then keeps its previous adapters."""
-        if self.device != "cpu" and adapters:
-            raise RealmError("LoRA adapters run on the CPU core (device='cpu'); the GPU path does not apply them yet")
         new = self._acquire_adapters(adapters)
         try:
-            if self.device == "cpu":
-                self.session.set_lora(new)
+            self.session.set_lora(new)  # a CPU Session or a GpuSession (the core's LoRA plan)
         except BaseException:
             self._release_adapters(new)
             raise
@@ -291,8 +295,6 @@ class Realm:
         temperature, ...). Stats per prompt land in self.last_batch_stats."""
         if self._closed:
             raise RealmError("session is closed (this Realm was closed)")
-        if self.device != "cpu":
-            raise RealmError("batched generation runs on the CPU core (device='cpu')")
         shared = dict(max_tokens=max_tokens, stop=stop, ignore_eos=ignore_eos, add_special=add_special, **sampling)
         specs = [dict(shared, **p) if isinstance(p, dict) else dict(shared, prompt=p) for p in prompts]
         items: list[tuple[Generation, Session]] = []
@@ -314,7 +316,7 @@ class Realm:
                 settings = SamplerSettings.of(_D, **sp)
                 session = None
                 try:
-                    session = Session(self.model, self.n_ctx, *self._cache_types)
+                    session = self._new_session()
                     session.set_lora(adapters)
                 except BaseException:
                     if session is not None:

@@ -36,7 +36,8 @@ def browser(default_model_path):
         from conftest import missing
         missing(why)
     from playwright.sync_api import sync_playwright
-    site = Site({"/models/": default_model_path.parent})
+    import refmodels
+    site = Site({"/models/": default_model_path.parent, "/cache/": refmodels.models_dir()})
     with sync_playwright() as p, tempfile.TemporaryDirectory() as td:
         ctx = p.chromium.launch_persistent_context(td, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
                                                    ignore_default_args=["--headless"])
@@ -178,3 +179,46 @@ def test_default_model_greedy_in_chromium(browser, default_model_path):
             break
     else:
         assert len(got) == n
+
+
+def test_lora_in_chromium(browser, synthetic_model):
+    """LoRA adapters through the JS SDK's WebGPU backend (Realm.load(url, {lora})): the core's
+    LoRA plan run by webgpu.js on SwiftShader gives the CPU core's logits bit for bit (two
+    adapters with their own scales: F16 on attention/FFN, Q8_0 with the output head; prompt
+    and decode)."""
+    import refmodels
+    from realm_web import lora, store
+    from realm_web.core_model import Session
+    page, info, site = browser
+    syn = synthetic_model(n_layer=2, n_embd=256, n_ff=512, n_head=4, n_head_kv=2, n_vocab=8192)
+    ad1 = refmodels.lora_adapter(syn, rank=16, qtype="F16", tensors=("attn_q", "attn_output", "ffn_up"), seed=2)
+    ad2 = refmodels.lora_adapter(syn, rank=32, qtype="Q8_0", tensors=("ffn_down", "output.weight"), seed=3)
+    pairs = [(ad1, 0.7), (ad2, -1.1)]
+    ids = [int(t) for t in np.random.default_rng(4).integers(100, 8000, 12)]
+    steps = [17, 4242]
+    m = store.acquire(syn)
+    held = [(lora.acquire(m, p), sc) for p, sc in pairs]
+    s = Session(m, 64)
+    try:
+        s.set_lora(held)
+        s.eval(ids, all_logits=True)
+        rows = [s.logits()]
+        for t in steps:
+            s.eval([t])
+            rows.append(s.logits()[-1:])
+        want = np.concatenate(rows)
+        s.set_lora([])
+        s.eval(ids, all_logits=True)
+        base = s.logits()
+    finally:
+        s.close()
+        for a, _ in held:
+            lora.release(a)
+        store.release(m)
+    r = page.evaluate("o => window.gpuTest.loraLogits(o)",
+                      {"url": f"{site.url}/cache/{syn.name}", "promptIds": ids, "steps": steps,
+                       "lora": [[f"{site.url}/cache/{p.name}", sc] for p, sc in pairs]})
+    assert r["device"] == "webgpu", r["note"]
+    got = _dec(r["logits"], np.float32, r["n"]).reshape(-1, 8192)
+    assert not np.array_equal(got[:len(ids)], base)                  # the adapters ran
+    assert np.array_equal(got, want), f"max diff {np.abs(got - want).max()}"

@@ -335,3 +335,23 @@ def test_adapters_are_bit_identical_across_thread_counts(syn):
         finally:
             m.close()
     assert np.array_equal(outs[0], outs[1])
+
+
+def test_adapters_are_bit_identical_across_simd_builds(syn, monkeypatch):
+    """The relaxed-SIMD build and the SIMD128 build give the same bits with adapters: no
+    multiply-add in `y += s * B(A x)` nor in the float kernels' scalar tail (rank 4 rows are
+    shorter than the eight lanes); the relaxed build once fused both into relaxed_madd."""
+    pairs = [(refmodels.lora_adapter(syn, rank=4, qtype="F32", alpha=16.0, tensors=("attn_k", "attn_output", "ffn_up")), 0.7),
+             (refmodels.lora_adapter(syn, rank=8, qtype="F32", seed=3), -0.4)]
+    ids = _ids(12, SYN["n_vocab"], seed=4)
+    outs = {}
+    for mode in ("auto", "simd128"):
+        monkeypatch.setenv("REALM_SIMD", mode)
+        m = CoreModel(str(syn))
+        try:
+            outs[m.simd] = _realm_logits(m, ids, pairs)
+        finally:
+            m.close()
+    if "relaxed" not in outs:
+        pytest.skip("this wasmtime has no relaxed SIMD: one build only")
+    assert np.array_equal(outs["relaxed"], outs["simd128"])

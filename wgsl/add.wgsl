@@ -1,6 +1,6 @@
 // add.wgsl: y[t][i] += b[i] (biases, BIAS = 1) or y[t][i] += x[t][i] (residual adds,
-// BIAS = 0), over n rows. The layer plan fuses residual adds into matmul.wgsl
-// (accum = 1); this kernel is for biases and for hosts composing their own steps.
+// BIAS = 0), over n rows: biases, and the residual adds after attn_output and
+// ffn_down (after their LoRA hooks: the CPU's order, core/batch.c).
 // Bindings: 0 params, 1 step, 2 Y (f32, in/out), 3 B (f32).
 //#include common.wgsl
 

@@ -151,11 +151,10 @@ export class Realm {
   async setLora(spec) {
     this._checkOpen();
     const want = normalizeSpec(spec);
-    if (this.model.gpu && want.length) throw new RealmError('LoRA adapters run on the CPU core (device: \'cpu\'); the WebGPU backend does not apply them yet');
     const got = [];
     try {
       for (const [src, sc] of want) got.push([await acquireLora(this.model, src), sc]);
-      if (!this.model.gpu) this.session.setLora(got);
+      await this.session.setLora(got); // a Session, or a GpuSession (the core's LoRA plan)
     } catch (e) {
       for (const [en] of got) releaseLora(en);
       throw e;
@@ -323,6 +322,7 @@ export class Realm {
         const session = sessions[i];
         if (!error) {
           try {
+            await session.setLora(this._lora || []); // the Realm's adapters on every batch session
             g = new Generation(this.model, ids, this.nCtx, { ...o, text, stats });
             session.setSampler(samplerSettings(o, LLAMA_CPP_SAMPLING));
             logprobs = useLogprobs(session, o.logprobs);

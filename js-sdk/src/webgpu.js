@@ -16,7 +16,7 @@ import { CONSTANTS, EVAL_BATCH, STRUCTS, packStruct } from './abi.js';
 export const PLAN_ABI = CONSTANTS.GPU_OPTIONS_VERSION;
 const OPT_F16 = 1, OPT_SUBGROUPS = 2, OPT_SOFTWARE = 4;
 const UNIFORM_ALIGN = 256;
-const STEP_BODY = 0, STEP_HEAD = 1;
+const STEP_BODY = 0, STEP_HEAD = 1, STEP_LORA_HEAD = 2; // 2: the head's LoRA ops, [R, 0, r0, 0]
 const ROPE_CHUNK = 256;
 const UPLOAD_SYNC = 256 << 20; // wait for the queue every this many uploaded bytes (bounds staging memory)
 
@@ -235,6 +235,42 @@ export function buildPlan(model, dev) {
   return plan;
 }
 
+/**
+ * The core's ops and tensors that apply [[loraEntry, scale], ...] (lora.js) on top of the
+ * model's plan (realm_gpu_lora_plan; docs/GPU.md, "LoRA adapters").
+ */
+export function buildLoraPlan(model, dev, pairs) {
+  const c = model.core;
+  if (!c.has('realm_gpu_lora_plan')) throw new GPUUnavailable('this realm.wasm has no GPU LoRA plan export');
+  const n = pairs.length;
+  const op = c.alloc(STRUCTS.GpuOptions.size);
+  const ap = c.alloc(Math.max(12 * n, 16));
+  const lp = c.alloc(8);
+  let text;
+  try {
+    c.write(op, packStruct('GpuOptions', dev.gpuOptions()));
+    const dv = c.dv(ap, Math.max(12 * n, 16));
+    pairs.forEach(([e, sc], i) => {
+      if (!e.handle) throw new RealmError(`LoRA adapter ${e.name} was unloaded`);
+      if (e.model !== model) throw new RealmError(`LoRA adapter ${e.name} was loaded for another model`);
+      dv.setBigUint64(8 * i, BigInt(e.handle), true);
+      dv.setFloat32(8 * n + 4 * i, sc, true);
+    });
+    const p = c.call('realm_gpu_lora_plan', model.handle, op, ap, ap + 8 * n, n, lp);
+    if (!p) throw c.error('GPU LoRA plan');
+    const len = Number(c.dv(lp, 8).getBigUint64(0, true));
+    text = c.readString(p, len);
+    c.free(p);
+  } finally {
+    c.free(op);
+    c.free(ap);
+    c.free(lp);
+  }
+  const plan = JSON.parse(text);
+  if (plan.abi !== PLAN_ABI) throw new RealmError(`GPU LoRA plan ABI ${plan.abi} (this host speaks ${PLAN_ABI})`);
+  return plan;
+}
+
 // ------------------------------------------------------------------ weights
 
 /** A model's plan and weights on one device, shared by its sessions. */
@@ -263,9 +299,24 @@ export class GpuModel {
     words.forEach((w, i) => data.set(w, i * (UNIFORM_ALIGN / 4)));
     this.params = dev.device.createBuffer({ label: 'op params', size: data.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     dev.device.queue.writeBuffer(this.params, 0, data);
+    this.loraTensors = new Map(); // "handle:ptr" -> [adapter entry, GPUBuffer]: each adapter tensor once
   }
 
   buffer(tensor, part) { return this.parts.get(`${tensor}:${part}`); }
+
+  /** The GPU buffer of a LoRA plan's tensor t of adapter entry e, uploaded from the core's memory once. */
+  loraTensor(e, t) {
+    const key = `${e.handle}:${t.ptr}`;
+    const hit = this.loraTensors.get(key);
+    if (hit && hit[0] === e && e.handle) return hit[1];
+    const n = Number(t.nbytes);
+    const buf = this.dev.storage(n + 4, t.name, false);
+    const bytes = new Uint8Array((n + 3) & ~3);
+    bytes.set(e.model.core.u8(Number(t.ptr), n));
+    this.dev.device.queue.writeBuffer(buf, 0, bytes);
+    this.loraTensors.set(key, [e, buf]);
+    return buf;
+  }
 
   /**
    * Stream the tensor parts from `reader` (positioned at file offset `have`; the first
@@ -342,6 +393,7 @@ export class GpuModel {
   destroy() {
     for (const b of this.parts.values()) b.destroy();
     this.parts.clear();
+    this.loraTensors.clear();
     if (this.params) this.params.destroy();
     this.params = null;
   }
@@ -374,21 +426,11 @@ class Runner {
           if (!buf) throw new RealmError(`GPU plan: op ${o.label} binds unknown buffer ${JSON.stringify(b)}`);
           resources.push({ buffer: buf, offset: 0, size: buf.size });
         }
-        const compile = async (kidx) => {
-          const pipe = await dev.pipeline(kernels[kidx]);
-          const bg = dev.device.createBindGroup({
-            label: o.label, layout: pipe.getBindGroupLayout(0),
-            entries: resources.map((res, j) => ({ binding: j, resource: res })),
-          });
-          return [pipe, bg];
-        };
-        const [pipe, bg] = await compile(o.k);
-        const op = { label: o.label, pipe, bg, grid: o.g, pipe1: null, bg1: null, grid1: null };
-        if (o.k1 !== undefined) { [op.pipe1, op.bg1] = await compile(o.k1); op.grid1 = o.g1; }
-        out.push(op);
+        out.push(await compileOp(dev, kernels, o, resources));
       }
       r.programs[name] = out;
     }
+    r.hooks = new Map(); // LoRA slot -> the session's adapters' ops (after the op hooking it)
     const err = await dev.device.popErrorScope();
     if (err) throw new RealmError(`WebGPU: building the session's programs failed: ${err.message}`);
     return r;
@@ -396,15 +438,72 @@ class Runner {
 
   record(pass, program, n) {
     let last = null;
-    for (const op of this.programs[program]) {
+    const dispatch = (op) => {
       const one = n === 1 && op.pipe1;
       const pipe = one ? op.pipe1 : op.pipe;
       if (pipe !== last) { pass.setPipeline(pipe); last = pipe; }
       pass.setBindGroup(0, one ? op.bg1 : op.bg);
       const [x, y, z] = gridAt(one ? op.grid1 : op.grid, n);
       pass.dispatchWorkgroups(x, y, z);
+    };
+    for (const op of this.programs[program]) {
+      dispatch(op);
+      if (op.hook != null && this.hooks.has(op.hook)) for (const lo of this.hooks.get(op.hook)) dispatch(lo);
     }
   }
+}
+
+async function compileOp(dev, kernels, o, resources) {
+  const compile = async (kidx) => {
+    const pipe = await dev.pipeline(kernels[kidx]);
+    const bg = dev.device.createBindGroup({
+      label: o.label, layout: pipe.getBindGroupLayout(0),
+      entries: resources.map((res, j) => ({ binding: j, resource: res })),
+    });
+    return [pipe, bg];
+  };
+  const [pipe, bg] = await compile(o.k);
+  const op = { label: o.label, pipe, bg, grid: o.g, pipe1: null, bg1: null, grid1: null, hook: o.hook ?? null };
+  if (o.k1 !== undefined) { [op.pipe1, op.bg1] = await compile(o.k1); op.grid1 = o.g1; }
+  return op;
+}
+
+/**
+ * One session's LoRA adapters on the GPU: the core's LoRA plan, its tensors (shared per
+ * model and adapter), the session's scratch buffers and parameter words, and the compiled
+ * ops by the slot they follow.
+ */
+async function loraOps(session, pairs) {
+  const gm = session.gm, dev = gm.dev;
+  const plan = buildLoraPlan(session.model, dev, pairs);
+  if (!plan.ops.length) return null; // every scale 0: the base model exactly
+  const tensors = new Map(plan.tensors.map((t) => [t.id, gm.loraTensor(pairs[t.adapter][0], t)]));
+  const bufs = {};
+  for (const b of plan.buffers) bufs[b.name] = dev.storage(Number(b.bytes), b.name);
+  const words = new Uint32Array(plan.ops.length * (UNIFORM_ALIGN / 4));
+  plan.ops.forEach((o, i) => words.set(o.p || [], i * (UNIFORM_ALIGN / 4)));
+  const params = dev.device.createBuffer({ label: 'lora op params', size: words.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  dev.device.queue.writeBuffer(params, 0, words);
+  const hooks = new Map();
+  dev.device.pushErrorScope('validation');
+  for (let i = 0; i < plan.ops.length; i++) {
+    const o = plan.ops[i];
+    const resources = [
+      { buffer: params, offset: i * UNIFORM_ALIGN, size: UNIFORM_ALIGN },
+      { buffer: session._step[o.step], offset: 0, size: 16 },
+    ];
+    for (const b of o.b) {
+      const buf = typeof b === 'string' ? (bufs[b] || session._bufs[b]) : tensors.get(b[0]);
+      if (!buf) throw new RealmError(`GPU LoRA plan: op ${o.label} binds unknown buffer ${JSON.stringify(b)}`);
+      resources.push({ buffer: buf, offset: 0, size: buf.size });
+    }
+    const op = await compileOp(dev, plan.kernels, o, resources);
+    if (!hooks.has(o.slot)) hooks.set(o.slot, []);
+    hooks.get(o.slot).push(op);
+  }
+  const err = await dev.device.popErrorScope();
+  if (err) throw new RealmError(`WebGPU: building the LoRA ops failed: ${err.message}`);
+  return { hooks, destroy() { for (const b of Object.values(bufs)) b.destroy(); params.destroy(); } };
 }
 
 // ------------------------------------------------------------------ session
@@ -455,7 +554,7 @@ export class GpuSession {
       throw new RealmError(`a context of ${this.nCtx} tokens does not fit this adapter's largest storage binding (at most ${plan.max_ctx} here)`);
     }
     for (const b of plan.buffers) this._bufs[b.name] = this.dev.storage(Number(b.bytes) + Number(b.ctx_bytes) * this.nCtx, b.name);
-    this._step = [this.dev.uniform(16, 'step body'), this.dev.uniform(16, 'step head')];
+    this._step = [this.dev.uniform(16, 'step body'), this.dev.uniform(16, 'step head'), this.dev.uniform(16, 'step lora head')];
     const c = this.core;
     this._sampler = c.call('realm_sampler_new', 0);
     if (!this._sampler) throw c.error();
@@ -479,6 +578,7 @@ export class GpuSession {
     for (const b of Object.values(this._bufs)) b.destroy();
     this._bufs = {};
     if (this._step) for (const b of this._step) b.destroy();
+    if (this._loraOps) { this._loraOps.destroy(); this._loraOps = null; }
     if (this._readback) { this._readback.destroy(); this._readback = null; }
     const c = this.core;
     if (c && this._sampler) {
@@ -496,6 +596,32 @@ export class GpuSession {
   get nPast() { return this._tokens.length; }
   tokens() { return this._tokens.slice(); }
   truncate(n) { if (n < this._tokens.length) this._tokens.length = Math.max(0, n | 0); }
+
+  /**
+   * Apply LoRA adapters [[entry, scale], ...] (lora.js acquireLora; [] removes them) from the
+   * next eval, with the ops of the core's LoRA plan; as Session.setLora, a change empties the
+   * cache and returns true.
+   */
+  async setLora(pairs) {
+    this._check();
+    if (pairs.length > 8) throw new RealmError(`at most 8 LoRA adapters per session, got ${pairs.length}`);
+    const same = pairs.map(([e, sc]) => `${e.handle}:${sc}`).join(',') === (this._loraKey || '');
+    if (same && pairs.every(([e]) => e.handle) && (this._loraPairs || []).every(([e], i) => e === pairs[i][0])) return false;
+    const ops = pairs.length ? await loraOps(this, pairs) : null;
+    if (this._loraOps) this._loraOps.destroy();
+    this._loraOps = ops;
+    this.runner.hooks = ops ? ops.hooks : new Map();
+    const key = pairs.map(([e, sc]) => `${e.handle}:${sc}`).join(',');
+    const changed = key !== (this._loraKey || '');
+    this._loraKey = key;
+    this._loraPairs = pairs.slice();
+    if (changed) {
+      this.truncate(0);
+      this._headValid = false;
+      this._logitsHost = null;
+    }
+    return changed;
+  }
 
   _checkIds(ids) {
     if (!ids.length) throw new RealmError('nothing to evaluate: zero tokens');
@@ -544,6 +670,7 @@ export class GpuSession {
       if (k != null) h = [h[0], h[1], h[2], k];
       this._head = h.slice();
       this._writeStep(STEP_HEAD, this._head);
+      if (head) this._writeStep(STEP_LORA_HEAD, [head[0], 0, 0, 0]);
     }
     const enc = dev.device.createCommandEncoder();
     const pass = enc.beginComputePass();

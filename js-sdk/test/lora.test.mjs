@@ -48,3 +48,15 @@ test('Realm.load with lora and setLora match the Python host', async () => {
     await base.unload();
   }
 });
+
+test("generateBatch applies the Realm's adapters to every prompt", async () => {
+  const opts = { maxTokens: 10, temperature: 0 };
+  const r = await Realm.load(syn, { nCtx: 128, lora: [[a, 1.0]] });
+  try {
+    assert.deepEqual(await r.generateBatch(['Hello', 'Hello', 'Hello'], opts), [expected[1], expected[1], expected[1]]);
+    await r.setLora([]);
+    assert.deepEqual(await r.generateBatch(['Hello', 'Hello'], opts), [expected[0], expected[0]]);
+  } finally {
+    await r.unload();
+  }
+});

@@ -26,8 +26,9 @@ __all__ = ["GPUUnavailable", "GpuModel", "acquire_model", "adapters", "available
 class GpuModel:
     """One model file's plan and weights on one device."""
 
-    def __init__(self, key, dev, plan, weights) -> None:
+    def __init__(self, key, dev, plan, weights, opts=None) -> None:
         self.key = key
+        self.opts = opts  # the GpuOptions the plan was made for (LoRA plans use the same)
         self.dev = dev
         self.plan = plan
         self.weights = weights
@@ -52,6 +53,7 @@ class GpuModel:
             self._batch.destroy()
             self._batch = None
         self.weights.destroy()
+        self.__dict__.pop("_lora_tensors", None)  # (realm_web/gpu/lora.py)
 
 
 _lock = threading.Lock()
@@ -98,9 +100,10 @@ def gpu_model(core_model, dev=None, **plan_options) -> GpuModel:
         g = _models.get(key)
         if g is None:
             prepare_model(core_model)
-            plan = build_plan(core_model, gpu_options(dev, **plan_options))
+            opts = gpu_options(dev, **plan_options)
+            plan = build_plan(core_model, opts)
             weights = GpuWeights(dev, plan, getattr(core_model, "source", None) or core_model.path)
-            g = GpuModel(key, dev, plan, weights)
+            g = GpuModel(key, dev, plan, weights, opts)
             _models[key] = g
         g.refs += 1
         return g

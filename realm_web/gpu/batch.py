@@ -32,7 +32,7 @@ from ..errors import ContextOverflowError, RealmError
 from . import buffers as B
 from .runner import compile_op, dispatch
 
-STEP_BODY, STEP_HEAD = 0, 1
+STEP_BODY, STEP_HEAD, STEP_LORA_HEAD = 0, 1, 2
 ALL_LOGITS, NO_LOGITS = 1, 2  # flags, as realm_batch_eval's
 
 
@@ -82,20 +82,22 @@ class GpuBatch:
             self._staging.destroy()
             self._staging = None
 
-    def session_ops(self, s) -> list:
+    def session_ops(self, s) -> tuple[list, dict]:
         """Session s's compiled session ops of the body (its cache, RoPE table and body step;
-        the batch's activations), compiled on first use and kept by the session."""
+        the batch's activations) and its LoRA ops by slot (its adapters, scratch and steps),
+        compiled on first use and kept by the session."""
         cached = getattr(s, "_batch_ops", None)
         if cached is not None and cached[0] is self:
-            return cached[1]
+            return cached[1], cached[2]
         plan = self.plan
 
         def resolve(name):
             return s._bufs[name] if name in self.per_session else self.bufs[name]
         ops = [compile_op(self.dev, plan, self.gmodel.weights, "body", i, o, resolve, s._step[STEP_BODY])
                if o.get("s") else None for i, o in enumerate(plan.programs["body"])]
-        s._batch_ops = (self, ops)
-        return ops
+        hooks = s._lora_ops.compile(resolve, s._step) if s._lora_ops is not None else {}
+        s._batch_ops = (self, ops, hooks)
+        return ops, hooks
 
     def staging(self, nbytes: int):
         self._staging = B.readback(self.dev, self._staging, nbytes, "batch readback")
@@ -198,7 +200,9 @@ def _run(bt: GpuBatch, sessions, chunks, flags, sample):
     all_rows = {i: [None] * counts[i] for i in range(n) if flags[i] == ALL_LOGITS}
     picked = [None] * n  # step: what came back for session i (sample words or a logits row)
     with dev.lock:
-        ops = [bt.session_ops(s) for s in sessions]
+        compiled = [bt.session_ops(s) for s in sessions]
+        ops = [c[0] for c in compiled]
+        hooks = [c[1] for c in compiled]  # each session's LoRA ops, by the slot they follow
         for s, p0, c in zip(sessions, p0s, counts):
             s._fill_rope(p0 + c)
         for ci, rows in enumerate(chunks_of_rows):
@@ -209,9 +213,16 @@ def _run(bt: GpuBatch, sessions, chunks, flags, sample):
                 for s, p0, c, t0 in zip(sessions, p0s, counts, t0s):
                     s._write_step(STEP_BODY, (c, p0, t0, 0))
             R = len(rows)
+            head_rows = {}  # session -> (its first logits row in this chunk, its rows)
+            for j, (_, i, _) in enumerate(rows):
+                j0, c = head_rows.get(i, (j, 0))
+                head_rows[i] = (j0, c + 1)
             if R:
                 q.write_buffer(bt.bufs["rows"], 0, np.asarray([r[0] for r in rows], np.uint32))
                 q.write_buffer(bt.step[STEP_HEAD], 0, np.asarray((R, 0, 0, 0), np.uint32))
+                for i, (j0, c) in head_rows.items():
+                    if hooks[i]:
+                        sessions[i]._write_step(STEP_LORA_HEAD, (c, 0, j0, 0))
             enc = dev.device.create_command_encoder()
             cp = enc.begin_compute_pass()
             if first:
@@ -219,6 +230,10 @@ def _run(bt: GpuBatch, sessions, chunks, flags, sample):
                 for k, op in enumerate(bt.body):
                     if op is not None:
                         last_pipe = dispatch(cp, op, T, last_pipe)
+                        if op.hook is not None:  # each session's adapters on its own rows
+                            for i in range(n):
+                                for lo in hooks[i].get(op.hook, ()):
+                                    last_pipe = dispatch(cp, lo, counts[i], last_pipe)
                     else:
                         for i in range(n):
                             last_pipe = dispatch(cp, ops[i][k], counts[i], last_pipe)
@@ -226,6 +241,10 @@ def _run(bt: GpuBatch, sessions, chunks, flags, sample):
                 last_pipe = None
                 for op in bt.head:
                     last_pipe = dispatch(cp, op, R, last_pipe)
+                    if op.hook is not None:
+                        for i, (j0, c) in head_rows.items():
+                            for lo in hooks[i].get(op.hook, ()):
+                                last_pipe = dispatch(cp, lo, c, last_pipe)
             cp.end()
             # each session's last row into its own logits buffer (row 0); readbacks into staging
             reads = []  # (what, session, row, staging offset, nbytes)

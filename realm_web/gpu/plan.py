@@ -106,3 +106,33 @@ def model_info(core_model):
     from ..core_model import read_model_info
     with core_model.core.lock:
         return read_model_info(core_model.core, core_model.handle)
+
+
+def build_lora_plan(core_model, opts: dict, pairs) -> dict:
+    """The core's ops and tensors that apply [(LoraAdapter, scale), ...] on top of the plan for
+    `opts` (realm_gpu_lora_plan; docs/GPU.md, "LoRA adapters")."""
+    c = core_model.core
+    n = len(pairs)
+    with c.lock:
+        data = pack_options(opts)
+        op = c.alloc(len(data))
+        ap = c.alloc(max(12 * n, 16))
+        lp = c.alloc(8)
+        try:
+            c.write(op, data)
+            c.write(ap, b"".join(struct.pack("<Q", a.handle) for a, _ in pairs)
+                    + b"".join(struct.pack("<f", sc) for _, sc in pairs))
+            p = c.call("realm_gpu_lora_plan", core_model.handle, op, ap, ap + 8 * n, n, lp)
+            if not p:
+                raise core_error(c, "GPU LoRA plan")
+            ln = struct.unpack("<Q", c.read_bytes(lp, 8))[0]
+            text = c.read_bytes(p, ln).decode("utf-8")
+            c.free(p)
+        finally:
+            c.free(op)
+            c.free(ap)
+            c.free(lp)
+    data = json.loads(text)
+    if data.get("abi") != PLAN_ABI:
+        raise RealmError(f"GPU LoRA plan ABI {data.get('abi')} (this host speaks {PLAN_ABI})")
+    return data

@@ -33,29 +33,37 @@ class CompiledOp:
     bg1: object = None
     grid1: list | None = None
     per_session: bool = False  # the plan's "s": a session op (run once per session in a batch)
+    hook: int | None = None    # the plan's "hook": the LoRA slot whose adapters' ops follow this op
 
 
-def compile_op(dev, plan, weights, program: str, i: int, o: dict, resolve, step_buf) -> CompiledOp:
-    """Op i of `program`, its buffer names bound through resolve(name) and binding 1 to step_buf."""
-    resources = [{"buffer": weights.params, "offset": weights.param_offsets[program][i], "size": UNIFORM_ALIGN},
+def compile_raw(dev, kernels, params, param_off: int, o: dict, resolve, tensor, step_buf) -> CompiledOp:
+    """An op of a plan (or of a LoRA plan): its parameter words at params[param_off], buffer
+    names bound through resolve(name), [tensor, part] through tensor(t, p), binding 1 to step_buf."""
+    resources = [{"buffer": params, "offset": param_off, "size": UNIFORM_ALIGN},
                  {"buffer": step_buf, "offset": 0, "size": 16}]
     for b in o["b"]:
-        buf = resolve(b) if isinstance(b, str) else weights.buffer(b[0], b[1])
+        buf = resolve(b) if isinstance(b, str) else tensor(b[0], b[1])
         resources.append({"buffer": buf, "offset": 0, "size": buf.size})
 
     def compile_(kidx):
-        k = plan.kernels[kidx]
+        k = kernels[kidx]
         pipe = dev.pipelines.get(k["file"], k.get("entry", "main"), k["defines"], k["constants"])
         bg = dev.device.create_bind_group(
             layout=pipe.get_bind_group_layout(0),
             entries=[{"binding": j, "resource": r} for j, r in enumerate(resources)])
         return pipe, bg
     pipe, bg = compile_(o["k"])
-    op = CompiledOp(o["label"], o["step"], pipe, bg, o["g"], per_session=bool(o.get("s", 0)))
+    op = CompiledOp(o["label"], o["step"], pipe, bg, o["g"], per_session=bool(o.get("s", 0)), hook=o.get("hook"))
     if "k1" in o:
         op.pipe1, op.bg1 = compile_(o["k1"])
         op.grid1 = o["g1"]
     return op
+
+
+def compile_op(dev, plan, weights, program: str, i: int, o: dict, resolve, step_buf) -> CompiledOp:
+    """Op i of `program`, its buffer names bound through resolve(name) and binding 1 to step_buf."""
+    return compile_raw(dev, plan.kernels, weights.params, weights.param_offsets[program][i], o, resolve,
+                       weights.buffer, step_buf)
 
 
 def dispatch(cpass, op: CompiledOp, n: int, last=None):
@@ -80,6 +88,9 @@ class Runner:
 
     def __init__(self, dev, plan, weights, bufs: dict, step_bufs: tuple) -> None:
         self.dev = dev
+        self.bufs = bufs
+        self.step_bufs = step_bufs
+        self.hooks: dict[int, list[CompiledOp]] = {}  # LoRA slot -> the session's adapters' ops
         self.programs: dict[str, list[CompiledOp]] = {}
         for name, ops in plan.programs.items():
             if name in BATCH_ONLY:
@@ -90,5 +101,13 @@ class Runner:
     def record(self, cpass, program: str, n: int) -> None:
         """Dispatch every op of `program` for a step of n rows."""
         last = None
+        hooks = self.hooks
         for op in self.programs[program]:
             last = dispatch(cpass, op, n, last)
+            if op.hook is not None and op.hook in hooks:
+                for lo in hooks[op.hook]:
+                    last = dispatch(cpass, lo, n, last)
+
+    def set_lora(self, lops) -> None:
+        """Run the ops of a LoraOps (realm_web/gpu/lora.py) after the ops they hook; None: none."""
+        self.hooks = lops.compile(self.bufs.__getitem__, self.step_bufs) if lops is not None else {}

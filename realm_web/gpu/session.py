@@ -23,7 +23,7 @@ from ..errors import ContextOverflowError, RealmError, core_error
 from . import buffers as B
 from .runner import Runner
 
-STEP_BODY, STEP_HEAD = 0, 1
+STEP_BODY, STEP_HEAD, STEP_LORA_HEAD = 0, 1, 2  # (2: the head's LoRA ops, {R, 0, r0, 0})
 ROPE_CHUNK = 256
 
 
@@ -35,6 +35,9 @@ class GpuSession:
         self._gstate = 0   # the core's matcher state of the grammar set (realm_grammar_state_new), or 0
         self._hist_cap = 0
         self._readback = None
+        self._lora: list = []        # [(LoraAdapter, scale)] (set_lora)
+        self._lora_key: list = []
+        self._lora_ops = None        # lora.LoraOps, or None
         self.gmodel = gmodel
         self.model = core_model
         self.core = core_model.core
@@ -62,8 +65,8 @@ class GpuSession:
                 n = int(b["bytes"]) + int(b["ctx_bytes"]) * self.n_ctx
                 self._bufs[b["name"]] = B.storage(self.dev, n, label=b["name"])
             U = B.usage()
-            self._step = (self.dev.device.create_buffer(label="step body", size=16, usage=U.UNIFORM | U.COPY_DST),
-                          self.dev.device.create_buffer(label="step head", size=16, usage=U.UNIFORM | U.COPY_DST))
+            self._step = tuple(self.dev.device.create_buffer(label=f"step {w}", size=16, usage=U.UNIFORM | U.COPY_DST)
+                               for w in ("body", "head", "lora head"))
             self.runner = Runner(self.dev, plan, gmodel.weights, self._bufs, self._step)
             with self.core.lock:
                 self._sampler = self.core.call("realm_sampler_new", 0)
@@ -90,6 +93,10 @@ class GpuSession:
         if self._readback is not None:
             self._readback.destroy()
             self._readback = None
+        if self._lora_ops is not None:
+            self._lora_ops.destroy()
+            self._lora_ops = None
+        self._lora = []
         with self.core.lock:
             if self._sampler:
                 self.core.call("realm_sampler_free", self._sampler)
@@ -172,6 +179,8 @@ class GpuSession:
                     h = (h[0], h[1], h[2], k)
                 self._head = tuple(h)
                 self._write_step(STEP_HEAD, self._head)
+                if head is not None:
+                    self._write_step(STEP_LORA_HEAD, (head[0], 0, 0, 0))
             enc = dev.device.create_command_encoder()
             cp = enc.begin_compute_pass()
             if body is not None:
@@ -224,6 +233,52 @@ class GpuSession:
         if all_logits:
             self._logits_host = np.concatenate(rows_out)
         self._head_valid = True
+
+    # ------------------------------------------------------------ LoRA
+    def set_lora(self, adapters) -> bool:
+        """As Session.set_lora: apply [(LoraAdapter, scale), ...] ([] removes them) from the next
+        eval, with the ops the core's LoRA plan gives (realm_web/gpu/lora.py). A change empties
+        the cache (returns True then). The caller keeps the adapters alive while in use."""
+        from ..lora import MAX_PER_SESSION, check_scale
+        from .lora import LoraOps
+        pairs = [(a, check_scale(sc)) for a, sc in adapters]
+        if len(pairs) > MAX_PER_SESSION:
+            raise RealmError(f"at most {MAX_PER_SESSION} LoRA adapters per session, got {len(pairs)}")
+        for a, _ in pairs:
+            if a.model is not self.model:
+                raise RealmError(f"LoRA adapter {a.path} was loaded for another model")
+            if a.closed:
+                raise RealmError(f"LoRA adapter {a.path} was unloaded")
+        key = [(a.handle, sc) for a, sc in pairs]
+        with self._lock:
+            if key == self._lora_key and all(a is b for (a, _), (b, _) in zip(pairs, self._lora)):
+                return False  # the same adapters and scales: keep the ops (and the cache)
+            new = LoraOps(self.gmodel, self.model, pairs) if pairs else None
+            if new is not None and new.empty:
+                new.destroy()
+                new = None
+            try:
+                self.runner.set_lora(new)
+            except BaseException:
+                if new is not None:
+                    new.destroy()
+                raise
+            old, self._lora_ops = self._lora_ops, new
+            if old is not None:
+                old.destroy()
+            self._batch_ops = None  # a batch compiles this session's ops again
+            changed = key != self._lora_key
+            if changed:
+                self.truncate(0)
+                self._head_valid = False
+                self._logits_host = None
+            self._lora, self._lora_key = pairs, key
+        return changed
+
+    @property
+    def lora(self) -> list:
+        """[(LoraAdapter, scale), ...] this session applies."""
+        return [(a, sc) for a, sc in self._lora if not a.closed]
 
     # ------------------------------------------------------------ the Session interface
     def eval(self, ids, all_logits: bool = False) -> None:
