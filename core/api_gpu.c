@@ -459,6 +459,30 @@ static void op_bias(Plan *P, const char *name, const Tensor *bias, const char *y
     op(P, name, k, g, NONE, g, p, 4, STEP_BODY, b, 2);
 }
 
+/* gemma: a branch's output (E floats per row in xb) RMS-normed in place, then added to x */
+static void op_post_norm(Plan *P, const char *name, const Tensor *w, uint64_t E) {
+    if (!w->data) return;
+    op_head_norm(P, name, w, "xb", E, 1, E);
+    Const c[] = {{"WG", P->wg}, {"BIAS", 0}};
+    uint32_t k = kernel(P, "add.wgsl", 0, c, 2);
+    Grid g = grid_rows(P, ceil_div(E, P->wg), 1);
+    uint32_t p[] = {(uint32_t)E, (uint32_t)E, (uint32_t)E, 0};
+    Bind b[] = {BUF("x"), BUF("xb")};
+    op(P, "residual", k, g, NONE, g, p, 4, STEP_BODY, b, 2);
+}
+
+/* gemma2: the logits rows (V each) soft-capped in place */
+static void op_softcap(Plan *P, uint64_t V) {
+    float cap = P->m->cfg.final_softcap;
+    if (!(cap > 0)) return;
+    Const c[] = {{"WG", P->wg}};
+    uint32_t k = kernel(P, "softcap.wgsl", 0, c, 1);
+    Grid g = grid_rows(P, ceil_div(V, P->wg), 1);
+    uint32_t p[] = {(uint32_t)V, (uint32_t)V, fbits(cap), fbits(1.0f / cap), 0, 0, 0, 0};
+    Bind b[] = {BUF("logits")};
+    op(P, "final_softcap", k, g, NONE, g, p, 8, STEP_HEAD, b, 1);
+}
+
 static void blk_name(char *out, uint32_t l, const char *what) {
     out[0] = 0;
     key_append(out, "blk.");
@@ -483,7 +507,8 @@ static void emit_programs(Plan *P) {
         uint64_t rpp = P->trefs[id].rows_per_part;
         for (uint32_t pi = 0; pi < n_parts(P, id, &m->tok_embd); pi++) {
             uint64_t r0 = pi * rpp, rows = RT_MIN(rpp, m->tok_embd.ne1 - r0);
-            uint32_t p[] = {(uint32_t)E, (uint32_t)m->tok_embd.row_bytes, (uint32_t)r0, (uint32_t)rows, (uint32_t)E, 0, 0, 0};
+            uint32_t p[] = {(uint32_t)E, (uint32_t)m->tok_embd.row_bytes, (uint32_t)r0, (uint32_t)rows, (uint32_t)E, 0,
+                            c->embd_scale != 0 ? fbits(c->embd_scale) : 0, 0};
             Bind b[] = {TEN(id, pi), BUF("ids"), BUF("x")};
             op(P, "token_embd.weight", k, g, NONE, g, p, 8, STEP_BODY, b, 3);
         }
@@ -494,9 +519,12 @@ static void emit_programs(Plan *P) {
     uint32_t k_rope = kernel(P, "rope_kv.wgsl", kv_def, cr, 1);
     Const ca[] = {{"WG", awg}};
     uint32_t k_att = kernel(P, "attention.wgsl", kv_def, ca, 1);
-    Const cs[] = {{"WG", wg}};
-    uint32_t k_swi = kernel(P, "swiglu.wgsl", 0, cs, 1);
-    float scale = 1.0f / rt_sqrtf((float)D);
+    Const cs[] = {{"WG", wg}, {"ACT", c->ffn_gelu ? 1u : 0u}};
+    uint32_t k_swi = kernel(P, "swiglu.wgsl", 0, cs, 2);
+    /* gemma2, phi3: q times attn_scale after RoPE, the scores unscaled */
+    float scale = c->q_prescale ? 1.0f : c->attn_scale;
+    uint32_t qscale = c->q_prescale ? fbits(c->attn_scale) : 0;
+    uint32_t cap = c->attn_softcap > 0 ? fbits(c->attn_softcap) : 0, icap = cap ? fbits(1.0f / c->attn_softcap) : 0;
     for (uint32_t l = 0; l < c->n_layer; l++) {
         const Layer *L = &m->layers[l];
         char kn[24] = "k.", vn[24] = "v.";
@@ -521,26 +549,32 @@ static void emit_programs(Plan *P) {
         op_head_norm(P, nm, &L->q_norm, "q", D, c->n_head, QD);
         blk_name(nm, l, "attn_k_norm.weight");
         op_head_norm(P, nm, &L->k_norm, "k", D, c->n_head_kv, KVD);
+        const char *rope = L->swa ? "rope_swa" : "rope"; /* sliding-window layers: their own RoPE base */
         {   /* RoPE on k; k and v into the cache */
             uint32_t p[] = {(uint32_t)KVD, (uint32_t)D, c->rope_dim, c->rope_type == ROPE_NEOX, (uint32_t)KVD, 0, 0, 0};
-            Bind b[] = {BUF("k"), BUF("v"), BUF(kn), BUF(vn), BUF("rope")};
+            Bind b[] = {BUF("k"), BUF("v"), BUF(kn), BUF(vn), BUF(rope)};
             Grid g = grid_rows(P, ceil_div(KVD / 2, wg), 1);
             blk_name(nm, l, "rope_kv");
             op_session(P, nm, k_rope, g, p, 8, b, 5);
         }
         {   /* attention */
             uint32_t p[] = {(uint32_t)H, c->n_head / c->n_head_kv, (uint32_t)D, c->rope_dim, c->rope_type == ROPE_NEOX,
-                            (uint32_t)QD, (uint32_t)QD, (uint32_t)(KVD / 2), fbits(scale), 0, 0, 0};
-            Bind b[] = {BUF("q"), BUF(kn), BUF(vn), BUF("rope"), BUF("att")};
+                            (uint32_t)QD, (uint32_t)QD, (uint32_t)(KVD / 2), fbits(scale), 0, L->swa ? c->n_swa : 0,
+                            cap, icap, qscale, 0, 0};
+            Bind b[] = {BUF("q"), BUF(kn), BUF(vn), BUF(rope), BUF("att")};
             Grid g = {{(uint32_t)H, 1, 1}, {0, 0, 1}};
             blk_name(nm, l, "attention");
-            op_session(P, nm, k_att, g, p, 12, b, 5);
+            op_session(P, nm, k_att, g, p, 16, b, 5);
         }
         char on[KEY_LEN];
         blk_name(on, l, "attn_output.weight");
-        MM o[] = {{on, &L->wo, "x", E, true}}; /* the residual add is fused: x += Wo att */
+        /* the residual add is fused (x += Wo att), but for a post-norm (gemma): xb = Wo att, normed, x += xb */
+        bool apost = L->attn_post_norm.data != NULL;
+        MM o[] = {{on, &L->wo, apost ? "xb" : "x", E, !apost}};
         blk_name(nm, l, "attn_output");
         mm_group(P, nm, "att", QD, QD, o, 1, STEP_BODY);
+        blk_name(nm, l, "post_attention_norm.weight");
+        op_post_norm(P, nm, &L->attn_post_norm, E);
         blk_name(nm, l, "ffn_norm.weight");
         op_rmsnorm(P, nm, &L->ffn_norm, "x", "xb", E, STEP_BODY, false);
         char gn[KEY_LEN], un[KEY_LEN], dn[KEY_LEN];
@@ -554,12 +588,15 @@ static void emit_programs(Plan *P) {
             uint32_t p[] = {(uint32_t)F, (uint32_t)F, 0, 0};
             Bind b[] = {BUF("hb"), BUF("hb2")};
             Grid g = grid_rows(P, ceil_div(F, wg), 1);
-            blk_name(nm, l, "swiglu");
+            blk_name(nm, l, c->ffn_gelu ? "geglu" : "swiglu");
             op(P, nm, k_swi, g, NONE, g, p, 4, STEP_BODY, b, 2);
         }
-        MM dw[] = {{dn, &L->w_down, "x", E, true}};
+        bool fpost = L->ffn_post_norm.data != NULL;
+        MM dw[] = {{dn, &L->w_down, fpost ? "xb" : "x", E, !fpost}};
         blk_name(nm, l, "ffn_down");
         mm_group(P, nm, "hb", F, F, dw, 1, STEP_BODY);
+        blk_name(nm, l, "post_ffw_norm.weight");
+        op_post_norm(P, nm, &L->ffn_post_norm, E);
     }
 
     MM out[] = {{m->output.data == m->tok_embd.data ? "token_embd.weight" : "output.weight", &m->output, "logits",
@@ -567,11 +604,13 @@ static void emit_programs(Plan *P) {
     begin_program(P, "head");
     op_rmsnorm(P, "output_norm.weight", &m->output_norm, "x", "xb", E, STEP_HEAD, false);
     mm_group(P, "output", "xb", E, E, out, 1, STEP_HEAD);
+    op_softcap(P, c->n_vocab);
     /* the head of the batch rows listed in "rows" (a batch of several sessions: each
      * session's last row, or all its rows), into logits rows 0 .. R-1 */
     begin_program(P, "head_rows");
     op_rmsnorm(P, "output_norm.weight", &m->output_norm, "x", "xb", E, STEP_HEAD, true);
     mm_group(P, "output", "xb", E, E, out, 1, STEP_HEAD);
+    op_softcap(P, c->n_vocab);
 
     uint32_t swg = 256;
     Grid one = {{1, 1, 1}, {0, 0, 0}};
@@ -620,13 +659,10 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
         rt_err("realm_gpu_plan: unknown options version (this core speaks GPU ABI 1)", NULL);
         return NULL;
     }
-    if (m->cfg.ffn_gelu || m->cfg.n_swa || m->cfg.embd_scale != 0 || m->layers[0].attn_post_norm.data ||
-        m->cfg.q_prescale || m->cfg.attn_softcap != 0 || m->cfg.final_softcap != 0 || m->cfg.n_expert || m->rope_short.data ||
-        m->rope_long.data) {
+    if (m->cfg.n_expert) { /* what the plan does not run yet */
         rt_err_as(REALM_ERR_UNSUPPORTED, "realm_gpu_plan: ", NULL);
         rt_err_append_n((const char *)m->arch.ptr, RT_MIN(m->arch.len, 64));
-        rt_err_append(" (GeGLU, post-norms, sliding-window layers, soft-capping, pre-scaled queries, experts or LongRoPE "
-                      "factors) runs on the CPU core only for now; use device='cpu'");
+        rt_err_append(" (mixture of experts) runs on the CPU core only for now; use device='cpu'");
         return NULL;
     }
     Plan *P = rt_calloc(1, sizeof(Plan));
@@ -686,14 +722,28 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
     jb_s(b, P->subgroups ? "true" : "false");
     jb_s(b, ",\"software\":");
     jb_s(b, P->software ? "true" : "false");
+    /* RoPE frequency factors for realm_gpu_rope_table*: rope_freqs.weight, or (phi3's LongRoPE)
+     * the short factors, and the long ones for sessions of at least min_ctx tokens
+     * (model_rope_factors: contexts past rope.scaling.original_context_length) */
+    const Tensor *rf = m->rope_freqs.data ? &m->rope_freqs : &m->rope_short;
+    const Tensor *rl = m->rope_freqs.data ? NULL : &m->rope_long;
     jb_s(b, "},\n \"rope_freqs\":");
-    if (m->rope_freqs.data) {
-        uint64_t off = m->gguf.data_offset + (uint64_t)(m->rope_freqs.data - data_base(m));
-        jb_s(b, "{");
-        jb_kv(b, "\"offset", off);
-        jb_kv(b, ",\"nbytes", m->rope_freqs.ne0 * 4);
-        jb_s(b, "}");
-    } else jb_s(b, "null");
+    for (int i = 0; i < 2; i++) {
+        const Tensor *t = i ? rl : rf;
+        if (i) jb_s(b, ",\n \"rope_freqs_long\":");
+        if (t && t->data) {
+            uint64_t off = m->gguf.data_offset + (uint64_t)(t->data - data_base(m));
+            jb_s(b, "{");
+            jb_kv(b, "\"offset", off);
+            jb_kv(b, ",\"nbytes", t->ne0 * 4);
+            if (i) jb_kv(b, ",\"min_ctx", (uint64_t)c->rope_n_ctx_orig + 1);
+            jb_s(b, "}");
+        } else jb_s(b, "null");
+    }
+    /* the RoPE tables to fill (realm_gpu_rope_table_layer with its swa) */
+    jb_s(b, ",\n \"ropes\":[{\"buffer\":\"rope\",\"swa\":0}");
+    if (c->n_swa) jb_s(b, ",{\"buffer\":\"rope_swa\",\"swa\":1}");
+    jb_s(b, "]");
     jb_s(b, ",\n \"buffers\":[");
     bool first = true;
     jb_buffer(b, "ids", (uint64_t)B * 4, 0, false, &first);
@@ -710,6 +760,7 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
     jb_buffer(b, "logits", logit_rows * V * 4, 0, false, &first);
     jb_buffer(b, "sample", (2 + 2 * MAX_TOPK) * 4, 0, false, &first);
     jb_buffer(b, "rope", 0, rope_pos, true, &first);
+    if (c->n_swa) jb_buffer(b, "rope_swa", 0, rope_pos, true, &first);
     for (uint32_t l = 0; l < c->n_layer; l++) {
         char kn[24] = "k.", vn[24] = "v.";
         key_u(kn, l);
@@ -747,6 +798,16 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
 EXPORT uint32_t realm_gpu_rope_table(Model *m, uint32_t pos0, uint32_t n, const float *freqs, float *out) {
     NEED_MODEL(m, 0);
     rope_table(m, pos0, n, freqs, out);
+    return 1;
+}
+
+/* The same for one kind of layer: swa 1 = the sliding-window layers' table (their own
+ * RoPE base: gemma2/3), 0 = every other layer's (= realm_gpu_rope_table). The plan's
+ * "ropes" say which buffer holds which. */
+EXPORT uint32_t realm_gpu_rope_table_layer(Model *m, uint32_t swa, uint32_t pos0, uint32_t n, const float *freqs,
+                                           float *out) {
+    NEED_MODEL(m, 0);
+    rope_table_layer(m, swa != 0 && m->cfg.n_swa, pos0, n, freqs, out);
     return 1;
 }
 

@@ -125,7 +125,7 @@ def test_layer_kernels(browser):
         ("rmsnorm.wgsl", {"WG": 64}, [E, eps, E, E], [T, 0, 0, 0], [0, 1, 2], [1, 1, T]),
         ("swiglu.wgsl", {"WG": 64}, [300, 300, 0, 0], [T, 0, 0, 0], [3, 4], [5, 1, T]),
         ("rope_kv.wgsl", {"WG": 64}, [KVD, D, D, 0, KVD, 0, 0, 0], [T, 3, 0, 0], [5, 6, 7, 8, 9], [1, 1, T]),
-        ("attention.wgsl", {"WG": 64}, [H, H // Hkv, D, D, 0, H * D, H * D, KVD // 2, scale, 0, 0, 0], [T, 3, 0, 0],
+        ("attention.wgsl", {"WG": 64}, [H, H // Hkv, D, D, 0, H * D, H * D, KVD // 2, scale, 0, 0, 0, 0, 0, 0, 0], [T, 3, 0, 0],
          [10, 7, 8, 9, 11], [H, 1, T]),
         ("argmax.wgsl", {"WG": 256}, [5000, 0, 0, 0], [1, 0, 0, 0], [12, 13], [1, 1, 1]),
     ]
