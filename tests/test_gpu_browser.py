@@ -30,13 +30,13 @@ def _dec(s: str, dtype, n: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def browser(default_model_path):
+def browser(default_model_path, model_cache_dir):
     why = chromium_missing()
     if why:
         from conftest import missing
         missing(why)
     from playwright.sync_api import sync_playwright
-    site = Site({"/models/": default_model_path.parent})
+    site = Site({"/models/": default_model_path.parent, "/synth/": model_cache_dir})
     with sync_playwright() as p, tempfile.TemporaryDirectory() as td:
         ctx = p.chromium.launch_persistent_context(td, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
                                                    ignore_default_args=["--headless"])
@@ -178,3 +178,39 @@ def test_default_model_greedy_in_chromium(browser, default_model_path):
             break
     else:
         assert len(got) == n
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "gemma2", "phi3"])
+def test_new_archs_greedy_in_chromium(browser, synthetic_model, arch):
+    """gemma3 / gemma2 / phi3 (synthetic, past gemma's window of 16; phi3 with its long
+    factors) through the JS SDK's WebGPU backend, which knows no architecture: greedy tokens
+    equal the CPU core's (SwiftShader gives the CPU's bits, as lavapipe)."""
+    from realm_web import store
+    from realm_web.core_model import SamplerSettings, Session
+    from test_architectures import GEMMA2, GEMMA3, PHI3
+    shape = {"gemma3": GEMMA3, "gemma2": GEMMA2, "phi3": dict(PHI3, n_ctx_orig=32)}[arch]
+    path = synthetic_model(arch=arch, qtype="Q8_0", **shape)
+    page, info, site = browser
+    n, n_ctx = 20, 64
+    m = store.acquire(path)
+    try:
+        ids = m.tokenize("Hello there, my good friend")
+        c = Session(m, n_ctx)
+        c.set_sampler(SamplerSettings(temperature=0))
+        c.eval(ids)
+        cpu = [c.sample()]
+        for _ in range(n - 1):
+            cpu.append(c.step(cpu[-1]))
+        c.close()
+    finally:
+        store.release(m)
+    rel = path.relative_to(refmodels_dir())
+    r = page.evaluate("o => window.gpuTest.generate(o)",
+                      {"url": f"{site.url}/synth/{rel.as_posix()}", "promptIds": ids, "nGen": n, "nCtx": n_ctx})
+    assert r["device"] == "webgpu", r["note"]
+    assert len(ids) + n > 16 and r["tokens"] == cpu
+
+
+def refmodels_dir():
+    import refmodels
+    return refmodels.models_dir()
