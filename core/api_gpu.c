@@ -170,12 +170,12 @@ static void key_u(char *k, uint64_t v) {
 }
 
 typedef struct { const char *name; uint32_t v; } Const;
-enum { DEF_F16 = 1, DEF_SUBGROUPS = 2, DEF_GATHER = 4, DEF_HEADS = 8 };
-#define N_DEFINES 4
+enum { DEF_F16 = 1, DEF_SUBGROUPS = 2, DEF_GATHER = 4, DEF_HEADS = 8, DEF_EXPERTS = 16, DEF_ROUTE = 32, DEF_SHARED = 64 };
+#define N_DEFINES 7
 
 /* Index of the kernel (file, defines, constants), listed once. */
 static uint32_t kernel(Plan *P, const char *file, uint32_t defines, const Const *c, int nc) {
-    static const char *DEF[N_DEFINES] = {"F16", "SUBGROUPS", "GATHER", "HEADS"};
+    static const char *DEF[N_DEFINES] = {"F16", "SUBGROUPS", "GATHER", "HEADS", "EXPERTS", "ROUTE", "SHARED"};
     char key[KEY_LEN] = "";
     key_append(key, file);
     key_append(key, "|");
@@ -207,14 +207,16 @@ static uint64_t rows_per_part(const Plan *P, const Tensor *t) {
     return r ? r : 1;
 }
 
-/* The id of a bound tensor in the plan's list (listed on first use). */
-static uint32_t tensor_id(Plan *P, const Tensor *t, const char *name) {
+/* The id of a bound tensor in the plan's list (listed on first use); its parts hold a
+ * multiple of gran rows (experts: whole experts). */
+static uint32_t tensor_id_g(Plan *P, const Tensor *t, const char *name, uint64_t gran) {
     for (uint32_t i = 0; i < P->n_tensors; i++)
         if (P->trefs[i].data == t->data) return i;
     if (P->n_tensors >= P->trefs_cap) { P->out.oom = true; return 0; }
     uint32_t id = P->n_tensors++;
     P->trefs[id].data = t->data;
     uint64_t rpp = rows_per_part(P, t);
+    if (gran > 1 && rpp < t->ne1) rpp = RT_MAX(gran, rpp / gran * gran);
     P->trefs[id].rows_per_part = rpp;
     JB *b = &P->out;
     if (id) jb_s(b, ",");
@@ -244,6 +246,8 @@ static uint32_t tensor_id(Plan *P, const Tensor *t, const char *name) {
     jb_s(b, "]}");
     return id;
 }
+static uint32_t tensor_id(Plan *P, const Tensor *t, const char *name) { return tensor_id_g(P, t, name, 1); }
+
 static uint32_t n_parts(const Plan *P, uint32_t id, const Tensor *t) {
     uint64_t rpp = P->trefs[id].rows_per_part;
     return (uint32_t)((t->ne1 + rpp - 1) / rpp);
@@ -355,19 +359,24 @@ static uint64_t act_words(uint32_t kind, uint64_t K) {
 static const char *ACT_NAME[] = {"f32", "f16", "bf16", "q8_0", "q8_1", "q8_K"};
 
 /* quantize op: `in` (n rows of K floats, stride xs) -> "xq" in kind's layout */
-static void op_quantize(Plan *P, const char *label, const char *in, uint64_t K, uint64_t xs, uint32_t kind, int step) {
+static void op_quantize_rows(Plan *P, const char *label, const char *in, uint64_t K, uint64_t xs, uint32_t kind,
+                             int step, uint32_t rpt) {
     uint32_t wg = P->wg;
     Const c[] = {{"KIND", kind}, {"WG", wg}};
     uint32_t k = kernel(P, "quantize.wgsl", 0, c, 2);
     uint64_t units = kind <= ACT_BF16_ ? ceil_div(K, 32) : kind == ACT_Q8_K_ ? K / 256 : K / 32;
     Grid g = grid_rows(P, ceil_div(units, wg), 1);
-    uint32_t p[] = {(uint32_t)K, (uint32_t)xs, (uint32_t)act_words(kind, K), 0};
+    if (rpt) g.c[1] = rpt; /* (units fit x: checked by realm_gpu_plan) */
+    uint32_t p[] = {(uint32_t)K, (uint32_t)xs, (uint32_t)act_words(kind, K), 0, rpt, 0, 0, 0};
     Bind b[] = {BUF(in), BUF("xq")};
     char l[96] = "";
     key_append(l, label);
     key_append(l, ":quantize_");
     key_append(l, ACT_NAME[kind]);
-    op(P, l, k, g, NONE, g, p, 4, step, b, 2);
+    op(P, l, k, g, NONE, g, p, 8, step, b, 2);
+}
+static void op_quantize(Plan *P, const char *label, const char *in, uint64_t K, uint64_t xs, uint32_t kind, int step) {
+    op_quantize_rows(P, label, in, K, xs, kind, step, 0);
 }
 
 /* matmul ops of weight t (every part): y[.., y_off + r] (+)= W x */
@@ -418,6 +427,124 @@ static void mm_group(Plan *P, const char *label, const char *in, uint64_t K, uin
                 op_matmul(P, mm[j].name, mm[j].t, x, xstride, mm[j].y, mm[j].ys, mm[j].accum, step);
                 done[j] = true;
             }
+    }
+}
+
+static void blk_name(char *out, uint32_t l, const char *what);
+
+/* Expert matmuls (matmul.wgsl EXPERTS): t is a 3-D expert tensor of n_expert matrices of N
+ * rows; slot s = t * KU + j of the step computes expert moe_sel[s] on activation row s / xdiv
+ * (x already in its vec_dot layout, rows xs words apart) into y row s (ys floats apart).
+ * A part holds whole experts; each part's op stores only its experts' slots. */
+static void op_matmul_experts(Plan *P, const char *name, const Tensor *t, uint64_t N, const char *x, uint64_t xs,
+                              uint32_t xdiv, const char *y, uint64_t ys) {
+    uint32_t id = tensor_id_g(P, t, name, N);
+    uint32_t np_ = n_parts(P, id, t);
+    uint64_t rpp = P->trefs[id].rows_per_part;
+    uint32_t KU = P->m->cfg.n_expert_used;
+    uint32_t wg = 64, tpr = 1;
+    if (!P->software) wg = 128, tpr = 16;
+    if (P->o.force_tpr) tpr = RT_MIN(P->o.force_tpr, 64u), wg = 64;
+    uint32_t d = DEF_EXPERTS | (P->subgroups && tpr > 1 && P->o.subgroup_min >= tpr ? DEF_SUBGROUPS : 0);
+    Const c[] = {{"QT", t->type}, {"WG", wg}, {"TPR", tpr}, {"TT", 1}};
+    uint32_t k = kernel(P, "matmul.wgsl", d, c, 4);
+    for (uint32_t pi = 0; pi < np_; pi++) {
+        uint64_t r0 = pi * rpp, rows = RT_MIN(rpp, t->ne1 - r0);
+        Grid g = {{(uint32_t)ceil_div(N, wg / tpr), KU, 1}, {0, 0, 1}};
+        uint32_t p[] = {(uint32_t)t->ne0, (uint32_t)N, (uint32_t)t->row_bytes, (uint32_t)xs, (uint32_t)ys, 0, 0, 0,
+                        (uint32_t)(r0 / N), (uint32_t)(rows / N), KU, xdiv};
+        Bind b[] = {TEN(id, pi), BUF(x), BUF(y), BUF("moe_sel")};
+        op(P, name, k, g, NONE, g, p, 12, STEP_BODY, b, 4);
+    }
+}
+
+/* The mixture-of-experts FFN of the normed rows in xb, added to x (core/batch.c moe_ffn):
+ * router matmul, softmax / top-KU (moe.wgsl ROUTE), each token's KU experts (gate and up on
+ * xb, SwiGLU, down on their KU rows), qwen2moe's shared expert and its gate, then the
+ * weighted sum in slot order plus the shared term, into x. */
+static void moe_layer(Plan *P, uint32_t l, const Layer *L) {
+    const ModelConfig *c = &P->m->cfg;
+    uint64_t E = c->n_embd, NE = c->n_expert, KU = c->n_expert_used, Fe = c->n_ff_exp, Fs = c->n_ff_shexp;
+    char nm[KEY_LEN], gn[KEY_LEN], un[KEY_LEN], dn[KEY_LEN];
+    blk_name(gn, l, "ffn_gate_inp.weight");
+    MM r[] = {{gn, &L->gate_inp, "router", NE, false}};
+    blk_name(nm, l, "ffn_router");
+    mm_group(P, nm, "xb", E, E, r, 1, STEP_BODY);
+    {
+        uint32_t p[] = {(uint32_t)NE, (uint32_t)KU, c->moe_norm_w ? 1u : 0u, 0};
+        Bind b[] = {BUF("router"), BUF("moe_sel"), BUF("moe_w")};
+        Grid g = {{1, 1, 1}, {0, 0, 1}};
+        blk_name(nm, l, "moe_route");
+        op(P, nm, kernel(P, "moe.wgsl", DEF_ROUTE, NULL, 0), g, NONE, g, p, 4, STEP_BODY, b, 3);
+    }
+    blk_name(gn, l, "ffn_gate_exps.weight");
+    blk_name(un, l, "ffn_up_exps.weight");
+    blk_name(dn, l, "ffn_down_exps.weight");
+    const Tensor *gu[] = {&L->gate_exps, &L->up_exps};
+    const char *gun[] = {gn, un}, *guy[] = {"moe_g", "moe_u"};
+    int32_t last = -1;
+    for (int i = 0; i < 2; i++) { /* xb quantized once per activation kind, as mm_group */
+        uint32_t kind = act_kind(gu[i]->type);
+        const char *x = "xb";
+        uint64_t xs = E;
+        if (kind != ACT_F32_) {
+            if ((int32_t)kind != last) {
+                blk_name(nm, l, "ffn_gate_up_exps");
+                op_quantize(P, nm, "xb", E, E, kind, STEP_BODY);
+            }
+            x = "xq", xs = act_words(kind, E);
+        }
+        last = (int32_t)kind;
+        op_matmul_experts(P, gun[i], gu[i], Fe, x, xs, (uint32_t)KU, guy[i], Fe);
+    }
+    {   /* SwiGLU of every slot: KU rows of Fe per token, one row of KU * Fe */
+        uint32_t p[] = {(uint32_t)(KU * Fe), (uint32_t)(KU * Fe), 0, 0};
+        Bind b[] = {BUF("moe_g"), BUF("moe_u")};
+        Grid g = grid_rows(P, ceil_div(KU * Fe, P->wg), 1);
+        Const cs[] = {{"WG", P->wg}, {"ACT", 0}};
+        blk_name(nm, l, "moe_swiglu");
+        op(P, nm, kernel(P, "swiglu.wgsl", 0, cs, 2), g, NONE, g, p, 4, STEP_BODY, b, 2);
+    }
+    {
+        uint32_t kind = act_kind(L->down_exps.type);
+        const char *x = "moe_g";
+        uint64_t xs = Fe;
+        if (kind != ACT_F32_) {
+            blk_name(nm, l, "ffn_down_exps");
+            op_quantize_rows(P, nm, "moe_g", Fe, Fe, kind, STEP_BODY, (uint32_t)KU);
+            x = "xq", xs = act_words(kind, Fe);
+        }
+        op_matmul_experts(P, dn, &L->down_exps, E, x, xs, 1, "moe_y", E);
+    }
+    bool shared = L->gate_shexp.data != NULL;
+    if (shared) {
+        blk_name(gn, l, "ffn_gate_inp_shexp.weight");
+        MM sg[] = {{gn, &L->gate_inp_shexp, "moe_gs", 1, false}};
+        blk_name(nm, l, "ffn_shexp_gate");
+        mm_group(P, nm, "xb", E, E, sg, 1, STEP_BODY);
+        blk_name(gn, l, "ffn_gate_shexp.weight");
+        blk_name(un, l, "ffn_up_shexp.weight");
+        blk_name(dn, l, "ffn_down_shexp.weight");
+        MM sgu[] = {{gn, &L->gate_shexp, "hb", Fs, false}, {un, &L->up_shexp, "hb2", Fs, false}};
+        blk_name(nm, l, "ffn_gate_up_shexp");
+        mm_group(P, nm, "xb", E, E, sgu, 2, STEP_BODY);
+        uint32_t p[] = {(uint32_t)Fs, (uint32_t)Fs, 0, 0};
+        Bind b[] = {BUF("hb"), BUF("hb2")};
+        Grid g = grid_rows(P, ceil_div(Fs, P->wg), 1);
+        Const cs[] = {{"WG", P->wg}, {"ACT", 0}};
+        blk_name(nm, l, "shexp_swiglu");
+        op(P, nm, kernel(P, "swiglu.wgsl", 0, cs, 2), g, NONE, g, p, 4, STEP_BODY, b, 2);
+        MM sd[] = {{dn, &L->down_shexp, "moe_ys", E, false}};
+        blk_name(nm, l, "ffn_down_shexp");
+        mm_group(P, nm, "hb", Fs, Fs, sd, 1, STEP_BODY);
+    }
+    {
+        uint32_t p[] = {(uint32_t)E, (uint32_t)KU, 0, 0};
+        Bind b[] = {BUF("x"), BUF("moe_y"), BUF("moe_w"), BUF("moe_ys"), BUF("moe_gs")};
+        Grid g = grid_rows(P, ceil_div(E, P->wg), 1);
+        Const cc[] = {{"WG", P->wg}};
+        blk_name(nm, l, "moe_combine");
+        op(P, nm, kernel(P, "moe.wgsl", shared ? DEF_SHARED : 0, cc, 1), g, NONE, g, p, 4, STEP_BODY, b, shared ? 5 : 3);
     }
 }
 
@@ -577,6 +704,10 @@ static void emit_programs(Plan *P) {
         op_post_norm(P, nm, &L->attn_post_norm, E);
         blk_name(nm, l, "ffn_norm.weight");
         op_rmsnorm(P, nm, &L->ffn_norm, "x", "xb", E, STEP_BODY, false);
+        if (c->n_expert) {
+            moe_layer(P, l, L);
+            continue;
+        }
         char gn[KEY_LEN], un[KEY_LEN], dn[KEY_LEN];
         blk_name(gn, l, "ffn_gate.weight");
         blk_name(un, l, "ffn_up.weight");
@@ -659,10 +790,10 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
         rt_err("realm_gpu_plan: unknown options version (this core speaks GPU ABI 1)", NULL);
         return NULL;
     }
-    if (m->cfg.n_expert) { /* what the plan does not run yet */
+    if (m->cfg.n_expert && (m->cfg.n_expert_used > 64 || m->cfg.n_expert > 65535)) { /* what the plan does not run */
         rt_err_as(REALM_ERR_UNSUPPORTED, "realm_gpu_plan: ", NULL);
         rt_err_append_n((const char *)m->arch.ptr, RT_MIN(m->arch.len, 64));
-        rt_err_append(" (mixture of experts) runs on the CPU core only for now; use device='cpu'");
+        rt_err_append(" with more than 64 experts per token runs on the CPU core only; use device='cpu'");
         return NULL;
     }
     Plan *P = rt_calloc(1, sizeof(Plan));
@@ -674,18 +805,22 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
     P->f16 = (P->o.flags & OPT_F16) != 0;
     P->subgroups = (P->o.flags & OPT_SUBGROUPS) != 0;
     P->wg = 64;
-    P->trefs_cap = 16 * c->n_layer + 16;
+    P->trefs_cap = 24 * c->n_layer + 16;
     P->trefs = rt_calloc(P->trefs_cap, sizeof(TRef));
     uint64_t lim = RT_MIN(P->o.max_binding, P->o.max_buffer);
     P->part_limit = (lim & ~(uint64_t)255) - 256; /* room for padding after the last row */
-    uint64_t E = c->n_embd, D = c->head_dim, QD = (uint64_t)c->n_head * D, KVD = (uint64_t)c->n_head_kv * D, F = c->n_ff;
-    uint64_t V = c->n_vocab;
+    uint64_t E = c->n_embd, D = c->head_dim, QD = (uint64_t)c->n_head * D, KVD = (uint64_t)c->n_head_kv * D;
+    uint64_t F = RT_MAX(c->n_ff, c->n_ff_shexp); /* (MoE: the shared expert's FFN) */
+    uint64_t V = c->n_vocab, NE = c->n_expert, KU = c->n_expert_used, Fe = c->n_ff_exp;
     /* the batch: every per-token buffer must fit one binding */
     uint64_t wide = RT_MAX(RT_MAX(E, QD), F);
+    if (NE) wide = RT_MAX(wide, RT_MAX(NE, KU * RT_MAX(Fe, E)));
     uint64_t xqw = 0;
     const uint64_t Ks[3] = {E, QD, F};
     for (int i = 0; i < 3; i++)
         for (uint32_t kind = 0; kind <= ACT_Q8_K_; kind++) xqw = RT_MAX(xqw, act_words(kind, Ks[i]));
+    if (NE)
+        for (uint32_t kind = 0; kind <= ACT_Q8_K_; kind++) xqw = RT_MAX(xqw, KU * act_words(kind, Fe));
     uint64_t per_tok = RT_MAX(wide, xqw) * 4;
     uint32_t B = P->o.max_batch;
     while (B > 1 && (uint64_t)B * per_tok > lim) B /= 2;
@@ -759,6 +894,16 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
     jb_buffer(b, "hb2", (uint64_t)B * F * 4, 0, false, &first);
     jb_buffer(b, "logits", logit_rows * V * 4, 0, false, &first);
     jb_buffer(b, "sample", (2 + 2 * MAX_TOPK) * 4, 0, false, &first);
+    if (NE) { /* mixture of experts: router logits, choices, weights, the slots' FFN, the shared expert */
+        jb_buffer(b, "router", (uint64_t)B * NE * 4, 0, false, &first);
+        jb_buffer(b, "moe_sel", (uint64_t)B * KU * 4, 0, false, &first);
+        jb_buffer(b, "moe_w", (uint64_t)B * KU * 4, 0, false, &first);
+        jb_buffer(b, "moe_g", (uint64_t)B * KU * Fe * 4, 0, false, &first);
+        jb_buffer(b, "moe_u", (uint64_t)B * KU * Fe * 4, 0, false, &first);
+        jb_buffer(b, "moe_y", (uint64_t)B * KU * E * 4, 0, false, &first);
+        jb_buffer(b, "moe_ys", (uint64_t)B * E * 4, 0, false, &first);
+        jb_buffer(b, "moe_gs", (uint64_t)B * 4, 0, false, &first);
+    }
     jb_buffer(b, "rope", 0, rope_pos, true, &first);
     if (c->n_swa) jb_buffer(b, "rope_swa", 0, rope_pos, true, &first);
     for (uint32_t l = 0; l < c->n_layer; l++) {

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from gpu_helpers import core, gpu_device, run
-from test_architectures import GEMMA2, GEMMA3, PHI3
+from test_architectures import GEMMA2, GEMMA3, MOE, PHI3
 from test_gpu_batch import check_batched_equals_alone
 from test_gpu_model import compare, greedy_steps
 
@@ -257,3 +257,60 @@ def test_phi3_short_and_long_sessions_batched_equal_alone(dev, synthetic_model):
     finally:
         from realm_web import store
         store.release(gm)
+
+
+# ------------------------------------------------------------------ mixture of experts
+def test_moe_plan(synthetic_model):
+    """qwen3moe: the router matmul, moe.wgsl ROUTE (softmax, top-2, renormalised), the expert
+    matmuls selected on the GPU (matmul.wgsl EXPERTS: one op per kind, 2 slots per token),
+    the combine into x; no host readback anywhere in the body."""
+    from realm_web import store
+    from realm_web.gpu.plan import build_plan
+    from test_gpu_model import _words
+    m = store.acquire(synthetic_model(arch="qwen3moe", qtype="Q8_0", **MOE), vocab_only=True)
+    try:
+        plan = build_plan(m, _words())
+    finally:
+        store.release(m)
+    body = plan.programs["body"]
+    route = [o for o in body if o["label"].endswith("moe_route")]
+    assert len(route) == MOE["n_layer"] and route[0]["p"][:3] == [8, 2, 1]
+    ex = [o for o in body if plan.kernels[o["k"]]["file"] == "matmul.wgsl" and "EXPERTS" in plan.kernels[o["k"]]["defines"]]
+    assert len(ex) == 3 * MOE["n_layer"] and all(o["b"][3] == "moe_sel" and o["g"][1] == [2, 0] for o in ex)
+    t = {x["name"]: x for x in plan.tensors}
+    assert t["blk.0.ffn_gate_exps.weight"]["ne1"] == 8 * 256
+
+
+@pytest.mark.parametrize("arch", ["qwen3moe", "qwen2moe"])
+def test_moe_equals_the_cpu(dev, synthetic_model, arch):
+    """Router softmax and top-k on the GPU, experts chosen by index, qwen3moe's renormalised
+    weights, qwen2moe's shared expert and sigmoid gate: every logit equal, greedy equal."""
+    path = synthetic_model(arch=arch, qtype="Q8_0", **MOE)
+    _exact(path, PROMPT, 12)
+    g, c = greedy_steps(path, PROMPT[0], 12, n_ctx=64)
+    assert g == c and len(g) == 12
+
+
+def test_moe_batched_equals_alone(dev, synthetic_model):
+    check_batched_equals_alone(synthetic_model(arch="qwen2moe", qtype="Q8_0", **MOE),
+                               ["Hello there", "The cat sat on the mat and then", "A"], 10, [0, 2, 5])
+
+
+def test_moe_experts_split_across_parts(dev, synthetic_model):
+    """Expert tensors larger than a binding are split by whole experts; each part's op stores
+    only its experts' slots: the same logits as unsplit (and the CPU's)."""
+    from realm_web import gpu, store
+    from realm_web.gpu.plan import build_plan
+    from test_gpu_model import _words
+    path = synthetic_model(arch="qwen3moe", qtype="F32", **MOE)
+    m = store.acquire(path, vocab_only=True)
+    try:
+        limit = 3 * 256 * 256 * 4 + 1024   # three experts' F32 gate matrix per part, and some
+        plan = build_plan(m, _words(max_binding=limit))
+        t = {x["name"]: x for x in plan.tensors}
+        parts = t["blk.0.ffn_gate_exps.weight"]["parts"]
+        assert len(parts) == 3 and [p["rows"] for p in parts] == [768, 768, 512]
+    finally:
+        store.release(m)
+    worst, steps = compare(path, PROMPT, 6, n_ctx=64, max_binding=limit)
+    assert steps == 6 and worst == 0.0

@@ -180,15 +180,16 @@ def test_default_model_greedy_in_chromium(browser, default_model_path):
         assert len(got) == n
 
 
-@pytest.mark.parametrize("arch", ["gemma3", "gemma2", "phi3"])
+@pytest.mark.parametrize("arch", ["gemma3", "gemma2", "phi3", "qwen3moe", "qwen2moe"])
 def test_new_archs_greedy_in_chromium(browser, synthetic_model, arch):
     """gemma3 / gemma2 / phi3 (synthetic, past gemma's window of 16; phi3 with its long
-    factors) through the JS SDK's WebGPU backend, which knows no architecture: greedy tokens
-    equal the CPU core's (SwiftShader gives the CPU's bits, as lavapipe)."""
+    factors) and the MoE archs (experts routed on the GPU) through the JS SDK's WebGPU
+    backend, which knows no architecture: greedy tokens equal the CPU core's (SwiftShader
+    gives the CPU's bits, as lavapipe)."""
     from realm_web import store
     from realm_web.core_model import SamplerSettings, Session
-    from test_architectures import GEMMA2, GEMMA3, PHI3
-    shape = {"gemma3": GEMMA3, "gemma2": GEMMA2, "phi3": dict(PHI3, n_ctx_orig=32)}[arch]
+    from test_architectures import GEMMA2, GEMMA3, MOE, PHI3
+    shape = {"gemma3": GEMMA3, "gemma2": GEMMA2, "phi3": dict(PHI3, n_ctx_orig=32), "qwen3moe": MOE, "qwen2moe": MOE}[arch]
     path = synthetic_model(arch=arch, qtype="Q8_0", **shape)
     page, info, site = browser
     n, n_ctx = 20, 64
