@@ -158,12 +158,33 @@ def test_gemma3_synthetic_greedy_and_batched(dev, synthetic_model):
 @pytest.mark.slow
 def test_gemma3_270m_equals_the_cpu(dev):
     """The built-in gemma3-270m (Q4_K_M: Q4_K, Q6_K, Q8_0 embeddings; 262144-token vocabulary)
-    on the GPU: teacher-forced logits equal to the CPU's, and a greedy continuation equal."""
+    on the GPU: teacher-forced logits equal to the CPU's, a greedy continuation equal, and two
+    sessions batched give each the logits it gets alone."""
     from realm_web.default_model import gemma3_270m_path
     path = gemma3_270m_path()
     _exact(path, ["The capital of France is"], 3)
     g, c = greedy_steps(path, "Once upon a time", 4, n_ctx=64)
     assert g == c
+    check_batched_equals_alone(path, ["The capital of France is", "1, 2, 3,"], 3, [0, 1])
+
+
+@pytest.mark.slow
+def test_gemma3_270m_realm_on_the_gpu(dev):
+    """The user's path: Realm.load("gemma3-270m", device="gpu") generates the CPU's text
+    (Realm.generate_batch runs on the CPU only; GPU batches: GpuModel.eval_batch, above)."""
+    from realm_web import Realm
+    prompts = ["The capital of France is", "1, 2, 3,"]
+    cpu = Realm.load("gemma3-270m", n_ctx=128)
+    try:
+        want = [cpu.generate(p, max_tokens=6, temperature=0) for p in prompts]
+    finally:
+        cpu.close()
+    gpu = Realm.load("gemma3-270m", n_ctx=128, device="gpu")
+    try:
+        assert gpu.device == "gpu"
+        assert [gpu.generate(p, max_tokens=6, temperature=0) for p in prompts] == want
+    finally:
+        gpu.close()
 
 
 def test_gemma2_synthetic_equals_the_cpu(dev, synthetic_model):
