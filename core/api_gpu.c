@@ -366,7 +366,7 @@ static void op_quantize_rows(Plan *P, const char *label, const char *in, uint64_
     uint32_t k = kernel(P, "quantize.wgsl", 0, c, 2);
     uint64_t units = kind <= ACT_BF16_ ? ceil_div(K, 32) : kind == ACT_Q8_K_ ? K / 256 : K / 32;
     Grid g = grid_rows(P, ceil_div(units, wg), 1);
-    if (rpt) g.c[1] = rpt; /* (units fit x: checked by realm_gpu_plan) */
+    if (rpt) g.c[1] = rpt; /* (x holds every block: realm_gpu_plan checks the experts' widths) */
     uint32_t p[] = {(uint32_t)K, (uint32_t)xs, (uint32_t)act_words(kind, K), 0, rpt, 0, 0, 0};
     Bind b[] = {BUF(in), BUF("xq")};
     char l[96] = "";
@@ -794,6 +794,11 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
         rt_err_as(REALM_ERR_UNSUPPORTED, "realm_gpu_plan: ", NULL);
         rt_err_append_n((const char *)m->arch.ptr, RT_MIN(m->arch.len, 64));
         rt_err_append(" with more than 64 experts per token runs on the CPU core only; use device='cpu'");
+        return NULL;
+    }
+    /* expert matmuls and their activations' quantization keep one grid dimension for rows */
+    if (m->cfg.n_expert && RT_MAX((uint64_t)m->cfg.n_ff_exp, (uint64_t)m->cfg.n_embd) > 8ull * 65535) {
+        rt_err_as(REALM_ERR_UNSUPPORTED, "realm_gpu_plan: experts wider than 524280 run on the CPU core only", NULL);
         return NULL;
     }
     Plan *P = rt_calloc(1, sizeof(Plan));
