@@ -312,8 +312,9 @@ def test_moe_equals_the_cpu(dev, synthetic_model, arch):
     assert g == c and len(g) == 12
 
 
-def test_moe_batched_equals_alone(dev, synthetic_model):
-    check_batched_equals_alone(synthetic_model(arch="qwen2moe", qtype="Q8_0", **MOE),
+@pytest.mark.parametrize("arch", ["qwen3moe", "qwen2moe"])
+def test_moe_batched_equals_alone(dev, synthetic_model, arch):
+    check_batched_equals_alone(synthetic_model(arch=arch, qtype="Q8_0", **MOE),
                                ["Hello there", "The cat sat on the mat and then", "A"], 10, [0, 2, 5])
 
 
