@@ -289,6 +289,7 @@ REALM_EXPORT uint32_t realm_gpu_prepare(Model *m);
 REALM_EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len);
 REALM_EXPORT char *realm_gpu_lora_plan(Model *m, const RealmGpuOptions *opts, Lora *const *adapters, const float *scales, uint32_t n, uint64_t *len);
 REALM_EXPORT uint32_t realm_gpu_rope_table(Model *m, uint32_t pos0, uint32_t n, const float *freqs, float *out);
+REALM_EXPORT uint32_t realm_gpu_rope_table_layer(Model *m, uint32_t swa, uint32_t pos0, uint32_t n, const float *freqs, float *out);
 /* Threads (realm-mt.wasm; no-ops in realm.wasm) */
 REALM_EXPORT uint32_t realm_thread_run(uint32_t index);
 REALM_EXPORT uint32_t realm_threads_live(void);
@@ -308,6 +309,8 @@ REALM_EXPORT int32_t realm_quant_matmul_q(uint32_t type, const void *W, uint64_t
 REALM_EXPORT int32_t realm_quant_matmul(uint32_t type, const void *W, uint64_t K, uint64_t rows, const float *x, uint64_t T, float *y);
 REALM_EXPORT int32_t realm_quant_matmul_rows(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_t r1, const float *x, uint64_t T, float *y, uint64_t y_stride);
 REALM_EXPORT int32_t realm_quant_attn_f16(const float *q, uint32_t nh, const uint16_t *k, const uint16_t *v, uint64_t kv_stride, uint32_t n, uint32_t D, float scale, float cap, float *scores, uint64_t scores_stride, float *out);
+REALM_EXPORT int32_t realm_quant_geglu(float *g, const float *u, uint64_t n);
+REALM_EXPORT int32_t realm_quant_softcap(float *y, uint64_t n, float cap);
 REALM_EXPORT int32_t realm_quant_bench(uint32_t type, const void *W, uint64_t K, uint64_t rows, const void *xq, uint64_t T, float *y, uint32_t reps);
 
 #endif

@@ -175,12 +175,12 @@ static void key_u(char *k, uint64_t v) {
 }
 
 typedef struct { const char *name; uint32_t v; } Const;
-enum { DEF_F16 = 1, DEF_SUBGROUPS = 2, DEF_GATHER = 4, DEF_HEADS = 8 };
-#define N_DEFINES 4
+enum { DEF_F16 = 1, DEF_SUBGROUPS = 2, DEF_GATHER = 4, DEF_HEADS = 8, DEF_EXPERTS = 16, DEF_ROUTE = 32, DEF_SHARED = 64 };
+#define N_DEFINES 7
 
 /* Index of the kernel (file, defines, constants), listed once. */
 static uint32_t kernel(Plan *P, const char *file, uint32_t defines, const Const *c, int nc) {
-    static const char *DEF[N_DEFINES] = {"F16", "SUBGROUPS", "GATHER", "HEADS"};
+    static const char *DEF[N_DEFINES] = {"F16", "SUBGROUPS", "GATHER", "HEADS", "EXPERTS", "ROUTE", "SHARED"};
     char key[KEY_LEN] = "";
     key_append(key, file);
     key_append(key, "|");
@@ -212,14 +212,16 @@ static uint64_t rows_per_part(const Plan *P, const Tensor *t) {
     return r ? r : 1;
 }
 
-/* The id of a bound tensor in the plan's list (listed on first use). */
-static uint32_t tensor_id(Plan *P, const Tensor *t, const char *name) {
+/* The id of a bound tensor in the plan's list (listed on first use); its parts hold a
+ * multiple of gran rows (experts: whole experts). */
+static uint32_t tensor_id_g(Plan *P, const Tensor *t, const char *name, uint64_t gran) {
     for (uint32_t i = 0; i < P->n_tensors; i++)
         if (P->trefs[i].data == t->data) return i;
     if (P->n_tensors >= P->trefs_cap) { P->out.oom = true; return 0; }
     uint32_t id = P->n_tensors++;
     P->trefs[id].data = t->data;
     uint64_t rpp = rows_per_part(P, t);
+    if (gran > 1 && rpp < t->ne1) rpp = RT_MAX(gran, rpp / gran * gran);
     P->trefs[id].rows_per_part = rpp;
     JB *b = &P->out;
     if (id) jb_s(b, ",");
@@ -249,6 +251,8 @@ static uint32_t tensor_id(Plan *P, const Tensor *t, const char *name) {
     jb_s(b, "]}");
     return id;
 }
+static uint32_t tensor_id(Plan *P, const Tensor *t, const char *name) { return tensor_id_g(P, t, name, 1); }
+
 static uint32_t n_parts(const Plan *P, uint32_t id, const Tensor *t) {
     uint64_t rpp = P->trefs[id].rows_per_part;
     return (uint32_t)((t->ne1 + rpp - 1) / rpp);
@@ -362,24 +366,30 @@ static uint64_t act_words(uint32_t kind, uint64_t K) {
 
 static const char *ACT_NAME[] = {"f32", "f16", "bf16", "q8_0", "q8_1", "q8_K"};
 
-/* quantize op: `in` (n rows of K floats, stride xs) -> "xq" in kind's layout */
-static void op_quantize_to(Plan *P, const char *label, const char *in, const char *out, uint64_t K, uint64_t xs,
-                           uint32_t kind, int step) {
+/* quantize op: `in` (n rows of K floats, stride xs) -> `out` in kind's layout; rpt > 0 (MoE):
+ * rpt rows per token, each quantized on its own */
+static void op_quantize_rows(Plan *P, const char *label, const char *in, const char *out, uint64_t K, uint64_t xs,
+                             uint32_t kind, int step, uint32_t rpt) {
     uint32_t wg = P->wg;
     Const c[] = {{"KIND", kind}, {"WG", wg}};
     uint32_t k = kernel(P, "quantize.wgsl", 0, c, 2);
     uint64_t units = kind <= ACT_BF16_ ? ceil_div(K, 32) : kind == ACT_Q8_K_ ? K / 256 : K / 32;
     Grid g = grid_rows(P, ceil_div(units, wg), 1);
-    uint32_t p[] = {(uint32_t)K, (uint32_t)xs, (uint32_t)act_words(kind, K), 0};
+    if (rpt) g.c[1] = rpt; /* (x holds every block: realm_gpu_plan checks the experts' widths) */
+    uint32_t p[] = {(uint32_t)K, (uint32_t)xs, (uint32_t)act_words(kind, K), 0, rpt, 0, 0, 0};
     Bind b[] = {BUF(in), BUF(out)};
     char l[KEY_LEN] = "";
     key_append(l, label);
     key_append(l, ":quantize_");
     key_append(l, ACT_NAME[kind]);
-    op(P, l, k, g, NONE, g, p, 4, step, b, 2);
+    op(P, l, k, g, NONE, g, p, 8, step, b, 2);
+}
+static void op_quantize_to(Plan *P, const char *label, const char *in, const char *out, uint64_t K, uint64_t xs,
+                           uint32_t kind, int step) {
+    op_quantize_rows(P, label, in, out, K, xs, kind, step, 0);
 }
 static void op_quantize(Plan *P, const char *label, const char *in, uint64_t K, uint64_t xs, uint32_t kind, int step) {
-    op_quantize_to(P, label, in, "xq", K, xs, kind, step);
+    op_quantize_rows(P, label, in, "xq", K, xs, kind, step, 0);
 }
 
 /* matmul ops of weight t (tensor id, np_ parts of rpp rows): y[.., y_off + r] (+)= W x;
@@ -438,6 +448,124 @@ static void mm_group(Plan *P, const char *label, const char *in, uint64_t K, uin
     }
 }
 
+static void blk_name(char *out, uint32_t l, const char *what);
+
+/* Expert matmuls (matmul.wgsl EXPERTS): t is a 3-D expert tensor of n_expert matrices of N
+ * rows; slot s = t * KU + j of the step computes expert moe_sel[s] on activation row s / xdiv
+ * (x already in its vec_dot layout, rows xs words apart) into y row s (ys floats apart).
+ * A part holds whole experts; each part's op stores only its experts' slots. */
+static void op_matmul_experts(Plan *P, const char *name, const Tensor *t, uint64_t N, const char *x, uint64_t xs,
+                              uint32_t xdiv, const char *y, uint64_t ys) {
+    uint32_t id = tensor_id_g(P, t, name, N);
+    uint32_t np_ = n_parts(P, id, t);
+    uint64_t rpp = P->trefs[id].rows_per_part;
+    uint32_t KU = P->m->cfg.n_expert_used;
+    uint32_t wg = 64, tpr = 1;
+    if (!P->software) wg = 128, tpr = 16;
+    if (P->o.force_tpr) tpr = RT_MIN(P->o.force_tpr, 64u), wg = 64;
+    uint32_t d = DEF_EXPERTS | (P->subgroups && tpr > 1 && P->o.subgroup_min >= tpr ? DEF_SUBGROUPS : 0);
+    Const c[] = {{"QT", t->type}, {"WG", wg}, {"TPR", tpr}, {"TT", 1}};
+    uint32_t k = kernel(P, "matmul.wgsl", d, c, 4);
+    for (uint32_t pi = 0; pi < np_; pi++) {
+        uint64_t r0 = pi * rpp, rows = RT_MIN(rpp, t->ne1 - r0);
+        Grid g = {{(uint32_t)ceil_div(N, wg / tpr), KU, 1}, {0, 0, 1}};
+        uint32_t p[] = {(uint32_t)t->ne0, (uint32_t)N, (uint32_t)t->row_bytes, (uint32_t)xs, (uint32_t)ys, 0, 0, 0,
+                        (uint32_t)(r0 / N), (uint32_t)(rows / N), KU, xdiv};
+        Bind b[] = {TEN(id, pi), BUF(x), BUF(y), BUF("moe_sel")};
+        op(P, name, k, g, NONE, g, p, 12, STEP_BODY, b, 4);
+    }
+}
+
+/* The mixture-of-experts FFN of the normed rows in xb, added to x (core/batch.c moe_ffn):
+ * router matmul, softmax / top-KU (moe.wgsl ROUTE), each token's KU experts (gate and up on
+ * xb, SwiGLU, down on their KU rows), qwen2moe's shared expert and its gate, then the
+ * weighted sum in slot order plus the shared term, into x. */
+static void moe_layer(Plan *P, uint32_t l, const Layer *L) {
+    const ModelConfig *c = &P->m->cfg;
+    uint64_t E = c->n_embd, NE = c->n_expert, KU = c->n_expert_used, Fe = c->n_ff_exp, Fs = c->n_ff_shexp;
+    char nm[KEY_LEN], gn[KEY_LEN], un[KEY_LEN], dn[KEY_LEN];
+    blk_name(gn, l, "ffn_gate_inp.weight");
+    MM r[] = {{gn, &L->gate_inp, "router", NE, false, NONE}};
+    blk_name(nm, l, "ffn_router");
+    mm_group(P, nm, "xb", E, E, r, 1, STEP_BODY);
+    {
+        uint32_t p[] = {(uint32_t)NE, (uint32_t)KU, c->moe_norm_w ? 1u : 0u, 0};
+        Bind b[] = {BUF("router"), BUF("moe_sel"), BUF("moe_w")};
+        Grid g = {{1, 1, 1}, {0, 0, 1}};
+        blk_name(nm, l, "moe_route");
+        op(P, nm, kernel(P, "moe.wgsl", DEF_ROUTE, NULL, 0), g, NONE, g, p, 4, STEP_BODY, b, 3);
+    }
+    blk_name(gn, l, "ffn_gate_exps.weight");
+    blk_name(un, l, "ffn_up_exps.weight");
+    blk_name(dn, l, "ffn_down_exps.weight");
+    const Tensor *gu[] = {&L->gate_exps, &L->up_exps};
+    const char *gun[] = {gn, un}, *guy[] = {"moe_g", "moe_u"};
+    int32_t last = -1;
+    for (int i = 0; i < 2; i++) { /* xb quantized once per activation kind, as mm_group */
+        uint32_t kind = act_kind(gu[i]->type);
+        const char *x = "xb";
+        uint64_t xs = E;
+        if (kind != ACT_F32_) {
+            if ((int32_t)kind != last) {
+                blk_name(nm, l, "ffn_gate_up_exps");
+                op_quantize(P, nm, "xb", E, E, kind, STEP_BODY);
+            }
+            x = "xq", xs = act_words(kind, E);
+        }
+        last = (int32_t)kind;
+        op_matmul_experts(P, gun[i], gu[i], Fe, x, xs, (uint32_t)KU, guy[i], Fe);
+    }
+    {   /* SwiGLU of every slot: KU rows of Fe per token, one row of KU * Fe */
+        uint32_t p[] = {(uint32_t)(KU * Fe), (uint32_t)(KU * Fe), 0, 0};
+        Bind b[] = {BUF("moe_g"), BUF("moe_u")};
+        Grid g = grid_rows(P, ceil_div(KU * Fe, P->wg), 1);
+        Const cs[] = {{"WG", P->wg}, {"ACT", 0}};
+        blk_name(nm, l, "moe_swiglu");
+        op(P, nm, kernel(P, "swiglu.wgsl", 0, cs, 2), g, NONE, g, p, 4, STEP_BODY, b, 2);
+    }
+    {
+        uint32_t kind = act_kind(L->down_exps.type);
+        const char *x = "moe_g";
+        uint64_t xs = Fe;
+        if (kind != ACT_F32_) {
+            blk_name(nm, l, "ffn_down_exps");
+            op_quantize_rows(P, nm, "moe_g", "xq", Fe, Fe, kind, STEP_BODY, (uint32_t)KU);
+            x = "xq", xs = act_words(kind, Fe);
+        }
+        op_matmul_experts(P, dn, &L->down_exps, E, x, xs, 1, "moe_y", E);
+    }
+    bool shared = L->gate_shexp.data != NULL;
+    if (shared) {
+        blk_name(gn, l, "ffn_gate_inp_shexp.weight");
+        MM sg[] = {{gn, &L->gate_inp_shexp, "moe_gs", 1, false, NONE}};
+        blk_name(nm, l, "ffn_shexp_gate");
+        mm_group(P, nm, "xb", E, E, sg, 1, STEP_BODY);
+        blk_name(gn, l, "ffn_gate_shexp.weight");
+        blk_name(un, l, "ffn_up_shexp.weight");
+        blk_name(dn, l, "ffn_down_shexp.weight");
+        MM sgu[] = {{gn, &L->gate_shexp, "hb", Fs, false, NONE}, {un, &L->up_shexp, "hb2", Fs, false, NONE}};
+        blk_name(nm, l, "ffn_gate_up_shexp");
+        mm_group(P, nm, "xb", E, E, sgu, 2, STEP_BODY);
+        uint32_t p[] = {(uint32_t)Fs, (uint32_t)Fs, 0, 0};
+        Bind b[] = {BUF("hb"), BUF("hb2")};
+        Grid g = grid_rows(P, ceil_div(Fs, P->wg), 1);
+        Const cs[] = {{"WG", P->wg}, {"ACT", 0}};
+        blk_name(nm, l, "shexp_swiglu");
+        op(P, nm, kernel(P, "swiglu.wgsl", 0, cs, 2), g, NONE, g, p, 4, STEP_BODY, b, 2);
+        MM sd[] = {{dn, &L->down_shexp, "moe_ys", E, false, NONE}};
+        blk_name(nm, l, "ffn_down_shexp");
+        mm_group(P, nm, "hb", Fs, Fs, sd, 1, STEP_BODY);
+    }
+    {
+        uint32_t p[] = {(uint32_t)E, (uint32_t)KU, 0, 0};
+        Bind b[] = {BUF("x"), BUF("moe_y"), BUF("moe_w"), BUF("moe_ys"), BUF("moe_gs")};
+        Grid g = grid_rows(P, ceil_div(E, P->wg), 1);
+        Const cc[] = {{"WG", P->wg}};
+        blk_name(nm, l, "moe_combine");
+        op(P, nm, kernel(P, "moe.wgsl", shared ? DEF_SHARED : 0, cc, 1), g, NONE, g, p, 4, STEP_BODY, b, shared ? 5 : 3);
+    }
+}
+
 /* gather: input row t is batch row rows[t] (the "rows" buffer) instead of t0 + t */
 static void op_rmsnorm(Plan *P, const char *name, const Tensor *w, const char *x, const char *y, uint64_t E, int step,
                        bool gather) {
@@ -486,6 +614,23 @@ static void op_residual(Plan *P, const char *name, const char *y, const char *x,
     op(P, name, k, g, NONE, g, p, 4, STEP_BODY, b, 2);
 }
 
+/* gemma: a branch's output (E floats per row in xb) RMS-normed in place (the residual add follows) */
+static void op_post_norm(Plan *P, const char *name, const Tensor *w, uint64_t E) {
+    if (w->data) op_head_norm(P, name, w, "xb", E, 1, E);
+}
+
+/* gemma2: the logits rows (V each) soft-capped in place */
+static void op_softcap(Plan *P, uint64_t V) {
+    float cap = P->m->cfg.final_softcap;
+    if (!(cap > 0)) return;
+    Const c[] = {{"WG", P->wg}};
+    uint32_t k = kernel(P, "softcap.wgsl", 0, c, 1);
+    Grid g = grid_rows(P, ceil_div(V, P->wg), 1);
+    uint32_t p[] = {(uint32_t)V, (uint32_t)V, fbits(cap), fbits(1.0f / cap), 0, 0, 0, 0};
+    Bind b[] = {BUF("logits")};
+    op(P, "final_softcap", k, g, NONE, g, p, 8, STEP_HEAD, b, 1);
+}
+
 static void blk_name(char *out, uint32_t l, const char *what) {
     out[0] = 0;
     key_append(out, "blk.");
@@ -510,7 +655,8 @@ static void emit_programs(Plan *P) {
         uint64_t rpp = P->trefs[id].rows_per_part;
         for (uint32_t pi = 0; pi < n_parts(P, id, &m->tok_embd); pi++) {
             uint64_t r0 = pi * rpp, rows = RT_MIN(rpp, m->tok_embd.ne1 - r0);
-            uint32_t p[] = {(uint32_t)E, (uint32_t)m->tok_embd.row_bytes, (uint32_t)r0, (uint32_t)rows, (uint32_t)E, 0, 0, 0};
+            uint32_t p[] = {(uint32_t)E, (uint32_t)m->tok_embd.row_bytes, (uint32_t)r0, (uint32_t)rows, (uint32_t)E, 0,
+                            c->embd_scale != 0 ? fbits(c->embd_scale) : 0, 0};
             Bind b[] = {TEN(id, pi), BUF("ids"), BUF("x")};
             op(P, "token_embd.weight", k, g, NONE, g, p, 8, STEP_BODY, b, 3);
         }
@@ -521,9 +667,12 @@ static void emit_programs(Plan *P) {
     uint32_t k_rope = kernel(P, "rope_kv.wgsl", kv_def, cr, 1);
     Const ca[] = {{"WG", awg}};
     uint32_t k_att = kernel(P, "attention.wgsl", kv_def, ca, 1);
-    Const cs[] = {{"WG", wg}};
-    uint32_t k_swi = kernel(P, "swiglu.wgsl", 0, cs, 1);
-    float scale = 1.0f / rt_sqrtf((float)D);
+    Const cs[] = {{"WG", wg}, {"ACT", c->ffn_gelu ? 1u : 0u}};
+    uint32_t k_swi = kernel(P, "swiglu.wgsl", 0, cs, 2);
+    /* gemma2, phi3: q times attn_scale after RoPE, the scores unscaled */
+    float scale = c->q_prescale ? 1.0f : c->attn_scale;
+    uint32_t qscale = c->q_prescale ? fbits(c->attn_scale) : 0;
+    uint32_t cap = c->attn_softcap > 0 ? fbits(c->attn_softcap) : 0, icap = cap ? fbits(1.0f / c->attn_softcap) : 0;
     for (uint32_t l = 0; l < c->n_layer; l++) {
         const Layer *L = &m->layers[l];
         char kn[24] = "k.", vn[24] = "v.";
@@ -550,31 +699,39 @@ static void emit_programs(Plan *P) {
         op_head_norm(P, nm, &L->q_norm, "q", D, c->n_head, QD);
         blk_name(nm, l, "attn_k_norm.weight");
         op_head_norm(P, nm, &L->k_norm, "k", D, c->n_head_kv, KVD);
+        const char *rope = L->swa ? "rope_swa" : "rope"; /* sliding-window layers: their own RoPE base */
         {   /* RoPE on k; k and v into the cache */
             uint32_t p[] = {(uint32_t)KVD, (uint32_t)D, c->rope_dim, c->rope_type == ROPE_NEOX, (uint32_t)KVD, 0, 0, 0};
-            Bind b[] = {BUF("k"), BUF("v"), BUF(kn), BUF(vn), BUF("rope")};
+            Bind b[] = {BUF("k"), BUF("v"), BUF(kn), BUF(vn), BUF(rope)};
             Grid g = grid_rows(P, ceil_div(KVD / 2, wg), 1);
             blk_name(nm, l, "rope_kv");
             op_session(P, nm, k_rope, g, p, 8, b, 5);
         }
         {   /* attention */
             uint32_t p[] = {(uint32_t)H, c->n_head / c->n_head_kv, (uint32_t)D, c->rope_dim, c->rope_type == ROPE_NEOX,
-                            (uint32_t)QD, (uint32_t)QD, (uint32_t)(KVD / 2), fbits(scale), 0, 0, 0};
-            Bind b[] = {BUF("q"), BUF(kn), BUF(vn), BUF("rope"), BUF("att")};
+                            (uint32_t)QD, (uint32_t)QD, (uint32_t)(KVD / 2), fbits(scale), 0, L->swa ? c->n_swa : 0,
+                            cap, icap, qscale, 0, 0};
+            Bind b[] = {BUF("q"), BUF(kn), BUF(vn), BUF(rope), BUF("att")};
             Grid g = {{(uint32_t)H, 1, 1}, {0, 0, 1}};
             blk_name(nm, l, "attention");
-            op_session(P, nm, k_att, g, p, 12, b, 5);
+            op_session(P, nm, k_att, g, p, 16, b, 5);
         }
         char on[KEY_LEN];
         blk_name(on, l, "attn_output.weight");
-        /* xb = Wo att, (LoRA adapters: xb += their terms,) x += xb: the CPU's order */
+        /* xb = Wo att, (LoRA adapters: xb += their terms,) (gemma: xb normed,) x += xb: the CPU's order */
         MM o[] = {{on, &L->wo, "xb", E, false, ls + LORA_O}};
         blk_name(nm, l, "attn_output");
         mm_group(P, nm, "att", QD, QD, o, 1, STEP_BODY);
+        blk_name(nm, l, "post_attention_norm.weight");
+        op_post_norm(P, nm, &L->attn_post_norm, E);
         blk_name(nm, l, "attn_residual");
         op_residual(P, nm, "x", "xb", E);
         blk_name(nm, l, "ffn_norm.weight");
         op_rmsnorm(P, nm, &L->ffn_norm, "x", "xb", E, STEP_BODY, false);
+        if (c->n_expert) {
+            moe_layer(P, l, L);
+            continue;
+        }
         char gn[KEY_LEN], un[KEY_LEN], dn[KEY_LEN];
         blk_name(gn, l, "ffn_gate.weight");
         blk_name(un, l, "ffn_up.weight");
@@ -586,12 +743,14 @@ static void emit_programs(Plan *P) {
             uint32_t p[] = {(uint32_t)F, (uint32_t)F, 0, 0};
             Bind b[] = {BUF("hb"), BUF("hb2")};
             Grid g = grid_rows(P, ceil_div(F, wg), 1);
-            blk_name(nm, l, "swiglu");
+            blk_name(nm, l, c->ffn_gelu ? "geglu" : "swiglu");
             op(P, nm, k_swi, g, NONE, g, p, 4, STEP_BODY, b, 2);
         }
         MM dw[] = {{dn, &L->w_down, "xb", E, false, ls + LORA_DOWN}};
         blk_name(nm, l, "ffn_down");
         mm_group(P, nm, "hb", F, F, dw, 1, STEP_BODY);
+        blk_name(nm, l, "post_ffw_norm.weight");
+        op_post_norm(P, nm, &L->ffn_post_norm, E);
         blk_name(nm, l, "ffn_residual");
         op_residual(P, nm, "x", "xb", E);
     }
@@ -601,11 +760,13 @@ static void emit_programs(Plan *P) {
     begin_program(P, "head");
     op_rmsnorm(P, "output_norm.weight", &m->output_norm, "x", "xb", E, STEP_HEAD, false);
     mm_group(P, "output", "xb", E, E, out, 1, STEP_HEAD);
+    op_softcap(P, c->n_vocab);
     /* the head of the batch rows listed in "rows" (a batch of several sessions: each
      * session's last row, or all its rows), into logits rows 0 .. R-1 */
     begin_program(P, "head_rows");
     op_rmsnorm(P, "output_norm.weight", &m->output_norm, "x", "xb", E, STEP_HEAD, true);
     mm_group(P, "output", "xb", E, E, out, 1, STEP_HEAD);
+    op_softcap(P, c->n_vocab);
 
     uint32_t swg = 256;
     Grid one = {{1, 1, 1}, {0, 0, 0}};
@@ -636,13 +797,26 @@ static void jb_buffer(JB *b, const char *name, uint64_t bytes, uint64_t per_ctx,
     jb_s(b, per_session ? ",\"per_session\":true}" : ",\"per_session\":false}");
 }
 
-/* Words per token of the quantized-activation buffer "xq". */
+/* Words per token of the quantized-activation buffer "xq" (MoE: the chosen experts' rows too). */
 static uint64_t xq_words(const ModelConfig *c) {
     uint64_t QD = (uint64_t)c->n_head * c->head_dim, xqw = 0;
-    const uint64_t Ks[3] = {c->n_embd, QD, c->n_ff};
+    const uint64_t Ks[3] = {c->n_embd, QD, RT_MAX(c->n_ff, c->n_ff_shexp)};
     for (int i = 0; i < 3; i++)
         for (uint32_t kind = 0; kind <= ACT_Q8_K_; kind++) xqw = RT_MAX(xqw, act_words(kind, Ks[i]));
+    if (c->n_expert)
+        for (uint32_t kind = 0; kind <= ACT_Q8_K_; kind++)
+            xqw = RT_MAX(xqw, (uint64_t)c->n_expert_used * act_words(kind, c->n_ff_exp));
     return xqw;
+}
+
+/* Floats per token of the widest activation buffer (MoE: router logits, the chosen experts' rows). */
+static uint64_t plan_wide(const ModelConfig *c) {
+    uint64_t QD = (uint64_t)c->n_head * c->head_dim;
+    uint64_t wide = RT_MAX(RT_MAX((uint64_t)c->n_embd, QD), (uint64_t)RT_MAX(c->n_ff, c->n_ff_shexp));
+    if (c->n_expert)
+        wide = RT_MAX(wide, RT_MAX((uint64_t)c->n_expert,
+                                   (uint64_t)c->n_expert_used * RT_MAX((uint64_t)c->n_ff_exp, (uint64_t)c->n_embd)));
+    return wide;
 }
 
 /* A Plan for m and the adapter opts describes (trefs: room for that many tensors);
@@ -662,10 +836,8 @@ static Plan *plan_new(Model *m, const RealmGpuOptions *opts, uint32_t trefs) {
     P->trefs = rt_calloc(P->trefs_cap, sizeof(TRef));
     uint64_t lim = RT_MIN(P->o.max_binding, P->o.max_buffer);
     P->part_limit = (lim & ~(uint64_t)255) - 256; /* room for padding after the last row */
-    uint64_t QD = (uint64_t)c->n_head * c->head_dim;
     /* the batch: every per-token buffer must fit one binding */
-    uint64_t wide = RT_MAX(RT_MAX((uint64_t)c->n_embd, QD), (uint64_t)c->n_ff);
-    uint64_t per_tok = RT_MAX(wide, xq_words(c)) * 4;
+    uint64_t per_tok = RT_MAX(plan_wide(c), xq_words(c)) * 4;
     uint32_t B = P->o.max_batch;
     while (B > 1 && (uint64_t)B * per_tok > lim) B /= 2;
     P->B = B;
@@ -691,22 +863,25 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
         rt_err("realm_gpu_plan: unknown options version (this core speaks GPU ABI 1)", NULL);
         return NULL;
     }
-    if (m->cfg.ffn_gelu || m->cfg.n_swa || m->cfg.embd_scale != 0 || m->layers[0].attn_post_norm.data ||
-        m->cfg.q_prescale || m->cfg.attn_softcap != 0 || m->cfg.final_softcap != 0 || m->cfg.n_expert || m->rope_short.data ||
-        m->rope_long.data) {
+    if (m->cfg.n_expert && (m->cfg.n_expert_used > 64 || m->cfg.n_expert > 65535)) { /* what the plan does not run */
         rt_err_as(REALM_ERR_UNSUPPORTED, "realm_gpu_plan: ", NULL);
         rt_err_append_n((const char *)m->arch.ptr, RT_MIN(m->arch.len, 64));
-        rt_err_append(" (GeGLU, post-norms, sliding-window layers, soft-capping, pre-scaled queries, experts or LongRoPE "
-                      "factors) runs on the CPU core only for now; use device='cpu'");
+        rt_err_append(" with more than 64 experts per token runs on the CPU core only; use device='cpu'");
         return NULL;
     }
-    Plan *P = plan_new(m, opts, 16 * m->cfg.n_layer + 16);
+    /* expert matmuls and their activations' quantization keep one grid dimension for rows */
+    if (m->cfg.n_expert && RT_MAX((uint64_t)m->cfg.n_ff_exp, (uint64_t)m->cfg.n_embd) > 8ull * 65535) {
+        rt_err_as(REALM_ERR_UNSUPPORTED, "realm_gpu_plan: experts wider than 524280 run on the CPU core only", NULL);
+        return NULL;
+    }
+    Plan *P = plan_new(m, opts, 24 * m->cfg.n_layer + 16);
     if (!P) { rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory", NULL); return NULL; }
     const ModelConfig *c = &m->cfg;
     uint64_t lim = RT_MIN(P->o.max_binding, P->o.max_buffer);
-    uint64_t E = c->n_embd, D = c->head_dim, QD = (uint64_t)c->n_head * D, KVD = (uint64_t)c->n_head_kv * D, F = c->n_ff;
-    uint64_t V = c->n_vocab;
-    uint64_t wide = RT_MAX(RT_MAX(E, QD), F), xqw = xq_words(c);
+    uint64_t E = c->n_embd, D = c->head_dim, QD = (uint64_t)c->n_head * D, KVD = (uint64_t)c->n_head_kv * D;
+    uint64_t F = RT_MAX(c->n_ff, c->n_ff_shexp); /* (MoE: the shared expert's FFN) */
+    uint64_t V = c->n_vocab, NE = c->n_expert, KU = c->n_expert_used, Fe = c->n_ff_exp;
+    uint64_t wide = plan_wide(c), xqw = xq_words(c);
     uint32_t B = P->B;
     uint64_t logit_rows = P->logit_rows;
     uint64_t kv_pos = KVD * 2, rope_pos = (uint64_t)c->rope_dim / 2 * 8;
@@ -740,14 +915,28 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
     jb_s(b, P->subgroups ? "true" : "false");
     jb_s(b, ",\"software\":");
     jb_s(b, P->software ? "true" : "false");
+    /* RoPE frequency factors for realm_gpu_rope_table*: rope_freqs.weight, or (phi3's LongRoPE)
+     * the short factors, and the long ones for sessions of at least min_ctx tokens
+     * (model_rope_factors: contexts past rope.scaling.original_context_length) */
+    const Tensor *rf = m->rope_freqs.data ? &m->rope_freqs : &m->rope_short;
+    const Tensor *rl = m->rope_freqs.data ? NULL : &m->rope_long;
     jb_s(b, "},\n \"rope_freqs\":");
-    if (m->rope_freqs.data) {
-        uint64_t off = m->gguf.data_offset + (uint64_t)(m->rope_freqs.data - data_base(m));
-        jb_s(b, "{");
-        jb_kv(b, "\"offset", off);
-        jb_kv(b, ",\"nbytes", m->rope_freqs.ne0 * 4);
-        jb_s(b, "}");
-    } else jb_s(b, "null");
+    for (int i = 0; i < 2; i++) {
+        const Tensor *t = i ? rl : rf;
+        if (i) jb_s(b, ",\n \"rope_freqs_long\":");
+        if (t && t->data) {
+            uint64_t off = m->gguf.data_offset + (uint64_t)(t->data - data_base(m));
+            jb_s(b, "{");
+            jb_kv(b, "\"offset", off);
+            jb_kv(b, ",\"nbytes", t->ne0 * 4);
+            if (i) jb_kv(b, ",\"min_ctx", (uint64_t)c->rope_n_ctx_orig + 1);
+            jb_s(b, "}");
+        } else jb_s(b, "null");
+    }
+    /* the RoPE tables to fill (realm_gpu_rope_table_layer with its swa) */
+    jb_s(b, ",\n \"ropes\":[{\"buffer\":\"rope\",\"swa\":0}");
+    if (c->n_swa) jb_s(b, ",{\"buffer\":\"rope_swa\",\"swa\":1}");
+    jb_s(b, "]");
     jb_s(b, ",\n \"buffers\":[");
     bool first = true;
     jb_buffer(b, "ids", (uint64_t)B * 4, 0, false, &first);
@@ -763,7 +952,18 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
     jb_buffer(b, "hb2", (uint64_t)B * F * 4, 0, false, &first);
     jb_buffer(b, "logits", logit_rows * V * 4, 0, false, &first);
     jb_buffer(b, "sample", (2 + 2 * MAX_TOPK) * 4, 0, false, &first);
+    if (NE) { /* mixture of experts: router logits, choices, weights, the slots' FFN, the shared expert */
+        jb_buffer(b, "router", (uint64_t)B * NE * 4, 0, false, &first);
+        jb_buffer(b, "moe_sel", (uint64_t)B * KU * 4, 0, false, &first);
+        jb_buffer(b, "moe_w", (uint64_t)B * KU * 4, 0, false, &first);
+        jb_buffer(b, "moe_g", (uint64_t)B * KU * Fe * 4, 0, false, &first);
+        jb_buffer(b, "moe_u", (uint64_t)B * KU * Fe * 4, 0, false, &first);
+        jb_buffer(b, "moe_y", (uint64_t)B * KU * E * 4, 0, false, &first);
+        jb_buffer(b, "moe_ys", (uint64_t)B * E * 4, 0, false, &first);
+        jb_buffer(b, "moe_gs", (uint64_t)B * 4, 0, false, &first);
+    }
     jb_buffer(b, "rope", 0, rope_pos, true, &first);
+    if (c->n_swa) jb_buffer(b, "rope_swa", 0, rope_pos, true, &first);
     for (uint32_t l = 0; l < c->n_layer; l++) {
         char kn[24] = "k.", vn[24] = "v.";
         key_u(kn, l);
@@ -1022,6 +1222,16 @@ EXPORT char *realm_gpu_lora_plan(Model *m, const RealmGpuOptions *opts, Lora *co
 EXPORT uint32_t realm_gpu_rope_table(Model *m, uint32_t pos0, uint32_t n, const float *freqs, float *out) {
     NEED_MODEL(m, 0);
     rope_table(m, pos0, n, freqs, out);
+    return 1;
+}
+
+/* The same for one kind of layer: swa 1 = the sliding-window layers' table (their own
+ * RoPE base: gemma2/3), 0 = every other layer's (= realm_gpu_rope_table). The plan's
+ * "ropes" say which buffer holds which. */
+EXPORT uint32_t realm_gpu_rope_table_layer(Model *m, uint32_t swa, uint32_t pos0, uint32_t n, const float *freqs,
+                                           float *out) {
+    NEED_MODEL(m, 0);
+    rope_table_layer(m, swa != 0 && m->cfg.n_swa, pos0, n, freqs, out);
     return 1;
 }
 

@@ -5,6 +5,7 @@
  * 1 on success and 0 on failure, with the reason in realm_last_error(). */
 #include "api.h"
 #include "quant_impl.h"
+#include "batch.h"
 
 /* Name of a ggml type id as a NUL-terminated static string, or 0 (null) when
  * the id is unknown. */
@@ -113,5 +114,21 @@ EXPORT int32_t realm_quant_attn_f16(const float *q, uint32_t nh, const uint16_t 
         return 0;
     }
     quant_attn_heads_f16(q, nh, k, v, kv_stride, n, D, scale, cap, scores, scores_stride, out);
+    return 1;
+}
+
+/* The forward pass's GeGLU, g[i] = gelu(g[i]) * u[i] (ggml's f16 table), for tests. */
+EXPORT int32_t realm_quant_geglu(float *g, const float *u, uint64_t n) {
+    rt_err_clear();
+    if (!g || !u) { rt_err("realm_quant_geglu: null pointer", NULL); return 0; }
+    batch_geglu(g, u, n);
+    return 1;
+}
+
+/* The forward pass's soft-capping, y[i] = tanh(y[i] / cap) * cap, for tests. */
+EXPORT int32_t realm_quant_softcap(float *y, uint64_t n, float cap) {
+    rt_err_clear();
+    if (!y || !(cap > 0)) { rt_err("realm_quant_softcap: null pointer or cap not positive", NULL); return 0; }
+    batch_softcap(y, n, cap);
     return 1;
 }

@@ -646,6 +646,9 @@ static void forward(Model *m, Batch *b) {
             memcpy(rows[t].s->logits + (uint64_t)rows[t].logits_row * V, b->logits + (uint64_t)i++ * V, V * 4);
 }
 
+void batch_geglu(float *g, const float *u, uint64_t n) { geglu(g, u, n); }
+void batch_softcap(float *y, uint64_t n, float cap) { softcap_rows(y, n, cap); }
+
 const float *batch_hidden(const Model *m) { return m->batch ? m->batch->x : NULL; }
 
 /* A checked step: seqs[i] adds n ids; logits: rows [row0, row0 + n) of its

@@ -170,16 +170,29 @@ def _vs_llama_cpp(llama_ref, path, n_vocab):
     return ref, _realm_logits(path, ids)
 
 
-@pytest.mark.parametrize("arch", ["gemma3", "gemma2", "phi3", "qwen3moe"])
-def test_cpu_only_archs_on_the_gpu_are_refused_by_name(synthetic_model, arch):
-    shape = {"gemma3": GEMMA3, "gemma2": GEMMA2, "phi3": PHI3, "qwen3moe": MOE}[arch]
-    from realm_web import Realm
+@pytest.mark.parametrize("arch", ["gemma3", "gemma2", "phi3", "qwen3moe", "qwen2moe"])
+def test_every_arch_has_a_gpu_plan(synthetic_model, arch):
+    """The GPU plan runs every architecture of the core (tests/test_gpu_architectures.py:
+    the same bits as here); what it cannot run (more than 64 experts per token) is refused
+    by name."""
+    from realm_web import store
+    from realm_web.gpu.plan import build_plan
+    from test_gpu_model import _words
+    shape = {"gemma3": GEMMA3, "gemma2": GEMMA2, "phi3": PHI3, "qwen3moe": MOE, "qwen2moe": MOE}[arch]
+    m = store.acquire(synthetic_model(arch=arch, **shape), vocab_only=True)
     try:
-        from realm_web import gpu  # noqa: F401
-    except Exception:
-        pytest.skip("wgpu-py is not installed")
-    with pytest.raises(RealmError, match=f"{arch} .* runs on the CPU core only"):
-        Realm.load(str(synthetic_model(arch=arch, **shape)), device="gpu")
+        assert build_plan(m, _words()).programs["body"]
+    finally:
+        store.release(m)
+    if arch == "qwen3moe":
+        wide = synthetic_model(arch=arch, **dict(MOE, n_layer=1, n_embd=64, n_ff=64, n_head=2, n_head_kv=1,
+                                                   n_expert=66, n_expert_used=65))
+        m = store.acquire(wide, vocab_only=True)
+        try:
+            with pytest.raises(RealmError, match="qwen3moe with more than 64 experts per token runs on the CPU core only"):
+                build_plan(m, _words())
+        finally:
+            store.release(m)
 
 
 # ------------------------------------------------------------------ gemma2

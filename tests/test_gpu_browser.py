@@ -30,14 +30,14 @@ def _dec(s: str, dtype, n: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def browser(default_model_path):
+def browser(default_model_path, model_cache_dir):
     why = chromium_missing()
     if why:
         from conftest import missing
         missing(why)
     from playwright.sync_api import sync_playwright
     import refmodels
-    site = Site({"/models/": default_model_path.parent, "/cache/": refmodels.models_dir()})
+    site = Site({"/models/": default_model_path.parent, "/cache/": refmodels.models_dir(), "/synth/": model_cache_dir})
     with sync_playwright() as p, tempfile.TemporaryDirectory() as td:
         ctx = p.chromium.launch_persistent_context(td, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
                                                    ignore_default_args=["--headless"])
@@ -126,7 +126,7 @@ def test_layer_kernels(browser):
         ("rmsnorm.wgsl", {"WG": 64}, [E, eps, E, E], [T, 0, 0, 0], [0, 1, 2], [1, 1, T]),
         ("swiglu.wgsl", {"WG": 64}, [300, 300, 0, 0], [T, 0, 0, 0], [3, 4], [5, 1, T]),
         ("rope_kv.wgsl", {"WG": 64}, [KVD, D, D, 0, KVD, 0, 0, 0], [T, 3, 0, 0], [5, 6, 7, 8, 9], [1, 1, T]),
-        ("attention.wgsl", {"WG": 64}, [H, H // Hkv, D, D, 0, H * D, H * D, KVD // 2, scale, 0, 0, 0], [T, 3, 0, 0],
+        ("attention.wgsl", {"WG": 64}, [H, H // Hkv, D, D, 0, H * D, H * D, KVD // 2, scale, 0, 0, 0, 0, 0, 0, 0], [T, 3, 0, 0],
          [10, 7, 8, 9, 11], [H, 1, T]),
         ("argmax.wgsl", {"WG": 256}, [5000, 0, 0, 0], [1, 0, 0, 0], [12, 13], [1, 1, 1]),
     ]
@@ -222,3 +222,40 @@ def test_lora_in_chromium(browser, synthetic_model):
     got = _dec(r["logits"], np.float32, r["n"]).reshape(-1, 8192)
     assert not np.array_equal(got[:len(ids)], base)                  # the adapters ran
     assert np.array_equal(got, want), f"max diff {np.abs(got - want).max()}"
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "gemma2", "phi3", "qwen3moe", "qwen2moe"])
+def test_new_archs_greedy_in_chromium(browser, synthetic_model, arch):
+    """gemma3 / gemma2 / phi3 (synthetic, past gemma's window of 16; phi3 with its long
+    factors) and the MoE archs (experts routed on the GPU) through the JS SDK's WebGPU
+    backend, which knows no architecture: greedy tokens equal the CPU core's (SwiftShader
+    gives the CPU's bits, as lavapipe)."""
+    from realm_web import store
+    from realm_web.core_model import SamplerSettings, Session
+    from test_architectures import GEMMA2, GEMMA3, MOE, PHI3
+    shape = {"gemma3": GEMMA3, "gemma2": GEMMA2, "phi3": dict(PHI3, n_ctx_orig=32), "qwen3moe": MOE, "qwen2moe": MOE}[arch]
+    path = synthetic_model(arch=arch, qtype="Q8_0", **shape)
+    page, info, site = browser
+    n, n_ctx = 20, 64
+    m = store.acquire(path)
+    try:
+        ids = m.tokenize("Hello there, my good friend")
+        c = Session(m, n_ctx)
+        c.set_sampler(SamplerSettings(temperature=0))
+        c.eval(ids)
+        cpu = [c.sample()]
+        for _ in range(n - 1):
+            cpu.append(c.step(cpu[-1]))
+        c.close()
+    finally:
+        store.release(m)
+    rel = path.relative_to(refmodels_dir())
+    r = page.evaluate("o => window.gpuTest.generate(o)",
+                      {"url": f"{site.url}/synth/{rel.as_posix()}", "promptIds": ids, "nGen": n, "nCtx": n_ctx})
+    assert r["device"] == "webgpu", r["note"]
+    assert len(ids) + n > 16 and r["tokens"] == cpu
+
+
+def refmodels_dir():
+    import refmodels
+    return refmodels.models_dir()

@@ -378,7 +378,7 @@ def test_rope_kv_and_attention(dev, f16):
     assert np.array_equal(kc, exp_k) and np.array_equal(vc, exp_v)
     scale = np.float32(1) / np.sqrt(np.float32(D))
     run(dev, "attention.wgsl", [qb, kcb, vcb, rb, ob], (H, 1, T),
-        params=[H, H // Hkv, D, nd, 0, H * D, H * D, KVD // 2, int(scale.view(np.uint32)), 0, 0, 0],
+        params=[H, H // Hkv, D, nd, 0, H * D, H * D, KVD // 2, int(scale.view(np.uint32)), 0, 0, 0, 0, 0, 0, 0],
         step=step, constants={"WG": 64}, defines=defines)
     out = read(dev, ob, np.float32, T * H * D).reshape(T, H * D)
     ref = _attention_ref(q, kc, vc, rope, p0, H, Hkv, D, scale)
@@ -397,7 +397,7 @@ def test_rope_kv_and_attention(dev, f16):
     assert np.array_equal(read(dev, kcb2, np.float16, n_ctx * KVD).reshape(n_ctx, KVD).astype(np.float32), kc)
     assert np.array_equal(read(dev, vcb2, np.float16, n_ctx * KVD).reshape(n_ctx, KVD).astype(np.float32), vc)
     run(dev, "attention.wgsl", [qb2, kcb2, vcb2, rb, ob2], (H, 1, T),
-        params=[H, H // Hkv, D, nd, 0, H * D, H * D, KVD // 2, int(scale.view(np.uint32)), 0, 0, 0],
+        params=[H, H // Hkv, D, nd, 0, H * D, H * D, KVD // 2, int(scale.view(np.uint32)), 0, 0, 0, 0, 0, 0, 0],
         step=step2, constants={"WG": 64}, defines=defines)
     out2 = read(dev, ob2, np.float32, (T + t0) * H * D).reshape(T + t0, H * D)
     assert np.array_equal(out2[t0:], ref)

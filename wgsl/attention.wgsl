@@ -9,6 +9,9 @@ enable f16;
 // One workgroup per (head, token), three passes over the keys (max, sum,
 // weighted values), no scratch memory beyond the workgroup's. Token t's q and output
 // are rows t0 + t (t0 = 0 alone; the session's first row in a batch of several).
+// window > 0 (sliding-window layers): a token sees the last `window` positions only.
+// qscale (gemma2, phi3): q times it after RoPE, before the f16 rounding.
+// cap > 0 (gemma2): scores soft-capped, tanh(s * (1 / cap)) * cap (the core's tanh).
 // Bindings: 0 params, 1 step, 2 Q (f32), 3 KC, 4 VC (f16 cache), 5 ROPE, 6 OUT (f32).
 //#include common.wgsl
 //#include exact.wgsl
@@ -27,8 +30,12 @@ struct Params {
     kvw: u32,     // cache words per position (KVD / 2)
     scale: u32,   // f32 bits: 1 / sqrt(head_dim)
     zero: u32,    // 0 (read at run time: see opaque)
-    _p1: u32,
+    window: u32,  // positions a token sees (sliding-window layers), 0: all
+    cap: u32,     // f32 bits: soft-capping of the scores, 0: none
+    icap: u32,    // f32 bits: 1 / cap
+    qscale: u32,  // f32 bits: q times this after RoPE (gemma2, phi3: then scale is 1), 0: none
     _p2: u32,
+    _p3: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -72,8 +79,8 @@ fn opaque4(x: vec4<f32>) -> vec4<f32> { return bitcast<vec4<f32>>(bitcast<vec4<u
 // q.k * scale, summed as the CPU does (core/quant_attn.c dot1: eight f32 lanes,
 // then lane0 + lane1 + lane2 + lane3 of their pairwise sums; in order when
 // head_dim is not a multiple of 8).
-fn score(j: u32, kbase: u32) -> f32 {
-    let k0 = j * P.kvw + kbase;
+fn score(first: u32, j: u32, kbase: u32) -> f32 {
+    let k0 = (first + j) * P.kvw + kbase;
     var s = 0.0;
     if (P.D % 8u == 0u) {
         var a0 = vec4<f32>(0.0);
@@ -96,7 +103,9 @@ fn score(j: u32, kbase: u32) -> f32 {
             s = opaque(s + opaque(qh[2u * i + 1u] * kk.y));
         }
     }
-    return opaque(s * bitcast<f32>(P.scale));
+    let sc = opaque(s * bitcast<f32>(P.scale));
+    if (P.cap == 0u) { return sc; }
+    return opaque(tanh_rt(opaque(sc * bitcast<f32>(P.icap))) * bitcast<f32>(P.cap));
 }
 
 @compute @workgroup_size(WG)
@@ -105,16 +114,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let t = wid.z;
     if (t >= S.n || h >= P.H) { return; }
     let pos = S.n_past + t;
-    let n = pos + 1u;                       // positions this token sees
+    var n = pos + 1u;                       // positions this token sees: first ..
+    var first = 0u;
+    if (P.window != 0u && n > P.window) {
+        first = n - P.window;
+        n = P.window;
+    }
     let kbase = (h / P.G) * (P.D / 2u);     // the KV head's first word in a cache row
     let qrow = (S.t0 + t) * P.qs;
     for (var d = lid; d < P.D; d += WG) {
-        qh[d] = f16_round(rope_elem(qrow, h * P.D + d, P.D, P.nd, P.neox, pos));
+        var qv = rope_elem(qrow, h * P.D + d, P.D, P.nd, P.neox, pos);
+        if (P.qscale != 0u) { qv = opaque(qv * bitcast<f32>(P.qscale)); }
+        qh[d] = f16_round(qv);
     }
     workgroupBarrier();
     // pass 1: the largest score
     var mx = LOWEST;
-    for (var j = lid; j < n; j += WG) { mx = max(mx, score(j, kbase)); }
+    for (var j = lid; j < n; j += WG) { mx = max(mx, score(first, j, kbase)); }
     red[lid] = vec2<f32>(mx, 0.0);
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s /= 2u) {
@@ -125,7 +141,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
     // pass 2: the softmax denominator (the CPU sums in double: here (hi, lo) pairs)
     var sum = vec2<f32>(0.0, 0.0);
-    for (var j = lid; j < n; j += WG) { sum = dd_add(sum, exp_rn(opaque(score(j, kbase) - m))); }
+    for (var j = lid; j < n; j += WG) { sum = dd_add(sum, exp_rn(opaque(score(first, j, kbase) - m))); }
     red[lid] = sum;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s /= 2u) {
@@ -144,7 +160,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var c0 = 0u; c0 < n; c0 += WG) {
         let j = c0 + lid;
         var p = 0.0;
-        if (j < n) { p = f16_round(opaque(exp_rn(opaque(score(j, kbase) - m)) * inv)); }
+        if (j < n) { p = f16_round(opaque(exp_rn(opaque(score(first, j, kbase) - m)) * inv)); }
         ps[lid] = p;
         workgroupBarrier();
         let cnt = min(WG, n - c0);
@@ -153,7 +169,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             if (pr < npairs) {
                 var a = acc[pi];
                 for (var jj = 0u; jj < cnt; jj++) {
-                    let vv = vpair((c0 + jj) * P.kvw + kbase + pr);
+                    let vv = vpair((first + c0 + jj) * P.kvw + kbase + pr);
                     a = opaque2(a + opaque2(ps[jj] * vv));
                 }
                 acc[pi] = a;

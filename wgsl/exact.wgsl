@@ -74,6 +74,11 @@ fn exp_rn(x: f32) -> f32 {
     if (x != x) { return x; }
     if (x > 88.8) { return bitcast<f32>(0x7f800000u | bitcast<u32>(opaque(0.0))); }  // +inf (not a constant: Tint rejects those)
     if (x < -87.33) { return 0.0; }
+    let e = exp_parts(x);
+    return ldexp(e.x, i32(e.z));
+}
+// exp(x) = (hi + lo) * 2^k as (hi, lo, k), |x| <= 87
+fn exp_parts(x: f32) -> vec3<f32> {
     let k = round(opaque(x * 1.4426950408889634));
     // r = x - k ln2 as a pair; k * ln2_hi is exact (ln2_hi has 16 significant bits)
     let rh = opaque(x - opaque(k * 0.693145751953125));
@@ -95,5 +100,68 @@ fn exp_rn(x: f32) -> f32 {
     P = dd_add2(dd_mul(P, r), vec2<f32>(1.0, 0.0));
     P = dd_add2(dd_mul(P, r), vec2<f32>(1.0, 0.0));
     let h = fast_two_sum(P.x, P.y);
-    return ldexp(h.x, i32(k));
+    return vec3<f32>(h.x, h.y, k);
+}
+
+// ---------------------------------------------------------------- tanh
+// exp(z) - 1 as a pair, |z| <= 0.5: Taylor, the terms to z^8 in pairs
+fn expm1_small(z: f32) -> vec2<f32> {
+    var p = 2.505210838544172e-08;                          // 1/11!
+    p = opaque(opaque(p * z) + 2.755731998149713e-07);      // 1/10!
+    p = opaque(opaque(p * z) + 2.7557318844628753e-06);     // 1/9!
+    let r = vec2<f32>(z, 0.0);
+    var P = vec2<f32>(p, 0.0);
+    P = dd_add2(dd_mul(P, r), vec2<f32>(2.4801587642286904e-05, -3.40699609366682e-13));
+    P = dd_add2(dd_mul(P, r), vec2<f32>(0.00019841270113829523, -2.725596874933456e-12));
+    P = dd_add2(dd_mul(P, r), vec2<f32>(0.0013888889225199819, -3.3631094437103215e-11));
+    P = dd_add2(dd_mul(P, r), vec2<f32>(0.008333333767950535, -4.34617203337595e-10));
+    P = dd_add2(dd_mul(P, r), vec2<f32>(0.0416666679084301, -1.2417634698280722e-09));
+    P = dd_add2(dd_mul(P, r), vec2<f32>(0.1666666716337204, -4.967053879312289e-09));
+    P = dd_add2(dd_mul(P, r), vec2<f32>(0.5, 0.0));
+    P = dd_add2(dd_mul(P, r), vec2<f32>(1.0, 0.0));
+    return dd_mul(P, r);
+}
+// a pair rounded to the nearest integer (|a| < 2^48; ties to even)
+fn dd_round(a: vec2<f32>) -> vec2<f32> {
+    let r = round(a.x);
+    let d = opaque(a.x - r);                // exact: |d| <= 0.5 (0 when a.x is an integer)
+    var f = round(opaque(d + a.y));
+    if (d == 0.5 && a.y > 0.0) { f = 1.0; }   // a.x halfway: the low part decides
+    if (d == -0.5 && a.y < 0.0) { f = -1.0; }
+    return fast_two_sum(r, f);
+}
+// (hi, lo) / (hi, lo), rounded to f32
+fn dd_div_dd(a: vec2<f32>, b: vec2<f32>) -> f32 {
+    let q = opaque(a.x / b.x);
+    let p = two_prod(q, b.x);
+    let r = opaque(opaque(opaque(opaque(a.x - p.x) - p.y) + a.y) - opaque(q * b.y));
+    return opaque(q + opaque(r / b.x));
+}
+// The core's rt_tanhf: 1 above 20, -1 below -20, else f32((e - 1) / (e + 1)) with
+// e = exp(2x) a double. Here e - 1 in pairs (to about 2^-46), put on the grid of the
+// double e (the core's e - 1 is a multiple of e's ulp: what tiny x see), then divided.
+// Same bits but for ties that close (and for the double roundings of e + 1 and of
+// the quotient, which change a result with odds of about 2^-28).
+fn tanh_rt(x: f32) -> f32 {
+    if (x != x) { return x; }
+    if (x > 20.0) { return 1.0; }
+    if (x < -20.0) { return -1.0; }
+    let z = opaque(2.0 * x);
+    var m: vec2<f32>;
+    if (abs(z) <= 0.5) {
+        m = expm1_small(z);
+    } else {
+        let e = exp_parts(z);
+        m = dd_add(vec2<f32>(ldexp(e.x, i32(e.z)), ldexp(e.y, i32(e.z))), -1.0);
+        m = fast_two_sum(m.x, m.y);
+    }
+    if (abs(m.x) < 0.0625) {
+        // e's ulp: 2^-52 for e >= 1, 2^-53 below
+        let g = select(9007199254740992.0, 4503599627370496.0, z >= 0.0);
+        m = dd_round(vec2<f32>(opaque(m.x * g), opaque(m.y * g)));
+        let ig = select(1.1102230246251565e-16, 2.220446049250313e-16, z >= 0.0);
+        m = vec2<f32>(opaque(m.x * ig), opaque(m.y * ig));
+    }
+    if (m.x == 0.0) { return 0.0; }
+    return dd_div_dd(m, dd_add2(vec2<f32>(2.0, 0.0), m));
 }

@@ -39,7 +39,11 @@ enable subgroups;
 //            use TPR = 8: invocation j owns the CPU's lane j.
 // The order of the float additions is the CPU's either way.
 //
-// Bindings: 0 params, 1 step, 2 W (weights), 3 X (activations), 4 Y (f32 out).
+// EXPERTS (mixture of experts; TT = 1): W holds experts e0 .. e0 + ne - 1 of a 3-D expert
+// tensor (N rows each); workgroup (y = j, z = t) computes slot s = t * KU + j: the expert
+// SEL[s] (the router's j-th choice for token t; other parts' experts compute nothing
+// stored) on activation row s / xdiv, into output row s.
+// Bindings: 0 params, 1 step, 2 W (weights), 3 X (activations), 4 Y (f32 out), 5 SEL (EXPERTS).
 //#include common.wgsl
 //#include quant.wgsl
 
@@ -57,6 +61,12 @@ struct Params {
     y_off: u32,      // output column of row 0 (first row of this part)
     accum: u32,      // 1: add to Y instead of overwriting it (residual connections)
     _pad: u32,
+//#if EXPERTS
+    e0: u32,         // first expert in this binding
+    ne: u32,         // experts in this binding
+    KU: u32,         // experts used per token (slots)
+    xdiv: u32,       // activation row of slot s: s / xdiv
+//#endif
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -64,6 +74,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> W: array<u32>;
 @group(0) @binding(3) var<storage, read> X: array<u32>;
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+//#if EXPERTS
+@group(0) @binding(5) var<storage, read> SEL: array<u32>;
+//#endif
 
 var<workgroup> termA: array<vec4<f32>, 256>;   // TPR > 1: one block's terms per invocation
 var<workgroup> termB: array<vec4<f32>, 256>;
@@ -287,11 +300,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 //#endif
         ) {
     let rows_per_wg = WG / TPR;
-    let r = (wid.x + wid.y * nwg.x) * rows_per_wg + lid / TPR;
     let lane = lid % TPR;
+//#if EXPERTS
+    let r = wid.x * rows_per_wg + lid / TPR;
+    let slot = wid.z * P.KU + wid.y;
+    let e = SEL[min(slot, arrayLength(&SEL) - 1u)];
+    let valid = wid.z < S.n && e >= P.e0 && e < P.e0 + P.ne;  // else: compute, store nothing
+    let t0 = slot / P.xdiv;      // activation row
+    let yt = slot;               // output row
+    let nt = select(0u, 1u, valid);
+    let rr = min(r, P.N - 1u);
+    let wr = min(e - P.e0, P.ne - 1u) * P.N + rr;  // the expert's row in this binding
+//#else
+    let r = (wid.x + wid.y * nwg.x) * rows_per_wg + lid / TPR;
     let t0 = wid.z * TT;
+    let yt = t0;
+    let valid = true;
     let nt = min(TT, S.n - min(t0, S.n));
     let rr = min(r, P.N - 1u);  // rows past the end compute row N-1 and write nothing
+    let wr = rr;
+//#endif
     var acc: Acc;
     var units: u32;
     if (is_float_type(QT)) {
@@ -302,16 +330,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (TPR == 1u) {
         for (var u = 0u; u < units; u++) {
             if (is_float_type(QT)) {
-                unit_float(rr, u, t0, nt, &acc);
+                unit_float(wr, u, t0, nt, &acc);
             } else if (is_k_type(QT)) {
-                unit_k(rr, u, t0, nt, &acc);
+                unit_k(wr, u, t0, nt, &acc);
             } else {
-                unit_q(rr, u, t0, nt, &acc);
+                unit_q(wr, u, t0, nt, &acc);
             }
         }
-        if (r < P.N) {
+        if (r < P.N && valid) {
             for (var tt = 0u; tt < TT; tt++) {
-                if (tt < nt) { store(r, t0 + tt, finish(&acc, rr, t0 + tt, tt)); }
+                if (tt < nt) { store(r, yt + tt, finish(&acc, wr, t0 + tt, tt)); }
             }
         }
         return;
@@ -321,7 +349,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // invocation `lane` sums the CPU's lanes j = lane, lane + TPR, ... (< 8): elements
         // k = j (mod 8) of the 8-wide body, in order; the row's lane 0 gathers the eight.
         var a: array<f32, 8>;
-        let rb = rr * P.row_bytes;
+        let rb = wr * P.row_bytes;
         let xb = t0 * P.xs;
         for (var j = lane; j < 8u; j += TPR) {
             var s = 0.0;
@@ -333,7 +361,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         termA[lid] = vec4<f32>(a[0], a[1], a[2], a[3]);
         termB[lid] = vec4<f32>(a[4], a[5], a[6], a[7]);
         workgroupBarrier();
-        if (lane == 0u && r < P.N) {
+        if (lane == 0u && r < P.N && valid) {
             var la = vec4<f32>(0.0);
             var lb = vec4<f32>(0.0);
             for (var i = 0u; i < min(TPR, 8u); i++) {  // each lane is nonzero in one invocation only: exact
@@ -342,7 +370,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
             acc.a[0] = la;
             acc.b[0] = lb;
-            store(r, t0, finish(&acc, rr, t0, 0u));
+            store(r, yt, finish(&acc, wr, t0, 0u));
         }
         return;
     }
@@ -351,7 +379,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let u = c * TPR + lane;
         var ta = vec4<f32>(0.0);
         var tb = vec4<f32>(0.0);
-        if (u < units) { block_terms(rr, u, t0, &ta, &tb); }
+        if (u < units) { block_terms(wr, u, t0, &ta, &tb); }
         let cnt = min(TPR, units - c * TPR);
 //#if SUBGROUPS
         let first = sgi - lane;  // the row's lane 0 in this subgroup
@@ -370,5 +398,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         workgroupBarrier();
 //#endif
     }
-    if (lane == 0u && r < P.N) { store(r, t0, finish(&acc, rr, t0, 0u)); }
+    if (lane == 0u && r < P.N && valid) { store(r, yt, finish(&acc, wr, t0, 0u)); }
 }

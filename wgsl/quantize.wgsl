@@ -8,6 +8,7 @@
 //   KIND 5  Q8_K: max = first x of largest |x|, iscale = -127/max,
 //                 q = min(127, round-half-even(iscale * x)), d = 1/iscale, bsums of 16
 // Output row layouts: matmul.wgsl. One invocation per block (32 elements, 256 for Q8_K).
+// Rows: t = workgroup z, or with rpt > 0 (the slots of mixture-of-experts tokens) z * rpt + y.
 // Bindings: 0 params, 1 step, 2 IN (f32), 3 OUT (u32 words).
 //#include common.wgsl
 //#include exact.wgsl
@@ -20,6 +21,10 @@ struct Params {
     xs: u32,    // input row stride (floats)
     os: u32,    // output row stride (words)
     zero: u32,  // 0 (read at run time: see opaque)
+    rpt: u32,   // rows per step row (experts' slots: workgroup y = the row within), 0: one
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -31,8 +36,8 @@ fn opaque(x: f32) -> f32 { return bitcast<f32>(bitcast<u32>(x) | P.zero); }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let t = wid.z;
-    if (t >= S.n) { return; }
+    if (wid.z >= S.n) { return; }
+    let t = wid.z * max(P.rpt, 1u) + wid.y;
     let b = gid.x;
     let x0 = t * P.xs;
     let o0 = t * P.os;

@@ -281,6 +281,7 @@ export class GpuModel {
     this.parts = new Map(); // "tensor:part" -> GPUBuffer
     this.nbytes = 0;
     this.ropeFreqs = null;
+    this.ropeFreqsLong = null; // phi3's LongRoPE: { minCtx, factors } for sessions of minCtx tokens or more
     // static op parameters: one uniform buffer, each op's words at a 256-byte offset
     this.paramOffsets = {};
     const words = [];
@@ -335,8 +336,9 @@ export class GpuModel {
         jobs.push({ off: Number(p.offset), n, buf, done: 0, carry: new Uint8Array(4), nc: 0 });
       });
     }
-    const rf = this.plan.rope_freqs;
+    const rf = this.plan.rope_freqs, rl = this.plan.rope_freqs_long;
     if (rf) jobs.push({ off: Number(rf.offset), n: Number(rf.nbytes), rope: new Uint8Array(Number(rf.nbytes)), done: 0 });
+    if (rl) jobs.push({ off: Number(rl.offset), n: Number(rl.nbytes), rope: new Uint8Array(Number(rl.nbytes)), done: 0, long: true });
     jobs.sort((a, b) => a.off - b.off);
     let since = 0;
     // write bytes [pos, pos + chunk.length) of the file into every part they overlap
@@ -384,8 +386,9 @@ export class GpuModel {
       if (onBytes) onBytes(chunk.length);
     }
     for (const j of jobs) if (j.done !== j.n) throw new RealmError(`${name}: tensor data incomplete (${j.done} of ${j.n} bytes at ${j.off})`);
-    const ropeJob = jobs.find((j) => j.rope);
+    const ropeJob = jobs.find((j) => j.rope && !j.long), longJob = jobs.find((j) => j.long);
     if (ropeJob) this.ropeFreqs = new Float32Array(ropeJob.rope.buffer);
+    if (longJob) this.ropeFreqsLong = { minCtx: Number(this.plan.rope_freqs_long.min_ctx), factors: new Float32Array(longJob.rope.buffer) };
     await q.onSubmittedWorkDone();
     return pos;
   }
@@ -563,9 +566,11 @@ export class GpuSession {
     this._cand = c.alloc(4 * (2 + 2 * Number(plan.max_topk)));
     this._sp = c.alloc(STRUCTS.SamplerParams.size);
     this._freqs = 0;
-    if (this.gm.ropeFreqs) {
-      this._freqs = c.alloc(this.gm.ropeFreqs.byteLength);
-      c.write(this._freqs, new Uint8Array(this.gm.ropeFreqs.buffer));
+    const rl = this.gm.ropeFreqsLong;
+    const freqs = rl && this.nCtx >= rl.minCtx ? rl.factors : this.gm.ropeFreqs; // the context picks (LongRoPE)
+    if (freqs) {
+      this._freqs = c.alloc(freqs.byteLength);
+      c.write(this._freqs, new Uint8Array(freqs.buffer));
     }
     this._ropeTmp = c.alloc(ROPE_CHUNK * this.ropePairs * 8);
     this.setSampler({ temperature: 0 });
@@ -631,14 +636,18 @@ export class GpuSession {
     for (const t of ids) if (!(t >= 0 && t < this.nVocab)) throw new RealmError(`token id ${t} is out of range (vocabulary of ${this.nVocab})`);
   }
 
+  // The core's cos/sin into each of the plan's RoPE tables ("ropes": a buffer per kind of layer).
   _fillRope(upto) {
     const c = this.core;
+    const ropes = this.plan.ropes || [{ buffer: 'rope', swa: 0 }];
     while (this._ropeFilled < upto) {
       const p0 = this._ropeFilled;
       const n = Math.min(ROPE_CHUNK, this.nCtx - p0);
-      c.call('realm_gpu_rope_table', this.model.handle, p0, n, this._freqs, this._ropeTmp);
-      const data = c.f32(this._ropeTmp, n * this.ropePairs * 2).slice();
-      this.dev.device.queue.writeBuffer(this._bufs.rope, p0 * this.ropePairs * 8, data);
+      for (const r of ropes) {
+        c.call('realm_gpu_rope_table_layer', this.model.handle, Number(r.swa), p0, n, this._freqs, this._ropeTmp);
+        const data = c.f32(this._ropeTmp, n * this.ropePairs * 2).slice();
+        this.dev.device.queue.writeBuffer(this._bufs[r.buffer], p0 * this.ropePairs * 8, data);
+      }
       this._ropeFilled = p0 + n;
     }
   }

@@ -18,14 +18,17 @@ def subgroup_min_size(info: dict) -> int:
 
 
 def gpu_options(dev, max_batch: int = abi.EVAL_BATCH, force_tpr: int = 0, software: bool | None = None,
-                f16: bool | None = None, subgroups: bool | None = None) -> dict:
-    """The GpuOptions realm_gpu_plan takes (core/abi.json), describing `dev` (overridable for tests)."""
+                f16: bool | None = None, subgroups: bool | None = None, max_binding: int | None = None) -> dict:
+    """The GpuOptions realm_gpu_plan takes (core/abi.json), describing `dev` (overridable for tests;
+    max_binding: a smaller largest binding, so tests split tensors into parts)."""
     lim = dev.limits
     f16 = ("shader-f16" in dev.features) if f16 is None else f16
     subgroups = ("subgroup" in dev.features) if subgroups is None else subgroups
     software = dev.is_software if software is None else software
     flags = (OPT_F16 if f16 else 0) | (OPT_SUBGROUPS if subgroups else 0) | (OPT_SOFTWARE if software else 0)
     bind = int(lim.get("max-storage-buffer-binding-size", 128 << 20))
+    if max_binding:
+        bind = min(bind, int(max_binding))
     buf = int(lim.get("max-buffer-size", 256 << 20))
     return {"version": PLAN_ABI, "flags": flags, "max_binding": bind, "max_buffer": buf,
             "max_invocations": int(lim.get("max-compute-invocations-per-workgroup", 256)),

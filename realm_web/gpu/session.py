@@ -75,6 +75,9 @@ class GpuSession:
                 self._cand = self.core.alloc(4 * (2 + 2 * int(plan.data["max_topk"])))
                 self._sp = self.core.alloc(48)
                 rf = gmodel.weights.rope_freqs
+                rl = gmodel.weights.rope_freqs_long
+                if rl is not None and self.n_ctx >= rl[0]:
+                    rf = rl[1]  # the session's context picks the factors (phi3's LongRoPE)
                 if rf is not None:
                     self._freqs_ptr = self.core.alloc(rf.nbytes)
                     self.core.write(self._freqs_ptr, rf)
@@ -141,14 +144,18 @@ class GpuSession:
                 raise RealmError(f"token id {t} is out of range (vocabulary of {self.n_vocab})")
 
     def _fill_rope(self, upto: int) -> None:
-        """The core's cos/sin for positions [filled, upto), a chunk at a time."""
+        """The core's cos/sin for positions [filled, upto), a chunk at a time, into each of the
+        plan's RoPE tables ("ropes": a buffer per kind of layer)."""
+        ropes = self.plan.data.get("ropes") or [{"buffer": "rope", "swa": 0}]
         while self._rope_filled < upto:
             p0 = self._rope_filled
             n = min(ROPE_CHUNK, self.n_ctx - p0)
-            with self.core.lock:
-                self.core.call("realm_gpu_rope_table", self.model.handle, p0, n, self._freqs_ptr, self._rope_tmp)
-                data = self.core.view(self._rope_tmp, np.float32, n * self.rope_pairs * 2).copy()
-            self.dev.device.queue.write_buffer(self._bufs["rope"], p0 * self.rope_pairs * 8, data)
+            for r in ropes:
+                with self.core.lock:
+                    self.core.call("realm_gpu_rope_table_layer", self.model.handle, int(r["swa"]), p0, n,
+                                   self._freqs_ptr, self._rope_tmp)
+                    data = self.core.view(self._rope_tmp, np.float32, n * self.rope_pairs * 2).copy()
+                self.dev.device.queue.write_buffer(self._bufs[r["buffer"]], p0 * self.rope_pairs * 8, data)
             self._rope_filled = p0 + n
 
     def _staging(self, nbytes: int):

@@ -29,6 +29,7 @@ class GpuWeights:
         self.parts: dict[tuple[int, int], object] = {}
         self.nbytes = 0
         self.rope_freqs = None
+        self.rope_freqs_long = None  # (min_ctx, factors) or None
         path = getattr(source, "path", None) if not isinstance(source, (str, os.PathLike)) else source
         mm = None
         if path is not None and os.path.isfile(path):
@@ -63,6 +64,10 @@ class GpuWeights:
             rf = plan.data.get("rope_freqs")
             if rf:
                 self.rope_freqs = read(int(rf["offset"]), int(rf["nbytes"])).view(np.float32).copy()
+            rl = plan.data.get("rope_freqs_long")  # phi3's LongRoPE: for sessions of min_ctx tokens or more
+            if rl:
+                self.rope_freqs_long = (int(rl["min_ctx"]),
+                                        read(int(rl["offset"]), int(rl["nbytes"])).view(np.float32).copy())
             if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
                 mm.madvise(mmap.MADV_DONTNEED)  # the file's pages need not stay in our RSS
         finally:
