@@ -288,3 +288,25 @@ def test_realm_gpu_lora_and_batch_prompts(syn, dev):
                                        tensors=("attn_q",), layers=[0])
         with pytest.raises(RealmError, match="embedding size"):
             g.set_lora([(other, 1.0)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["gemma2", "gemma3"])
+def test_adapters_on_gemma_equal_cpu(synthetic_model, dev, arch):
+    """The LoRA hooks beside gemma's parts on the GPU plan: attn_output / ffn_down adapters
+    before the post-norms (and gemma2's final soft-cap after everything), as the CPU core
+    orders them: logits equal bit for bit, prompt and decode, past the sliding window."""
+    from test_architectures import GEMMA2, GEMMA3
+    path = synthetic_model(arch=arch, qtype="Q8_0", **(GEMMA2 if arch == "gemma2" else GEMMA3))
+    ad = refmodels.lora_adapter(path, rank=8, qtype="F16", seed=5, tensors=("attn_q", "attn_output", "ffn_down"))
+    cpu_m, gpu_m = store.acquire(str(path)), gpu.acquire_model(str(path))
+    try:
+        n_vocab = cpu_m.info.n_vocab
+        ids = [int(t) for t in np.random.default_rng(3).integers(100, n_vocab, 24)]   # past gemma's window of 16
+        want = _logits(cpu_m, ids, [(ad, 0.8)], steps=2)
+        got = _logits(gpu_m, ids, [(ad, 0.8)], gpu_session=True, steps=2)
+        assert not np.array_equal(want, _logits(cpu_m, ids, steps=2))      # the adapter counts
+        assert np.array_equal(got, want), f"max diff {np.abs(got - want).max()}"
+    finally:
+        store.release(gpu_m)
+        store.release(cpu_m)
