@@ -1,7 +1,7 @@
 /* quant_act.c: activations (f32 rows) -> the vec_dot type of a weight type,
  * rounded exactly as llama.cpp's CPU backend does it on x86 (AVX/AVX2, the
  * build every reference run here uses; ggml-cpu/arch/x86/quants.c):
- *   F16   round to nearest even (F16C, = GGML_FP32_TO_FP16)
+ *   F16   round to nearest even (F16C, = GGML_FP32_TO_FP16), kept times 2^112 (quant_float.c)
  *   BF16  round to nearest even, NaN quieted (ggml_compute_fp32_to_bf16)
  *   Q8_0  d = amax/127 (stored as f16), q = round_half_even(x * (127/amax))
  *   Q8_1  as Q8_0, plus s = f16(d * sum q) with the unrounded d
@@ -131,10 +131,11 @@ void quant_act_impl(int kind, const float *x, uint64_t K, uint8_t *row) {
     case ACT_F32:
         memcpy(o, x, K * sizeof(float));
         break;
-    case ACT_F16:
+    case ACT_F16: /* f16-rounded, times 2^112 (exact): the F16 kernels then convert weights with
+                   * two integer ops and no scaling (quant_float.c load8), products unchanged */
         for (; k + 4 <= K; k += 4)
-            wasm_v128_store(o + k, qi_h2f_x4(qi_f2h_x4(wasm_v128_load(x + k))));
-        for (; k < K; k++) o[k] = qi_h2f(rt_f32_to_f16(x[k]));
+            wasm_v128_store(o + k, wasm_f32x4_mul(qi_h2f_x4(qi_f2h_x4(wasm_v128_load(x + k))), wasm_f32x4_splat(0x1p112f)));
+        for (; k < K; k++) o[k] = qi_h2f(rt_f32_to_f16(x[k])) * 0x1p112f;
         break;
     case ACT_BF16:
         for (; k + 4 <= K; k += 4)
@@ -176,7 +177,7 @@ void quant_act_export_row(int kind, const uint8_t *row, uint64_t K, uint8_t *out
     kind = qi_kind_base(kind);
     switch (kind) {
     case ACT_F32: memcpy(out, row, 4 * K); break;
-    case ACT_F16: for (uint64_t k = 0; k < K; k++) put16(out + 2 * k, rt_f32_to_f16(f[k])); break;
+    case ACT_F16: for (uint64_t k = 0; k < K; k++) put16(out + 2 * k, rt_f32_to_f16(f[k] * 0x1p-112f)); break;
     case ACT_BF16: for (uint64_t k = 0; k < K; k++) put16(out + 2 * k, (uint16_t)(qi_f2u(f[k]) >> 16)); break;
     case ACT_Q8_0: case ACT_Q8_1: {
         const uint64_t nb = K / 32, bb = kind == ACT_Q8_0 ? 34 : 36;

@@ -1,18 +1,24 @@
 /* quant_float.c: matrix kernels for F32, F16 and BF16 weights.
  * Activations arrive as f32 values already rounded to the weight's vec_dot
- * type (quant_act.c), so products of two f16 (or bf16) values are exact in
+ * type (quant_act.c; F16's times 2^112, see load8), so products of two f16 (or bf16) values are exact in
  * f32, as in ggml_vec_dot_f16/bf16; sums are f32 in SIMD lanes. */
 #include "quant_impl.h"
 
 enum { WF32, WF16, WBF16 };
 
-/* Eight weights from element k on, as two f32x4. */
+/* Eight weights from element k on, as two f32x4. F16: each value times 2^-112, by two
+ * integer ops (the halves in the high bits of i32 lanes, an arithmetic shift by 3 and a
+ * mask put sign, exponent and mantissa where an f32 has them, subnormals included), which
+ * the activations' factor 2^112 (quant_act.c) undoes exactly: w * x is the same product.
+ * (An inf or NaN weight becomes a large finite one: no GGUF worth running has them.) */
 QI_INLINE void load8(const int kind, const uint8_t *w, uint64_t k, v128_t *a, v128_t *b) {
     if (kind == WF32) {
         *a = wasm_v128_load(w + 4 * k);
         *b = wasm_v128_load(w + 4 * k + 16);
     } else if (kind == WF16) {
-        qi_h2f_x8((const uint16_t *)(w + 2 * k), a, b);
+        const v128_t h = wasm_v128_load(w + 2 * k), z = wasm_i32x4_splat(0), m = wasm_i32x4_splat((int32_t)0x8fffffffu);
+        *a = wasm_v128_and(wasm_i32x4_shr(wasm_i16x8_shuffle(z, h, 0, 8, 1, 9, 2, 10, 3, 11), 3), m);
+        *b = wasm_v128_and(wasm_i32x4_shr(wasm_i16x8_shuffle(z, h, 4, 12, 5, 13, 6, 14, 7, 15), 3), m);
     } else {
         qi_bf2f_x8((const uint16_t *)(w + 2 * k), a, b);
     }
@@ -58,10 +64,45 @@ QI_INLINE void dots(const int kind, const uint8_t *w0, const uint8_t *w1, const 
     }
     QI_UNROLL
     for (int i = 0; i < 4; i++) s[i] = qi_hsum_f32(wasm_f32x4_add(a[i][0], a[i][1]));
+    const float unscale = kind == WF16 ? 0x1p-112f : 1.0f; /* F16 activations carry 2^112 (exact either way) */
     for (; k < K; k++)
         QI_UNROLL
         for (int i = 0; i < 4; i++)
-            s[i] += load1(kind, w[NR == 1 ? 0 : i], k) * xt[NR == 1 ? i : 0][k];
+            s[i] += load1(kind, w[NR == 1 ? 0 : i], k) * (xt[NR == 1 ? i : 0][k] * unscale);
+}
+
+/* A tile for prompts: rows p0..p3 times the QF_N tokens at xs[0..QF_N), o[t] lane r = (row r,
+ * token t), each summed exactly as dots() sums it (the weights of a block converted once for
+ * every token, the activations loaded once for four rows). */
+#define QF_N 4
+QI_INLINE void tile(const int kind, const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3,
+                    uint64_t K, const uint8_t *const *xs, v128_t *o) {
+    const uint8_t *w[4] = { p0, p1, p2, p3 };
+    const float *x[QF_N];
+    v128_t a[4][QF_N][2];
+    QI_UNROLL for (int t = 0; t < QF_N; t++) x[t] = (const float *)xs[t];
+    QI_UNROLL for (int r = 0; r < 4; r++) QI_UNROLL for (int t = 0; t < QF_N; t++) a[r][t][0] = a[r][t][1] = wasm_f32x4_splat(0);
+    uint64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        v128_t v[QF_N][2];
+        QI_UNROLL for (int t = 0; t < QF_N; t++) v[t][0] = wasm_v128_load(x[t] + k), v[t][1] = wasm_v128_load(x[t] + k + 4);
+        QI_UNROLL for (int r = 0; r < 4; r++) {
+            v128_t u0, u1;
+            load8(kind, w[r], k, &u0, &u1);
+            QI_UNROLL for (int t = 0; t < QF_N; t++) {
+                a[r][t][0] = wasm_f32x4_add(a[r][t][0], wasm_f32x4_mul(u0, v[t][0]));
+                a[r][t][1] = wasm_f32x4_add(a[r][t][1], wasm_f32x4_mul(u1, v[t][1]));
+            }
+        }
+    }
+    const float unscale = kind == WF16 ? 0x1p-112f : 1.0f;
+    QI_UNROLL for (int t = 0; t < QF_N; t++) {
+        float s[4];
+        QI_UNROLL for (int r = 0; r < 4; r++) s[r] = qi_hsum_f32(wasm_f32x4_add(a[r][t][0], a[r][t][1]));
+        for (uint64_t j = k; j < K; j++)
+            QI_UNROLL for (int r = 0; r < 4; r++) s[r] += load1(kind, w[r], j) * (x[t][j] * unscale);
+        o[t] = wasm_v128_load(s);
+    }
 }
 
 #define QF_KERNEL(NAME, KIND)                                                                              \
@@ -72,14 +113,11 @@ QI_INLINE void dots(const int kind, const uint8_t *w0, const uint8_t *w1, const 
         dots(KIND, p0, p1, p2, p3, K, xf, xf, xf, xf, 4, 1, s);                                            \
         return wasm_v128_load(s);                                                                          \
     }                                                                                                      \
-    QI_INLINE v128_t NAME##_t4(const uint8_t *p, const uint8_t *x0, const uint8_t *x1, const uint8_t *x2,  \
-                               const uint8_t *x3, uint64_t K) {                                            \
-        float s[4];                                                                                        \
-        dots(KIND, p, p, p, p, K, (const float *)x0, (const float *)x1, (const float *)x2,                 \
-             (const float *)x3, 1, 4, s);                                                                  \
-        return wasm_v128_load(s);                                                                          \
+    QI_INLINE void NAME##_r4n(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3,  \
+                              uint64_t K, const uint8_t *const *xs, v128_t *o) {                           \
+        tile(KIND, p0, p1, p2, p3, K, xs, o);                                                              \
     }                                                                                                      \
-    QI_DEFINE_MM(NAME, NAME##_r4, NAME##_t4)
+    QI_DEFINE_MM_RN(NAME, NAME##_r4, NAME##_r4n, QF_N)
 QF_KERNEL(quant_mm_f32, WF32)
 QF_KERNEL(quant_mm_f16, WF16)
 QF_KERNEL(quant_mm_bf16, WBF16)

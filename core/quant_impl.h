@@ -20,7 +20,8 @@
  * act_row_bytes() apart (a multiple of 64). The values are exactly those of
  * llama.cpp's vec_dot type, but the layout is this module's own, chosen for
  * the SIMD kernels:
- *   ACT_F32  (F32, F16, BF16 weights): f32 x[K], already rounded to f16/bf16
+ *   ACT_F32, ACT_BF16 (F32, BF16 weights): f32 x[K], already rounded to bf16 for BF16
+ *   ACT_F16  (F16 weights): f32 x[K] rounded to f16, times 2^112 (the kernel's weights carry 2^-112)
  *   ACT_Q8_0 (Q4_0, Q5_0, Q8_0):      i16 q[K] | per block of 32: f32 d * 2^112, i32 sum(q)
  *   ACT_Q8_1 (Q4_1, Q5_1, Q8_1):      i16 q[K] | per block of 32: f32 d * 2^112, f32 s * 2^112
  *   ACT_Q8_K (K-quants, Q8_K):        i16 q[K] | f32 d[K/256] | i16 bsum16[K/16] | i16 bsum32[K/32]
