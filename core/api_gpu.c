@@ -999,9 +999,8 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
  * slot numbering of lora.h: layer * 7 + q,k,v,o,gate,up,down; n_layer * 7 the output head);
  * this plan's ops carry "slot" and run right after that op, in order. Per adapter (in the
  * session's order) and adapted slot, as core/lora.c's lora_apply:
- *   gather   the step's rows of the matmul's input into "lora_x" (rows 0..; F16 halves:
- *            rounded to f16, as lora.c rounds them for its widened F32 copies)
- *   quantize "lora_x" -> "lora_q" when A is Q8_0
+ *   gather   the step's rows of the matmul's input into "lora_x" (rows 0..)
+ *   quantize "lora_x" -> "lora_q" when A is Q8_0 (Q8_0 activations) or F16 (f16-rounded)
  *   matmul   A -> "lora_t" (rank values per row)
  *   quantize "lora_t" -> "lora_q" when B is Q8_0 (Q8_0 activations) or F16 (f16-rounded)
  *   matmul   B -> "lora_y"
@@ -1010,8 +1009,8 @@ EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len
  * session's first row in a batch); the output head's read step 2, {R, 0, r0, 0}: logits
  * rows r0.. of the head (a session alone: {R, 0, 0, 0}). */
 
-/* A LoRA half in the plan's "tensors": the bytes the core holds (F16 halves widened to
- * F32 at load) at wasm address ptr; listed once. */
+/* A LoRA half in the plan's "tensors": the adapter file's bytes the core holds at wasm
+ * address ptr; listed once. */
 static uint32_t lora_tensor_id(Plan *P, const Tensor *t, uint32_t adapter, const char *name) {
     for (uint32_t i = 0; i < P->n_tensors; i++)
         if (P->trefs[i].data == t->data) return i;
@@ -1091,18 +1090,20 @@ static void emit_lora_slot(Plan *P, uint32_t ai, const Lora *a, float scale, uin
     {   /* the step's rows of the input, from row t0 */
         uint32_t p[] = {(uint32_t)st.K, (uint32_t)st.xs, (uint32_t)st.K, 0};
         lora_name(nm, P->m, slot, "lora_gather");
-        op_lora_kernel(P, nm, pr->own[0] ? 1 : 0, st.K, p, st.step, st.x, "lora_x");
+        op_lora_kernel(P, nm, 0, st.K, p, st.step, st.x, "lora_x");
     }
+    /* each half's activations in its type's vec_dot type (F16: rounded to f16; Q8_0), as lora_apply */
     const char *x = "lora_x";
     uint64_t xs = st.K;
-    if (pr->a.type == GGML_TYPE_Q8_0) {
+    uint32_t kind = act_kind(pr->a.type);
+    if (kind != ACT_F32_) {
         lora_name(nm, P->m, slot, "lora_a");
-        op_quantize_to(P, nm, "lora_x", "lora_q", st.K, st.K, ACT_Q8_0_, st.step);
-        x = "lora_q", xs = act_words(ACT_Q8_0_, st.K);
+        op_quantize_to(P, nm, "lora_x", "lora_q", st.K, st.K, kind, st.step);
+        x = "lora_q", xs = act_words(kind, st.K);
     }
     op_matmul_id(P, an, &pr->a, ida, 1, pr->a.ne1, x, xs, "lora_t", rank, false, st.step, NONE);
     x = "lora_t", xs = rank;
-    uint32_t kind = pr->own[1] ? ACT_F16_ : pr->b.type == GGML_TYPE_Q8_0 ? ACT_Q8_0_ : ACT_F32_;
+    kind = act_kind(pr->b.type);
     if (kind != ACT_F32_) {
         lora_name(nm, P->m, slot, "lora_b");
         op_quantize_to(P, nm, "lora_t", "lora_q", rank, rank, kind, st.step);
@@ -1179,7 +1180,7 @@ EXPORT char *realm_gpu_lora_plan(Model *m, const RealmGpuOptions *opts, Lora *co
             LoraSite st = lora_site(m, slot);
             uint64_t rows = st.step == STEP_LORA_HEAD ? P->logit_rows : P->B, rank = pr->a.ne1;
             max_k = RT_MAX(max_k, rows * st.K);
-            max_q = RT_MAX(max_q, rows * RT_MAX(act_words(ACT_Q8_0_, st.K), rank));
+            max_q = RT_MAX(max_q, rows * RT_MAX(act_words(act_kind(pr->a.type), st.K), act_words(act_kind(pr->b.type), rank)));
             max_r = RT_MAX(max_r, rows * rank);
             max_y = RT_MAX(max_y, rows * st.N);
             emit_lora_slot(P, i, a, scales[i], slot);

@@ -19,8 +19,7 @@ static const char *const slot_names[LORA_PER_LAYER] = {
 typedef struct LoraWork {
     uint8_t *xq;
     float *t1, *t2; /* A x (T x rank), B (A x) (T x N) */
-    float *xr;      /* activations rounded to f16 (widened F16 halves) */
-    uint64_t xq_cap, t1_cap, t2_cap, xr_cap;
+    uint64_t xq_cap, t1_cap, t2_cap;
 } LoraWork;
 
 static bool fail(uint32_t kind, const char *a, const char *b, const char *c) {
@@ -49,7 +48,9 @@ static const Tensor *base_weight(const Model *m, const char *name, size_t n, uin
     return NULL;
 }
 
-static bool bind_half(Lora *a, const GGUFTensor *t, Tensor *out, float **own, char *nm) {
+/* One half of a pair as it is in the file (F16 halves run on the F16 kernels: activations
+ * rounded to f16, as llama.cpp's are; the file's bytes are read, never copied). */
+static bool bind_half(Lora *a, const GGUFTensor *t, Tensor *out, char *nm) {
     uint32_t ty = t->type;
     if (ty != GGML_TYPE_F32 && ty != GGML_TYPE_F16 && ty != GGML_TYPE_Q8_0)
         return fail(REALM_ERR_UNSUPPORTED, "tensor '", nm, "' has a type other than F32, F16 or Q8_0");
@@ -58,14 +59,6 @@ static bool bind_half(Lora *a, const GGUFTensor *t, Tensor *out, float **own, ch
         return fail(REALM_ERR_FORMAT, "tensor '", nm, "': its rows are not whole Q8_0 blocks (32 values)");
     *out = (Tensor){ .type = ty, .data = a->gguf.hdr + a->gguf.data_offset + t->offset, .ne0 = t->ne[0], .ne1 = t->ne[1],
                      .row_bytes = quant_row_bytes(ty, t->ne[0]) };
-    if (ty == GGML_TYPE_F16) { /* (2x its bytes in the file: bounded by the file) */
-        /* exact (every f16 is an f32); activations then stay f32, within llama.cpp's noise */
-        float *w = *own = rt_malloc(t->ne[0] * t->ne[1] * 4);
-        if (!w) return fail(REALM_ERR_OUT_OF_MEMORY, "out of memory for tensor '", nm, "'");
-        quant_dequant_row(ty, out->data, w, t->ne[0] * t->ne[1]);
-        *out = (Tensor){ .type = GGML_TYPE_F32, .data = (const uint8_t *)w, .ne0 = t->ne[0], .ne1 = t->ne[1],
-                         .row_bytes = t->ne[0] * 4 };
-    }
     return true;
 }
 
@@ -110,7 +103,7 @@ static bool bind_all(Lora *a) {
         LoraPair *p = &a->pairs[slot];
         if (p->a.data) return fail(REALM_ERR_FORMAT, "tensor '", nm, "' is adapted twice");
         nm[n - 7] = '.';
-        if (!bind_half(a, t, &p->a, &p->own[0], nm) || !bind_half(a, tb, &p->b, &p->own[1], other)) return false;
+        if (!bind_half(a, t, &p->a, nm) || !bind_half(a, tb, &p->b, other)) return false;
         uint64_t rank = p->a.ne1;
         bool out_head = slot == lora_output_slot(m);
         if (p->a.ne0 != w->ne0)
@@ -155,11 +148,6 @@ static bool check_meta(Lora *a) {
     return true;
 }
 
-static void free_pairs(Lora *a) {
-    uint32_t n = a->m->cfg.n_layer * LORA_PER_LAYER + 1;
-    for (uint32_t i = 0; i < n; i++) rt_free(a->pairs[i].own[0]), rt_free(a->pairs[i].own[1]);
-    rt_free(a->pairs);
-}
 
 Lora *lora_load(Model *m, uint8_t *buf, uint64_t len) {
     rt_err_clear();
@@ -195,7 +183,7 @@ Lora *lora_load(Model *m, uint8_t *buf, uint64_t len) {
     if (!check_meta(a) || !bind_all(a)) {
         a->gguf.hdr = NULL; /* buf goes back to the caller */
         gguf_free(&a->gguf);
-        free_pairs(a);
+        rt_free(a->pairs);
         rt_free(a);
         return NULL;
     }
@@ -222,14 +210,14 @@ void lora_free(Lora *a) {
     for (Lora **p = &m->loras; *p; p = &(*p)->next)
         if (*p == a) { *p = a->next; break; }
     gguf_free(&a->gguf);
-    free_pairs(a);
+    rt_free(a->pairs);
     rt_free(a);
 }
 
 void lora_free_all(Model *m) {
     while (m->loras) lora_free(m->loras);
     LoraWork *w = m->lora_work;
-    if (w) rt_free(w->xq), rt_free(w->t1), rt_free(w->t2), rt_free(w->xr), rt_free(w);
+    if (w) rt_free(w->xq), rt_free(w->t1), rt_free(w->t2), rt_free(w);
     m->lora_work = NULL;
 }
 
@@ -286,32 +274,14 @@ bool lora_reserve(Model *m, uint32_t T) {
             xq = RT_MAX(xq, RT_MAX(quant_act_bytes(p->a.type, p->a.ne0, T), quant_act_bytes(p->b.type, p->b.ne0, T)));
         }
     }
-    uint64_t in = 0;
-    for (const Lora *a = m->loras; a; a = a->next) in = RT_MAX(in, a->max_in);
-    if (grow(&w->xq, &w->xq_cap, xq) && grow(&w->t1, &w->t1_cap, rank * T * 4) && grow(&w->t2, &w->t2_cap, out * T * 4) &&
-        grow(&w->xr, &w->xr_cap, RT_MAX(in, rank) * T * 4))
+    if (grow(&w->xq, &w->xq_cap, xq) && grow(&w->t1, &w->t1_cap, rank * T * 4) && grow(&w->t2, &w->t2_cap, out * T * 4))
         return true;
 oom:
     rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory for the LoRA adapters' scratch", NULL);
     return false;
 }
 
-/* x rounded to the nearest f16 (ties to even), as an f32: in f16's normal range [2^-14, 65504)
- * that is dropping 13 mantissa bits with round-to-nearest-even on the bits; elsewhere
- * (subnormal, overflow, inf, NaN) the full conversion. */
-static inline float f16_round(float x) {
-    union { float f; uint32_t u; } v = { .f = x };
-    uint32_t a = v.u & 0x7fffffffu;
-    if (a < 0x38800000u || a >= 0x477fe000u) return rt_f16_to_f32(rt_f32_to_f16(x));
-    v.u = (v.u + 0x0fffu + ((v.u >> 13) & 1u)) & 0xffffe000u;
-    return v.f;
-}
-
-static void mm(LoraWork *w, const Tensor *t, bool f16_act, const float *x, uint64_t T, float *y) {
-    if (f16_act) { /* what the F16 kernel would see: activations rounded to f16 */
-        for (uint64_t i = 0; i < T * t->ne0; i++) w->xr[i] = f16_round(x[i]);
-        x = w->xr;
-    }
+static void mm(LoraWork *w, const Tensor *t, const float *x, uint64_t T, float *y) {
     quant_act_quantize(t->type, x, t->ne0, T, w->xq);
     MatmulSpec s = { .type = t->type, .W = t->data, .xq = w->xq, .K = t->ne0, .rows = t->ne1, .y_stride = t->ne1, .y = y };
     threads_matmul(&s, 1, T);
@@ -338,8 +308,8 @@ void lora_apply(Model *m, Session *const *rs, uint32_t slot, const float *x, uin
             float rank = (float)p->a.ne1;
             float sc = a->alpha != 0 ? s->lora_scale[i] * a->alpha / rank : s->lora_scale[i]; /* llama.cpp's get_scale */
             uint64_t n = t1 - t0;
-            mm(w, &p->a, p->own[0] != NULL, x + t0 * K, n, w->t1);
-            mm(w, &p->b, p->own[1] != NULL, w->t1, n, w->t2);
+            mm(w, &p->a, x + t0 * K, n, w->t1);
+            mm(w, &p->b, w->t1, n, w->t2);
             float *yr = y + t0 * N;
             for (uint64_t j = 0; j < n * N; j++) yr[j] += sc * w->t2[j];
         }

@@ -18,10 +18,7 @@
 enum { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA_PER_LAYER };
 
 typedef struct {
-    Tensor a, b;    /* a.data == NULL: this weight is not adapted */
-    float *own[2];  /* F16 halves widened to F32 at load (the core's F16 kernel converts every
-                       value on every token; small rows of rank values make that the cost);
-                       their activations are still rounded to f16 first, as llama.cpp's are */
+    Tensor a, b;    /* the file's bytes (F32, F16 or Q8_0); a.data == NULL: this weight is not adapted */
 } LoraPair;
 
 typedef struct Lora {

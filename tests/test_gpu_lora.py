@@ -86,7 +86,7 @@ OPTS = {"version": 1, "flags": 4}  # a software adapter, WebGPU's default limits
 
 def test_plan_hooks_and_lora_plan(syn, cm):
     """The base plan marks the last op of every adaptable matmul with its slot (lora.h's
-    numbering), and the LoRA plan lists A/B tensors (F16 widened: type F32) and ops after them."""
+    numbering), and the LoRA plan lists A/B tensors (the file's types) and ops after them."""
     from realm_web.gpu.plan import build_lora_plan, build_plan, gpu_options  # noqa: F401
     gmc = store.acquire(str(syn), vocab_only=True)
     try:
@@ -107,7 +107,8 @@ def test_plan_hooks_and_lora_plan(syn, cm):
             assert sorted({o["slot"] for o in lp["ops"]}) == [7, 13]
             assert [t["name"] for t in lp["tensors"]] == ["blk.1.attn_q.weight.lora_a", "blk.1.attn_q.weight.lora_b",
                                                           "blk.1.ffn_down.weight.lora_a", "blk.1.ffn_down.weight.lora_b"]
-            assert {t["type"] for t in lp["tensors"]} == {0}          # F16 halves: the core's widened F32
+            assert {t["type"] for t in lp["tensors"]} == {1}          # F16 halves as they are in the file
+            assert any(o["label"].endswith("lora_a:quantize_f16") for o in lp["ops"])   # activations rounded to f16
             adds = [o for o in lp["ops"] if o["label"].endswith("lora_add")]
             assert [np.uint32(o["p"][2]).view(np.float32) for o in adds] == [np.float32(0.5)] * 2  # alpha = rank
             assert build_lora_plan(gmc, OPTS, [(a, 0.0)])["ops"] == []  # scale 0: nothing runs

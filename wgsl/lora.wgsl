@@ -2,8 +2,6 @@
 // core/lora.c computes the same on the CPU), around two matmul.wgsl ops (A, then B):
 //   MODE 0 gather: OUT[t][k] = IN[t0 + t][k], the step's rows of the adapted matmul's
 //          input, from row t0 (a session's first row in a batch), to rows 0..
-//   MODE 1 gather rounded to f16 (adapters stored as F16: the core widens them to F32
-//          at load and rounds their activations to f16, as llama.cpp's F16 kernel sees them)
 //   MODE 2 scaled add: Y[t0 + t][j] += s * D[t][j] (s = scale * alpha / rank), the product
 //          kept apart from the add (no fused multiply-add), as the CPU's `y += s * t2`.
 // Bindings: 0 params, 1 step, 2 A (f32: IN for gathers, Y for the add), 3 B (f32: OUT, D).
@@ -36,6 +34,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
         A[a] = A[a] + opaque(bitcast<f32>(P.w2) * B[t * P.N + j]);
         return;
     }
-    let v = A[a];
-    B[t * P.w2 + j] = select(v, f16_round(v), MODE == 1u);
+    B[t * P.w2 + j] = A[a];
 }

@@ -2,8 +2,7 @@
 
 The core decides everything (core/api_gpu.c, realm_gpu_lora_plan; docs/GPU.md, "LoRA
 adapters"): for a session's [(LoraAdapter, scale), ...] it lists the adapters' A and B
-tensors (bytes in the core's memory: the file's F32 / Q8_0 blocks, F16 halves widened to
-F32 at load as the CPU uses them) and the ops that follow each hooked op of the base plan
+tensors (bytes in the core's memory: the file's F32 / F16 / Q8_0 data, as the CPU uses them) and the ops that follow each hooked op of the base plan
 (an op with "hook": slot). The host uploads each tensor once per GpuModel and adapter
 (shared by every session), keeps the session's scratch buffers and op parameters, and
 dispatches the ops where the plan says. Numerics are core/lora.c's (tests/test_gpu_lora.py).
