@@ -46,6 +46,19 @@ def render(template: str | None, messages: list[dict], add_generation_prompt: bo
         raise RealmError(f"the model's chat template failed: {e}") from None
 
 
+def template_kwargs(kw) -> dict:
+    """chat_template_kwargs (llama-server's request field, e.g. {"enable_thinking": False}) checked:
+    names of template variables, none of those render() sets itself."""
+    if kw is None:
+        return {}
+    if not isinstance(kw, dict) or not all(isinstance(k, str) and k.isidentifier() for k in kw):
+        raise RealmError("chat_template_kwargs must map template variable names to values")
+    taken = {"messages", "add_generation_prompt", "bos_token", "eos_token", "template"} & set(kw)
+    if taken:
+        raise RealmError(f"chat_template_kwargs may not set {', '.join(sorted(taken))}: the chat sets it")
+    return dict(kw)
+
+
 def template_args(model) -> dict:
     """What render() needs from a model (a CoreModel): its template and its BOS/EOS texts."""
     meta = model.metadata()

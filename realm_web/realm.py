@@ -358,12 +358,16 @@ class Realm:
         return out
 
     # ------------------------------------------------------------------ chat
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True,
+                            chat_template_kwargs: dict | None = None) -> str:
+        """The prompt text of messages in the model's own template; chat_template_kwargs: more
+        template variables (llama-server's field of that name), e.g. {"enable_thinking": False}."""
         return chat_mod.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                               **chat_mod.template_args(self.model))
+                               **chat_mod.template_args(self.model), **chat_mod.template_kwargs(chat_template_kwargs))
 
-    def chat_stream(self, messages: list[dict], max_tokens: int = 256, **kw) -> Iterator[str]:
-        ids = chat_mod.prompt_ids(self.model, self.apply_chat_template(messages))
+    def chat_stream(self, messages: list[dict], max_tokens: int = 256, chat_template_kwargs: dict | None = None,
+                    **kw) -> Iterator[str]:
+        ids = chat_mod.prompt_ids(self.model, self.apply_chat_template(messages, chat_template_kwargs=chat_template_kwargs))
         return self.stream(ids, max_tokens=max_tokens, **kw)
 
     def chat(self, messages: list[dict], max_tokens: int = 256, **kw) -> str:

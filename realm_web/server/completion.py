@@ -199,6 +199,7 @@ async def start(srv, ctx: Ctx, auth: Auth, endpoint: str, body: dict) -> Complet
                           f"of {worker.n_ctx} tokens.", param=sp.max_tokens_param)
     if isinstance(req, ChatRequest):
         messages, extra = tool_calls.render_args(req, worker.template_args.get("template"))
+        extra = {**req.template_kwargs, **extra}   # (the tools' arguments are the server's own)
         kw = dict(text=worker.render_chat(messages, **extra), chat=True, param="messages")
     elif isinstance(req.prompt, str):
         kw = dict(text=req.prompt)

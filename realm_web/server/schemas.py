@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import chat as chat_mod
+from ..errors import RealmError
 from ..grammars import JSON, FormatError, response_format_schema
 from ..sampling import GenerationOptions, SamplerSettings, from_openai
 from .errors import APIError, bad_request
@@ -144,6 +146,7 @@ class ChatRequest:
     tool_response: Any = None                   # the reply's schema with "auto" (from response_format)
     tool_format: str = "generic"                # realm_web.tools.tool_format of the model's template
     parallel_tool_calls: bool = True            # False: at most one call
+    template_kwargs: dict = field(default_factory=dict)   # chat_template_kwargs (llama-server's), e.g. enable_thinking
 
 
 @dataclass
@@ -319,8 +322,12 @@ def parse_chat(body: dict) -> ChatRequest:
     sampling = _sampling(f, None, "max_completion_tokens")
     sampling.logprobs = (top or 0) if want_lp else None
     rf_kind, rf_schema = _apply_response_format(sampling, rf)
+    try:
+        kwargs = chat_mod.template_kwargs(body.get("chat_template_kwargs"))
+    except RealmError as e:
+        raise bad_request(f"Invalid 'chat_template_kwargs': {e}", param="chat_template_kwargs") from None
     req = ChatRequest(model=model, messages=out, sampling=sampling,
-                      stream=stream, include_usage=include, user=f.str("user"))
+                      stream=stream, include_usage=include, user=f.str("user"), template_kwargs=kwargs)
     apply_tools(req, body, rf_kind, rf_schema)
     return req
 
