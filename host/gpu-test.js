@@ -156,4 +156,20 @@ async function loraLogits({ url, lora, promptIds, steps = [], nCtx = 64 }) {
   }
 }
 
-window.gpuTest = { ready: describe(), run, generate, describe, loraLogits };
+// A grammar-constrained chat completion with logprobs on WebGPU through the JS SDK
+// (chat.completions.create: the core masks and draws from the logits row read back).
+async function constrained({ url, messages, grammar, maxTokens, topLogprobs, nCtx = 256 }) {
+  const { Realm } = await import('/js-sdk/src/index.js');
+  const r = await Realm.load(url, { nCtx, cache: false, device: 'webgpu' });
+  try {
+    const c = await r.chat.completions.create({ messages, grammar, max_tokens: maxTokens, temperature: 0,
+      logprobs: true, top_logprobs: topLogprobs });
+    const ch = c.choices[0];
+    return { device: r.device, note: r.deviceNote, text: ch.message.content, finish: ch.finish_reason,
+      logprobs: ch.logprobs.content.map((x) => [x.token, x.logprob, x.top_logprobs.map((t) => t.logprob)]) };
+  } finally {
+    if (r.close) await r.close();
+  }
+}
+
+window.gpuTest = { ready: describe(), run, generate, describe, loraLogits, constrained };

@@ -259,3 +259,29 @@ def test_new_archs_greedy_in_chromium(browser, synthetic_model, arch):
 def refmodels_dir():
     import refmodels
     return refmodels.models_dir()
+
+
+def test_grammar_and_logprobs_in_chromium(browser, default_model_path):
+    """A GBNF grammar and logprobs on the JS SDK's WebGPU backend (the core's standalone
+    sampler on the logits row read back, as the wgpu-py host): the text follows the grammar
+    and equals the CPU core's, and so do the logprobs (the same logits bits on SwiftShader)."""
+    from realm_web import Realm
+    page, info, site = browser
+    grammar = 'root ::= "The answer is " ("yes" | "no" | "maybe") "." [ a-z]{0,12}'
+    messages = [{"role": "user", "content": "Is the sky blue?"}]
+    r = Realm.load(default_model_path, n_ctx=256)
+    try:
+        want = r.chat(messages, max_tokens=10, temperature=0, grammar=grammar, logprobs=2)
+        want_lp = r.last_stats.logprobs
+    finally:
+        r.close()
+    got = page.evaluate("o => window.gpuTest.constrained(o)",
+                        {"url": f"{site.url}/models/{default_model_path.name}", "messages": messages,
+                         "grammar": grammar, "maxTokens": 10, "topLogprobs": 2})
+    assert got["device"] == "webgpu", got["note"]
+    assert got["text"] == want and want.startswith("The answer is "), (got["text"], want)
+    assert len(got["logprobs"]) == len(want_lp)
+    clamp = lambda x: max(x, -9999.0)   # noqa: E731  (OpenAI's shape: a masked token's -inf is -9999)
+    for (_, lp, tops), (_, wlp, wtops) in zip(got["logprobs"], want_lp):
+        assert abs(lp - clamp(wlp)) < 1e-5, (lp, wlp)
+        assert np.allclose(tops, [clamp(t[1]) for t in wtops], atol=1e-5), (tops, wtops)

@@ -15,27 +15,18 @@ import { renderChat } from './chat.js';
 import { modelCache } from './cache.js';
 import { resolveDevice, gpuFailedNote } from './gpu.js';
 
-// A generation's `logprobs` option on its session: null/undefined/false off (also on a
-// session kept from an earlier call), true the sampled token's alone, n (0..20) the top n
-// besides. True when they are on (drive() then reads them with every token).
+// A generation's `logprobs` option on its session (CPU or WebGPU): null/undefined/false off
+// (also on a session kept from an earlier call), true the sampled token's alone, n (0..20)
+// the top n besides. True when they are on (drive() then reads them with every token).
 function useLogprobs(session, n) {
-  if (n == null || n === false || n === -1) {
-    if (session.setLogprobs) session.setLogprobs(-1);
-    return false;
-  }
-  if (!session.setLogprobs) throw new RealmError('logprobs need the CPU core (device: \'cpu\'); the WebGPU backend does not record them');
-  session.setLogprobs(n === true ? 0 : n);
-  return true;
+  const off = n == null || n === false || n === -1;
+  session.setLogprobs(off ? -1 : n === true ? 0 : n);
+  return !off;
 }
 
 // A generation's `grammar` option (GBNF text) on its session; none clears a kept session's.
 function useGrammar(session, text) {
-  if (text == null) {
-    if (session.setGrammar) session.setGrammar(null);
-    return;
-  }
-  if (!session.setGrammar) throw new RealmError('grammars need the CPU core (device: \'cpu\'); the WebGPU backend has none');
-  session.setGrammar(text);
+  session.setGrammar(text ?? null);
 }
 
 function baseName(name) {

@@ -11,7 +11,7 @@
 import { RealmError, ContextOverflowError } from './errors.js';
 import { isNode } from './env.js';
 import { packSampler, SAMPLER_DEFAULTS } from './sampling.js';
-import { CONSTANTS, EVAL_BATCH, STRUCTS, packStruct } from './abi.js';
+import { CONSTANTS, EVAL_BATCH, MAX_LOGPROBS, STRUCTS, packStruct } from './abi.js';
 
 export const PLAN_ABI = CONSTANTS.GPU_OPTIONS_VERSION;
 const OPT_F16 = 1, OPT_SUBGROUPS = 2, OPT_SOFTWARE = 4;
@@ -547,6 +547,8 @@ export class GpuSession {
     this._bufs = {};
     this._readback = null;
     this._sampler = 0;
+    this._gstate = 0;   // the core's matcher state of the grammar set (realm_grammar_state_new), or 0
+    this._lp = 0;       // logprobs() buffer
     this.handle = 1;
   }
 
@@ -588,8 +590,10 @@ export class GpuSession {
     const c = this.core;
     if (c && this._sampler) {
       c.call('realm_sampler_free', this._sampler);
-      for (const p of ['_hist', '_cand', '_sp', '_freqs', '_ropeTmp']) c.free(this[p] || 0);
+      c.call('realm_grammar_state_free', this._gstate);
+      for (const p of ['_hist', '_cand', '_sp', '_freqs', '_ropeTmp', '_lp']) c.free(this[p] || 0);
       this._sampler = 0;
+      this._gstate = 0;
     }
   }
 
@@ -762,7 +766,57 @@ export class GpuSession {
     this.core.call('realm_sampler_set', this._sampler, this._sp);
   }
 
-  _need(nHist) { return this.core.call('realm_sampler_need', this._sampler, this.nVocab, nHist); }
+  /**
+   * As Session.setGrammar: every later sample follows the GBNF grammar, from its start; null
+   * removes it. The core masks the whole logits row (read back while a grammar is set) and
+   * advances the grammar (realm_sampler_sample_grammar), as the wgpu-py host does.
+   */
+  setGrammar(text, root = 'root') {
+    this._check();
+    const c = this.core;
+    let st = 0;
+    if (text != null) {
+      if (typeof text !== 'string') throw new RealmError(`grammar: expected GBNF text (a string), got ${typeof text}`);
+      const [tp, tl] = c.allocString(text);
+      const [rp] = c.allocString(String(root));
+      let g = 0;
+      try {
+        g = c.call('realm_grammar_new', this.model.handle, tp, tl, rp);
+        if (!g) throw c.error();
+        st = c.call('realm_grammar_state_new', this.model.handle, g);   // (keeps its own copy of g)
+        if (!st) throw c.error();
+      } finally {
+        if (g) c.call('realm_grammar_free', g);
+        c.free(tp);
+        c.free(rp);
+      }
+    }
+    c.call('realm_grammar_state_free', this._gstate);
+    this._gstate = st;
+  }
+
+  /** As Session.setLogprobs: the core's sampler records them (from the whole logits row, read back). */
+  setLogprobs(n) {
+    this._check();
+    if (!this.core.call('realm_sampler_set_logprobs', this._sampler, n == null ? -1 : n)) throw this.core.error();
+  }
+
+  /** As Session.logprobs: the last sample's [[id, logprob], ...], the sampled token first. */
+  logprobs() {
+    this._check();
+    const c = this.core;
+    const k = 1 + MAX_LOGPROBS;
+    if (!this._lp) this._lp = c.alloc(8 * k);
+    const n = c.call('realm_sampler_logprobs', this._sampler, this._lp, this._lp + 4 * k, k);
+    if (n < 0) throw c.error();
+    const ids = c.i32(this._lp, n), lps = c.f32(this._lp + 4 * k, n);
+    const out = [];
+    for (let i = 0; i < n; i++) out.push([ids[i], lps[i]]);
+    return out;
+  }
+
+  // 0 (the whole row) while a grammar masks it; else what the sampler asks for
+  _need(nHist) { return this._gstate ? 0 : this.core.call('realm_sampler_need', this._sampler, this.nVocab, nHist); }
 
   _sampleCandidates(words, n) {
     const c = this.core;
@@ -786,7 +840,9 @@ export class GpuSession {
         this._hist = c.alloc(4 * this._histCap);
       }
       if (n) c.writeI32(this._hist, this._tokens);
-      t = c.call('realm_sampler_sample', this._sampler, lp, this.nVocab, this._hist || 0, n);
+      t = this._gstate
+        ? c.call('realm_sampler_sample_grammar', this._sampler, this._gstate, lp, this.nVocab, this._hist || 0, n)
+        : c.call('realm_sampler_sample', this._sampler, lp, this.nVocab, this._hist || 0, n);
     } finally {
       c.free(lp);
     }
