@@ -1,5 +1,7 @@
 """Helpers shared by tests/test_forward.py and tests/test_kquant_models.py: the prompts,
-the quantized-weights tolerance, greedy decoding on a Session, rank-swap counting."""
+the quantized-weights tolerance, greedy decoding on a Session, rank-swap counting; and the
+per-row KL divergence of two logits matrices, the yardstick of every comparison with
+llama.cpp's noise (test_architectures, test_lora, test_gpu_lora, test_kv_cache)."""
 from __future__ import annotations
 
 import numpy as np
@@ -47,3 +49,12 @@ def rank_swaps(mine: np.ndarray, ref: np.ndarray, gap: float, k: int = 10) -> li
             if ref[a] - ref[b] > gap and not mine[a] > mine[b]:
                 bad.append((int(a), int(b)))
     return bad
+
+
+def kl_rows(p_logits: np.ndarray, q_logits: np.ndarray) -> np.ndarray:
+    """KL(p || q) per row, p and q given as logits (rows of the same vocabulary)."""
+    lp = p_logits - p_logits.max(1, keepdims=True)
+    lp -= np.log(np.exp(lp).sum(1, keepdims=True))
+    lq = q_logits - q_logits.max(1, keepdims=True)
+    lq -= np.log(np.exp(lq).sum(1, keepdims=True))
+    return (np.exp(lp) * (lp - lq)).sum(1)

@@ -205,19 +205,27 @@ def llama_logits(path, ids: Sequence[int], all_steps: bool = False, n_ctx: int |
     return _last_logits(llm)
 
 
+def _fresh(path, n_ctx: int, n_batch: int, **kw):
+    """A new llama_cpp.Llama of its own (not cached): every row's logits kept, one thread."""
+    return _llama_cpp().Llama(model_path=str(Path(path).resolve()), n_ctx=max(n_ctx, 8), n_batch=n_batch,
+                              n_ubatch=n_batch, n_threads=1, n_threads_batch=1, n_gpu_layers=0, use_mmap=False,
+                              logits_all=True, seed=0, verbose=False, **kw)
+
+
+def _all_logits(llm, ids: Sequence[int]) -> np.ndarray:
+    ids = _check_ids(llm, ids)
+    llm.reset()
+    llm.eval(ids)
+    return np.array(llm.scores[:len(ids)], dtype=np.float32, copy=True)
+
+
 def llama_logits_one_by_one(path, ids: Sequence[int], n_ctx: int | None = None) -> np.ndarray:
     """Logits after every prefix, the ids fed to llama.cpp one decode at a time (n_batch 1):
     its token-by-token path, against which llama_logits(all_steps=True) (its batch path)
     measures llama.cpp's own noise."""
-    llama_cpp = _llama_cpp()
-    llm = llama_cpp.Llama(model_path=str(Path(path).resolve()), n_ctx=max(n_ctx or len(ids) + 8, 8), n_batch=1,
-                          n_ubatch=1, n_threads=1, n_threads_batch=1, n_gpu_layers=0, use_mmap=False,
-                          logits_all=True, seed=0, verbose=False)
+    llm = _fresh(path, n_ctx or len(ids) + 8, 1)
     try:
-        ids = _check_ids(llm, ids)
-        llm.reset()
-        llm.eval(ids)
-        return np.array(llm.scores[:len(ids)], dtype=np.float32, copy=True)
+        return _all_logits(llm, ids)
     finally:
         llm.close()
 
@@ -260,15 +268,9 @@ def llama_kv_logits(path, ids: Sequence[int], type_k: int, type_v: int, n_batch:
     """Logits after every prefix of `ids` with llama.cpp's KV cache of ggml types type_k and
     type_v (its -ctk / -ctv; 8 = Q8_0) and flash attention, which llama.cpp needs for a
     quantized V. A fresh context each call."""
-    llama_cpp = _llama_cpp()
-    llm = llama_cpp.Llama(model_path=str(Path(path).resolve()), n_ctx=max(len(ids) + 8, 8), n_batch=n_batch,
-                          n_ubatch=n_batch, n_threads=1, n_threads_batch=1, n_gpu_layers=0, use_mmap=False,
-                          logits_all=True, seed=0, verbose=False, type_k=type_k, type_v=type_v, flash_attn=True)
+    llm = _fresh(path, len(ids) + 8, n_batch, type_k=type_k, type_v=type_v, flash_attn=True)
     try:
-        ids = _check_ids(llm, ids)
-        llm.reset()
-        llm.eval(ids)
-        return np.array(llm.scores[:len(ids)], dtype=np.float32, copy=True)
+        return _all_logits(llm, ids)
     finally:
         llm.close()
 
@@ -279,9 +281,7 @@ def llama_lora_logits(path, ids: Sequence[int], adapters: Sequence[tuple], n_bat
     same path Llama(lora_path=, lora_scale=) takes, for several adapters). n_batch 1: its
     token-by-token path. A fresh model each call (adapters belong to one model)."""
     llama_cpp = _llama_cpp()
-    llm = llama_cpp.Llama(model_path=str(Path(path).resolve()), n_ctx=max(len(ids) + 8, 8), n_batch=n_batch,
-                          n_ubatch=n_batch, n_threads=1, n_threads_batch=1, n_gpu_layers=0, use_mmap=False,
-                          logits_all=True, seed=0, verbose=False)
+    llm = _fresh(path, len(ids) + 8, n_batch)
     handles = []
     try:
         for ap, _ in adapters:
@@ -293,10 +293,7 @@ def llama_lora_logits(path, ids: Sequence[int], adapters: Sequence[tuple], n_bat
         scales = (ctypes.c_float * len(handles))(*[float(sc) for _, sc in adapters])
         if llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, arr, len(handles), scales):
             raise ValueError("llama_set_adapters_lora failed")
-        ids = _check_ids(llm, ids)
-        llm.reset()
-        llm.eval(ids)
-        return np.array(llm.scores[:len(ids)], dtype=np.float32, copy=True)
+        return _all_logits(llm, ids)
     finally:
         llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, None, 0, None)
         for h in handles:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from forward_helpers import kl_rows as _kl
 from realm_web import Realm
 from realm_web.core_model import CoreModel, Session
 from realm_web.errors import RealmError
@@ -31,15 +32,6 @@ TEXT = (
     "In 1969 two astronauts walked on the Moon while a third circled above them, and the whole world "
     "watched grainy pictures on black-and-white televisions. SELECT name, COUNT(*) FROM orders GROUP BY name;"
 )
-
-
-def _kl(p_logits, q_logits) -> np.ndarray:
-    """KL(p || q) per row, p and q given as logits."""
-    lp = p_logits - p_logits.max(1, keepdims=True)
-    lp -= np.log(np.exp(lp).sum(1, keepdims=True))
-    lq = q_logits - q_logits.max(1, keepdims=True)
-    lq -= np.log(np.exp(lq).sum(1, keepdims=True))
-    return (np.exp(lp) * (lp - lq)).sum(1)
 
 
 def _top1(a, b) -> float:

@@ -10,21 +10,13 @@ import struct
 import numpy as np
 import pytest
 
+from forward_helpers import kl_rows as _kl
 import refmodels
 from realm_web import Realm, lora
 from realm_web.core_model import CoreModel, Session
 from realm_web.errors import RealmError
 
 SYN = dict(n_layer=2, n_embd=256, n_ff=512, n_head=4, n_head_kv=2, n_vocab=8192)
-
-
-def _kl(p_logits, q_logits) -> np.ndarray:
-    """KL(p || q) per row, p and q given as logits."""
-    lp = p_logits - p_logits.max(1, keepdims=True)
-    lp -= np.log(np.exp(lp).sum(1, keepdims=True))
-    lq = q_logits - q_logits.max(1, keepdims=True)
-    lq -= np.log(np.exp(lq).sum(1, keepdims=True))
-    return (np.exp(lp) * (lp - lq)).sum(1)
 
 
 def _ids(n, hi, seed=13):

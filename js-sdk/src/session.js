@@ -18,6 +18,26 @@ export function kvCacheType(name) {
   return id;
 }
 
+/**
+ * Compile GBNF text (realm_grammar_new: a bad grammar throws a RealmError naming its line and
+ * column) for model handle m, hand the grammar to use(g) (which copies what it keeps), free it.
+ */
+export function withGrammar(c, m, text, root, use) {
+  if (typeof text !== 'string') throw new RealmError(`grammar: expected GBNF text (a string), got ${typeof text}`);
+  const [tp, tl] = c.allocString(text);
+  const [rp] = c.allocString(String(root));
+  let g = 0;
+  try {
+    g = c.call('realm_grammar_new', m, tp, tl, rp);
+    if (!g) throw c.error();
+    return use(g);
+  } finally {
+    if (g) c.call('realm_grammar_free', g);
+    c.free(tp);
+    c.free(rp);
+  }
+}
+
 export class Session {
   /** cacheTypes: {k, v}: 'f16' (default) or 'q8_0' (about half the memory; the CPU core only). */
   constructor(model, nCtx, cacheTypes = {}) {
@@ -164,19 +184,9 @@ export class Session {
       if (!c.call('realm_session_set_grammar', this.handle, 0)) throw c.error();
       return;
     }
-    if (typeof text !== 'string') throw new RealmError(`grammar: expected GBNF text (a string), got ${typeof text}`);
-    const [tp, tl] = c.allocString(text);
-    const [rp] = c.allocString(String(root));
-    let g = 0;
-    try {
-      g = c.call('realm_grammar_new', this.model.handle, tp, tl, rp);
-      if (!g) throw c.error();
+    withGrammar(c, this.model.handle, text, root, (g) => {   // the session keeps its own copy
       if (!c.call('realm_session_set_grammar', this.handle, g)) throw c.error();
-    } finally {
-      if (g) c.call('realm_grammar_free', g); // the session keeps its own copy
-      c.free(tp);
-      c.free(rp);
-    }
+    });
   }
 
   /**

@@ -11,6 +11,7 @@
 import { RealmError, ContextOverflowError } from './errors.js';
 import { isNode } from './env.js';
 import { packSampler, SAMPLER_DEFAULTS } from './sampling.js';
+import { withGrammar } from './session.js';
 import { CONSTANTS, EVAL_BATCH, MAX_LOGPROBS, STRUCTS, packStruct } from './abi.js';
 
 export const PLAN_ABI = CONSTANTS.GPU_OPTIONS_VERSION;
@@ -774,23 +775,11 @@ export class GpuSession {
   setGrammar(text, root = 'root') {
     this._check();
     const c = this.core;
-    let st = 0;
-    if (text != null) {
-      if (typeof text !== 'string') throw new RealmError(`grammar: expected GBNF text (a string), got ${typeof text}`);
-      const [tp, tl] = c.allocString(text);
-      const [rp] = c.allocString(String(root));
-      let g = 0;
-      try {
-        g = c.call('realm_grammar_new', this.model.handle, tp, tl, rp);
-        if (!g) throw c.error();
-        st = c.call('realm_grammar_state_new', this.model.handle, g);   // (keeps its own copy of g)
-        if (!st) throw c.error();
-      } finally {
-        if (g) c.call('realm_grammar_free', g);
-        c.free(tp);
-        c.free(rp);
-      }
-    }
+    const st = text == null ? 0 : withGrammar(c, this.model.handle, text, root, (g) => {
+      const s = c.call('realm_grammar_state_new', this.model.handle, g);   // (keeps its own copy of g)
+      if (!s) throw c.error();
+      return s;
+    });
     c.call('realm_grammar_state_free', this._gstate);
     this._gstate = st;
   }
