@@ -312,6 +312,10 @@ export interface RealmLike {
   readonly closed: boolean;
   lastStats: GenerationStats | null;
   readonly chat: { completions: ChatCompletions };
+  /** Apply LoRA adapters (llama.cpp GGUF) from the next generation ([] removes them; scale 0 = the base model); in worker mode they load in the worker. */
+  setLora(spec: LoraSpec): Promise<void>;
+  /** [[name, scale], ...] of the adapters this session applies. */
+  readonly lora: Array<[string, number]>;
   generate(prompt: string | number[], opts?: GenerateOptions): Promise<string>;
   stream(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<string, void, undefined>;
   generateTokens(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<number, void, undefined>;
@@ -414,6 +418,10 @@ export class RealmWorker implements RealmLike {
   readonly closed: boolean;
   lastStats: GenerationStats | null;
   readonly chat: { completions: ChatCompletions };
+  /** Apply LoRA adapters (llama.cpp GGUF) from the next generation ([] removes them; scale 0 = the base model); in worker mode they load in the worker. */
+  setLora(spec: LoraSpec): Promise<void>;
+  /** [[name, scale], ...] of the adapters this session applies. */
+  readonly lora: Array<[string, number]>;
   generate(prompt: string | number[], opts?: GenerateOptions): Promise<string>;
   stream(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<string, void, undefined>;
   generateTokens(prompt: string | number[], opts?: GenerateOptions): AsyncGenerator<number, void, undefined>;

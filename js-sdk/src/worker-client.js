@@ -224,6 +224,20 @@ async function portableSource(src, options) {
   throw new RealmError('a model source is a URL, a File/Blob, an ArrayBuffer/Uint8Array, or (Node) a file path');
 }
 
+// LoRA adapter sources as they cross to the worker ([[source, scale], ...]: paths resolved,
+// URLs absolute, Files and buffers as they are); null: none.
+async function portableLora(spec) {
+  if (spec == null) return null;
+  if (!Array.isArray(spec)) throw new RealmError('lora: expected an array of [source, scale] pairs');
+  const out = [];
+  for (const x of spec) {
+    const [src, scale] = Array.isArray(x) ? [x[0], x.length > 1 ? x[1] : 1]
+      : x && typeof x === 'object' && (x.path != null || x.source != null) ? [x.source ?? x.path, x.scale ?? 1] : [x, 1];
+    out.push([(await portableSource(src, {})).source, scale]);
+  }
+  return out;
+}
+
 // Options that can cross (no functions, no signals).
 function portable(opts = {}) {
   const o = {};
@@ -239,12 +253,12 @@ function portable(opts = {}) {
 export class RealmWorker {
   static async load(source, options = {}) {
     if (source == null) throw new RealmError('Realm.load needs a model source (URL, File/Blob, ArrayBuffer or path)');
-    if (options.lora && options.lora.length) throw new RealmError('LoRA adapters are not supported in worker mode yet; load without {worker} to use them');
     const conn = await connect(options.worker === true ? null : options.worker);
     const { source: s, identity, transfer } = await portableSource(source, options);
+    const lora = await portableLora(options.lora);
     conn.retain();
     try {
-      const d = await conn.call('load', [s, { ...portable(options), identity }], {
+      const d = await conn.call('load', [s, { ...portable(options), identity, lora }], {
         signal: options.signal, onProgress: options.onProgress, transfer,
       });
       return new RealmWorker(conn, d);
@@ -268,6 +282,7 @@ export class RealmWorker {
     this.id = d.id;
     this.source = d.source;
     this.fromCache = d.fromCache;
+    this._lora = d.lora || [];
     this.isWorker = true;
     this.lastStats = null;
     this.lastBatchStats = [];
@@ -285,6 +300,14 @@ export class RealmWorker {
     try { await this._conn.call('unload', [this._h]); } catch { /* the worker may be gone */ }
     this._conn.release();
   }
+
+  /** As Realm.setLora: the adapters ([[source, scale], ...]) load in the worker, once per model there. */
+  async setLora(spec) {
+    this._lora = await this._c().call('setLora', [this._h, await portableLora(spec)]);
+  }
+
+  /** [[name, scale], ...] of the adapters this session applies. */
+  get lora() { return (this._lora || []).map((x) => [...x]); }
 
   async tokenize(text, opts = {}) { return this._c().call('tokenize', [this._h, text, typeof opts === 'boolean' ? { addSpecial: opts } : opts]); }
   async detokenize(ids, opts = {}) { return this._c().call('detokenize', [this._h, Array.from(ids), opts]); }

@@ -35,7 +35,7 @@ function realmOf(h) {
 }
 
 function describe(h, r) {
-  return { handle: h, info: r.info, nCtx: r.nCtx, device: r.device, deviceNote: r.deviceNote, threads: r.threads, threadsNote: r.threadsNote, simd: r.simd, wasm: r.wasm, id: r.id, source: r.source, fromCache: r.fromCache };
+  return { handle: h, info: r.info, nCtx: r.nCtx, device: r.device, deviceNote: r.deviceNote, threads: r.threads, threadsNote: r.threadsNote, simd: r.simd, wasm: r.wasm, id: r.id, source: r.source, fromCache: r.fromCache, lora: r.lora };
 }
 
 const ops = {
@@ -53,6 +53,11 @@ const ops = {
     realms.delete(h);
     if (r) await r.unload();
     return null;
+  },
+  async setLora(id, [h, spec]) {
+    const r = realmOf(h);
+    await r.setLora(spec);
+    return r.lora;
   },
   async tokenize(id, [h, text, opts]) { return realmOf(h).tokenize(text, opts); },
   async detokenize(id, [h, ids, opts]) { return realmOf(h).detokenize(ids, opts); },

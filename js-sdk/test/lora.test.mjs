@@ -60,3 +60,22 @@ test("generateBatch applies the Realm's adapters to every prompt", async () => {
     await r.unload();
   }
 });
+
+test('worker mode: Realm.load({worker, lora}) and setLora match the Python host', async () => {
+  const opts = { maxTokens: 10, temperature: 0 };
+  const r = await Realm.load(syn, { worker: true, nCtx: 128, lora: [[a, 1.0]] });
+  try {
+    assert.ok(r.isWorker);
+    assert.deepEqual(r.lora.map(([, sc]) => sc), [1.0]);
+    assert.equal(await r.generate('Hello', opts), expected[1]);
+    await r.setLora([[a, 1.0], { path: b, scale: 0.5 }]);
+    assert.equal(r.lora.length, 2);
+    assert.equal(await r.generate('Hello', opts), expected[2]);
+    await assert.rejects(r.setLora([[syn, 1.0]]), /general.type is not 'adapter'/);
+    assert.equal(r.lora.length, 2);                                       // a refused change keeps the old ones
+    await r.setLora([]);
+    assert.equal(await r.generate('Hello', opts), expected[0]);
+  } finally {
+    await r.unload();
+  }
+});
