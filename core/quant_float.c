@@ -29,46 +29,42 @@ QI_INLINE float load1(const int kind, const uint8_t *w, uint64_t k) {
     return kind == WF16 ? qi_h2f(h) : qi_u2f((uint32_t)h << 16);
 }
 
-/* One (row, token) dot product, always summed the same way (two f32x4
- * accumulators over 8 elements at a time, their lane sum, then the scalar
- * tail), so a result does not depend on how rows or tokens were grouped.
- * NR rows (w, w + rb, ..) times NT tokens (xt[0..NT)): s[r][t]. */
-QI_INLINE void dots(const int kind, const uint8_t *w0, const uint8_t *w1, const uint8_t *w2, const uint8_t *w3,
-                    uint64_t K, const float *x0, const float *x1, const float *x2, const float *x3,
-                    const int NR, const int NT, float s[4]) {
+/* qi_hsum_f32 of v[0..4) as the lanes of one vector: a 4x4 transpose, then per lane the
+ * same two-level additions ((x0 + x2) + (x1 + x3)), so the same bits as four hsums. */
+QI_INLINE v128_t hsum_x4(v128_t v0, v128_t v1, v128_t v2, v128_t v3) {
+    const v128_t u0 = wasm_i32x4_shuffle(v0, v1, 0, 4, 1, 5), u1 = wasm_i32x4_shuffle(v2, v3, 0, 4, 1, 5);
+    const v128_t u2 = wasm_i32x4_shuffle(v0, v1, 2, 6, 3, 7), u3 = wasm_i32x4_shuffle(v2, v3, 2, 6, 3, 7);
+    const v128_t t0 = wasm_i32x4_shuffle(u0, u1, 0, 1, 4, 5), t1 = wasm_i32x4_shuffle(u0, u1, 2, 3, 6, 7);
+    const v128_t t2 = wasm_i32x4_shuffle(u2, u3, 0, 1, 4, 5), t3 = wasm_i32x4_shuffle(u2, u3, 2, 3, 6, 7);
+    return wasm_f32x4_add(wasm_f32x4_add(t0, t2), wasm_f32x4_add(t1, t3));
+}
+
+/* Four rows (w0..w3) times one token x: each (row, token) dot product summed the
+ * same way everywhere (two f32x4 accumulators over 8 elements at a time, their
+ * lane sum, then the scalar tail; tile() below keeps it), so a result does not
+ * depend on how rows or tokens were grouped. Lane r = row r. */
+QI_INLINE v128_t dots(const int kind, const uint8_t *w0, const uint8_t *w1, const uint8_t *w2, const uint8_t *w3,
+                      uint64_t K, const float *x) {
     const uint8_t *w[4] = { w0, w1, w2, w3 };
-    const float *xt[4] = { x0, x1, x2, x3 };
     uint64_t k = 0;
     v128_t a[4][2];
-    QI_UNROLL
-    for (int i = 0; i < 4; i++) a[i][0] = a[i][1] = wasm_f32x4_splat(0);
-    for (; k + 8 <= K; k += 8) {
-        if (NR == 1) { /* weights once, several tokens */
+    QI_UNROLL for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = wasm_f32x4_splat(0);
+    for (; k + 8 <= K; k += 8) { /* the activations once for the four rows */
+        const v128_t v0 = wasm_v128_load(x + k), v1 = wasm_v128_load(x + k + 4);
+        QI_UNROLL for (int r = 0; r < 4; r++) {
             v128_t u0, u1;
-            load8(kind, w[0], k, &u0, &u1);
-            QI_UNROLL
-            for (int t = 0; t < NT; t++) {
-                a[t][0] = wasm_f32x4_add(a[t][0], wasm_f32x4_mul(u0, wasm_v128_load(xt[t] + k)));
-                a[t][1] = wasm_f32x4_add(a[t][1], wasm_f32x4_mul(u1, wasm_v128_load(xt[t] + k + 4)));
-            }
-        } else { /* one token, activations once for several rows */
-            const v128_t v0 = wasm_v128_load(xt[0] + k), v1 = wasm_v128_load(xt[0] + k + 4);
-            QI_UNROLL
-            for (int r = 0; r < NR; r++) {
-                v128_t u0, u1;
-                load8(kind, w[r], k, &u0, &u1);
-                a[r][0] = wasm_f32x4_add(a[r][0], wasm_f32x4_mul(u0, v0));
-                a[r][1] = wasm_f32x4_add(a[r][1], wasm_f32x4_mul(u1, v1));
-            }
+            load8(kind, w[r], k, &u0, &u1);
+            a[r][0] = wasm_f32x4_add(a[r][0], wasm_f32x4_mul(u0, v0));
+            a[r][1] = wasm_f32x4_add(a[r][1], wasm_f32x4_mul(u1, v1));
         }
     }
-    QI_UNROLL
-    for (int i = 0; i < 4; i++) s[i] = qi_hsum_f32(wasm_f32x4_add(a[i][0], a[i][1]));
+    float s[4];
+    wasm_v128_store(s, hsum_x4(wasm_f32x4_add(a[0][0], a[0][1]), wasm_f32x4_add(a[1][0], a[1][1]),
+                               wasm_f32x4_add(a[2][0], a[2][1]), wasm_f32x4_add(a[3][0], a[3][1])));
     const float unscale = kind == WF16 ? 0x1p-112f : 1.0f; /* F16 activations carry 2^112 (exact either way) */
     for (; k < K; k++)
-        QI_UNROLL
-        for (int i = 0; i < 4; i++)
-            s[i] += load1(kind, w[NR == 1 ? 0 : i], k) * (xt[NR == 1 ? i : 0][k] * unscale);
+        QI_UNROLL for (int r = 0; r < 4; r++) s[r] += load1(kind, w[r], k) * (x[k] * unscale);
+    return wasm_v128_load(s);
 }
 
 /* A tile for prompts: rows p0..p3 times the QF_N tokens at xs[0..QF_N), o[t] lane r = (row r,
@@ -98,7 +94,8 @@ QI_INLINE void tile(const int kind, const uint8_t *p0, const uint8_t *p1, const 
     const float unscale = kind == WF16 ? 0x1p-112f : 1.0f;
     QI_UNROLL for (int t = 0; t < QF_N; t++) {
         float s[4];
-        QI_UNROLL for (int r = 0; r < 4; r++) s[r] = qi_hsum_f32(wasm_f32x4_add(a[r][t][0], a[r][t][1]));
+        wasm_v128_store(s, hsum_x4(wasm_f32x4_add(a[0][t][0], a[0][t][1]), wasm_f32x4_add(a[1][t][0], a[1][t][1]),
+                                   wasm_f32x4_add(a[2][t][0], a[2][t][1]), wasm_f32x4_add(a[3][t][0], a[3][t][1])));
         for (uint64_t j = k; j < K; j++)
             QI_UNROLL for (int r = 0; r < 4; r++) s[r] += load1(kind, w[r], j) * (x[t][j] * unscale);
         o[t] = wasm_v128_load(s);
@@ -108,10 +105,7 @@ QI_INLINE void tile(const int kind, const uint8_t *p0, const uint8_t *p1, const 
 #define QF_KERNEL(NAME, KIND)                                                                              \
     QI_INLINE v128_t NAME##_r4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3, \
                                uint64_t K, const uint8_t *x) {                                             \
-        float s[4];                                                                                        \
-        const float *xf = (const float *)x;                                                                \
-        dots(KIND, p0, p1, p2, p3, K, xf, xf, xf, xf, 4, 1, s);                                            \
-        return wasm_v128_load(s);                                                                          \
+        return dots(KIND, p0, p1, p2, p3, K, (const float *)x);                                            \
     }                                                                                                      \
     QI_INLINE void NAME##_r4n(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3,  \
                               uint64_t K, const uint8_t *const *xs, v128_t *o) {                           \
