@@ -33,6 +33,12 @@ GGUF_BOOL, GGUF_STRING, GGUF_ARRAY = 7, 8, 9
 FIRST_READ = 1 << 20  # header bytes offered first; the core asks for more if needed
 
 
+def pack_handles(c, handles) -> bytes:
+    """An array of core handles as the core reads it: pointer-sized entries, 8 bytes in the
+    Memory64 builds, 4 in the wasm32 ones (the core's ptr_format)."""
+    return struct.pack(f"<{len(handles)}{getattr(c, 'ptr_format', 'Q')}", *handles)
+
+
 def _native_core():
     from .wasm_host import WasmCore
     return WasmCore()
@@ -356,8 +362,8 @@ class CoreModel:
         if len(chunks) != n or len(flags) != n:
             raise ValueError(f"{n} sessions need {n} chunks and flags (got {len(chunks)}, {len(flags)})")
         ids = [t for ch in chunks for t in ch]
-        head = struct.pack(f"<{n}{getattr(self.core, 'ptr_format', 'Q')}{n}I{n}I", *(s.handle if s is not None else 0 for s in sessions),
-                           *(len(ch) for ch in chunks), *flags)
+        handles = pack_handles(self.core, [s.handle if s is not None else 0 for s in sessions])
+        head = handles + struct.pack(f"<{n}I{n}I", *(len(ch) for ch in chunks), *flags)
         need = len(head) + 4 * n + 4 * len(ids) + 8
         c = self.core
         with c.lock:
@@ -367,7 +373,7 @@ class CoreModel:
                 self._bcap = max(need, 4096)
                 self._bbuf = c.alloc(self._bcap)
             p = self._bbuf
-            w = struct.calcsize(getattr(c, "ptr_format", "Q"))  # a handle's bytes: 8 (wasm64) or 4 (wasm32)
+            w = len(handles) // max(n, 1)  # a handle's bytes: 8 (wasm64) or 4 (wasm32)
             pc, pf = p + w * n, p + (w + 4) * n
             po, pi = p + (w + 8) * n, p + (w + 12) * n
             c.write(p, head)
@@ -618,9 +624,9 @@ class Session:
             h = self._h()
             p = c.alloc(12 * max(len(pairs), 1))
             try:
-                c.write(p, b"".join(struct.pack("<Q", a.handle) for a, _ in pairs)
-                        + b"".join(struct.pack("<f", sc) for _, sc in pairs))
-                if not c.call("realm_session_set_lora", h, p, p + 8 * len(pairs), len(pairs)):
+                handles = pack_handles(c, [a.handle for a, _ in pairs])
+                c.write(p, handles + b"".join(struct.pack("<f", sc) for _, sc in pairs))
+                if not c.call("realm_session_set_lora", h, p, p + len(handles), len(pairs)):
                     raise core_error(c)
             finally:
                 c.free(p)

@@ -124,3 +124,34 @@ def test_model_over_4_gib_refused_by_name_before_its_weights_are_copied(tmp_path
             m.close()
     finally:
         core.close()
+
+
+def test_two_lora_adapters_are_bit_identical(synthetic_model):
+    """Adapter handles go to the core as an array of pointer-sized entries (4 bytes in wasm32):
+    two adapters with their own scales give the Memory64 build's logits bit for bit."""
+    import refmodels
+    from realm_web import lora
+    src = synthetic_model(n_layer=2, n_embd=256, n_ff=512, n_head=4, n_head_kv=2, n_vocab=8192)
+    ads = [refmodels.lora_adapter(src, rank=8, qtype="F32", seed=1), refmodels.lora_adapter(src, rank=16, qtype="F16", seed=2)]
+    ids = [int(t) for t in np.random.default_rng(5).integers(100, 8000, 16)]
+    out = {}
+    for path in ("realm.wasm", "realm32.wasm"):
+        core = WasmCore(path=WASM / path)
+        m = CoreModel(str(src), core=core)
+        held = [(lora.acquire(m, p), sc) for p, sc in zip(ads, (1.0, 0.5))]
+        try:
+            s = Session(m, 64)
+            s.set_lora(held)
+            s.eval(ids, all_logits=True)
+            out[core.width] = np.array(s.logits(), dtype=np.float32).copy()
+            s.set_lora(held[1:])
+            s.eval(ids[:1])
+            out[core.width + " second only"] = np.array(s.logits(), dtype=np.float32).copy()
+            s.close()
+        finally:
+            for a, _ in held:
+                lora.release(a)
+            m.close()
+            core.close()
+    assert _same_bits(out["wasm64"], out["wasm32"])
+    assert _same_bits(out["wasm64 second only"], out["wasm32 second only"])

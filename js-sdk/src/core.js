@@ -440,6 +440,15 @@ export class WasmCore {
   i32(ptr, n) { return new Int32Array(this.memory.buffer, ptr, n); }
   f32(ptr, n) { return new Float32Array(this.memory.buffer, ptr, n); }
   dv(ptr, n) { return new DataView(this.memory.buffer, ptr, n); }
+  /** Bytes of one pointer or handle in memory: 8 (Memory64) or 4 (wasm32). */
+  get ptrBytes() { return this.arch === 'wasm32' ? 4 : 8; }
+  /** handles[i] at byte 0 + i * ptrBytes of a DataView, as the core reads an array of handles. */
+  setHandles(dv, handles) {
+    handles.forEach((h, i) => {
+      if (this.ptrBytes === 4) dv.setUint32(4 * i, Number(h), true);
+      else dv.setBigUint64(8 * i, BigInt(h), true);
+    });
+  }
 
   /** A copy of n bytes at ptr. */
   read(ptr, n) { return n ? this.u8(ptr, n).slice() : new Uint8Array(0); }

@@ -432,7 +432,7 @@ export class CoreModel {
     return this._batch('realm_batch_step', sessions, chunks, lg.map((w) => (w ? 0 : BATCH_NO_LOGITS)));
   }
 
-  /** One realm_batch_eval / realm_batch_step call: [n i64 handles][n u32 counts][n u32 flags][n i32 out][ids]. */
+  /** One realm_batch_eval / realm_batch_step call: [n pointer-sized handles][n u32 counts][n u32 flags][n i32 out][ids]. */
   _batch(name, sessions, chunks, flags) {
     this._check();
     const n = sessions.length;
@@ -450,14 +450,14 @@ export class CoreModel {
       this._bbuf = c.alloc(this._bcap);
     }
     const p = this._bbuf;
-    const pc = p + 8 * n, pf = p + 12 * n, po = p + 16 * n, pi = p + 20 * n;
+    const w = c.ptrBytes;   // the handles are pointer-sized: 8 bytes (Memory64) or 4 (wasm32)
+    const pc = p + w * n, pf = p + (w + 4) * n, po = p + (w + 8) * n, pi = p + (w + 12) * n;
     const dv = c.dv(p, need);
+    // a closed session passes handle 0: the core refuses it, naming its index
+    c.setHandles(dv, sessions.map((s) => (s && s.handle) || 0));
     for (let i = 0; i < n; i++) {
-      // a closed session passes handle 0: the core refuses it, naming its index
-      const s = sessions[i];
-      dv.setBigUint64(8 * i, BigInt((s && s.handle) || 0), true);
-      dv.setUint32(8 * n + 4 * i, chunks[i].length, true);
-      dv.setUint32(12 * n + 4 * i, flags[i], true);
+      dv.setUint32(w * n + 4 * i, chunks[i].length, true);
+      dv.setUint32((w + 4) * n + 4 * i, flags[i], true);
     }
     let at = pi;
     for (const ch of chunks) { c.writeI32(at, ch); at += 4 * ch.length; }

@@ -157,10 +157,10 @@ export class Session {
       pairs.forEach(([e, sc], i) => {
         if (!e.handle) throw new RealmError(`LoRA adapter ${e.name} was unloaded`);
         if (e.model !== this.model) throw new RealmError(`LoRA adapter ${e.name} was loaded for another model`);
-        dv.setBigUint64(8 * i, BigInt(e.handle), true);
-        dv.setFloat32(8 * n + 4 * i, sc, true);
+        dv.setFloat32(c.ptrBytes * n + 4 * i, sc, true);
       });
-      if (!c.call('realm_session_set_lora', this.handle, p, p + 8 * n, n)) throw c.error();
+      c.setHandles(dv, pairs.map(([e]) => e.handle));
+      if (!c.call('realm_session_set_lora', this.handle, p, p + c.ptrBytes * n, n)) throw c.error();
     } finally {
       c.free(p);
     }

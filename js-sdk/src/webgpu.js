@@ -254,10 +254,10 @@ export function buildLoraPlan(model, dev, pairs) {
     pairs.forEach(([e, sc], i) => {
       if (!e.handle) throw new RealmError(`LoRA adapter ${e.name} was unloaded`);
       if (e.model !== model) throw new RealmError(`LoRA adapter ${e.name} was loaded for another model`);
-      dv.setBigUint64(8 * i, BigInt(e.handle), true);
-      dv.setFloat32(8 * n + 4 * i, sc, true);
+      dv.setFloat32(c.ptrBytes * n + 4 * i, sc, true);
     });
-    const p = c.call('realm_gpu_lora_plan', model.handle, op, ap, ap + 8 * n, n, lp);
+    c.setHandles(dv, pairs.map(([e]) => e.handle));
+    const p = c.call('realm_gpu_lora_plan', model.handle, op, ap, ap + c.ptrBytes * n, n, lp);
     if (!p) throw c.error('GPU LoRA plan');
     const len = Number(c.dv(lp, 8).getBigUint64(0, true));
     text = c.readString(p, len);

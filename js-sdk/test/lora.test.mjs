@@ -79,3 +79,16 @@ test('worker mode: Realm.load({worker, lora}) and setLora match the Python host'
     await r.unload();
   }
 });
+
+test('wasm32 build: two adapters and a batch of prompts give the Memory64 build\'s text', async () => {
+  // handle arrays (adapters, batch sessions) are pointer-sized: 4 bytes on wasm32
+  const opts = { maxTokens: 10, temperature: 0 };
+  const r = await Realm.load(syn, { wasm: 'wasm32', nCtx: 128, lora: [[a, 1.0], [b, 0.5]] });
+  try {
+    assert.equal(r.wasm.arch, 'wasm32');
+    assert.equal(await r.generate('Hello', opts), expected[2]);
+    assert.deepEqual(await r.generateBatch(['Hello', 'Hello', 'Hello'], opts), [expected[2], expected[2], expected[2]]);
+  } finally {
+    await r.unload();
+  }
+});

@@ -6,6 +6,7 @@ import struct
 from dataclasses import dataclass
 
 from .. import abi
+from ..core_model import pack_handles
 from ..errors import RealmError, core_error
 
 PLAN_ABI = abi.CONSTANTS["GPU_OPTIONS_VERSION"]
@@ -123,9 +124,9 @@ def build_lora_plan(core_model, opts: dict, pairs) -> dict:
         lp = c.alloc(8)
         try:
             c.write(op, data)
-            c.write(ap, b"".join(struct.pack("<Q", a.handle) for a, _ in pairs)
-                    + b"".join(struct.pack("<f", sc) for _, sc in pairs))
-            p = c.call("realm_gpu_lora_plan", core_model.handle, op, ap, ap + 8 * n, n, lp)
+            handles = pack_handles(c, [a.handle for a, _ in pairs])
+            c.write(ap, handles + b"".join(struct.pack("<f", sc) for _, sc in pairs))
+            p = c.call("realm_gpu_lora_plan", core_model.handle, op, ap, ap + len(handles), n, lp)
             if not p:
                 raise core_error(c, "GPU LoRA plan")
             ln = struct.unpack("<Q", c.read_bytes(lp, 8))[0]
