@@ -9,6 +9,7 @@ sampling profile (Linux `perf`) of decode and of prompt processing.
     python bench/profile_core.py --cranelift-flag enable_heap_access_spectre_mitigation=false
     python bench/profile_core.py --no-llama --json out.json
     python bench/profile_core.py --time-only --rounds 3 --no-llama   # tok/s (thread CPU) only, no perf
+    python bench/profile_core.py --phase decode --prompt-tokens 4000  # decode at a long context
 
 How:
   * The module profiled is realm.wasm's code, built from core/ with build.py's
@@ -151,6 +152,7 @@ def child_realm(a) -> dict:
         wasm_host.WASM_PATH = Path(a.wasm)
     from realm_web.realm import Realm
     from realm_web.bench import prompt_ids
+    N_PROMPT = a.prompt_tokens
     r = Realm.load(a.model, n_ctx=N_PROMPT + N_GEN + 8)
     ids = prompt_ids(lambda s: r.tokenize(s, add_special=False), N_PROMPT)
     s = r.session
@@ -173,6 +175,7 @@ def child_realm(a) -> dict:
 def child_llama(a) -> dict:
     import llama_cpp
     from realm_web.bench import prompt_ids
+    N_PROMPT = a.prompt_tokens
     llm = llama_cpp.Llama(model_path=a.model, n_ctx=N_PROMPT + N_GEN + 8, n_batch=512, n_threads=1,
                           n_threads_batch=1, verbose=False)
     ids = prompt_ids(lambda t: llm.tokenize(t.encode(), add_bos=False, special=False), N_PROMPT)
@@ -310,7 +313,7 @@ def profile(engine: str, phase: str, a, wasm: str, tmp: Path) -> dict:
     out = tmp / f"{engine}-{phase}.json"
     cmd = ["perf", "record", "-F", str(a.freq), "-g", "--control", f"fifo:{ctl},{ack}", "-D", "-1",
            "-o", str(data), "--", sys.executable, __file__, "--child", engine, "--phase", phase,
-           "--seconds", str(a.seconds), "--model", a.model, "--wasm", wasm, "--ctl", str(ctl), "--ack", str(ack),
+           "--seconds", str(a.seconds), "--model", a.model, "--wasm", wasm, "--prompt-tokens", str(a.prompt_tokens), "--ctl", str(ctl), "--ack", str(ack),
            "--out", str(out)] + sum((["--cranelift-flag", f] for f in a.cranelift_flag), [])
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode or not out.exists():
@@ -370,7 +373,7 @@ def fold_small(results: dict, limit: float = 0.003) -> None:
                         r["categories"]["other (each < 0.3%)"] = r["categories"].get("other (each < 0.3%)", 0) + n
 
 
-def report(results: dict, shapes: dict, phases: list[str]) -> str:
+def report(results: dict, shapes: dict, phases: list[str], n_prompt: int = N_PROMPT) -> str:
     fold_small(results)
     lines = []
     for eng in ("realm", "llama"):
@@ -401,7 +404,7 @@ def report(results: dict, shapes: dict, phases: list[str]) -> str:
                     if p == "decode":
                         rate = f"{nbytes / (ms * 1e-3) / 1e9:.1f} GB/s"
                     else:
-                        per_tok = nl if m.group(1) != "output" else nl / N_PROMPT  # head: last token only
+                        per_tok = nl if m.group(1) != "output" else nl / n_prompt  # head: last token only
                         rate = f"{2 * K * rows * per_tok / (ms * 1e-3) / 1e9:.1f} GOP/s"
                 row += f" {100 * frac:9.1f} {ms:7.2f} {rate:>11s}"
             lines.append(row)
@@ -420,7 +423,7 @@ def time_only(a, phases: list[str]) -> None:
                 for eng in engines:
                     out = Path(td) / "r.json"
                     cmd = [sys.executable, __file__, "--child", eng, "--phase", p, "--seconds", str(a.seconds),
-                           "--model", a.model, "--out", str(out)] + (["--wasm", wasm] if wasm else []) + \
+                           "--model", a.model, "--prompt-tokens", str(a.prompt_tokens), "--out", str(out)] + (["--wasm", wasm] if wasm else []) + \
                         sum((["--cranelift-flag", f] for f in a.cranelift_flag), [])
                     r = subprocess.run(cmd, capture_output=True, text=True)
                     if r.returncode:
@@ -494,6 +497,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="profiled seconds per engine and phase")
     ap.add_argument("--freq", type=int, default=2000, help="perf sampling frequency (Hz)")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--prompt-tokens", type=int, default=N_PROMPT,
+                    help="prompt length; decode runs after it (default %(default)s; e.g. 4000 for long-context decode)")
     ap.add_argument("--wasm", default=None, help="profile this module (default: build one from core/)")
     ap.add_argument("--relaxed", action="store_true", help="build and profile the relaxed-SIMD variant")
     ap.add_argument("--core", default=None, help="build from this copy of core/ (default: the repository's)")
@@ -532,10 +537,10 @@ def main() -> None:
                 print(f"{eng} {p}: {results[eng, p]['tok_s']:.1f} tok/s (thread CPU, under perf), "
                       f"{results[eng, p]['samples']} samples", file=sys.stderr, flush=True)
     load = os.getloadavg()
-    print(f"model {a.model}\nprompt {N_PROMPT} tokens (realm: batches of 64), decode {N_GEN} tokens after it; "
+    print(f"model {a.model}\nprompt {a.prompt_tokens} tokens (realm: batches of 64), decode {N_GEN} tokens after it; "
           f"1 thread; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
           + (f"; cranelift flags {a.cranelift_flag}" if a.cranelift_flag else "") + "\n")
-    print(report(results, model_shapes(a.model), phases))
+    print(report(results, model_shapes(a.model), phases, a.prompt_tokens))
     print(summary(results, phases))
     if a.json:
         Path(a.json).write_text(json.dumps({f"{e}/{p}": v for (e, p), v in results.items()}, indent=1))
