@@ -845,24 +845,26 @@ static Plan *plan_new(Model *m, const RealmGpuOptions *opts, uint32_t trefs) {
     return P;
 }
 
+/* The arguments every plan needs (fn names the export in the error): options and a
+ * length pointer, a loaded model, options this core speaks. */
+static bool plan_args_ok(const char *fn, const Model *m, const RealmGpuOptions *opts, const uint64_t *len) {
+    const char *why = !opts || !len ? ": null options or length pointer"
+                      : !m->layers  ? ": the model is not loaded (realm_model_load or realm_gpu_prepare first)"
+                      : opts->version != REALM_GPU_OPTIONS_VERSION ? ": unknown options version (this core speaks GPU ABI 1)"
+                                                                   : NULL;
+    if (!why) return true;
+    rt_err(fn, NULL);
+    rt_err_append(why);
+    return false;
+}
+
 /* The plan of `m` for an adapter described by 16 u32 words at opts (docs/GPU.md):
  * a NUL-terminated JSON text the caller frees (realm_free); its length at *len.
  * 0 on failure (a model not prepared, memory). */
 EXPORT char *realm_gpu_plan(Model *m, const RealmGpuOptions *opts, uint64_t *len) {
     rt_err_clear();
     NEED_MODEL(m, NULL);
-    if (!opts || !len) {
-        rt_err("realm_gpu_plan: null options or length pointer", NULL);
-        return NULL;
-    }
-    if (!m->layers) {
-        rt_err("realm_gpu_plan: the model is not loaded (realm_model_load or realm_gpu_prepare first)", NULL);
-        return NULL;
-    }
-    if (opts->version != REALM_GPU_OPTIONS_VERSION) {
-        rt_err("realm_gpu_plan: unknown options version (this core speaks GPU ABI 1)", NULL);
-        return NULL;
-    }
+    if (!plan_args_ok("realm_gpu_plan", m, opts, len)) return NULL;
     if (m->cfg.n_expert && (m->cfg.n_expert_used > 64 || m->cfg.n_expert > 65535)) { /* what the plan does not run */
         rt_err_as(REALM_ERR_UNSUPPORTED, "realm_gpu_plan: ", NULL);
         rt_err_append_n((const char *)m->arch.ptr, RT_MIN(m->arch.len, 64));
@@ -1125,39 +1127,7 @@ EXPORT char *realm_gpu_lora_plan(Model *m, const RealmGpuOptions *opts, Lora *co
                                  uint32_t n, uint64_t *len) {
     rt_err_clear();
     NEED_MODEL(m, NULL);
-    if (!opts || !len || (n && (!adapters || !scales))) {
-        rt_err("realm_gpu_lora_plan: null options, adapters, scales or length pointer", NULL);
-        return NULL;
-    }
-    if (!m->layers) {
-        rt_err("realm_gpu_lora_plan: the model is not loaded (realm_model_load or realm_gpu_prepare first)", NULL);
-        return NULL;
-    }
-    if (opts->version != REALM_GPU_OPTIONS_VERSION) {
-        rt_err("realm_gpu_lora_plan: unknown options version (this core speaks GPU ABI 1)", NULL);
-        return NULL;
-    }
-    if (n > SESSION_MAX_LORA) {
-        rt_err("LoRA: at most 8 adapters per session, got ", NULL);
-        rt_err_append_u64(n);
-        return NULL;
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        if (!adapters[i] || !model_has_lora(m, adapters[i])) {
-            rt_err("LoRA: adapter ", NULL);
-            rt_err_append_u64(i);
-            rt_err_append(" is not a live adapter of this model (freed, or loaded for another model)");
-            return NULL;
-        }
-        if (!rt_isfinite(scales[i])) {
-            rt_err("LoRA: the scale of adapter ", NULL);
-            rt_err_append_u64(i);
-            rt_err_append(" is not a finite number (NaN or infinite)");
-            return NULL;
-        }
-        for (uint32_t j = 0; j < i; j++)
-            if (adapters[j] == adapters[i]) { rt_err("LoRA: the same adapter is named twice", NULL); return NULL; }
-    }
+    if (!plan_args_ok("realm_gpu_lora_plan", m, opts, len) || !lora_check_adapters(m, adapters, scales, n)) return NULL;
     uint32_t n_slots = m->cfg.n_layer * LORA_PER_LAYER + 1, n_pairs = 0;
     for (uint32_t i = 0; i < n; i++) n_pairs += adapters[i]->n_pairs;
     Plan *P = plan_new(m, opts, 2 * n_pairs + 2);

@@ -221,7 +221,7 @@ void lora_free_all(Model *m) {
     m->lora_work = NULL;
 }
 
-bool session_set_lora(Session *s, Lora *const *adapters, const float *scales, uint32_t n) {
+bool lora_check_adapters(const Model *m, Lora *const *adapters, const float *scales, uint32_t n) {
     if (n > SESSION_MAX_LORA) {
         rt_err("LoRA: at most 8 adapters per session, got ", NULL);
         rt_err_append_u64(n);
@@ -229,10 +229,10 @@ bool session_set_lora(Session *s, Lora *const *adapters, const float *scales, ui
     }
     if (n && (!adapters || !scales)) { rt_err("LoRA: null adapter or scale array", NULL); return false; }
     for (uint32_t i = 0; i < n; i++) {
-        if (!adapters[i] || !model_has_lora(s->m, adapters[i])) {
+        if (!adapters[i] || !model_has_lora(m, adapters[i])) {
             rt_err("LoRA: adapter ", NULL);
             rt_err_append_u64(i);
-            rt_err_append(" is not a live adapter of this session's model (freed, or loaded for another model)");
+            rt_err_append(" is not a live adapter of this model (freed, or loaded for another model)");
             return false;
         }
         if (!rt_isfinite(scales[i])) {
@@ -244,6 +244,11 @@ bool session_set_lora(Session *s, Lora *const *adapters, const float *scales, ui
         for (uint32_t j = 0; j < i; j++)
             if (adapters[j] == adapters[i]) { rt_err("LoRA: the same adapter is named twice", NULL); return false; }
     }
+    return true;
+}
+
+bool session_set_lora(Session *s, Lora *const *adapters, const float *scales, uint32_t n) {
+    if (!lora_check_adapters(s->m, adapters, scales, n)) return false;
     for (uint32_t i = 0; i < n; i++) s->lora[i] = adapters[i], s->lora_scale[i] = scales[i];
     s->n_lora = n;
     return true;

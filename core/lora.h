@@ -41,6 +41,9 @@ void lora_free(Lora *a);
 void lora_free_all(Model *m);
 bool model_has_lora(const Model *m, const Lora *a);
 
+/* adapters[0..n) with scales[0..n) for one session of m: at most SESSION_MAX_LORA,
+ * each a live adapter of m, named once, with a finite scale (else false and rt_err). */
+bool lora_check_adapters(const Model *m, Lora *const *adapters, const float *scales, uint32_t n);
 /* s uses adapters[0..n) with scales[0..n) from its next eval (n = 0: none). */
 bool session_set_lora(Session *s, Lora *const *adapters, const float *scales, uint32_t n);
 

@@ -110,52 +110,50 @@ QI_INLINE void pv(const float *ps, const uint16_t *v, uint64_t st, uint32_t n, u
     }
 }
 
-QI_INLINE void attn_head(const float *q, const uint16_t *k, const uint16_t *v, uint64_t st, uint32_t n,
-                         const uint32_t D, const bool unrolled, float scale, float cap, float *scores, float *out) {
-    float qh[1024] __attribute__((aligned(16)));
-    uint32_t d = 0;
-    for (; d + 4 <= D; d += 4) wasm_v128_store(qh + d, f16r_x4_scaled(wasm_v128_load(q + d)));
-    /* q . k */
+/* Both caches' softmax up to its weights: scores capped (cap > 0: cap * tanh(s / cap)),
+ * e_j = rt_expf(s_j - mx) in place (mx the first largest, NaNs skipped), four at a time
+ * (simd_exp.h: the same bits); returns inv = (float)(1 / sum), the sum in double in
+ * order j = 0, 1, .. */
+float quant_attn_softmax_exp(float *scores, uint32_t n, float cap) {
+    uint32_t j;
+    if (cap > 0)
+        for (j = 0; j < n; j++) scores[j] = rt_tanhf(scores[j] * (1.0f / cap)) * cap;
     float mx = -__builtin_inff();
-    uint32_t j = 0;
-    const v128_t vs = wasm_f32x4_splat(scale);
-    for (; j + 4 <= n; j += 4) {
-        const v128_t s4 = wasm_f32x4_mul(dot4(qh, k + j * st, st, D, unrolled), vs);
-        wasm_v128_store(scores + j, s4);
-        float s[4];
-        wasm_v128_store(s, s4);
-        QI_UNROLL for (int i = 0; i < 4; i++)
-            if (s[i] > mx) mx = s[i];
-    }
-    for (; j < n; j++) {
-        const float dot = dot1(qh, k + j * st, D) * scale;
-        scores[j] = dot;
-        if (dot > mx) mx = dot;
-    }
-    if (cap > 0) { /* soft-capping (gemma2): the scores again, capped, and their maximum */
-        mx = -__builtin_inff();
-        for (j = 0; j < n; j++) {
-            scores[j] = rt_tanhf(scores[j] * (1.0f / cap)) * cap;
-            if (scores[j] > mx) mx = scores[j];
-        }
-    }
-    /* softmax: e_j = rt_expf(s_j - mx) four at a time (simd_exp.h: the same
-     * bits), the sum in double in order j = 0, 1, .. */
+    for (j = 0; j < n; j++)
+        if (scores[j] > mx) mx = scores[j];
     const v128_t vmx = wasm_f32x4_splat(mx);
     for (j = 0; j + 4 <= n; j += 4)
         wasm_v128_store(scores + j, rt_expf_x4(wasm_f32x4_sub(wasm_v128_load(scores + j), vmx)));
     for (; j < n; j++) scores[j] = rt_expf(scores[j] - mx);
     double sum = 0;
     for (j = 0; j < n; j++) sum += scores[j];
-    const float inv = (float)(1.0 / sum);
-    /* p_j = f16r(e_j * inv), times 2^112, in place */
+    return (float)(1.0 / sum);
+}
+
+/* The softmax of one head's scores, as attn_head: p_j = f16r(e_j * inv) times 2^112, in place. */
+QI_INLINE void softmax_f16r(float *scores, uint32_t n, float cap) {
+    const float inv = quant_attn_softmax_exp(scores, n, cap);
     const v128_t vi = wasm_f32x4_splat(inv);
+    uint32_t j;
     for (j = 0; j + 4 <= n; j += 4)
         wasm_v128_store(scores + j, f16r_x4_scaled(wasm_f32x4_mul(wasm_v128_load(scores + j), vi)));
     for (; j < n; j++) {
         const v128_t x = f16r_x4_scaled(wasm_f32x4_splat(scores[j] * inv));
         scores[j] = wasm_f32x4_extract_lane(x, 0);
     }
+}
+
+QI_INLINE void attn_head(const float *q, const uint16_t *k, const uint16_t *v, uint64_t st, uint32_t n,
+                         const uint32_t D, const bool unrolled, float scale, float cap, float *scores, float *out) {
+    float qh[1024] __attribute__((aligned(16)));
+    uint32_t d = 0;
+    for (; d + 4 <= D; d += 4) wasm_v128_store(qh + d, f16r_x4_scaled(wasm_v128_load(q + d)));
+    /* q . k */
+    uint32_t j = 0;
+    const v128_t vs = wasm_f32x4_splat(scale);
+    for (; j + 4 <= n; j += 4) wasm_v128_store(scores + j, wasm_f32x4_mul(dot4(qh, k + j * st, st, D, unrolled), vs));
+    for (; j < n; j++) scores[j] = dot1(qh, k + j * st, D) * scale;
+    softmax_f16r(scores, n, cap);
     /* p . v, 32 dimensions at a time */
     for (d = 0; d + 32 <= D; d += 32) pv(scores, v, st, n, d, 8, out);
     for (; d < D; d += 8) pv(scores, v, st, n, d, 2, out);
@@ -233,36 +231,6 @@ QI_INLINE void gpv(const float *ps, uint64_t ss, const int S, const uint16_t *v,
     }
     QI_UNROLL for (int g = 0; g < S; g++)
         QI_UNROLL for (int i = 0; i < W; i++) wasm_v128_store(out + g * D + d0 + 4 * i, acc[g][i]);
-}
-
-/* The softmax of one head's scores, as attn_head: capped, e_j, the sum in
- * double in order, p_j = f16r(e_j * inv) times 2^112, in place. */
-QI_INLINE void softmax_f16r(float *scores, uint32_t n, float cap) {
-    float mx = -__builtin_inff();
-    uint32_t j;
-    for (j = 0; j < n; j++)
-        if (scores[j] > mx) mx = scores[j];
-    if (cap > 0) {
-        mx = -__builtin_inff();
-        for (j = 0; j < n; j++) {
-            scores[j] = rt_tanhf(scores[j] * (1.0f / cap)) * cap;
-            if (scores[j] > mx) mx = scores[j];
-        }
-    }
-    const v128_t vmx = wasm_f32x4_splat(mx);
-    for (j = 0; j + 4 <= n; j += 4)
-        wasm_v128_store(scores + j, rt_expf_x4(wasm_f32x4_sub(wasm_v128_load(scores + j), vmx)));
-    for (; j < n; j++) scores[j] = rt_expf(scores[j] - mx);
-    double sum = 0;
-    for (j = 0; j < n; j++) sum += scores[j];
-    const float inv = (float)(1.0 / sum);
-    const v128_t vi = wasm_f32x4_splat(inv);
-    for (j = 0; j + 4 <= n; j += 4)
-        wasm_v128_store(scores + j, f16r_x4_scaled(wasm_f32x4_mul(wasm_v128_load(scores + j), vi)));
-    for (; j < n; j++) {
-        const v128_t x = f16r_x4_scaled(wasm_f32x4_splat(scores[j] * inv));
-        scores[j] = wasm_f32x4_extract_lane(x, 0);
-    }
 }
 
 /* q . k for positions [j0, j1) of S heads (queries q + g * D, not yet rounded) */

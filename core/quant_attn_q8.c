@@ -11,7 +11,6 @@
  * (d * q) and accumulated in f32, in order of position. D must be a multiple
  * of 32 (llama.cpp requires the same of a quantized cache). */
 #include "quant_impl.h"
-#include "simd_exp.h"
 
 #define Q8_ROW(D) ((uint64_t)(D) / 32 * 34)
 
@@ -27,21 +26,11 @@ void quant_attn_qk_q8(const float *q, uint32_t nh, const uint8_t *k, uint32_t j0
 }
 
 void quant_attn_softmax_f32(float *scores, uint32_t n, float cap) {
-    float mx = -__builtin_inff();
+    const float inv = quant_attn_softmax_exp(scores, n, cap);
+    const v128_t vi = wasm_f32x4_splat(inv);
     uint32_t j;
-    if (cap > 0) /* soft-capping (gemma2): cap * tanh(s / cap) */
-        for (j = 0; j < n; j++) scores[j] = rt_tanhf(scores[j] * (1.0f / cap)) * cap;
-    for (j = 0; j < n; j++)
-        if (scores[j] > mx) mx = scores[j];
-    const v128_t vmx = wasm_f32x4_splat(mx);
-    for (j = 0; j + 4 <= n; j += 4)
-        wasm_v128_store(scores + j, rt_expf_x4(wasm_f32x4_sub(wasm_v128_load(scores + j), vmx)));
-    for (; j < n; j++) scores[j] = rt_expf(scores[j] - mx);
-    double sum = 0;
-    for (j = 0; j < n; j++) sum += scores[j];
-    const v128_t vi = wasm_f32x4_splat((float)(1.0 / sum));
     for (j = 0; j + 4 <= n; j += 4) wasm_v128_store(scores + j, wasm_f32x4_mul(wasm_v128_load(scores + j), vi));
-    for (; j < n; j++) scores[j] *= (float)(1.0 / sum);
+    for (; j < n; j++) scores[j] *= inv;
 }
 
 /* out[d0 .. d0 + 32) of one head = sum over j of p_j * dequant(v_j)[d0 ..] (block d0 / 32 of each row) */

@@ -213,6 +213,8 @@ void quant_act_impl(int kind, const float *x, uint64_t K, uint8_t *row);
 /* Convert one internal activation row to ggml's bytes of the vec_dot type
  * (f32 / f16 / bf16 values, or block_q8_0 / block_q8_1 / block_q8_K). */
 void quant_act_export_row(int kind, const uint8_t *row, uint64_t K, uint8_t *out);
+/* the softmax both KV caches share (quant_attn.c): capped scores -> e_j in place; returns (float)(1 / sum) */
+float quant_attn_softmax_exp(float *scores, uint32_t n, float cap);
 uint64_t quant_act_export_row_bytes(int kind, uint64_t K);
 
 /* Kernels: rows [r0, r1) of W (row_bytes apart), tokens [0, T) with

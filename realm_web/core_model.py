@@ -609,15 +609,8 @@ class Session:
         eval (realm_session_set_lora). A change of adapters or scales empties the cache, whose
         keys and values the old ones computed (returns True then).  The caller keeps the
         adapters alive (realm_web.lora.acquire / retain) while the session uses them."""
-        from .lora import MAX_PER_SESSION, check_scale
-        pairs = [(a, check_scale(sc)) for a, sc in adapters]
-        if len(pairs) > MAX_PER_SESSION:
-            raise RealmError(f"at most {MAX_PER_SESSION} LoRA adapters per session, got {len(pairs)}")
-        for a, _ in pairs:
-            if a.model is not self.model:
-                raise RealmError(f"LoRA adapter {a.path} was loaded for another model")
-            if a.closed:
-                raise RealmError(f"LoRA adapter {a.path} was unloaded")
+        from .lora import check_adapters
+        pairs = check_adapters(adapters, self.model)
         key = [(a.handle, sc) for a, sc in pairs]
         c = self.core
         with c.lock:

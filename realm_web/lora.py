@@ -136,3 +136,18 @@ def check_scale(scale) -> float:
     if not math.isfinite(s):
         raise RealmError(f"LoRA scale must be a finite number, got {scale!r}")
     return s
+
+
+def check_adapters(adapters, model) -> list:
+    """[(LoraAdapter, scale), ...] for one session of `model` (a CoreModel), checked the way
+    every host's set_lora needs: scales finite numbers, at most MAX_PER_SESSION adapters,
+    each loaded for this model and not unloaded. Returns the pairs with float scales."""
+    pairs = [(a, check_scale(sc)) for a, sc in adapters]
+    if len(pairs) > MAX_PER_SESSION:
+        raise RealmError(f"at most {MAX_PER_SESSION} LoRA adapters per session, got {len(pairs)}")
+    for a, _ in pairs:
+        if a.model is not model:
+            raise RealmError(f"LoRA adapter {a.path} was loaded for another model")
+        if a.closed:
+            raise RealmError(f"LoRA adapter {a.path} was unloaded")
+    return pairs

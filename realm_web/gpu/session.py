@@ -246,16 +246,9 @@ class GpuSession:
         """As Session.set_lora: apply [(LoraAdapter, scale), ...] ([] removes them) from the next
         eval, with the ops the core's LoRA plan gives (realm_web/gpu/lora.py). A change empties
         the cache (returns True then). The caller keeps the adapters alive while in use."""
-        from ..lora import MAX_PER_SESSION, check_scale
+        from ..lora import check_adapters
         from .lora import LoraOps
-        pairs = [(a, check_scale(sc)) for a, sc in adapters]
-        if len(pairs) > MAX_PER_SESSION:
-            raise RealmError(f"at most {MAX_PER_SESSION} LoRA adapters per session, got {len(pairs)}")
-        for a, _ in pairs:
-            if a.model is not self.model:
-                raise RealmError(f"LoRA adapter {a.path} was loaded for another model")
-            if a.closed:
-                raise RealmError(f"LoRA adapter {a.path} was unloaded")
+        pairs = check_adapters(adapters, self.model)
         key = [(a.handle, sc) for a, sc in pairs]
         with self._lock:
             if key == self._lora_key and all(a is b for (a, _), (b, _) in zip(pairs, self._lora)):
