@@ -617,6 +617,17 @@ def default_llama_quant(ftype: str) -> Path:
 
 ATTN_FFN = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
+# The adapters both LoRA test files (CPU core vs llama.cpp, GPU plan vs CPU core) check, as
+# lora_adapter's keyword arguments, with their test ids. On an F32 base only summation order
+# differs from llama.cpp, so the adapters' term must match tightly there.
+LORA_CASES = [
+    dict(rank=8, qtype="F32"),                                                     # every attention + FFN weight
+    dict(rank=16, qtype="F16", tensors=("attn_q", "attn_v", "ffn_up"), layers=[1]),  # a subset
+    dict(rank=32, qtype="Q8_0", tensors=("ffn_gate", "ffn_down", "output.weight")),  # and the output head
+    dict(rank=4, qtype="F32", alpha=16.0, tensors=("attn_k", "attn_output")),       # alpha != rank
+]
+LORA_CASE_IDS = ["f32-r8-all", "f16-r16-subset", "q8-r32-ffn-output", "f32-r4-alpha16"]
+
 
 def lora_adapter(base: str | os.PathLike | None = None, *, rank: int = 8, qtype: str = "F32",
                  tensors: Iterable[str] = ATTN_FFN, layers: Iterable[int] | None = None,

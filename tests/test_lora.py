@@ -47,16 +47,7 @@ def syn_model(syn):
     m.close()
 
 
-# F32 base: only summation order differs from llama.cpp, so the adapters' term must match tightly
-CASES = [
-    dict(rank=8, qtype="F32"),                                                     # every attention + FFN weight
-    dict(rank=16, qtype="F16", tensors=("attn_q", "attn_v", "ffn_up"), layers=[1]),  # a subset
-    dict(rank=32, qtype="Q8_0", tensors=("ffn_gate", "ffn_down", "output.weight")),  # and the output head
-    dict(rank=4, qtype="F32", alpha=16.0, tensors=("attn_k", "attn_output")),       # alpha != rank
-]
-
-
-@pytest.mark.parametrize("case", CASES, ids=["f32-r8-all", "f16-r16-subset", "q8-r32-ffn-output", "f32-r4-alpha16"])
+@pytest.mark.parametrize("case", refmodels.LORA_CASES, ids=refmodels.LORA_CASE_IDS)
 def test_adapter_matches_llama_cpp(syn, syn_model, llama_ref, case):
     ad = refmodels.lora_adapter(syn, **case)
     ids = _ids(40, SYN["n_vocab"])
