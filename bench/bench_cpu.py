@@ -2,7 +2,7 @@
 """CPU benchmark (GitHub issue 6): realm.wasm vs llama.cpp native and wllama on the
 default model in llama.cpp's own quantizations. Not a test: nothing is asserted.
 
-    python bench/bench_cpu.py                                   # Q4_0, Q4_K_M, Q6_K, Q8_0; 512 / 128 tokens; 1 thread
+    python bench/bench_cpu.py                                   # Q4_0, Q4_1, Q4_K_M, Q5_K_M, Q6_K, Q8_0; 512 / 128 tokens; 1 thread
     python bench/bench_cpu.py --threads 1,2 --browser           # the full table: every engine at 1 and 2 threads
     python bench/bench_cpu.py --types Q4_0 --prompt-tokens 32 --gen-tokens 8 --repeat 1 --threads 1,2 --browser
 
@@ -95,7 +95,7 @@ def variants(a):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--types", default="Q4_0,Q4_K_M,Q6_K,Q8_0", help="llama.cpp ftypes of the default model")
+    ap.add_argument("--types", default="Q4_0,Q4_1,Q4_K_M,Q5_K_M,Q6_K,Q8_0", help="llama.cpp ftypes of the default model")
     ap.add_argument("--files", help="TYPE=FILE.gguf,... instead of quantizing the default model")
     ap.add_argument("--threads", default="1", help="thread counts, e.g. 1,2 (every engine at each)")
     ap.add_argument("--prompt-tokens", type=int, default=512)

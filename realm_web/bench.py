@@ -5,7 +5,7 @@ the same prompt tokens and the same thread count, measured in the same run.
     realm bench [MODEL] [--threads 1,2]
         realm.wasm (wasmtime) and llama.cpp native on one file, at each thread count
 
-    realm bench --quant-table [--types Q4_0,Q4_K_M,Q6_K,Q8_0] [--threads 1,2] [--browser]
+    realm bench --quant-table [--types Q4_0,Q4_1,Q4_K_M,Q5_K_M,Q6_K,Q8_0] [--threads 1,2] [--browser]
         the default model in llama.cpp's own quantizations (GitHub issue 6): realm.wasm
         under wasmtime and under Node 22+, llama.cpp native, and with --browser wllama
         and realm.wasm in headless Chromium (1 thread on a page without COOP/COEP, N
@@ -106,9 +106,18 @@ def realm_threads(r) -> int | None:
     return None
 
 
-def run_realm(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int) -> dict:
+# KV cache types (realm bench -ctk / -ctv): realm's names and ggml's type numbers for llama.cpp
+CACHE_TYPES = {"f16": 1, "q8_0": 8}
+
+
+def run_realm(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int, ctk: str = "f16",
+              ctv: str = "f16", flash_attn: bool = False) -> dict:
     t0 = time.perf_counter()
-    r = load_realm(model, n_prompt + n_gen + 8, threads)
+    if (ctk, ctv) != ("f16", "f16"):
+        from .realm import Realm
+        r = Realm.load(model, n_ctx=n_prompt + n_gen + 8, threads=threads, cache_type_k=ctk, cache_type_v=ctv)
+    else:
+        r = load_realm(model, n_prompt + n_gen + 8, threads)
     load_s = time.perf_counter() - t0
     used = realm_threads(r)
     model_obj = getattr(r, "model", None)
@@ -134,20 +143,30 @@ def run_realm(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int) 
         tg.append(n_gen / (t1 - t0))
         tg_cpu.append((c1 - c0) / (t1 - t0))
     r.close()
-    return {"engine": "realm.wasm (wasmtime)", "kind": "realm", "threads": threads, "simd": simd,
+    return {"engine": "realm.wasm (wasmtime)" + _kv_label(ctk, ctv), "kind": "realm", "threads": threads, "simd": simd,
             "threads_used": used if used is not None else 1, "load_s": load_s, "pp_tps": max(pp), "tg_tps": max(tg),
             "pp_cpu": max(pp_cpu), "tg_cpu": max(tg_cpu), "peak_rss_mb": _peak_rss_mb()}
 
 
-def run_llama(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int) -> dict:
+def _kv_label(ctk: str, ctv: str, flash_attn: bool = False) -> str:
+    """How an engine row's KV cache and attention differ from the defaults (f16 K/V, no flash attention)."""
+    kv = "" if (ctk, ctv) == ("f16", "f16") else f", KV {ctk}/{ctv}"
+    return kv + (", flash attn" if flash_attn else "")
+
+
+def run_llama(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int, ctk: str = "f16",
+              ctv: str = "f16", flash_attn: bool = False) -> dict:
     import llama_cpp
     import numpy as np
     t0 = time.perf_counter()
     # llama-cpp-python keeps n_batch rows of logits (without logits_all) and writes row n_past: n_batch
     # must cover the whole context; n_ubatch (512, llama.cpp's default) is what the prompt runs in
     n_ctx = n_prompt + n_gen + 8
+    # a quantized V cache needs llama.cpp's flash attention (as llama-cli's -ctv q8_0 does)
+    flash_attn = flash_attn or ctv != "f16"
     llm = llama_cpp.Llama(model_path=model, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=512, n_threads=threads,
-                          n_threads_batch=threads, verbose=False)
+                          n_threads_batch=threads, verbose=False, type_k=CACHE_TYPES[ctk], type_v=CACHE_TYPES[ctv],
+                          flash_attn=flash_attn)
     load_s = time.perf_counter() - t0
     ids = prompt_ids(lambda s: llm.tokenize(s.encode(), add_bos=False, special=False), n_prompt)
     pp, tg, pp_cpu, tg_cpu = [], [], [], []
@@ -167,7 +186,8 @@ def run_llama(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int) 
         c1, t1 = time.process_time(), time.perf_counter()
         tg.append(n_gen / (t1 - t0))
         tg_cpu.append((c1 - c0) / (t1 - t0))
-    return {"engine": f"llama.cpp {llama_cpp.__version__} (native)", "kind": "llama.cpp", "threads": threads,
+    return {"engine": f"llama.cpp {llama_cpp.__version__} (native)" + _kv_label(ctk, ctv, flash_attn),
+            "kind": "llama.cpp", "threads": threads,
             "threads_used": threads, "load_s": load_s, "pp_tps": max(pp), "tg_tps": max(tg),
             "pp_cpu": max(pp_cpu), "tg_cpu": max(tg_cpu), "peak_rss_mb": _peak_rss_mb()}
 
@@ -202,8 +222,10 @@ def spawn_json(cmd: list[str], cwd=None, json_file: Path | None = None) -> dict:
     return r
 
 
-def _child(side: str, model: str, n_prompt: int, n_gen: int, threads: int, repeat: int) -> dict:
-    cmd = [sys.executable, "-m", "realm_web.bench", side, model, str(n_prompt), str(n_gen), str(threads), str(repeat)]
+def _child(side: str, model: str, n_prompt: int, n_gen: int, threads: int, repeat: int, ctk: str = "f16",
+           ctv: str = "f16", flash_attn: bool = False) -> dict:
+    cmd = [sys.executable, "-m", "realm_web.bench", side, model, str(n_prompt), str(n_gen), str(threads), str(repeat),
+           ctk, ctv, "1" if flash_attn else "0"]
     r = spawn_json(cmd)
     r.setdefault("engine", "realm.wasm (wasmtime)" if side == "realm" else "llama.cpp (native)")
     r.setdefault("kind", "realm" if side == "realm" else "llama.cpp")
@@ -216,17 +238,18 @@ def _child(side: str, model: str, n_prompt: int, n_gen: int, threads: int, repea
 def table(rows: list[dict], base=None) -> str:
     """Rows of one file; ratios are realm / llama.cpp at the same thread count."""
     bases = {r["threads"]: r for r in rows if r.get("kind") == "llama.cpp" and "error" not in r}
-    out = [f"{'engine':38} {'thr':>3} {'pp tok/s':>10} {'tg tok/s':>10} {'peak RSS MB':>12} {'CPU/wall':>9} "
+    w = max([38] + [len(r["engine"]) for r in rows])
+    out = [f"{'engine':{w}} {'thr':>3} {'pp tok/s':>10} {'tg tok/s':>10} {'peak RSS MB':>12} {'CPU/wall':>9} "
            f"{'pp ratio':>9} {'tg ratio':>9}"]
     for r in rows:
         if "error" in r:
             err = r["error"] if r["error"].startswith("n/a") else "error: " + r["error"]
-            out.append(f"{r['engine']:38} {r.get('threads', ''):>3} {err}")
+            out.append(f"{r['engine']:{w}} {r.get('threads', ''):>3} {err}")
             continue
         b = bases.get(r["threads"])
         ppr = f"{r['pp_tps'] / b['pp_tps']:.2f}x" if b else "-"
         tgr = f"{r['tg_tps'] / b['tg_tps']:.2f}x" if b else "-"
-        out.append(f"{r['engine']:38} {r['threads']:>3} {r['pp_tps']:>10.1f} {r['tg_tps']:>10.1f} "
+        out.append(f"{r['engine']:{w}} {r['threads']:>3} {r['pp_tps']:>10.1f} {r['tg_tps']:>10.1f} "
                    f"{r['peak_rss_mb']:>12.0f} {_cpu_cell(r):>9} {ppr:>9} {tgr:>9}")
     return "\n".join(out)
 
@@ -240,11 +263,13 @@ def main(args) -> int:
     print(f"model {model}\nprompt {args.prompt_tokens} tokens, generate {args.gen_tokens} tokens (greedy), "
           f"best of {args.repeat}, threads {','.join(map(str, threads))}; load average {os.getloadavg()[0]:.2f}\n",
           flush=True)
+    kv = dict(ctk=getattr(args, "cache_type_k", "f16"), ctv=getattr(args, "cache_type_v", "f16"))
     rows = []
     for t in threads:
-        rows.append(_child("realm", model, args.prompt_tokens, args.gen_tokens, t, args.repeat))
+        rows.append(_child("realm", model, args.prompt_tokens, args.gen_tokens, t, args.repeat, **kv))
         if not args.no_llama:
-            rows.append(_child("llama", model, args.prompt_tokens, args.gen_tokens, t, args.repeat))
+            rows.append(_child("llama", model, args.prompt_tokens, args.gen_tokens, t, args.repeat, **kv,
+                               flash_attn=getattr(args, "flash_attn", False)))
     print(table(rows))
     print("\nratios: realm.wasm / llama.cpp, same file, same prompt tokens, same thread count, same run; "
           "CPU/wall = process CPU time / wall time while timing prompt/generation (about N with N busy threads)")
@@ -519,9 +544,10 @@ def quant_table(a, extra_realm=None) -> int:
 
 if __name__ == "__main__":
     side, model, n_prompt, n_gen, threads, repeat = sys.argv[1:7]
+    ctk, ctv, fa = (sys.argv[7:10] + ["f16", "f16", "0"][len(sys.argv[7:10]):])
     fn = run_realm if side == "realm" else run_llama
     try:
-        res = fn(model, int(n_prompt), int(n_gen), int(threads), int(repeat))
+        res = fn(model, int(n_prompt), int(n_gen), int(threads), int(repeat), ctk, ctv, fa == "1")
     except NotAvailable as e:
         print(str(e), file=sys.stderr)
         sys.exit(3)

@@ -30,7 +30,7 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
 
 
 def add_cache_types(p: argparse.ArgumentParser) -> None:
-    """-ctk/--cache-type-k and -ctv/--cache-type-v, llama.cpp's names (realm run and realm serve)."""
+    """-ctk/--cache-type-k and -ctv/--cache-type-v, llama.cpp's names (realm run, serve and bench)."""
     for flag, short, what in (("--cache-type-k", "-ctk", "K"), ("--cache-type-v", "-ctv", "V")):
         p.add_argument(short, flag, default="f16", choices=["f16", "q8_0"],
                        help=f"KV cache type for {what} (default f16; q8_0 takes about half the memory; CPU only)")
@@ -104,6 +104,9 @@ def cmd_bench(args) -> int:
     if table and (args.model or args.device != "cpu" or args.no_llama):
         raise RealmError("--quant-table measures the default model's quantized files on the CPU with llama.cpp "
                          "beside: no MODEL, --device or --no-llama (use --files TYPE=FILE.gguf for other files)")
+    kv = (args.cache_type_k, args.cache_type_v) != ("f16", "f16")
+    if kv and (table or args.device != "cpu"):
+        raise RealmError("-ctk / -ctv measure one file on the CPU (no --quant-table, no --device gpu)")
     if args.device == "gpu":
         from .gpu.bench import main as gpu_bench_main
         return gpu_bench_main(args)
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser(
         "bench", help="prompt and generation speed, side by side with llama.cpp (and wllama: --quant-table --browser)",
         description="realm.wasm vs llama.cpp on one file; or, with --quant-table, the default model at "
-                    "Q4_0/Q4_K_M/Q6_K/Q8_0 under wasmtime, Node, llama.cpp native and (--browser) wllama and "
+                    "Q4_0/Q4_1/Q4_K_M/Q5_K_M/Q6_K/Q8_0 under wasmtime, Node, llama.cpp native and (--browser) wllama and "
                     "realm.wasm in headless Chromium, one table with ratios against each peer (needs a checkout "
                     "and llama-cpp-python)")
     bench.add_argument("model", nargs="?")
@@ -151,10 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--no-llama", action="store_true", help="skip the llama.cpp side")
     bench.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     bench.add_argument("--json", help="also write the results here")
+    add_cache_types(bench)
+    bench.add_argument("--flash-attn", action="store_true",
+                       help="llama.cpp with its flash attention (always with -ctv q8_0, which needs it); realm has one "
+                            "attention")
     q = bench.add_argument_group("the quantization table (GitHub issue 6)")
     q.add_argument("--quant-table", action="store_true",
                    help="the default model in llama.cpp's quantizations, every engine, one table")
-    q.add_argument("--types", default="Q4_0,Q4_K_M,Q6_K,Q8_0", help="llama.cpp ftypes (default Q4_0,Q4_K_M,Q6_K,Q8_0)")
+    q.add_argument("--types", default="Q4_0,Q4_1,Q4_K_M,Q5_K_M,Q6_K,Q8_0",
+                   help="llama.cpp ftypes (default Q4_0,Q4_1,Q4_K_M,Q5_K_M,Q6_K,Q8_0)")
     q.add_argument("--files", help="TYPE=FILE.gguf,... instead of quantizing the default model")
     q.add_argument("--browser", action="store_true", help="also wllama and realm.wasm in headless Chromium")
     q.add_argument("--isolation", default="auto", choices=["auto", "both"],
