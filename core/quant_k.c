@@ -262,7 +262,9 @@ QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, con
             QI_PIN(s[r].sc[0]);
             if (sc16(type)) QI_PIN(s[r].sc[1]);
         }
-        v128_t I = wasm_i32x4_splat(0);
+        /* per row: lanes summing to its integer sum over the super-block (reduced across
+         * lanes once, after the eight groups) */
+        v128_t R[4] = { wasm_i32x4_splat(0), wasm_i32x4_splat(0), wasm_i32x4_splat(0), wasm_i32x4_splat(0) };
         QI_UNROLL
         for (int g = 0; g < 8; g++) {
             v128_t P[4];
@@ -282,7 +284,7 @@ QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, con
                         P[r] = wasm_i32x4_dot_i16x8(wasm_i16x8_add(lo, hi), splat16(s[r].sc[0], g));
                     }
                 }
-                I = wasm_i32x4_add(I, reduce4(P[0], P[1], P[2], P[3]));
+                QI_UNROLL for (int r = 0; r < 4; r++) R[r] = wasm_i32x4_add(R[r], P[r]);
                 if (g & 1) QI_BARRIER();
                 continue;
             }
@@ -310,12 +312,13 @@ QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, con
                     P[r] = wasm_i32x4_dot_i16x8(sum, splat16(s[r].sc[0], g));
                 }
             }
-            I = wasm_i32x4_add(I, reduce4(P[0], P[1], P[2], P[3]));
+            QI_UNROLL for (int r = 0; r < 4; r++) R[r] = wasm_i32x4_add(R[r], P[r]);
             if (g & 1) QI_BARRIER(); /* (groups 2j, 2j+1 share their loads) */
         }
-        v128_t dmin = I, M = I;
-        if (has_mins(type) || off_shift(type)) M = reduce4(ms[0], ms[1], ms[2], ms[3]);
-        if (off_shift(type)) I = wasm_i32x4_sub(I, wasm_i32x4_shl(M, off_shift(type)));
+        if (off_shift(type)) /* the offset's side sum joins each row's lanes before the one reduction */
+            QI_UNROLL for (int r = 0; r < 4; r++) R[r] = wasm_i32x4_sub(R[r], wasm_i32x4_shl(ms[r], off_shift(type)));
+        v128_t I = reduce4(R[0], R[1], R[2], R[3]), dmin = I, M = I;
+        if (has_mins(type)) M = reduce4(ms[0], ms[1], ms[2], ms[3]);
         const v128_t d = gather_d(type, p0, p1, p2, p3, &dmin), vdx = wasm_f32x4_splat(dx[b]);
         acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(I), wasm_f32x4_mul(d, vdx)));
         if (has_mins(type))
