@@ -67,10 +67,11 @@ WRAP_WEIGHTS = ["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down", "output"]
 
 def _wrap(src: str, fn: str, sites: list[tuple[str, str]], notes: list[str]) -> str:
     """Give each call site `fn(<args starting with pattern>` its own noinline copy mm_<name>."""
-    m = re.search(r"^static __attribute__\(\(noinline\)\) bool %s\(([^)]*)\)\s*\{" % fn, src, flags=re.M)
+    m = re.search(r"^static __attribute__\(\(noinline\)\) (bool|void) %s\(([^)]*)\)\s*\{" % fn, src, flags=re.M)
     if not m:
+        notes.append(f"{fn}() not found: samples will not name weights")
         return src
-    params = m.group(1)
+    ret, params = m.group(1), m.group(2)
     names = [re.findall(r"\w+", p)[-1] for p in params.split(",")]
     end = src.index("\n}\n", m.end()) + 3
     count, wrappers = 0, ""
@@ -78,8 +79,9 @@ def _wrap(src: str, fn: str, sites: list[tuple[str, str]], notes: list[str]) -> 
         src2, k = re.subn(r"\b%s\((%s)" % (fn, rx), r"mm_%s(\1" % name, src[end:])
         if k:
             src = src[:end] + src2
-            wrappers += (f"static __attribute__((noinline)) bool mm_{name}({params}) "
-                         f"{{ return {fn}({', '.join(names)}); }}\n")
+            call = f"{fn}({', '.join(names)});"
+            wrappers += (f"static __attribute__((noinline)) {ret} mm_{name}({params}) "
+                         f"{{ {'return ' if ret != 'void' else ''}{call} }}\n")
             count += k
     notes.append(f"{count} {fn}() call sites wrapped")
     return src[:end] + wrappers + src[end:]
