@@ -99,12 +99,17 @@ bool quant_check(uint32_t type, uint64_t K);
 static inline uint32_t qi_f2u(float f) { union { float f; uint32_t u; } v = { f }; return v.u; }
 static inline float qi_u2f(uint32_t u) { union { uint32_t u; float f; } v = { u }; return v.f; }
 
-/* Exact f16 -> f32 (subnormals, inf and NaN included), branch-free: the
- * exponent/mantissa bits shifted into an f32 are the value times 2^-112. */
+/* Exact f16 -> f32 (subnormals, inf and NaN included), branch-free, and no
+ * subnormal f32 ever enters a float operation (x86 engines run those through a
+ * slow microcode assist, many times the cost of the operation; f16 subnormals,
+ * below 2^-14, are common: Q6_K / Q5_K super-block scales, softmax weights over
+ * long contexts): normal halves get their exponent rebiased as an integer;
+ * subnormal ones are m * 2^-24, m converted exactly from an integer. */
 QI_INLINE float qi_h2f(uint16_t h) {
-    uint32_t em = (uint32_t)(h & 0x7fff) << 13;
-    uint32_t u = qi_f2u(qi_u2f(em) * 0x1p112f);
-    if (em >= (0x7c00u << 13)) u |= 0x7f800000u;
+    const uint32_t em = h & 0x7fff;
+    uint32_t u = (em << 13) + ((127u - 15u) << 23);
+    if (em >= 0x7c00u) u |= 0x7f800000u;                 /* inf / NaN */
+    if (em < 0x0400u) u = qi_f2u((float)em * 0x1p-24f);  /* subnormal, zero */
     return qi_u2f(u | ((uint32_t)(h & 0x8000) << 16));
 }
 /* Unaligned little-endian loads. (-ffreestanding makes plain memcpy a call;
@@ -114,24 +119,19 @@ QI_INLINE uint32_t qi_ld32(const void *p) { uint32_t v; __builtin_memcpy(&v, p, 
 QI_INLINE float qi_ldf(const void *p) { float v; __builtin_memcpy(&v, p, 4); return v; }
 QI_INLINE float qi_h2f_at(const uint8_t *p) { return qi_h2f(qi_ld16(p)); }
 
-/* Four f16 (as the low 16 bits of u32 lanes) -> f32x4, exact. */
+/* Four f16 (as the low 16 bits of u32 lanes) -> f32x4, exact, as qi_h2f (no
+ * subnormal f32 enters a float operation). */
 QI_INLINE v128_t qi_h2f_x4(v128_t u32lanes) {
-    const v128_t em = wasm_i32x4_shl(wasm_v128_and(u32lanes, wasm_i32x4_splat(0x7fff)), 13);
-    v128_t f = wasm_f32x4_mul(em, wasm_f32x4_splat(0x1p112f));
-    const v128_t infnan = wasm_i32x4_ge(em, wasm_i32x4_splat(0x7c00 << 13));
-    f = wasm_v128_or(f, wasm_v128_and(infnan, wasm_i32x4_splat(0x7f800000)));
+    const v128_t em = wasm_v128_and(u32lanes, wasm_i32x4_splat(0x7fff));
+    v128_t f = wasm_i32x4_add(wasm_i32x4_shl(em, 13), wasm_i32x4_splat((127 - 15) << 23));
+    f = wasm_v128_or(f, wasm_v128_and(wasm_i32x4_ge(em, wasm_i32x4_splat(0x7c00)), wasm_i32x4_splat(0x7f800000)));
+    const v128_t sub = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(em), wasm_f32x4_splat(0x1p-24f));
+    f = wasm_v128_bitselect(sub, f, wasm_i32x4_lt(em, wasm_i32x4_splat(0x0400)));
     const v128_t sign = wasm_i32x4_shl(wasm_v128_and(u32lanes, wasm_i32x4_splat(0x8000)), 16);
     return wasm_v128_or(f, sign);
 }
-/* Four f16 in the HIGH 16 bits of u32 lanes -> f32x4, exact: an arithmetic
- * shift by 3 puts sign, exponent and mantissa where an f32 has them (the
- * value times 2^-112, subnormals included); clear the sign copies, scale. */
-QI_INLINE v128_t qi_h2f_hi_x4(v128_t hi16) {
-    const v128_t v = wasm_v128_and(wasm_i32x4_shr(hi16, 3), wasm_i32x4_splat((int32_t)0x8fffffffu));
-    const v128_t f = wasm_f32x4_mul(v, wasm_f32x4_splat(0x1p112f));
-    const v128_t e = wasm_i32x4_splat(0x0f800000); /* f16 exponent 31: inf / NaN */
-    return wasm_v128_or(f, wasm_v128_and(wasm_i32x4_eq(wasm_v128_and(v, e), e), wasm_i32x4_splat(0x7f800000)));
-}
+/* Four f16 in the HIGH 16 bits of u32 lanes (the low halves may hold anything) -> f32x4, exact. */
+QI_INLINE v128_t qi_h2f_hi_x4(v128_t hi16) { return qi_h2f_x4(wasm_u32x4_shr(hi16, 16)); }
 /* Eight f16 at p -> two f32x4, exact. */
 QI_INLINE void qi_h2f_x8(const uint16_t *p, v128_t *lo, v128_t *hi) {
     const v128_t h = wasm_v128_load(p), z = wasm_i32x4_splat(0);
