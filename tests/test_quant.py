@@ -438,8 +438,10 @@ def test_dequant_random_floats_bits(core: Core, name: str) -> None:
     if name == "F16":
         allh = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
         for m in (allh.size, 13):
-            part = allh[:m].view(np.uint8)
-            _assert_bits_equal(core.dequant(name, part, m), allh[:m].view(np.float16).astype(np.float32), "F16 all")
+            got = core.dequant(name, allh[:m].view(np.uint8), m).view(np.uint32)
+            want = allh[:m].view(np.float16).astype(np.float32).view(np.uint32)  # (NaN payloads kept)
+            bad = np.nonzero(got != want)[0]
+            assert bad.size == 0, f"F16 all: {bad.size} patterns differ, first {[hex(int(allh[i])) for i in bad[:4]]}"
 
 
 @pytest.mark.parametrize("name", GGUF_QUANT)
