@@ -315,8 +315,8 @@ def profile(engine: str, phase: str, a, wasm: str, tmp: Path) -> dict:
     out = tmp / f"{engine}-{phase}.json"
     cmd = ["perf", "record", "-F", str(a.freq), "-g", "--control", f"fifo:{ctl},{ack}", "-D", "-1",
            "-o", str(data), "--", sys.executable, __file__, "--child", engine, "--phase", phase,
-           "--seconds", str(a.seconds), "--model", a.model, "--wasm", wasm, "--prompt-tokens", str(a.prompt_tokens), "--ctl", str(ctl), "--ack", str(ack),
-           "--out", str(out)] + sum((["--cranelift-flag", f] for f in a.cranelift_flag), [])
+           "--seconds", str(a.seconds), "--model", a.model, "--wasm", wasm, "--prompt-tokens", str(a.prompt_tokens),
+           "--ctl", str(ctl), "--ack", str(ack), "--out", str(out)] + sum((["--cranelift-flag", f] for f in a.cranelift_flag), [])
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode or not out.exists():
         sys.exit(f"profile_core.py: perf run failed ({' '.join(cmd[:6])} ...):\n{r.stderr[-3000:]}")
@@ -425,7 +425,8 @@ def time_only(a, phases: list[str]) -> None:
                 for eng in engines:
                     out = Path(td) / "r.json"
                     cmd = [sys.executable, __file__, "--child", eng, "--phase", p, "--seconds", str(a.seconds),
-                           "--model", a.model, "--prompt-tokens", str(a.prompt_tokens), "--out", str(out)] + (["--wasm", wasm] if wasm else []) + \
+                           "--model", a.model, "--prompt-tokens", str(a.prompt_tokens), "--out", str(out)] + \
+                        (["--wasm", wasm] if wasm else []) + \
                         sum((["--cranelift-flag", f] for f in a.cranelift_flag), [])
                     r = subprocess.run(cmd, capture_output=True, text=True)
                     if r.returncode:

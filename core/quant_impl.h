@@ -100,11 +100,11 @@ static inline uint32_t qi_f2u(float f) { union { float f; uint32_t u; } v = { f 
 static inline float qi_u2f(uint32_t u) { union { uint32_t u; float f; } v = { u }; return v.f; }
 
 /* Exact f16 -> f32 (subnormals, inf and NaN included), branch-free, and no
- * subnormal f32 ever enters a float operation (x86 engines run those through a
- * slow microcode assist, many times the cost of the operation; f16 subnormals,
- * below 2^-14, are common: Q6_K / Q5_K super-block scales, softmax weights over
- * long contexts): normal halves get their exponent rebiased as an integer;
- * subnormal ones are m * 2^-24, m converted exactly from an integer. */
+ * subnormal f32 ever enters a float operation (x86 takes a slow path for those:
+ * Q6_K super-block scales, subnormal halves for 7B-sized weights, made its
+ * matvec half again slower when they were converted through one, see
+ * bench/results/cpu-2026-12-07.md): normal halves get their exponent rebiased
+ * as an integer; subnormal ones are m * 2^-24, m converted exactly from an integer. */
 QI_INLINE float qi_h2f(uint16_t h) {
     const uint32_t em = h & 0x7fff;
     uint32_t u = (em << 13) + ((127u - 15u) << 23);
@@ -213,9 +213,9 @@ void quant_act_impl(int kind, const float *x, uint64_t K, uint8_t *row);
 /* Convert one internal activation row to ggml's bytes of the vec_dot type
  * (f32 / f16 / bf16 values, or block_q8_0 / block_q8_1 / block_q8_K). */
 void quant_act_export_row(int kind, const uint8_t *row, uint64_t K, uint8_t *out);
+uint64_t quant_act_export_row_bytes(int kind, uint64_t K);
 /* the softmax both KV caches share (quant_attn.c): capped scores -> e_j in place; returns (float)(1 / sum) */
 float quant_attn_softmax_exp(float *scores, uint32_t n, float cap);
-uint64_t quant_act_export_row_bytes(int kind, uint64_t K);
 
 /* Kernels: rows [r0, r1) of W (row_bytes apart), tokens [0, T) with
  * activation rows xrb apart, y[t * ys + r]. */

@@ -333,8 +333,9 @@ QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, con
  * row's weights are unpacked and multiplied by their sub-block scales once
  * for the N tokens (|q * sc| <= 8001; the same integer sums) and each
  * token's activations loaded once for the four rows (wasmtime bounds-checks
- * every load); each token's four integer sums are reduced per group as in
- * rows4. */
+ * every load); each token's four integer sums are reduced across lanes per
+ * group (sixteen running sums would not fit the registers; rows4 reduces once
+ * per super-block: the same exact sums). */
 #define QK_NMAX 4
 #ifndef QK_NT
 #define QK_NT 4

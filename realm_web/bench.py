@@ -112,6 +112,7 @@ CACHE_TYPES = {"f16": 1, "q8_0": 8}
 
 def run_realm(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int, ctk: str = "f16",
               ctv: str = "f16", flash_attn: bool = False) -> dict:
+    """realm.wasm's side; ctk / ctv: KV cache types (flash_attn is llama.cpp's: realm has one attention)."""
     t0 = time.perf_counter()
     if (ctk, ctv) != ("f16", "f16"):
         from .realm import Realm
