@@ -101,9 +101,9 @@ static inline float qi_u2f(uint32_t u) { union { uint32_t u; float f; } v = { u 
 
 /* Exact f16 -> f32 (subnormals, inf and NaN included), branch-free, and no
  * subnormal f32 ever enters a float operation (x86 takes a slow path for those:
- * Q6_K super-block scales, subnormal halves for 7B-sized weights, made its
- * matvec half again slower when they were converted through one, see
- * bench/results/cpu-2026-12-07.md): normal halves get their exponent rebiased
+ * Q6_K super-block scales, about max|w| / 4064, are subnormal halves for small
+ * weights, and made its matvec half again slower when they were converted
+ * through one, see bench/results/cpu-2026-12-07.md): normal halves get their exponent rebiased
  * as an integer; subnormal ones are m * 2^-24, m converted exactly from an integer. */
 QI_INLINE float qi_h2f(uint16_t h) {
     const uint32_t em = h & 0x7fff;
