@@ -123,11 +123,14 @@ QI_INLINE float qi_h2f_at(const uint8_t *p) { return qi_h2f(qi_ld16(p)); }
  * subnormal f32 enters a float operation). */
 QI_INLINE v128_t qi_h2f_x4(v128_t u32lanes) {
     const v128_t em = wasm_v128_and(u32lanes, wasm_i32x4_splat(0x7fff));
+    const v128_t sign = wasm_i32x4_shl(wasm_v128_and(u32lanes, wasm_i32x4_splat(0x8000)), 16);
     v128_t f = wasm_i32x4_add(wasm_i32x4_shl(em, 13), wasm_i32x4_splat((127 - 15) << 23));
+    /* exponent 0 (zero, subnormal) or 31 (inf, NaN) somewhere: (e + 1) & 31 <= 1 */
+    const v128_t e1 = wasm_v128_and(wasm_i32x4_add(em, wasm_i32x4_splat(0x0400)), wasm_i32x4_splat(0x7c00));
+    if (!wasm_v128_any_true(wasm_i32x4_le(e1, wasm_i32x4_splat(0x0400)))) return wasm_v128_or(f, sign);
     f = wasm_v128_or(f, wasm_v128_and(wasm_i32x4_ge(em, wasm_i32x4_splat(0x7c00)), wasm_i32x4_splat(0x7f800000)));
     const v128_t sub = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(em), wasm_f32x4_splat(0x1p-24f));
     f = wasm_v128_bitselect(sub, f, wasm_i32x4_lt(em, wasm_i32x4_splat(0x0400)));
-    const v128_t sign = wasm_i32x4_shl(wasm_v128_and(u32lanes, wasm_i32x4_splat(0x8000)), 16);
     return wasm_v128_or(f, sign);
 }
 /* Four f16 in the HIGH 16 bits of u32 lanes (the low halves may hold anything) -> f32x4, exact. */
