@@ -19,6 +19,24 @@ export function kvCacheType(name) {
 }
 
 /**
+ * The last sample's [[id, logprob], ...] as the core export fn (realm_session_logprobs for a
+ * session handle, realm_sampler_logprobs for a sampler) writes them: into owner._lp, 1 +
+ * MAX_LOGPROBS ids (i32) then as many logprobs (f32), allocated from owner.core on first use
+ * (the owner frees it).
+ */
+export function readLogprobs(owner, fn, handle) {
+  const c = owner.core;
+  const k = 1 + MAX_LOGPROBS;
+  if (!owner._lp) owner._lp = c.alloc(8 * k);
+  const n = c.call(fn, handle, owner._lp, owner._lp + 4 * k, k);
+  if (n < 0) throw c.error();
+  const ids = c.i32(owner._lp, n), lps = c.f32(owner._lp + 4 * k, n);
+  const out = [];
+  for (let i = 0; i < n; i++) out.push([ids[i], lps[i]]);
+  return out;
+}
+
+/**
  * Compile GBNF text (realm_grammar_new: a bad grammar throws a RealmError naming its line and
  * column) for model handle m, hand the grammar to use(g) (which copies what it keeps), free it.
  */
@@ -195,16 +213,7 @@ export class Session {
    */
   logprobs() {
     this._check();
-    const c = this.core;
-    const k = 1 + MAX_LOGPROBS;
-    if (!this._lp) this._lp = c.alloc(8 * k);
-    const n = c.call('realm_session_logprobs', this.handle, this._lp, this._lp + 4 * k, k);
-    if (n < 0) throw c.error();
-    const ids = c.i32(this._lp, n);
-    const lps = c.f32(this._lp + 4 * k, n);
-    const out = [];
-    for (let i = 0; i < n; i++) out.push([ids[i], lps[i]]);
-    return out;
+    return readLogprobs(this, 'realm_session_logprobs', this.handle);
   }
 
   /** Evaluate one token and sample the next, in one call into the core. */

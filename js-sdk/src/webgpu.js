@@ -11,8 +11,8 @@
 import { RealmError, ContextOverflowError } from './errors.js';
 import { isNode } from './env.js';
 import { packSampler, SAMPLER_DEFAULTS } from './sampling.js';
-import { withGrammar } from './session.js';
-import { CONSTANTS, EVAL_BATCH, MAX_LOGPROBS, STRUCTS, packStruct } from './abi.js';
+import { readLogprobs, withGrammar } from './session.js';
+import { CONSTANTS, EVAL_BATCH, STRUCTS, packStruct } from './abi.js';
 
 export const PLAN_ABI = CONSTANTS.GPU_OPTIONS_VERSION;
 const OPT_F16 = 1, OPT_SUBGROUPS = 2, OPT_SOFTWARE = 4;
@@ -793,15 +793,7 @@ export class GpuSession {
   /** As Session.logprobs: the last sample's [[id, logprob], ...], the sampled token first. */
   logprobs() {
     this._check();
-    const c = this.core;
-    const k = 1 + MAX_LOGPROBS;
-    if (!this._lp) this._lp = c.alloc(8 * k);
-    const n = c.call('realm_sampler_logprobs', this._sampler, this._lp, this._lp + 4 * k, k);
-    if (n < 0) throw c.error();
-    const ids = c.i32(this._lp, n), lps = c.f32(this._lp + 4 * k, n);
-    const out = [];
-    for (let i = 0; i < n; i++) out.push([ids[i], lps[i]]);
-    return out;
+    return readLogprobs(this, 'realm_sampler_logprobs', this._sampler);
   }
 
   // 0 (the whole row) while a grammar masks it; else what the sampler asks for
