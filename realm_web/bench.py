@@ -78,17 +78,17 @@ def _peak_rss_mb() -> float:
 
 # --------------------------------------------------------------------------- one engine, in a child process
 
-def load_realm(model: str, n_ctx: int, threads: int):
-    """Realm.load(model, threads=N) once the Python host has threads; until then 1 thread only."""
+def load_realm(model: str, n_ctx: int, threads: int, **extra):
+    """Realm.load(model, threads=N, **extra) once the Python host has threads; until then 1 thread only."""
     from .realm import Realm
     params = inspect.signature(Realm.load).parameters
     takes = "threads" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     if not takes:
         if threads != 1:
             raise NotAvailable(f"n/a: Realm.load has no threads= option yet ({threads} threads asked)")
-        return Realm.load(model, n_ctx=n_ctx)
+        return Realm.load(model, n_ctx=n_ctx, **extra)
     try:
-        return Realm.load(model, n_ctx=n_ctx, threads=threads)
+        return Realm.load(model, n_ctx=n_ctx, threads=threads, **extra)
     except TypeError as e:
         if "threads" in str(e):
             raise NotAvailable(f"n/a: Realm.load(threads={threads}): {e}") from e
@@ -114,11 +114,8 @@ def run_realm(model: str, n_prompt: int, n_gen: int, threads: int, repeat: int, 
               ctv: str = "f16", flash_attn: bool = False) -> dict:
     """realm.wasm's side; ctk / ctv: KV cache types (flash_attn is llama.cpp's: realm has one attention)."""
     t0 = time.perf_counter()
-    if (ctk, ctv) != ("f16", "f16"):
-        from .realm import Realm
-        r = Realm.load(model, n_ctx=n_prompt + n_gen + 8, threads=threads, cache_type_k=ctk, cache_type_v=ctv)
-    else:
-        r = load_realm(model, n_prompt + n_gen + 8, threads)
+    kv = {} if (ctk, ctv) == ("f16", "f16") else dict(cache_type_k=ctk, cache_type_v=ctv)
+    r = load_realm(model, n_prompt + n_gen + 8, threads, **kv)
     load_s = time.perf_counter() - t0
     used = realm_threads(r)
     model_obj = getattr(r, "model", None)
