@@ -3,6 +3,9 @@
  * Switches only: a function pointer would add a 64-bit table (see PLATFORM.md). */
 #include "quant_impl.h"
 
+/* QI_ANCHOR's global (quant_impl.h) */
+__asm__(".globl qi_sink\n.globaltype qi_sink, i64\nqi_sink:");
+
 /* Every ggml type id (ggml/include/ggml.h), with block sizes and bytes per
  * block as ggml's type_traits: the one table in core/abi.json (REALM_GGML_TYPES);
  * only those marked to run have kernels here, the rest are known by name so a

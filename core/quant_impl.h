@@ -67,6 +67,16 @@
 /* The same, and the value v must be computed before it: pins arithmetic, not
  * only loads, to its place (LLVM sinks arithmetic below plain barriers). */
 #define QI_PIN(v) __asm__ volatile("" : "+r"(v) :: "memory")
+/* Both of those steer LLVM only: the wasm has no trace of them. Cranelift
+ * (wasmtime) keeps a function's loads, stores and global writes in order but
+ * places pure arithmetic just before its first use by one of them; a kernel's
+ * sums are first used after its last load, so every load of an unrolled
+ * super-block came first and lived on the stack (Q4_K's matvec: 210 spill
+ * moves per four rows and 256 columns). QI_ANCHOR(v) writes a lane of v to a
+ * global of this instance (one store, no bounds check, never read): the
+ * arithmetic v depends on is computed there, before the loads that follow. */
+__asm__(".globaltype qi_sink, i64");
+#define QI_ANCHOR(v) __asm__ volatile("local.get %0\n\tglobal.set qi_sink" :: "r"(wasm_i64x2_extract_lane((v), 0)))
 
 enum { ACT_F32 = 0, ACT_F16 = 1, ACT_BF16 = 2, ACT_Q8_0 = 3, ACT_Q8_1 = 4, ACT_Q8_K = 5,
        ACT_Q8_0B = 6, ACT_Q8_1B = 7, ACT_Q8_KB = 8, ACT_NONE = 9 };

@@ -285,7 +285,7 @@ QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, con
                     }
                 }
                 QI_UNROLL for (int r = 0; r < 4; r++) R[r] = wasm_i32x4_add(R[r], P[r]);
-                if (g & 1) QI_BARRIER();
+                if (sc16(type) || (g & 1)) QI_ANCHOR(wasm_v128_xor(wasm_v128_xor(R[0], R[1]), wasm_v128_xor(R[2], R[3])));
                 continue;
             }
 #endif
@@ -335,7 +335,11 @@ QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, con
  * token's activations loaded once for the four rows (wasmtime bounds-checks
  * every load); each token's four integer sums are reduced across lanes per
  * group (sixteen running sums would not fit the registers; rows4 reduces once
- * per super-block: the same exact sums). */
+ * per super-block: the same exact sums). Relaxed-SIMD builds (i8 activations)
+ * unpack the four rows' bytes of a group, then go token by token, each token's
+ * sums anchored (QI_ANCHOR) before the next token's loads: Cranelift otherwise
+ * loaded every token's activations first and spilled them (Q4_K 49 -> 57
+ * GOP/s at K = 4096, bench_kernels.py T = 64). */
 #define QK_NMAX 4
 #ifndef QK_NT
 #define QK_NT 4
@@ -356,6 +360,31 @@ QI_INLINE void rows4n(const uint32_t type, const bool B, const int N, const uint
         v128_t I[QK_NMAX];
         QI_UNROLL for (int n = 0; n < N; n++) I[n] = wasm_i32x4_splat(0);
         QI_UNROLL for (int g = 0; g < 8; g++) {
+#if QI_RELAXED
+            if (B) { /* four rows' weights unpacked once, then token by token */
+                v128_t c[4][2];
+                QI_UNROLL for (int r = 0; r < 4; r++) group_bytes(type, p[r] + b * bb, g, &c[r][0], &c[r][1]);
+                QI_UNROLL for (int n = 0; n < N; n++) {
+                    const uint8_t *ap = xs[n] + QK_K * b + 32 * g;
+                    const v128_t a0 = wasm_v128_load(ap), a1 = wasm_v128_load(ap + 16);
+                    v128_t P[4];
+                    QI_UNROLL for (int r = 0; r < 4; r++) {
+                        const v128_t lo = wasm_i16x8_relaxed_dot_i8x16_i7x16(a0, c[r][0]);
+                        const v128_t hi = wasm_i16x8_relaxed_dot_i8x16_i7x16(a1, c[r][1]);
+                        if (sc16(type)) {
+                            const v128_t sv = s[r].sc[g >> 2];
+                            P[r] = wasm_i32x4_add(wasm_i32x4_dot_i16x8(lo, splat16(sv, (2 * g) & 7)),
+                                                  wasm_i32x4_dot_i16x8(hi, splat16(sv, (2 * g + 1) & 7)));
+                        } else {
+                            P[r] = wasm_i32x4_dot_i16x8(wasm_i16x8_add(lo, hi), splat16(s[r].sc[0], g));
+                        }
+                    }
+                    I[n] = wasm_i32x4_add(I[n], reduce4(P[0], P[1], P[2], P[3]));
+                    QI_ANCHOR(I[n]);
+                }
+                continue;
+            }
+#endif
             v128_t a[QK_NMAX][4], P[QK_NMAX][4];
             QI_UNROLL for (int n = 0; n < N; n++) {
                 const uint8_t *ap = xs[n] + qb * (QK_K * b + 32 * g);
@@ -363,24 +392,6 @@ QI_INLINE void rows4n(const uint32_t type, const bool B, const int N, const uint
             }
             QI_UNROLL for (int r = 0; r < 4; r++) {
                 const uint8_t *pr = p[r] + b * bb;
-#if QI_RELAXED
-                if (B) { /* as rows4: relaxed_dot sums pairs into i16, then the scales */
-                    v128_t c0, c1;
-                    group_bytes(type, pr, g, &c0, &c1);
-                    QI_UNROLL for (int n = 0; n < N; n++) {
-                        const v128_t lo = wasm_i16x8_relaxed_dot_i8x16_i7x16(a[n][0], c0);
-                        const v128_t hi = wasm_i16x8_relaxed_dot_i8x16_i7x16(a[n][1], c1);
-                        if (sc16(type)) {
-                            const v128_t sv = s[r].sc[g >> 2];
-                            P[n][r] = wasm_i32x4_add(wasm_i32x4_dot_i16x8(lo, splat16(sv, (2 * g) & 7)),
-                                                     wasm_i32x4_dot_i16x8(hi, splat16(sv, (2 * g + 1) & 7)));
-                        } else {
-                            P[n][r] = wasm_i32x4_dot_i16x8(wasm_i16x8_add(lo, hi), splat16(s[r].sc[0], g));
-                        }
-                    }
-                    continue;
-                }
-#endif
                 v128_t w[4];
                 group(type, pr, g, w);
                 if (sc16(type)) {
@@ -397,6 +408,7 @@ QI_INLINE void rows4n(const uint32_t type, const bool B, const int N, const uint
                         wasm_i32x4_add(wasm_i32x4_dot_i16x8(w[2], a[n][2]), wasm_i32x4_dot_i16x8(w[3], a[n][3])));
             }
             QI_UNROLL for (int n = 0; n < N; n++) I[n] = wasm_i32x4_add(I[n], reduce4(P[n][0], P[n][1], P[n][2], P[n][3]));
+            QI_ANCHOR(wasm_v128_xor(wasm_v128_xor(I[0], I[N > 1]), wasm_v128_xor(I[N > 2 ? 2 : 0], I[N > 3 ? 3 : 0])));
         }
         v128_t dmin = I[0];
         const v128_t d = gather_d(type, p0 + b * bb, p1 + b * bb, p2 + b * bb, p3 + b * bb, &dmin);

@@ -334,10 +334,12 @@ QI_INLINE void rows4n(const uint32_t type, const bool B, const int N, const uint
                 if (j == 0) {
                     ab[n] = h;
                     QI_PIN(ab[n]);
+                    QI_ANCHOR(ab[n]);
                 } else {
                     is4[n] = wasm_i32x4_add(wasm_i32x4_shuffle(ab[n], h, 0, 2, 4, 6),
                                             wasm_i32x4_shuffle(ab[n], h, 1, 3, 5, 7));
                     QI_PIN(is4[n]);
+                    QI_ANCHOR(is4[n]); /* (each token's sums computed before the next token's) */
                 }
             }
         }
