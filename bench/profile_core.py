@@ -92,7 +92,7 @@ def patch_forward_c(src: str) -> tuple[str, list[str]]:
     each matmul call site (one weight, or several sharing their activations,
     e.g. q/k/v) through its own wrapper mm_<name>, so samples name the weights."""
     notes = []
-    src, n = re.subn(r"^(static )?(void|bool|float) (rmsnorm|rope|attention|attention_heads|add_bias|matmul|matmuls)\(",
+    src, n = re.subn(r"^(static )?(void|bool|float) (rmsnorm|rope|attention|attention_heads|add_bias|matmul|matmuls|swiglu|geglu|cache_row)\(",
                      r"\1__attribute__((noinline)) \2 \3(", src, flags=re.M)
     notes.append(f"{n} helpers made noinline")
     # several weights at once: matmuls(s, 3, qkv, ...) -> mm_qkv
@@ -223,9 +223,13 @@ def classify_realm(chain: list[str]) -> str:
             return f"matmul {typ}{wl}"
         if f in ("quant_matmul_q", "threads_matmul"):
             return f"matmul dispatch{wl}"
-        if f.startswith("act_") or f.startswith("quant_act") or f == "absmax":
+        if f.startswith("act_") or f.startswith("quant_act") or f in ("absmax", "threads_quantize"):
             return f"activation quantization{wl}"
-        if f.startswith("attention") or f == "threads_attention":
+        if f in ("swiglu", "geglu", "glu_item"):
+            return "SwiGLU / GeGLU"
+        if f == "cache_row":
+            return "KV cache store (f32->f16)"
+        if f.startswith("attention") or f in ("step_item", "threads_step"):
             return "attention (QK dot, softmax, PV)"
         if f == "rmsnorm":
             return "rmsnorm"
@@ -237,12 +241,12 @@ def classify_realm(chain: list[str]) -> str:
             return "embedding row dequant"
         if f.startswith("sampler") or f.startswith("realm_sampler"):
             return "sampling / logits read"
-        if f in ("forward_batch", "session_eval", "session_step"):
+        if f in ("forward", "run", "forward_batch", "session_eval", "session_step"):
             if leaf == "rt_expf":
                 return "SwiGLU (expf)"
             if leaf in ("rt_f32_to_f16",):
                 return "KV cache store (f32->f16)"
-            return "forward_batch inline code (residual adds, SwiGLU, KV store loop)"
+            return "forward pass inline code (residual adds, rope, norms' loops)"
     return f"other wasm: {leaf}"
 
 

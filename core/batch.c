@@ -61,20 +61,39 @@ static void post_norm(float *y, const Tensor *w, uint32_t T, uint64_t E, float e
  * from a table over f16 inputs (GGML_GELU_FP16), 0 below -10, the identity above 10. */
 static uint16_t gelu_f16[1 << 16];
 static bool gelu_ready;
-static void geglu(float *g, const float *u, uint64_t n) {
-    if (!gelu_ready) {
-        for (uint32_t i = 0; i < 1u << 16; i++) {
-            float x = rt_f16_to_f32((uint16_t)i);
-            float y = 0.5f * x * (1.0f + rt_tanhf(0.79788456080286535588f * x * (1.0f + 0.044715f * x * x)));
-            gelu_f16[i] = rt_f32_to_f16(y);
-        }
-        gelu_ready = true;
+static void gelu_table(void) { /* (on the main thread, before any worker reads it) */
+    if (gelu_ready) return;
+    for (uint32_t i = 0; i < 1u << 16; i++) {
+        float x = rt_f16_to_f32((uint16_t)i);
+        float y = 0.5f * x * (1.0f + rt_tanhf(0.79788456080286535588f * x * (1.0f + 0.044715f * x * x)));
+        gelu_f16[i] = rt_f32_to_f16(y);
     }
+    gelu_ready = true;
+}
+static void geglu(float *g, const float *u, uint64_t n) {
+    gelu_table();
     for (uint64_t i = 0; i < n; i++) {
         float x = g[i];
         float y = x <= -10.0f ? 0.0f : x >= 10.0f ? x : rt_f16_to_f32(gelu_f16[rt_f32_to_f16(x)]);
         g[i] = y * u[i];
     }
+}
+
+#define GLU_CHUNK 4096 /* floats per item of the gating (a multiple of 4: the same SIMD groups) */
+enum { ATT_ROWS, ATT_QK, ATT_SOFTMAX, ATT_PV, STEP_GLU }; /* step_item's phases */
+
+/* g = act(g) * u over n floats (SwiGLU, or GeGLU for gelu), in chunks on every
+ * thread: each value is computed alone, so any split gives the same bits. */
+static void glu(Batch *b, float *g, const float *u, uint64_t n, bool gelu) {
+    if (gelu) gelu_table();
+    b->glu_g = g, b->glu_u = u, b->glu_n = n, b->glu_gelu = gelu;
+    threads_step(b, 0, STEP_GLU, (n + GLU_CHUNK - 1) / GLU_CHUNK);
+}
+
+static void glu_item(const Batch *b, uint64_t item) {
+    const uint64_t i0 = item * GLU_CHUNK, n = RT_MIN(b->glu_n - i0, GLU_CHUNK);
+    if (b->glu_gelu) geglu(b->glu_g + i0, b->glu_u + i0, n);
+    else swiglu(b->glu_g + i0, b->glu_u + i0, n);
 }
 
 /* y_i = x W_i^T for n (<= 3) weights that read the same activations x (T
@@ -85,7 +104,7 @@ static void matmuls(Batch *b, uint32_t n, const Tensor *const *ws, float *const 
     int same[THREADS_MAX_MATMULS];
     act_layout(n, ws, T, off, same);
     for (uint32_t i = 0; i < n; i++) {
-        if (same[i] < 0) quant_act_quantize(ws[i]->type, x, ws[i]->ne0, T, b->xq + off[i]);
+        if (same[i] < 0) threads_quantize(ws[i]->type, x, ws[i]->ne0, T, b->xq + off[i]);
         m[i] = (MatmulSpec){ .type = ws[i]->type, .W = ws[i]->data, .xq = b->xq + off[i], .K = ws[i]->ne0,
                              .rows = ws[i]->ne1, .y_stride = ws[i]->ne1, .y = ys[i] };
     }
@@ -167,7 +186,6 @@ static bool regrow(void *p, uint64_t n);
 #define ATTN_SPLIT_MIN 512 /* positions from which a few rows' attention is split by positions and dimensions */
 #define ATTN_QK_CHUNK 256  /* positions per q.k item when split */
 #define ATTN_PV_CHUNK 32   /* dimensions per p.v item when split: one 64-byte line of the f16 cache */
-enum { ATT_ROWS, ATT_QK, ATT_SOFTMAX, ATT_PV };
 
 /* Row r's view of layer l's cache in KV head kvh: how many positions it sees
  * (a sliding-window layer sees the last n_swa) and where the first of them
@@ -229,13 +247,12 @@ static void attention_heads(const Batch *b, uint32_t l, uint32_t r, uint32_t h0,
         attention_scalar(q, k16, v16, kvd, n, D, scale, cap, scores, out);
 }
 
-/* One item of layer l's attention (threads.c calls it for every item of a
- * phase). ATT_ROWS: (row, KV head, run of att_S of its heads). Split, for a
+/* One item of layer l's attention (step_item's attention phases). ATT_ROWS: (row, KV head, run of att_S of its heads). Split, for a
  * few long rows that would leave threads idle: ATT_QK (row, KV head, chunk of
  * positions): scores of all the group's heads; ATT_SOFTMAX (row, head);
  * ATT_PV (row, KV head, chunk of dimensions). Each value is computed by the
  * same operations either way (quant_attn.c), so the plan never changes bits. */
-void attention_item(const Batch *b, uint32_t l, uint32_t phase, uint64_t item, uint32_t tid) {
+static void attention_item(const Batch *b, uint32_t l, uint32_t phase, uint64_t item, uint32_t tid) {
     const ModelConfig *c = &b->rows[0].s->m->cfg;
     const uint32_t D = c->head_dim, H = c->n_head, n_kv = c->n_head_kv, G = H / n_kv;
     if (phase == ATT_ROWS) {
@@ -277,6 +294,12 @@ void attention_item(const Batch *b, uint32_t l, uint32_t phase, uint64_t item, u
     }
 }
 
+/* One item of phase `phase` of layer l (threads.c calls it for every item of a phase). */
+void step_item(const Batch *b, uint32_t l, uint32_t phase, uint64_t item, uint32_t tid) {
+    if (phase == STEP_GLU) glu_item(b, item);
+    else attention_item(b, l, phase, item, tid);
+}
+
 /* Layer l's attention for the step's T rows, on every thread. Items are runs
  * of a KV head's query heads (each cache value read and converted once for
  * all of them), as many heads per item as still gives every thread work; a
@@ -294,16 +317,16 @@ static void attention_layer(Batch *b, const ModelConfig *c, uint32_t l, uint32_t
             b->att_max_n = max_n;
             b->att_qk_chunks = (max_n + ATTN_QK_CHUNK - 1) / ATTN_QK_CHUNK;
             b->att_pv_chunks = (c->head_dim + ATTN_PV_CHUNK - 1) / ATTN_PV_CHUNK;
-            threads_attention(b, l, ATT_QK, (uint64_t)T * n_kv * b->att_qk_chunks);
-            threads_attention(b, l, ATT_SOFTMAX, (uint64_t)T * H);
-            threads_attention(b, l, ATT_PV, (uint64_t)T * n_kv * b->att_pv_chunks);
+            threads_step(b, l, ATT_QK, (uint64_t)T * n_kv * b->att_qk_chunks);
+            threads_step(b, l, ATT_SOFTMAX, (uint64_t)T * H);
+            threads_step(b, l, ATT_PV, (uint64_t)T * n_kv * b->att_pv_chunks);
             return;
         }
     }
     uint32_t S = RT_MIN(G, ATTN_GROUP_MAX);
     while (S > 1 && (uint64_t)T * n_kv * ((G + S - 1) / S) < n_threads) S = (S + 1) / 2;
     b->att_S = S, b->att_sub = (G + S - 1) / S;
-    threads_attention(b, l, ATT_ROWS, (uint64_t)T * n_kv * b->att_sub);
+    threads_step(b, l, ATT_ROWS, (uint64_t)T * n_kv * b->att_sub);
 }
 
 /* An even head_dim that is not a multiple of 8 (tiny test models): scalar. */
@@ -498,7 +521,7 @@ static void moe_ffn(Model *m, Batch *b, const Layer *L, uint32_t T) {
         const Tensor *gu[] = {&g, &u};
         float *gu_out[] = {b->hb, b->hb2};
         matmuls(b, 2, gu, gu_out, b->moe_x, n);
-        swiglu(b->hb, b->hb2, n * Fe);
+        glu(b, b->hb, b->hb2, n * Fe, false);
         matmul(b, &d, b->hb, n, b->moe_y);
         for (uint32_t i = 0; i < n; i++) {
             float *o = b->moe_acc + (uint64_t)b->moe_slot[i] * E;
@@ -512,7 +535,7 @@ static void moe_ffn(Model *m, Batch *b, const Layer *L, uint32_t T) {
         const Tensor *gu[] = {&L->gate_shexp, &L->up_shexp};
         float *gu_out[] = {b->hb, b->hb2};
         matmuls(b, 2, gu, gu_out, b->xb, T);
-        swiglu(b->hb, b->hb2, T * Fs);
+        glu(b, b->hb, b->hb2, T * Fs, false);
         matmul(b, &L->down_shexp, b->hb, T, b->moe_y);
     }
     for (uint32_t t = 0; t < T; t++) {
@@ -609,8 +632,7 @@ static void forward(Model *m, Batch *b) {
             matmuls(b, 2, gate_up, gate_up_out, b->xb, T);
             LORA(LORA_GATE, b->xb, E, b->hb, F);
             LORA(LORA_UP, b->xb, E, b->hb2, F);
-            if (c->ffn_gelu) geglu(b->hb, b->hb2, T * F);
-            else swiglu(b->hb, b->hb2, T * F);
+            glu(b, b->hb, b->hb2, T * F, c->ffn_gelu);
             matmul(b, &L->w_down, b->hb, T, b->xb);
             LORA(LORA_DOWN, b->hb, F, b->xb, E);
         }

@@ -63,6 +63,11 @@ typedef struct Batch {
     uint32_t att_S, att_sub, att_split, att_qk_chunks, att_pv_chunks, att_max_n;
     float *split_scores;
     uint64_t split_cap;              /* floats split_scores holds */
+    /* the FFN gating in progress (glu in batch.c): g = act(g) * u over n floats */
+    float *glu_g;
+    const float *glu_u;
+    uint64_t glu_n;
+    bool glu_gelu;
     uint8_t *xq;                     /* quantized activations */
     uint64_t xq_cap, xq_per_row;     /* bytes; the most any matmul needs per row */
     float *logits;                   /* logits rows of several sessions, before they are copied out */

@@ -15,7 +15,7 @@
 #include "threads.h"
 #include "quant.h"
 
-typedef enum { JOB_MATMUL = 1, JOB_ATTENTION = 2 } JobKind;
+typedef enum { JOB_MATMUL = 1, JOB_STEP = 2, JOB_QUANTIZE = 3 } JobKind;
 
 typedef struct {
     JobKind kind;
@@ -26,9 +26,14 @@ typedef struct {
     uint64_t first[THREADS_MAX_MATMULS + 1];
     uint64_t chunk_rows, T;
     uint32_t n_mm;
-    /* JOB_ATTENTION: chunk c is attention item c of layer l, phase `phase`, of step b */
+    /* JOB_STEP: chunk c is item c of layer l, phase `phase`, of step b */
     const struct Batch *b;
     uint32_t l, phase;
+    /* JOB_QUANTIZE: chunk c is rows [c * chunk_rows, ...) of x (T rows of K) into xq */
+    uint32_t q_type;
+    const float *q_x;
+    uint64_t q_K;
+    uint8_t *q_xq;
 } Job;
 
 static uint32_t n_use;
@@ -40,8 +45,11 @@ static void run_chunk(const Job *j, uint64_t c, uint32_t tid) {
         const MatmulSpec *m = &j->mm[i];
         uint64_t r0 = (c - j->first[i]) * j->chunk_rows, r1 = RT_MIN(m->rows, r0 + j->chunk_rows);
         quant_matmul_q(m->type, m->W, m->K, r0, r1, m->xq, j->T, m->y, m->y_stride);
+    } else if (j->kind == JOB_QUANTIZE) {
+        const uint64_t t0 = c * j->chunk_rows, n = RT_MIN(j->T - t0, j->chunk_rows);
+        quant_act_quantize(j->q_type, j->q_x + t0 * j->q_K, j->q_K, n, j->q_xq + t0 * quant_act_bytes(j->q_type, j->q_K, 1));
     } else {
-        attention_item(j->b, j->l, j->phase, c, tid);
+        step_item(j->b, j->l, j->phase, c, tid);
     }
 }
 
@@ -169,8 +177,10 @@ void threads_matmul(const MatmulSpec *m, uint32_t n, uint64_t T) {
         most = RT_MAX(most, m[i].rows);
     }
     /* about four chunks per thread (uneven cores, other processes), in whole
-     * 16-row groups (the kernels work on 4 rows at a time) */
-    uint64_t parts = (uint64_t)(n_use + 1) * 4;
+     * 16-row groups (the kernels work on 4 rows at a time); sixteen for a
+     * prompt, whose chunks are long: the last one claimed leaves the other
+     * threads idle for up to its length */
+    uint64_t parts = (uint64_t)(n_use + 1) * (T >= 16 ? 16 : 4);
     j.chunk_rows = n_use ? RT_ALIGN_UP((rows + parts - 1) / parts, 16) : most;
     if (j.chunk_rows == 0) j.chunk_rows = 1;
     for (uint32_t i = 0; i < j.n_mm; i++)
@@ -179,9 +189,19 @@ void threads_matmul(const MatmulSpec *m, uint32_t n, uint64_t T) {
     dispatch(&j);
 }
 
-void threads_attention(const struct Batch *b, uint32_t l, uint32_t phase, uint64_t n_items) {
+void threads_quantize(uint32_t type, const float *x, uint64_t K, uint64_t T, void *xq) {
     Job j = {0};
-    j.kind = JOB_ATTENTION;
+    j.kind = JOB_QUANTIZE;
+    j.q_type = type, j.q_x = x, j.q_K = K, j.q_xq = (uint8_t *)xq, j.T = T;
+    /* about two runs per thread, of at least 4 rows (one row alone: no split) */
+    j.chunk_rows = RT_MAX((T + 2 * (uint64_t)(n_use + 1) - 1) / (2 * (uint64_t)(n_use + 1)), 4);
+    j.n_chunks = (T + j.chunk_rows - 1) / j.chunk_rows;
+    dispatch(&j);
+}
+
+void threads_step(const struct Batch *b, uint32_t l, uint32_t phase, uint64_t n_items) {
+    Job j = {0};
+    j.kind = JOB_STEP;
     j.b = b, j.l = l, j.phase = phase;
     j.n_chunks = n_items;
     dispatch(&j);

@@ -63,12 +63,17 @@ def run(path, module_path, threads: int):
         core.close()
 
 
-@pytest.fixture(scope="module", params=["default", "Q8_0", "F16", "K"])
+@pytest.fixture(scope="module", params=["default", "Q8_0", "F16", "K", "gemma3", "moe"])
 def model_path(request, default_model_path, requantized, synthetic_model, llama_quantized):
     if request.param == "default":
         return default_model_path
     if request.param == "K":  # every matrix a K type (768-wide synthetic LLaMA, llama.cpp's quantizer)
         return llama_quantized(synthetic_model(n_layer=2), "Q4_K_M")
+    small = dict(n_embd=256, n_ff=512, n_head=4, n_head_kv=2, qtype="Q8_0")
+    if request.param == "gemma3":  # GeGLU (its f16 table) split over the threads
+        return synthetic_model(arch="gemma3", n_layer=6, **small)
+    if request.param == "moe":  # experts' and the shared expert's SwiGLU split over the threads
+        return synthetic_model(arch="qwen2moe", n_layer=2, **small)
     return requantized(request.param)
 
 
