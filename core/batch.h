@@ -66,7 +66,7 @@ typedef struct Batch {
     /* the FFN gating in progress (glu in batch.c): g = act(g) * u over n floats */
     float *glu_g;
     const float *glu_u;
-    uint64_t glu_n;
+    uint64_t glu_n, glu_chunk;
     bool glu_gelu;
     uint8_t *xq;                     /* quantized activations */
     uint64_t xq_cap, xq_per_row;     /* bytes; the most any matmul needs per row */
