@@ -253,8 +253,9 @@ static void attention_heads(const Batch *b, uint32_t l, uint32_t r, uint32_t h0,
         attention_scalar(q, k16, v16, kvd, n, D, scale, cap, scores, out);
 }
 
-/* One item of layer l's attention (step_item's attention phases). ATT_ROWS: (row, KV head, run of att_S of its heads). Split, for a
- * few long rows that would leave threads idle: ATT_QK (row, KV head, chunk of
+/* One item of layer l's attention (step_item's attention phases). ATT_ROWS:
+ * (row, KV head, run of att_S of its heads). Split, for a few long rows that
+ * would leave threads idle: ATT_QK (row, KV head, chunk of
  * positions): scores of all the group's heads; ATT_SOFTMAX (row, head);
  * ATT_PV (row, KV head, chunk of dimensions). Each value is computed by the
  * same operations either way (quant_attn.c), so the plan never changes bits. */
