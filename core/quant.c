@@ -4,7 +4,7 @@
 #include "quant_impl.h"
 
 /* QI_ANCHOR's global (quant_impl.h) */
-__asm__(".globl qi_sink\n.globaltype qi_sink, i64\nqi_sink:");
+__asm__(".globl qi_sink\n.hidden qi_sink\n.globaltype qi_sink, i64\nqi_sink:"); /* (hidden: not exported) */
 
 /* Every ggml type id (ggml/include/ggml.h), with block sizes and bytes per
  * block as ggml's type_traits: the one table in core/abi.json (REALM_GGML_TYPES);
