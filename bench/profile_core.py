@@ -455,7 +455,7 @@ GROUPS = [  # (name, regex on realm categories, regex on llama.cpp categories)
     ("rope", r"^rope", r"^rope"),
     ("rmsnorm", r"^rmsnorm", r"^rmsnorm"),
     ("KV cache store", r"^KV cache", r"^KV cache"),
-    ("residual adds and other inline forward code", r"^forward_batch inline|^bias add", r"^residual"),
+    ("residual adds and other inline forward code", r"^forward pass inline|^bias add", r"^residual"),
     ("embedding, sampling", r"^embedding|^sampling", r"^embedding"),
     ("host, graph, other", r".", r"."),
 ]
