@@ -83,7 +83,7 @@ static void geglu(float *g, const float *u, uint64_t n) {
  * floats each (a multiple of 4: the same SIMD groups), so one decoded row's
  * gating is split too */
 static uint64_t glu_chunk(uint64_t n) {
-    const uint64_t per = RT_ALIGN_UP((n + 4 * (threads_count() + 1) - 1) / (4 * (threads_count() + 1)), 4);
+    const uint64_t items = 4 * ((uint64_t)threads_count() + 1), per = RT_ALIGN_UP((n + items - 1) / items, 4);
     return RT_MIN(RT_MAX(per, 256), 4096);
 }
 enum { ATT_ROWS, ATT_QK, ATT_SOFTMAX, ATT_PV, STEP_GLU }; /* step_item's phases */

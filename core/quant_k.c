@@ -385,10 +385,10 @@ QI_INLINE void rows4n(const uint32_t type, const bool B, const int N, const uint
                 continue;
             }
 #endif
-            v128_t a[QK_NMAX][4], P[QK_NMAX][4];
+            v128_t a[QK_NMAX][4], P[QK_NMAX][4]; /* (i16 activations from here on) */
             QI_UNROLL for (int n = 0; n < N; n++) {
-                const uint8_t *ap = xs[n] + qb * (QK_K * b + 32 * g);
-                QI_UNROLL for (int i = 0; i < (B ? 2 : 4); i++) a[n][i] = wasm_v128_load(ap + 16 * i);
+                const uint8_t *ap = xs[n] + 2 * (QK_K * b + 32 * g);
+                QI_UNROLL for (int i = 0; i < 4; i++) a[n][i] = wasm_v128_load(ap + 16 * i);
             }
             QI_UNROLL for (int r = 0; r < 4; r++) {
                 const uint8_t *pr = p[r] + b * bb;
