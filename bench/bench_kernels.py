@@ -58,6 +58,13 @@ TYPES = {t["name"]: (tid, t["block"], t["bytes"]) for tid, t in sorted(GGML_TYPE
 # byte offsets of f16 scales inside a block (set to small sane values)
 F16_FIELDS = {"Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0], "Q8_1": [0, 2],
               "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208]}
+X4 = "x4"  # a type name with this suffix (Q4_0x4): the matrix repacked into the x4 layout (realm_quant_repack_x4)
+
+
+def base_name(name: str) -> str:
+    return name[:-len(X4)] if name.endswith(X4) else name
+
+
 SMOLLM2_SHAPES = [(576, 576), (576, 192), (576, 1536), (1536, 576), (576, 49152)]  # q/o, k/v, gate/up, down, head
 
 
@@ -93,6 +100,7 @@ def new_core(path: str | None) -> WasmCore:
 
 
 def random_weights(name: str, rows: int, K: int, rng: np.random.Generator) -> np.ndarray:
+    name = base_name(name)
     tid, bs, ts = TYPES[name]
     if name == "F32":
         return rng.standard_normal((rows, K), dtype=np.float32).view(np.uint8)
@@ -113,10 +121,13 @@ class RealmCase:
     """One (type, K, rows, T) problem set up in one realm.wasm instance."""
 
     def __init__(self, c: WasmCore, name: str, W: np.ndarray, K: int, x: np.ndarray):
-        self.c, self.tid, self.K = c, TYPES[name][0], K
+        self.c, self.tid, self.K = c, TYPES[base_name(name)][0], K
         self.rows, self.T = W.shape[0], x.shape[0]
         self.wp = c.alloc(W.nbytes)
         c.write(self.wp, np.ascontiguousarray(W))
+        if name.endswith(X4):
+            self.tid = c.call("realm_quant_repack_x4", self.tid, self.wp, K, self.rows)
+            c.check(self.tid, "realm_quant_repack_x4")
         self.xp = c.alloc(x.nbytes)
         c.write(self.xp, np.ascontiguousarray(x))
         self.xq = c.alloc(c.call("realm_quant_act_bytes", self.tid, K, self.T))
@@ -168,7 +179,7 @@ class GgmlCase:
     def __init__(self, g: Ggml, name: str, W: np.ndarray, K: int, x: np.ndarray, reps_max: int = 64,
                  calls: int = 1000):
         self.g, b = g, g.base
-        tid = TYPES[name][0]
+        tid = TYPES[base_name(name)][0]
         # (ggml_graph_compute_with_ctx takes each call's work buffer from the context)
         self.ctx = b.ggml_init(Ggml.Params(W.nbytes + x.nbytes * 3 + 4 * W.shape[0] * x.shape[0] * (reps_max + 1)
                                            + (x.nbytes + 4096) * calls + (16 << 20), None, False))
@@ -256,7 +267,7 @@ def main() -> None:
     print(f"{'type':6s} {'MB':>7s} " + " ".join(
         f"{('T=%d GB/s' % t) if t == 1 else ('T=%d GFLOP/s' % t):>14s}" for t in toks))
     for name in args.types.split(","):
-        tid, bs, ts = TYPES[name]
+        tid, bs, ts = TYPES[base_name(name)]
         if K % bs:
             print(f"{name:6s}  (K={K} is not a multiple of its block size {bs})")
             continue
@@ -294,7 +305,7 @@ def compare(args, shapes, toks, stream_mb: float) -> None:
         hdr += "  " + " ".join(f"{'/llama':>7s}" for _ in cores)
     print(hdr)
     for name in args.types.split(","):
-        tid, bs, ts = TYPES[name]
+        tid, bs, ts = TYPES[base_name(name)]
         for K, rows in shapes:
             if K % bs:
                 continue

@@ -35,6 +35,8 @@
 /* ------------------------------------------------------------ loading */
 /* Where tensor data pointers point when the weights are not in wasm memory:
  * model_load only records data + offset; nothing here is ever dereferenced. */
+/* A weight's ggml type as in its file (the GPU reads the file's layout, never the CPU kernels' x4) */
+#define GGML_TYPE_OF(t) ((t)->type & ~QUANT_X4)
 #define NO_WEIGHTS_BASE ((uint8_t *)(uintptr_t)0x40000000u)
 
 static const uint8_t *data_base(const Model *m) { return m->weights ? m->weights : NO_WEIGHTS_BASE; }
@@ -54,6 +56,7 @@ EXPORT uint32_t realm_gpu_prepare(Model *m) {
     tokenizer_free(m->tok); /* model_load builds it again */
     m->tok = NULL;
     m->weights = NO_WEIGHTS_BASE;
+    m->bind_only = true;
     bool ok = model_load(m, false);
     m->weights = NULL;
     m->vocab_only = true; /* no CPU sessions: there is nothing to run them on */
@@ -229,7 +232,7 @@ static uint32_t tensor_id_g(Plan *P, const Tensor *t, const char *name, uint64_t
     jb_u(b, id);
     jb_s(b, ",\"name\":");
     jb_str(b, name, strlen(name));
-    jb_kv(b, ",\"type", t->type);
+    jb_kv(b, ",\"type", GGML_TYPE_OF(t));
     jb_kv(b, ",\"ne0", t->ne0);
     jb_kv(b, ",\"ne1", t->ne1);
     jb_kv(b, ",\"row_bytes", t->row_bytes);
@@ -403,8 +406,8 @@ static void op_matmul_id(Plan *P, const char *name, const Tensor *t, uint32_t id
     if (P->o.force_tpr) tpr1 = RT_MIN(P->o.force_tpr, 64u), wg1 = 64;
     uint32_t d1 = P->subgroups && tpr1 > 1 && P->o.subgroup_min >= tpr1 ? DEF_SUBGROUPS : 0;
     uint32_t dB = 0;
-    Const c1[] = {{"QT", t->type}, {"WG", wg1}, {"TPR", tpr1}, {"TT", 1}};
-    Const cB[] = {{"QT", t->type}, {"WG", wgB}, {"TPR", tprB}, {"TT", ttB}};
+    Const c1[] = {{"QT", GGML_TYPE_OF(t)}, {"WG", wg1}, {"TPR", tpr1}, {"TT", 1}};
+    Const cB[] = {{"QT", GGML_TYPE_OF(t)}, {"WG", wgB}, {"TPR", tprB}, {"TT", ttB}};
     uint32_t k1 = kernel(P, "matmul.wgsl", d1, c1, 4);
     uint32_t kB = kernel(P, "matmul.wgsl", dB, cB, 4);
     for (uint32_t pi = 0; pi < np_; pi++) {
@@ -432,7 +435,7 @@ static void mm_group(Plan *P, const char *label, const char *in, uint64_t K, uin
     bool done[8] = {0};
     for (int i = 0; i < n; i++) {
         if (done[i]) continue;
-        uint32_t kind = act_kind(mm[i].t->type);
+        uint32_t kind = act_kind(GGML_TYPE_OF(mm[i].t));
         const char *x = in;
         uint64_t xstride = xs;
         if (kind != ACT_F32_) {
@@ -441,7 +444,7 @@ static void mm_group(Plan *P, const char *label, const char *in, uint64_t K, uin
             xstride = act_words(kind, K);
         }
         for (int j = i; j < n; j++)
-            if (!done[j] && act_kind(mm[j].t->type) == kind) {
+            if (!done[j] && act_kind(GGML_TYPE_OF(mm[j].t)) == kind) {
                 op_matmul(P, mm[j].name, mm[j].t, x, xstride, mm[j].y, mm[j].ys, mm[j].accum, step, mm[j].slot);
                 done[j] = true;
             }
@@ -464,7 +467,7 @@ static void op_matmul_experts(Plan *P, const char *name, const Tensor *t, uint64
     if (!P->software) wg = 128, tpr = 16;
     if (P->o.force_tpr) tpr = RT_MIN(P->o.force_tpr, 64u), wg = 64;
     uint32_t d = DEF_EXPERTS | (P->subgroups && tpr > 1 && P->o.subgroup_min >= tpr ? DEF_SUBGROUPS : 0);
-    Const c[] = {{"QT", t->type}, {"WG", wg}, {"TPR", tpr}, {"TT", 1}};
+    Const c[] = {{"QT", GGML_TYPE_OF(t)}, {"WG", wg}, {"TPR", tpr}, {"TT", 1}};
     uint32_t k = kernel(P, "matmul.wgsl", d, c, 4);
     for (uint32_t pi = 0; pi < np_; pi++) {
         uint64_t r0 = pi * rpp, rows = RT_MIN(rpp, t->ne1 - r0);
@@ -502,7 +505,7 @@ static void moe_layer(Plan *P, uint32_t l, const Layer *L) {
     const char *gun[] = {gn, un}, *guy[] = {"moe_g", "moe_u"};
     int32_t last = -1;
     for (int i = 0; i < 2; i++) { /* xb quantized once per activation kind, as mm_group */
-        uint32_t kind = act_kind(gu[i]->type);
+        uint32_t kind = act_kind(GGML_TYPE_OF(gu[i]));
         const char *x = "xb";
         uint64_t xs = E;
         if (kind != ACT_F32_) {
@@ -524,7 +527,7 @@ static void moe_layer(Plan *P, uint32_t l, const Layer *L) {
         op(P, nm, kernel(P, "swiglu.wgsl", 0, cs, 2), g, NONE, g, p, 4, STEP_BODY, b, 2);
     }
     {
-        uint32_t kind = act_kind(L->down_exps.type);
+        uint32_t kind = act_kind(GGML_TYPE_OF(&L->down_exps));
         const char *x = "moe_g";
         uint64_t xs = Fe;
         if (kind != ACT_F32_) {
@@ -649,7 +652,7 @@ static void emit_programs(Plan *P) {
     begin_program(P, "body");
     {   /* embedding lookup, part by part */
         uint32_t id = tensor_id(P, &m->tok_embd, "token_embd.weight");
-        Const ce[] = {{"QT", m->tok_embd.type}, {"WG", wg}};
+        Const ce[] = {{"QT", GGML_TYPE_OF(&m->tok_embd)}, {"WG", wg}};
         uint32_t k = kernel(P, "embed.wgsl", 0, ce, 2);
         Grid g = grid_rows(P, ceil_div(ceil_div(E, 32), wg), 1);
         uint64_t rpp = P->trefs[id].rows_per_part;
@@ -1027,7 +1030,7 @@ static uint32_t lora_tensor_id(Plan *P, const Tensor *t, uint32_t adapter, const
     jb_kv(b, ",\"adapter", adapter);
     jb_s(b, ",\"name\":");
     jb_str(b, name, strlen(name));
-    jb_kv(b, ",\"type", t->type);
+    jb_kv(b, ",\"type", GGML_TYPE_OF(t));
     jb_kv(b, ",\"ne0", t->ne0);
     jb_kv(b, ",\"ne1", t->ne1);
     jb_kv(b, ",\"row_bytes", t->row_bytes);

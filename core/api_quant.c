@@ -38,6 +38,10 @@ EXPORT uint64_t realm_quant_row_bytes(uint32_t type, uint64_t n) { return quant_
 /* dst[0..n) (f32) = dequantized src (quant_row_bytes(type, n) bytes). */
 EXPORT int32_t realm_quant_dequant(uint32_t type, const void *src, float *dst, uint64_t n) {
     if (!quant_check(type, n)) return 0;
+    if (type & QUANT_X4) {
+        rt_err("realm_quant_dequant: a row of an x4 matrix cannot be dequantized on its own", NULL);
+        return 0;
+    }
     quant_dequant_row(type, src, dst, n);
     return 1;
 }
@@ -90,6 +94,21 @@ EXPORT int32_t realm_quant_matmul(uint32_t type, const void *W, uint64_t K, uint
 EXPORT int32_t realm_quant_matmul_rows(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_t r1,
                                        const float *x, uint64_t T, float *y, uint64_t y_stride) {
     return quant_matmul(type, W, K, r0, r1, x, T, y, y_stride) ? 1 : 0;
+}
+
+/* W (rows x K, ggml's layout) -> the x4 layout in place; its type id, or 0. */
+EXPORT uint32_t realm_quant_repack_x4(uint32_t type, void *W, uint64_t K, uint64_t rows) {
+    rt_err_clear();
+    if (!quant_check(type, K) || type & QUANT_X4) return 0;
+    if (!quant_can_x4(type, rows)) {
+        rt_err("realm_quant_repack_x4: the x4 layout takes Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 with a multiple of 4 rows", NULL);
+        return 0;
+    }
+    if (!quant_repack_x4(type, (uint8_t *)W, K, rows)) {
+        rt_err_as(REALM_ERR_OUT_OF_MEMORY, "out of memory: realm_quant_repack_x4 needs four rows of scratch", NULL);
+        return 0;
+    }
+    return QUANT_X4 | type;
 }
 
 /* Benchmark helper: run quant_matmul_q `reps` times (one host call, so the

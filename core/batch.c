@@ -585,7 +585,7 @@ static void forward(Model *m, Batch *b) {
     for (uint32_t t = 0; t < T; t++) rs[t] = rows[t].s;
 #define LORA(which, x, K, y, N) lora_apply(m, rs, l * LORA_PER_LAYER + (which), x, K, y, N, T)
     for (uint32_t t = 0; t < T; t++)
-        quant_dequant_row(m->tok_embd.type, m->tok_embd.data + (uint64_t)rows[t].id * m->tok_embd.row_bytes, b->x + t * E, E);
+        quant_get_row(m->tok_embd.type, m->tok_embd.data, (uint64_t)rows[t].id, E, b->x + t * E);
     if (c->embd_scale != 0) /* gemma3 */
         for (uint64_t i = 0; i < T * E; i++) b->x[i] *= c->embd_scale;
     /* RoPE angles once for every layer: one table per run of consecutive positions of a session */

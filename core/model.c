@@ -450,6 +450,33 @@ static bool read_config(Model *m) {
     return true;
 }
 
+/* A matrix of `per` rows per expert (its whole height for a plain matrix)
+ * into the x4 layout where its type and shape allow (quant.h): its kernels
+ * then read one stream of four rows' interleaved blocks. Left as it is
+ * otherwise, or when four rows of scratch cannot be had. */
+static void repack(Tensor *t, uint64_t per) {
+    if (t->data && !(t->type & QUANT_X4) && quant_can_x4(t->type, per) && t->ne1 % per == 0 &&
+        quant_repack_x4(t->type, (uint8_t *)t->data, t->ne0, t->ne1))
+        t->type |= QUANT_X4;
+}
+
+/* Every matrix of the forward pass that the x4 layout can hold, once: the
+ * host copied the weights in and nothing has read them yet. */
+static void repack_weights(Model *m) {
+    const ModelConfig *c = &m->cfg;
+    const bool tied = m->output.data == m->tok_embd.data;
+    repack(&m->tok_embd, m->tok_embd.ne1); /* (its rows are read one at a time by quant_get_row) */
+    if (tied) m->output = m->tok_embd;
+    else repack(&m->output, m->output.ne1);
+    for (uint32_t l = 0; l < c->n_layer; l++) {
+        Layer *L = &m->layers[l];
+        Tensor *mats[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down,
+                           &L->gate_shexp, &L->up_shexp, &L->down_shexp };
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) repack(mats[i], mats[i]->ne1);
+        repack(&L->gate_exps, c->n_ff_exp), repack(&L->up_exps, c->n_ff_exp), repack(&L->down_exps, c->n_embd);
+    }
+}
+
 bool model_load(Model *m, bool vocab_only) {
     rt_err_clear();
     m->vocab_only = vocab_only;
@@ -515,6 +542,7 @@ bool model_load(Model *m, bool vocab_only) {
             return false;
         L->swa = c->n_swa && l % c->swa_pattern < c->swa_pattern - 1; /* llama.cpp's set_swa_pattern */
     }
+    if (!m->bind_only) repack_weights(m);
     return true;
 }
 

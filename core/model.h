@@ -74,6 +74,7 @@ typedef struct Model {
     GGUF gguf;
     bool vocab_only;
     uint8_t *weights;       /* the tensor data section, copied in by the host */
+    bool bind_only;         /* realm_gpu_prepare: tensors bound to a stand-in base, no bytes behind them */
     uint64_t weights_size;
     ModelConfig cfg;
     Tensor tok_embd, output_norm, output, rope_freqs;

@@ -17,6 +17,7 @@ static const QuantType TYPES[] = { REALM_GGML_TYPES(TYPE_ENTRY) };
 static const QuantType UNKNOWN = { NULL, 0, 0, false };
 
 const QuantType *quant_type(uint32_t type) {
+    if ((type & QUANT_X4) && quant_can_x4(type & ~QUANT_X4, 0)) type &= ~QUANT_X4;
     if (type < N_TYPES && TYPES[type].name) return &TYPES[type];
     return &UNKNOWN;
 }
@@ -28,7 +29,7 @@ uint64_t quant_row_bytes(uint32_t type, uint64_t n) {
 }
 
 int quant_act_kind(uint32_t type) {
-    switch (type) {
+    switch (type & ~QUANT_X4) {
     case GGML_TYPE_F32: return ACT_F32;
     case GGML_TYPE_F16: return ACT_F16;
     case GGML_TYPE_BF16: return ACT_BF16;
@@ -74,6 +75,12 @@ void quant_dequant_row(uint32_t type, const void *src, float *dst, uint64_t n) {
     quant_dequant_impl(type, (const uint8_t *)src, dst, n);
 }
 
+void quant_get_row(uint32_t type, const void *W, uint64_t r, uint64_t K, float *dst) {
+    const uint64_t rb = quant_row_bytes(type, K);
+    if (type & QUANT_X4) quant_x4_row(type & ~QUANT_X4, (const uint8_t *)W, rb, r, K, dst);
+    else quant_dequant_impl(type, (const uint8_t *)W + r * rb, dst, K);
+}
+
 void quant_matmul_q(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_t r1,
                     const void *xq, uint64_t T, float *y, uint64_t y_stride) {
     if (r1 <= r0 || T == 0) return;
@@ -95,6 +102,11 @@ void quant_matmul_q(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint6
     case GGML_TYPE_Q5_K: quant_mm_q5_K(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
     case GGML_TYPE_Q6_K: quant_mm_q6_K(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
     case GGML_TYPE_Q8_K: quant_mm_q8_K(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case QUANT_X4 | GGML_TYPE_Q4_0: quant_mm_q4_0_x4(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case QUANT_X4 | GGML_TYPE_Q4_1: quant_mm_q4_1_x4(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case QUANT_X4 | GGML_TYPE_Q5_0: quant_mm_q5_0_x4(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case QUANT_X4 | GGML_TYPE_Q5_1: quant_mm_q5_1_x4(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case QUANT_X4 | GGML_TYPE_Q8_0: quant_mm_q8_0_x4(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
     default: break;
     }
 }

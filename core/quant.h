@@ -27,6 +27,20 @@ uint64_t quant_row_bytes(uint32_t type, uint64_t n);
 /* dst[0..n) = dequantized src; n a multiple of the block size. Bit-exact with gguf-py. */
 void quant_dequant_row(uint32_t type, const void *src, float *dst, uint64_t n);
 
+/* The x4 layout (quant_q.c): a Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 matrix with its
+ * rows interleaved in groups of four, for the kernels only (no row of it can be
+ * dequantized on its own). Its type is QUANT_X4 | the ggml type, which every
+ * function here takes (row and activation sizes: the ggml type's).
+ * quant_repack_x4 rearranges W (rows x K, ggml's layout) in place and returns
+ * true; false, W untouched, where quant_can_x4 says no or scratch of four rows
+ * cannot be allocated. */
+#define QUANT_X4 0x100u
+bool quant_can_x4(uint32_t type, uint64_t rows);
+bool quant_repack_x4(uint32_t type, uint8_t *W, uint64_t K, uint64_t rows);
+/* dst[0..K) = row r of W (rows of K, quant_row_bytes(type, K) apart in ggml's
+ * layout; or an x4 matrix of as many rows) dequantized, bit-exact with gguf-py. */
+void quant_get_row(uint32_t type, const void *W, uint64_t r, uint64_t K, float *dst);
+
 /* Matrix products with a weight matrix W in its stored type:
  *   y[t * y_stride + r] = sum_k W[r][k] * x[t * K + k]
  * for rows r in [r0, r1) and tokens t in [0, T). W's rows are

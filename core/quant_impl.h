@@ -222,6 +222,7 @@ QI_INLINE int32_t qi_hsum_i32(v128_t v) {
 
 /* ------------------------------------------------ per-family entry points */
 void quant_dequant_impl(uint32_t type, const uint8_t *src, float *dst, uint64_t n);
+void quant_x4_row(uint32_t type, const uint8_t *W, uint64_t rb, uint64_t r, uint64_t K, float *dst);
 void quant_act_impl(int kind, const float *x, uint64_t K, uint8_t *row);
 /* Convert one internal activation row to ggml's bytes of the vec_dot type
  * (f32 / f16 / bf16 values, or block_q8_0 / block_q8_1 / block_q8_K). */
@@ -249,6 +250,11 @@ void quant_mm_q4_K(QI_MM_ARGS);
 void quant_mm_q5_K(QI_MM_ARGS);
 void quant_mm_q6_K(QI_MM_ARGS);
 void quant_mm_q8_K(QI_MM_ARGS);
+void quant_mm_q4_0_x4(QI_MM_ARGS); /* the x4 layout (quant.h) */
+void quant_mm_q4_1_x4(QI_MM_ARGS);
+void quant_mm_q5_0_x4(QI_MM_ARGS);
+void quant_mm_q5_1_x4(QI_MM_ARGS);
+void quant_mm_q8_0_x4(QI_MM_ARGS);
 
 /* The loop every kernel family shares (quant_q.c, quant_k.c, quant_float.c):
  *   R4(p0, p1, p2, p3, K, x)   -> v128_t: rows p0..p3 (pointers to their first

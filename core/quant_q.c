@@ -74,41 +74,58 @@ QI_INLINE void q4_nibbles(const bool B, v128_t v, v128_t *w) {
     }
 }
 
-/* The block at p as the vectors that meet the activations: four i16x8 of
- * weights (w[0..3], against the permuted i16 activations), or, for i8
- * activations (B, relaxed-SIMD builds), two u8x16 (w[0]: elements 0..15,
- * w[1]: 16..31). */
-QI_INLINE void block_unpack(const uint32_t type, const bool B, const uint8_t *p, v128_t *w) {
-    switch (type) {
-    case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: {
-        const v128_t v = wasm_v128_load(p + (type == GGML_TYPE_Q4_0 ? 2 : 4));
-        q4_nibbles(B, v, w);
-        break;
+/* A Q5 block's vectors from its 16 quant bytes q and fifth bits (0x10 in
+ * byte lanes) hl (elements 0..15) and hh (16..31), as unpack_at. */
+QI_INLINE void q5_unpack(const bool B, v128_t q, v128_t hl, v128_t hh, v128_t *w) {
+    const v128_t m4 = wasm_i8x16_splat(15);
+    const v128_t lo = wasm_v128_or(wasm_v128_and(q, m4), hl);                  /* elements 0..15 */
+    const v128_t hi = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(q, 4), m4), hh); /* 16..31 */
+    if (B) {
+        w[0] = lo, w[1] = hi;
+    } else {
+        const v128_t m8 = wasm_i16x8_splat(255);
+        w[0] = wasm_v128_and(lo, m8), w[1] = wasm_u16x8_shr(lo, 8);
+        w[2] = wasm_v128_and(hi, m8), w[3] = wasm_u16x8_shr(hi, 8);
     }
+}
+
+/* A block's vectors that meet the activations, from its quants at qs (and,
+ * Q5_*, its u32 qh at qh): four i16x8 of weights (w[0..3], against the
+ * permuted i16 activations), or, for i8 activations (B, relaxed-SIMD builds),
+ * two u8x16 (w[0]: elements 0..15, w[1]: 16..31). */
+QI_INLINE void unpack_at(const uint32_t type, const bool B, const uint8_t *qs, const uint8_t *qh, v128_t *w) {
+    switch (type) {
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1:
+        q4_nibbles(B, wasm_v128_load(qs), w);
+        break;
     case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: {
-        const bool q50 = type == GGML_TYPE_Q5_0;
-        const v128_t q = wasm_v128_load(p + (q50 ? 6 : 8)), m4 = wasm_i8x16_splat(15);
         v128_t hl, hh;
-        qh_bits(p + (q50 ? 2 : 4), &hl, &hh);
-        const v128_t lo = wasm_v128_or(wasm_v128_and(q, m4), hl);                  /* elements 0..15 */
-        const v128_t hi = wasm_v128_or(wasm_v128_and(wasm_u16x8_shr(q, 4), m4), hh); /* 16..31 */
-        if (B) {
-            w[0] = lo, w[1] = hi;
-        } else {
-            const v128_t m8 = wasm_i16x8_splat(255);
-            w[0] = wasm_v128_and(lo, m8), w[1] = wasm_u16x8_shr(lo, 8);
-            w[2] = wasm_v128_and(hi, m8), w[3] = wasm_u16x8_shr(hi, 8);
-        }
+        qh_bits(qh, &hl, &hh);
+        q5_unpack(B, wasm_v128_load(qs), hl, hh, w);
         break;
     }
     default: { /* Q8_0, Q8_1: signed bytes (never B) */
-        const uint64_t o = type == GGML_TYPE_Q8_0 ? 2 : 4;
-        const v128_t v = wasm_v128_load(p + o), u = wasm_v128_load(p + o + 16);
+        const v128_t v = wasm_v128_load(qs), u = wasm_v128_load(qs + 16);
         w[0] = wasm_i16x8_shr(wasm_i16x8_shl(v, 8), 8), w[1] = wasm_i16x8_shr(v, 8);
         w[2] = wasm_i16x8_shr(wasm_i16x8_shl(u, 8), 8), w[3] = wasm_i16x8_shr(u, 8);
         break;
     }
     }
+}
+
+/* Where a block's quants start (ggml's layout) */
+QI_INLINE uint64_t quants_at(const uint32_t type) {
+    switch (type) {
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q8_0: return 2;
+    case GGML_TYPE_Q5_0: return 6;
+    case GGML_TYPE_Q5_1: return 8;
+    default: return 4; /* Q4_1, Q8_1 */
+    }
+}
+
+/* The block at p (ggml's layout), as unpack_at. */
+QI_INLINE void block_unpack(const uint32_t type, const bool B, const uint8_t *p, v128_t *w) {
+    unpack_at(type, B, p + quants_at(type), p + (type == GGML_TYPE_Q5_0 ? 2 : 4), w);
 }
 
 /* sum(q_w * q_x) of one block as an i32x4 (the sum of its lanes), before the
@@ -170,6 +187,99 @@ QI_INLINE bool has_min(const uint32_t type) { return type == GGML_TYPE_Q4_1 || t
 /* The Q4_0 / Q5_0 offset (8, 16) as a shift of the activations' block sum. */
 QI_INLINE int off_shift(const uint32_t type) { return type == GGML_TYPE_Q4_0 ? 3 : type == GGML_TYPE_Q5_0 ? 4 : 0; }
 
+/* The scales of four rows' blocks at p0..p3: d in the high halves of i32
+ * lanes, or (Q4_1, Q5_1) d | m << 16, one 32-bit load each. */
+QI_INLINE v128_t gather_scales(const uint32_t type, const uint8_t *p0, const uint8_t *p1, const uint8_t *p2,
+                               const uint8_t *p3) {
+    if (has_min(type)) {
+        v128_t dm = wasm_v128_load32_zero(p0);
+        dm = wasm_v128_load32_lane(p1, dm, 1);
+        dm = wasm_v128_load32_lane(p2, dm, 2);
+        return wasm_v128_load32_lane(p3, dm, 3);
+    }
+    v128_t d = wasm_i32x4_splat(0);
+    d = wasm_v128_load16_lane(p0, d, 1);
+    d = wasm_v128_load16_lane(p1, d, 3);
+    d = wasm_v128_load16_lane(p2, d, 5);
+    return wasm_v128_load16_lane(p3, d, 7);
+}
+
+/* A block's float work for four rows and one token, as every kernel here does
+ * it: is = the rows' integer sums (reduce4), sc = their scales gathered (d, or
+ * d | m << 16, in i32 lanes), meta = the token's (d_x, s_x) of the block. */
+QI_INLINE void block_acc(const uint32_t type, v128_t is, v128_t sc, const uint8_t *meta, v128_t *acc, v128_t *macc) {
+    const v128_t mt = wasm_v128_load64_zero(meta); /* f32 d_x * 2^112, i32 sum(q_x) or f32 s_x * 2^112 */
+    const v128_t dx = wasm_i32x4_shuffle(mt, mt, 0, 0, 0, 0), sx = wasm_i32x4_shuffle(mt, mt, 1, 1, 1, 1);
+    if (off_shift(type)) is = wasm_i32x4_sub(is, wasm_i32x4_shl(sx, off_shift(type)));
+    v128_t dw;
+    if (has_min(type)) {
+        dw = h2f_hi_scaled(wasm_i32x4_shl(sc, 16));
+        *macc = wasm_f32x4_add(*macc, wasm_f32x4_mul(h2f_hi_scaled(sc), sx));
+    } else {
+        dw = h2f_hi_scaled(sc);
+    }
+    *acc = wasm_f32x4_add(*acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(is), wasm_f32x4_mul(dw, dx)));
+}
+
+/* ------------------------------------------------------------------ the x4 layout
+ * quant_repack_x4 (at model load) may store a Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0
+ * matrix with its rows in groups of four, interleaved block column by block
+ * column. Per block of a group:
+ *   the four rows' headers: f16 d each (Q4_0, Q5_0, Q8_0: 8 bytes), or
+ *                           f16 d, f16 m each (Q4_1, Q5_1: 16 bytes)
+ *   their fifth bits (Q5_0, Q5_1: 16 bytes), transposed: bit 2j of byte k is
+ *     row j's bit of element k, bit 2j + 1 its bit of element k + 16, so that
+ *     one shift and one mask put a row's bits where its nibbles need them
+ *   their quants, row by row (16 bytes each; Q8_0: 32)
+ * Four blocks' bytes, so a group occupies what its four rows did. The kernels
+ * then read one sequential stream instead of four rows' streams, the four
+ * rows' scales with one load instead of four (every Memory64 load is
+ * bounds-checked), and compute exactly rows4's operations. */
+QI_INLINE bool is_q5(const uint32_t type) { return type == GGML_TYPE_Q5_0 || type == GGML_TYPE_Q5_1; }
+QI_INLINE uint64_t x4_hdr(const uint32_t type) { return has_min(type) ? 16 : 8; }
+QI_INLINE uint64_t x4_quants(const uint32_t type) { return x4_hdr(type) + (is_q5(type) ? 16 : 0); }
+QI_INLINE uint64_t x4_qlen(const uint32_t type) { return type == GGML_TYPE_Q8_0 ? 32 : 16; }
+/* The transposed fifth bits of the group's block at g (Q5 types; else unused). */
+QI_INLINE v128_t x4_bits(const uint32_t type, const uint8_t *g) {
+    return is_q5(type) ? wasm_v128_load(g + x4_hdr(type)) : wasm_i32x4_splat(0);
+}
+/* bit 4 - s of every byte of v moved to bit 4 (0x10 or 0) */
+QI_INLINE v128_t bit_to_4(v128_t v, const int s) {
+    if (s > 0) v = wasm_i16x8_shl(v, s);
+    if (s < 0) v = wasm_u16x8_shr(v, -s); /* (16-bit shifts: the masked bit never crosses a byte) */
+    return wasm_v128_and(v, wasm_i8x16_splat(0x10));
+}
+/* Row j's block in the group's block at g, as unpack_at; hb = x4_bits(type, g). */
+QI_INLINE void x4_unpack(const uint32_t type, const bool B, const uint8_t *g, v128_t hb, int j, v128_t *w) {
+    const uint8_t *qs = g + x4_quants(type) + (uint64_t)j * x4_qlen(type);
+    if (is_q5(type)) q5_unpack(B, wasm_v128_load(qs), bit_to_4(hb, 4 - 2 * j), bit_to_4(hb, 3 - 2 * j), w);
+    else unpack_at(type, B, qs, NULL, w);
+}
+/* The four rows' scales gathered as rows4 gathers them. */
+QI_INLINE v128_t x4_scales(const uint32_t type, const uint8_t *g) {
+    if (has_min(type)) return wasm_v128_load(g);
+    return wasm_i16x8_shuffle(wasm_i32x4_splat(0), wasm_v128_load64_zero(g), 0, 8, 1, 9, 2, 10, 3, 11);
+}
+
+/* The group at g (x4 layout) times one token: rows4's operations. */
+QI_INLINE v128_t rows4x(const uint32_t type, const bool B, const uint8_t *g, uint64_t K, const uint8_t *x) {
+    const uint64_t nb = K / 32, gb = 4 * block_bytes(type);
+    const uint8_t *aq = x, *meta = x + (B ? 1 : 2) * K;
+    v128_t acc = wasm_f32x4_splat(0), macc = acc;
+    for (uint64_t b = 0; b < nb; b++, g += gb, aq += B ? 32 : 64, meta += 8) {
+        v128_t a[4], d[4];
+        QI_UNROLL for (int i = 0; i < (B ? 2 : 4); i++) a[i] = wasm_v128_load(aq + 16 * i);
+        const v128_t hb = x4_bits(type, g);
+        QI_UNROLL for (int j = 0; j < 4; j++) {
+            v128_t w[4];
+            x4_unpack(type, B, g, hb, j, w);
+            d[j] = block_dot_w(B, w, a);
+        }
+        block_acc(type, reduce4(d[0], d[1], d[2], d[3]), x4_scales(type, g), meta, &acc, &macc);
+    }
+    return has_min(type) ? wasm_f32x4_add(acc, macc) : acc;
+}
+
 /* Rows p0..p3 (block 0 at each) times one token (activation row x): lanes = rows. */
 QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, const uint8_t *p1, const uint8_t *p2,
                        const uint8_t *p3, uint64_t K, const uint8_t *x) {
@@ -178,7 +288,7 @@ QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, con
     const uint8_t *meta = x + (B ? 1 : 2) * K;
     v128_t acc = wasm_f32x4_splat(0), macc = acc;
     for (uint64_t b = 0; b < nb; b++, p0 += bb, p1 += bb, p2 += bb, p3 += bb, aq += B ? 32 : 64, meta += 8) {
-        v128_t is;
+        v128_t is = wasm_i32x4_splat(0);
         if (B) {
 #if QI_RELAXED
             const v128_t a0 = wasm_v128_load(aq), a1 = wasm_v128_load(aq + 16);
@@ -191,26 +301,7 @@ QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, con
             is = reduce4(block_dot(type, p0, a0, a1, a2, a3), block_dot(type, p1, a0, a1, a2, a3),
                          block_dot(type, p2, a0, a1, a2, a3), block_dot(type, p3, a0, a1, a2, a3));
         }
-        const v128_t mt = wasm_v128_load64_zero(meta); /* f32 d_x * 2^112, i32 sum(q_x) or f32 s_x * 2^112 */
-        const v128_t dx = wasm_i32x4_shuffle(mt, mt, 0, 0, 0, 0), sx = wasm_i32x4_shuffle(mt, mt, 1, 1, 1, 1);
-        if (off_shift(type)) is = wasm_i32x4_sub(is, wasm_i32x4_shl(sx, off_shift(type)));
-        v128_t dw;
-        if (has_min(type)) { /* (d, m) of four rows, one 32-bit load each */
-            v128_t dm = wasm_v128_load32_zero(p0);
-            dm = wasm_v128_load32_lane(p1, dm, 1);
-            dm = wasm_v128_load32_lane(p2, dm, 2);
-            dm = wasm_v128_load32_lane(p3, dm, 3);
-            dw = h2f_hi_scaled(wasm_i32x4_shl(dm, 16));
-            macc = wasm_f32x4_add(macc, wasm_f32x4_mul(h2f_hi_scaled(dm), sx));
-        } else {
-            v128_t d = wasm_i32x4_splat(0);
-            d = wasm_v128_load16_lane(p0, d, 1);
-            d = wasm_v128_load16_lane(p1, d, 3);
-            d = wasm_v128_load16_lane(p2, d, 5);
-            d = wasm_v128_load16_lane(p3, d, 7);
-            dw = h2f_hi_scaled(d);
-        }
-        acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(is), wasm_f32x4_mul(dw, dx)));
+        block_acc(type, is, gather_scales(type, p0, p1, p2, p3), meta, &acc, &macc);
     }
     return has_min(type) ? wasm_f32x4_add(acc, macc) : acc;
 }
@@ -227,18 +318,7 @@ QI_INLINE void raw4_load(const uint32_t type, const uint8_t *const *p, uint64_t 
         r->q[j] = wasm_v128_load(p[j] + off + qo);
         if (type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q8_1) r->q2[j] = wasm_v128_load(p[j] + off + qo + 16);
     }
-    if (has_min(type)) {
-        v128_t dm = wasm_v128_load32_zero(p[0] + off);
-        dm = wasm_v128_load32_lane(p[1] + off, dm, 1);
-        dm = wasm_v128_load32_lane(p[2] + off, dm, 2);
-        r->sc = wasm_v128_load32_lane(p[3] + off, dm, 3);
-    } else {
-        v128_t d = wasm_i32x4_splat(0);
-        d = wasm_v128_load16_lane(p[0] + off, d, 1);
-        d = wasm_v128_load16_lane(p[1] + off, d, 3);
-        d = wasm_v128_load16_lane(p[2] + off, d, 5);
-        r->sc = wasm_v128_load16_lane(p[3] + off, d, 7);
-    }
+    r->sc = gather_scales(type, p[0] + off, p[1] + off, p[2] + off, p[3] + off);
 }
 
 /* block_unpack from loaded bytes (raw4_load's q and q2; Q4_* and Q8_*). */
@@ -277,21 +357,17 @@ QI_INLINE v128_t rows4p(const uint32_t type, const bool B, const uint8_t *p0, co
             raw_unpack(type, B, cur.q[j], cur.q2[j], w);
             d[j] = block_dot_w(B, w, a);
         }
-        v128_t is = reduce4(d[0], d[1], d[2], d[3]);
-        const v128_t mt = wasm_v128_load64_zero(meta);
-        const v128_t dx = wasm_i32x4_shuffle(mt, mt, 0, 0, 0, 0), sx = wasm_i32x4_shuffle(mt, mt, 1, 1, 1, 1);
-        if (off_shift(type)) is = wasm_i32x4_sub(is, wasm_i32x4_shl(sx, off_shift(type)));
-        v128_t dw;
-        if (has_min(type)) {
-            dw = h2f_hi_scaled(wasm_i32x4_shl(cur.sc, 16));
-            macc = wasm_f32x4_add(macc, wasm_f32x4_mul(h2f_hi_scaled(cur.sc), sx));
-        } else {
-            dw = h2f_hi_scaled(cur.sc);
-        }
-        acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(is), wasm_f32x4_mul(dw, dx)));
+        block_acc(type, reduce4(d[0], d[1], d[2], d[3]), cur.sc, meta, &acc, &macc);
         cur = nxt;
     }
     return has_min(type) ? wasm_f32x4_add(acc, macc) : acc;
+}
+
+/* Row j's block b of a tile: at p[j] (ggml's layout), or in the group at p[0] (x4). */
+QI_INLINE void tile_unpack(const uint32_t type, const bool B, const bool X4, const uint8_t *const *p, v128_t hb,
+                           int j, uint64_t b, v128_t *w) {
+    if (X4) x4_unpack(type, B, p[0] + b * 4 * block_bytes(type), hb, j, w);
+    else block_unpack(type, B, p[j] + b * block_bytes(type), w);
 }
 
 /* Rows p0..p3 (block 0 at each) times N tokens (activation rows xs[0..N)),
@@ -301,9 +377,10 @@ QI_INLINE v128_t rows4p(const uint32_t type, const bool B, const uint8_t *p0, co
  * activations loaded once for the four rows; the integer sums of a token's
  * four rows are reduced as in rows4. */
 #define QQ_NMAX 4 /* most tokens per rows4n tile */
-QI_INLINE void rows4n(const uint32_t type, const bool B, const int N, const uint8_t *p0, const uint8_t *p1,
-                      const uint8_t *p2, const uint8_t *p3, uint64_t K, const uint8_t *const *xs, v128_t *out) {
-    const uint64_t nb = K / 32, bb = block_bytes(type), qb = B ? 32 : 64, nq = B ? 2 : 4;
+QI_INLINE void rows4n(const uint32_t type, const bool B, const bool X4, const int N, const uint8_t *p0,
+                      const uint8_t *p1, const uint8_t *p2, const uint8_t *p3, uint64_t K, const uint8_t *const *xs,
+                      v128_t *out) {
+    const uint64_t nb = K / 32, bb = block_bytes(type), gb = 4 * bb, qb = B ? 32 : 64, nq = B ? 2 : 4;
     const uint64_t mo = (B ? 1 : 2) * K; /* per-block (d_x, s_x) after the quants */
     v128_t acc[QQ_NMAX], macc[QQ_NMAX]; /* (fixed sizes: arrays with a variable bound stay in memory) */
     QI_UNROLL for (int n = 0; n < N; n++) acc[n] = macc[n] = wasm_f32x4_splat(0);
@@ -312,6 +389,7 @@ QI_INLINE void rows4n(const uint32_t type, const bool B, const int N, const uint
         v128_t a[QQ_NMAX][4], ab[QQ_NMAX], is4[QQ_NMAX];
         QI_UNROLL for (int n = 0; n < N; n++)
             QI_UNROLL for (uint64_t i = 0; i < nq; i++) a[n][i] = wasm_v128_load(xs[n] + b * qb + 16 * i);
+        const v128_t hb = X4 ? x4_bits(type, p0 + b * gb) : wasm_i32x4_splat(0);
         /* row by row, the integer sums of rows (0, 1) and (2, 3) folded into
          * one vector per token as they come. (The barriers keep LLVM from
          * hoisting all four rows' loads and unpacking to the top; Cranelift
@@ -320,13 +398,13 @@ QI_INLINE void rows4n(const uint32_t type, const bool B, const int N, const uint
         QI_UNROLL for (int j = 0; j < 4; j += 2) {
             v128_t w0[4], w1[4], d0[QQ_NMAX];
             QI_BARRIER();
-            block_unpack(type, B, p[j] + b * bb, w0);
+            tile_unpack(type, B, X4, p, hb, j, b, w0);
             QI_UNROLL for (int n = 0; n < N; n++) {
                 d0[n] = block_dot_w(B, w0, a[n]);
                 QI_PIN(d0[n]);
             }
             QI_BARRIER();
-            block_unpack(type, B, p[j + 1] + b * bb, w1);
+            tile_unpack(type, B, X4, p, hb, j + 1, b, w1);
             QI_UNROLL for (int n = 0; n < N; n++) {
                 const v128_t d1 = block_dot_w(B, w1, a[n]);
                 const v128_t h = wasm_i32x4_add(wasm_i32x4_shuffle(d0[n], d1, 0, 1, 4, 5),
@@ -343,22 +421,10 @@ QI_INLINE void rows4n(const uint32_t type, const bool B, const int N, const uint
                 }
             }
         }
-        v128_t dw, mw = wasm_i32x4_splat(0);
-        if (has_min(type)) { /* (d, m) of four rows, one 32-bit load each */
-            v128_t dm = wasm_v128_load32_zero(p0 + b * bb);
-            dm = wasm_v128_load32_lane(p1 + b * bb, dm, 1);
-            dm = wasm_v128_load32_lane(p2 + b * bb, dm, 2);
-            dm = wasm_v128_load32_lane(p3 + b * bb, dm, 3);
-            dw = h2f_hi_scaled(wasm_i32x4_shl(dm, 16));
-            mw = h2f_hi_scaled(dm);
-        } else {
-            v128_t d = wasm_i32x4_splat(0);
-            d = wasm_v128_load16_lane(p0 + b * bb, d, 1);
-            d = wasm_v128_load16_lane(p1 + b * bb, d, 3);
-            d = wasm_v128_load16_lane(p2 + b * bb, d, 5);
-            d = wasm_v128_load16_lane(p3 + b * bb, d, 7);
-            dw = h2f_hi_scaled(d);
-        }
+        const v128_t sc = X4 ? x4_scales(type, p0 + b * gb)
+                             : gather_scales(type, p0 + b * bb, p1 + b * bb, p2 + b * bb, p3 + b * bb);
+        const v128_t dw = h2f_hi_scaled(has_min(type) ? wasm_i32x4_shl(sc, 16) : sc);
+        const v128_t mw = has_min(type) ? h2f_hi_scaled(sc) : wasm_i32x4_splat(0);
         QI_UNROLL for (int n = 0; n < N; n++) {
             v128_t is = is4[n]; /* = reduce4 of the four rows' block_dot_w */
             const v128_t mt = wasm_v128_load64_zero(xs[n] + mo + 8 * b);
@@ -380,7 +446,7 @@ QI_INLINE void rows4n(const uint32_t type, const bool B, const int N, const uint
     }                                                                                                      \
     QI_INLINE void NAME##_r4n(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3,  \
                               uint64_t K, const uint8_t *const *xs, v128_t *out) {                         \
-        rows4n(TYPE, qi_quant_bytes(KIND) == 1, 4, p0, p1, p2, p3, K, xs, out);                            \
+        rows4n(TYPE, qi_quant_bytes(KIND) == 1, false, 4, p0, p1, p2, p3, K, xs, out);                     \
     }                                                                                                      \
     QI_DEFINE_MM_RN(NAME, NAME##_r4, NAME##_r4n, 4)
 /* (the activation kinds must be quant.c's quant_act_kind) */
@@ -391,3 +457,111 @@ QQ_KERNEL(quant_mm_q5_0, GGML_TYPE_Q5_0, QQ_B(ACT_Q8_0))
 QQ_KERNEL(quant_mm_q5_1, GGML_TYPE_Q5_1, QQ_B(ACT_Q8_1))
 QQ_KERNEL(quant_mm_q8_0, GGML_TYPE_Q8_0, ACT_Q8_0)
 QQ_KERNEL(quant_mm_q8_1, GGML_TYPE_Q8_1, ACT_Q8_1)
+
+/* The x4 layout's matrices (quant_repack_x4): rows a group of four at a time,
+ * [r0, r1) in any rows (a group's rows outside it are computed and dropped);
+ * one token: group after group, one sequential stream; several: as
+ * QI_DEFINE_MM_RN, with rows4n reading the groups. */
+#define QQ_X4_KERNEL(NAME, TYPE, KIND)                                                                     \
+    static __attribute__((noinline)) void NAME##_one(QI_MM_ARGS) {                                         \
+        (void)T, (void)xrb, (void)ys;                                                                      \
+        for (uint64_t r = r0 & ~(uint64_t)3; r < r1; r += 4) {                                             \
+            float o[4];                                                                                    \
+            wasm_v128_store(o, rows4x(TYPE, qi_quant_bytes(KIND) == 1, W + r * rb, K, xq));                \
+            for (uint64_t i = 0; i < 4; i++)                                                               \
+                if (r + i >= r0 && r + i < r1) y[r + i] = o[i];                                            \
+        }                                                                                                  \
+    }                                                                                                      \
+    static __attribute__((noinline)) void NAME##_many(QI_MM_ARGS) {                                        \
+        const uint64_t chunk = qi_chunk_rows(rb);                                                          \
+        for (uint64_t rc = r0 & ~(uint64_t)3; rc < r1; rc += chunk) {                                      \
+            const uint64_t re = rc + chunk < r1 ? rc + chunk : r1;                                         \
+            for (uint64_t t = 0; t < T;) {                                                                 \
+                const uint64_t nt = T - t < 4 ? T - t : 4, step = 2 * nt > 4 ? 4 : 1;                      \
+                const uint8_t *xs[4];                                                                      \
+                for (uint64_t j = 0; j < 4; j++) xs[j] = xq + (t + (j < nt ? j : nt - 1)) * xrb;           \
+                for (uint64_t r = rc; r < re; r += 4) {                                                    \
+                    v128_t o[4];                                                                           \
+                    if (step == 4) rows4n(TYPE, qi_quant_bytes(KIND) == 1, true, 4, W + r * rb, NULL, NULL, \
+                                          NULL, K, xs, o);                                                 \
+                    else o[0] = rows4x(TYPE, qi_quant_bytes(KIND) == 1, W + r * rb, K, xs[0]);             \
+                    for (uint64_t j = 0; j < (step == 4 ? nt : 1); j++) {                                  \
+                        float f[4];                                                                        \
+                        wasm_v128_store(f, o[j]);                                                          \
+                        for (uint64_t i = 0; i < 4; i++)                                                   \
+                            if (r + i >= r0 && r + i < re) y[(t + j) * ys + r + i] = f[i];                 \
+                    }                                                                                      \
+                }                                                                                          \
+                t += step == 4 ? nt : 1;                                                                   \
+            }                                                                                              \
+        }                                                                                                  \
+    }                                                                                                      \
+    void NAME(QI_MM_ARGS) {                                                                                \
+        if (T == 1) NAME##_one(W, rb, K, r0, r1, xq, xrb, T, y, ys);                                       \
+        else if (T <= 2) /* batched decode: each token streams the rows */                                 \
+            for (uint64_t t = 0; t < T; t++) NAME##_one(W, rb, K, r0, r1, xq + t * xrb, xrb, 1, y + t * ys, ys); \
+        else NAME##_many(W, rb, K, r0, r1, xq, xrb, T, y, ys);                                             \
+    }
+QQ_X4_KERNEL(quant_mm_q4_0_x4, GGML_TYPE_Q4_0, QQ_B(ACT_Q8_0))
+QQ_X4_KERNEL(quant_mm_q4_1_x4, GGML_TYPE_Q4_1, QQ_B(ACT_Q8_1))
+QQ_X4_KERNEL(quant_mm_q5_0_x4, GGML_TYPE_Q5_0, QQ_B(ACT_Q8_0))
+QQ_X4_KERNEL(quant_mm_q5_1_x4, GGML_TYPE_Q5_1, QQ_B(ACT_Q8_1))
+QQ_X4_KERNEL(quant_mm_q8_0_x4, GGML_TYPE_Q8_0, ACT_Q8_0)
+
+bool quant_can_x4(uint32_t type, uint64_t rows) {
+    switch (type) {
+    case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: case GGML_TYPE_Q8_0:
+        return rows % 4 == 0;
+    default: return false;
+    }
+}
+
+bool quant_repack_x4(uint32_t type, uint8_t *W, uint64_t K, uint64_t rows) {
+    if (!quant_can_x4(type, rows) || K % 32) return false;
+    const uint64_t bb = block_bytes(type), rb = K / 32 * bb, nb = K / 32;
+    const uint64_t hs = x4_hdr(type) / 4, qh = x4_quants(type) > x4_hdr(type), qo = quants_at(type), ql = x4_qlen(type);
+    uint8_t *tmp = rt_malloc(4 * rb);
+    if (!tmp) return false;
+    for (uint64_t g = 0; g < rows; g += 4) {
+        uint8_t *grp = W + g * rb;
+        memcpy(tmp, grp, 4 * rb);
+        for (uint64_t b = 0; b < nb; b++) {
+            uint8_t *o = grp + b * 4 * bb;
+            for (uint64_t j = 0; j < 4; j++) {
+                const uint8_t *src = tmp + j * rb + b * bb;
+                memcpy(o + j * hs, src, hs);
+                if (qh) { /* bit k of row j's qh -> bit 2j (k < 16) or 2j + 1 (k >= 16) of byte k % 16 */
+                    v128_t lo, hi; /* (0x10 where set: bit 4, moved by the 16-bit shifts that never cross a byte) */
+                    qh_bits(src + hs, &lo, &hi);
+                    const v128_t prev = j ? wasm_v128_load(o + x4_hdr(type)) : wasm_i32x4_splat(0);
+                    const int sl = (int)(2 * j) - 4, sh = sl + 1;
+                    lo = sl < 0 ? wasm_u16x8_shr(lo, -sl) : wasm_i16x8_shl(lo, sl);
+                    hi = sh < 0 ? wasm_u16x8_shr(hi, -sh) : wasm_i16x8_shl(hi, sh);
+                    wasm_v128_store(o + x4_hdr(type), wasm_v128_or(prev, wasm_v128_or(lo, hi)));
+                }
+                memcpy(o + x4_quants(type) + j * ql, src + qo, ql);
+            }
+        }
+    }
+    rt_free(tmp);
+    return true;
+}
+
+/* Row r of an x4 matrix (rows rb bytes apart, as in ggml's layout) dequantized:
+ * each of its blocks put back in ggml's layout, then dequantized as such. */
+void quant_x4_row(uint32_t type, const uint8_t *W, uint64_t rb, uint64_t r, uint64_t K, float *dst) {
+    const uint64_t bb = block_bytes(type), hs = x4_hdr(type) / 4, qo = quants_at(type), ql = x4_qlen(type);
+    const uint64_t j = r & 3;
+    const uint8_t *g = W + (r - j) * rb;
+    uint8_t blk[40];
+    for (uint64_t b = 0; b < K / 32; b++, g += 4 * bb) {
+        memcpy(blk, g + j * hs, hs);
+        if (is_q5(type)) { /* the transposed bits back: bit k of qh */
+            uint32_t qh = 0;
+            for (int k = 0; k < 32; k++) qh |= (uint32_t)(g[x4_hdr(type) + k % 16] >> (2 * j + k / 16) & 1) << k;
+            memcpy(blk + hs, &qh, 4);
+        }
+        memcpy(blk + qo, g + x4_quants(type) + j * ql, ql);
+        quant_dequant_impl(type, blk, dst + 32 * b, 32);
+    }
+}

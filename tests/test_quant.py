@@ -596,6 +596,52 @@ def test_matmul_row_ranges_and_batches_are_identical(core: Core, name: str) -> N
                 assert np.array_equal(full[t].view(np.uint32), one[0].view(np.uint32)), f"{name} token {t}"
 
 
+X4_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
+
+
+@pytest.mark.parametrize("name", X4_TYPES)
+def test_matmul_x4_layout_gives_the_same_bits(core: Core, name: str) -> None:
+    """realm_model_load repacks these types' layer weights into the x4 layout
+    (rows interleaved in groups of four): every row range and batch of it must
+    give the bits of ggml's layout (whose kernels the tests above check against
+    the references)."""
+    rng = np.random.default_rng(zlib.crc32(f"x4/{name}".encode()))
+    K, rows = 576, 24
+    W = make_weights(name, rows, K, rng)
+    c = core.c
+    wp = core.put(W)
+    try:
+        x4 = core.call("realm_quant_repack_x4", tid(name), wp, K, rows)
+        c.check(x4, "realm_quant_repack_x4")
+        assert x4 == 0x100 | tid(name)
+        assert not np.array_equal(core.get(wp, np.uint8, W.nbytes), W.reshape(-1)), "repacking changed nothing"
+        for T in (1, 2, 3, 6, 17):
+            x = make_acts(T, K, rng)
+            ref = core.matmul(name, W, K, rows, x)
+            xp, yp = core.put(x.astype(np.float32)), c.alloc(4 * rows * T)
+            try:
+                for ranges in ([(0, rows)], [(0, 1), (1, 6), (6, 16), (16, 24)], [(r, r + 1) for r in range(rows)]):
+                    c.view(yp, np.float32, rows * T)[:] = np.nan
+                    for r0, r1 in ranges:
+                        c.check(core.call("realm_quant_matmul_rows", x4, wp, K, r0, r1, xp, T, yp, rows), "x4 matmul")
+                    got = core.get(yp, np.float32, rows * T).reshape(T, rows)
+                    assert np.array_equal(got.view(np.uint32), ref.view(np.uint32)), f"{name} x4 T={T} {ranges[:3]}"
+            finally:
+                c.free(xp), c.free(yp)
+        # no row of it can be dequantized alone; only whole groups of four of these types repack
+        out = c.alloc(4 * K)
+        try:
+            assert core.call("realm_quant_dequant", x4, wp, out, K) == 0
+            assert "x4" in c.last_error()
+        finally:
+            c.free(out)
+        assert core.call("realm_quant_repack_x4", tid(name), wp, K, rows - 1) == 0
+        assert "multiple of 4" in c.last_error()
+    finally:
+        c.free(wp)
+    assert core.call("realm_quant_repack_x4", tid("Q4_K"), wp, 256, 4) == 0
+
+
 def test_matmul_model_weights(core: Core, model: gguf.GGUFReader) -> None:
     """Real Q4_1 / Q8_0 tensors of the default model."""
     reader = model
