@@ -19,6 +19,9 @@ wasmtime call overhead does not count). Prints, per type:
           # realm vs llama.cpp at SmolLM2's shapes; T=1 weights streamed from DRAM as in decode
     python bench/bench_kernels.py --smollm2 --types Q4_1 --wasm a.wasm,b.wasm
           # two builds, measured alternately in one process (A/B on a busy machine)
+    python bench/bench_kernels.py --smollm2 --types Q5_0,Q5_0x4 --tokens 1,64
+          # a type name ending in x4: the matrix repacked into the x4 layout realm_model_load
+          # gives Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights (realm_quant_repack_x4), next to ggml's layout
     REALM_SIMD=simd128 python bench/bench_kernels.py   # the SIMD128 build (default: relaxed SIMD, as the host picks)
     python bench/bench_kernels.py --cranelift-flag enable_heap_access_spectre_mitigation=true
 
