@@ -101,7 +101,7 @@ EXPORT uint32_t realm_quant_repack_x4(uint32_t type, void *W, uint64_t K, uint64
     rt_err_clear();
     if (!quant_check(type, K) || type & QUANT_X4) return 0;
     if (!quant_can_x4(type, rows)) {
-        rt_err("realm_quant_repack_x4: the x4 layout takes Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 with a multiple of 4 rows", NULL);
+        rt_err("realm_quant_repack_x4: the x4 layout takes Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 or Q2_K..Q6_K with a multiple of 4 rows", NULL);
         return 0;
     }
     if (!quant_repack_x4(type, (uint8_t *)W, K, rows)) {

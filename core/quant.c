@@ -107,6 +107,11 @@ void quant_matmul_q(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint6
     case QUANT_X4 | GGML_TYPE_Q5_0: quant_mm_q5_0_x4(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
     case QUANT_X4 | GGML_TYPE_Q5_1: quant_mm_q5_1_x4(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
     case QUANT_X4 | GGML_TYPE_Q8_0: quant_mm_q8_0_x4(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case QUANT_X4 | GGML_TYPE_Q2_K: quant_mm_q2_K_x4(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case QUANT_X4 | GGML_TYPE_Q3_K: quant_mm_q3_K_x4(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case QUANT_X4 | GGML_TYPE_Q4_K: quant_mm_q4_K_x4(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case QUANT_X4 | GGML_TYPE_Q5_K: quant_mm_q5_K_x4(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
+    case QUANT_X4 | GGML_TYPE_Q6_K: quant_mm_q6_K_x4(w, rb, K, r0, r1, x, xrb, T, y, y_stride); break;
     default: break;
     }
 }

@@ -27,9 +27,11 @@ uint64_t quant_row_bytes(uint32_t type, uint64_t n);
 /* dst[0..n) = dequantized src; n a multiple of the block size. Bit-exact with gguf-py. */
 void quant_dequant_row(uint32_t type, const void *src, float *dst, uint64_t n);
 
-/* The x4 layout (quant_q.c): a Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 matrix with its
- * rows interleaved in groups of four, for the kernels only (no row of it can be
- * dequantized on its own). Its type is QUANT_X4 | the ggml type, which every
+/* The x4 layout: a Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 or Q2_K..Q6_K matrix with its
+ * rows interleaved in groups of four, for the kernels only: per block column,
+ * the group's four blocks' fields regrouped (32-element types, quant_q.c) or
+ * its four super-blocks one after the other (K-quants, quant_k.c); a row is
+ * read back whole only by quant_get_row. Its type is QUANT_X4 | the ggml type, which every
  * function here takes (row and activation sizes: the ggml type's).
  * quant_repack_x4 rearranges W (rows x K, ggml's layout) in place and returns
  * true; false, W untouched, where quant_can_x4 says no or scratch of four rows

@@ -255,6 +255,11 @@ void quant_mm_q4_1_x4(QI_MM_ARGS);
 void quant_mm_q5_0_x4(QI_MM_ARGS);
 void quant_mm_q5_1_x4(QI_MM_ARGS);
 void quant_mm_q8_0_x4(QI_MM_ARGS);
+void quant_mm_q2_K_x4(QI_MM_ARGS);
+void quant_mm_q3_K_x4(QI_MM_ARGS);
+void quant_mm_q4_K_x4(QI_MM_ARGS);
+void quant_mm_q5_K_x4(QI_MM_ARGS);
+void quant_mm_q6_K_x4(QI_MM_ARGS);
 
 /* The loop every kernel family shares (quant_q.c, quant_k.c, quant_float.c):
  *   R4(p0, p1, p2, p3, K, x)   -> v128_t: rows p0..p3 (pointers to their first
@@ -367,6 +372,52 @@ static inline uint64_t qi_chunk_rows(uint64_t rb) {
         else if (2 * T <= N) /* no tile: each token streams the rows by quarters (batched decode) */ \
             for (uint64_t t = 0; t < T; t++) NAME##_one(W, rb, K, r0, r1, xq + t * xrb, xrb, 1, y + t * ys, ys); \
         else NAME##_many(W, rb, K, r0, r1, xq, xrb, T, y, ys);                                  \
+    }
+
+/* The x4 layout's matrices (quant.h): rows a group of four at a time,
+ *   R4X(g, K, x)        -> v128_t: the group at g times one token; lanes = rows
+ *   R4NX(g, K, xs, out) -> out[0..4): the group times four tokens
+ * (the same f32 operations per (row, token) as the family's R4). [r0, r1) may
+ * cut groups: a group's rows outside it are computed and dropped. One token:
+ * group after group, one sequential stream; several: as QI_DEFINE_MM_RN. */
+#define QI_DEFINE_MM_X4(NAME, R4X, R4NX)                                                                   \
+    static __attribute__((noinline)) void NAME##_one(QI_MM_ARGS) {                                         \
+        (void)T, (void)xrb, (void)ys;                                                                      \
+        for (uint64_t r = r0 & ~(uint64_t)3; r < r1; r += 4) {                                             \
+            float o[4];                                                                                    \
+            wasm_v128_store(o, R4X(W + r * rb, K, xq));                                                    \
+            for (uint64_t i = 0; i < 4; i++)                                                               \
+                if (r + i >= r0 && r + i < r1) y[r + i] = o[i];                                            \
+        }                                                                                                  \
+    }                                                                                                      \
+    static __attribute__((noinline)) void NAME##_many(QI_MM_ARGS) {                                        \
+        const uint64_t chunk = qi_chunk_rows(rb);                                                          \
+        for (uint64_t rc = r0 & ~(uint64_t)3; rc < r1; rc += chunk) {                                      \
+            const uint64_t re = rc + chunk < r1 ? rc + chunk : r1;                                         \
+            for (uint64_t t = 0; t < T;) {                                                                 \
+                const uint64_t nt = T - t < 4 ? T - t : 4, step = 2 * nt > 4 ? 4 : 1;                      \
+                const uint8_t *xs[4];                                                                      \
+                for (uint64_t j = 0; j < 4; j++) xs[j] = xq + (t + (j < nt ? j : nt - 1)) * xrb;           \
+                for (uint64_t r = rc; r < re; r += 4) {                                                    \
+                    v128_t o[4];                                                                           \
+                    if (step == 4) R4NX(W + r * rb, K, xs, o);                                             \
+                    else o[0] = R4X(W + r * rb, K, xs[0]);                                                 \
+                    for (uint64_t j = 0; j < (step == 4 ? nt : 1); j++) {                                  \
+                        float f[4];                                                                        \
+                        wasm_v128_store(f, o[j]);                                                          \
+                        for (uint64_t i = 0; i < 4; i++)                                                   \
+                            if (r + i >= r0 && r + i < re) y[(t + j) * ys + r + i] = f[i];                 \
+                    }                                                                                      \
+                }                                                                                          \
+                t += step == 4 ? nt : 1;                                                                   \
+            }                                                                                              \
+        }                                                                                                  \
+    }                                                                                                      \
+    void NAME(QI_MM_ARGS) {                                                                                \
+        if (T == 1) NAME##_one(W, rb, K, r0, r1, xq, xrb, T, y, ys);                                       \
+        else if (T <= 2) /* batched decode: each token streams the rows */                                 \
+            for (uint64_t t = 0; t < T; t++) NAME##_one(W, rb, K, r0, r1, xq + t * xrb, xrb, 1, y + t * ys, ys); \
+        else NAME##_many(W, rb, K, r0, r1, xq, xrb, T, y, ys);                                             \
     }
 
 #endif

@@ -244,8 +244,8 @@ QI_INLINE v128_t gather_d(const uint32_t type, const uint8_t *p0, const uint8_t 
 
 /* Rows p0..p3 (block 0 at each) times one token (activation row x): lanes = rows. */
 QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, const uint8_t *p1, const uint8_t *p2,
-                       const uint8_t *p3, uint64_t K, const uint8_t *x) {
-    const uint64_t nb = K / QK_K, bb = kblock_bytes(type);
+                       const uint8_t *p3, uint64_t K, const uint8_t *x, const uint64_t bb) {
+    const uint64_t nb = K / QK_K;
     const uint8_t *aq = x; /* 256 quants: 512 bytes (i16) or 256 (B: i8) */
     const float *dx = (const float *)(x + (B ? 1 : 2) * K);
     const int16_t *bs16 = (const int16_t *)(dx + nb), *bs32 = bs16 + K / 16;
@@ -345,8 +345,9 @@ QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, con
 #define QK_NT 4
 #endif
 QI_INLINE void rows4n(const uint32_t type, const bool B, const int N, const uint8_t *p0, const uint8_t *p1,
-                      const uint8_t *p2, const uint8_t *p3, uint64_t K, const uint8_t *const *xs, v128_t *out) {
-    const uint64_t nb = K / QK_K, bb = kblock_bytes(type), qb = B ? 1 : 2;
+                      const uint8_t *p2, const uint8_t *p3, uint64_t K, const uint8_t *const *xs, v128_t *out,
+                      const uint64_t bb) {
+    const uint64_t nb = K / QK_K, qb = B ? 1 : 2;
     const uint8_t *p[4] = { p0, p1, p2, p3 };
     v128_t acc[QK_NMAX];
     QI_UNROLL for (int n = 0; n < N; n++) acc[n] = wasm_f32x4_splat(0);
@@ -434,18 +435,30 @@ QI_INLINE void rows4n(const uint32_t type, const bool B, const int N, const uint
 #define QK_KERNEL(NAME, TYPE, KIND)                                                                        \
     QI_INLINE v128_t NAME##_r4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3, \
                                uint64_t K, const uint8_t *x) {                                             \
-        return rows4(TYPE, qi_quant_bytes(KIND) == 1, p0, p1, p2, p3, K, x);                               \
+        return rows4(TYPE, qi_quant_bytes(KIND) == 1, p0, p1, p2, p3, K, x, kblock_bytes(TYPE));           \
     }                                                                                                      \
     QI_INLINE void NAME##_r4n(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3,  \
                               uint64_t K, const uint8_t *const *xs, v128_t *out) {                         \
-        rows4n(TYPE, qi_quant_bytes(KIND) == 1, QK_NT, p0, p1, p2, p3, K, xs, out);                        \
+        rows4n(TYPE, qi_quant_bytes(KIND) == 1, QK_NT, p0, p1, p2, p3, K, xs, out, kblock_bytes(TYPE));    \
     }                                                                                                      \
     QI_DEFINE_MM_RN(NAME, NAME##_r4, NAME##_r4n, QK_NT)
+/* The x4 layout (quant.h): a group's four super-blocks of a column together, each as in ggml. */
+#define QK_KERNEL_X4(NAME, TYPE, KIND)                                                                     \
+    QK_KERNEL(NAME, TYPE, KIND)                                                                            \
+    QI_INLINE v128_t NAME##_x4r(const uint8_t *g, uint64_t K, const uint8_t *x) {                          \
+        const uint64_t bb = kblock_bytes(TYPE);                                                            \
+        return rows4(TYPE, qi_quant_bytes(KIND) == 1, g, g + bb, g + 2 * bb, g + 3 * bb, K, x, 4 * bb);    \
+    }                                                                                                      \
+    QI_INLINE void NAME##_x4rn(const uint8_t *g, uint64_t K, const uint8_t *const *xs, v128_t *out) {      \
+        const uint64_t bb = kblock_bytes(TYPE);                                                            \
+        rows4n(TYPE, qi_quant_bytes(KIND) == 1, QK_NT, g, g + bb, g + 2 * bb, g + 3 * bb, K, xs, out, 4 * bb); \
+    }                                                                                                      \
+    QI_DEFINE_MM_X4(NAME##_x4, NAME##_x4r, NAME##_x4rn)
 /* (the activation kinds must be quant.c's quant_act_kind) */
 #define QK_B (QI_RELAXED ? ACT_Q8_KB : ACT_Q8_K)
-QK_KERNEL(quant_mm_q2_K, GGML_TYPE_Q2_K, QK_B)
-QK_KERNEL(quant_mm_q3_K, GGML_TYPE_Q3_K, QK_B)
-QK_KERNEL(quant_mm_q4_K, GGML_TYPE_Q4_K, QK_B)
-QK_KERNEL(quant_mm_q5_K, GGML_TYPE_Q5_K, QK_B)
-QK_KERNEL(quant_mm_q6_K, GGML_TYPE_Q6_K, QK_B)
+QK_KERNEL_X4(quant_mm_q2_K, GGML_TYPE_Q2_K, QK_B)
+QK_KERNEL_X4(quant_mm_q3_K, GGML_TYPE_Q3_K, QK_B)
+QK_KERNEL_X4(quant_mm_q4_K, GGML_TYPE_Q4_K, QK_B)
+QK_KERNEL_X4(quant_mm_q5_K, GGML_TYPE_Q5_K, QK_B)
+QK_KERNEL_X4(quant_mm_q6_K, GGML_TYPE_Q6_K, QK_B)
 QK_KERNEL(quant_mm_q8_K, GGML_TYPE_Q8_K, ACT_Q8_K)

@@ -464,50 +464,14 @@ QQ_KERNEL(quant_mm_q5_1, GGML_TYPE_Q5_1, QQ_B(ACT_Q8_1))
 QQ_KERNEL(quant_mm_q8_0, GGML_TYPE_Q8_0, ACT_Q8_0)
 QQ_KERNEL(quant_mm_q8_1, GGML_TYPE_Q8_1, ACT_Q8_1)
 
-/* The x4 layout's matrices (quant_repack_x4): rows a group of four at a time,
- * [r0, r1) in any rows (a group's rows outside it are computed and dropped);
- * one token: group after group, one sequential stream; several: as
- * QI_DEFINE_MM_RN, with rows4n reading the groups. */
 #define QQ_X4_KERNEL(NAME, TYPE, KIND)                                                                     \
-    static __attribute__((noinline)) void NAME##_one(QI_MM_ARGS) {                                         \
-        (void)T, (void)xrb, (void)ys;                                                                      \
-        for (uint64_t r = r0 & ~(uint64_t)3; r < r1; r += 4) {                                             \
-            float o[4];                                                                                    \
-            wasm_v128_store(o, rows4x(TYPE, qi_quant_bytes(KIND) == 1, W + r * rb, K, xq));                \
-            for (uint64_t i = 0; i < 4; i++)                                                               \
-                if (r + i >= r0 && r + i < r1) y[r + i] = o[i];                                            \
-        }                                                                                                  \
+    QI_INLINE v128_t NAME##r(const uint8_t *g, uint64_t K, const uint8_t *x) {                             \
+        return rows4x(TYPE, qi_quant_bytes(KIND) == 1, g, K, x);                                           \
     }                                                                                                      \
-    static __attribute__((noinline)) void NAME##_many(QI_MM_ARGS) {                                        \
-        const uint64_t chunk = qi_chunk_rows(rb);                                                          \
-        for (uint64_t rc = r0 & ~(uint64_t)3; rc < r1; rc += chunk) {                                      \
-            const uint64_t re = rc + chunk < r1 ? rc + chunk : r1;                                         \
-            for (uint64_t t = 0; t < T;) {                                                                 \
-                const uint64_t nt = T - t < 4 ? T - t : 4, step = 2 * nt > 4 ? 4 : 1;                      \
-                const uint8_t *xs[4];                                                                      \
-                for (uint64_t j = 0; j < 4; j++) xs[j] = xq + (t + (j < nt ? j : nt - 1)) * xrb;           \
-                for (uint64_t r = rc; r < re; r += 4) {                                                    \
-                    v128_t o[4];                                                                           \
-                    if (step == 4) rows4n(TYPE, qi_quant_bytes(KIND) == 1, true, 4, W + r * rb, NULL, NULL, \
-                                          NULL, K, xs, o);                                                 \
-                    else o[0] = rows4x(TYPE, qi_quant_bytes(KIND) == 1, W + r * rb, K, xs[0]);             \
-                    for (uint64_t j = 0; j < (step == 4 ? nt : 1); j++) {                                  \
-                        float f[4];                                                                        \
-                        wasm_v128_store(f, o[j]);                                                          \
-                        for (uint64_t i = 0; i < 4; i++)                                                   \
-                            if (r + i >= r0 && r + i < re) y[(t + j) * ys + r + i] = f[i];                 \
-                    }                                                                                      \
-                }                                                                                          \
-                t += step == 4 ? nt : 1;                                                                   \
-            }                                                                                              \
-        }                                                                                                  \
+    QI_INLINE void NAME##rn(const uint8_t *g, uint64_t K, const uint8_t *const *xs, v128_t *out) {         \
+        rows4n(TYPE, qi_quant_bytes(KIND) == 1, true, 4, g, NULL, NULL, NULL, K, xs, out);                 \
     }                                                                                                      \
-    void NAME(QI_MM_ARGS) {                                                                                \
-        if (T == 1) NAME##_one(W, rb, K, r0, r1, xq, xrb, T, y, ys);                                       \
-        else if (T <= 2) /* batched decode: each token streams the rows */                                 \
-            for (uint64_t t = 0; t < T; t++) NAME##_one(W, rb, K, r0, r1, xq + t * xrb, xrb, 1, y + t * ys, ys); \
-        else NAME##_many(W, rb, K, r0, r1, xq, xrb, T, y, ys);                                             \
-    }
+    QI_DEFINE_MM_X4(NAME, NAME##r, NAME##rn)
 QQ_X4_KERNEL(quant_mm_q4_0_x4, GGML_TYPE_Q4_0, QQ_B(ACT_Q8_0))
 QQ_X4_KERNEL(quant_mm_q4_1_x4, GGML_TYPE_Q4_1, QQ_B(ACT_Q8_1))
 QQ_X4_KERNEL(quant_mm_q5_0_x4, GGML_TYPE_Q5_0, QQ_B(ACT_Q8_0))
@@ -517,14 +481,19 @@ QQ_X4_KERNEL(quant_mm_q8_0_x4, GGML_TYPE_Q8_0, ACT_Q8_0)
 bool quant_can_x4(uint32_t type, uint64_t rows) {
     switch (type) {
     case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: case GGML_TYPE_Q8_0:
+    case GGML_TYPE_Q2_K: case GGML_TYPE_Q3_K: case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: case GGML_TYPE_Q6_K:
         return rows % 4 == 0;
     default: return false;
     }
 }
+/* The K-quants' x4 layout only interleaves: a group's four super-blocks of
+ * each column one after the other, each as in ggml (quant_k.c). */
+QI_INLINE bool is_k(uint32_t type) { return type >= GGML_TYPE_Q2_K && type <= GGML_TYPE_Q6_K; }
 
 bool quant_repack_x4(uint32_t type, uint8_t *W, uint64_t K, uint64_t rows) {
-    if (!quant_can_x4(type, rows) || K % 32) return false;
-    const uint64_t bb = block_bytes(type), rb = K / 32 * bb, nb = K / 32;
+    const uint64_t bs = quant_type(type)->block_size;
+    if (!quant_can_x4(type, rows) || K % bs) return false;
+    const uint64_t bb = is_k(type) ? quant_type(type)->type_size : block_bytes(type), rb = K / bs * bb, nb = K / bs;
     const uint64_t hs = x4_hdr(type) / 4, qh = x4_quants(type) > x4_hdr(type), qo = quants_at(type), ql = x4_qlen(type);
     uint8_t *tmp = rt_malloc(4 * rb);
     if (!tmp) return false;
@@ -533,6 +502,10 @@ bool quant_repack_x4(uint32_t type, uint8_t *W, uint64_t K, uint64_t rows) {
         memcpy(tmp, grp, 4 * rb);
         for (uint64_t b = 0; b < nb; b++) {
             uint8_t *o = grp + b * 4 * bb;
+            if (is_k(type)) {
+                for (uint64_t j = 0; j < 4; j++) memcpy(o + j * bb, tmp + j * rb + b * bb, bb);
+                continue;
+            }
             for (uint64_t j = 0; j < 4; j++) {
                 const uint8_t *src = tmp + j * rb + b * bb;
                 memcpy(o + j * hs, src, hs);
@@ -559,6 +532,11 @@ void quant_x4_row(uint32_t type, const uint8_t *W, uint64_t rb, uint64_t r, uint
     const uint64_t bb = block_bytes(type), hs = x4_hdr(type) / 4, qo = quants_at(type), ql = x4_qlen(type);
     const uint64_t j = r & 3;
     const uint8_t *g = W + (r - j) * rb;
+    if (is_k(type)) {
+        const uint64_t kb = quant_type(type)->type_size;
+        for (uint64_t b = 0; b < K / QK_K; b++) quant_dequant_impl(type, g + (4 * b + j) * kb, dst + QK_K * b, QK_K);
+        return;
+    }
     uint8_t blk[40];
     for (uint64_t b = 0; b < K / 32; b++, g += 4 * bb) {
         memcpy(blk, g + j * hs, hs);

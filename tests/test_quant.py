@@ -596,17 +596,18 @@ def test_matmul_row_ranges_and_batches_are_identical(core: Core, name: str) -> N
                 assert np.array_equal(full[t].view(np.uint32), one[0].view(np.uint32)), f"{name} token {t}"
 
 
-X4_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
+X4_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 
 
 @pytest.mark.parametrize("name", X4_TYPES)
 def test_matmul_x4_layout_gives_the_same_bits(core: Core, name: str) -> None:
     """realm_model_load repacks these types' layer weights into the x4 layout
-    (rows interleaved in groups of four): every row range and batch of it must
+    (rows interleaved in groups of four; K-quants: their super-blocks): every
+    row range and batch of it must
     give the bits of ggml's layout (whose kernels the tests above check against
     the references)."""
     rng = np.random.default_rng(zlib.crc32(f"x4/{name}".encode()))
-    K, rows = 576, 24
+    K, rows = (512 if name in K_TYPES else 576), 24
     W = make_weights(name, rows, K, rng)
     c = core.c
     wp = core.put(W)
@@ -639,7 +640,7 @@ def test_matmul_x4_layout_gives_the_same_bits(core: Core, name: str) -> None:
         assert "multiple of 4" in c.last_error()
     finally:
         c.free(wp)
-    assert core.call("realm_quant_repack_x4", tid("Q4_K"), wp, 256, 4) == 0
+    assert core.call("realm_quant_repack_x4", tid("Q8_K"), wp, 256, 4) == 0
 
 
 def test_matmul_model_weights(core: Core, model: gguf.GGUFReader) -> None:
