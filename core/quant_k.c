@@ -242,7 +242,9 @@ QI_INLINE v128_t gather_d(const uint32_t type, const uint8_t *p0, const uint8_t 
     return qi_h2f_hi_x4(wasm_i32x4_shl(v, 16));
 }
 
-/* Rows p0..p3 (block 0 at each) times one token (activation row x): lanes = rows. */
+/* Rows p0..p3 (block 0 at each) times one token (activation row x): lanes = rows.
+ * bb: bytes from a row's super-block to its next (kblock_bytes; four times it in
+ * the x4 layout, where p1..p3 are p0 + 1..3 super-blocks). */
 QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, const uint8_t *p1, const uint8_t *p2,
                        const uint8_t *p3, uint64_t K, const uint8_t *x, const uint64_t bb) {
     const uint64_t nb = K / QK_K;
@@ -339,7 +341,7 @@ QI_INLINE v128_t rows4(const uint32_t type, const bool B, const uint8_t *p0, con
  * unpack the four rows' bytes of a group, then go token by token, each token's
  * sums anchored (QI_ANCHOR) before the next token's loads: Cranelift otherwise
  * loaded every token's activations first and spilled them (Q4_K 49 -> 57
- * GOP/s at K = 4096, bench_kernels.py T = 64). */
+ * GOP/s at K = 4096, bench_kernels.py T = 64). bb as in rows4. */
 #define QK_NMAX 4
 #ifndef QK_NT
 #define QK_NT 4

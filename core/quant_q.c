@@ -31,8 +31,9 @@
  *   repacks them): one stream of four rows' interleaved blocks, the rows'
  *   scales in one load, Q5's fifth bits by one shift and mask per row instead
  *   of a shuffle, mask, compare and mask per half (SmolLM2's shapes, one
- *   thread, streamed: Q4_0 matvec 11.9 -> 13.7 GB/s, Q5_0 7.6 -> 11.2, Q5_1
- *   7.4 -> 12.0; prompt tiles +15 % Q4_0, +17 % Q8_0, +34 % Q5_0).
+ *   thread, streamed: Q4_0 matvec 12.0 -> 13.9 GB/s, Q5_0 7.5 -> 11.2, Q5_1
+ *   7.4 -> 11.8, Q8_0 16.2 -> 17.4; prompt tiles +6 % Q4_0, +9 % Q8_0, +25 %
+ *   Q5_0: bench/results/cpu-2026-12-07c.md).
  * Integer sums are exact (|sum| < 2^18), so every (row, token) result is the
  * same sequence of f32 operations whichever rows and tokens a call holds:
  *   acc += f32(isum) * (d_w * d_x);  macc += m_w * s_x;  y = acc + macc. */
