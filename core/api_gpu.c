@@ -33,10 +33,10 @@
 #define MAX_TOPK REALM_MAX_TOPK
 
 /* ------------------------------------------------------------ loading */
-/* Where tensor data pointers point when the weights are not in wasm memory:
- * model_load only records data + offset; nothing here is ever dereferenced. */
 /* A weight's ggml type as in its file (the GPU reads the file's layout, never the CPU kernels' x4) */
 #define GGML_TYPE_OF(t) ((t)->type & ~QUANT_X4)
+/* Where tensor data pointers point when the weights are not in wasm memory:
+ * model_load only records data + offset; nothing here is ever dereferenced. */
 #define NO_WEIGHTS_BASE ((uint8_t *)(uintptr_t)0x40000000u)
 
 static const uint8_t *data_base(const Model *m) { return m->weights ? m->weights : NO_WEIGHTS_BASE; }

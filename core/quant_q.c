@@ -494,7 +494,7 @@ QI_INLINE bool is_k(uint32_t type) { return type >= GGML_TYPE_Q2_K && type <= GG
 bool quant_repack_x4(uint32_t type, uint8_t *W, uint64_t K, uint64_t rows) {
     const uint64_t bs = quant_type(type)->block_size;
     if (!quant_can_x4(type, rows) || K % bs) return false;
-    const uint64_t bb = is_k(type) ? quant_type(type)->type_size : block_bytes(type), rb = K / bs * bb, nb = K / bs;
+    const uint64_t bb = quant_type(type)->type_size, rb = K / bs * bb, nb = K / bs;
     const uint64_t hs = x4_hdr(type) / 4, qh = x4_quants(type) > x4_hdr(type), qo = quants_at(type), ql = x4_qlen(type);
     uint8_t *tmp = rt_malloc(4 * rb);
     if (!tmp) return false;
@@ -530,12 +530,11 @@ bool quant_repack_x4(uint32_t type, uint8_t *W, uint64_t K, uint64_t rows) {
 /* Row r of an x4 matrix (rows rb bytes apart, as in ggml's layout) dequantized:
  * each of its blocks put back in ggml's layout, then dequantized as such. */
 void quant_x4_row(uint32_t type, const uint8_t *W, uint64_t rb, uint64_t r, uint64_t K, float *dst) {
-    const uint64_t bb = block_bytes(type), hs = x4_hdr(type) / 4, qo = quants_at(type), ql = x4_qlen(type);
+    const uint64_t bb = quant_type(type)->type_size, hs = x4_hdr(type) / 4, qo = quants_at(type), ql = x4_qlen(type);
     const uint64_t j = r & 3;
     const uint8_t *g = W + (r - j) * rb;
     if (is_k(type)) {
-        const uint64_t kb = quant_type(type)->type_size;
-        for (uint64_t b = 0; b < K / QK_K; b++) quant_dequant_impl(type, g + (4 * b + j) * kb, dst + QK_K * b, QK_K);
+        for (uint64_t b = 0; b < K / QK_K; b++) quant_dequant_impl(type, g + (4 * b + j) * bb, dst + QK_K * b, QK_K);
         return;
     }
     uint8_t blk[40];
