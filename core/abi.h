@@ -312,6 +312,7 @@ REALM_EXPORT int32_t realm_quant_attn_f16(const float *q, uint32_t nh, const uin
 REALM_EXPORT int32_t realm_quant_geglu(float *g, const float *u, uint64_t n);
 REALM_EXPORT int32_t realm_quant_softcap(float *y, uint64_t n, float cap);
 REALM_EXPORT uint32_t realm_quant_repack_x4(uint32_t type, void *W, uint64_t K, uint64_t rows);
+REALM_EXPORT int32_t realm_quant_get_row(uint32_t type, const void *W, uint64_t K, uint64_t r, float *dst);
 REALM_EXPORT int32_t realm_quant_bench(uint32_t type, const void *W, uint64_t K, uint64_t rows, const void *xq, uint64_t T, float *y, uint32_t reps);
 
 #endif

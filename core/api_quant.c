@@ -96,6 +96,14 @@ EXPORT int32_t realm_quant_matmul_rows(uint32_t type, const void *W, uint64_t K,
     return quant_matmul(type, W, K, r0, r1, x, T, y, y_stride) ? 1 : 0;
 }
 
+/* dst (K f32) = row r of W dequantized (quant_get_row: ggml's layout or x4). */
+EXPORT int32_t realm_quant_get_row(uint32_t type, const void *W, uint64_t K, uint64_t r, float *dst) {
+    rt_err_clear();
+    if (!quant_check(type, K)) return 0;
+    quant_get_row(type, W, r, K, dst);
+    return 1;
+}
+
 /* W (rows x K, ggml's layout) -> the x4 layout in place; its type id, or 0. */
 EXPORT uint32_t realm_quant_repack_x4(uint32_t type, void *W, uint64_t K, uint64_t rows) {
     rt_err_clear();

@@ -601,11 +601,11 @@ X4_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_
 
 @pytest.mark.parametrize("name", X4_TYPES)
 def test_matmul_x4_layout_gives_the_same_bits(core: Core, name: str) -> None:
-    """realm_model_load repacks these types' layer weights into the x4 layout
-    (rows interleaved in groups of four; K-quants: their super-blocks): every
-    row range and batch of it must
-    give the bits of ggml's layout (whose kernels the tests above check against
-    the references)."""
+    """realm_model_load repacks these types' weights into the x4 layout (rows
+    interleaved in groups of four; K-quants: their super-blocks): every row
+    range and batch of it must match the float64 references from gguf-py's
+    dequantization and give the bits of ggml's layout, and every row read back
+    must be gguf-py's dequantization of the original row."""
     rng = np.random.default_rng(zlib.crc32(f"x4/{name}".encode()))
     K, rows = (512 if name in K_TYPES else 576), 24
     W = make_weights(name, rows, K, rng)
@@ -616,6 +616,14 @@ def test_matmul_x4_layout_gives_the_same_bits(core: Core, name: str) -> None:
         c.check(x4, "realm_quant_repack_x4")
         assert x4 == 0x100 | tid(name)
         assert not np.array_equal(core.get(wp, np.uint8, W.nbytes), W.reshape(-1)), "repacking changed nothing"
+        # each row read back (token embeddings are read so) as gguf-py dequantizes the original
+        out = c.alloc(4 * K)
+        try:
+            for r in range(rows):
+                c.check(core.call("realm_quant_get_row", x4, wp, K, r, out), "realm_quant_get_row")
+                _assert_bits_equal(core.get(out, np.float32, K), dequant_np(name, W[r], K), f"{name} x4 row {r}")
+        finally:
+            c.free(out)
         for T in (1, 2, 3, 6, 17):
             x = make_acts(T, K, rng)
             ref = core.matmul(name, W, K, rows, x)
@@ -627,6 +635,7 @@ def test_matmul_x4_layout_gives_the_same_bits(core: Core, name: str) -> None:
                         c.check(core.call("realm_quant_matmul_rows", x4, wp, K, r0, r1, xp, T, yp, rows), "x4 matmul")
                     got = core.get(yp, np.float32, rows * T).reshape(T, rows)
                     assert np.array_equal(got.view(np.uint32), ref.view(np.uint32)), f"{name} x4 T={T} {ranges[:3]}"
+                    check_matmul(name, W, K, x, got, f"{name} x4 T={T}")  # the float64 references
             finally:
                 c.free(xp), c.free(yp)
         # no row of it can be dequantized alone; only whole groups of four of these types repack
