@@ -1,26 +1,30 @@
 /* quant_attn.c: one attention head over an f16 KV cache, for the forward pass
  * (attention_head, for every head_dim D that is a multiple of 8).
  *
- * Computes exactly (bit for bit) what the straightforward SIMD loop (one
- * cache row at a time: two f32x4 accumulators over eight dimensions, then
- * an axpy per position) computed before it, in the same f32 and f64
- * operations per value:
+ * What it computes, in these f32 and f64 operations per value (whichever
+ * heads, positions and dimensions a call groups, so the bits never depend on
+ * the plan):
  *   qh[d]  = f16r(q[d])                                      (f16r: round to f16 and back)
  *   s_j    = hsum4(a0 + a1) * scale, a0 / a1 the f32x4 sums of qh[d..d+3] k_j[d..d+3]
  *            and qh[d+4..d+7] k_j[d+4..d+7] over d = 0, 8, 16, ..; hsum4(v) =
  *            ((v0 + v1) + v2) + v3
- *   mx     = the first largest s_j (NaNs skipped), e_j = rt_expf(s_j - mx),
- *            sum = e_0 + e_1 + .. in double, inv = (float)(1 / sum)
+ *   mx     = the largest s_j (NaNs skipped), e_j = attn_expf(s_j - mx) (below),
+ *            sum = the e_j in double (quant_attn_softmax_exp), inv = (float)(1 / sum)
  *   out[d] = (..((0 + p_0 v_0[d]) + p_1 v_1[d]) + ..), p_j = f16r(e_j * inv)
- * (every product of two f16-rounded values is exact in f32). Faster because:
+ * (every product of two f16-rounded values is exact in f32). llama.cpp's
+ * attention without flash attention rounds q and p to f16 the same way; its
+ * exp is ggml_v_expf, a polynomial of the same accuracy as attn_expf. Fast because:
  * - four cache rows at a time in the q.k pass: the query is loaded once per
  *   four rows, and the four sums are reduced by one 4x4 transpose and three
  *   vector adds (lane by lane the same additions as hsum4);
- * - the output accumulates in registers, 32 dimensions at a time, over all
- *   positions, instead of a load and a store of the accumulator per
- *   position and 8 dimensions;
- * - f16r runs four lanes at a time (qi_f2h_x4 / qi_h2f_x4: the same rounding
- *   as rt_f32_to_f16 / rt_f16_to_f32, tests/test_quant.py);
+ * - the output accumulates in registers over all positions, instead of a
+ *   load and a store of the accumulator per position and 8 dimensions; the
+ *   weights of four positions come in one load per head and are splat lane
+ *   by lane (a bounds-checked scalar load and a broadcast each, before);
+ * - the softmax runs four lanes at a time: its maximum, its exp (f32, not
+ *   rt_expf's f64 polynomial), its sum (two f64x2 lanes), and f16r of the
+ *   weights in f32 itself (f16r_x4_weights, exactly qi_f2h_x4 then qi_h2f_x4
+ *   for weights in [0, 1], tests/test_quant.py);
  * - the f16 cache values are converted cheaply: the halves go to the
  *   high 16 bits of i32 lanes, an arithmetic shift by 3 and a mask make them
  *   f32 times 2^-112 (exact for the finite values a cache holds), and the
@@ -110,24 +114,81 @@ QI_INLINE void pv(const float *ps, const uint16_t *v, uint64_t st, uint32_t n, u
     }
 }
 
+/* exp of four f32 lanes x <= 88 (the softmax's are <= 0), as llama.cpp's softmax
+ * computes it (ggml_v_expf), without FMA: x = n ln2 + r, |r| <= ln2 / 2, 2^n from
+ * n's bits, e^r by a degree-6 polynomial; within 3 ulp of exp(x) (tests/test_quant.py).
+ * Lanes below -87.3 (whose weights round to 0 in f16 and vanish in a sum that holds
+ * the largest score's 1) give 0, NaN gives NaN. rt_expf_x4's f64 polynomial, exact to
+ * half an ulp, cost three times as much: a fifth of decode attention at 512 positions. */
+QI_INLINE v128_t attn_expf_x4(v128_t x) {
+    const v128_t magic = wasm_f32x4_splat(0x1.8p23f);
+    const v128_t z = wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(0x1.715476p+0f)), magic);
+    const v128_t n = wasm_f32x4_sub(z, magic);
+    const v128_t r = wasm_f32x4_sub(wasm_f32x4_sub(x, wasm_f32x4_mul(n, wasm_f32x4_splat(0x1.62e4p-1f))),
+                                    wasm_f32x4_mul(n, wasm_f32x4_splat(0x1.7f7d1cp-20f)));
+    v128_t p = wasm_f32x4_splat(1.0f / 720);
+    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 120));
+    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 24));
+    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 6));
+    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(0.5f));
+    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f));
+    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f));
+    const v128_t two_n = wasm_i32x4_add(wasm_i32x4_shl(z, 23), wasm_i32x4_splat(127 << 23));
+    v128_t e = wasm_f32x4_mul(p, two_n);
+    e = wasm_v128_andnot(e, wasm_f32x4_lt(x, wasm_f32x4_splat(-87.3f)));
+    return wasm_v128_bitselect(x, e, wasm_f32x4_ne(x, x));
+}
+
 /* Both caches' softmax up to its weights: scores capped (cap > 0: cap * tanh(s / cap)),
- * e_j = rt_expf(s_j - mx) in place (mx the first largest, NaNs skipped), four at a time
- * (simd_exp.h: the same bits); returns inv = (float)(1 / sum), the sum in double in
- * order j = 0, 1, .. */
+ * e_j = attn_expf(s_j - mx) in place (mx the largest, NaNs skipped); returns
+ * inv = (float)(1 / sum), the sum in double: lane pairs (e_4i, e_4i+1) and
+ * (e_4i+2, e_4i+3) each summed over i in order, then the tail in order. */
 float quant_attn_softmax_exp(float *scores, uint32_t n, float cap) {
     uint32_t j;
     if (cap > 0)
         for (j = 0; j < n; j++) scores[j] = rt_tanhf(scores[j] * (1.0f / cap)) * cap;
-    float mx = -__builtin_inff();
-    for (j = 0; j < n; j++)
-        if (scores[j] > mx) mx = scores[j];
+    v128_t vm = wasm_f32x4_splat(-__builtin_inff());
+    for (j = 0; j + 4 <= n; j += 4) {
+        const v128_t s = wasm_v128_load(scores + j);
+        vm = wasm_v128_bitselect(s, vm, wasm_f32x4_gt(s, vm)); /* a NaN never wins */
+    }
+    float m4[4] __attribute__((aligned(16)));
+    wasm_v128_store(m4, vm);
+    float mx = m4[0];
+    for (int i = 1; i < 4; i++)
+        if (m4[i] > mx) mx = m4[i];
+    for (uint32_t t = j; t < n; t++)
+        if (scores[t] > mx) mx = scores[t];
     const v128_t vmx = wasm_f32x4_splat(mx);
-    for (j = 0; j + 4 <= n; j += 4)
-        wasm_v128_store(scores + j, rt_expf_x4(wasm_f32x4_sub(wasm_v128_load(scores + j), vmx)));
-    for (; j < n; j++) scores[j] = rt_expf(scores[j] - mx);
-    double sum = 0;
-    for (j = 0; j < n; j++) sum += scores[j];
+    v128_t s0 = wasm_f64x2_splat(0), s1 = s0;
+    for (j = 0; j + 4 <= n; j += 4) {
+        const v128_t e = attn_expf_x4(wasm_f32x4_sub(wasm_v128_load(scores + j), vmx));
+        wasm_v128_store(scores + j, e);
+        s0 = wasm_f64x2_add(s0, wasm_f64x2_promote_low_f32x4(e));
+        s1 = wasm_f64x2_add(s1, wasm_f64x2_promote_low_f32x4(wasm_i64x2_shuffle(e, e, 1, 0)));
+    }
+    double sum = (wasm_f64x2_extract_lane(s0, 0) + wasm_f64x2_extract_lane(s0, 1)) +
+                 (wasm_f64x2_extract_lane(s1, 0) + wasm_f64x2_extract_lane(s1, 1));
+    for (; j < n; j++) {
+        const float e = wasm_f32x4_extract_lane(attn_expf_x4(wasm_f32x4_splat(scores[j] - mx)), 0);
+        scores[j] = e;
+        sum += e;
+    }
     return (float)(1.0 / sum);
+}
+
+/* f16r of four lanes in [0, 1] or NaN (softmax weights), times 2^112: round to
+ * nearest even at f16's precision without leaving f32 (f16 normals: on bit 13
+ * of the bits; below 2^-14, f16's subnormal grid of 2^-24, by adding 0.5, whose
+ * f32 ulp that is), exactly qi_f2h_x4 then qi_h2f_x4 (tests/test_quant.py). */
+QI_INLINE v128_t f16r_x4_weights(v128_t x) {
+    const v128_t odd = wasm_v128_and(wasm_u32x4_shr(x, 13), wasm_i32x4_splat(1));
+    const v128_t nrm = wasm_v128_and(wasm_i32x4_add(wasm_i32x4_add(x, wasm_i32x4_splat(0xfff)), odd),
+                                     wasm_i32x4_splat((int32_t)0xffffe000u));
+    const v128_t sub = wasm_f32x4_sub(wasm_f32x4_add(x, wasm_f32x4_splat(0.5f)), wasm_f32x4_splat(0.5f));
+    v128_t r = wasm_v128_bitselect(sub, nrm, wasm_f32x4_lt(x, wasm_f32x4_splat(0x1p-14f)));
+    r = wasm_v128_bitselect(x, r, wasm_f32x4_ne(x, x));
+    return wasm_f32x4_mul(r, wasm_f32x4_splat(0x1p112f));
 }
 
 /* The softmax of one head's scores, as attn_head: p_j = f16r(e_j * inv) times 2^112, in place. */
@@ -136,11 +197,8 @@ QI_INLINE void softmax_f16r(float *scores, uint32_t n, float cap) {
     const v128_t vi = wasm_f32x4_splat(inv);
     uint32_t j;
     for (j = 0; j + 4 <= n; j += 4)
-        wasm_v128_store(scores + j, f16r_x4_scaled(wasm_f32x4_mul(wasm_v128_load(scores + j), vi)));
-    for (; j < n; j++) {
-        const v128_t x = f16r_x4_scaled(wasm_f32x4_splat(scores[j] * inv));
-        scores[j] = wasm_f32x4_extract_lane(x, 0);
-    }
+        wasm_v128_store(scores + j, f16r_x4_weights(wasm_f32x4_mul(wasm_v128_load(scores + j), vi)));
+    for (; j < n; j++) scores[j] = wasm_f32x4_extract_lane(f16r_x4_weights(wasm_f32x4_splat(scores[j] * inv)), 0);
 }
 
 QI_INLINE void attn_head(const float *q, const uint16_t *k, const uint16_t *v, uint64_t st, uint32_t n,
@@ -217,18 +275,31 @@ QI_INLINE void gpv(const float *ps, uint64_t ss, const int S, const uint16_t *v,
                    const int W, const uint32_t D, float *out) {
     v128_t acc[4][4];
     QI_UNROLL for (int g = 0; g < 4; g++) QI_UNROLL for (int i = 0; i < 4; i++) acc[g][i] = wasm_f32x4_splat(0);
-    for (uint32_t j = 0; j < n; j++) {
+#define GPV_ROW(vr, P_OF_G)                                                                             \
+    do {                                                                                                \
+        v128_t x[4];                                                                                    \
+        QI_UNROLL for (int i = 0; i < W; i += 2) {                                                      \
+            const v128_t h = wasm_v128_load((vr) + 4 * i);                                              \
+            x[i] = h2f_lo(h), x[i + 1] = h2f_hi(h);                                                     \
+        }                                                                                               \
+        QI_UNROLL for (int g = 0; g < S; g++) {                                                         \
+            const v128_t p = P_OF_G;                                                                    \
+            QI_UNROLL for (int i = 0; i < W; i++) acc[g][i] = wasm_f32x4_add(acc[g][i], wasm_f32x4_mul(p, x[i])); \
+        }                                                                                               \
+    } while (0)
+    uint32_t j = 0;
+    /* four rows at a time: each head's four weights in one load, splat lane by lane */
+    for (; j + 4 <= n; j += 4) {
+        v128_t P[4];
+        QI_UNROLL for (int g = 0; g < S; g++) P[g] = wasm_v128_load(ps + g * ss + j);
         const uint16_t *vr = v + j * st + d0;
-        v128_t x[4];
-        QI_UNROLL for (int i = 0; i < W; i += 2) {
-            const v128_t h = wasm_v128_load(vr + 4 * i);
-            x[i] = h2f_lo(h), x[i + 1] = h2f_hi(h);
-        }
-        QI_UNROLL for (int g = 0; g < S; g++) {
-            const v128_t p = wasm_v128_load32_splat(ps + g * ss + j);
-            QI_UNROLL for (int i = 0; i < W; i++) acc[g][i] = wasm_f32x4_add(acc[g][i], wasm_f32x4_mul(p, x[i]));
-        }
+        GPV_ROW(vr, wasm_i32x4_shuffle(P[g], P[g], 0, 0, 0, 0));
+        GPV_ROW(vr + st, wasm_i32x4_shuffle(P[g], P[g], 1, 1, 1, 1));
+        GPV_ROW(vr + 2 * st, wasm_i32x4_shuffle(P[g], P[g], 2, 2, 2, 2));
+        GPV_ROW(vr + 3 * st, wasm_i32x4_shuffle(P[g], P[g], 3, 3, 3, 3));
     }
+    for (; j < n; j++) GPV_ROW(v + j * st + d0, wasm_v128_load32_splat(ps + g * ss + j));
+#undef GPV_ROW
     QI_UNROLL for (int g = 0; g < S; g++)
         QI_UNROLL for (int i = 0; i < W; i++) wasm_v128_store(out + g * D + d0 + 4 * i, acc[g][i]);
 }

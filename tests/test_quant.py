@@ -850,6 +850,39 @@ def test_attention_grouped_heads_are_each_head_alone(core: Core, D: int, n: int,
             core.c.free(p)
 
 
+@pytest.mark.parametrize("n,nh", [(64, 1), (61, 3), (64, 4)])
+def test_attention_weights_are_the_f16_softmax(core: Core, n: int, nh: int) -> None:
+    """The softmax weights themselves, read out through one-hot value rows (out[j] = p_j, exact):
+    each is the float64 softmax rounded to f16, as llama.cpp rounds it, within one f16 step
+    where the f32 exp (3 ulp) meets a rounding boundary, and nearly always exactly; the scores
+    span 0 .. -24, so the weights reach f16's subnormals (below 2^-14) and its zero."""
+    D = 64
+    rng = np.random.default_rng(n * 10 + nh)
+    c = np.sort(rng.uniform(-24, 0, n)).astype(np.float16)
+    c[rng.integers(n)] = 0                         # the largest score: weight 1 before normalising
+    k = np.zeros((n, D), np.float16)
+    k[:, 0] = c                                    # q = e_0 and scale 1: s_j = c_j exactly
+    v = np.zeros((n, D), np.float16)
+    v[np.arange(n), np.arange(n)] = 1              # out[j] = p_j * 1
+    q = np.zeros((nh, D), np.float32)
+    q[:, 0] = 1
+    pk, pv, pq = core.put(k), core.put(v), core.put(q)
+    pout, psc = core.c.alloc(nh * D * 4), core.c.alloc(4 * n * 4 + 64)
+    assert core.call("realm_quant_attn_f16", pq, nh, pk, pv, D, n, D, 1.0, 0.0, psc, n, pout) == 1
+    got = core.get(pout, np.float32, nh * D).reshape(nh, D)[:, :n]
+    for p in (pk, pv, pq, pout, psc):
+        core.c.free(p)
+    e = np.exp(c.astype(np.float64) - c.max())
+    ref = (e / e.sum()).astype(np.float16)
+    assert (ref < 2.0 ** -14).sum() >= n // 4 and (ref == 0).any(), "the scores must reach f16 subnormals and 0"
+    for h in range(nh):
+        assert np.array_equal(got[h].astype(np.float16).astype(np.float32), got[h]), "weights not f16 values"
+        step = np.spacing(ref.astype(np.float16)).astype(np.float64)
+        off = np.abs(got[h].astype(np.float64) - ref.astype(np.float64))
+        assert (off <= step).all(), f"head {h}: weights off by more than one f16 step at {np.nonzero(off > step)[0]}"
+        assert (off == 0).mean() >= 0.9, f"head {h}: only {(off == 0).mean():.0%} of the weights exact"
+
+
 def test_attention_kernel_refuses_bad_shapes(core: Core) -> None:
     assert core.call("realm_quant_attn_f16", 0, 1, 0, 0, 64, 4, 60, 1.0, 0.0, 0, 4, 0) == 0
     assert "multiple of 8" in core.c.last_error()
