@@ -5,18 +5,23 @@
  * heads, positions and dimensions a call groups, so the bits never depend on
  * the plan):
  *   qh[d]  = f16r(q[d])                                      (f16r: round to f16 and back)
- *   s_j    = hsum4(a0 + a1) * scale, a0 / a1 the f32x4 sums of qh[d..d+3] k_j[d..d+3]
- *            and qh[d+4..d+7] k_j[d+4..d+7] over d = 0, 8, 16, ..; hsum4(v) =
- *            ((v0 + v1) + v2) + v3
+ *   s_j    = hsum4(a) * scale, a the f32x4 sum of qh[d..d+3] k_j[d..d+3], then
+ *            qh[d+4..d+7] k_j[d+4..d+7], for d = 0, 8, 16, .. in turn (lane l sums
+ *            dimensions l, l + 4, l + 8, .. in order); hsum4(v) = ((v0 + v1) + v2) + v3
  *   mx     = the largest s_j (NaNs skipped), e_j = attn_expf(s_j - mx) (below),
  *            sum = the e_j in double (quant_attn_softmax_exp), inv = (float)(1 / sum)
  *   out[d] = (..((0 + p_0 v_0[d]) + p_1 v_1[d]) + ..), p_j = f16r(e_j * inv)
  * (every product of two f16-rounded values is exact in f32). llama.cpp's
  * attention without flash attention rounds q and p to f16 the same way; its
  * exp is ggml_v_expf, a polynomial of the same accuracy as attn_expf. Fast because:
- * - four cache rows at a time in the q.k pass: the query is loaded once per
- *   four rows, and the four sums are reduced by one 4x4 transpose and three
- *   vector adds (lane by lane the same additions as hsum4);
+ * - four cache rows at a time in the q.k pass (two for each of S heads that
+ *   share a KV head): the query is loaded once per four (two) rows, and four
+ *   sums are reduced by one 4x4 transpose and three vector adds (lane by lane
+ *   the same additions as hsum4); one accumulator per row and head (two, before,
+ *   did not fit the registers at S = 3 with two rows), and the running sums
+ *   anchored after every eight dimensions (QI_ANCHOR): Cranelift otherwise
+ *   computed each sum's whole chain in turn and spilled the converted cache
+ *   values that the others still needed (q.k at S = 3: 23 -> 18.5 ns per row);
  * - the output accumulates in registers over all positions, instead of a
  *   load and a store of the accumulator per position and 8 dimensions; the
  *   weights of four positions come in one load per head and are splat lane
@@ -54,13 +59,13 @@ QI_INLINE float hsum4(v128_t v) {
 
 /* q.k of one cache row, q scaled by 2^112 */
 QI_INLINE float dot1(const float *qh, const uint16_t *k, uint32_t D) {
-    v128_t a0 = wasm_f32x4_splat(0), a1 = a0;
+    v128_t a = wasm_f32x4_splat(0);
     for (uint32_t d = 0; d < D; d += 8) {
         const v128_t h = wasm_v128_load(k + d);
-        a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(wasm_v128_load(qh + d), h2f_lo(h)));
-        a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(wasm_v128_load(qh + d + 4), h2f_hi(h)));
+        a = wasm_f32x4_add(a, wasm_f32x4_mul(wasm_v128_load(qh + d), h2f_lo(h)));
+        a = wasm_f32x4_add(a, wasm_f32x4_mul(wasm_v128_load(qh + d + 4), h2f_hi(h)));
     }
-    return hsum4(wasm_f32x4_add(a0, a1));
+    return hsum4(a);
 }
 
 /* q.k of cache rows k, k + st, k + 2 st, k + 3 st as four lanes, each lane
@@ -71,20 +76,22 @@ QI_INLINE float dot1(const float *qh, const uint16_t *k, uint32_t D) {
         const v128_t q0 = wasm_v128_load(qh + (d)), q1 = wasm_v128_load(qh + (d) + 4); \
         QI_UNROLL for (int i = 0; i < 4; i++) {                                       \
             const v128_t h = wasm_v128_load(k + i * st + (d));                        \
-            a0[i] = wasm_f32x4_add(a0[i], wasm_f32x4_mul(q0, h2f_lo(h)));            \
-            a1[i] = wasm_f32x4_add(a1[i], wasm_f32x4_mul(q1, h2f_hi(h)));            \
+            a[i] = wasm_f32x4_add(a[i], wasm_f32x4_mul(q0, h2f_lo(h)));              \
+            a[i] = wasm_f32x4_add(a[i], wasm_f32x4_mul(q1, h2f_hi(h)));              \
         }                                                                             \
+        if (ANCHOR) QI_ANCHOR(wasm_v128_or(wasm_v128_or(a[0], a[1]), wasm_v128_or(a[2], a[3]))); \
     } while (0)
 QI_INLINE v128_t dot4(const float *qh, const uint16_t *k, uint64_t st, const uint32_t D, const bool unrolled) {
-    v128_t a0[4], a1[4];
-    QI_UNROLL for (int i = 0; i < 4; i++) a0[i] = a1[i] = wasm_f32x4_splat(0);
+    v128_t a[4];
+    QI_UNROLL for (int i = 0; i < 4; i++) a[i] = wasm_f32x4_splat(0);
     if (unrolled) {
+        const bool ANCHOR = true;
         QI_UNROLL for (uint32_t d = 0; d < D; d += 8) DOT4_STEP(d);
     } else {
+        const bool ANCHOR = false;
         for (uint32_t d = 0; d < D; d += 8) DOT4_STEP(d);
     }
-    v128_t v[4];
-    QI_UNROLL for (int i = 0; i < 4; i++) v[i] = wasm_f32x4_add(a0[i], a1[i]);
+    const v128_t *v = a;
     /* transpose: t[l] = lane l of v[0..3] */
     const v128_t u0 = wasm_i32x4_shuffle(v[0], v[1], 0, 4, 1, 5), u1 = wasm_i32x4_shuffle(v[2], v[3], 0, 4, 1, 5);
     const v128_t u2 = wasm_i32x4_shuffle(v[0], v[1], 2, 6, 3, 7), u3 = wasm_i32x4_shuffle(v[2], v[3], 2, 6, 3, 7);
@@ -221,7 +228,7 @@ QI_INLINE void attn_head(const float *q, const uint16_t *k, const uint16_t *v, u
  * GQA: the S query heads that share a KV head (S <= 4 at a time) read each
  * cache value once and convert it once, for all S of them, in both passes.
  * Per head every value is computed exactly as attn_head computes it (the same
- * f32 and f64 operations in the same order: a0 / a1 over eight dimensions,
+ * f32 and f64 operations in the same order: one accumulator over the dimensions,
  * hsum4, the softmax of each head in its own row of scores, p . v in order of
  * j), so the bits do not depend on how heads are grouped. */
 
@@ -235,7 +242,9 @@ QI_INLINE v128_t hsum4x4(v128_t v0, v128_t v1, v128_t v2, v128_t v3) {
 }
 
 /* q.k of cache rows k and k + st (NR = 2) or k alone (NR = 1) for S heads
- * (queries qh + g * D, scaled by 2^112): sc[g * ss + i] = dot * scale. */
+ * (queries qh + g * D, scaled by 2^112): sc[g * ss + i] = dot * scale. ANCHOR
+ * (D unrolled): an OR of every running sum goes to qi_sink after each step, so
+ * Cranelift computes them all there (a real loop does so at its back edge). */
 #define GDOT_STEP(d)                                                                      \
     do {                                                                                  \
         v128_t lo[2], hi[2];                                                              \
@@ -246,22 +255,29 @@ QI_INLINE v128_t hsum4x4(v128_t v0, v128_t v1, v128_t v2, v128_t v3) {
         QI_UNROLL for (int g = 0; g < S; g++) {                                           \
             const v128_t q0 = wasm_v128_load(qh + g * D + (d)), q1 = wasm_v128_load(qh + g * D + (d) + 4); \
             QI_UNROLL for (int i = 0; i < NR; i++) {                                      \
-                a0[g * NR + i] = wasm_f32x4_add(a0[g * NR + i], wasm_f32x4_mul(q0, lo[i])); \
-                a1[g * NR + i] = wasm_f32x4_add(a1[g * NR + i], wasm_f32x4_mul(q1, hi[i])); \
+                a[g * NR + i] = wasm_f32x4_add(a[g * NR + i], wasm_f32x4_mul(q0, lo[i]));   \
+                a[g * NR + i] = wasm_f32x4_add(a[g * NR + i], wasm_f32x4_mul(q1, hi[i]));   \
             }                                                                             \
+        }                                                                                 \
+        if (ANCHOR) {                                                                     \
+            v128_t all = a[0];                                                            \
+            QI_UNROLL for (int i = 1; i < S * NR; i++) all = wasm_v128_or(all, a[i]);     \
+            QI_ANCHOR(all);                                                               \
         }                                                                                 \
     } while (0)
 QI_INLINE void gdot(const float *qh, const int S, const uint16_t *k, uint64_t st, const int NR, const uint32_t D,
                     const bool unrolled, float scale, float *sc, uint64_t ss) {
-    v128_t a0[8], a1[8], v[8];
-    QI_UNROLL for (int i = 0; i < 8; i++) a0[i] = a1[i] = wasm_f32x4_splat(0);
+    v128_t a[8], v[8];
+    QI_UNROLL for (int i = 0; i < 8; i++) a[i] = wasm_f32x4_splat(0);
     if (unrolled) {
+        const bool ANCHOR = true;
         QI_UNROLL for (uint32_t d = 0; d < D; d += 8) GDOT_STEP(d);
     } else {
+        const bool ANCHOR = false;
         for (uint32_t d = 0; d < D; d += 8) GDOT_STEP(d);
     }
     const int n = S * NR;
-    QI_UNROLL for (int i = 0; i < 8; i++) v[i] = i < n ? wasm_f32x4_add(a0[i], a1[i]) : v[0];
+    QI_UNROLL for (int i = 0; i < 8; i++) v[i] = i < n ? a[i] : a[0];
     float s[8];
     wasm_v128_store(s, wasm_f32x4_mul(hsum4x4(v[0], v[1], v[2], v[3]), wasm_f32x4_splat(scale)));
     if (n > 4) wasm_v128_store(s + 4, wasm_f32x4_mul(hsum4x4(v[4], v[5], v[6], v[7]), wasm_f32x4_splat(scale)));
@@ -310,7 +326,7 @@ QI_INLINE void attn_qk(const float *q, const int S, const uint16_t *k, uint64_t 
     float qh[4 * 1024] __attribute__((aligned(16)));
     for (uint32_t i = 0; i + 4 <= (uint32_t)S * D; i += 4) wasm_v128_store(qh + i, f16r_x4_scaled(wasm_v128_load(q + i)));
     uint32_t j = j0;
-    if (S <= 2) /* two cache rows at a time while the accumulators fit in registers */
+    if (S <= 4) /* two cache rows at a time while the accumulators fit in registers */
         for (; j + 2 <= j1; j += 2) gdot(qh, S, k + j * st, st, 2, D, unrolled, scale, scores + j, ss);
     for (; j < j1; j++) gdot(qh, S, k + j * st, st, 1, D, unrolled, scale, scores + j, ss);
 }
