@@ -310,6 +310,7 @@ REALM_EXPORT int32_t realm_quant_matmul(uint32_t type, const void *W, uint64_t K
 REALM_EXPORT int32_t realm_quant_matmul_rows(uint32_t type, const void *W, uint64_t K, uint64_t r0, uint64_t r1, const float *x, uint64_t T, float *y, uint64_t y_stride);
 REALM_EXPORT int32_t realm_quant_attn_f16(const float *q, uint32_t nh, const uint16_t *k, const uint16_t *v, uint64_t kv_stride, uint32_t n, uint32_t D, float scale, float cap, float *scores, uint64_t scores_stride, float *out);
 REALM_EXPORT int32_t realm_quant_geglu(float *g, const float *u, uint64_t n);
+REALM_EXPORT int32_t realm_quant_swiglu(float *g, const float *u, uint64_t n);
 REALM_EXPORT int32_t realm_quant_softcap(float *y, uint64_t n, float cap);
 REALM_EXPORT uint32_t realm_quant_repack_x4(uint32_t type, void *W, uint64_t K, uint64_t rows);
 REALM_EXPORT int32_t realm_quant_get_row(uint32_t type, const void *W, uint64_t K, uint64_t r, float *dst);

@@ -152,6 +152,14 @@ EXPORT int32_t realm_quant_geglu(float *g, const float *u, uint64_t n) {
     return 1;
 }
 
+/* The forward pass's SwiGLU, g[i] = g[i] / (1 + exp(-g[i])) * u[i], for tests. */
+EXPORT int32_t realm_quant_swiglu(float *g, const float *u, uint64_t n) {
+    rt_err_clear();
+    if (!g || !u) { rt_err("realm_quant_swiglu: null pointer", NULL); return 0; }
+    batch_swiglu(g, u, n);
+    return 1;
+}
+
 /* The forward pass's soft-capping, y[i] = tanh(y[i] / cap) * cap, for tests. */
 EXPORT int32_t realm_quant_softcap(float *y, uint64_t n, float cap) {
     rt_err_clear();

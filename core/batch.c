@@ -24,16 +24,16 @@ static void rmsnorm(float *out, const float *x, const float *w, uint64_t n, floa
     for (uint64_t i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
 }
 
-/* g[i] = g[i] / (1 + exp(-g[i])) * u[i] (SwiGLU), bit for bit the scalar
- * g / (1.0f + rt_expf(-g)) * u, four at a time. */
+/* g[i] = g[i] / (1 + exp(-g[i])) * u[i] (SwiGLU), exp as llama.cpp's SiLU
+ * computes it (qi_expf_x4, simd_exp.h), four at a time and in the tail alike. */
+static inline v128_t swiglu_x4(v128_t gv, v128_t uv) {
+    const v128_t den = wasm_f32x4_add(wasm_f32x4_splat(1.0f), qi_expf_x4(wasm_f32x4_neg(gv)));
+    return wasm_f32x4_mul(wasm_f32x4_div(gv, den), uv);
+}
 static void swiglu(float *g, const float *u, uint64_t n) {
     uint64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const v128_t gv = wasm_v128_load(g + i);
-        const v128_t den = wasm_f32x4_add(wasm_f32x4_splat(1.0f), rt_expf_x4(wasm_f32x4_neg(gv)));
-        wasm_v128_store(g + i, wasm_f32x4_mul(wasm_f32x4_div(gv, den), wasm_v128_load(u + i)));
-    }
-    for (; i < n; i++) g[i] = g[i] / (1.0f + rt_expf(-g[i])) * u[i];
+    for (; i + 4 <= n; i += 4) wasm_v128_store(g + i, swiglu_x4(wasm_v128_load(g + i), wasm_v128_load(u + i)));
+    for (; i < n; i++) g[i] = wasm_f32x4_extract_lane(swiglu_x4(wasm_f32x4_splat(g[i]), wasm_f32x4_splat(u[i])), 0);
 }
 
 /* Where each of n (<= 3) weights that read the same activations finds them in
@@ -344,26 +344,16 @@ static void attention_scalar(const float *q, const uint16_t *kc, const uint16_t 
                              uint32_t D, float scale, float cap, float *scores, float *out) {
     float qh[1024], acc[1024];
     for (uint32_t d = 0; d < D; d++) qh[d] = f16r(q[d]);
-    float mx = -__builtin_inff();
     for (uint32_t j = 0; j < n; j++) {
         const uint16_t *k = kc + (uint64_t)j * kvd;
         float dot = 0;
         for (uint32_t d = 0; d < D; d++) dot += qh[d] * rt_f16_to_f32(k[d]);
-        dot *= scale;
-        if (cap > 0) dot = softcap(dot, cap);
-        scores[j] = dot;
-        if (dot > mx) mx = dot;
+        scores[j] = dot * scale;
     }
-    double sum = 0;
-    for (uint32_t j = 0; j < n; j++) {
-        float e = rt_expf(scores[j] - mx);
-        scores[j] = e;
-        sum += e;
-    }
-    float inv = (float)(1.0 / sum);
+    quant_attn_softmax_f32(scores, n, cap); /* the SIMD path's softmax: e_j * inv */
     for (uint32_t d = 0; d < D; d++) acc[d] = 0;
     for (uint32_t j = 0; j < n; j++) {
-        float p = f16r(scores[j] * inv);
+        float p = f16r(scores[j]);
         const uint16_t *v = vc + (uint64_t)j * kvd;
         for (uint32_t d = 0; d < D; d++) acc[d] += p * rt_f16_to_f32(v[d]);
     }
@@ -679,6 +669,7 @@ static void forward(Model *m, Batch *b) {
 }
 
 void batch_geglu(float *g, const float *u, uint64_t n) { geglu(g, u, n); }
+void batch_swiglu(float *g, const float *u, uint64_t n) { swiglu(g, u, n); }
 void batch_softcap(float *y, uint64_t n, float cap) { softcap_rows(y, n, cap); }
 
 const float *batch_hidden(const Model *m) { return m->batch ? m->batch->x : NULL; }

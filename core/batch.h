@@ -96,9 +96,10 @@ const float *batch_hidden(const Model *m);
 
 void batch_free(Batch *b);
 
-/* The forward pass's GeGLU (g = gelu(g) * u, ggml's f16 table) and soft-capping (cap > 0),
- * for tests of the GPU kernels (realm_quant_geglu, realm_quant_softcap). */
+/* The forward pass's GeGLU (g = gelu(g) * u, ggml's f16 table), SwiGLU and soft-capping
+ * (cap > 0), for tests of the GPU kernels (realm_quant_geglu, _swiglu, _softcap). */
 void batch_geglu(float *g, const float *u, uint64_t n);
+void batch_swiglu(float *g, const float *u, uint64_t n);
 void batch_softcap(float *y, uint64_t n, float cap);
 
 #endif

@@ -8,12 +8,12 @@
  *   s_j    = hsum4(a) * scale, a the f32x4 sum of qh[d..d+3] k_j[d..d+3], then
  *            qh[d+4..d+7] k_j[d+4..d+7], for d = 0, 8, 16, .. in turn (lane l sums
  *            dimensions l, l + 4, l + 8, .. in order); hsum4(v) = ((v0 + v1) + v2) + v3
- *   mx     = the largest s_j (NaNs skipped), e_j = attn_expf(s_j - mx) (below),
+ *   mx     = the largest s_j (NaNs skipped), e_j = qi_expf(s_j - mx) (simd_exp.h),
  *            sum = the e_j in double (quant_attn_softmax_exp), inv = (float)(1 / sum)
  *   out[d] = (..((0 + p_0 v_0[d]) + p_1 v_1[d]) + ..), p_j = f16r(e_j * inv)
  * (every product of two f16-rounded values is exact in f32). llama.cpp's
  * attention without flash attention rounds q and p to f16 the same way; its
- * exp is ggml_v_expf, a polynomial of the same accuracy as attn_expf. Fast because:
+ * exp is ggml_v_expf, the polynomial qi_expf_x4 computes without FMA. Fast because:
  * - four cache rows at a time in the q.k pass (two for each of S heads that
  *   share a KV head): the query is loaded once per four (two) rows, and four
  *   sums are reduced by one 4x4 transpose and three vector adds (lane by lane
@@ -121,33 +121,8 @@ QI_INLINE void pv(const float *ps, const uint16_t *v, uint64_t st, uint32_t n, u
     }
 }
 
-/* exp of four f32 lanes x <= 88 (the softmax's are <= 0), as llama.cpp's softmax
- * computes it (ggml_v_expf), without FMA: x = n ln2 + r, |r| <= ln2 / 2, 2^n from
- * n's bits, e^r by a degree-6 polynomial; within 3 ulp of exp(x) (tests/test_quant.py).
- * Lanes below -87.3 (whose weights round to 0 in f16 and vanish in a sum that holds
- * the largest score's 1) give 0, NaN gives NaN. rt_expf_x4's f64 polynomial, exact to
- * half an ulp, cost three times as much: a fifth of decode attention at 512 positions. */
-QI_INLINE v128_t attn_expf_x4(v128_t x) {
-    const v128_t magic = wasm_f32x4_splat(0x1.8p23f);
-    const v128_t z = wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(0x1.715476p+0f)), magic);
-    const v128_t n = wasm_f32x4_sub(z, magic);
-    const v128_t r = wasm_f32x4_sub(wasm_f32x4_sub(x, wasm_f32x4_mul(n, wasm_f32x4_splat(0x1.62e4p-1f))),
-                                    wasm_f32x4_mul(n, wasm_f32x4_splat(0x1.7f7d1cp-20f)));
-    v128_t p = wasm_f32x4_splat(1.0f / 720);
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 120));
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 24));
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 6));
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(0.5f));
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f));
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f));
-    const v128_t two_n = wasm_i32x4_add(wasm_i32x4_shl(z, 23), wasm_i32x4_splat(127 << 23));
-    v128_t e = wasm_f32x4_mul(p, two_n);
-    e = wasm_v128_andnot(e, wasm_f32x4_lt(x, wasm_f32x4_splat(-87.3f)));
-    return wasm_v128_bitselect(x, e, wasm_f32x4_ne(x, x));
-}
-
 /* Both caches' softmax up to its weights: scores capped (cap > 0: cap * tanh(s / cap)),
- * e_j = attn_expf(s_j - mx) in place (mx the largest, NaNs skipped); returns
+ * e_j = qi_expf(s_j - mx) in place (mx the largest, NaNs skipped); returns
  * inv = (float)(1 / sum), the sum in double: lane pairs (e_4i, e_4i+1) and
  * (e_4i+2, e_4i+3) each summed over i in order, then the tail in order. */
 float quant_attn_softmax_exp(float *scores, uint32_t n, float cap) {
@@ -169,7 +144,7 @@ float quant_attn_softmax_exp(float *scores, uint32_t n, float cap) {
     const v128_t vmx = wasm_f32x4_splat(mx);
     v128_t s0 = wasm_f64x2_splat(0), s1 = s0;
     for (j = 0; j + 4 <= n; j += 4) {
-        const v128_t e = attn_expf_x4(wasm_f32x4_sub(wasm_v128_load(scores + j), vmx));
+        const v128_t e = qi_expf_x4(wasm_f32x4_sub(wasm_v128_load(scores + j), vmx));
         wasm_v128_store(scores + j, e);
         s0 = wasm_f64x2_add(s0, wasm_f64x2_promote_low_f32x4(e));
         s1 = wasm_f64x2_add(s1, wasm_f64x2_promote_low_f32x4(wasm_i64x2_shuffle(e, e, 1, 0)));
@@ -177,7 +152,7 @@ float quant_attn_softmax_exp(float *scores, uint32_t n, float cap) {
     double sum = (wasm_f64x2_extract_lane(s0, 0) + wasm_f64x2_extract_lane(s0, 1)) +
                  (wasm_f64x2_extract_lane(s1, 0) + wasm_f64x2_extract_lane(s1, 1));
     for (; j < n; j++) {
-        const float e = wasm_f32x4_extract_lane(attn_expf_x4(wasm_f32x4_splat(scores[j] - mx)), 0);
+        const float e = wasm_f32x4_extract_lane(qi_expf_x4(wasm_f32x4_splat(scores[j] - mx)), 0);
         scores[j] = e;
         sum += e;
     }

@@ -1,45 +1,35 @@
-/* simd_exp.h: rt_expf (core/rt.c) on four f32 lanes, bit for bit.
- *
- * rt_expf(x) = (float)rt_exp((double)x); rt_exp reduces x = k ln2 + r and sums
- * a degree-13 Taylor polynomial in double. Here the same operations run in
- * the same order on f64x2 lanes (which round lane by lane as scalar f64
- * does), for lanes with |x| < 700, where rt_exp takes no special case; other
- * lanes (huge, infinite, NaN) go through rt_expf itself. Include after
- * `#pragma clang fp reassociate(off)` and <wasm_simd128.h>: nothing here may
- * be reordered. */
+/* simd_exp.h: qi_expf_x4, the f32 exp of the attention softmax and SiLU.
+ * Include after `#pragma clang fp reassociate(off)` and <wasm_simd128.h>:
+ * nothing here may be reordered (the GPU computes the same operations). */
 #ifndef REALM_SIMD_EXP_H
 #define REALM_SIMD_EXP_H
-#include "rt.h"
 
-static inline __attribute__((always_inline)) v128_t rt_exp_f64x2_(v128_t x) {
-    const v128_t kd = wasm_f64x2_floor(wasm_f64x2_add(wasm_f64x2_mul(x, wasm_f64x2_splat(1.44269504088896338700e+00)),
-                                                      wasm_f64x2_splat(0.5)));
-    const v128_t r = wasm_f64x2_sub(wasm_f64x2_sub(x, wasm_f64x2_mul(kd, wasm_f64x2_splat(6.93147180369123816490e-01))),
-                                    wasm_f64x2_mul(kd, wasm_f64x2_splat(1.90821492927058770002e-10)));
-    static const double C[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
-                               1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};
-    v128_t p = wasm_f64x2_splat(1.0 / 6227020800.0);
-    for (int i = 0; i < 13; i++) p = wasm_f64x2_add(wasm_f64x2_mul(p, r), wasm_f64x2_splat(C[i]));
-    /* 2^k: k + 1023 into the exponent field (|k| <= 1010 here). k is read from the
-     * low bits of kd + 1.5 * 2^52 (exact: kd is an integer), whose high bits the
-     * shift drops; a float -> int conversion became two scalar ones with range
-     * checks and branches under wasmtime, some 30 instructions per two lanes. */
-    const v128_t kb = wasm_f64x2_add(kd, wasm_f64x2_splat(0x1.8p52));
-    return wasm_f64x2_mul(p, wasm_i64x2_shl(wasm_i64x2_add(kb, wasm_i64x2_splat(1023)), 52));
+/* exp of four f32 lanes in f32 arithmetic, what llama.cpp's CPU kernels use for
+ * the softmax and SiLU (ggml_v_expf), without FMA: x = n ln2 + r, |r| <= ln2 / 2,
+ * 2^n from n's bits, e^r by a degree-6 polynomial; within 3 ulp of exp(x)
+ * (tests/test_quant.py). Below -87.3 (where f32's normals end) 0; above 88.37,
+ * where 2^n would leave the exponent field, inf (exp overflows f32 from 88.72:
+ * in between, inf is early); NaN stays NaN. rt_expf's correctly rounded f64
+ * polynomial, two lanes at a time, which the core used before, cost three times
+ * as much. The GPU kernels compute the same operations (wgsl/exact.wgsl: exp_f32). */
+static inline __attribute__((always_inline)) v128_t qi_expf_x4(v128_t x) {
+    const v128_t magic = wasm_f32x4_splat(0x1.8p23f);
+    const v128_t z = wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(0x1.715476p+0f)), magic);
+    const v128_t n = wasm_f32x4_sub(z, magic);
+    const v128_t r = wasm_f32x4_sub(wasm_f32x4_sub(x, wasm_f32x4_mul(n, wasm_f32x4_splat(0x1.62e4p-1f))),
+                                    wasm_f32x4_mul(n, wasm_f32x4_splat(0x1.7f7d1cp-20f)));
+    v128_t p = wasm_f32x4_splat(1.0f / 720);
+    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 120));
+    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 24));
+    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 6));
+    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(0.5f));
+    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f));
+    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f));
+    const v128_t two_n = wasm_i32x4_add(wasm_i32x4_shl(z, 23), wasm_i32x4_splat(127 << 23));
+    v128_t e = wasm_f32x4_mul(p, two_n);
+    e = wasm_v128_andnot(e, wasm_f32x4_lt(x, wasm_f32x4_splat(-87.3f)));
+    e = wasm_v128_bitselect(wasm_f32x4_splat(__builtin_inff()), e, wasm_f32x4_gt(x, wasm_f32x4_splat(88.37f)));
+    return wasm_v128_bitselect(x, e, wasm_f32x4_ne(x, x));
 }
 
-/* rt_expf of each lane of x */
-static inline __attribute__((always_inline)) v128_t rt_expf_x4(v128_t x) {
-    const v128_t lo = wasm_f64x2_promote_low_f32x4(x);
-    const v128_t hi = wasm_f64x2_promote_low_f32x4(wasm_i64x2_shuffle(x, x, 1, 0));
-    const v128_t lim = wasm_f64x2_splat(700.0);
-    if (wasm_i64x2_all_true(wasm_v128_and(wasm_f64x2_lt(wasm_f64x2_abs(lo), lim),
-                                          wasm_f64x2_lt(wasm_f64x2_abs(hi), lim))))
-        return wasm_i64x2_shuffle(wasm_f32x4_demote_f64x2_zero(rt_exp_f64x2_(lo)),
-                                  wasm_f32x4_demote_f64x2_zero(rt_exp_f64x2_(hi)), 0, 2);
-    float v[4] __attribute__((aligned(16)));
-    wasm_v128_store(v, x);
-    for (int i = 0; i < 4; i++) v[i] = rt_expf(v[i]);
-    return wasm_v128_load(v);
-}
 #endif

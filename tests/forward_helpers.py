@@ -38,14 +38,19 @@ def realm_greedy(session: Session, ids: list[int], n: int) -> tuple[np.ndarray, 
     return first, out
 
 
-def rank_swaps(mine: np.ndarray, ref: np.ndarray, gap: float, k: int = 10) -> list[tuple[int, int]]:
+def rank_swaps(mine: np.ndarray, ref: np.ndarray, gap: float, k: int = 10,
+               exact: np.ndarray | None = None) -> list[tuple[int, int]]:
     """Pairs among llama.cpp's top k+1 that llama.cpp separates by more than `gap`
-    but realm.wasm orders the other way."""
+    but realm.wasm orders the other way; with `exact` (the logits of the file's exact
+    dequantization), only pairs that the exact model orders as llama.cpp does: where
+    llama.cpp's own quantization noise turned a pair round, realm may follow either."""
     top = np.argsort(-ref)[:k + 1]
     bad = []
     for i in range(len(top)):
         for j in range(i + 1, len(top)):
             a, b = top[i], top[j]
+            if exact is not None and not exact[a] > exact[b]:
+                continue
             if ref[a] - ref[b] > gap and not mine[a] > mine[b]:
                 bad.append((int(a), int(b)))
     return bad

@@ -57,7 +57,11 @@ farther from the exact logits than llama.cpp's own run of it.
    single, noisy projection of the last hidden state (its realm/llama.cpp
    ratio ranges 0.55-1.7). And as in test_forward: the same top-1 token unless
    llama.cpp's top-2 margin is below 1.0 (a near-tie), the order of
-   llama.cpp's top 10 kept beyond 1.0, and greedy continuations that part only
+   llama.cpp's top 10 kept beyond 1.0 for the pairs the exact model orders the
+   same way (on "The quick brown fox" llama.cpp's Q5_K_M run puts token 462
+   1.24 above 2775, the exact model 0.43 below it, realm 0.18 below; 0.33 above
+   with the attention's earlier exp and summation order), and greedy
+   continuations that part only
    where llama.cpp's top-2 margin is below 1.0 (measured partings: margins
    0.008-0.38, listed with -rA).
 
@@ -179,7 +183,7 @@ def test_default_model_greedy_matches_llama_cpp(default_variant, llama_ref):
         top2 = np.sort(ref_logits)[::-1][:2]
         if top2[0] - top2[1] >= near_tie:
             assert int(first.argmax()) == int(ref_logits.argmax()), f"{what} {prompt!r}: top-1 differs"
-        swaps = rank_swaps(first, ref_logits, near_tie)
+        swaps = rank_swaps(first, ref_logits, near_tie, exact=ex_logits)
         assert not swaps, f"{what} {prompt!r}: top-10 order differs beyond near-ties: {swaps}"
 
         n_same = next((i for i, (a, b) in enumerate(zip(mine, ref_ids)) if a != b), N_GEN)

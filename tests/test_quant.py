@@ -29,6 +29,7 @@ import gguf
 from gguf import GGMLQuantizationType as QT
 from gguf.constants import GGML_QUANT_SIZES
 
+from f32_math import exp_f32, swiglu_f32
 from realm_web.wasm_host import WasmCore
 
 RUNNABLE = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1",
@@ -881,6 +882,50 @@ def test_attention_weights_are_the_f16_softmax(core: Core, n: int, nh: int) -> N
         off = np.abs(got[h].astype(np.float64) - ref.astype(np.float64))
         assert (off <= step).all(), f"head {h}: weights off by more than one f16 step at {np.nonzero(off > step)[0]}"
         assert (off == 0).mean() >= 0.9, f"head {h}: only {(off == 0).mean():.0%} of the weights exact"
+
+
+def test_f32_exp_is_within_3_ulp() -> None:
+    """The f32 exp of the softmax and SiLU (tests/f32_math.py replicates core/simd_exp.h; the
+    tests below hold the core to it bit for bit) against float64 exp, over its whole range."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([np.linspace(-87.29, 88.3, 2_000_001, dtype=np.float32),
+                        -rng.exponential(3, 1_000_000).astype(np.float32),
+                        rng.uniform(-0.01, 0.01, 100_000).astype(np.float32)])
+    e = exp_f32(x).astype(np.float64)
+    ref = np.exp(x.astype(np.float64))
+    normal = ref >= 2.0 ** -126
+    ulp = np.abs(e - ref)[normal] / np.spacing(ref[normal].astype(np.float32)).astype(np.float64)
+    assert ulp.max() <= 3 and ulp.mean() < 0.5, (ulp.max(), ulp.mean())
+    special = np.array([-87.31, -100, -np.inf, 88.4, 100, np.inf, np.nan, 0.0, -0.0], np.float32)
+    got = exp_f32(special)
+    assert (got[:3] == 0).all() and np.isinf(got[3:6]).all() and np.isnan(got[6]) and (got[7:] == 1).all()
+
+
+def test_swiglu_is_the_f32_formula(core: Core) -> None:
+    """realm_quant_swiglu (the forward pass's SwiGLU, four lanes at a time and a scalar tail) gives
+    the bits of g / (1 + exp_f32(-g)) * u (tests/f32_math.py), and SiLU stays within 5 ulp of
+    float64's where it is a normal number, but for g < -88.37 (exp_f32(-g) is inf there: SiLU's
+    tiny values, below 4e-37, come out 0)."""
+    rng = np.random.default_rng(6)
+    g = np.concatenate([(rng.standard_normal(4001) * 6), rng.uniform(-95, 95, 2000),
+                        [0.0, -0.0, -88.5, 88.5, -1e-30, np.nan, np.inf, -np.inf]]).astype(np.float32)
+    u = rng.standard_normal(g.size).astype(np.float32)
+    for uu in (u, np.ones_like(u)):
+        pg, pu = core.put(g), core.put(uu)
+        assert core.call("realm_quant_swiglu", pg, pu, g.size) == 1
+        got = core.get(pg, np.float32, g.size)
+        core.c.free(pg)
+        core.c.free(pu)
+        want = swiglu_f32(g, uu)
+        same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+        assert same.all(), f"swiglu: {np.count_nonzero(~same)} values differ, first g = {g[~same][0]!r}"
+    gd = g.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ref = gd / (1 + np.exp(-gd))
+    assert (got[(g < -88.37) & np.isfinite(g)] == 0).all()
+    ok = np.isfinite(ref) & (np.abs(ref) >= 2.0 ** -126) & (g >= -88.37)
+    ulp = np.abs(got.astype(np.float64)[ok] - ref[ok]) / np.spacing(np.abs(ref[ok]).astype(np.float32)).astype(np.float64)
+    assert ulp.max() <= 5, ulp.max()
 
 
 def test_attention_kernel_refuses_bad_shapes(core: Core) -> None:

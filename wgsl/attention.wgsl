@@ -76,26 +76,24 @@ fn opaque(x: f32) -> f32 { return bitcast<f32>(bitcast<u32>(x) | P.zero); }
 fn opaque2(x: vec2<f32>) -> vec2<f32> { return bitcast<vec2<f32>>(bitcast<vec2<u32>>(x) | vec2<u32>(P.zero)); }
 fn opaque4(x: vec4<f32>) -> vec4<f32> { return bitcast<vec4<f32>>(bitcast<vec4<u32>>(x) | vec4<u32>(P.zero)); }
 
-// q.k * scale, summed as the CPU does (core/quant_attn.c dot1: eight f32 lanes,
-// then lane0 + lane1 + lane2 + lane3 of their pairwise sums; in order when
-// head_dim is not a multiple of 8).
+// q.k * scale, summed as the CPU does (core/quant_attn.c: one f32x4 accumulator,
+// q[d..d+3] k[d..d+3] then q[d+4..d+7] k[d+4..d+7] added for d = 0, 8, ..; then
+// lane0 + lane1 + lane2 + lane3; in order when head_dim is not a multiple of 8).
 fn score(first: u32, j: u32, kbase: u32) -> f32 {
     let k0 = (first + j) * P.kvw + kbase;
     var s = 0.0;
     if (P.D % 8u == 0u) {
-        var a0 = vec4<f32>(0.0);
-        var a1 = vec4<f32>(0.0);
+        var a = vec4<f32>(0.0);
         for (var d = 0u; d < P.D; d += 8u) {
             let w = k0 + d / 2u;
             let k01 = kpair(w);
             let k23 = kpair(w + 1u);
             let k45 = kpair(w + 2u);
             let k67 = kpair(w + 3u);
-            a0 = opaque4(a0 + opaque4(vec4<f32>(qh[d], qh[d + 1u], qh[d + 2u], qh[d + 3u]) * vec4<f32>(k01, k23)));
-            a1 = opaque4(a1 + opaque4(vec4<f32>(qh[d + 4u], qh[d + 5u], qh[d + 6u], qh[d + 7u]) * vec4<f32>(k45, k67)));
+            a = opaque4(a + opaque4(vec4<f32>(qh[d], qh[d + 1u], qh[d + 2u], qh[d + 3u]) * vec4<f32>(k01, k23)));
+            a = opaque4(a + opaque4(vec4<f32>(qh[d + 4u], qh[d + 5u], qh[d + 6u], qh[d + 7u]) * vec4<f32>(k45, k67)));
         }
-        let l = opaque4(a0 + a1);
-        s = opaque(opaque(opaque(l.x + l.y) + l.z) + l.w);
+        s = opaque(opaque(opaque(a.x + a.y) + a.z) + a.w);
     } else {
         for (var i = 0u; i < P.D / 2u; i++) {
             let kk = kpair(k0 + i);
@@ -141,7 +139,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
     // pass 2: the softmax denominator (the CPU sums in double: here (hi, lo) pairs)
     var sum = vec2<f32>(0.0, 0.0);
-    for (var j = lid; j < n; j += WG) { sum = dd_add(sum, exp_rn(opaque(score(first, j, kbase) - m))); }
+    for (var j = lid; j < n; j += WG) { sum = dd_add(sum, exp_f32(opaque(score(first, j, kbase) - m))); }
     red[lid] = sum;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s /= 2u) {
@@ -160,7 +158,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var c0 = 0u; c0 < n; c0 += WG) {
         let j = c0 + lid;
         var p = 0.0;
-        if (j < n) { p = f16_round(opaque(exp_rn(opaque(score(first, j, kbase) - m)) * inv)); }
+        if (j < n) { p = f16_round(opaque(exp_f32(opaque(score(first, j, kbase) - m)) * inv)); }
         ps[lid] = p;
         workgroupBarrier();
         let cnt = min(WG, n - c0);

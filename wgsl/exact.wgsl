@@ -67,6 +67,27 @@ fn dd_mul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
     let e = opaque(p.y + opaque(opaque(a.x * b.y) + opaque(a.y * b.x)));
     return fast_two_sum(p.x, e);
 }
+// exp(x) in f32 arithmetic, operation for operation the core's qi_expf_x4 (core/simd_exp.h:
+// llama.cpp's ggml_v_expf without FMA, within 3 ulp): the softmax of attention and SiLU.
+// Below -87.3: 0; above 88.37: inf; NaN: NaN.
+fn exp_f32(x: f32) -> f32 {
+    if (x != x) { return x; }
+    if (x < -87.3) { return 0.0; }
+    if (x > 88.37) { return bitcast<f32>(0x7f800000u | bitcast<u32>(opaque(0.0))); }  // +inf (not a constant: Tint rejects those)
+    let magic = 0x1.8p23f;
+    let z = opaque(opaque(x * 0x1.715476p+0f) + magic);
+    let n = opaque(z - magic);
+    let r = opaque(opaque(x - opaque(n * 0x1.62e4p-1f)) - opaque(n * 0x1.7f7d1cp-20f));
+    var p = bitcast<f32>(0x3ab60b61u);                              // 1 / 720 in f32
+    p = opaque(opaque(p * r) + bitcast<f32>(0x3c088889u));           // 1 / 120
+    p = opaque(opaque(p * r) + bitcast<f32>(0x3d2aaaabu));           // 1 / 24
+    p = opaque(opaque(p * r) + bitcast<f32>(0x3e2aaaabu));           // 1 / 6
+    p = opaque(opaque(p * r) + 0.5);
+    p = opaque(opaque(p * r) + 1.0);
+    p = opaque(opaque(p * r) + 1.0);
+    let two_n = bitcast<f32>((bitcast<u32>(z) << 23u) + (127u << 23u));
+    return opaque(p * two_n);
+}
 // exp(x) rounded to nearest f32, as the CPU's rt_expf (computed in double there;
 // here in double-f32 to about 2^-44, which rounds the same but for ties that close).
 // Results below 2^-126 come back as 0 (the uses here add them to 1 or scale them away).

@@ -1,5 +1,5 @@
 // swiglu.wgsl: g = silu(g) * u = g / (1 + exp(-g)) * u, elementwise over n rows, with
-// exp and the division rounded as the CPU's (exact.wgsl).
+// the CPU's exp (exact.wgsl: exp_f32) and its correctly rounded division.
 // ACT = 1 (gemma's GeGLU): g = gelu(g) * u as core/batch.c's geglu(): 0 at or below -10,
 // g at or above 10, else gelu's tanh form of g rounded to f16, rounded to f16 (ggml's
 // table over f16 inputs), computed here with the core's tanh (exact.wgsl: tanh_rt).
@@ -44,5 +44,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
         G[i] = opaque(gelu_f16(g) * U[i]);
         return;
     }
-    G[i] = opaque(div_rn(g, opaque(1.0 + exp_rn(-g))) * U[i]);
+    G[i] = opaque(div_rn(g, opaque(1.0 + exp_f32(-g))) * U[i]);
 }
