@@ -301,8 +301,8 @@ QI_INLINE void attn_qk(const float *q, const int S, const uint16_t *k, uint64_t 
     float qh[4 * 1024] __attribute__((aligned(16)));
     for (uint32_t i = 0; i + 4 <= (uint32_t)S * D; i += 4) wasm_v128_store(qh + i, f16r_x4_scaled(wasm_v128_load(q + i)));
     uint32_t j = j0;
-    if (S <= 4) /* two cache rows at a time while the accumulators fit in registers */
-        for (; j + 2 <= j1; j += 2) gdot(qh, S, k + j * st, st, 2, D, unrolled, scale, scores + j, ss);
+    for (; j + 2 <= j1; j += 2) /* two cache rows at a time: S <= 4, so 2 S accumulators fit the registers */
+        gdot(qh, S, k + j * st, st, 2, D, unrolled, scale, scores + j, ss);
     for (; j < j1; j++) gdot(qh, S, k + j * st, st, 1, D, unrolled, scale, scores + j, ss);
 }
 
