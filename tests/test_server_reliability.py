@@ -192,14 +192,15 @@ def test_disconnect_mid_stream_frees_slot(server, keys):
 @pytest.mark.slow
 def test_32_concurrent_streams_4_tenants(server, keys):
     """32 streaming clients (8 per tenant, greedy) finish with correct usage, and each stream carries
-    exactly its own tenant's text: a mixed-up KV cache or session would change what greedy decoding says."""
+    exactly its own tenant's text: a mixed-up KV cache or session would change what greedy decoding says.
+    8 tokens: the four prompts' greedy texts must differ, and two of them share their first 4 tokens."""
     prompts = {t: f"Tenant {t.upper()} writes: The best thing about {fruit} is" for t, fruit in
                zip(TENANTS, ["apples", "rivers", "engines", "music"])}
     clients = {t: openai.OpenAI(base_url=server.base_url, api_key=keys[t], max_retries=0, timeout=300)
                for t in TENANTS}
 
     def run(t):
-        s = clients[t].completions.create(model="smol", prompt=prompts[t], max_tokens=4, temperature=0, stream=True,
+        s = clients[t].completions.create(model="smol", prompt=prompts[t], max_tokens=8, temperature=0, stream=True,
                                           stream_options={"include_usage": True})
         text, ids, usage, finish = "", set(), None, None
         for ch in s:

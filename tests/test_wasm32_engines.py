@@ -154,7 +154,7 @@ def test_webkit_has_no_memory64_and_runs_wasm32(web, expected, display):
 
 def test_webkit_chat_page_on_wasm32(web, display):
     """The chat page (host/index.html) in WebKit: load the default model (in the SDK's worker, on
-    the wasm32 build), ask, get a 12-token reply."""
+    the wasm32 build), ask, get a reply of at most 12 tokens."""
     from selenium.webdriver.common.by import By
     d = _webkit_driver(display)
     try:
@@ -173,7 +173,7 @@ def test_webkit_chat_page_on_wasm32(web, display):
         _wait(d, "return !!document.querySelector('.msg.assistant')?.dataset.finish", 180)
         finish, reply = d.execute_script("const e = document.querySelector('.msg.assistant');"
                                          "return [e.dataset.finish, e.firstChild.data]")
-        assert finish == "length" and reply.strip(), (finish, reply)
+        assert finish in ("length", "stop") and reply.strip(), (finish, reply)   # (a short answer stops first)
         assert d.execute_script("return window.chatApp.realm.wasm.arch") == "wasm32"
     finally:
         d.quit()
@@ -241,7 +241,7 @@ def test_firefox_over_webdriver_bidi(web, expected, firefox):
 
 def test_firefox_chat_page(web, firefox):
     """The chat page (host/index.html) in Firefox ESR over WebDriver BiDi: load the default
-    model (Memory64: Firefox has it), ask, get a 12-token reply."""
+    model (Memory64: Firefox has it), ask, get a reply of at most 12 tokens."""
     r = subprocess.run([str(NODE24), "test/engine_check.mjs", "--firefox-chat", web.url], cwd=SDK,
                        capture_output=True, text=True, timeout=420, env={**os.environ, "FIREFOX": firefox})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
@@ -249,5 +249,5 @@ def test_firefox_chat_page(web, firefox):
     assert not out["errors"], out["errors"]
     assert out["status"].startswith("ready"), out
     assert out["device"].startswith("cpu") or out["device"].startswith("gpu"), out
-    assert out["finish"] == "length" and out["reply"].strip(), out
+    assert out["finish"] in ("length", "stop") and out["reply"].strip(), out   # (a short answer stops first)
     assert out["arch"] == "wasm64", out
