@@ -68,6 +68,16 @@ QI_INLINE float dot1(const float *qh, const uint16_t *k, uint32_t D) {
     return hsum4(a);
 }
 
+/* Lanes l of the result: hsum4 of v[l] (v[0..4)), by a 4x4 transpose and three vector adds
+ * (lane by lane the same additions as hsum4). */
+QI_INLINE v128_t hsum4x4(v128_t v0, v128_t v1, v128_t v2, v128_t v3) {
+    const v128_t u0 = wasm_i32x4_shuffle(v0, v1, 0, 4, 1, 5), u1 = wasm_i32x4_shuffle(v2, v3, 0, 4, 1, 5);
+    const v128_t u2 = wasm_i32x4_shuffle(v0, v1, 2, 6, 3, 7), u3 = wasm_i32x4_shuffle(v2, v3, 2, 6, 3, 7);
+    const v128_t t0 = wasm_i32x4_shuffle(u0, u1, 0, 1, 4, 5), t1 = wasm_i32x4_shuffle(u0, u1, 2, 3, 6, 7);
+    const v128_t t2 = wasm_i32x4_shuffle(u2, u3, 0, 1, 4, 5), t3 = wasm_i32x4_shuffle(u2, u3, 2, 3, 6, 7);
+    return wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(t0, t1), t2), t3);
+}
+
 /* q.k of cache rows k, k + st, k + 2 st, k + 3 st as four lanes, each lane
  * summed as dot1 sums it. D a compile-time constant where `unrolled` (the
  * query then stays in locals: no loads). */
@@ -91,13 +101,7 @@ QI_INLINE v128_t dot4(const float *qh, const uint16_t *k, uint64_t st, const uin
         const bool ANCHOR = false;
         for (uint32_t d = 0; d < D; d += 8) DOT4_STEP(d);
     }
-    const v128_t *v = a;
-    /* transpose: t[l] = lane l of v[0..3] */
-    const v128_t u0 = wasm_i32x4_shuffle(v[0], v[1], 0, 4, 1, 5), u1 = wasm_i32x4_shuffle(v[2], v[3], 0, 4, 1, 5);
-    const v128_t u2 = wasm_i32x4_shuffle(v[0], v[1], 2, 6, 3, 7), u3 = wasm_i32x4_shuffle(v[2], v[3], 2, 6, 3, 7);
-    const v128_t t0 = wasm_i32x4_shuffle(u0, u1, 0, 1, 4, 5), t1 = wasm_i32x4_shuffle(u0, u1, 2, 3, 6, 7);
-    const v128_t t2 = wasm_i32x4_shuffle(u2, u3, 0, 1, 4, 5), t3 = wasm_i32x4_shuffle(u2, u3, 2, 3, 6, 7);
-    return wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(t0, t1), t2), t3);
+    return hsum4x4(a[0], a[1], a[2], a[3]);
 }
 
 /* out[d0 .. d0 + 8W) = sum over j of p_j v_j[d0 ..], W vectors of 4 (W = 8
@@ -207,15 +211,6 @@ QI_INLINE void attn_head(const float *q, const uint16_t *k, const uint16_t *v, u
  * hsum4, the softmax of each head in its own row of scores, p . v in order of
  * j), so the bits do not depend on how heads are grouped. */
 
-/* Lanes l of the result: hsum4 of v[l] (v[0..4)), by the transpose of dot4. */
-QI_INLINE v128_t hsum4x4(v128_t v0, v128_t v1, v128_t v2, v128_t v3) {
-    const v128_t u0 = wasm_i32x4_shuffle(v0, v1, 0, 4, 1, 5), u1 = wasm_i32x4_shuffle(v2, v3, 0, 4, 1, 5);
-    const v128_t u2 = wasm_i32x4_shuffle(v0, v1, 2, 6, 3, 7), u3 = wasm_i32x4_shuffle(v2, v3, 2, 6, 3, 7);
-    const v128_t t0 = wasm_i32x4_shuffle(u0, u1, 0, 1, 4, 5), t1 = wasm_i32x4_shuffle(u0, u1, 2, 3, 6, 7);
-    const v128_t t2 = wasm_i32x4_shuffle(u2, u3, 0, 1, 4, 5), t3 = wasm_i32x4_shuffle(u2, u3, 2, 3, 6, 7);
-    return wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(t0, t1), t2), t3);
-}
-
 /* q.k of cache rows k and k + st (NR = 2) or k alone (NR = 1) for S heads
  * (queries qh + g * D, scaled by 2^112): sc[g * ss + i] = dot * scale. ANCHOR
  * (D unrolled): an OR of every running sum goes to qi_sink after each step, so
@@ -242,7 +237,7 @@ QI_INLINE v128_t hsum4x4(v128_t v0, v128_t v1, v128_t v2, v128_t v3) {
     } while (0)
 QI_INLINE void gdot(const float *qh, const int S, const uint16_t *k, uint64_t st, const int NR, const uint32_t D,
                     const bool unrolled, float scale, float *sc, uint64_t ss) {
-    v128_t a[8], v[8];
+    v128_t a[8];
     QI_UNROLL for (int i = 0; i < 8; i++) a[i] = wasm_f32x4_splat(0);
     if (unrolled) {
         const bool ANCHOR = true;
@@ -252,10 +247,9 @@ QI_INLINE void gdot(const float *qh, const int S, const uint16_t *k, uint64_t st
         for (uint32_t d = 0; d < D; d += 8) GDOT_STEP(d);
     }
     const int n = S * NR;
-    QI_UNROLL for (int i = 0; i < 8; i++) v[i] = i < n ? a[i] : a[0];
-    float s[8];
-    wasm_v128_store(s, wasm_f32x4_mul(hsum4x4(v[0], v[1], v[2], v[3]), wasm_f32x4_splat(scale)));
-    if (n > 4) wasm_v128_store(s + 4, wasm_f32x4_mul(hsum4x4(v[4], v[5], v[6], v[7]), wasm_f32x4_splat(scale)));
+    float s[8]; /* (sums past S * NR are zero: reduced, never stored) */
+    wasm_v128_store(s, wasm_f32x4_mul(hsum4x4(a[0], a[1], a[2], a[3]), wasm_f32x4_splat(scale)));
+    if (n > 4) wasm_v128_store(s + 4, wasm_f32x4_mul(hsum4x4(a[4], a[5], a[6], a[7]), wasm_f32x4_splat(scale)));
     QI_UNROLL for (int g = 0; g < S; g++)
         QI_UNROLL for (int i = 0; i < NR; i++) sc[g * ss + i] = s[g * NR + i];
 }
