@@ -188,7 +188,8 @@ static void attention_scalar(const float *q, const uint16_t *kc, const uint16_t 
                              uint32_t D, float scale, float cap, float *scores, float *out);
 static bool regrow(void *p, uint64_t n);
 
-#define ATTN_GROUP_MAX 4   /* query heads per item: quant_attn.c's widest group */
+#define ATTN_GROUP_MAX 4   /* query heads per item and row: quant_attn.c's widest group */
+#define ATTN_SCORE_ROWS 8  /* scores rows per thread: a pair of rows' heads (quant_attn_pair_f16) */
 #define ATTN_SPLIT_MIN 512 /* positions from which a few rows' attention is split by positions and dimensions */
 #define ATTN_QK_CHUNK 256  /* positions per q.k item when split */
 #define ATTN_PV_CHUNK 32   /* dimensions per p.v item when split: one 64-byte line of the f16 cache */
@@ -236,7 +237,7 @@ static void attention_heads(const Batch *b, uint32_t l, uint32_t r, uint32_t h0,
     uint64_t kvd = (uint64_t)c->n_head_kv * D;
     const uint8_t *kc, *vc;
     uint32_t n = row_cache(b, l, r, h0 / G, &kc, &vc);
-    float *scores = b->scores + (uint64_t)tid * ATTN_GROUP_MAX * b->scores_len;
+    float *scores = b->scores + (uint64_t)tid * ATTN_SCORE_ROWS * b->scores_len;
     float scale = c->q_prescale ? 1.0f : c->attn_scale, cap = c->attn_softcap;
     const float *q = b->q + (uint64_t)r * H * D + (uint64_t)h0 * D;
     float *out = b->att + (uint64_t)r * H * D + (uint64_t)h0 * D;
@@ -253,8 +254,37 @@ static void attention_heads(const Batch *b, uint32_t l, uint32_t r, uint32_t h0,
         attention_scalar(q, k16, v16, kvd, n, D, scale, cap, scores, out);
 }
 
+/* Whether rows r and r + 1 of the step are consecutive positions of one
+ * session over the same f16 cache rows (the second seeing one more): a
+ * prompt's tokens, which quant_attn_pair_f16 takes two at a time. */
+static bool rows_pair(const Batch *b, uint32_t l, uint32_t r) {
+    if (r + 1 >= b->n) return false;
+    const Session *s = b->rows[r].s;
+    if (b->rows[r + 1].s != s || b->rows[r + 1].pos != b->rows[r].pos + 1) return false;
+    if (s->type_k != GGML_TYPE_F16 || s->type_v != GGML_TYPE_F16 || s->m->cfg.head_dim % 8) return false;
+    const uint8_t *k0, *v0, *k1, *v1;
+    const uint32_t n0 = row_cache(b, l, r, 0, &k0, &v0), n1 = row_cache(b, l, r + 1, 0, &k1, &v1);
+    return n1 == n0 + 1 && k0 == k1; /* (not a sliding window that moved on) */
+}
+
+/* Heads [h0, h0 + nh) of rows r and r + 1 (rows_pair), as attention_heads
+ * computes each row's. */
+static void attention_pair(const Batch *b, uint32_t l, uint32_t r, uint32_t h0, uint32_t nh, uint32_t tid) {
+    const ModelConfig *c = &b->rows[r].s->m->cfg;
+    const uint32_t D = c->head_dim, H = c->n_head, G = c->n_head / c->n_head_kv;
+    const uint64_t kvd = (uint64_t)c->n_head_kv * D, row = (uint64_t)H * D;
+    const uint8_t *kc, *vc;
+    const uint32_t n = row_cache(b, l, r, h0 / G, &kc, &vc);
+    float *scores = b->scores + (uint64_t)tid * ATTN_SCORE_ROWS * b->scores_len;
+    const float *q = b->q + r * row + (uint64_t)h0 * D;
+    float *out = b->att + r * row + (uint64_t)h0 * D;
+    quant_attn_pair_f16(q, q + row, nh, (const uint16_t *)kc, (const uint16_t *)vc, kvd, n, D,
+                        c->q_prescale ? 1.0f : c->attn_scale, c->attn_softcap, scores, b->scores_len, out, out + row);
+}
+
 /* One item of layer l's attention (step_item's attention phases). ATT_ROWS:
- * (row, KV head, run of att_S of its heads). Split, for a few long rows that
+ * (row, KV head, run of att_S of its heads), or with att_pairs (rows 2u and
+ * 2u + 1, KV head, run): a pair (rows_pair) in one call, else each row. Split, for a few long rows that
  * would leave threads idle: ATT_QK (row, KV head, chunk of
  * positions): scores of all the group's heads; ATT_SOFTMAX (row, head);
  * ATT_PV (row, KV head, chunk of dimensions). Each value is computed by the
@@ -264,9 +294,17 @@ static void attention_item(const Batch *b, uint32_t l, uint32_t phase, uint64_t 
     const uint32_t D = c->head_dim, H = c->n_head, n_kv = c->n_head_kv, G = H / n_kv;
     if (phase == ATT_ROWS) {
         const uint64_t per_row = (uint64_t)n_kv * b->att_sub;
-        const uint32_t r = (uint32_t)(item / per_row), it = (uint32_t)(item % per_row);
+        const uint32_t u = (uint32_t)(item / per_row), it = (uint32_t)(item % per_row);
         const uint32_t kvh = it / b->att_sub, h0 = kvh * G + it % b->att_sub * b->att_S;
-        attention_heads(b, l, r, h0, RT_MIN(b->att_S, (kvh + 1) * G - h0), tid);
+        const uint32_t nh = RT_MIN(b->att_S, (kvh + 1) * G - h0);
+        if (!b->att_pairs) {
+            attention_heads(b, l, u, h0, nh, tid);
+        } else if (rows_pair(b, l, 2 * u)) {
+            attention_pair(b, l, 2 * u, h0, nh, tid);
+        } else {
+            attention_heads(b, l, 2 * u, h0, nh, tid);
+            if (2 * u + 1 < b->n) attention_heads(b, l, 2 * u + 1, h0, nh, tid);
+        }
         return;
     }
     const uint64_t kvd = (uint64_t)n_kv * D, ss = b->att_max_n;
@@ -330,13 +368,20 @@ static void attention_layer(Batch *b, const ModelConfig *c, uint32_t l, uint32_t
             return;
         }
     }
+    /* a prompt's rows two at a time (each cache value converted once for both,
+     * and twice the heads in flight: q.k + p.v -30 % per row, SmolLM2 prompt),
+     * when at least half the rows pair up */
+    uint32_t pairs = 0;
+    for (uint32_t r = 0; r + 1 < T; r += 2) pairs += rows_pair(b, l, r);
+    b->att_pairs = 4 * pairs >= T && pairs > 0;
+    const uint64_t units = b->att_pairs ? (T + 1) / 2 : T;
     uint32_t S = RT_MIN(G, ATTN_GROUP_MAX);
     /* at least two items per thread when there is more than one: with three KV heads
      * on two threads, three items leave one thread idle a third of the time
      * (SmolLM2's decode: 2-thread tok/s +5 % at 200 positions, +10 % at 500) */
-    while (n_threads > 1 && S > 1 && (uint64_t)T * n_kv * ((G + S - 1) / S) < 2 * n_threads) S = (S + 1) / 2;
+    while (n_threads > 1 && S > 1 && units * n_kv * ((G + S - 1) / S) < 2 * n_threads) S = (S + 1) / 2;
     b->att_S = S, b->att_sub = (G + S - 1) / S;
-    threads_step(b, l, ATT_ROWS, (uint64_t)T * n_kv * b->att_sub);
+    threads_step(b, l, ATT_ROWS, units * n_kv * b->att_sub);
 }
 
 /* An even head_dim that is not a multiple of 8 (tiny test models): scalar. */
@@ -440,7 +485,7 @@ static Batch *batch_reserve(Model *m, uint32_t T, uint32_t max_ctx, uint32_t n_l
     if (srows > b->scores_rows || max_ctx > b->scores_len) {
         uint64_t len = RT_MAX((uint64_t)max_ctx, b->scores_len);
         uint32_t rows = RT_MAX(srows, b->scores_rows);
-        if (!regrow(&b->scores, rows * ATTN_GROUP_MAX * len * 4 + 64)) { oom("attention scores"); return NULL; }
+        if (!regrow(&b->scores, rows * ATTN_SCORE_ROWS * len * 4 + 64)) { oom("attention scores"); return NULL; }
         b->scores_rows = rows, b->scores_len = len;
     }
     if (n_logits > b->logits_cap) {

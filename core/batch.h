@@ -53,7 +53,7 @@ typedef struct Batch {
     BatchRow *rows;
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *rope_cs;
     float *rope_cs_swa;              /* sliding-window layers' RoPE table (gemma3), else NULL */
-    float *scores;                   /* scores_rows rows of scores_len: one per thread */
+    float *scores;                   /* scores_rows x ATTN_SCORE_ROWS rows of scores_len: per thread */
     uint64_t scores_len;
     uint32_t scores_rows;
     /* the current layer's attention plan (attention_layer in batch.c): items of S
@@ -61,6 +61,7 @@ typedef struct Batch {
      * split_scores, and the work goes in three phases (q.k by chunks of
      * positions, softmax by head, p.v by chunks of dimensions) */
     uint32_t att_S, att_sub, att_split, att_qk_chunks, att_pv_chunks, att_max_n;
+    bool att_pairs;                  /* items take rows two at a time (a prompt's consecutive tokens) */
     float *split_scores;
     uint64_t split_cap;              /* floats split_scores holds */
     /* the FFN gating in progress (glu in batch.c): g = act(g) * u over n floats */

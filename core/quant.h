@@ -83,6 +83,15 @@ void quant_attn_heads_f16(const float *q, uint32_t nh, const uint16_t *k, const 
                           uint32_t n, uint32_t D, float scale, float cap, float *scores, uint64_t scores_stride,
                           float *out);
 
+/* Two queries of one sequence, q1 the token after q0 (a prompt's consecutive
+ * tokens), nh (<= 4) heads each, exactly as quant_attn_heads_f16 computes each
+ * alone: q0 over cache rows [0, n0), q1 over [0, n0 + 1); every shared row read
+ * and converted once for both. Outputs out0 + g * D, out1 + g * D; scores:
+ * 2 nh rows of scratch, scores_stride apart, n0 + 1 f32 each. */
+void quant_attn_pair_f16(const float *q0, const float *q1, uint32_t nh, const uint16_t *k, const uint16_t *v,
+                         uint64_t kv_stride, uint32_t n0, uint32_t D, float scale, float cap, float *scores,
+                         uint64_t scores_stride, float *out0, float *out1);
+
 /* The same in three parts a caller may split across threads (same bits):
  * scores[g * ss + j] = scale * q_g . k_j for positions [j0, j1); the softmax
  * of one head's n scores (capped when cap > 0), in place, into the f16-rounded

@@ -11,7 +11,8 @@
  *   mx     = the largest s_j (NaNs skipped), e_j = qi_expf(s_j - mx) (simd_exp.h),
  *            sum = the e_j in double (quant_attn_softmax_exp), inv = (float)(1 / sum)
  *   out[d] = (..((0 + p_0 v_0[d]) + p_1 v_1[d]) + ..), p_j = f16r(e_j * inv)
- * (every product of two f16-rounded values is exact in f32). llama.cpp's
+ * (every product of two f16-rounded values is exact in f32, so each "+ p v" and
+ * each lane's "+ q k" rounds once, fused or not: exact_madd). llama.cpp's
  * attention without flash attention rounds q and p to f16 the same way; its
  * exp is ggml_v_expf, the polynomial qi_expf_x4 computes without FMA. Fast because:
  * - four cache rows at a time in the q.k pass (two for each of S heads that
@@ -30,6 +31,12 @@
  *   rt_expf's f64 polynomial), its sum (two f64x2 lanes), and f16r of the
  *   weights in f32 itself (f16r_x4_weights, exactly qi_f2h_x4 then qi_h2f_x4
  *   for weights in [0, 1], tests/test_quant.py);
+ * - a prompt's consecutive tokens go two at a time (quant_attn_pair_f16): each
+ *   cache row is read and converted once for both, and the 2 S heads' sums in
+ *   flight hide the latency of each one's chain of adds (SmolLM2, three heads
+ *   per KV head, per row and head: q.k 6.4 -> 4.4 ns, p.v 6.3 -> 4.3 ns);
+ * - the multiply-adds fuse in the relaxed-SIMD build (exact_madd: q.k at S = 3
+ *   19 -> 15 ns per row);
  * - the f16 cache values are converted cheaply: the halves go to the
  *   high 16 bits of i32 lanes, an arithmetic shift by 3 and a mask make them
  *   f32 times 2^-112 (exact for the finite values a cache holds), and the
@@ -38,6 +45,20 @@
  * local (a register or the engine's own stack) costs none. */
 #include "quant_impl.h"
 #include "simd_exp.h"
+
+/* acc + a * b, where the product is exact in f32 (here always: an f16 value
+ * times 2^112 and an f16 value times 2^-112, 22 significant bits, far from
+ * overflow and underflow), so a fused multiply-add rounds exactly as the
+ * multiply and the add do: the relaxed-SIMD build lets the engine fuse them
+ * (x86 vfmadd, ARM fmla) and every engine, fusing or not, gives the SIMD128
+ * build's bits (tests/test_quant.py). */
+QI_INLINE v128_t exact_madd(v128_t acc, v128_t a, v128_t b) {
+#if QI_RELAXED
+    return wasm_f32x4_relaxed_madd(a, b, acc);
+#else
+    return wasm_f32x4_add(acc, wasm_f32x4_mul(a, b));
+#endif
+}
 
 /* f16 -> f32 times 2^-112 for the low / high four of eight halves (see above). */
 QI_INLINE v128_t h2f_lo(v128_t h) {
@@ -62,8 +83,8 @@ QI_INLINE float dot1(const float *qh, const uint16_t *k, uint32_t D) {
     v128_t a = wasm_f32x4_splat(0);
     for (uint32_t d = 0; d < D; d += 8) {
         const v128_t h = wasm_v128_load(k + d);
-        a = wasm_f32x4_add(a, wasm_f32x4_mul(wasm_v128_load(qh + d), h2f_lo(h)));
-        a = wasm_f32x4_add(a, wasm_f32x4_mul(wasm_v128_load(qh + d + 4), h2f_hi(h)));
+        a = exact_madd(a, wasm_v128_load(qh + d), h2f_lo(h));
+        a = exact_madd(a, wasm_v128_load(qh + d + 4), h2f_hi(h));
     }
     return hsum4(a);
 }
@@ -86,8 +107,8 @@ QI_INLINE v128_t hsum4x4(v128_t v0, v128_t v1, v128_t v2, v128_t v3) {
         const v128_t q0 = wasm_v128_load(qh + (d)), q1 = wasm_v128_load(qh + (d) + 4); \
         QI_UNROLL for (int i = 0; i < 4; i++) {                                       \
             const v128_t h = wasm_v128_load(k + i * st + (d));                        \
-            a[i] = wasm_f32x4_add(a[i], wasm_f32x4_mul(q0, h2f_lo(h)));              \
-            a[i] = wasm_f32x4_add(a[i], wasm_f32x4_mul(q1, h2f_hi(h)));              \
+            a[i] = exact_madd(a[i], q0, h2f_lo(h));              \
+            a[i] = exact_madd(a[i], q1, h2f_hi(h));              \
         }                                                                             \
         if (ANCHOR) QI_ANCHOR(wasm_v128_or(wasm_v128_or(a[0], a[1]), wasm_v128_or(a[2], a[3]))); \
     } while (0)
@@ -115,8 +136,8 @@ QI_INLINE void pv(const float *ps, const uint16_t *v, uint64_t st, uint32_t n, u
         QI_UNROLL for (int i = 0; i < 8; i += 2) {
             if (i >= W) break;
             const v128_t h = wasm_v128_load(vr + 4 * i);
-            acc[i] = wasm_f32x4_add(acc[i], wasm_f32x4_mul(p, h2f_lo(h)));
-            acc[i + 1] = wasm_f32x4_add(acc[i + 1], wasm_f32x4_mul(p, h2f_hi(h)));
+            acc[i] = exact_madd(acc[i], p, h2f_lo(h));
+            acc[i + 1] = exact_madd(acc[i + 1], p, h2f_hi(h));
         }
     }
     QI_UNROLL for (int i = 0; i < 8; i++) {
@@ -204,7 +225,8 @@ QI_INLINE void attn_head(const float *q, const uint16_t *k, const uint16_t *v, u
 }
 
 /* ------------------------------------------------------------------ grouped heads
- * GQA: the S query heads that share a KV head (S <= 4 at a time) read each
+ * GQA: the S query heads that share a KV head (S <= 4 at a time; 8 for a
+ * pair of tokens: quant_attn_pair_f16) read each
  * cache value once and convert it once, for all S of them, in both passes.
  * Per head every value is computed exactly as attn_head computes it (the same
  * f32 and f64 operations in the same order: one accumulator over the dimensions,
@@ -225,8 +247,8 @@ QI_INLINE void attn_head(const float *q, const uint16_t *k, const uint16_t *v, u
         QI_UNROLL for (int g = 0; g < S; g++) {                                           \
             const v128_t q0 = wasm_v128_load(qh + g * D + (d)), q1 = wasm_v128_load(qh + g * D + (d) + 4); \
             QI_UNROLL for (int i = 0; i < NR; i++) {                                      \
-                a[g * NR + i] = wasm_f32x4_add(a[g * NR + i], wasm_f32x4_mul(q0, lo[i]));   \
-                a[g * NR + i] = wasm_f32x4_add(a[g * NR + i], wasm_f32x4_mul(q1, hi[i]));   \
+                a[g * NR + i] = exact_madd(a[g * NR + i], q0, lo[i]);   \
+                a[g * NR + i] = exact_madd(a[g * NR + i], q1, hi[i]);   \
             }                                                                             \
         }                                                                                 \
         if (ANCHOR) {                                                                     \
@@ -254,28 +276,38 @@ QI_INLINE void gdot(const float *qh, const int S, const uint16_t *k, uint64_t st
         QI_UNROLL for (int i = 0; i < NR; i++) sc[g * ss + i] = s[g * NR + i];
 }
 
-/* out[g * D + d0 .. + 8W) = sum over j of p_gj v_j[d0 ..] for S heads (p_gj at
- * ps[g * ss + j], times 2^112), accumulated in order j = 0, 1, .. */
+/* out_g[d0 .. + 4W) = sum over j of p_gj v_j[d0 ..] for S heads (p_gj at
+ * ps[g * ss + j], times 2^112), accumulated in order j = 0, 1, .., where out_g
+ * is out + g * D, or for a pair of queries (out1 set: heads g >= S / 2 are the
+ * second query's) out1 + (g - S / 2) * D. `more`: the sums go on from out_g's
+ * values (a pair's last row, which only its second query sees) instead of 0. */
+QI_INLINE float *gpv_out(float *out, float *out1, const int S, int g, const uint32_t D) {
+    return out1 && g >= S / 2 ? out1 + (g - S / 2) * D : out + g * D;
+}
 QI_INLINE void gpv(const float *ps, uint64_t ss, const int S, const uint16_t *v, uint64_t st, uint32_t n, uint32_t d0,
-                   const int W, const uint32_t D, float *out) {
-    v128_t acc[4][4];
-    QI_UNROLL for (int g = 0; g < 4; g++) QI_UNROLL for (int i = 0; i < 4; i++) acc[g][i] = wasm_f32x4_splat(0);
+                   const int W, const uint32_t D, float *out, float *out1, const bool more) {
+    v128_t acc[8][4];
+    QI_UNROLL for (int g = 0; g < S; g++)
+        QI_UNROLL for (int i = 0; i < W; i++)
+            acc[g][i] = more ? wasm_v128_load(gpv_out(out, out1, S, g, D) + d0 + 4 * i) : wasm_f32x4_splat(0);
 #define GPV_ROW(vr, P_OF_G)                                                                             \
     do {                                                                                                \
         v128_t x[4];                                                                                    \
-        QI_UNROLL for (int i = 0; i < W; i += 2) {                                                      \
-            const v128_t h = wasm_v128_load((vr) + 4 * i);                                              \
-            x[i] = h2f_lo(h), x[i + 1] = h2f_hi(h);                                                     \
-        }                                                                                               \
+        if (W == 1) x[0] = h2f_lo(wasm_v128_load64_zero(vr)); /* (four halves: no read past d0 + 4) */  \
+        else                                                                                            \
+            QI_UNROLL for (int i = 0; i < W; i += 2) {                                                  \
+                const v128_t h = wasm_v128_load((vr) + 4 * i);                                          \
+                x[i] = h2f_lo(h), x[i + 1] = h2f_hi(h);                                                 \
+            }                                                                                           \
         QI_UNROLL for (int g = 0; g < S; g++) {                                                         \
             const v128_t p = P_OF_G;                                                                    \
-            QI_UNROLL for (int i = 0; i < W; i++) acc[g][i] = wasm_f32x4_add(acc[g][i], wasm_f32x4_mul(p, x[i])); \
+            QI_UNROLL for (int i = 0; i < W; i++) acc[g][i] = exact_madd(acc[g][i], p, x[i]); \
         }                                                                                               \
     } while (0)
     uint32_t j = 0;
     /* four rows at a time: each head's four weights in one load, splat lane by lane */
     for (; j + 4 <= n; j += 4) {
-        v128_t P[4];
+        v128_t P[8];
         QI_UNROLL for (int g = 0; g < S; g++) P[g] = wasm_v128_load(ps + g * ss + j);
         const uint16_t *vr = v + j * st + d0;
         GPV_ROW(vr, wasm_i32x4_shuffle(P[g], P[g], 0, 0, 0, 0));
@@ -286,27 +318,66 @@ QI_INLINE void gpv(const float *ps, uint64_t ss, const int S, const uint16_t *v,
     for (; j < n; j++) GPV_ROW(v + j * st + d0, wasm_v128_load32_splat(ps + g * ss + j));
 #undef GPV_ROW
     QI_UNROLL for (int g = 0; g < S; g++)
-        QI_UNROLL for (int i = 0; i < W; i++) wasm_v128_store(out + g * D + d0 + 4 * i, acc[g][i]);
+        QI_UNROLL for (int i = 0; i < W; i++) wasm_v128_store(gpv_out(out, out1, S, g, D) + d0 + 4 * i, acc[g][i]);
+}
+
+/* f16r(q) times 2^112 for n floats (n a multiple of 4) */
+QI_INLINE void round_queries(float *qh, const float *q, uint32_t n) {
+    for (uint32_t i = 0; i + 4 <= n; i += 4) wasm_v128_store(qh + i, f16r_x4_scaled(wasm_v128_load(q + i)));
+}
+
+/* q . k for positions [j0, j1) of S (<= 8) heads, their queries rounded (qh + g * D):
+ * two cache rows at a time up to four heads, one row for more (2 S accumulators,
+ * or S, fit the registers) */
+QI_INLINE void qk_rows(const float *qh, const int S, const uint16_t *k, uint64_t st, uint32_t j0, uint32_t j1,
+                       const uint32_t D, const bool unrolled, float scale, float *scores, uint64_t ss) {
+    const int NR = S <= 4 ? 2 : 1;
+    uint32_t j = j0;
+    for (; j + NR <= j1; j += NR) gdot(qh, S, k + j * st, st, NR, D, unrolled, scale, scores + j, ss);
+    for (; j < j1; j++) gdot(qh, S, k + j * st, st, 1, D, unrolled, scale, scores + j, ss);
 }
 
 /* q . k for positions [j0, j1) of S heads (queries q + g * D, not yet rounded) */
 QI_INLINE void attn_qk(const float *q, const int S, const uint16_t *k, uint64_t st, uint32_t j0, uint32_t j1,
                        const uint32_t D, const bool unrolled, float scale, float *scores, uint64_t ss) {
     float qh[4 * 1024] __attribute__((aligned(16)));
-    for (uint32_t i = 0; i + 4 <= (uint32_t)S * D; i += 4) wasm_v128_store(qh + i, f16r_x4_scaled(wasm_v128_load(q + i)));
-    uint32_t j = j0;
-    for (; j + 2 <= j1; j += 2) /* two cache rows at a time: S <= 4, so 2 S accumulators fit the registers */
-        gdot(qh, S, k + j * st, st, 2, D, unrolled, scale, scores + j, ss);
-    for (; j < j1; j++) gdot(qh, S, k + j * st, st, 1, D, unrolled, scale, scores + j, ss);
+    round_queries(qh, q, (uint32_t)S * D);
+    qk_rows(qh, S, k, st, j0, j1, D, unrolled, scale, scores, ss);
 }
 
-/* p . v for dimensions [d0, d1) (multiples of 8) of S heads */
+/* p . v for dimensions [d0, d1) (multiples of 8) of S (<= 8) heads: as many
+ * dimensions per pass as keep the S accumulators of each in registers (gpv) */
 QI_INLINE void attn_pv(const float *scores, uint64_t ss, const int S, const uint16_t *v, uint64_t st, uint32_t n,
-                       uint32_t d0, uint32_t d1, const uint32_t D, float *out) {
+                       uint32_t d0, uint32_t d1, const uint32_t D, float *out, float *out1, const bool more) {
     uint32_t d = d0;
-    if (S <= 2)
-        for (; d + 16 <= d1; d += 16) gpv(scores, ss, S, v, st, n, d, 4, D, out);
-    for (; d < d1; d += 8) gpv(scores, ss, S, v, st, n, d, 2, D, out);
+    if (S <= 3) /* (S = 3: 12 accumulators; their chains hide the fused adds' latency: 19.9 -> 16.5 ns per row) */
+        for (; d + 16 <= d1; d += 16) gpv(scores, ss, S, v, st, n, d, 4, D, out, out1, more);
+    if (S <= 6)
+        for (; d < d1; d += 8) gpv(scores, ss, S, v, st, n, d, 2, D, out, out1, more);
+    for (; d < d1; d += 4) gpv(scores, ss, S, v, st, n, d, 1, D, out, out1, more);
+}
+
+/* Two queries of one sequence, the second one position later (a prompt's
+ * consecutive tokens), nh (<= 4) heads each: the first sees cache rows [0, n0),
+ * the second [0, n0 + 1). Rows [0, n0) are read and converted once for all
+ * 2 nh heads; row n0 then goes to the second query's heads alone, its p . v
+ * sums going on from where the shared rows left them. Every value as attn_qk,
+ * the softmax and attn_pv compute it for each query alone. */
+QI_INLINE void attn_pair(const float *q0, const float *q1, const int nh, const uint16_t *k, const uint16_t *v,
+                         uint64_t st, uint32_t n0, const uint32_t D, const bool unrolled, float scale, float cap,
+                         float *scores, uint64_t ss, float *out0, float *out1) {
+    float qh[8 * 1024] __attribute__((aligned(16)));
+    round_queries(qh, q0, (uint32_t)nh * D);
+    round_queries(qh + nh * D, q1, (uint32_t)nh * D);
+    float *sc1 = scores + nh * ss;
+    qk_rows(qh, 2 * nh, k, st, 0, n0, D, unrolled, scale, scores, ss);
+    qk_rows(qh + nh * D, nh, k, st, n0, n0 + 1, D, unrolled, scale, sc1, ss);
+    for (int g = 0; g < nh; g++) {
+        softmax_f16r(scores + g * ss, n0, cap);
+        softmax_f16r(sc1 + g * ss, n0 + 1, cap);
+    }
+    attn_pv(scores, ss, 2 * nh, v, st, n0, 0, D, D, out0, out1, false);
+    attn_pv(sc1 + n0, ss, nh, v + n0 * st, st, 1, 0, D, D, out1, NULL, true);
 }
 
 /* S (1..4) and D (64, 128 or any multiple of 8) as compile-time constants where they help */
@@ -339,7 +410,7 @@ void quant_attn_softmax_f16(float *scores, uint32_t n, float cap) { softmax_f16r
 void quant_attn_pv_f16(const float *p, uint64_t ss, uint32_t nh, const uint16_t *v, uint64_t kv_stride, uint32_t n,
                        uint32_t d0, uint32_t d1, uint32_t D, float *out) {
     for (; nh > 4; nh -= 4, p += 4 * ss, out += 4 * D) quant_attn_pv_f16(p, ss, 4, v, kv_stride, n, d0, d1, D, out);
-#define PV(S, DD, U) attn_pv(p, ss, S, v, kv_stride, n, d0, d1, DD, out)
+#define PV(S, DD, U) attn_pv(p, ss, S, v, kv_stride, n, d0, d1, DD, out, NULL, false)
     ATTN_DISPATCH(PV);
 #undef PV
 }
@@ -362,4 +433,12 @@ void quant_attn_head_f16(const float *q, const uint16_t *k, const uint16_t *v, u
     if (D == 64) attn_head(q, k, v, kv_stride, n, 64, true, scale, cap, scores, out);
     else if (D == 128) attn_head(q, k, v, kv_stride, n, 128, true, scale, cap, scores, out);
     else attn_head(q, k, v, kv_stride, n, D, false, scale, cap, scores, out);
+}
+
+void quant_attn_pair_f16(const float *q0, const float *q1, uint32_t nh, const uint16_t *k, const uint16_t *v,
+                         uint64_t kv_stride, uint32_t n0, uint32_t D, float scale, float cap, float *scores, uint64_t ss,
+                         float *out0, float *out1) {
+#define PAIR(S, DD, U) attn_pair(q0, q1, S, k, v, kv_stride, n0, DD, U, scale, cap, scores, ss, out0, out1)
+    ATTN_DISPATCH(PAIR);
+#undef PAIR
 }

@@ -30,6 +30,7 @@ from gguf import GGMLQuantizationType as QT
 from gguf.constants import GGML_QUANT_SIZES
 
 from f32_math import exp_f32, swiglu_f32
+from realm_web import wasm_host
 from realm_web.wasm_host import WasmCore
 
 RUNNABLE = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1",
@@ -926,6 +927,41 @@ def test_swiglu_is_the_f32_formula(core: Core) -> None:
     ok = np.isfinite(ref) & (np.abs(ref) >= 2.0 ** -126) & (g >= -88.37)
     ulp = np.abs(got.astype(np.float64)[ok] - ref[ok]) / np.spacing(np.abs(ref[ok]).astype(np.float32)).astype(np.float64)
     assert ulp.max() <= 5, ulp.max()
+
+
+def test_attention_fused_multiply_adds_give_the_simd128_bits() -> None:
+    """The relaxed-SIMD build lets the engine fuse attention's multiply-adds (f32x4.relaxed_madd;
+    wasmtime on an FMA machine does) because every product there is exact: both factors are f16
+    values (one times 2^112, the other times 2^-112). So it must give the SIMD128 build's bits
+    (separate multiply and add) on the extremes: f16's largest values, its subnormals and zeros in
+    the cache and the query, groups of 1..6 heads, D = 64 (unrolled) and 40 (the loop). (p . v
+    shows here directly: weights left unrounded fail it; q . k reaches the output only through
+    weights rounded to f16, which hide a last-bit change of a score nearly always.)"""
+    relaxed, plain = (WasmCore(path=wasm_host._WASM_DIR / n) for n in ("realm-relaxed.wasm", "realm.wasm"))
+    assert relaxed.simd == "relaxed" and plain.simd == "simd128"
+    rng = np.random.default_rng(7)
+    tiny = np.float16(2.0 ** -24)
+    for D, n in ((64, 37), (40, 29)):
+        special = np.array([65504, -65504, tiny, -tiny, 3 * tiny, 0, -0.0, 6.1e-5, -6.1e-5], np.float16)
+        k = rng.choice(special, (n, D)) * rng.choice([1, 1, 0.5, 2 ** -10], (n, D))
+        k = np.where(rng.random((n, D)) < 0.5, rng.standard_normal((n, D)) * 4, k).astype(np.float16)
+        v = np.where(rng.random((n, D)) < 0.5, rng.choice(special, (n, D)), rng.standard_normal((n, D))).astype(np.float16)
+        for nh in range(1, 7):
+            q = np.where(rng.random((nh, D)) < 0.3, rng.choice(special[:6].astype(np.float32), (nh, D)),
+                         rng.standard_normal((nh, D)) * 100).astype(np.float32)
+            outs = []
+            for c in (relaxed, plain):
+                pk, pv, pq = (c.alloc(a.nbytes) for a in (k, v, q))
+                for ptr, a in ((pk, k), (pv, v), (pq, q)):
+                    c.write(ptr, np.ascontiguousarray(a))
+                pout, psc = c.alloc(nh * D * 4), c.alloc(nh * n * 4 + 64)
+                assert c.call("realm_quant_attn_f16", pq, nh, pk, pv, D, n, D, 1e-9, 0.0, psc, n, pout) == 1
+                outs.append(c.view(pout, np.float32, nh * D).copy())
+                for ptr in (pk, pv, pq, pout, psc):
+                    c.free(ptr)
+            assert np.isfinite(outs[1]).all()
+            _assert_bits_equal(outs[0], outs[1], f"D={D} nh={nh}: relaxed vs SIMD128")
+    relaxed.close(), plain.close()
 
 
 def test_attention_kernel_refuses_bad_shapes(core: Core) -> None:
