@@ -376,3 +376,29 @@ def test_new_archs_batched_equal_alone(synthetic_model, arch, shape):
     for i, (ref_rows, ref_ids) in enumerate(ref):
         assert ids[i] == ref_ids and len(rows[i]) == len(ref_rows)
         assert all(same_bits(a, b) for a, b in zip(rows[i], ref_rows)), f"{arch}: stream {i}"
+
+
+@pytest.mark.parametrize("arch, shape", [("gemma2", GEMMA2), ("gemma3", GEMMA3), ("phi3", dict(PHI3, n_ctx_orig=64)),
+                                         ("llama", LLAMA_ROPEF)], ids=["gemma2", "gemma3", "phi3", "llama-ropef"])
+def test_prompt_in_one_eval_equals_token_by_token(synthetic_model, arch, shape):
+    """Attention takes a prompt's consecutive tokens in pairs (quant_attn_pair_f16: each cache row
+    read once for both): every row's logits are the bits of one-token evals, with one (phi3), two
+    (gemma2, llama) and four (gemma3) query heads per KV head, on two threads, and past the sliding
+    windows (16 positions), where two consecutive tokens see different rows and go one by one."""
+    from test_batch import same_bits
+    ids = [int(x) for x in np.random.default_rng(5).integers(10, 8000, 41)]
+    model = CoreModel(str(synthetic_model(arch=arch, qtype="Q8_0", **shape)), threads=2)
+    s = Session(model, 64)
+    try:
+        s.eval(ids, all_logits=True)
+        together = np.array(s.logits(), copy=True)
+        s.truncate(0)
+        one = []
+        for t in ids:
+            s.eval([t])
+            one.append(np.array(s.logits()[-1], copy=True))
+        for i, row in enumerate(one):
+            assert same_bits(together[i], row), f"{arch}: prompt row {i} differs from its one-token eval"
+    finally:
+        s.close()
+        model.close()
