@@ -189,7 +189,7 @@ static void attention_scalar(const float *q, const uint16_t *kc, const uint16_t 
 static bool regrow(void *p, uint64_t n);
 
 #define ATTN_GROUP_MAX 4   /* query heads per item and row: quant_attn.c's widest group */
-#define ATTN_SCORE_ROWS 8  /* scores rows per thread: a pair of rows' heads (quant_attn_pair_f16) */
+#define ATTN_SCORE_ROWS (2 * ATTN_GROUP_MAX) /* scores rows per thread: a pair of rows' heads (quant_attn_pair_f16) */
 #define ATTN_SPLIT_MIN 512 /* positions from which a few rows' attention is split by positions and dimensions */
 #define ATTN_QK_CHUNK 256  /* positions per q.k item when split */
 #define ATTN_PV_CHUNK 32   /* dimensions per p.v item when split: one 64-byte line of the f16 cache */
@@ -225,9 +225,16 @@ static void attention_heads_mixed(const Session *s, const float *q, uint32_t nh,
     else quant_attn_pv_f16(scores, ss, nh, (const uint16_t *)vc, kvd, n, 0, D, D, out);
 }
 
+/* The factor of the scores (1 where q was scaled after RoPE: gemma2, phi3), and
+ * thread tid's ATTN_SCORE_ROWS rows of b->scores. */
+static inline float score_scale(const ModelConfig *c) { return c->q_prescale ? 1.0f : c->attn_scale; }
+static inline float *thread_scores(const Batch *b, uint32_t tid) {
+    return b->scores + (uint64_t)tid * ATTN_SCORE_ROWS * b->scores_len;
+}
+
 /* Attention of row r of the step (its session's position rows[r].pos) in heads
  * [h0, h0 + nh) (all of one KV head's group) over its session's cache of layer
- * l, into b->att; thread `tid` uses its own ATTN_GROUP_MAX rows of b->scores.
+ * l, into b->att; thread `tid` uses its own rows of b->scores (thread_scores).
  * As llama.cpp does without flash attention: q and the softmax weights are rounded
  * to f16 before meeting the f16 cache; sums run in f32. */
 static void attention_heads(const Batch *b, uint32_t l, uint32_t r, uint32_t h0, uint32_t nh, uint32_t tid) {
@@ -237,8 +244,8 @@ static void attention_heads(const Batch *b, uint32_t l, uint32_t r, uint32_t h0,
     uint64_t kvd = (uint64_t)c->n_head_kv * D;
     const uint8_t *kc, *vc;
     uint32_t n = row_cache(b, l, r, h0 / G, &kc, &vc);
-    float *scores = b->scores + (uint64_t)tid * ATTN_SCORE_ROWS * b->scores_len;
-    float scale = c->q_prescale ? 1.0f : c->attn_scale, cap = c->attn_softcap;
+    float *scores = thread_scores(b, tid);
+    float scale = score_scale(c), cap = c->attn_softcap;
     const float *q = b->q + (uint64_t)r * H * D + (uint64_t)h0 * D;
     float *out = b->att + (uint64_t)r * H * D + (uint64_t)h0 * D;
     if (s->type_k != GGML_TYPE_F16 || s->type_v != GGML_TYPE_F16) { /* a Q8_0 cache (D % 32 == 0) */
@@ -275,11 +282,10 @@ static void attention_pair(const Batch *b, uint32_t l, uint32_t r, uint32_t h0, 
     const uint64_t kvd = (uint64_t)c->n_head_kv * D, row = (uint64_t)H * D;
     const uint8_t *kc, *vc;
     const uint32_t n = row_cache(b, l, r, h0 / G, &kc, &vc);
-    float *scores = b->scores + (uint64_t)tid * ATTN_SCORE_ROWS * b->scores_len;
     const float *q = b->q + r * row + (uint64_t)h0 * D;
     float *out = b->att + r * row + (uint64_t)h0 * D;
-    quant_attn_pair_f16(q, q + row, nh, (const uint16_t *)kc, (const uint16_t *)vc, kvd, n, D,
-                        c->q_prescale ? 1.0f : c->attn_scale, c->attn_softcap, scores, b->scores_len, out, out + row);
+    quant_attn_pair_f16(q, q + row, nh, (const uint16_t *)kc, (const uint16_t *)vc, kvd, n, D, score_scale(c),
+                        c->attn_softcap, thread_scores(b, tid), b->scores_len, out, out + row);
 }
 
 /* One item of layer l's attention (step_item's attention phases). ATT_ROWS:
@@ -308,7 +314,7 @@ static void attention_item(const Batch *b, uint32_t l, uint32_t phase, uint64_t 
         return;
     }
     const uint64_t kvd = (uint64_t)n_kv * D, ss = b->att_max_n;
-    const float scale = c->q_prescale ? 1.0f : c->attn_scale;
+    const float scale = score_scale(c);
     if (phase == ATT_SOFTMAX) {
         const uint32_t r = (uint32_t)(item / H);
         const uint32_t n = row_cache(b, l, r, 0, NULL, NULL);

@@ -208,11 +208,15 @@ QI_INLINE void softmax_f16r(float *scores, uint32_t n, float cap) {
     for (; j < n; j++) scores[j] = wasm_f32x4_extract_lane(f16r_x4_weights(wasm_f32x4_splat(scores[j] * inv)), 0);
 }
 
+/* f16r(q) times 2^112 for n floats (n a multiple of 4) */
+QI_INLINE void round_queries(float *qh, const float *q, uint32_t n) {
+    for (uint32_t i = 0; i + 4 <= n; i += 4) wasm_v128_store(qh + i, f16r_x4_scaled(wasm_v128_load(q + i)));
+}
+
 QI_INLINE void attn_head(const float *q, const uint16_t *k, const uint16_t *v, uint64_t st, uint32_t n,
                          const uint32_t D, const bool unrolled, float scale, float cap, float *scores, float *out) {
     float qh[1024] __attribute__((aligned(16)));
-    uint32_t d = 0;
-    for (; d + 4 <= D; d += 4) wasm_v128_store(qh + d, f16r_x4_scaled(wasm_v128_load(q + d)));
+    round_queries(qh, q, D);
     /* q . k */
     uint32_t j = 0;
     const v128_t vs = wasm_f32x4_splat(scale);
@@ -220,7 +224,8 @@ QI_INLINE void attn_head(const float *q, const uint16_t *k, const uint16_t *v, u
     for (; j < n; j++) scores[j] = dot1(qh, k + j * st, D) * scale;
     softmax_f16r(scores, n, cap);
     /* p . v, 32 dimensions at a time */
-    for (d = 0; d + 32 <= D; d += 32) pv(scores, v, st, n, d, 8, out);
+    uint32_t d = 0;
+    for (; d + 32 <= D; d += 32) pv(scores, v, st, n, d, 8, out);
     for (; d < D; d += 8) pv(scores, v, st, n, d, 2, out);
 }
 
@@ -319,11 +324,6 @@ QI_INLINE void gpv(const float *ps, uint64_t ss, const int S, const uint16_t *v,
 #undef GPV_ROW
     QI_UNROLL for (int g = 0; g < S; g++)
         QI_UNROLL for (int i = 0; i < W; i++) wasm_v128_store(gpv_out(out, out1, S, g, D) + d0 + 4 * i, acc[g][i]);
-}
-
-/* f16r(q) times 2^112 for n floats (n a multiple of 4) */
-QI_INLINE void round_queries(float *qh, const float *q, uint32_t n) {
-    for (uint32_t i = 0; i + 4 <= n; i += 4) wasm_v128_store(qh + i, f16r_x4_scaled(wasm_v128_load(q + i)));
 }
 
 /* q . k for positions [j0, j1) of S (<= 8) heads, their queries rounded (qh + g * D):

@@ -187,6 +187,18 @@ QI_INLINE v128_t qi_f2bf_x4(v128_t f) {
     return wasm_v128_and(wasm_v128_bitselect(qnan, r, nan), wasm_i32x4_splat(0xffff));
 }
 
+/* ------------------------------------------------------ integer row sums */
+/* Two rows' i32x4 partial sums a, b folded into [a, a, b, b] (each row in two
+ * partials); two such folds into [sum(a), sum(b), sum(c), sum(d)]. Exact. */
+QI_INLINE v128_t qi_fold2(v128_t a, v128_t b) {
+    return wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 1, 4, 5), wasm_i32x4_shuffle(a, b, 2, 3, 6, 7));
+}
+QI_INLINE v128_t qi_fold4(v128_t ab, v128_t cd) {
+    return wasm_i32x4_add(wasm_i32x4_shuffle(ab, cd, 0, 2, 4, 6), wasm_i32x4_shuffle(ab, cd, 1, 3, 5, 7));
+}
+/* [sum(a), sum(b), sum(c), sum(d)] of four i32x4 (exact). */
+QI_INLINE v128_t reduce4(v128_t a, v128_t b, v128_t c, v128_t d) { return qi_fold4(qi_fold2(a, b), qi_fold2(c, d)); }
+
 /* ------------------------------------------------------ K-quant scales */
 /* Q4_K / Q5_K 6-bit scale and min of sub-block j (ggml's get_scale_min_k4). */
 static inline void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {

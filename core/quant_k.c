@@ -188,13 +188,6 @@ QI_INLINE void group(const uint32_t type, const uint8_t *p, const int g, v128_t 
     w[2] = wasm_v128_and(c1, m8), w[3] = wasm_u16x8_shr(c1, 8);
 }
 
-/* [sum(a), sum(b), sum(c), sum(d)] of four i32x4 (exact). */
-QI_INLINE v128_t reduce4(v128_t a, v128_t b, v128_t c, v128_t d) {
-    const v128_t ab = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 1, 4, 5), wasm_i32x4_shuffle(a, b, 2, 3, 6, 7));
-    const v128_t cd = wasm_i32x4_add(wasm_i32x4_shuffle(c, d, 0, 1, 4, 5), wasm_i32x4_shuffle(c, d, 2, 3, 6, 7));
-    return wasm_i32x4_add(wasm_i32x4_shuffle(ab, cd, 0, 2, 4, 6), wasm_i32x4_shuffle(ab, cd, 1, 3, 5, 7));
-}
-
 /* byte offsets of a super-block's f16 d and dmin */
 QI_INLINE int d_off(const uint32_t type) {
     switch (type) {

@@ -175,19 +175,12 @@ QI_INLINE v128_t block_dot_b(const uint32_t type, const uint8_t *p, v128_t a0, v
 }
 #endif
 
-/* [sum(a), sum(b), sum(c), sum(d)] of four i32x4 (exact). */
-QI_INLINE v128_t reduce4(v128_t a, v128_t b, v128_t c, v128_t d) {
-    const v128_t ab = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 1, 4, 5), wasm_i32x4_shuffle(a, b, 2, 3, 6, 7));
-    const v128_t cd = wasm_i32x4_add(wasm_i32x4_shuffle(c, d, 0, 1, 4, 5), wasm_i32x4_shuffle(c, d, 2, 3, 6, 7));
-    return wasm_i32x4_add(wasm_i32x4_shuffle(ab, cd, 0, 2, 4, 6), wasm_i32x4_shuffle(ab, cd, 1, 3, 5, 7));
-}
-
 /* A block's integer sums for the kernels that fold rows (B: the i16 pair sums
  * of block_dot_w before its widening dot; else block_dot_w), and two rows'
- * folded into [r0, r0, r1, r1] (each row's sum in two i32 partials). For B the
- * halves of each row are added as i16 (|.| <= 2 * 15748 fits) and widened by
- * one dot for both rows: one instruction less per two rows and token than
- * widening each row first. The same integers either way. */
+ * folded as qi_fold2 folds them. For B the halves of each row are added as i16
+ * (|.| <= 2 * 15748 fits) and widened by one dot for both rows: one
+ * instruction less per two rows and token than widening each row first. The
+ * same integers either way. */
 QI_INLINE v128_t block_sums(const bool B, const v128_t *w, const v128_t *a) {
 #if QI_RELAXED
     if (B) return wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(a[0], w[0]),
@@ -200,11 +193,7 @@ QI_INLINE v128_t fold2(const bool B, v128_t d0, v128_t d1) {
         const v128_t h = wasm_i16x8_add(wasm_i64x2_shuffle(d0, d1, 0, 2), wasm_i64x2_shuffle(d0, d1, 1, 3));
         return wasm_i32x4_dot_i16x8(h, wasm_i16x8_splat(1));
     }
-    return wasm_i32x4_add(wasm_i32x4_shuffle(d0, d1, 0, 1, 4, 5), wasm_i32x4_shuffle(d0, d1, 2, 3, 6, 7));
-}
-/* [sum r0, r1, r2, r3] from two fold2 results */
-QI_INLINE v128_t fold4(v128_t f01, v128_t f23) {
-    return wasm_i32x4_add(wasm_i32x4_shuffle(f01, f23, 0, 2, 4, 6), wasm_i32x4_shuffle(f01, f23, 1, 3, 5, 7));
+    return qi_fold2(d0, d1);
 }
 
 /* f16 in the high 16 bits of i32 lanes -> f32 times 2^-112, exact (sign,
@@ -307,7 +296,7 @@ QI_INLINE v128_t rows4x(const uint32_t type, const bool B, const uint8_t *g, uin
             x4_unpack(type, B, g, hb, j, w);
             d[j] = block_sums(B, w, a);
         }
-        block_acc(type, fold4(fold2(B, d[0], d[1]), fold2(B, d[2], d[3])), x4_scales(type, g), meta, &acc, &macc);
+        block_acc(type, qi_fold4(fold2(B, d[0], d[1]), fold2(B, d[2], d[3])), x4_scales(type, g), meta, &acc, &macc);
     }
     return has_min(type) ? wasm_f32x4_add(acc, macc) : acc;
 }
@@ -389,7 +378,7 @@ QI_INLINE v128_t rows4p(const uint32_t type, const bool B, const uint8_t *p0, co
             raw_unpack(type, B, cur.q[j], cur.q2[j], w);
             d[j] = block_sums(B, w, a);
         }
-        block_acc(type, fold4(fold2(B, d[0], d[1]), fold2(B, d[2], d[3])), cur.sc, meta, &acc, &macc);
+        block_acc(type, qi_fold4(fold2(B, d[0], d[1]), fold2(B, d[2], d[3])), cur.sc, meta, &acc, &macc);
         cur = nxt;
     }
     return has_min(type) ? wasm_f32x4_add(acc, macc) : acc;
@@ -444,7 +433,7 @@ QI_INLINE void rows4n(const uint32_t type, const bool B, const bool X4, const in
                     QI_PIN(ab[n]);
                     QI_ANCHOR(ab[n]);
                 } else {
-                    is4[n] = fold4(ab[n], h);
+                    is4[n] = qi_fold4(ab[n], h);
                     QI_PIN(is4[n]);
                     QI_ANCHOR(is4[n]); /* (each token's sums computed before the next token's) */
                 }
